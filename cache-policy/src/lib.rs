@@ -1,0 +1,155 @@
+//! `cache-policy`: the one place where each edgerail endpoint's caching is declared.
+//!
+//! `policy.toml` (embedded at compile time) says, per route, how long browsers, the edge and the
+//! in-process cache may keep an answer, which query parameters exist, which cache tags an answer
+//! carries and whether the warmer keeps it warm. Every binary loads it through [`Policy::embedded`],
+//! which validates it, so a policy mistake stops a deploy instead of mis-caching production.
+//!
+//! The crate is pure: no I/O, no clock, no async. That keeps the rules testable as plain functions.
+//!
+//! # Layout
+//!
+//! - [`duration`]: `30s` / `1d` style durations, shared with the binaries' configuration.
+//! - [`template`]: path templates, tag templates and route parameter kinds.
+//! - [`model`]: the typed [`Policy`] and [`Route`], loading and validation, `Cache-Control` rendering.
+//!
+//! # Example
+//!
+//! ```
+//! let policy = cache_policy::Policy::embedded().expect("the embedded policy is valid");
+//! let route = policy.route("formation").unwrap();
+//! let tags = route.render_tags(|p| (p == "formation_id").then_some("10701F"));
+//! assert_eq!(tags, ["formation:10701F"]);
+//! assert!(route.cache_control().starts_with("public, max-age="));
+//! ```
+
+pub mod duration;
+pub mod model;
+pub mod template;
+
+use std::sync::LazyLock;
+
+pub use duration::{DurationError, format_duration, parse_duration};
+pub use model::{Policy, PolicyError, QueryKind, QueryParam, Route, negative_cache_control};
+pub use template::{ParamKind, PathTemplate, Segment, TagPart, TagTemplate, is_tag_char};
+
+/// The policy text compiled into every binary.
+pub const EMBEDDED_POLICY: &str = include_str!("../policy.toml");
+
+static EMBEDDED: LazyLock<Result<Policy, PolicyError>> =
+    LazyLock::new(|| Policy::from_toml(EMBEDDED_POLICY));
+
+impl Policy {
+    /// The embedded `policy.toml`, parsed and validated once per process.
+    ///
+    /// # Errors
+    ///
+    /// The validation error, should the embedded file be invalid (a test in this crate keeps that
+    /// from ever shipping).
+    pub fn embedded() -> Result<&'static Policy, &'static PolicyError> {
+        EMBEDDED.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn policy_with(route_body: &str) -> Result<Policy, PolicyError> {
+        Policy::from_toml(&format!(
+            "[[route]]\nname = \"r\"\nbrowser_ttl = \"1s\"\nedge_ttl = \"1h\"\nswr = \"1s\"\nsie = \"1s\"\nlocal_ttl = \"1s\"\nwarm = false\n{route_body}"
+        ))
+    }
+
+    #[test]
+    fn embedded_policy_is_valid_and_covers_every_v1_route() {
+        let policy = Policy::embedded().unwrap();
+        let paths: Vec<_> = policy.routes().iter().map(|r| r.path.as_str()).collect();
+        for expected in [
+            "/v1/lines",
+            "/v1/lines/{line_id}/stations",
+            "/v1/formations",
+            "/v1/formations/{formation_id}",
+            "/v1/operations/{date}",
+            "/v1/operations/{date}/{number}",
+            "/v1/sightings/latest",
+            "/openapi.json",
+        ] {
+            assert!(paths.contains(&expected), "{expected} missing from policy.toml");
+        }
+        for route in policy.routes() {
+            assert!(!route.local_ttl.is_zero(), "{}", route.name);
+        }
+    }
+
+    #[test]
+    fn renders_cache_control_headers() {
+        let policy = Policy::embedded().unwrap();
+        let lines = policy.route("lines").unwrap();
+        assert_eq!(
+            lines.cache_control(),
+            "public, max-age=60, s-maxage=86400, stale-while-revalidate=60, stale-if-error=86400"
+        );
+        assert_eq!(lines.negative_cache_control(), "public, max-age=0, s-maxage=10");
+        assert_eq!(
+            lines.cache_control_until(Duration::from_secs(30)),
+            "public, max-age=30, s-maxage=30"
+        );
+        let latest = policy.route("sightings_latest").unwrap();
+        assert_eq!(latest.negative_cache_control(), "public, max-age=0, s-maxage=5");
+    }
+
+    #[test]
+    fn renders_tags_for_a_request() {
+        let policy = Policy::embedded().unwrap();
+        let (route, bound) = policy.match_path("/v1/operations/2026-11-28/0612").unwrap();
+        assert_eq!(route.name, "operation");
+        let tags = route.render_tags(|p| bound.iter().find(|(k, _)| *k == p).map(|(_, v)| *v));
+        assert_eq!(tags, ["operation:2026-11-28:0612"]);
+        assert!(policy.match_path("/v1/nope").is_none());
+    }
+
+    #[test]
+    fn validates_declared_query_parameters() {
+        let policy = Policy::embedded().unwrap();
+        let limit = &policy.route("sightings_latest").unwrap().query[0];
+        assert_eq!(limit.normalize(None).unwrap(), "50");
+        assert_eq!(limit.normalize(Some("200")).unwrap(), "200");
+        for bad in ["0", "201", "-1", "ten", "", "1e2", "9999999999999999999999"] {
+            let err = limit.normalize(Some(bad)).unwrap_err();
+            assert!(err.contains("from 1 to 200"), "{err}");
+        }
+    }
+
+    #[test]
+    fn rejects_invalid_policies_with_a_clear_message() {
+        let cases = [
+            ("path = \"/v1/x/{id}\"\ntags = []", "no kind"),
+            ("path = \"/v1/x/{id}\"\nparams = { id = \"uuid\" }\ntags = []", "unknown kind"),
+            ("path = \"/v1/x\"\nparams = { id = \"id\" }\ntags = []", "not in the path"),
+            ("path = \"/v1/x\"\ntags = [\"formation:{formation_id}\"]", "not a path parameter"),
+            ("path = \"/v1/x\"\ntags = [\"has space\"]", "not allowed in a tag"),
+            ("path = \"v1/x\"\ntags = []", "must start with"),
+            ("path = \"/v1/x\"\ntags = []\nnegative_ttl = \"soon\"", "negative_ttl"),
+            ("path = \"/v1/x\"\ntags = []\nquery = { limit = { kind = \"integer\", min = 5, max = 1, default = 3 } }", "min <= default"),
+            ("path = \"/v1/x\"\ntags = []\nquery = { q = { kind = \"text\", default = 1 } }", "unknown kind"),
+            ("path = \"/v1/x\"\ntags = []\ncolour = \"red\"", "unknown field"),
+        ];
+        for (body, expected) in cases {
+            let err = policy_with(body).unwrap_err().to_string();
+            assert!(err.contains(expected), "{body:?}: {err}");
+        }
+        let zero_local = Policy::from_toml(
+            "[[route]]\nname = \"r\"\npath = \"/x\"\nbrowser_ttl = \"1s\"\nedge_ttl = \"1h\"\nswr = \"1s\"\nsie = \"1s\"\nlocal_ttl = \"0s\"\nwarm = false\ntags = []",
+        );
+        assert!(zero_local.unwrap_err().to_string().contains("local_ttl must be non-zero"));
+        assert!(Policy::from_toml("").unwrap_err().to_string().contains("no [[route]]"));
+    }
+
+    #[test]
+    fn longest_edge_ttl_is_reported() {
+        let policy = Policy::embedded().unwrap();
+        assert_eq!(policy.max_edge_ttl(), Duration::from_secs(86_400));
+    }
+}
