@@ -1,1 +1,42 @@
-fn main(){}
+//! `api`: serve (locally or on Lambda), migrate, or seed demo data. All logic is in the library.
+
+use anyhow::Context;
+use api::config::{Cli, Command};
+use api::startup::{self, Application};
+use api::store::Store;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = cli.config;
+    api::telemetry::init(config.log_format());
+    config.validate()?;
+    let store = startup::open_store(&config)?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Migrate => {
+            store
+                .migrate(&config.calendar()?)
+                .await
+                .context("migration failed")?;
+            tracing::info!("migrations applied");
+        }
+        Command::Seed { scale, .. } => {
+            startup::seed_demo(&store, &config.calendar()?, scale).await?;
+        }
+        Command::Serve if config.on_lambda() => {
+            let state = startup::build_state(&config, store)?;
+            startup::run_lambda(state)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+        }
+        Command::Serve => {
+            startup::prepare_embedded_default(&config, &store).await?;
+            let state = startup::build_state(&config, store)?;
+            let app = Application::bind(config.bind_addr, state, config.shutdown_timeout).await?;
+            tracing::info!(address = %app.local_addr(), "listening");
+            app.run_until_stopped(startup::shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}

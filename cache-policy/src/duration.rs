@@ -5,7 +5,9 @@ use std::time::Duration;
 
 /// Why a duration string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration {input:?}: expected a whole number followed by ms, s, m, h or d (e.g. `30s`)")]
+#[error(
+    "invalid duration {input:?}: expected a whole number followed by ms, s, m, h or d (e.g. `30s`)"
+)]
 pub struct DurationError {
     /// The rejected text, echoed so the operator can find it.
     pub input: String,
@@ -57,8 +59,13 @@ pub fn format_duration(duration: Duration) -> String {
     if ms == 0 {
         return "0s".to_owned();
     }
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
-        if ms % size == 0 {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
@@ -80,7 +87,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_input() {
-        for bad in ["", "s", "10", "1.5s", "-1s", "10 s", "10sec", "1w", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "s",
+            "10",
+            "1.5s",
+            "-1s",
+            "10 s",
+            "10sec",
+            "1w",
+            "99999999999999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -42,7 +42,9 @@ impl PathTemplate {
                 }
                 segments.push(Segment::Param(name.to_owned()));
             } else if piece.contains(['{', '}', '*', ':', '?', '#']) {
-                return Err(format!("path {raw:?}: segment `{piece}` has a reserved character"));
+                return Err(format!(
+                    "path {raw:?}: segment `{piece}` has a reserved character"
+                ));
             } else {
                 segments.push(Segment::Literal(piece.to_owned()));
             }
@@ -150,7 +152,9 @@ impl TagTemplate {
                         .ok_or_else(|| format!("tag {raw:?} has an unclosed `{{`"))?;
                     let name = &rest[1..end];
                     if !is_identifier(name) {
-                        return Err(format!("tag {raw:?}: `{{{name}}}` is not a valid parameter"));
+                        return Err(format!(
+                            "tag {raw:?}: `{{{name}}}` is not a valid parameter"
+                        ));
                     }
                     parts.push(TagPart::Param(name.to_owned()));
                     rest = &rest[end + 1..];
@@ -159,7 +163,9 @@ impl TagTemplate {
                     let end = found.unwrap_or(rest.len());
                     let literal = &rest[..end];
                     if let Some(bad) = literal.chars().find(|&c| !is_tag_char(c)) {
-                        return Err(format!("tag {raw:?} has the character {bad:?}, not allowed in a tag"));
+                        return Err(format!(
+                            "tag {raw:?} has the character {bad:?}, not allowed in a tag"
+                        ));
                     }
                     parts.push(TagPart::Literal(literal.to_owned()));
                     rest = &rest[end..];
@@ -252,7 +258,10 @@ impl ParamKind {
             Self::Id => {
                 if value.is_empty() || value.len() > 64 {
                     Err("must be 1 to 64 characters long")
-                } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                } else if !value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
                     Err("may only contain letters, digits, `.`, `_` and `-`")
                 } else {
                     Ok(())
@@ -260,7 +269,9 @@ impl ParamKind {
             }
             Self::Date => check_date_syntax(value),
             Self::DateOrToday if value == "today" => Ok(()),
-            Self::DateOrToday => check_date_syntax(value).map_err(|_| "must be YYYY-MM-DD or `today`"),
+            Self::DateOrToday => {
+                check_date_syntax(value).map_err(|_| "must be YYYY-MM-DD or `today`")
+            }
         }
     }
 }
@@ -273,7 +284,11 @@ fn check_date_syntax(value: &str) -> Result<(), &'static str> {
         && b.iter()
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
-    if shape_ok { Ok(()) } else { Err("must be a date YYYY-MM-DD") }
+    if shape_ok {
+        Ok(())
+    } else {
+        Err("must be a date YYYY-MM-DD")
+    }
 }
 
 /// Characters CloudFront accepts in a cache tag, which is also the tag vocabulary's alphabet.
@@ -309,7 +324,14 @@ mod tests {
 
     #[test]
     fn path_template_rejects_bad_templates() {
-        for bad in ["v1/lines", "/v1//lines", "/v1/{}", "/v1/x{id}", "/v1/{1d}", "/v1/*rest"] {
+        for bad in [
+            "v1/lines",
+            "/v1//lines",
+            "/v1/{}",
+            "/v1/x{id}",
+            "/v1/{1d}",
+            "/v1/*rest",
+        ] {
             assert!(PathTemplate::parse(bad).is_err(), "{bad}");
         }
     }

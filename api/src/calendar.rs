@@ -1,0 +1,166 @@
+//! Service days: railway days run from `SERVICE_DAY_START` (04:00 by default) in `SERVICE_TZ`
+//! (Asia/Tokyo) to the same time next morning, so a train at 00:30 belongs to the previous day.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveTime, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// Why a calendar setting was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CalendarError {
+    /// Not an IANA zone name.
+    #[error("unknown time zone {0:?} (expected an IANA name such as Asia/Tokyo)")]
+    UnknownZone(String),
+    /// Not `HH:MM`.
+    #[error("invalid service day start {0:?} (expected HH:MM, e.g. 04:00)")]
+    DayStart(String),
+}
+
+/// The service calendar: a time zone and the local time at which a service day starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServiceCalendar {
+    /// Zone the timetable is written in.
+    tz: Tz,
+    /// Local time at which one service day ends and the next begins.
+    day_start: NaiveTime,
+}
+
+impl ServiceCalendar {
+    /// Builds a calendar from configuration text.
+    ///
+    /// # Errors
+    ///
+    /// [`CalendarError`] for an unknown zone or a malformed start time.
+    pub fn new(tz: &str, day_start: &str) -> Result<Self, CalendarError> {
+        let tz: Tz = tz
+            .parse()
+            .map_err(|_| CalendarError::UnknownZone(tz.to_owned()))?;
+        let day_start = NaiveTime::parse_from_str(day_start, "%H:%M")
+            .map_err(|_| CalendarError::DayStart(day_start.to_owned()))?;
+        Ok(Self { tz, day_start })
+    }
+
+    /// The IANA zone name.
+    pub fn zone_name(&self) -> &'static str {
+        self.tz.name()
+    }
+
+    /// Minutes after local midnight at which a service day starts.
+    pub fn day_start_minutes(&self) -> i32 {
+        i32::try_from(
+            self.day_start
+                .signed_duration_since(NaiveTime::MIN)
+                .num_minutes(),
+        )
+        .unwrap_or(0)
+    }
+
+    /// The zone's UTC offset in minutes at `at` (for SQLite, which has no zone database).
+    pub fn utc_offset_minutes(&self, at: DateTime<Utc>) -> i32 {
+        self.tz
+            .offset_from_utc_datetime(&at.naive_utc())
+            .fix()
+            .local_minus_utc()
+            / 60
+    }
+
+    /// The service day that `at` belongs to.
+    pub fn service_date(&self, at: DateTime<Utc>) -> NaiveDate {
+        let local = at.with_timezone(&self.tz).naive_local();
+        (local - self.day_start.signed_duration_since(NaiveTime::MIN)).date()
+    }
+
+    /// The instant a service day starts.
+    pub fn day_start_instant(&self, date: NaiveDate) -> DateTime<Utc> {
+        let local = date.and_time(self.day_start);
+        match self.tz.from_local_datetime(&local) {
+            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
+            // A start inside a DST gap: the day starts when the clock jumps, an hour later at most.
+            LocalResult::None => self
+                .tz
+                .from_local_datetime(&(local + chrono::Duration::hours(1)))
+                .earliest()
+                .map_or_else(|| Utc.from_utc_datetime(&local), |t| t.with_timezone(&Utc)),
+        }
+    }
+
+    /// `[start, end)` of a service day in UTC.
+    pub fn day_bounds(&self, date: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+        let next = date.checked_add_days(Days::new(1)).unwrap_or(date);
+        (self.day_start_instant(date), self.day_start_instant(next))
+    }
+
+    /// Time left in the service day containing `now`: how long an answer for `today` stays right.
+    pub fn until_rollover(&self, now: DateTime<Utc>) -> Duration {
+        let (_, end) = self.day_bounds(self.service_date(now));
+        (end - now).to_std().unwrap_or(Duration::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokyo() -> ServiceCalendar {
+        ServiceCalendar::new("Asia/Tokyo", "04:00").unwrap()
+    }
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn small_hours_belong_to_the_previous_service_day() {
+        let cal = tokyo();
+        // 2026-11-28 03:59 JST is still the 27th's service day; 04:00 JST starts the 28th.
+        assert_eq!(
+            cal.service_date(utc("2026-11-27T18:59:00Z")).to_string(),
+            "2026-11-27"
+        );
+        assert_eq!(
+            cal.service_date(utc("2026-11-27T19:00:00Z")).to_string(),
+            "2026-11-28"
+        );
+        assert_eq!(
+            cal.service_date(utc("2026-11-28T14:59:00Z")).to_string(),
+            "2026-11-28"
+        );
+    }
+
+    #[test]
+    fn rollover_is_at_day_start() {
+        let cal = tokyo();
+        assert_eq!(
+            cal.until_rollover(utc("2026-11-28T18:00:00Z")),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            cal.until_rollover(utc("2026-11-27T19:00:00Z")),
+            Duration::from_secs(86_400)
+        );
+        let (start, end) = cal.day_bounds("2026-11-28".parse().unwrap());
+        assert_eq!(start, utc("2026-11-27T19:00:00Z"));
+        assert_eq!(end, utc("2026-11-28T19:00:00Z"));
+    }
+
+    #[test]
+    fn daylight_saving_zones_keep_days_contiguous() {
+        let cal = ServiceCalendar::new("Europe/London", "04:00").unwrap();
+        let (start, end) = cal.day_bounds("2026-03-29".parse().unwrap());
+        assert_eq!(end - start, chrono::Duration::hours(23));
+        let (_, prev_end) = cal.day_bounds("2026-03-28".parse().unwrap());
+        assert_eq!(prev_end, start);
+    }
+
+    #[test]
+    fn rejects_bad_settings() {
+        assert_eq!(
+            ServiceCalendar::new("Mars/Olympus", "04:00").unwrap_err(),
+            CalendarError::UnknownZone("Mars/Olympus".into())
+        );
+        assert!(ServiceCalendar::new("Asia/Tokyo", "4am").is_err());
+        assert_eq!(tokyo().day_start_minutes(), 240);
+        assert_eq!(tokyo().utc_offset_minutes(Utc::now()), 540);
+    }
+}

@@ -1,0 +1,313 @@
+//! Configuration: one typed struct read from flags and environment variables (clap `env`),
+//! validated at start so a mistake is a clear message, not a misbehaving deploy.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::calendar::{CalendarError, ServiceCalendar};
+
+/// The `api` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "api",
+    version,
+    about = "edgerail read API: serves HTTP locally, or runs on AWS Lambda"
+)]
+pub struct Cli {
+    /// What to do; serving is the default.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Settings shared by every command.
+    #[command(flatten)]
+    pub config: Config,
+}
+
+/// `api` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the API (on Lambda when AWS_LAMBDA_RUNTIME_API is set, else on BIND_ADDR).
+    Serve,
+    /// Apply the embedded database migrations and record the service calendar.
+    Migrate,
+    /// Replace all data with generated demo data (migrating first).
+    Seed {
+        /// Load the demo data set (the only data set there is; required so seeding is explicit).
+        #[arg(long, required = true)]
+        demo: bool,
+        /// Multiplies the number of sightings (1 gives about 100k).
+        #[arg(long, default_value_t = 1.0, value_parser = parse_scale)]
+        scale: f64,
+    },
+}
+
+fn parse_scale(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=100.0).contains(&v) => Ok(v),
+        _ => Err("expected a number from 0 to 100".into()),
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    cache_policy::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (CloudWatch Logs Insights can query it).
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Every setting of the API. Defaults depend on where it runs: Lambda gets one connection per
+/// instance, proxy-safe statements and JSON logs; a local server a normal pool and readable logs.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// PostgreSQL URL (`postgres://…`) or SQLite URL (`sqlite://…`). Unset: the embedded SQLite
+    /// file at SQLITE_PATH, created and seeded on first run. Required on Lambda.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// SQLite file used when DATABASE_URL is unset.
+    #[arg(long, env = "SQLITE_PATH", default_value = "./data/edgerail.sqlite")]
+    pub sqlite_path: PathBuf,
+    /// Address of the local HTTP server.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
+    pub bind_addr: SocketAddr,
+    /// IANA time zone of the timetable.
+    #[arg(long, env = "SERVICE_TZ", default_value = "Asia/Tokyo")]
+    pub service_tz: String,
+    /// Local time (HH:MM) at which a service day starts.
+    #[arg(long, env = "SERVICE_DAY_START", default_value = "04:00")]
+    pub service_day_start: String,
+    /// Response header that carries cache tags (CloudFront's CacheTagConfig, Varnish xkey).
+    #[arg(long, env = "CACHE_TAG_HEADER", default_value = "Cache-Tag")]
+    pub cache_tag_header: String,
+    /// How often an instance that is serving checks the change feed.
+    #[arg(long, env = "CHANGE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub change_poll_interval: Duration,
+    /// Byte bound of the in-process cache; 0 turns it off.
+    #[arg(long, env = "LOCAL_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub local_cache_max_bytes: u64,
+    /// Pooled PostgreSQL connections [default: 1 on Lambda, 10 locally].
+    #[arg(long, env = "DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+    /// Longest wait for a connection before answering 503.
+    #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub db_acquire_timeout: Duration,
+    /// Server-side timeout of each statement.
+    #[arg(long, env = "DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub db_statement_timeout: Duration,
+    /// Idle connections are closed after this [default: 30s on Lambda, 10m locally].
+    #[arg(long, env = "DB_IDLE_TIMEOUT", value_parser = parse_duration)]
+    pub db_idle_timeout: Option<Duration>,
+    /// No named prepared statements (PgBouncer transaction pooling, RDS Proxy) [default: on for
+    /// Lambda, off locally].
+    #[arg(long, env = "DB_PROXY_COMPAT", value_parser = clap::builder::BoolishValueParser::new())]
+    pub db_proxy_compat: Option<bool>,
+    /// Log format [default: json on Lambda, text locally]. Filter with RUST_LOG.
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Local server: how long to wait for in-flight requests after SIGTERM/Ctrl-C.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Set by the Lambda service; its presence selects Lambda mode.
+    #[arg(long, env = "AWS_LAMBDA_RUNTIME_API", hide = true)]
+    pub lambda_runtime_api: Option<String>,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Lambda has no writable disk for the SQLite default and no database next to it.
+    #[error(
+        "DATABASE_URL is not set: on AWS Lambda the API needs a PostgreSQL database \
+         (set DATABASE_URL, e.g. through the stack's DatabaseUrl parameter)"
+    )]
+    MissingDatabaseUrl,
+    /// SERVICE_TZ / SERVICE_DAY_START.
+    #[error(transparent)]
+    Calendar(#[from] CalendarError),
+    /// CACHE_TAG_HEADER is not a valid header name.
+    #[error("CACHE_TAG_HEADER {0:?} is not a valid HTTP header name")]
+    TagHeader(String),
+    /// DATABASE_URL has an unsupported scheme.
+    #[error("DATABASE_URL must start with postgres://, postgresql:// or sqlite:")]
+    DatabaseScheme,
+    /// A duration that must be positive is zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+}
+
+impl Config {
+    /// Whether the process runs inside AWS Lambda.
+    pub fn on_lambda(&self) -> bool {
+        self.lambda_runtime_api.is_some()
+    }
+
+    /// Pool size in effect.
+    pub fn max_connections(&self) -> u32 {
+        self.db_max_connections
+            .unwrap_or(if self.on_lambda() { 1 } else { 10 })
+    }
+
+    /// Idle timeout in effect.
+    pub fn idle_timeout(&self) -> Duration {
+        self.db_idle_timeout.unwrap_or(if self.on_lambda() {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(600)
+        })
+    }
+
+    /// Proxy compatibility in effect.
+    pub fn proxy_compat(&self) -> bool {
+        self.db_proxy_compat.unwrap_or(self.on_lambda())
+    }
+
+    /// Log format in effect.
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or(if self.on_lambda() {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        })
+    }
+
+    /// The service calendar.
+    ///
+    /// # Errors
+    ///
+    /// An unknown zone or malformed day start.
+    pub fn calendar(&self) -> Result<ServiceCalendar, ConfigError> {
+        Ok(ServiceCalendar::new(
+            &self.service_tz,
+            &self.service_day_start,
+        )?)
+    }
+
+    /// The tag header name.
+    ///
+    /// # Errors
+    ///
+    /// Not a valid header name.
+    pub fn tag_header(&self) -> Result<http::HeaderName, ConfigError> {
+        http::HeaderName::try_from(self.cache_tag_header.as_str())
+            .map_err(|_| ConfigError::TagHeader(self.cache_tag_header.clone()))
+    }
+
+    /// Checks everything that can be checked without I/O.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.calendar()?;
+        self.tag_header()?;
+        match self.database_url.as_deref() {
+            None if self.on_lambda() => return Err(ConfigError::MissingDatabaseUrl),
+            Some(url)
+                if !["postgres://", "postgresql://", "sqlite:"]
+                    .iter()
+                    .any(|p| url.starts_with(p)) =>
+            {
+                return Err(ConfigError::DatabaseScheme);
+            }
+            _ => {}
+        }
+        for (name, value) in [
+            ("CHANGE_POLL_INTERVAL", self.change_poll_interval),
+            ("DB_ACQUIRE_TIMEOUT", self.db_acquire_timeout),
+            ("DB_STATEMENT_TIMEOUT", self.db_statement_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("api").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn lambda_defaults_differ_from_local_ones() {
+        let local = parse(&[]).config;
+        assert!(!local.on_lambda());
+        assert_eq!(local.max_connections(), 10);
+        assert!(!local.proxy_compat());
+        assert_eq!(local.log_format(), LogFormat::Text);
+        let lambda = parse(&[
+            "--lambda-runtime-api",
+            "127.0.0.1:9001",
+            "--database-url",
+            "postgres://x/y",
+        ])
+        .config;
+        assert_eq!(lambda.max_connections(), 1);
+        assert!(lambda.proxy_compat());
+        assert_eq!(lambda.idle_timeout(), Duration::from_secs(30));
+        assert_eq!(lambda.log_format(), LogFormat::Json);
+        lambda.validate().unwrap();
+    }
+
+    #[test]
+    fn lambda_without_database_url_is_a_clear_error() {
+        let config = parse(&["--lambda-runtime-api", "127.0.0.1:9001"]).config;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("DATABASE_URL is not set"), "{err}");
+    }
+
+    #[test]
+    fn invalid_settings_are_rejected() {
+        assert!(
+            parse(&["--service-tz", "Nowhere/City"])
+                .config
+                .validate()
+                .is_err()
+        );
+        assert!(
+            parse(&["--cache-tag-header", "bad header"])
+                .config
+                .validate()
+                .is_err()
+        );
+        assert!(
+            parse(&["--database-url", "mysql://x"])
+                .config
+                .validate()
+                .is_err()
+        );
+        assert!(
+            parse(&["--db-acquire-timeout", "0s"])
+                .config
+                .validate()
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["api", "--change-poll-interval", "soon"]).is_err());
+        assert!(
+            Cli::try_parse_from(["api", "seed"]).is_err(),
+            "seed needs --demo"
+        );
+        assert!(Cli::try_parse_from(["api", "seed", "--demo", "--scale", "-1"]).is_err());
+        assert!(matches!(
+            parse(&["seed", "--demo", "--scale", "0.5"]).command,
+            Some(Command::Seed { demo: true, scale }) if (scale - 0.5).abs() < f64::EPSILON
+        ));
+    }
+}

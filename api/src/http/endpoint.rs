@@ -1,0 +1,159 @@
+//! [`Endpoint`]: the request, as the cache policy sees it.
+//!
+//! Extracting it validates every route parameter and declared query parameter (a `400` before any
+//! cache or database work), resolves `today` to the current service day, ignores undeclared query
+//! parameters, and builds the in-process cache key from what remains.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
+use cache_policy::{ParamKind, Route};
+use chrono::{NaiveDate, Utc};
+use http::request::Parts;
+
+use std::sync::Arc;
+
+use super::{ApiError, AppState, HttpSettings, RouteHeaders};
+
+/// A validated request for one policy route.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Shared settings, holding the route's precomputed headers.
+    settings: Arc<HttpSettings>,
+    /// Index of the route in `settings.routes`.
+    index: usize,
+    /// Route parameters after validation; `today` already resolved to a date.
+    params: Vec<(&'static str, String)>,
+    /// Declared query parameters, normalized, defaults filled in.
+    query: Vec<(&'static str, String)>,
+    /// Set when the path said `today`: the time until the service day rolls over.
+    pub today_remaining: Option<Duration>,
+    /// In-process cache key: route name, parameters and declared query values.
+    pub key: String,
+}
+
+impl Endpoint {
+    /// Precomputed headers of the route.
+    pub fn headers(&self) -> &RouteHeaders {
+        &self.settings.routes[self.index]
+    }
+
+    /// The route.
+    pub fn route(&self) -> &'static Route {
+        self.headers().route
+    }
+
+    /// A route parameter's (resolved) value.
+    pub fn param(&self, name: &str) -> &str {
+        self.params
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// A date parameter, already validated.
+    pub fn date(&self, name: &str) -> NaiveDate {
+        self.param(name).parse().unwrap_or_default()
+    }
+
+    /// A declared integer query parameter, already validated.
+    pub fn query_int(&self, name: &str) -> i64 {
+        self.query
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_default()
+    }
+
+    /// The response's tags.
+    pub fn tags(&self) -> Vec<String> {
+        self.route().render_tags(|p| Some(self.param(p)))
+    }
+}
+
+impl FromRequestParts<AppState> for Endpoint {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let settings = &state.http;
+        let index = parts
+            .extensions
+            .get::<MatchedPath>()
+            .and_then(|m| settings.index.get(m.as_str()).copied())
+            .ok_or(ApiError::Internal)?;
+        let headers = &settings.routes[index];
+        let route = headers.route;
+        let bad = |message: String| ApiError::BadRequest {
+            message,
+            cache_control: headers.negative.clone(),
+        };
+        let raw = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| bad("the path is not valid UTF-8".into()))?;
+
+        let mut key = String::with_capacity(64);
+        key.push_str(&route.name);
+        let mut params = Vec::with_capacity(route.params.len());
+        let mut today_remaining = None;
+        for (name, kind) in &route.params {
+            let value = raw
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v)
+                .unwrap_or_default();
+            kind.check(value)
+                .map_err(|reason| bad(format!("path parameter `{name}` {reason}")))?;
+            let value = match kind {
+                ParamKind::DateOrToday if value == "today" => {
+                    let now = Utc::now();
+                    today_remaining = Some(settings.calendar.until_rollover(now));
+                    settings.calendar.service_date(now).to_string()
+                }
+                ParamKind::Date | ParamKind::DateOrToday => {
+                    NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
+                        bad(format!("path parameter `{name}` is not a calendar date"))
+                    })?;
+                    value.to_owned()
+                }
+                ParamKind::Id => value.to_owned(),
+            };
+            key.push('\n');
+            key.push_str(&value);
+            params.push((name.as_str(), value));
+        }
+
+        let mut query = Vec::with_capacity(route.query.len());
+        for declared in &route.query {
+            let mut found = None;
+            for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            {
+                if name == declared.name {
+                    if found.is_some() {
+                        return Err(bad(format!(
+                            "query parameter `{}` is given more than once",
+                            declared.name
+                        )));
+                    }
+                    found = Some(value);
+                }
+            }
+            let value = declared.normalize(found.as_deref()).map_err(bad)?;
+            key.push('\n');
+            key.push_str(&declared.name);
+            key.push('=');
+            key.push_str(&value);
+            query.push((declared.name.as_str(), value));
+        }
+        Ok(Self {
+            settings: settings.clone(),
+            index,
+            params,
+            query,
+            today_remaining,
+            key,
+        })
+    }
+}

@@ -1,0 +1,70 @@
+//! `/health-check` and `/openapi.json`.
+
+use axum::extract::{RawQuery, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router, routing::get};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
+
+use super::endpoint::Endpoint;
+use super::respond::serve;
+use super::{ApiError, AppState};
+use crate::store::Store;
+
+/// The OpenAPI 3.1 description of the API.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// The routes of this group.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/health-check", get(health))
+        .route("/openapi.json", get(openapi))
+}
+
+/// Liveness, and with `?deep=1` the database too. Never cached anywhere.
+async fn health(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let mut deep = false;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if name == "deep" {
+            deep = match value.as_ref() {
+                "1" | "true" => true,
+                "0" | "false" => false,
+                _ => {
+                    return no_store(ApiError::BadRequest {
+                        message: "query parameter `deep` must be 1, true, 0 or false".into(),
+                        cache_control: HeaderValue::from_static("no-store"),
+                    });
+                }
+            };
+        }
+    }
+    if deep {
+        if let Err(err) = state.store.ping().await {
+            tracing::warn!(error = %err, cause = ?std::error::Error::source(&err), "deep health check failed");
+            return ApiError::Unavailable.into_response();
+        }
+        return no_store(Json(
+            serde_json::json!({ "status": "ok", "database": "ok" }),
+        ));
+    }
+    no_store(Json(serde_json::json!({ "status": "ok" })))
+}
+
+fn no_store(response: impl IntoResponse) -> Response {
+    let mut response = response.into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn openapi(
+    State(state): State<AppState>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+) -> Response {
+    serve(&state, endpoint, &headers, "no such document", |_| async {
+        Ok(Some(Bytes::from_static(OPENAPI.as_bytes())))
+    })
+    .await
+}

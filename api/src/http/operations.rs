@@ -1,0 +1,63 @@
+//! `/v1/operations/{date}` and `/v1/operations/{date}/{number}`; `date` may be `today`.
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::{Router, routing::get};
+use chrono::NaiveDate;
+use http::HeaderMap;
+use serde::Serialize;
+
+use super::AppState;
+use super::endpoint::Endpoint;
+use super::respond::{json, serve};
+use crate::store::{Operation, Store};
+
+/// The routes of this group.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/operations/{date}", get(day))
+        .route("/v1/operations/{date}/{number}", get(one))
+}
+
+async fn day(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
+    #[derive(Serialize)]
+    struct Day {
+        service_date: NaiveDate,
+        operations: Vec<Operation>,
+    }
+    let date = endpoint.date("date");
+    serve(
+        &state,
+        endpoint,
+        &headers,
+        "no such service day",
+        |store| async move {
+            json(&Day {
+                service_date: date,
+                operations: store.operations(date).await?,
+            })
+            .map(Some)
+        },
+    )
+    .await
+}
+
+async fn one(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
+    let date = endpoint.date("date");
+    let number = endpoint.param("number").to_owned();
+    let (from, until) = state.http.calendar.day_bounds(date);
+    serve(
+        &state,
+        endpoint,
+        &headers,
+        "no such operation",
+        |store| async move {
+            store
+                .operation(date, &number, from, until)
+                .await?
+                .map(|o| json(&o))
+                .transpose()
+        },
+    )
+    .await
+}

@@ -1,0 +1,38 @@
+//! `/v1/sightings/latest?limit=1..200`.
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::{Router, routing::get};
+use http::HeaderMap;
+use serde::Serialize;
+
+use super::AppState;
+use super::endpoint::Endpoint;
+use super::respond::{json, serve};
+use crate::store::{Sighting, Store};
+
+/// The routes of this group.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/sightings/latest", get(latest))
+}
+
+async fn latest(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
+    #[derive(Serialize)]
+    struct Latest {
+        sightings: Vec<Sighting>,
+    }
+    let limit = endpoint.query_int("limit");
+    serve(
+        &state,
+        endpoint,
+        &headers,
+        "no sightings",
+        |store| async move {
+            json(&Latest {
+                sightings: store.latest_sightings(limit).await?,
+            })
+            .map(Some)
+        },
+    )
+    .await
+}

@@ -1,0 +1,307 @@
+//! Realistic demo data: five lines, 80 stations, 100 formations, 300 operations a day for the 30
+//! service days around today, and sightings over the past days (≥100k at scale 1).
+//!
+//! Generation is pure and deterministic for a given `today` and scale, so tests can reason about it;
+//! loading is the [`crate::store::Store`]'s job.
+
+use chrono::{DateTime, Days, NaiveDate, Utc};
+
+use crate::calendar::ServiceCalendar;
+use crate::store::{Formation, Line, Operation, Station};
+
+/// A sighting to insert (the database assigns the id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSighting {
+    /// The formation seen.
+    pub formation_id: String,
+    /// The operation it was running.
+    pub operation_number: Option<String>,
+    /// Where.
+    pub station_id: Option<String>,
+    /// When.
+    pub seen_at: DateTime<Utc>,
+}
+
+/// A complete demo data set.
+#[derive(Debug, Clone, Default)]
+pub struct DemoData {
+    /// Lines.
+    pub lines: Vec<Line>,
+    /// Stations of all lines.
+    pub stations: Vec<Station>,
+    /// Formations.
+    pub formations: Vec<Formation>,
+    /// Operations of every service day.
+    pub operations: Vec<Operation>,
+    /// Sightings, oldest first (so ids grow with time, as in real life).
+    pub sightings: Vec<NewSighting>,
+}
+
+impl DemoData {
+    /// Total rows, for progress reporting.
+    pub fn row_count(&self) -> u64 {
+        (self.lines.len()
+            + self.stations.len()
+            + self.formations.len()
+            + self.operations.len()
+            + self.sightings.len()) as u64
+    }
+}
+
+/// Service days before today that get operations and sightings; the same number minus one after.
+pub const PAST_DAYS: u64 = 15;
+/// Operations per line per day (five lines: 300 a day).
+pub const OPERATIONS_PER_LINE: usize = 60;
+/// Sightings at scale 1.
+pub const SIGHTINGS_AT_SCALE_1: f64 = 100_000.0;
+
+const LINES: [(&str, &str, &str, &str); 5] = [
+    ("minato", "Minato Line", "#e5171f", "M"),
+    ("sakura", "Sakura Main Line", "#f39800", "S"),
+    ("kawagoe", "Kawagoe Line", "#0079c2", "K"),
+    ("tama", "Tama Line", "#009944", "T"),
+    ("kaigan", "Kaigan Line", "#8f76d6", "U"),
+];
+
+const STATION_NAMES: [&str; 80] = [
+    "Shiodome",
+    "Hamamatsucho",
+    "Tamachi",
+    "Shinagawa",
+    "Oimachi",
+    "Omori",
+    "Kamata",
+    "Kawasaki",
+    "Tsurumi",
+    "Shin-Koyasu",
+    "Higashi-Kanagawa",
+    "Yokohama",
+    "Sakuragicho",
+    "Kannai",
+    "Ishikawacho",
+    "Yamate",
+    "Ueno",
+    "Nippori",
+    "Machiya",
+    "Senju-Ohashi",
+    "Kita-Senju",
+    "Horikiri",
+    "Aoto",
+    "Takasago",
+    "Koiwa",
+    "Ichikawa",
+    "Motoyawata",
+    "Funabashi",
+    "Tsudanuma",
+    "Makuhari",
+    "Inage",
+    "Chiba",
+    "Ikebukuro",
+    "Kita-Ikebukuro",
+    "Oyama",
+    "Narimasu",
+    "Wakoshi",
+    "Asaka",
+    "Shiki",
+    "Yanasegawa",
+    "Mizuhodai",
+    "Tsuruse",
+    "Fujimino",
+    "Kamifukuoka",
+    "Shingashi",
+    "Kawagoeshi",
+    "Kasumigaseki",
+    "Sakado",
+    "Shinjuku",
+    "Hatsudai",
+    "Sasazuka",
+    "Meidaimae",
+    "Chitose-Karasuyama",
+    "Tsutsujigaoka",
+    "Chofu",
+    "Fuchu",
+    "Bubaigawara",
+    "Seiseki-Sakuragaoka",
+    "Takahatafudo",
+    "Hirayama",
+    "Kitano",
+    "Hachioji",
+    "Tama-Center",
+    "Hashimoto",
+    "Kamakura",
+    "Yuigahama",
+    "Hase",
+    "Gokurakuji",
+    "Inamuragasaki",
+    "Shichirigahama",
+    "Kamakurakokomae",
+    "Koshigoe",
+    "Enoshima",
+    "Katase",
+    "Kugenuma",
+    "Fujisawa",
+    "Tsujido",
+    "Chigasaki",
+    "Hiratsuka",
+    "Oiso",
+];
+
+/// (series, cars, first number, count, lines it runs on, note every n-th)
+const FLEET: [(&str, i32, u32, u32, &[usize]); 5] = [
+    ("10000", 10, 10701, 30, &[0, 1]),
+    ("3000", 8, 3001, 25, &[1, 2]),
+    ("5000", 10, 5051, 20, &[2, 3]),
+    ("8000", 6, 8101, 15, &[3, 4]),
+    ("2000", 4, 2001, 10, &[4, 0]),
+];
+
+/// Generates the demo data for the 30 service days around `today`, with sightings up to `now`.
+///
+/// `scale` multiplies the number of sightings (1.0 gives 100k); everything else is fixed.
+pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64) -> DemoData {
+    let mut rng = fastrand::Rng::with_seed(0x0ED9E7A1);
+    let today = calendar.service_date(now);
+    let mut data = DemoData::default();
+
+    for (i, (id, name, color, _)) in LINES.iter().enumerate() {
+        data.lines.push(Line {
+            id: (*id).to_owned(),
+            name: (*name).to_owned(),
+            color: Some((*color).to_owned()),
+        });
+        for (p, station) in STATION_NAMES[i * 16..(i + 1) * 16].iter().enumerate() {
+            data.stations.push(Station {
+                id: format!("{}{:02}", LINES[i].3, p + 1),
+                line_id: (*id).to_owned(),
+                name: (*station).to_owned(),
+                position: i32::try_from(p + 1).unwrap_or(i32::MAX),
+            });
+        }
+    }
+
+    // Formations, and which can run on each line.
+    let mut pools: Vec<Vec<String>> = vec![Vec::new(); LINES.len()];
+    for (series, cars, first, count, lines) in FLEET {
+        for n in 0..count {
+            let id = format!("{}F", first + n);
+            let note = match n % 9 {
+                0 => Some("Refurbished interior".to_owned()),
+                4 if series == "10000" => Some("Heritage livery".to_owned()),
+                _ => None,
+            };
+            for &line in lines {
+                pools[line].push(id.clone());
+            }
+            data.formations.push(Formation {
+                id,
+                series: series.to_owned(),
+                cars,
+                note,
+            });
+        }
+    }
+
+    // Operations: each line's numbers every day, formations rotating through the line's pool.
+    let first_day = today
+        .checked_sub_days(Days::new(PAST_DAYS))
+        .unwrap_or(today);
+    let days: Vec<NaiveDate> = (0..2 * PAST_DAYS)
+        .filter_map(|d| first_day.checked_add_days(Days::new(d)))
+        .collect();
+    // (day index, line index, number, formation) of operations with a formation, for sightings.
+    let mut runnable: Vec<Vec<(usize, String, String)>> = vec![Vec::new(); days.len()];
+    for (d, day) in days.iter().enumerate() {
+        for (l, line) in LINES.iter().enumerate() {
+            let pool = &pools[l];
+            for k in 0..OPERATIONS_PER_LINE {
+                let number = format!("{:02}{}", k + 1, line.3);
+                // About one operation in twenty has no formation assigned yet.
+                let formation_id =
+                    (rng.u8(..20) != 0).then(|| pool[(k + d * 7) % pool.len()].clone());
+                if let Some(f) = &formation_id {
+                    runnable[d].push((l, number.clone(), f.clone()));
+                }
+                data.operations.push(Operation {
+                    service_date: *day,
+                    number,
+                    formation_id,
+                });
+            }
+        }
+    }
+
+    // Sightings: spread over the past days and today up to now, during service hours.
+    let wanted = (SIGHTINGS_AT_SCALE_1 * scale.max(0.0)).round() as usize;
+    let sighting_days = usize::try_from(PAST_DAYS).unwrap_or(15) + 1;
+    let mut sightings = Vec::with_capacity(wanted);
+    while sightings.len() < wanted {
+        let d = rng.usize(..sighting_days);
+        let (start, _) = calendar.day_bounds(days[d]);
+        // Service hours: 05:00 to 24:30 local, one hour to 20.5 hours after the day starts.
+        let seen_at = start + chrono::Duration::seconds(rng.i64(3_600..73_800));
+        if seen_at > now || runnable[d].is_empty() {
+            continue;
+        }
+        let (line, number, formation) = &runnable[d][rng.usize(..runnable[d].len())];
+        let station = format!("{}{:02}", LINES[*line].3, rng.usize(1..=16));
+        // One report in ten comes without an operation number, one in twenty without a station.
+        sightings.push(NewSighting {
+            formation_id: formation.clone(),
+            operation_number: (rng.u8(..10) != 0).then(|| number.clone()),
+            station_id: (rng.u8(..20) != 0).then_some(station),
+            seen_at,
+        });
+    }
+    sightings.sort_by_key(|s| s.seen_at);
+    data.sightings = sightings;
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_data_has_the_specified_shape() {
+        let cal = ServiceCalendar::new("Asia/Tokyo", "04:00").unwrap();
+        let now: DateTime<Utc> = "2026-11-28T03:00:00Z".parse().unwrap();
+        let data = generate(&cal, now, 0.05);
+        assert_eq!(data.lines.len(), 5);
+        assert_eq!(data.stations.len(), 80);
+        assert_eq!(data.formations.len(), 100);
+        assert!(
+            data.formations
+                .iter()
+                .any(|f| f.id == "10701F" && f.series == "10000")
+        );
+        assert_eq!(data.operations.len(), 300 * 30);
+        let today = cal.service_date(now);
+        assert_eq!(
+            data.operations
+                .iter()
+                .filter(|o| o.service_date == today)
+                .count(),
+            300
+        );
+        assert_eq!(data.sightings.len(), 5_000);
+        assert!(data.sightings.iter().all(|s| s.seen_at <= now));
+        assert!(
+            data.sightings
+                .windows(2)
+                .all(|w| w[0].seen_at <= w[1].seen_at)
+        );
+        let station_ids: std::collections::HashSet<_> =
+            data.stations.iter().map(|s| s.id.as_str()).collect();
+        assert!(
+            data.sightings
+                .iter()
+                .filter_map(|s| s.station_id.as_deref())
+                .all(|s| station_ids.contains(s))
+        );
+        assert!(
+            data.sightings
+                .iter()
+                .any(|s| cal.service_date(s.seen_at) == today)
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! Building the application from configuration, and running it: as a local HTTP server with
+//! graceful shutdown, or on Lambda through `lambda_http`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::net::TcpListener;
+
+use crate::cache::{LocalCache, LocalCacheConfig};
+use crate::calendar::ServiceCalendar;
+use crate::config::{Config, ConfigError};
+use crate::http::{AppState, HttpSettings, app};
+use crate::seed;
+use crate::store::{Db, PgStore, PgStoreOptions, SqliteStore, Store, StoreError};
+
+/// Why the application could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The embedded cache policy is invalid (a build defect; tests prevent it).
+    #[error("the embedded cache policy is invalid: {0}")]
+    Policy(&'static cache_policy::PolicyError),
+    /// DATABASE_URL could not be parsed.
+    #[error("DATABASE_URL is not a valid database URL: {0}")]
+    DatabaseUrl(#[source] sqlx::Error),
+    /// Local I/O (creating the SQLite directory, binding the port).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Migrating or seeding failed.
+    #[error("{context}: {source}")]
+    Store {
+        /// What was being done.
+        context: &'static str,
+        /// The store error.
+        source: StoreError,
+    },
+}
+
+/// Opens the configured store without connecting: init does no network I/O.
+///
+/// # Errors
+///
+/// A malformed `DATABASE_URL`, or the SQLite directory cannot be created.
+pub fn open_store(config: &Config) -> Result<Db, StartupError> {
+    match config.database_url.as_deref() {
+        Some(url) if url.starts_with("sqlite:") => {
+            SqliteStore::connect_lazy(url, config.db_acquire_timeout)
+                .map(Db::Sqlite)
+                .map_err(StartupError::DatabaseUrl)
+        }
+        Some(url) => {
+            let options = PgStoreOptions {
+                max_connections: config.max_connections(),
+                acquire_timeout: config.db_acquire_timeout,
+                statement_timeout: config.db_statement_timeout,
+                idle_timeout: config.idle_timeout(),
+                proxy_compat: config.proxy_compat(),
+                application_name: format!("edgerail-api-{}", std::process::id()),
+            };
+            PgStore::connect_lazy(url, &options)
+                .map(Db::Postgres)
+                .map_err(StartupError::DatabaseUrl)
+        }
+        None => SqliteStore::open_file(&config.sqlite_path, config.db_acquire_timeout)
+            .map(Db::Sqlite)
+            .map_err(|source| StartupError::Io {
+                context: format!(
+                    "cannot create the directory of {}",
+                    config.sqlite_path.display()
+                ),
+                source,
+            }),
+    }
+}
+
+/// Builds the shared state from configuration and an opened store.
+///
+/// # Errors
+///
+/// Invalid configuration or policy.
+pub fn build_state(config: &Config, store: Db) -> Result<AppState, StartupError> {
+    config.validate()?;
+    let policy = cache_policy::Policy::embedded().map_err(StartupError::Policy)?;
+    let cache = LocalCache::new(&LocalCacheConfig {
+        max_bytes: config.local_cache_max_bytes,
+        poll_interval: config.change_poll_interval,
+    });
+    let http = HttpSettings::new(policy, config.calendar()?, config.tag_header()?);
+    Ok(AppState::new(store, cache, http))
+}
+
+/// The embedded default (no DATABASE_URL): migrate, and seed demo data on first run, so
+/// `cargo run -p api` serves something with no other setup.
+///
+/// # Errors
+///
+/// Migration or seeding failed.
+pub async fn prepare_embedded_default(config: &Config, store: &Db) -> Result<(), StartupError> {
+    if config.database_url.is_some() {
+        return Ok(());
+    }
+    let calendar = config.calendar()?;
+    let fresh = !store
+        .has_data()
+        .await
+        .map_err(|source| StartupError::Store {
+            context: "cannot read the embedded database",
+            source,
+        })?;
+    store
+        .migrate(&calendar)
+        .await
+        .map_err(|source| StartupError::Store {
+            context: "cannot migrate the embedded database",
+            source,
+        })?;
+    if fresh {
+        tracing::info!(path = %config.sqlite_path.display(), "first run: loading demo data into the embedded database");
+        seed_demo(store, &calendar, 1.0).await?;
+    }
+    Ok(())
+}
+
+/// Migrates, then replaces all data with demo data, showing a progress bar on a terminal.
+///
+/// # Errors
+///
+/// Migration or loading failed.
+pub async fn seed_demo<S: Store>(
+    store: &S,
+    calendar: &ServiceCalendar,
+    scale: f64,
+) -> Result<(), StartupError> {
+    store
+        .migrate(calendar)
+        .await
+        .map_err(|source| StartupError::Store {
+            context: "migration failed",
+            source,
+        })?;
+    let data = seed::generate(calendar, chrono::Utc::now(), scale);
+    let progress = ProgressBar::new(data.row_count());
+    progress.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    progress.set_message("seeding demo data");
+    store
+        .load_demo(&data, &progress)
+        .await
+        .map_err(|source| StartupError::Store {
+            context: "loading demo data failed",
+            source,
+        })?;
+    progress.finish_with_message("demo data loaded");
+    tracing::info!(
+        lines = data.lines.len(),
+        stations = data.stations.len(),
+        formations = data.formations.len(),
+        operations = data.operations.len(),
+        sightings = data.sightings.len(),
+        "demo data loaded"
+    );
+    Ok(())
+}
+
+/// The local HTTP server: bound, ready to run.
+#[derive(Debug)]
+pub struct Application {
+    /// Bound before running so tests can use port 0 and learn the port.
+    listener: TcpListener,
+    /// Shared state; its store is closed after the server stops.
+    state: AppState,
+    /// How long in-flight requests may take after the shutdown signal.
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Binds `addr`.
+    ///
+    /// # Errors
+    ///
+    /// The address cannot be bound.
+    pub async fn bind(
+        addr: SocketAddr,
+        state: AppState,
+        shutdown_timeout: Duration,
+    ) -> Result<Self, StartupError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Io {
+                context: format!("cannot listen on {addr}"),
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            state,
+            shutdown_timeout,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests (up to
+    /// the shutdown timeout) and closes the database pool.
+    ///
+    /// # Errors
+    ///
+    /// The server failed.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(self.listener, app(self.state.clone())).with_graceful_shutdown(
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown signal received, draining");
+                let _ = stopping_tx.send(());
+            },
+        );
+        let drain_limit = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(self.shutdown_timeout).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            result = server => result,
+            () = drain_limit => {
+                tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight requests did not finish in time");
+                Ok(())
+            }
+        };
+        self.state.store.close().await;
+        tracing::info!("database pool closed");
+        result
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Runs on AWS Lambda: registers the graceful-shutdown extension (so SIGTERM arrives and the pool
+/// is closed within Lambda's 500 ms window), then hands every event to the same [`app`].
+///
+/// # Errors
+///
+/// The runtime failed.
+pub async fn run_lambda(state: AppState) -> Result<(), lambda_http::Error> {
+    let store = state.store.clone();
+    lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
+        // Lambda sends SIGKILL 500 ms after SIGTERM; leave margin for the process to exit.
+        if tokio::time::timeout(Duration::from_millis(300), store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("closing the database pool timed out");
+        } else {
+            tracing::info!("database pool closed");
+        }
+    })
+    .await;
+    lambda_http::run(app(state)).await
+}
