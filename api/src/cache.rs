@@ -94,10 +94,8 @@ impl CachedResponse {
     /// Builds a response value from a rendered body.
     pub fn new(status: StatusCode, body: Bytes, tags: Vec<String>, db_time: Duration) -> Self {
         let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&body));
-        let etag = HeaderValue::try_from(format!("\"{hash}\""))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"\""));
-        let tag_header =
-            HeaderValue::try_from(tags.join(",")).unwrap_or_else(|_| HeaderValue::from_static(""));
+        let etag = HeaderValue::try_from(format!("\"{hash}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+        let tag_header = HeaderValue::try_from(tags.join(",")).unwrap_or_else(|_| HeaderValue::from_static(""));
         Self {
             status,
             body,
@@ -150,21 +148,15 @@ fn compress(body: &[u8], encoding: Encoding) -> Vec<u8> {
     use std::io::Write;
     match encoding {
         Encoding::Gzip => {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(body.len() / 4),
-                flate2::Compression::new(6),
-            );
+            let mut enc =
+                flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::new(6));
             // Writing to a Vec cannot fail.
             let _ = enc.write_all(body);
             enc.finish().unwrap_or_default()
         }
         Encoding::Br => {
             let mut out = Vec::with_capacity(body.len() / 4);
-            let params = brotli::enc::BrotliEncoderParams {
-                quality: 5,
-                lgwin: 22,
-                ..Default::default()
-            };
+            let params = brotli::enc::BrotliEncoderParams { quality: 5, lgwin: 22, ..Default::default() };
             let _ = brotli::BrotliCompress(&mut &body[..], &mut out, &params);
             out
         }
@@ -210,17 +202,8 @@ struct TtlExpiry {
 }
 
 impl Expiry<String, Arc<CachedResponse>> for TtlExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &Arc<CachedResponse>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(if self.stale {
-            value.ttl + value.stale_for
-        } else {
-            value.ttl
-        })
+    fn expire_after_create(&self, _key: &String, value: &Arc<CachedResponse>, _now: Instant) -> Option<Duration> {
+        Some(if self.stale { value.ttl + value.stale_for } else { value.ttl })
     }
 }
 
@@ -331,20 +314,13 @@ impl LocalCache {
     /// # Errors
     ///
     /// [`LoadError`] when no response can be produced.
-    pub async fn get_or_load<F, Fut>(
-        &self,
-        key: String,
-        load: F,
-    ) -> Result<(Arc<CachedResponse>, Outcome), LoadError>
+    pub async fn get_or_load<F, Fut>(&self, key: String, load: F) -> Result<(Arc<CachedResponse>, Outcome), LoadError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedResponse, StoreError>>,
     {
         if !self.enabled {
-            return self
-                .load_uncached(load)
-                .await
-                .map(|r| (Arc::new(r), Outcome::Miss));
+            return self.load_uncached(load).await.map(|r| (Arc::new(r), Outcome::Miss));
         }
         if let Some(hit) = self.fresh.get(&key).await {
             return Ok((hit, Outcome::Hit));
@@ -354,9 +330,7 @@ impl LocalCache {
             .fresh
             .try_get_with_by_ref(&key, async {
                 let mut response = self.load_uncached(load).await?;
-                if self.generation.load(Ordering::Acquire) != generation
-                    || !self.initialized.load(Ordering::Acquire)
-                {
+                if self.generation.load(Ordering::Acquire) != generation || !self.initialized.load(Ordering::Acquire) {
                     // Data changed while we read: serve this answer once, but do not keep it, or
                     // it could outlive the eviction that was meant for it.
                     response.ttl = Duration::ZERO;
@@ -406,9 +380,7 @@ impl LocalCache {
             return;
         }
         let due = || {
-            let elapsed = self
-                .now_ms()
-                .saturating_sub(self.last_poll_ms.load(Ordering::Relaxed));
+            let elapsed = self.now_ms().saturating_sub(self.last_poll_ms.load(Ordering::Relaxed));
             u128::from(elapsed) >= self.poll_interval.as_millis()
         };
         let initialized = self.initialized.load(Ordering::Acquire);
@@ -436,10 +408,7 @@ impl LocalCache {
 
     async fn poll<S: Store>(&self, store: &S) -> Result<(), StoreError> {
         let (last_id, gaps) = {
-            let feed = self
-                .feed
-                .lock()
-                .map_err(|_| StoreError::Data("feed state poisoned".into()))?;
+            let feed = self.feed.lock().map_err(|_| StoreError::Data("feed state poisoned".into()))?;
             (feed.last_id, feed.gaps.keys().copied().collect::<Vec<_>>())
         };
         let Some(mut last_id) = last_id else {
@@ -447,8 +416,7 @@ impl LocalCache {
             self.set_feed(max, BTreeMap::new());
             return Ok(());
         };
-        let mut gap_set: BTreeMap<i64, Instant> =
-            self.feed.lock().map(|f| f.gaps.clone()).unwrap_or_default();
+        let mut gap_set: BTreeMap<i64, Instant> = self.feed.lock().map(|f| f.gaps.clone()).unwrap_or_default();
         let mut tags = HashSet::new();
         let mut also = gaps;
         for page in 0.. {
@@ -501,8 +469,7 @@ impl LocalCache {
         for cache in [&self.fresh, &self.stale] {
             let tags = tags.clone();
             // Only fails when closures are not enabled, which the builder guarantees.
-            let _ =
-                cache.invalidate_entries_if(move |_, v| v.tags.iter().any(|t| tags.contains(t)));
+            let _ = cache.invalidate_entries_if(move |_, v| v.tags.iter().any(|t| tags.contains(t)));
         }
     }
 }
@@ -520,36 +487,16 @@ mod tests {
         assert!(br.body.len() < 100 && gz.body.len() < 100);
         assert_ne!(r.etag, br.etag);
         assert_ne!(br.etag, gz.etag);
-        assert!(
-            br.etag
-                .to_str()
-                .unwrap()
-                .starts_with(&format!("\"{}", r.hash))
-        );
+        assert!(br.etag.to_str().unwrap().starts_with(&format!("\"{}", r.hash)));
         // The variant is computed once and reused.
         assert!(std::ptr::eq(r.encoded(Encoding::Br), br));
     }
 
     #[test]
     fn identical_bodies_get_identical_etags() {
-        let a = CachedResponse::new(
-            StatusCode::OK,
-            Bytes::from_static(b"{}"),
-            vec![],
-            Duration::ZERO,
-        );
-        let b = CachedResponse::new(
-            StatusCode::OK,
-            Bytes::from_static(b"{}"),
-            vec![],
-            Duration::ZERO,
-        );
-        let c = CachedResponse::new(
-            StatusCode::OK,
-            Bytes::from_static(b"[]"),
-            vec![],
-            Duration::ZERO,
-        );
+        let a = CachedResponse::new(StatusCode::OK, Bytes::from_static(b"{}"), vec![], Duration::ZERO);
+        let b = CachedResponse::new(StatusCode::OK, Bytes::from_static(b"{}"), vec![], Duration::ZERO);
+        let c = CachedResponse::new(StatusCode::OK, Bytes::from_static(b"[]"), vec![], Duration::ZERO);
         assert_eq!(a.etag, b.etag);
         assert_ne!(a.etag, c.etag);
     }

@@ -33,11 +33,9 @@ impl ServiceCalendar {
     ///
     /// [`CalendarError`] for an unknown zone or a malformed start time.
     pub fn new(tz: &str, day_start: &str) -> Result<Self, CalendarError> {
-        let tz: Tz = tz
-            .parse()
-            .map_err(|_| CalendarError::UnknownZone(tz.to_owned()))?;
-        let day_start = NaiveTime::parse_from_str(day_start, "%H:%M")
-            .map_err(|_| CalendarError::DayStart(day_start.to_owned()))?;
+        let tz: Tz = tz.parse().map_err(|_| CalendarError::UnknownZone(tz.to_owned()))?;
+        let day_start =
+            NaiveTime::parse_from_str(day_start, "%H:%M").map_err(|_| CalendarError::DayStart(day_start.to_owned()))?;
         Ok(Self { tz, day_start })
     }
 
@@ -48,21 +46,12 @@ impl ServiceCalendar {
 
     /// Minutes after local midnight at which a service day starts.
     pub fn day_start_minutes(&self) -> i32 {
-        i32::try_from(
-            self.day_start
-                .signed_duration_since(NaiveTime::MIN)
-                .num_minutes(),
-        )
-        .unwrap_or(0)
+        i32::try_from(self.day_start.signed_duration_since(NaiveTime::MIN).num_minutes()).unwrap_or(0)
     }
 
     /// The zone's UTC offset in minutes at `at` (for SQLite, which has no zone database).
     pub fn utc_offset_minutes(&self, at: DateTime<Utc>) -> i32 {
-        self.tz
-            .offset_from_utc_datetime(&at.naive_utc())
-            .fix()
-            .local_minus_utc()
-            / 60
+        self.tz.offset_from_utc_datetime(&at.naive_utc()).fix().local_minus_utc() / 60
     }
 
     /// The service day that `at` belongs to.
@@ -114,31 +103,16 @@ mod tests {
     fn small_hours_belong_to_the_previous_service_day() {
         let cal = tokyo();
         // 2026-11-28 03:59 JST is still the 27th's service day; 04:00 JST starts the 28th.
-        assert_eq!(
-            cal.service_date(utc("2026-11-27T18:59:00Z")).to_string(),
-            "2026-11-27"
-        );
-        assert_eq!(
-            cal.service_date(utc("2026-11-27T19:00:00Z")).to_string(),
-            "2026-11-28"
-        );
-        assert_eq!(
-            cal.service_date(utc("2026-11-28T14:59:00Z")).to_string(),
-            "2026-11-28"
-        );
+        assert_eq!(cal.service_date(utc("2026-11-27T18:59:00Z")).to_string(), "2026-11-27");
+        assert_eq!(cal.service_date(utc("2026-11-27T19:00:00Z")).to_string(), "2026-11-28");
+        assert_eq!(cal.service_date(utc("2026-11-28T14:59:00Z")).to_string(), "2026-11-28");
     }
 
     #[test]
     fn rollover_is_at_day_start() {
         let cal = tokyo();
-        assert_eq!(
-            cal.until_rollover(utc("2026-11-28T18:00:00Z")),
-            Duration::from_secs(3600)
-        );
-        assert_eq!(
-            cal.until_rollover(utc("2026-11-27T19:00:00Z")),
-            Duration::from_secs(86_400)
-        );
+        assert_eq!(cal.until_rollover(utc("2026-11-28T18:00:00Z")), Duration::from_secs(3600));
+        assert_eq!(cal.until_rollover(utc("2026-11-27T19:00:00Z")), Duration::from_secs(86_400));
         let (start, end) = cal.day_bounds("2026-11-28".parse().unwrap());
         assert_eq!(start, utc("2026-11-27T19:00:00Z"));
         assert_eq!(end, utc("2026-11-28T19:00:00Z"));
@@ -147,9 +121,10 @@ mod tests {
     #[test]
     fn daylight_saving_zones_keep_days_contiguous() {
         let cal = ServiceCalendar::new("Europe/London", "04:00").unwrap();
-        let (start, end) = cal.day_bounds("2026-03-29".parse().unwrap());
+        // Clocks go forward at 01:00 UTC on 29 March 2026: the service day of the 28th is 23 hours.
+        let (start, end) = cal.day_bounds("2026-03-28".parse().unwrap());
         assert_eq!(end - start, chrono::Duration::hours(23));
-        let (_, prev_end) = cal.day_bounds("2026-03-28".parse().unwrap());
+        let (_, prev_end) = cal.day_bounds("2026-03-27".parse().unwrap());
         assert_eq!(prev_end, start);
     }
 

@@ -11,11 +11,7 @@ use crate::calendar::{CalendarError, ServiceCalendar};
 
 /// The `api` command line.
 #[derive(Debug, Parser)]
-#[command(
-    name = "api",
-    version,
-    about = "edgerail read API: serves HTTP locally, or runs on AWS Lambda"
-)]
+#[command(name = "api", version, about = "edgerail read API: serves HTTP locally, or runs on AWS Lambda")]
 pub struct Cli {
     /// What to do; serving is the default.
     #[command(subcommand)]
@@ -150,8 +146,7 @@ impl Config {
 
     /// Pool size in effect.
     pub fn max_connections(&self) -> u32 {
-        self.db_max_connections
-            .unwrap_or(if self.on_lambda() { 1 } else { 10 })
+        self.db_max_connections.unwrap_or(if self.on_lambda() { 1 } else { 10 })
     }
 
     /// Idle timeout in effect.
@@ -170,11 +165,7 @@ impl Config {
 
     /// Log format in effect.
     pub fn log_format(&self) -> LogFormat {
-        self.log_format.unwrap_or(if self.on_lambda() {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        })
+        self.log_format.unwrap_or(if self.on_lambda() { LogFormat::Json } else { LogFormat::Text })
     }
 
     /// The service calendar.
@@ -183,10 +174,7 @@ impl Config {
     ///
     /// An unknown zone or malformed day start.
     pub fn calendar(&self) -> Result<ServiceCalendar, ConfigError> {
-        Ok(ServiceCalendar::new(
-            &self.service_tz,
-            &self.service_day_start,
-        )?)
+        Ok(ServiceCalendar::new(&self.service_tz, &self.service_day_start)?)
     }
 
     /// The tag header name.
@@ -209,11 +197,7 @@ impl Config {
         self.tag_header()?;
         match self.database_url.as_deref() {
             None if self.on_lambda() => return Err(ConfigError::MissingDatabaseUrl),
-            Some(url)
-                if !["postgres://", "postgresql://", "sqlite:"]
-                    .iter()
-                    .any(|p| url.starts_with(p)) =>
-            {
+            Some(url) if !["postgres://", "postgresql://", "sqlite:"].iter().any(|p| url.starts_with(p)) => {
                 return Err(ConfigError::DatabaseScheme);
             }
             _ => {}
@@ -252,13 +236,7 @@ mod tests {
         assert_eq!(local.max_connections(), 10);
         assert!(!local.proxy_compat());
         assert_eq!(local.log_format(), LogFormat::Text);
-        let lambda = parse(&[
-            "--lambda-runtime-api",
-            "127.0.0.1:9001",
-            "--database-url",
-            "postgres://x/y",
-        ])
-        .config;
+        let lambda = parse(&["--lambda-runtime-api", "127.0.0.1:9001", "--database-url", "postgres://x/y"]).config;
         assert_eq!(lambda.max_connections(), 1);
         assert!(lambda.proxy_compat());
         assert_eq!(lambda.idle_timeout(), Duration::from_secs(30));
@@ -275,35 +253,12 @@ mod tests {
 
     #[test]
     fn invalid_settings_are_rejected() {
-        assert!(
-            parse(&["--service-tz", "Nowhere/City"])
-                .config
-                .validate()
-                .is_err()
-        );
-        assert!(
-            parse(&["--cache-tag-header", "bad header"])
-                .config
-                .validate()
-                .is_err()
-        );
-        assert!(
-            parse(&["--database-url", "mysql://x"])
-                .config
-                .validate()
-                .is_err()
-        );
-        assert!(
-            parse(&["--db-acquire-timeout", "0s"])
-                .config
-                .validate()
-                .is_err()
-        );
+        assert!(parse(&["--service-tz", "Nowhere/City"]).config.validate().is_err());
+        assert!(parse(&["--cache-tag-header", "bad header"]).config.validate().is_err());
+        assert!(parse(&["--database-url", "mysql://x"]).config.validate().is_err());
+        assert!(parse(&["--db-acquire-timeout", "0s"]).config.validate().is_err());
         assert!(Cli::try_parse_from(["api", "--change-poll-interval", "soon"]).is_err());
-        assert!(
-            Cli::try_parse_from(["api", "seed"]).is_err(),
-            "seed needs --demo"
-        );
+        assert!(Cli::try_parse_from(["api", "seed"]).is_err(), "seed needs --demo");
         assert!(Cli::try_parse_from(["api", "seed", "--demo", "--scale", "-1"]).is_err());
         assert!(matches!(
             parse(&["seed", "--demo", "--scale", "0.5"]).command,

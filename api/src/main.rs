@@ -15,20 +15,17 @@ async fn main() -> anyhow::Result<()> {
     let store = startup::open_store(&config)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            store
-                .migrate(&config.calendar()?)
-                .await
-                .context("migration failed")?;
+            store.migrate(&config.calendar()?).await.context("migration failed")?;
             tracing::info!("migrations applied");
         }
         Command::Seed { scale, .. } => {
             startup::seed_demo(&store, &config.calendar()?, scale).await?;
+            // Closing checkpoints SQLite's write-ahead log into the database file.
+            store.close().await;
         }
         Command::Serve if config.on_lambda() => {
             let state = startup::build_state(&config, store)?;
-            startup::run_lambda(state)
-                .await
-                .map_err(|e| anyhow::anyhow!(e))?;
+            startup::run_lambda(state).await.map_err(|e| anyhow::anyhow!(e))?;
         }
         Command::Serve => {
             startup::prepare_embedded_default(&config, &store).await?;

@@ -40,11 +40,8 @@ pub struct DemoData {
 impl DemoData {
     /// Total rows, for progress reporting.
     pub fn row_count(&self) -> u64 {
-        (self.lines.len()
-            + self.stations.len()
-            + self.formations.len()
-            + self.operations.len()
-            + self.sightings.len()) as u64
+        (self.lines.len() + self.stations.len() + self.formations.len() + self.operations.len() + self.sightings.len())
+            as u64
     }
 }
 
@@ -164,11 +161,7 @@ pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64) -> D
     let mut data = DemoData::default();
 
     for (i, (id, name, color, _)) in LINES.iter().enumerate() {
-        data.lines.push(Line {
-            id: (*id).to_owned(),
-            name: (*name).to_owned(),
-            color: Some((*color).to_owned()),
-        });
+        data.lines.push(Line { id: (*id).to_owned(), name: (*name).to_owned(), color: Some((*color).to_owned()) });
         for (p, station) in STATION_NAMES[i * 16..(i + 1) * 16].iter().enumerate() {
             data.stations.push(Station {
                 id: format!("{}{:02}", LINES[i].3, p + 1),
@@ -192,22 +185,13 @@ pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64) -> D
             for &line in lines {
                 pools[line].push(id.clone());
             }
-            data.formations.push(Formation {
-                id,
-                series: series.to_owned(),
-                cars,
-                note,
-            });
+            data.formations.push(Formation { id, series: series.to_owned(), cars, note });
         }
     }
 
     // Operations: each line's numbers every day, formations rotating through the line's pool.
-    let first_day = today
-        .checked_sub_days(Days::new(PAST_DAYS))
-        .unwrap_or(today);
-    let days: Vec<NaiveDate> = (0..2 * PAST_DAYS)
-        .filter_map(|d| first_day.checked_add_days(Days::new(d)))
-        .collect();
+    let first_day = today.checked_sub_days(Days::new(PAST_DAYS)).unwrap_or(today);
+    let days: Vec<NaiveDate> = (0..2 * PAST_DAYS).filter_map(|d| first_day.checked_add_days(Days::new(d))).collect();
     // (day index, line index, number, formation) of operations with a formation, for sightings.
     let mut runnable: Vec<Vec<(usize, String, String)>> = vec![Vec::new(); days.len()];
     for (d, day) in days.iter().enumerate() {
@@ -216,16 +200,11 @@ pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64) -> D
             for k in 0..OPERATIONS_PER_LINE {
                 let number = format!("{:02}{}", k + 1, line.3);
                 // About one operation in twenty has no formation assigned yet.
-                let formation_id =
-                    (rng.u8(..20) != 0).then(|| pool[(k + d * 7) % pool.len()].clone());
+                let formation_id = (rng.u8(..20) != 0).then(|| pool[(k + d * 7) % pool.len()].clone());
                 if let Some(f) = &formation_id {
                     runnable[d].push((l, number.clone(), f.clone()));
                 }
-                data.operations.push(Operation {
-                    service_date: *day,
-                    number,
-                    formation_id,
-                });
+                data.operations.push(Operation { service_date: *day, number, formation_id });
             }
         }
     }
@@ -269,39 +248,15 @@ mod tests {
         assert_eq!(data.lines.len(), 5);
         assert_eq!(data.stations.len(), 80);
         assert_eq!(data.formations.len(), 100);
-        assert!(
-            data.formations
-                .iter()
-                .any(|f| f.id == "10701F" && f.series == "10000")
-        );
+        assert!(data.formations.iter().any(|f| f.id == "10701F" && f.series == "10000"));
         assert_eq!(data.operations.len(), 300 * 30);
         let today = cal.service_date(now);
-        assert_eq!(
-            data.operations
-                .iter()
-                .filter(|o| o.service_date == today)
-                .count(),
-            300
-        );
+        assert_eq!(data.operations.iter().filter(|o| o.service_date == today).count(), 300);
         assert_eq!(data.sightings.len(), 5_000);
         assert!(data.sightings.iter().all(|s| s.seen_at <= now));
-        assert!(
-            data.sightings
-                .windows(2)
-                .all(|w| w[0].seen_at <= w[1].seen_at)
-        );
-        let station_ids: std::collections::HashSet<_> =
-            data.stations.iter().map(|s| s.id.as_str()).collect();
-        assert!(
-            data.sightings
-                .iter()
-                .filter_map(|s| s.station_id.as_deref())
-                .all(|s| station_ids.contains(s))
-        );
-        assert!(
-            data.sightings
-                .iter()
-                .any(|s| cal.service_date(s.seen_at) == today)
-        );
+        assert!(data.sightings.windows(2).all(|w| w[0].seen_at <= w[1].seen_at));
+        let station_ids: std::collections::HashSet<_> = data.stations.iter().map(|s| s.id.as_str()).collect();
+        assert!(data.sightings.iter().filter_map(|s| s.station_id.as_deref()).all(|s| station_ids.contains(s)));
+        assert!(data.sightings.iter().any(|s| cal.service_date(s.seen_at) == today));
     }
 }

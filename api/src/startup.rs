@@ -53,9 +53,7 @@ pub enum StartupError {
 pub fn open_store(config: &Config) -> Result<Db, StartupError> {
     match config.database_url.as_deref() {
         Some(url) if url.starts_with("sqlite:") => {
-            SqliteStore::connect_lazy(url, config.db_acquire_timeout)
-                .map(Db::Sqlite)
-                .map_err(StartupError::DatabaseUrl)
+            SqliteStore::connect_lazy(url, config.db_acquire_timeout).map(Db::Sqlite).map_err(StartupError::DatabaseUrl)
         }
         Some(url) => {
             let options = PgStoreOptions {
@@ -66,19 +64,16 @@ pub fn open_store(config: &Config) -> Result<Db, StartupError> {
                 proxy_compat: config.proxy_compat(),
                 application_name: format!("edgerail-api-{}", std::process::id()),
             };
-            PgStore::connect_lazy(url, &options)
-                .map(Db::Postgres)
-                .map_err(StartupError::DatabaseUrl)
+            PgStore::connect_lazy(url, &options).map(Db::Postgres).map_err(StartupError::DatabaseUrl)
         }
-        None => SqliteStore::open_file(&config.sqlite_path, config.db_acquire_timeout)
-            .map(Db::Sqlite)
-            .map_err(|source| StartupError::Io {
-                context: format!(
-                    "cannot create the directory of {}",
-                    config.sqlite_path.display()
-                ),
-                source,
-            }),
+        None => {
+            SqliteStore::open_file(&config.sqlite_path, config.db_acquire_timeout).map(Db::Sqlite).map_err(|source| {
+                StartupError::Io {
+                    context: format!("cannot create the directory of {}", config.sqlite_path.display()),
+                    source,
+                }
+            })
+        }
     }
 }
 
@@ -112,17 +107,11 @@ pub async fn prepare_embedded_default(config: &Config, store: &Db) -> Result<(),
     let fresh = !store
         .has_data()
         .await
-        .map_err(|source| StartupError::Store {
-            context: "cannot read the embedded database",
-            source,
-        })?;
+        .map_err(|source| StartupError::Store { context: "cannot read the embedded database", source })?;
     store
         .migrate(&calendar)
         .await
-        .map_err(|source| StartupError::Store {
-            context: "cannot migrate the embedded database",
-            source,
-        })?;
+        .map_err(|source| StartupError::Store { context: "cannot migrate the embedded database", source })?;
     if fresh {
         tracing::info!(path = %config.sqlite_path.display(), "first run: loading demo data into the embedded database");
         seed_demo(store, &calendar, 1.0).await?;
@@ -135,18 +124,8 @@ pub async fn prepare_embedded_default(config: &Config, store: &Db) -> Result<(),
 /// # Errors
 ///
 /// Migration or loading failed.
-pub async fn seed_demo<S: Store>(
-    store: &S,
-    calendar: &ServiceCalendar,
-    scale: f64,
-) -> Result<(), StartupError> {
-    store
-        .migrate(calendar)
-        .await
-        .map_err(|source| StartupError::Store {
-            context: "migration failed",
-            source,
-        })?;
+pub async fn seed_demo<S: Store>(store: &S, calendar: &ServiceCalendar, scale: f64) -> Result<(), StartupError> {
+    store.migrate(calendar).await.map_err(|source| StartupError::Store { context: "migration failed", source })?;
     let data = seed::generate(calendar, chrono::Utc::now(), scale);
     let progress = ProgressBar::new(data.row_count());
     progress.set_style(
@@ -158,10 +137,7 @@ pub async fn seed_demo<S: Store>(
     store
         .load_demo(&data, &progress)
         .await
-        .map_err(|source| StartupError::Store {
-            context: "loading demo data failed",
-            source,
-        })?;
+        .map_err(|source| StartupError::Store { context: "loading demo data failed", source })?;
     progress.finish_with_message("demo data loaded");
     tracing::info!(
         lines = data.lines.len(),
@@ -191,29 +167,16 @@ impl Application {
     /// # Errors
     ///
     /// The address cannot be bound.
-    pub async fn bind(
-        addr: SocketAddr,
-        state: AppState,
-        shutdown_timeout: Duration,
-    ) -> Result<Self, StartupError> {
+    pub async fn bind(addr: SocketAddr, state: AppState, shutdown_timeout: Duration) -> Result<Self, StartupError> {
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| StartupError::Io {
-                context: format!("cannot listen on {addr}"),
-                source,
-            })?;
-        Ok(Self {
-            listener,
-            state,
-            shutdown_timeout,
-        })
+            .map_err(|source| StartupError::Io { context: format!("cannot listen on {addr}"), source })?;
+        Ok(Self { listener, state, shutdown_timeout })
     }
 
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, drains in-flight requests (up to
@@ -222,18 +185,13 @@ impl Application {
     /// # Errors
     ///
     /// The server failed.
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(self.listener, app(self.state.clone())).with_graceful_shutdown(
-            async move {
-                shutdown.await;
-                tracing::info!("shutdown signal received, draining");
-                let _ = stopping_tx.send(());
-            },
-        );
+        let server = axum::serve(self.listener, app(self.state.clone())).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown signal received, draining");
+            let _ = stopping_tx.send(());
+        });
         let drain_limit = async {
             if stopping_rx.await.is_ok() {
                 tokio::time::sleep(self.shutdown_timeout).await;
@@ -286,10 +244,7 @@ pub async fn run_lambda(state: AppState) -> Result<(), lambda_http::Error> {
     let store = state.store.clone();
     lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
         // Lambda sends SIGKILL 500 ms after SIGTERM; leave margin for the process to exit.
-        if tokio::time::timeout(Duration::from_millis(300), store.close())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(Duration::from_millis(300), store.close()).await.is_err() {
             tracing::warn!("closing the database pool timed out");
         } else {
             tracing::info!("database pool closed");

@@ -5,9 +5,7 @@ use std::time::Duration;
 
 /// Why a duration string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "invalid duration {input:?}: expected a whole number followed by ms, s, m, h or d (e.g. `30s`)"
-)]
+#[error("invalid duration {input:?}: expected a whole number followed by ms, s, m, h or d (e.g. `30s`)")]
 pub struct DurationError {
     /// The rejected text, echoed so the operator can find it.
     pub input: String,
@@ -28,14 +26,9 @@ pub struct DurationError {
 /// assert_eq!(cache_policy::parse_duration("250ms").unwrap(), Duration::from_millis(250));
 /// ```
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let err = || DurationError {
-        input: input.to_owned(),
-    };
+    let err = || DurationError { input: input.to_owned() };
     let text = input.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .filter(|&i| i > 0)
-        .ok_or_else(err)?;
+    let split = text.find(|c: char| !c.is_ascii_digit()).filter(|&i| i > 0).ok_or_else(err)?;
     let (number, unit) = text.split_at(split);
     let number: u64 = number.parse().map_err(|_| err())?;
     let millis_per_unit: u64 = match unit {
@@ -46,10 +39,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         "d" => 86_400_000,
         _ => return Err(err()),
     };
-    number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-        .ok_or_else(err)
+    number.checked_mul(millis_per_unit).map(Duration::from_millis).ok_or_else(err)
 }
 
 /// Renders a duration in the largest unit that represents it exactly, the inverse of
@@ -59,12 +49,7 @@ pub fn format_duration(duration: Duration) -> String {
     if ms == 0 {
         return "0s".to_owned();
     }
-    for (unit, size) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-    ] {
+    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
         if ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
@@ -87,17 +72,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_input() {
-        for bad in [
-            "",
-            "s",
-            "10",
-            "1.5s",
-            "-1s",
-            "10 s",
-            "10sec",
-            "1w",
-            "99999999999999999999d",
-        ] {
+        for bad in ["", "s", "10", "1.5s", "-1s", "10 s", "10sec", "1w", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

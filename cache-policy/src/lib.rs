@@ -36,8 +36,7 @@ pub use template::{ParamKind, PathTemplate, Segment, TagPart, TagTemplate, is_ta
 /// The policy text compiled into every binary.
 pub const EMBEDDED_POLICY: &str = include_str!("../policy.toml");
 
-static EMBEDDED: LazyLock<Result<Policy, PolicyError>> =
-    LazyLock::new(|| Policy::from_toml(EMBEDDED_POLICY));
+static EMBEDDED: LazyLock<Result<Policy, PolicyError>> = LazyLock::new(|| Policy::from_toml(EMBEDDED_POLICY));
 
 impl Policy {
     /// The embedded `policy.toml`, parsed and validated once per process.
@@ -76,10 +75,7 @@ mod tests {
             "/v1/sightings/latest",
             "/openapi.json",
         ] {
-            assert!(
-                paths.contains(&expected),
-                "{expected} missing from policy.toml"
-            );
+            assert!(paths.contains(&expected), "{expected} missing from policy.toml");
         }
         for route in policy.routes() {
             assert!(!route.local_ttl.is_zero(), "{}", route.name);
@@ -94,19 +90,10 @@ mod tests {
             lines.cache_control(),
             "public, max-age=60, s-maxage=86400, stale-while-revalidate=60, stale-if-error=86400"
         );
-        assert_eq!(
-            lines.negative_cache_control(),
-            "public, max-age=0, s-maxage=10"
-        );
-        assert_eq!(
-            lines.cache_control_until(Duration::from_secs(30)),
-            "public, max-age=30, s-maxage=30"
-        );
+        assert_eq!(lines.negative_cache_control(), "public, max-age=0, s-maxage=10");
+        assert_eq!(lines.cache_control_until(Duration::from_secs(30)), "public, max-age=30, s-maxage=30");
         let latest = policy.route("sightings_latest").unwrap();
-        assert_eq!(
-            latest.negative_cache_control(),
-            "public, max-age=0, s-maxage=5"
-        );
+        assert_eq!(latest.negative_cache_control(), "public, max-age=0, s-maxage=5");
     }
 
     #[test]
@@ -135,39 +122,18 @@ mod tests {
     fn rejects_invalid_policies_with_a_clear_message() {
         let cases = [
             ("path = \"/v1/x/{id}\"\ntags = []", "no kind"),
-            (
-                "path = \"/v1/x/{id}\"\nparams = { id = \"uuid\" }\ntags = []",
-                "unknown kind",
-            ),
-            (
-                "path = \"/v1/x\"\nparams = { id = \"id\" }\ntags = []",
-                "not in the path",
-            ),
-            (
-                "path = \"/v1/x\"\ntags = [\"formation:{formation_id}\"]",
-                "not a path parameter",
-            ),
-            (
-                "path = \"/v1/x\"\ntags = [\"has space\"]",
-                "not allowed in a tag",
-            ),
+            ("path = \"/v1/x/{id}\"\nparams = { id = \"uuid\" }\ntags = []", "unknown kind"),
+            ("path = \"/v1/x\"\nparams = { id = \"id\" }\ntags = []", "not in the path"),
+            ("path = \"/v1/x\"\ntags = [\"formation:{formation_id}\"]", "not a path parameter"),
+            ("path = \"/v1/x\"\ntags = [\"has space\"]", "not allowed in a tag"),
             ("path = \"v1/x\"\ntags = []", "must start with"),
-            (
-                "path = \"/v1/x\"\ntags = []\nnegative_ttl = \"soon\"",
-                "negative_ttl",
-            ),
+            ("path = \"/v1/x\"\ntags = []\nnegative_ttl = \"soon\"", "negative_ttl"),
             (
                 "path = \"/v1/x\"\ntags = []\nquery = { limit = { kind = \"integer\", min = 5, max = 1, default = 3 } }",
                 "min <= default",
             ),
-            (
-                "path = \"/v1/x\"\ntags = []\nquery = { q = { kind = \"text\", default = 1 } }",
-                "unknown kind",
-            ),
-            (
-                "path = \"/v1/x\"\ntags = []\ncolour = \"red\"",
-                "unknown field",
-            ),
+            ("path = \"/v1/x\"\ntags = []\nquery = { q = { kind = \"text\", default = 1 } }", "unknown kind"),
+            ("path = \"/v1/x\"\ntags = []\ncolour = \"red\"", "unknown field"),
         ];
         for (body, expected) in cases {
             let err = policy_with(body).unwrap_err().to_string();
@@ -176,18 +142,8 @@ mod tests {
         let zero_local = Policy::from_toml(
             "[[route]]\nname = \"r\"\npath = \"/x\"\nbrowser_ttl = \"1s\"\nedge_ttl = \"1h\"\nswr = \"1s\"\nsie = \"1s\"\nlocal_ttl = \"0s\"\nwarm = false\ntags = []",
         );
-        assert!(
-            zero_local
-                .unwrap_err()
-                .to_string()
-                .contains("local_ttl must be non-zero")
-        );
-        assert!(
-            Policy::from_toml("")
-                .unwrap_err()
-                .to_string()
-                .contains("no [[route]]")
-        );
+        assert!(zero_local.unwrap_err().to_string().contains("local_ttl must be non-zero"));
+        assert!(Policy::from_toml("").unwrap_err().to_string().contains("no [[route]]"));
     }
 
     #[test]

@@ -68,16 +68,9 @@ impl QueryParam {
             QueryKind::Integer { min, max, default } => {
                 let value = match raw {
                     None => default,
-                    Some(text) => text
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|v| (min..=max).contains(v))
-                        .ok_or_else(|| {
-                            format!(
-                                "query parameter `{}` must be an integer from {min} to {max}",
-                                self.name
-                            )
-                        })?,
+                    Some(text) => text.parse::<i64>().ok().filter(|v| (min..=max).contains(v)).ok_or_else(|| {
+                        format!("query parameter `{}` must be an integer from {min} to {max}", self.name)
+                    })?,
                 };
                 Ok(value.to_string())
             }
@@ -176,8 +169,7 @@ impl Policy {
     ///
     /// [`PolicyError`] naming the route and field at fault.
     pub fn from_toml(text: &str) -> Result<Self, PolicyError> {
-        let raw: RawPolicy =
-            toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| PolicyError::Syntax(e.to_string()))?;
         let default_negative_ttl = match raw.defaults.negative_ttl.as_deref() {
             Some(text) => duration("defaults", "negative_ttl", text)?,
             None => Duration::from_secs(10),
@@ -186,19 +178,9 @@ impl Policy {
         let mut paths = HashSet::new();
         let mut routes = Vec::with_capacity(raw.route.len());
         for r in raw.route {
-            let invalid = |message: String| PolicyError::Invalid {
-                route: r.name.clone(),
-                message,
-            };
-            if r.name.is_empty()
-                || !r
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(invalid(
-                    "a route name is 1+ characters of A-Z a-z 0-9 _".into(),
-                ));
+            let invalid = |message: String| PolicyError::Invalid { route: r.name.clone(), message };
+            if r.name.is_empty() || !r.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(invalid("a route name is 1+ characters of A-Z a-z 0-9 _".into()));
             }
             if !names.insert(r.name.clone()) {
                 return Err(invalid("the route name is declared twice".into()));
@@ -209,63 +191,43 @@ impl Policy {
             }
             let mut params = Vec::new();
             for name in path.params() {
-                let kind_name = r.params.get(name).ok_or_else(|| {
-                    invalid(format!("path parameter `{name}` has no kind in `params`"))
-                })?;
+                let kind_name = r
+                    .params
+                    .get(name)
+                    .ok_or_else(|| invalid(format!("path parameter `{name}` has no kind in `params`")))?;
                 let kind = ParamKind::from_name(kind_name).ok_or_else(|| {
-                    invalid(format!(
-                        "parameter `{name}` has unknown kind {kind_name:?} (id, date, date_or_today)"
-                    ))
+                    invalid(format!("parameter `{name}` has unknown kind {kind_name:?} (id, date, date_or_today)"))
                 })?;
                 params.push((name.to_owned(), kind));
             }
-            if let Some(extra) = r
-                .params
-                .keys()
-                .find(|k| !path.params().any(|p| p == k.as_str()))
-            {
-                return Err(invalid(format!(
-                    "`params` declares `{extra}`, which is not in the path"
-                )));
+            if let Some(extra) = r.params.keys().find(|k| !path.params().any(|p| p == k.as_str())) {
+                return Err(invalid(format!("`params` declares `{extra}`, which is not in the path")));
             }
             let mut tags = Vec::new();
             for text in &r.tags {
                 let tag = TagTemplate::parse(text).map_err(invalid)?;
                 if let Some(unbound) = tag.params().find(|p| !path.params().any(|q| q == *p)) {
-                    return Err(invalid(format!(
-                        "tag {text:?} uses `{{{unbound}}}`, which is not a path parameter"
-                    )));
+                    return Err(invalid(format!("tag {text:?} uses `{{{unbound}}}`, which is not a path parameter")));
                 }
                 tags.push(tag);
             }
             let mut query = Vec::new();
             for (name, q) in r.query {
                 if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(invalid(format!(
-                        "query parameter name {name:?} is not valid"
-                    )));
+                    return Err(invalid(format!("query parameter name {name:?} is not valid")));
                 }
                 let kind = match q.kind.as_str() {
                     "integer" => {
-                        let (min, max, default) = (
-                            q.min.unwrap_or(i64::MIN),
-                            q.max.unwrap_or(i64::MAX),
-                            q.default,
-                        );
-                        let default = default.ok_or_else(|| {
-                            invalid(format!("query parameter `{name}` needs a default"))
-                        })?;
+                        let (min, max, default) = (q.min.unwrap_or(i64::MIN), q.max.unwrap_or(i64::MAX), q.default);
+                        let default =
+                            default.ok_or_else(|| invalid(format!("query parameter `{name}` needs a default")))?;
                         if min > max || !(min..=max).contains(&default) {
-                            return Err(invalid(format!(
-                                "query parameter `{name}`: need min <= default <= max"
-                            )));
+                            return Err(invalid(format!("query parameter `{name}`: need min <= default <= max")));
                         }
                         QueryKind::Integer { min, max, default }
                     }
                     other => {
-                        return Err(invalid(format!(
-                            "query parameter `{name}` has unknown kind {other:?} (integer)"
-                        )));
+                        return Err(invalid(format!("query parameter `{name}` has unknown kind {other:?} (integer)")));
                     }
                 };
                 query.push(QueryParam { name, kind });
@@ -289,14 +251,10 @@ impl Policy {
                 warm: r.warm,
             };
             if route.local_ttl.is_zero() {
-                return Err(invalid(
-                    "local_ttl must be non-zero: a second of caching absorbs a burst".into(),
-                ));
+                return Err(invalid("local_ttl must be non-zero: a second of caching absorbs a burst".into()));
             }
             if route.browser_ttl > route.edge_ttl {
-                return Err(invalid(
-                    "browser_ttl must not exceed edge_ttl: browsers cannot be invalidated".into(),
-                ));
+                return Err(invalid("browser_ttl must not exceed edge_ttl: browsers cannot be invalidated".into()));
             }
             if route.local_ttl > route.edge_ttl {
                 return Err(invalid("local_ttl must not exceed edge_ttl".into()));
@@ -304,14 +262,9 @@ impl Policy {
             routes.push(route);
         }
         if routes.is_empty() {
-            return Err(PolicyError::Syntax(
-                "the policy declares no [[route]]".into(),
-            ));
+            return Err(PolicyError::Syntax("the policy declares no [[route]]".into()));
         }
-        Ok(Self {
-            routes,
-            default_negative_ttl,
-        })
+        Ok(Self { routes, default_negative_ttl })
     }
 
     /// All routes in declaration order.
@@ -326,9 +279,7 @@ impl Policy {
 
     /// The route whose template matches a concrete path, with the parameter bindings.
     pub fn match_path<'p>(&self, path: &'p str) -> Option<(&Route, Vec<(&str, &'p str)>)> {
-        self.routes
-            .iter()
-            .find_map(|r| r.path.matches(path).map(|bound| (r, bound)))
+        self.routes.iter().find_map(|r| r.path.matches(path).map(|bound| (r, bound)))
     }
 
     /// Negative TTL of answers that belong to no route.
@@ -338,20 +289,12 @@ impl Policy {
 
     /// The longest edge TTL of any route (the CDN's MaxTTL must be at least this).
     pub fn max_edge_ttl(&self) -> Duration {
-        self.routes
-            .iter()
-            .map(|r| r.edge_ttl)
-            .max()
-            .unwrap_or_default()
+        self.routes.iter().map(|r| r.edge_ttl).max().unwrap_or_default()
     }
 }
 
 fn duration(route: &str, field: &'static str, text: &str) -> Result<Duration, PolicyError> {
-    parse_duration(text).map_err(|source| PolicyError::Duration {
-        route: route.to_owned(),
-        field,
-        source,
-    })
+    parse_duration(text).map_err(|source| PolicyError::Duration { route: route.to_owned(), field, source })
 }
 
 #[derive(Deserialize)]

@@ -28,9 +28,7 @@ impl PathTemplate {
     ///
     /// A message saying what is wrong, for [`crate::PolicyError`].
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let rest = raw
-            .strip_prefix('/')
-            .ok_or_else(|| format!("path {raw:?} must start with `/`"))?;
+        let rest = raw.strip_prefix('/').ok_or_else(|| format!("path {raw:?} must start with `/`"))?;
         let mut segments = Vec::new();
         for piece in rest.split('/') {
             if piece.is_empty() {
@@ -42,17 +40,12 @@ impl PathTemplate {
                 }
                 segments.push(Segment::Param(name.to_owned()));
             } else if piece.contains(['{', '}', '*', ':', '?', '#']) {
-                return Err(format!(
-                    "path {raw:?}: segment `{piece}` has a reserved character"
-                ));
+                return Err(format!("path {raw:?}: segment `{piece}` has a reserved character"));
             } else {
                 segments.push(Segment::Literal(piece.to_owned()));
             }
         }
-        Ok(Self {
-            raw: raw.to_owned(),
-            segments,
-        })
+        Ok(Self { raw: raw.to_owned(), segments })
     }
 
     /// The template as written (also valid axum 0.8 route syntax).
@@ -147,14 +140,10 @@ impl TagTemplate {
         while !rest.is_empty() {
             match rest.find('{') {
                 Some(0) => {
-                    let end = rest
-                        .find('}')
-                        .ok_or_else(|| format!("tag {raw:?} has an unclosed `{{`"))?;
+                    let end = rest.find('}').ok_or_else(|| format!("tag {raw:?} has an unclosed `{{`"))?;
                     let name = &rest[1..end];
                     if !is_identifier(name) {
-                        return Err(format!(
-                            "tag {raw:?}: `{{{name}}}` is not a valid parameter"
-                        ));
+                        return Err(format!("tag {raw:?}: `{{{name}}}` is not a valid parameter"));
                     }
                     parts.push(TagPart::Param(name.to_owned()));
                     rest = &rest[end + 1..];
@@ -163,19 +152,14 @@ impl TagTemplate {
                     let end = found.unwrap_or(rest.len());
                     let literal = &rest[..end];
                     if let Some(bad) = literal.chars().find(|&c| !is_tag_char(c)) {
-                        return Err(format!(
-                            "tag {raw:?} has the character {bad:?}, not allowed in a tag"
-                        ));
+                        return Err(format!("tag {raw:?} has the character {bad:?}, not allowed in a tag"));
                     }
                     parts.push(TagPart::Literal(literal.to_owned()));
                     rest = &rest[end..];
                 }
             }
         }
-        Ok(Self {
-            raw: raw.to_owned(),
-            parts,
-        })
+        Ok(Self { raw: raw.to_owned(), parts })
     }
 
     /// The template as written.
@@ -258,10 +242,7 @@ impl ParamKind {
             Self::Id => {
                 if value.is_empty() || value.len() > 64 {
                     Err("must be 1 to 64 characters long")
-                } else if !value
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                {
+                } else if !value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
                     Err("may only contain letters, digits, `.`, `_` and `-`")
                 } else {
                     Ok(())
@@ -269,9 +250,7 @@ impl ParamKind {
             }
             Self::Date => check_date_syntax(value),
             Self::DateOrToday if value == "today" => Ok(()),
-            Self::DateOrToday => {
-                check_date_syntax(value).map_err(|_| "must be YYYY-MM-DD or `today`")
-            }
+            Self::DateOrToday => check_date_syntax(value).map_err(|_| "must be YYYY-MM-DD or `today`"),
         }
     }
 }
@@ -281,14 +260,8 @@ fn check_date_syntax(value: &str) -> Result<(), &'static str> {
     let shape_ok = b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
-    if shape_ok {
-        Ok(())
-    } else {
-        Err("must be a date YYYY-MM-DD")
-    }
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+    if shape_ok { Ok(()) } else { Err("must be a date YYYY-MM-DD") }
 }
 
 /// Characters CloudFront accepts in a cache tag, which is also the tag vocabulary's alphabet.
@@ -310,10 +283,7 @@ mod tests {
     fn path_template_parses_matches_and_renders() {
         let t = PathTemplate::parse("/v1/operations/{date}/{number}").unwrap();
         assert_eq!(t.params().collect::<Vec<_>>(), ["date", "number"]);
-        assert_eq!(
-            t.matches("/v1/operations/2026-11-28/0612"),
-            Some(vec![("date", "2026-11-28"), ("number", "0612")])
-        );
+        assert_eq!(t.matches("/v1/operations/2026-11-28/0612"), Some(vec![("date", "2026-11-28"), ("number", "0612")]));
         assert_eq!(t.matches("/v1/operations/2026-11-28"), None);
         assert_eq!(t.matches("/v1/operation/2026-11-28/1"), None);
         assert_eq!(t.matches("/v1/operations//1"), None);
@@ -324,14 +294,7 @@ mod tests {
 
     #[test]
     fn path_template_rejects_bad_templates() {
-        for bad in [
-            "v1/lines",
-            "/v1//lines",
-            "/v1/{}",
-            "/v1/x{id}",
-            "/v1/{1d}",
-            "/v1/*rest",
-        ] {
+        for bad in ["v1/lines", "/v1//lines", "/v1/{}", "/v1/x{id}", "/v1/{1d}", "/v1/*rest"] {
             assert!(PathTemplate::parse(bad).is_err(), "{bad}");
         }
     }

@@ -45,10 +45,7 @@ impl Endpoint {
 
     /// A route parameter's (resolved) value.
     pub fn param(&self, name: &str) -> &str {
-        self.params
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or("", |(_, v)| v.as_str())
+        self.params.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_str())
     }
 
     /// A date parameter, already validated.
@@ -58,11 +55,7 @@ impl Endpoint {
 
     /// A declared integer query parameter, already validated.
     pub fn query_int(&self, name: &str) -> i64 {
-        self.query
-            .iter()
-            .find(|(n, _)| *n == name)
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or_default()
+        self.query.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.parse().ok()).unwrap_or_default()
     }
 
     /// The response's tags.
@@ -74,10 +67,7 @@ impl Endpoint {
 impl FromRequestParts<AppState> for Endpoint {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let settings = &state.http;
         let index = parts
             .extensions
@@ -86,10 +76,7 @@ impl FromRequestParts<AppState> for Endpoint {
             .ok_or(ApiError::Internal)?;
         let headers = &settings.routes[index];
         let route = headers.route;
-        let bad = |message: String| ApiError::BadRequest {
-            message,
-            cache_control: headers.negative.clone(),
-        };
+        let bad = |message: String| ApiError::BadRequest { message, cache_control: headers.negative.clone() };
         let raw = RawPathParams::from_request_parts(parts, state)
             .await
             .map_err(|_| bad("the path is not valid UTF-8".into()))?;
@@ -99,13 +86,8 @@ impl FromRequestParts<AppState> for Endpoint {
         let mut params = Vec::with_capacity(route.params.len());
         let mut today_remaining = None;
         for (name, kind) in &route.params {
-            let value = raw
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v)
-                .unwrap_or_default();
-            kind.check(value)
-                .map_err(|reason| bad(format!("path parameter `{name}` {reason}")))?;
+            let value = raw.iter().find(|(n, _)| n == name).map(|(_, v)| v).unwrap_or_default();
+            kind.check(value).map_err(|reason| bad(format!("path parameter `{name}` {reason}")))?;
             let value = match kind {
                 ParamKind::DateOrToday if value == "today" => {
                     let now = Utc::now();
@@ -113,9 +95,8 @@ impl FromRequestParts<AppState> for Endpoint {
                     settings.calendar.service_date(now).to_string()
                 }
                 ParamKind::Date | ParamKind::DateOrToday => {
-                    NaiveDate::parse_from_str(value, "%Y-%m-%d").map_err(|_| {
-                        bad(format!("path parameter `{name}` is not a calendar date"))
-                    })?;
+                    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+                        .map_err(|_| bad(format!("path parameter `{name}` is not a calendar date")))?;
                     value.to_owned()
                 }
                 ParamKind::Id => value.to_owned(),
@@ -128,14 +109,10 @@ impl FromRequestParts<AppState> for Endpoint {
         let mut query = Vec::with_capacity(route.query.len());
         for declared in &route.query {
             let mut found = None;
-            for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
-            {
+            for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
                 if name == declared.name {
                     if found.is_some() {
-                        return Err(bad(format!(
-                            "query parameter `{}` is given more than once",
-                            declared.name
-                        )));
+                        return Err(bad(format!("query parameter `{}` is given more than once", declared.name)));
                     }
                     found = Some(value);
                 }
@@ -147,13 +124,6 @@ impl FromRequestParts<AppState> for Endpoint {
             key.push_str(&value);
             query.push((declared.name.as_str(), value));
         }
-        Ok(Self {
-            settings: settings.clone(),
-            index,
-            params,
-            query,
-            today_remaining,
-            key,
-        })
+        Ok(Self { settings: settings.clone(), index, params, query, today_remaining, key })
     }
 }

@@ -58,10 +58,7 @@ impl IntoResponse for ApiError {
         let (status, code) = self.parts();
         let mut response = (status, error_body(code, &self.to_string())).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         match self {
             Self::BadRequest { cache_control, .. } | Self::NotFound { cache_control } => {
                 headers.insert(header::CACHE_CONTROL, cache_control);
@@ -71,10 +68,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             }
             Self::Unavailable => {
-                headers.insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(BREAKER_OPEN.as_secs().max(1)),
-                );
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(BREAKER_OPEN.as_secs().max(1)));
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             }
             Self::Internal => {

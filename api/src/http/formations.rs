@@ -13,9 +13,7 @@ use crate::store::{FormationSummary, Store};
 
 /// The routes of this group.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/formations", get(list))
-        .route("/v1/formations/{formation_id}", get(one))
+    Router::new().route("/v1/formations", get(list)).route("/v1/formations/{formation_id}", get(one))
 }
 
 async fn list(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
@@ -23,29 +21,16 @@ async fn list(State(state): State<AppState>, endpoint: Endpoint, headers: Header
     struct Formations {
         formations: Vec<FormationSummary>,
     }
-    serve(
-        &state,
-        endpoint,
-        &headers,
-        "no such formation",
-        |store| async move {
-            json(&Formations {
-                formations: store.formations().await?,
-            })
-            .map(Some)
-        },
-    )
+    serve(&state, endpoint, &headers, "no such formation", |store| async move {
+        json(&Formations { formations: store.formations().await? }).map(Some)
+    })
     .await
 }
 
 async fn one(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
     let id = endpoint.param("formation_id").to_owned();
-    serve(
-        &state,
-        endpoint,
-        &headers,
-        "no such formation",
-        |store| async move { store.formation(&id).await?.map(|f| json(&f)).transpose() },
-    )
+    serve(&state, endpoint, &headers, "no such formation", |store| async move {
+        store.formation(&id).await?.map(|f| json(&f)).transpose()
+    })
     .await
 }

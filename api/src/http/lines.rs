@@ -13,9 +13,7 @@ use crate::store::{Line, Store};
 
 /// The routes of this group.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/lines", get(list))
-        .route("/v1/lines/{line_id}/stations", get(stations))
+    Router::new().route("/v1/lines", get(list)).route("/v1/lines/{line_id}/stations", get(stations))
 }
 
 async fn list(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
@@ -23,39 +21,16 @@ async fn list(State(state): State<AppState>, endpoint: Endpoint, headers: Header
     struct Lines {
         lines: Vec<Line>,
     }
-    serve(
-        &state,
-        endpoint,
-        &headers,
-        "no such line",
-        |store| async move {
-            json(&Lines {
-                lines: store.lines().await?,
-            })
-            .map(Some)
-        },
-    )
+    serve(&state, endpoint, &headers, "no such line", |store| async move {
+        json(&Lines { lines: store.lines().await? }).map(Some)
+    })
     .await
 }
 
-async fn stations(
-    State(state): State<AppState>,
-    endpoint: Endpoint,
-    headers: HeaderMap,
-) -> Response {
+async fn stations(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
     let line_id = endpoint.param("line_id").to_owned();
-    serve(
-        &state,
-        endpoint,
-        &headers,
-        "no such line",
-        |store| async move {
-            store
-                .line_stations(&line_id)
-                .await?
-                .map(|l| json(&l))
-                .transpose()
-        },
-    )
+    serve(&state, endpoint, &headers, "no such line", |store| async move {
+        store.line_stations(&line_id).await?.map(|l| json(&l)).transpose()
+    })
     .await
 }

@@ -16,9 +16,7 @@ pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// The routes of this group.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health-check", get(health))
-        .route("/openapi.json", get(openapi))
+    Router::new().route("/health-check", get(health)).route("/openapi.json", get(openapi))
 }
 
 /// Liveness, and with `?deep=1` the database too. Never cached anywhere.
@@ -43,26 +41,18 @@ async fn health(State(state): State<AppState>, RawQuery(query): RawQuery) -> Res
             tracing::warn!(error = %err, cause = ?std::error::Error::source(&err), "deep health check failed");
             return ApiError::Unavailable.into_response();
         }
-        return no_store(Json(
-            serde_json::json!({ "status": "ok", "database": "ok" }),
-        ));
+        return no_store(Json(serde_json::json!({ "status": "ok", "database": "ok" })));
     }
     no_store(Json(serde_json::json!({ "status": "ok" })))
 }
 
 fn no_store(response: impl IntoResponse) -> Response {
     let mut response = response.into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-async fn openapi(
-    State(state): State<AppState>,
-    endpoint: Endpoint,
-    headers: HeaderMap,
-) -> Response {
+async fn openapi(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
     serve(&state, endpoint, &headers, "no such document", |_| async {
         Ok(Some(Bytes::from_static(OPENAPI.as_bytes())))
     })

@@ -69,9 +69,7 @@ pub struct HttpSettings {
 impl HttpSettings {
     /// Precomputes the header values of every route.
     pub fn new(policy: &'static Policy, calendar: ServiceCalendar, tag_header: HeaderName) -> Self {
-        let value = |text: String| {
-            HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("no-store"))
-        };
+        let value = |text: String| HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("no-store"));
         let routes = policy
             .routes()
             .iter()
@@ -81,21 +79,14 @@ impl HttpSettings {
                 negative: value(route.negative_cache_control()),
             })
             .collect();
-        let index = policy
-            .routes()
-            .iter()
-            .enumerate()
-            .map(|(i, route)| (route.path.as_str(), i))
-            .collect();
+        let index = policy.routes().iter().enumerate().map(|(i, route)| (route.path.as_str(), i)).collect();
         Self {
             policy,
             calendar,
             tag_header,
             routes,
             index,
-            default_negative: value(cache_policy::negative_cache_control(
-                policy.default_negative_ttl(),
-            )),
+            default_negative: value(cache_policy::negative_cache_control(policy.default_negative_ttl())),
         }
     }
 }
@@ -103,11 +94,7 @@ impl HttpSettings {
 impl AppState {
     /// Assembles the state.
     pub fn new(store: Db, cache: LocalCache, http: HttpSettings) -> Self {
-        Self {
-            store,
-            cache: Arc::new(cache),
-            http: Arc::new(http),
-        }
+        Self { store, cache: Arc::new(cache), http: Arc::new(http) }
     }
 }
 
@@ -124,12 +111,8 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found(
-    axum::extract::State(state): axum::extract::State<AppState>,
-) -> impl IntoResponse {
-    ApiError::NotFound {
-        cache_control: state.http.default_negative.clone(),
-    }
+async fn not_found(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    ApiError::NotFound { cache_control: state.http.default_negative.clone() }
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -14,9 +14,7 @@ use crate::store::{Operation, Store};
 
 /// The routes of this group.
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/operations/{date}", get(day))
-        .route("/v1/operations/{date}/{number}", get(one))
+    Router::new().route("/v1/operations/{date}", get(day)).route("/v1/operations/{date}/{number}", get(one))
 }
 
 async fn day(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
@@ -26,19 +24,9 @@ async fn day(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderM
         operations: Vec<Operation>,
     }
     let date = endpoint.date("date");
-    serve(
-        &state,
-        endpoint,
-        &headers,
-        "no such service day",
-        |store| async move {
-            json(&Day {
-                service_date: date,
-                operations: store.operations(date).await?,
-            })
-            .map(Some)
-        },
-    )
+    serve(&state, endpoint, &headers, "no such service day", |store| async move {
+        json(&Day { service_date: date, operations: store.operations(date).await? }).map(Some)
+    })
     .await
 }
 
@@ -46,18 +34,8 @@ async fn one(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderM
     let date = endpoint.date("date");
     let number = endpoint.param("number").to_owned();
     let (from, until) = state.http.calendar.day_bounds(date);
-    serve(
-        &state,
-        endpoint,
-        &headers,
-        "no such operation",
-        |store| async move {
-            store
-                .operation(date, &number, from, until)
-                .await?
-                .map(|o| json(&o))
-                .transpose()
-        },
-    )
+    serve(&state, endpoint, &headers, "no such operation", |store| async move {
+        store.operation(date, &number, from, until).await?.map(|o| json(&o)).transpose()
+    })
     .await
 }

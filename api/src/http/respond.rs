@@ -30,9 +30,7 @@ const STALE_CACHE_CONTROL: &str = "public, max-age=0, s-maxage=5";
 ///
 /// [`StoreError::Data`] if the value cannot be represented as JSON.
 pub fn json<T: Serialize>(value: &T) -> StoreResult<Bytes> {
-    serde_json::to_vec(value)
-        .map(Bytes::from)
-        .map_err(|e| StoreError::Data(e.to_string()))
+    serde_json::to_vec(value).map(Bytes::from).map_err(|e| StoreError::Data(e.to_string()))
 }
 
 /// Answers a policy route: from the in-process cache, or by running `load` (once for all
@@ -61,15 +59,11 @@ where
             let db_time = started.elapsed();
             let tags = endpoint.tags();
             Ok(match loaded {
-                Some(body) => CachedResponse::new(StatusCode::OK, body, tags, db_time)
-                    .with_lifetimes(route.local_ttl, route.sie),
-                None => CachedResponse::new(
-                    StatusCode::NOT_FOUND,
-                    error_body("not_found", not_found),
-                    tags,
-                    db_time,
-                )
-                .with_lifetimes(route.negative_ttl.min(route.local_ttl), Duration::ZERO),
+                Some(body) => {
+                    CachedResponse::new(StatusCode::OK, body, tags, db_time).with_lifetimes(route.local_ttl, route.sie)
+                }
+                None => CachedResponse::new(StatusCode::NOT_FOUND, error_body("not_found", not_found), tags, db_time)
+                    .with_lifetimes(route.negative_ttl.min(route.local_ttl), Duration::ZERO),
             })
         })
         .await;
@@ -92,17 +86,11 @@ fn render(
     let cache_control = match (cached.status, outcome, endpoint.today_remaining) {
         (StatusCode::OK, Outcome::Stale, _) => HeaderValue::from_static(STALE_CACHE_CONTROL),
         (StatusCode::OK, _, None) => route_headers.cache_control.clone(),
-        (StatusCode::OK, _, Some(remaining)) => {
-            HeaderValue::try_from(endpoint.route().cache_control_until(remaining))
-                .unwrap_or(HeaderValue::from_static("no-store"))
-        }
+        (StatusCode::OK, _, Some(remaining)) => HeaderValue::try_from(endpoint.route().cache_control_until(remaining))
+            .unwrap_or(HeaderValue::from_static("no-store")),
         _ => route_headers.negative.clone(),
     };
-    let encoding = if cached.compressible() {
-        choose_encoding(request)
-    } else {
-        None
-    };
+    let encoding = if cached.compressible() { choose_encoding(request) } else { None };
     let (body, etag) = match encoding {
         Some(enc) => {
             let variant = cached.encoded(enc);
@@ -122,15 +110,9 @@ fn render(
     } else {
         let mut r = Response::new(Body::from(body));
         *r.status_mut() = cached.status;
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(enc) = encoding {
-            r.headers_mut().insert(
-                header::CONTENT_ENCODING,
-                HeaderValue::from_static(enc.as_str()),
-            );
+            r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc.as_str()));
         }
         r
     };
@@ -152,10 +134,8 @@ fn render(
 
 fn server_timing(outcome: Outcome, db_time: Duration) -> HeaderValue {
     match outcome {
-        Outcome::Miss => {
-            HeaderValue::try_from(format!("db;dur={:.3}", db_time.as_secs_f64() * 1_000.0))
-                .unwrap_or(HeaderValue::from_static("db;dur=0"))
-        }
+        Outcome::Miss => HeaderValue::try_from(format!("db;dur={:.3}", db_time.as_secs_f64() * 1_000.0))
+            .unwrap_or(HeaderValue::from_static("db;dur=0")),
         Outcome::Hit => HeaderValue::from_static("db;dur=0, cache;desc=\"hit\""),
         Outcome::Stale => HeaderValue::from_static("db;dur=0, cache;desc=\"stale\""),
     }
@@ -171,10 +151,7 @@ pub fn choose_encoding(request: &HeaderMap) -> Option<Encoding> {
             let mut parts = item.split(';');
             let coding = parts.next().unwrap_or("").trim();
             let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
+                p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
             });
             if refused {
                 continue;
@@ -207,10 +184,7 @@ pub fn etag_matches(if_none_match: &str, hash: &str) -> bool {
         let Some(inner) = opaque.strip_prefix('"').and_then(|o| o.strip_suffix('"')) else {
             return false;
         };
-        inner == hash
-            || inner
-                .strip_prefix(hash)
-                .is_some_and(|suffix| suffix == "-br" || suffix == "-gzip")
+        inner == hash || inner.strip_prefix(hash).is_some_and(|suffix| suffix == "-br" || suffix == "-gzip")
     })
 }
 
@@ -220,24 +194,15 @@ mod tests {
 
     fn accept(value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
-        h.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_str(value).unwrap(),
-        );
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
         h
     }
 
     #[test]
     fn encoding_prefers_brotli_and_honours_q_zero() {
-        assert_eq!(
-            choose_encoding(&accept("gzip, deflate, br")),
-            Some(Encoding::Br)
-        );
+        assert_eq!(choose_encoding(&accept("gzip, deflate, br")), Some(Encoding::Br));
         assert_eq!(choose_encoding(&accept("gzip")), Some(Encoding::Gzip));
-        assert_eq!(
-            choose_encoding(&accept("br;q=0, gzip;q=0.5")),
-            Some(Encoding::Gzip)
-        );
+        assert_eq!(choose_encoding(&accept("br;q=0, gzip;q=0.5")), Some(Encoding::Gzip));
         assert_eq!(choose_encoding(&accept("identity")), None);
         assert_eq!(choose_encoding(&HeaderMap::new()), None);
     }

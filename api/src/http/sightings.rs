@@ -22,17 +22,8 @@ async fn latest(State(state): State<AppState>, endpoint: Endpoint, headers: Head
         sightings: Vec<Sighting>,
     }
     let limit = endpoint.query_int("limit");
-    serve(
-        &state,
-        endpoint,
-        &headers,
-        "no sightings",
-        |store| async move {
-            json(&Latest {
-                sightings: store.latest_sightings(limit).await?,
-            })
-            .map(Some)
-        },
-    )
+    serve(&state, endpoint, &headers, "no sightings", |store| async move {
+        json(&Latest { sightings: store.latest_sightings(limit).await? }).map(Some)
+    })
     .await
 }

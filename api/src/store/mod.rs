@@ -176,11 +176,7 @@ impl From<sqlx::Error> for StoreError {
             }
             _ => false,
         };
-        if unavailable {
-            Self::Unavailable(err)
-        } else {
-            Self::Query(err)
-        }
+        if unavailable { Self::Unavailable(err) } else { Self::Query(err) }
     }
 }
 
@@ -195,22 +191,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every line, ordered by id.
     fn lines(&self) -> impl Future<Output = StoreResult<Vec<Line>>> + Send;
     /// A line and its stations; `None` when the line does not exist.
-    fn line_stations(
-        &self,
-        line_id: &str,
-    ) -> impl Future<Output = StoreResult<Option<LineStations>>> + Send;
+    fn line_stations(&self, line_id: &str) -> impl Future<Output = StoreResult<Option<LineStations>>> + Send;
     /// Every formation with its latest sighting, ordered by id.
     fn formations(&self) -> impl Future<Output = StoreResult<Vec<FormationSummary>>> + Send;
     /// One formation with its latest sightings; `None` when it does not exist.
-    fn formation(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = StoreResult<Option<FormationDetail>>> + Send;
+    fn formation(&self, id: &str) -> impl Future<Output = StoreResult<Option<FormationDetail>>> + Send;
     /// The operations of a service day, ordered by number.
-    fn operations(
-        &self,
-        date: NaiveDate,
-    ) -> impl Future<Output = StoreResult<Vec<Operation>>> + Send;
+    fn operations(&self, date: NaiveDate) -> impl Future<Output = StoreResult<Vec<Operation>>> + Send;
     /// One operation and its sightings within `[from, until)`, the service day in UTC.
     fn operation(
         &self,
@@ -220,10 +207,7 @@ pub trait Store: Send + Sync + 'static {
         until: DateTime<Utc>,
     ) -> impl Future<Output = StoreResult<Option<OperationDetail>>> + Send;
     /// The latest `limit` sightings, newest first.
-    fn latest_sightings(
-        &self,
-        limit: i64,
-    ) -> impl Future<Output = StoreResult<Vec<Sighting>>> + Send;
+    fn latest_sightings(&self, limit: i64) -> impl Future<Output = StoreResult<Vec<Sighting>>> + Send;
 
     /// The highest change id so far (0 when the feed is empty).
     fn max_change_id(&self) -> impl Future<Output = StoreResult<i64>> + Send;
@@ -250,6 +234,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<()>> + Send;
     /// Closes every connection; later calls fail as unavailable.
     fn close(&self) -> impl Future<Output = ()> + Send;
+    /// Read round trips started so far (data and change feed): observability for tests and
+    /// benchmarks ("database queries per origin request").
+    fn reads(&self) -> u64;
 }
 
 /// The configured store: PostgreSQL in production, SQLite as the embedded default.
@@ -303,12 +290,7 @@ impl Store for Db {
     async fn max_change_id(&self) -> StoreResult<i64> {
         delegate!(self, s => s.max_change_id())
     }
-    async fn changes_since(
-        &self,
-        after: i64,
-        also: &[i64],
-        limit: i64,
-    ) -> StoreResult<Vec<Change>> {
+    async fn changes_since(&self, after: i64, also: &[i64], limit: i64) -> StoreResult<Vec<Change>> {
         delegate!(self, s => s.changes_since(after, also, limit))
     }
     async fn ping(&self) -> StoreResult<()> {
@@ -320,15 +302,17 @@ impl Store for Db {
     async fn has_data(&self) -> StoreResult<bool> {
         delegate!(self, s => s.has_data())
     }
-    async fn load_demo(
-        &self,
-        data: &DemoData,
-        progress: &indicatif::ProgressBar,
-    ) -> StoreResult<()> {
+    async fn load_demo(&self, data: &DemoData, progress: &indicatif::ProgressBar) -> StoreResult<()> {
         delegate!(self, s => s.load_demo(data, progress))
     }
     async fn close(&self) {
         delegate!(self, s => s.close())
+    }
+    fn reads(&self) -> u64 {
+        match self {
+            Db::Postgres(s) => s.reads(),
+            Db::Sqlite(s) => s.reads(),
+        }
     }
 }
 
@@ -347,8 +331,10 @@ pub(crate) mod sql {
     pub const LATEST_PER_FORMATION: &str = "SELECT s.id, s.formation_id, s.operation_number, s.station_id, s.seen_at \
          FROM formations f JOIN sightings s ON s.id = (SELECT s2.id FROM sightings s2 WHERE s2.formation_id = f.id \
          ORDER BY s2.seen_at DESC, s2.id DESC LIMIT 1)";
-    pub const OPERATIONS: &str = "SELECT service_date, number, formation_id FROM operations WHERE service_date = $1 ORDER BY number";
-    pub const OPERATION: &str = "SELECT service_date, number, formation_id FROM operations WHERE service_date = $1 AND number = $2";
+    pub const OPERATIONS: &str =
+        "SELECT service_date, number, formation_id FROM operations WHERE service_date = $1 ORDER BY number";
+    pub const OPERATION: &str =
+        "SELECT service_date, number, formation_id FROM operations WHERE service_date = $1 AND number = $2";
     pub const OPERATION_SIGHTINGS: &str = "SELECT s.id, s.formation_id, s.operation_number, s.station_id, s.seen_at \
          FROM sightings s WHERE s.operation_number = $1 AND s.seen_at >= $2 AND s.seen_at < $3 \
          ORDER BY s.seen_at DESC, s.id DESC LIMIT 200";
@@ -359,19 +345,11 @@ pub(crate) mod sql {
 }
 
 /// Merges per-formation latest sightings into summaries, keeping the formation order.
-pub(crate) fn summaries(
-    formations: Vec<Formation>,
-    latest: Vec<Sighting>,
-) -> Vec<FormationSummary> {
-    let mut by_formation: std::collections::HashMap<String, Sighting> = latest
-        .into_iter()
-        .map(|s| (s.formation_id.clone(), s))
-        .collect();
+pub(crate) fn summaries(formations: Vec<Formation>, latest: Vec<Sighting>) -> Vec<FormationSummary> {
+    let mut by_formation: std::collections::HashMap<String, Sighting> =
+        latest.into_iter().map(|s| (s.formation_id.clone(), s)).collect();
     formations
         .into_iter()
-        .map(|formation| FormationSummary {
-            latest_sighting: by_formation.remove(&formation.id),
-            formation,
-        })
+        .map(|formation| FormationSummary { latest_sighting: by_formation.remove(&formation.id), formation })
         .collect()
 }

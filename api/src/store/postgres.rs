@@ -1,6 +1,8 @@
 //! PostgreSQL store: RDS, RDS Proxy, PgBouncer or a local server.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -8,8 +10,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use super::{
-    Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations,
-    Operation, OperationDetail, Sighting, Station, Store, StoreResult, sql, summaries,
+    Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation,
+    OperationDetail, Sighting, Station, Store, StoreResult, sql, summaries,
 };
 use crate::calendar::ServiceCalendar;
 use crate::seed::DemoData;
@@ -43,6 +45,8 @@ pub struct PgStore {
     begin_read: Cow<'static, str>,
     /// Whether statements may be prepared under a name and cached on the connection.
     persistent: bool,
+    /// Read transactions started, shared by clones.
+    reads: Arc<AtomicU64>,
 }
 
 impl PgStore {
@@ -70,10 +74,9 @@ impl PgStore {
         let ms = options.statement_timeout.as_millis().max(1);
         Ok(Self {
             pool,
-            begin_read: Cow::Owned(format!(
-                "BEGIN READ ONLY; SET LOCAL statement_timeout = {ms}"
-            )),
+            begin_read: Cow::Owned(format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {ms}")),
             persistent: !options.proxy_compat,
+            reads: Arc::default(),
         })
     }
 
@@ -85,13 +88,11 @@ impl PgStore {
     /// One short read-only transaction: it pins a single server connection for its duration even
     /// behind transaction pooling, and carries the statement timeout with it.
     async fn read(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.pool.begin_with(self.begin_read.clone()).await?)
     }
 
-    fn rows<'q, T>(
-        &self,
-        sql: &'q str,
-    ) -> sqlx::query::QueryAs<'q, Postgres, T, sqlx::postgres::PgArguments>
+    fn rows<'q, T>(&self, sql: &'q str) -> sqlx::query::QueryAs<'q, Postgres, T, sqlx::postgres::PgArguments>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
     {
@@ -109,19 +110,10 @@ impl Store for PgStore {
 
     async fn line_stations(&self, line_id: &str) -> StoreResult<Option<LineStations>> {
         let mut tx = self.read().await?;
-        let Some(line) = self
-            .rows::<Line>(sql::LINE)
-            .bind(line_id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
+        let Some(line) = self.rows::<Line>(sql::LINE).bind(line_id).fetch_optional(&mut *tx).await? else {
             return Ok(None);
         };
-        let stations: Vec<Station> = self
-            .rows(sql::STATIONS)
-            .bind(line_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let stations: Vec<Station> = self.rows(sql::STATIONS).bind(line_id).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(Some(LineStations { line, stations }))
     }
@@ -129,44 +121,25 @@ impl Store for PgStore {
     async fn formations(&self) -> StoreResult<Vec<FormationSummary>> {
         let mut tx = self.read().await?;
         let formations: Vec<Formation> = self.rows(sql::FORMATIONS).fetch_all(&mut *tx).await?;
-        let latest: Vec<Sighting> = self
-            .rows(sql::LATEST_PER_FORMATION)
-            .fetch_all(&mut *tx)
-            .await?;
+        let latest: Vec<Sighting> = self.rows(sql::LATEST_PER_FORMATION).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(summaries(formations, latest))
     }
 
     async fn formation(&self, id: &str) -> StoreResult<Option<FormationDetail>> {
         let mut tx = self.read().await?;
-        let Some(formation) = self
-            .rows::<Formation>(sql::FORMATION)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
+        let Some(formation) = self.rows::<Formation>(sql::FORMATION).bind(id).fetch_optional(&mut *tx).await? else {
             return Ok(None);
         };
-        let sightings = self
-            .rows(sql::FORMATION_SIGHTINGS)
-            .bind(id)
-            .bind(FORMATION_SIGHTINGS)
-            .fetch_all(&mut *tx)
-            .await?;
+        let sightings =
+            self.rows(sql::FORMATION_SIGHTINGS).bind(id).bind(FORMATION_SIGHTINGS).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Some(FormationDetail {
-            formation,
-            sightings,
-        }))
+        Ok(Some(FormationDetail { formation, sightings }))
     }
 
     async fn operations(&self, date: NaiveDate) -> StoreResult<Vec<Operation>> {
         let mut tx = self.read().await?;
-        let ops = self
-            .rows(sql::OPERATIONS)
-            .bind(date)
-            .fetch_all(&mut *tx)
-            .await?;
+        let ops = self.rows(sql::OPERATIONS).bind(date).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(ops)
     }
@@ -179,36 +152,20 @@ impl Store for PgStore {
         until: DateTime<Utc>,
     ) -> StoreResult<Option<OperationDetail>> {
         let mut tx = self.read().await?;
-        let Some(operation) = self
-            .rows::<Operation>(sql::OPERATION)
-            .bind(date)
-            .bind(number)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(operation) =
+            self.rows::<Operation>(sql::OPERATION).bind(date).bind(number).fetch_optional(&mut *tx).await?
         else {
             return Ok(None);
         };
-        let sightings = self
-            .rows(sql::OPERATION_SIGHTINGS)
-            .bind(number)
-            .bind(from)
-            .bind(until)
-            .fetch_all(&mut *tx)
-            .await?;
+        let sightings =
+            self.rows(sql::OPERATION_SIGHTINGS).bind(number).bind(from).bind(until).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Some(OperationDetail {
-            operation,
-            sightings,
-        }))
+        Ok(Some(OperationDetail { operation, sightings }))
     }
 
     async fn latest_sightings(&self, limit: i64) -> StoreResult<Vec<Sighting>> {
         let mut tx = self.read().await?;
-        let rows = self
-            .rows(sql::LATEST_SIGHTINGS)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = self.rows(sql::LATEST_SIGHTINGS).bind(limit).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(rows)
     }
@@ -220,12 +177,7 @@ impl Store for PgStore {
         Ok(max)
     }
 
-    async fn changes_since(
-        &self,
-        after: i64,
-        also: &[i64],
-        limit: i64,
-    ) -> StoreResult<Vec<Change>> {
+    async fn changes_since(&self, after: i64, also: &[i64], limit: i64) -> StoreResult<Vec<Change>> {
         let mut tx = self.read().await?;
         let rows = self
             .rows("SELECT id, tag FROM cache_changes WHERE id > $1 OR id = ANY($2) ORDER BY id LIMIT $3")
@@ -240,24 +192,19 @@ impl Store for PgStore {
 
     async fn ping(&self) -> StoreResult<()> {
         let mut tx = self.read().await?;
-        sqlx::query("SELECT 1")
-            .persistent(self.persistent)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("SELECT 1").persistent(self.persistent).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn migrate(&self, calendar: &ServiceCalendar) -> StoreResult<()> {
         MIGRATOR.run(&self.pool).await?;
-        sqlx::query(
-            "UPDATE service_calendar SET time_zone = $1, day_start = make_interval(mins => $2)",
-        )
-        .persistent(self.persistent)
-        .bind(calendar.zone_name())
-        .bind(calendar.day_start_minutes())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("UPDATE service_calendar SET time_zone = $1, day_start = make_interval(mins => $2)")
+            .persistent(self.persistent)
+            .bind(calendar.zone_name())
+            .bind(calendar.day_start_minutes())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -268,18 +215,12 @@ impl Store for PgStore {
         Ok(exists)
     }
 
-    async fn load_demo(
-        &self,
-        data: &DemoData,
-        progress: &indicatif::ProgressBar,
-    ) -> StoreResult<()> {
+    async fn load_demo(&self, data: &DemoData, progress: &indicatif::ProgressBar) -> StoreResult<()> {
         const CHUNK: usize = 10_000;
         let mut tx = self.pool.begin().await?;
         let (before,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&mut *tx).await?;
         for table in ["sightings", "operations", "stations", "formations", "lines"] {
-            sqlx::query(&format!("DELETE FROM {table}"))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
         }
 
         // One statement per table and chunk: arrays bound as parameters, unnested server-side.
@@ -329,24 +270,9 @@ impl Store for PgStore {
                 "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
                  SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[])",
             )
-            .bind(
-                chunk
-                    .iter()
-                    .map(|s| s.formation_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                chunk
-                    .iter()
-                    .map(|s| s.operation_number.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                chunk
-                    .iter()
-                    .map(|s| s.station_id.clone())
-                    .collect::<Vec<_>>(),
-            )
+            .bind(chunk.iter().map(|s| s.formation_id.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|s| s.operation_number.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|s| s.station_id.clone()).collect::<Vec<_>>())
             .bind(chunk.iter().map(|s| s.seen_at).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
@@ -359,6 +285,10 @@ impl Store for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 }
 

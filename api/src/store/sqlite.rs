@@ -2,16 +2,16 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{
-    Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations,
-    Operation, OperationDetail, Sighting, Station, Store, StoreResult, sql, summaries,
+    Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation,
+    OperationDetail, Sighting, Station, Store, StoreResult, sql, summaries,
 };
 use crate::calendar::ServiceCalendar;
 use crate::seed::DemoData;
@@ -23,6 +23,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     /// WAL-mode pool: readers never block the occasional writer.
     pool: SqlitePool,
+    /// Reads started, shared by clones.
+    reads: Arc<AtomicU64>,
 }
 
 /// Timestamps are stored as fixed-width UTC text so that text order is time order.
@@ -40,12 +42,7 @@ impl SqliteStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }
-        Ok(Self::with_options(
-            SqliteConnectOptions::new()
-                .filename(path)
-                .create_if_missing(true),
-            acquire_timeout,
-        ))
+        Ok(Self::with_options(SqliteConnectOptions::new().filename(path).create_if_missing(true), acquire_timeout))
     }
 
     /// Opens a `sqlite:` URL, lazily.
@@ -69,74 +66,61 @@ impl SqliteStore {
             .min_connections(0)
             .acquire_timeout(acquire_timeout)
             .connect_lazy_with(options);
-        Self { pool }
+        Self { pool, reads: Arc::default() }
     }
 
     /// The underlying pool.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    fn count(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Store for SqliteStore {
     async fn lines(&self) -> StoreResult<Vec<Line>> {
+        self.count();
         Ok(sqlx::query_as(sql::LINES).fetch_all(&self.pool).await?)
     }
 
     async fn line_stations(&self, line_id: &str) -> StoreResult<Option<LineStations>> {
+        self.count();
         let mut tx = self.pool.begin().await?;
-        let Some(line) = sqlx::query_as::<_, Line>(sql::LINE)
-            .bind(line_id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
+        let Some(line) = sqlx::query_as::<_, Line>(sql::LINE).bind(line_id).fetch_optional(&mut *tx).await? else {
             return Ok(None);
         };
-        let stations: Vec<Station> = sqlx::query_as(sql::STATIONS)
-            .bind(line_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let stations: Vec<Station> = sqlx::query_as(sql::STATIONS).bind(line_id).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(Some(LineStations { line, stations }))
     }
 
     async fn formations(&self) -> StoreResult<Vec<FormationSummary>> {
+        self.count();
         let mut tx = self.pool.begin().await?;
-        let formations: Vec<Formation> =
-            sqlx::query_as(sql::FORMATIONS).fetch_all(&mut *tx).await?;
-        let latest: Vec<Sighting> = sqlx::query_as(sql::LATEST_PER_FORMATION)
-            .fetch_all(&mut *tx)
-            .await?;
+        let formations: Vec<Formation> = sqlx::query_as(sql::FORMATIONS).fetch_all(&mut *tx).await?;
+        let latest: Vec<Sighting> = sqlx::query_as(sql::LATEST_PER_FORMATION).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(summaries(formations, latest))
     }
 
     async fn formation(&self, id: &str) -> StoreResult<Option<FormationDetail>> {
+        self.count();
         let mut tx = self.pool.begin().await?;
-        let Some(formation) = sqlx::query_as::<_, Formation>(sql::FORMATION)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(formation) = sqlx::query_as::<_, Formation>(sql::FORMATION).bind(id).fetch_optional(&mut *tx).await?
         else {
             return Ok(None);
         };
-        let sightings = sqlx::query_as(sql::FORMATION_SIGHTINGS)
-            .bind(id)
-            .bind(FORMATION_SIGHTINGS)
-            .fetch_all(&mut *tx)
-            .await?;
+        let sightings =
+            sqlx::query_as(sql::FORMATION_SIGHTINGS).bind(id).bind(FORMATION_SIGHTINGS).fetch_all(&mut *tx).await?;
         tx.commit().await?;
-        Ok(Some(FormationDetail {
-            formation,
-            sightings,
-        }))
+        Ok(Some(FormationDetail { formation, sightings }))
     }
 
     async fn operations(&self, date: NaiveDate) -> StoreResult<Vec<Operation>> {
-        Ok(sqlx::query_as(sql::OPERATIONS)
-            .bind(date)
-            .fetch_all(&self.pool)
-            .await?)
+        self.count();
+        Ok(sqlx::query_as(sql::OPERATIONS).bind(date).fetch_all(&self.pool).await?)
     }
 
     async fn operation(
@@ -146,12 +130,10 @@ impl Store for SqliteStore {
         from: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> StoreResult<Option<OperationDetail>> {
+        self.count();
         let mut tx = self.pool.begin().await?;
-        let Some(operation) = sqlx::query_as::<_, Operation>(sql::OPERATION)
-            .bind(date)
-            .bind(number)
-            .fetch_optional(&mut *tx)
-            .await?
+        let Some(operation) =
+            sqlx::query_as::<_, Operation>(sql::OPERATION).bind(date).bind(number).fetch_optional(&mut *tx).await?
         else {
             return Ok(None);
         };
@@ -162,34 +144,23 @@ impl Store for SqliteStore {
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(OperationDetail {
-            operation,
-            sightings,
-        }))
+        Ok(Some(OperationDetail { operation, sightings }))
     }
 
     async fn latest_sightings(&self, limit: i64) -> StoreResult<Vec<Sighting>> {
-        Ok(sqlx::query_as(sql::LATEST_SIGHTINGS)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?)
+        self.count();
+        Ok(sqlx::query_as(sql::LATEST_SIGHTINGS).bind(limit).fetch_all(&self.pool).await?)
     }
 
     async fn max_change_id(&self) -> StoreResult<i64> {
-        let (max,): (i64,) = sqlx::query_as(sql::MAX_CHANGE)
-            .fetch_one(&self.pool)
-            .await?;
+        self.count();
+        let (max,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&self.pool).await?;
         Ok(max)
     }
 
-    async fn changes_since(
-        &self,
-        after: i64,
-        also: &[i64],
-        limit: i64,
-    ) -> StoreResult<Vec<Change>> {
-        let also =
-            serde_json::to_string(also).map_err(|e| super::StoreError::Data(e.to_string()))?;
+    async fn changes_since(&self, after: i64, also: &[i64], limit: i64) -> StoreResult<Vec<Change>> {
+        self.count();
+        let also = serde_json::to_string(also).map_err(|e| super::StoreError::Data(e.to_string()))?;
         Ok(sqlx::query_as(
             "SELECT id, tag FROM cache_changes WHERE id > $1 OR id IN (SELECT value FROM json_each($2)) ORDER BY id LIMIT $3",
         )
@@ -201,29 +172,27 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
+        self.count();
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
     async fn migrate(&self, calendar: &ServiceCalendar) -> StoreResult<()> {
         MIGRATOR.run(&self.pool).await?;
-        sqlx::query(
-            "UPDATE service_calendar SET time_zone = $1, utc_offset_min = $2, day_start_min = $3",
-        )
-        .bind(calendar.zone_name())
-        .bind(calendar.utc_offset_minutes(Utc::now()))
-        .bind(calendar.day_start_minutes())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("UPDATE service_calendar SET time_zone = $1, utc_offset_min = $2, day_start_min = $3")
+            .bind(calendar.zone_name())
+            .bind(calendar.utc_offset_minutes(Utc::now()))
+            .bind(calendar.day_start_minutes())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
     async fn has_data(&self) -> StoreResult<bool> {
-        let (tables,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'lines'",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let (tables,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'lines'")
+                .fetch_one(&self.pool)
+                .await?;
         if tables == 0 {
             return Ok(false);
         }
@@ -231,18 +200,12 @@ impl Store for SqliteStore {
         Ok(exists)
     }
 
-    async fn load_demo(
-        &self,
-        data: &DemoData,
-        progress: &indicatif::ProgressBar,
-    ) -> StoreResult<()> {
+    async fn load_demo(&self, data: &DemoData, progress: &indicatif::ProgressBar) -> StoreResult<()> {
         const CHUNK: usize = 10_000;
         let mut tx = self.pool.begin().await?;
         let (before,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&mut *tx).await?;
         for table in ["sightings", "operations", "stations", "formations", "lines"] {
-            sqlx::query(&format!("DELETE FROM {table}"))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
         }
 
         // Rows travel as one JSON array per chunk and are unpacked by json_each: one statement
@@ -250,35 +213,24 @@ impl Store for SqliteStore {
         let tables: [(&str, Vec<serde_json::Value>); 5] = [
             (
                 "INSERT INTO lines (id, name, color) SELECT value->>0, value->>1, value->>2 FROM json_each($1)",
-                data.lines
-                    .iter()
-                    .map(|l| serde_json::json!([l.id, l.name, l.color]))
-                    .collect(),
+                data.lines.iter().map(|l| serde_json::json!([l.id, l.name, l.color])).collect(),
             ),
             (
                 "INSERT INTO stations (id, line_id, name, position) \
                  SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each($1)",
-                data.stations
-                    .iter()
-                    .map(|s| serde_json::json!([s.id, s.line_id, s.name, s.position]))
-                    .collect(),
+                data.stations.iter().map(|s| serde_json::json!([s.id, s.line_id, s.name, s.position])).collect(),
             ),
             (
                 "INSERT INTO formations (id, series, cars, note) \
                  SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each($1)",
-                data.formations
-                    .iter()
-                    .map(|f| serde_json::json!([f.id, f.series, f.cars, f.note]))
-                    .collect(),
+                data.formations.iter().map(|f| serde_json::json!([f.id, f.series, f.cars, f.note])).collect(),
             ),
             (
                 "INSERT INTO operations (service_date, number, formation_id) \
                  SELECT value->>0, value->>1, value->>2 FROM json_each($1)",
                 data.operations
                     .iter()
-                    .map(|o| {
-                        serde_json::json!([o.service_date.to_string(), o.number, o.formation_id])
-                    })
+                    .map(|o| serde_json::json!([o.service_date.to_string(), o.number, o.formation_id]))
                     .collect(),
             ),
             (
@@ -287,12 +239,7 @@ impl Store for SqliteStore {
                 data.sightings
                     .iter()
                     .map(|s| {
-                        serde_json::json!([
-                            s.formation_id,
-                            s.operation_number,
-                            s.station_id,
-                            timestamp_text(s.seen_at)
-                        ])
+                        serde_json::json!([s.formation_id, s.operation_number, s.station_id, timestamp_text(s.seen_at)])
                     })
                     .collect(),
             ),
@@ -306,11 +253,13 @@ impl Store for SqliteStore {
         }
         // Row triggers recorded every touched tag once per row: keep one row per distinct tag.
         let (last,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&mut *tx).await?;
-        sqlx::query("INSERT INTO cache_changes (tag) SELECT DISTINCT tag FROM cache_changes WHERE id > $1 AND id <= $2")
-            .bind(before)
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO cache_changes (tag) SELECT DISTINCT tag FROM cache_changes WHERE id > $1 AND id <= $2",
+        )
+        .bind(before)
+        .bind(last)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query("DELETE FROM cache_changes WHERE id > $1 AND id <= $2")
             .bind(before)
             .bind(last)
@@ -322,5 +271,9 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+
+    fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 }

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The test command (README, CI): installs what is missing, starts the services the tests need on
+# loopback (PostgreSQL 15, PgBouncer), then runs lints and every test of the workspace.
+#
+#   ./scripts/test.sh                 everything
+#   EDGERAIL_SKIP_LINT=1 ./scripts/test.sh [nextest filter…]   faster inner loop
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+
+command -v cargo >/dev/null || { echo "cargo is required (https://rustup.rs)" >&2; exit 1; }
+if ! cargo nextest --version >/dev/null 2>&1; then
+    log "installing cargo-nextest"
+    cargo install --locked cargo-nextest >/dev/null
+fi
+
+start_postgres
+start_pgbouncer
+
+if [ -z "${EDGERAIL_SKIP_LINT:-}" ]; then
+    log "cargo fmt --check"
+    cargo fmt --all -- --check
+    log "cargo clippy"
+    cargo clippy --workspace --all-targets --quiet -- -D warnings
+fi
+
+log "building"
+cargo build --workspace --bins --quiet
+make_fixtures target/debug/api
+
+log "running tests"
+cargo nextest run --workspace --no-fail-fast "$@"
+if [ $# -eq 0 ]; then
+    cargo test --workspace --doc --quiet
+fi

@@ -1,0 +1,87 @@
+//! Change-feed eviction: writes by anyone become visible after the poll interval, on every
+//! instance, and only the entries they touch are evicted.
+
+use std::time::Duration;
+
+use api::store::Store;
+
+use crate::helpers::{Backend, TestApp, TestDb};
+
+const POLL: &str = "100ms";
+
+fn after_poll_interval() -> tokio::time::Sleep {
+    // The interval itself is what must pass; there is no other signal for "time went by".
+    tokio::time::sleep(Duration::from_millis(150))
+}
+
+crate::both_backends!(a_write_is_visible_after_the_poll_interval, every_instance_evicts, idle_instances_do_not_poll,);
+
+async fn a_write_is_visible_after_the_poll_interval(backend: Backend) {
+    let app = TestApp::with(TestDb::new(backend).await, &["--change-poll-interval", POLL]).await;
+    let before = app.get("/v1/lines").await;
+    assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit");
+    let formation = app.get("/v1/formations/3001F").await;
+    assert_eq!(formation.header("x-local-cache"), "miss");
+
+    app.db.exec("INSERT INTO lines (id, name, color) VALUES ('harbour', 'Harbour Line', '#123456')").await;
+    after_poll_interval().await;
+
+    let after = app.get("/v1/lines").await;
+    assert_eq!(after.header("x-local-cache"), "miss");
+    assert_ne!(after.header("etag"), before.header("etag"));
+    let ids: Vec<_> =
+        after.json()["lines"].as_array().unwrap().iter().map(|l| l["id"].as_str().unwrap().to_owned()).collect();
+    assert!(ids.contains(&"harbour".to_owned()), "{ids:?}");
+    // An unrelated entry survives the eviction.
+    assert_eq!(app.get("/v1/formations/3001F").await.header("x-local-cache"), "hit");
+
+    // A negatively cached 404 is evicted when the resource appears.
+    assert_eq!(app.get("/v1/lines/harbour/stations").await.status, 200);
+    let missing = app.get("/v1/formations/9001F").await;
+    assert_eq!(missing.status, 404);
+    app.db.exec("INSERT INTO formations (id, series, cars, note) VALUES ('9001F', '9000', 8, NULL)").await;
+    after_poll_interval().await;
+    let found = app.get("/v1/formations/9001F").await;
+    assert_eq!(found.status, 200);
+    assert_eq!(found.json()["series"], "9000");
+}
+
+async fn every_instance_evicts(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let a = TestApp::with(db.clone(), &["--change-poll-interval", POLL]).await;
+    let b = TestApp::with(db.clone(), &["--change-poll-interval", POLL]).await;
+    for app in [&a, &b] {
+        assert_eq!(app.get("/v1/formations/10701F").await.json()["note"], "Refurbished interior");
+        assert_eq!(app.get("/v1/formations/10701F").await.header("x-local-cache"), "hit");
+    }
+    db.exec("UPDATE formations SET note = 'Olympic livery' WHERE id = '10701F'").await;
+    after_poll_interval().await;
+    for app in [&a, &b] {
+        let res = app.get("/v1/formations/10701F").await;
+        assert_eq!(res.json()["note"], "Olympic livery");
+        assert_eq!(res.header("x-local-cache"), "miss");
+    }
+}
+
+async fn idle_instances_do_not_poll(backend: Backend) {
+    let app = TestApp::with(TestDb::new(backend).await, &["--change-poll-interval", POLL]).await;
+    app.get("/v1/lines").await;
+    let reads = app.store().reads();
+    // Several poll intervals pass with no request: no database work at all.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(app.store().reads(), reads);
+    // The next request polls once (and is otherwise a hit).
+    assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit");
+    assert_eq!(app.store().reads(), reads + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_at_most_once_per_interval() {
+    let app = TestApp::with(TestDb::new(Backend::Postgres).await, &["--change-poll-interval", "1h"]).await;
+    app.get("/v1/lines").await;
+    let reads = app.store().reads();
+    for _ in 0..50 {
+        assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit");
+    }
+    assert_eq!(app.store().reads(), reads, "hits within the interval touch nothing");
+}

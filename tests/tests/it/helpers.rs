@@ -1,0 +1,188 @@
+//! Test fixtures: a fresh database per test (cloned from a seeded template that
+//! `scripts/test.sh` prepares), the app in process and over a socket, raw SQL for "someone else
+//! writes", and locating the built binaries.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use api::config::Cli;
+use api::startup::{self, Application};
+use api::store::Db;
+use api::{AppState, app};
+use axum::Router;
+use axum::body::Body;
+use clap::Parser;
+use http::{Request, Response};
+use tower::ServiceExt;
+
+/// Which database a test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through ./scripts/test.sh"))
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{:016x}", fastrand_u64())
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
+
+/// A database of its own for one test, seeded with the small demo data set.
+#[derive(Debug, Clone)]
+pub struct TestDb {
+    pub backend: Backend,
+    /// URL the app uses.
+    pub url: String,
+    /// Name of the PostgreSQL database (empty for SQLite).
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => {
+                let admin = env("TEST_DATABASE_URL");
+                let template = env("TEST_PG_TEMPLATE");
+                let name = unique("edgerail_t");
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{admin}/postgres"))
+                    .await
+                    .expect("connect to the test PostgreSQL");
+                sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name} TEMPLATE {template}").as_str())
+                    .await
+                    .expect("clone the template database");
+                Self { backend, url: format!("{admin}/{name}"), name }
+            }
+            Backend::Sqlite => {
+                let template = PathBuf::from(env("TEST_SQLITE_TEMPLATE"));
+                let dir = std::env::temp_dir().join(unique("edgerail_sqlite"));
+                std::fs::create_dir_all(&dir).unwrap();
+                let path = dir.join("db.sqlite");
+                std::fs::copy(&template, &path).expect("copy the template SQLite file");
+                Self { backend, url: format!("sqlite://{}", path.display()), name: String::new() }
+            }
+        }
+    }
+
+    /// Runs SQL as an outside writer would (the site's write path, a person with psql).
+    pub async fn exec(&self, sql: &str) {
+        match self.backend {
+            Backend::Postgres => {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            }
+            Backend::Sqlite => {
+                let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+
+    /// The same database reached through PgBouncer (transaction pooling).
+    pub fn via_pgbouncer(&self) -> String {
+        format!("{}/{}", env("TEST_PGBOUNCER_URL"), self.name)
+    }
+}
+
+/// Parses the api's configuration from flags, as the binary would.
+pub fn config(url: &str, extra: &[&str]) -> api::config::Config {
+    let args = ["api", "--database-url", url].into_iter().chain(extra.iter().copied());
+    Cli::try_parse_from(args).expect("valid test configuration").config
+}
+
+/// The app in process, driven with `oneshot`.
+#[derive(Debug, Clone)]
+pub struct TestApp {
+    pub db: TestDb,
+    pub state: AppState,
+    pub router: Router,
+}
+
+impl TestApp {
+    pub async fn new(backend: Backend) -> Self {
+        Self::with(TestDb::new(backend).await, &[]).await
+    }
+
+    /// An app over an existing database, with extra flags.
+    pub async fn with(db: TestDb, extra: &[&str]) -> Self {
+        Self::with_url(db.clone(), &db.url.clone(), extra).await
+    }
+
+    /// An app over `db`, connecting through `url` (a proxy, PgBouncer, a dead port).
+    pub async fn with_url(db: TestDb, url: &str, extra: &[&str]) -> Self {
+        let config = config(url, extra);
+        let store = startup::open_store(&config).expect("open store");
+        let state = startup::build_state(&config, store).expect("build state");
+        let router = app(state.clone());
+        Self { db, state, router }
+    }
+
+    pub fn store(&self) -> &Db {
+        &self.state.store
+    }
+
+    pub async fn get(&self, uri: &str) -> TestResponse {
+        self.send(Request::get(uri).body(Body::empty()).unwrap()).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> TestResponse {
+        let response = self.router.clone().oneshot(req).await.unwrap();
+        TestResponse::read(response).await
+    }
+
+    /// Serves the same state over a real socket on an ephemeral port.
+    pub async fn serve(&self) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let app =
+            Application::bind("127.0.0.1:0".parse().unwrap(), self.state.clone(), std::time::Duration::from_secs(5))
+                .await
+                .unwrap();
+        let addr = app.local_addr();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        (addr, tx)
+    }
+}
+
+/// A response with its body read.
+#[derive(Debug)]
+pub struct TestResponse {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl TestResponse {
+    pub async fn read(response: Response<Body>) -> Self {
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        Self { status: parts.status, headers: parts.headers, body }
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or("")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Path of a binary built by `cargo build --workspace --bins` (scripts/test.sh does that first).
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/it-<hash> → target/<profile>/<name>
+    let path = exe.parent().and_then(|p| p.parent()).unwrap().join(name);
+    assert!(path.exists(), "{} is not built: run ./scripts/test.sh (or cargo build --bins)", path.display());
+    path
+}

@@ -1,0 +1,38 @@
+//! End-to-end tests of edgerail, in one test binary (one link, one build).
+//!
+//! They need the services `scripts/test.sh` starts (PostgreSQL, PgBouncer) and the fixtures it
+//! prepares; a missing service is a failure, never a skip.
+
+mod helpers;
+
+mod coalescing;
+mod contract;
+mod failures;
+mod freshness;
+mod lambda;
+mod pgbouncer;
+mod quickstart;
+mod store;
+
+/// Generates one `#[tokio::test]` per backend from an `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}

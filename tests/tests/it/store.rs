@@ -1,0 +1,190 @@
+//! One store test suite, run against PostgreSQL and SQLite.
+
+use std::collections::BTreeSet;
+
+use api::store::{Store, StoreError};
+use chrono::Utc;
+
+use crate::helpers::{Backend, TestApp};
+
+crate::both_backends!(
+    reads_lines_and_stations,
+    reads_formations_with_latest_sightings,
+    reads_operations_of_a_service_day,
+    reads_latest_sightings,
+    triggers_record_the_tags_each_write_touches,
+    change_feed_returns_rows_after_a_position_and_gap_ids,
+    closed_store_reports_unavailable,
+);
+
+async fn app(backend: Backend) -> TestApp {
+    TestApp::new(backend).await
+}
+
+async fn reads_lines_and_stations(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let lines = store.lines().await.unwrap();
+    let ids: Vec<_> = lines.iter().map(|l| l.id.as_str()).collect();
+    assert_eq!(ids, ["kaigan", "kawagoe", "minato", "sakura", "tama"]);
+    let minato = store.line_stations("minato").await.unwrap().unwrap();
+    assert_eq!(minato.line.name, "Minato Line");
+    assert_eq!(minato.stations.len(), 16);
+    assert!(minato.stations.iter().enumerate().all(|(i, s)| s.position == i as i32 + 1 && s.line_id == "minato"));
+    assert!(store.line_stations("nowhere").await.unwrap().is_none());
+}
+
+async fn reads_formations_with_latest_sightings(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let formations = store.formations().await.unwrap();
+    assert_eq!(formations.len(), 100);
+    assert!(formations.windows(2).all(|w| w[0].formation.id < w[1].formation.id));
+    let detail = store.formation("10701F").await.unwrap().unwrap();
+    assert_eq!(detail.formation.series, "10000");
+    assert_eq!(detail.formation.cars, 10);
+    assert_eq!(detail.sightings.len(), 20);
+    assert!(detail.sightings.windows(2).all(|w| w[0].seen_at >= w[1].seen_at));
+    assert!(detail.sightings.iter().all(|s| s.formation_id == "10701F"));
+    let summary = formations.iter().find(|f| f.formation.id == "10701F").unwrap();
+    assert_eq!(summary.latest_sighting.as_ref(), detail.sightings.first());
+    assert!(store.formation("99999F").await.unwrap().is_none());
+}
+
+async fn reads_operations_of_a_service_day(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let calendar = app.state.http.calendar;
+    let today = calendar.service_date(Utc::now());
+    let ops = store.operations(today).await.unwrap();
+    assert_eq!(ops.len(), 300);
+    assert!(ops.windows(2).all(|w| w[0].number < w[1].number));
+    assert!(ops.iter().all(|o| o.service_date == today));
+    // Pick an operation that has been sighted this service day.
+    let (from, until) = calendar.day_bounds(today);
+    let yesterday = today.pred_opt().unwrap();
+    let (y_from, y_until) = calendar.day_bounds(yesterday);
+    let mut checked = 0;
+    for op in store.operations(yesterday).await.unwrap().iter().take(60) {
+        let detail = store.operation(yesterday, &op.number, y_from, y_until).await.unwrap().unwrap();
+        assert_eq!(detail.operation, *op);
+        for s in &detail.sightings {
+            assert_eq!(s.operation_number.as_deref(), Some(op.number.as_str()));
+            assert!(s.seen_at >= y_from && s.seen_at < y_until);
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "yesterday's operations have sightings");
+    assert!(store.operation(today, "nope", from, until).await.unwrap().is_none());
+    let empty = store.operations("2001-01-01".parse().unwrap()).await.unwrap();
+    assert!(empty.is_empty());
+}
+
+async fn reads_latest_sightings(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let latest = store.latest_sightings(7).await.unwrap();
+    assert_eq!(latest.len(), 7);
+    assert!(latest.windows(2).all(|w| (w[0].seen_at, w[0].id) >= (w[1].seen_at, w[1].id)));
+    let at = (Utc::now() + chrono::Duration::seconds(5)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    app.db
+        .exec(&format!(
+            "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) VALUES ('3001F', NULL, 'K01', '{at}')"
+        ))
+        .await;
+    let newest = &store.latest_sightings(1).await.unwrap()[0];
+    assert_eq!(newest.formation_id, "3001F");
+    assert_eq!(newest.station_id.as_deref(), Some("K01"));
+    assert_eq!(newest.operation_number, None);
+}
+
+async fn tags_after<S: Store>(store: &S, after: i64) -> BTreeSet<String> {
+    store.changes_since(after, &[], 1000).await.unwrap().into_iter().map(|c| c.tag).collect()
+}
+
+fn set(tags: &[&str]) -> BTreeSet<String> {
+    tags.iter().map(|t| (*t).to_owned()).collect()
+}
+
+async fn triggers_record_the_tags_each_write_touches(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let db = &app.db;
+
+    let mark = store.max_change_id().await.unwrap();
+    db.exec("UPDATE lines SET name = 'Minato Line (renamed)' WHERE id = 'minato'").await;
+    assert_eq!(tags_after(store, mark).await, set(&["lines", "line:minato"]));
+
+    let mark = store.max_change_id().await.unwrap();
+    db.exec("INSERT INTO stations (id, line_id, name, position) VALUES ('M17', 'minato', 'Newport', 17)").await;
+    assert_eq!(tags_after(store, mark).await, set(&["line:minato"]));
+
+    let mark = store.max_change_id().await.unwrap();
+    db.exec("UPDATE formations SET note = 'Wrapped' WHERE id = '10701F'").await;
+    assert_eq!(tags_after(store, mark).await, set(&["formations", "formation:10701F"]));
+
+    let mark = store.max_change_id().await.unwrap();
+    db.exec("INSERT INTO operations (service_date, number, formation_id) VALUES ('2030-01-02', '99X', '10701F')").await;
+    assert_eq!(tags_after(store, mark).await, set(&["operations:2030-01-02", "operation:2030-01-02:99X"]));
+
+    // 2030-01-02 20:30 UTC is 05:30 on the 3rd in Tokyo: the 3rd's service day.
+    let mark = store.max_change_id().await.unwrap();
+    db.exec(
+        "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
+         VALUES ('10701F', '12M', 'M01', '2030-01-02T20:30:00.000000Z')",
+    )
+    .await;
+    assert_eq!(
+        tags_after(store, mark).await,
+        set(&["sightings", "formations", "formation:10701F", "operations:2030-01-03", "operation:2030-01-03:12M"])
+    );
+    // 03:30 local is still the previous service day.
+    let mark = store.max_change_id().await.unwrap();
+    db.exec(
+        "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
+         VALUES ('3001F', '07K', NULL, '2030-01-02T18:30:00.000000Z')",
+    )
+    .await;
+    assert_eq!(
+        tags_after(store, mark).await,
+        set(&["sightings", "formations", "formation:3001F", "operations:2030-01-02", "operation:2030-01-02:07K"])
+    );
+    // Without an operation, no operation tags.
+    let mark = store.max_change_id().await.unwrap();
+    db.exec(
+        "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
+         VALUES ('3002F', NULL, NULL, '2030-01-02T18:30:00.000000Z')",
+    )
+    .await;
+    assert_eq!(tags_after(store, mark).await, set(&["sightings", "formations", "formation:3002F"]));
+
+    let mark = store.max_change_id().await.unwrap();
+    db.exec("DELETE FROM operations WHERE service_date = '2030-01-02' AND number = '99X'").await;
+    assert_eq!(tags_after(store, mark).await, set(&["operations:2030-01-02", "operation:2030-01-02:99X"]));
+}
+
+async fn change_feed_returns_rows_after_a_position_and_gap_ids(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let start = store.max_change_id().await.unwrap();
+    app.db.exec("UPDATE formations SET note = 'a' WHERE id = '3001F'").await;
+    let all = store.changes_since(start, &[], 1000).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let last = all.last().unwrap().id;
+    assert!(store.changes_since(last, &[], 1000).await.unwrap().is_empty());
+    // Ids named in `also` are returned even though they are not after the position.
+    let first = all[0].id;
+    let again = store.changes_since(last, &[first], 1000).await.unwrap();
+    assert_eq!(again.iter().map(|c| c.id).collect::<Vec<_>>(), [first]);
+    assert_eq!(store.changes_since(start, &[], 1).await.unwrap().len(), 1, "limit applies");
+    assert_eq!(store.max_change_id().await.unwrap(), last);
+}
+
+async fn closed_store_reports_unavailable(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    store.ping().await.unwrap();
+    store.close().await;
+    let err = store.lines().await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
