@@ -29,7 +29,7 @@ cargo build --workspace --bins --quiet
 make_fixtures target/debug/api
 
 log "running tests"
-cargo nextest run --workspace --no-fail-fast "$@"
 if [ $# -eq 0 ]; then
-    cargo test --workspace --doc --quiet
+    cargo test -p cache-policy -p api --doc --quiet
 fi
+cargo nextest run --workspace --no-fail-fast "$@"
