@@ -25,6 +25,7 @@
 
 pub mod duration;
 pub mod model;
+pub mod plan;
 pub mod template;
 
 use std::sync::LazyLock;

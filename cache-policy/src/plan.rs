@@ -1,0 +1,492 @@
+//! The invalidation planner: which CloudFront items cover a set of changed cache tags.
+//!
+//! Two modes. **Tags**: one `#tag` item per tag (CloudFront cache-tag invalidation, or an xkey
+//! purge locally). **Paths**: every route whose tag templates match a tag yields the concrete
+//! path(s) the tag affects; a route parameter the tag leaves unbound becomes a `*` at the end of the
+//! longest valid prefix; routes with declared query parameters get a trailing `*` so every query
+//! variant is covered; many paths under one prefix collapse into one wildcard when that is cheaper.
+//! Every batch stays within CloudFront's limits.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::{Policy, Route};
+use crate::template::{ParamKind, Segment, TagPart, TagTemplate, is_tag_char};
+
+/// How changes are invalidated at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `#tag` items.
+    Tags,
+    /// Concrete paths and wildcards.
+    Paths,
+}
+
+/// CloudFront's limits and the operator's cost settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Items in one invalidation (CloudFront: 3000).
+    pub max_items: usize,
+    /// Wildcard paths in one batch; CloudFront allows 15 wildcard paths in progress at once.
+    pub max_wildcards: usize,
+    /// Length of one path (CloudFront: 4000).
+    pub max_path_len: usize,
+    /// Length of one tag (CloudFront: 256).
+    pub max_tag_len: usize,
+    /// This many concrete paths under one prefix are replaced by a single wildcard.
+    pub collapse_at: usize,
+    /// Paths left in the month's budget; the planner coarsens the batch to fit when it can.
+    pub budget_remaining: Option<usize>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_items: 3_000,
+            max_wildcards: 15,
+            max_path_len: 4_000,
+            max_tag_len: 256,
+            collapse_at: 50,
+            budget_remaining: None,
+        }
+    }
+}
+
+/// Facts the planner needs from outside (it is pure: no clock).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Context {
+    /// Today's service date (`YYYY-MM-DD`): its pages are also reachable as `today`.
+    pub today: Option<String>,
+}
+
+/// A planned invalidation batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The items, sorted, each `#tag` or a path starting with `/`.
+    pub items: Vec<String>,
+}
+
+impl Plan {
+    /// Number of wildcard paths.
+    pub fn wildcards(&self) -> usize {
+        self.items.iter().filter(|i| i.ends_with('*')).count()
+    }
+}
+
+/// Why a batch cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// More items than CloudFront accepts.
+    #[error("{count} items exceed the limit of {max}")]
+    TooManyItems {
+        /// Items in the batch.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// More wildcard paths than may be in progress.
+    #[error("{count} wildcard paths exceed the limit of {max}")]
+    TooManyWildcards {
+        /// Wildcards in the batch.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An item CloudFront would reject.
+    #[error("invalid item {item:?}: {reason}")]
+    InvalidItem {
+        /// The item.
+        item: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Nothing to invalidate.
+    #[error("the batch is empty")]
+    Empty,
+}
+
+/// Checks a batch against CloudFront's rules before it is sent.
+///
+/// # Errors
+///
+/// The first rule the batch breaks.
+pub fn validate_batch(items: &[String], limits: &Limits) -> Result<(), BatchError> {
+    if items.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    if items.len() > limits.max_items {
+        return Err(BatchError::TooManyItems { count: items.len(), max: limits.max_items });
+    }
+    let mut wildcards = 0;
+    for item in items {
+        let invalid = |reason| BatchError::InvalidItem { item: item.clone(), reason };
+        if let Some(tag) = item.strip_prefix('#') {
+            if tag.is_empty() || tag.len() > limits.max_tag_len {
+                return Err(invalid("a tag is 1 to 256 characters"));
+            }
+            if !tag.chars().all(is_tag_char) {
+                return Err(invalid("a tag may only contain A-Z a-z 0-9 - _ . : /"));
+            }
+        } else {
+            if !item.starts_with('/') {
+                return Err(invalid("a path must start with /"));
+            }
+            if item.len() > limits.max_path_len {
+                return Err(invalid("a path is at most 4000 characters"));
+            }
+            if item.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid("a path may not contain whitespace"));
+            }
+            match item.find('*') {
+                Some(at) if at != item.len() - 1 => return Err(invalid("`*` may only be the last character")),
+                Some(_) => wildcards += 1,
+                None => {}
+            }
+        }
+    }
+    if wildcards > limits.max_wildcards {
+        return Err(BatchError::TooManyWildcards { count: wildcards, max: limits.max_wildcards });
+    }
+    Ok(())
+}
+
+/// Binds a concrete tag against a template, returning the parameter values, or `None` if the tag
+/// is not an instance of the template (or a value is not valid for its route parameter).
+pub fn bind_tag<'t>(template: &TagTemplate, route: &Route, tag: &'t str) -> Option<Vec<(String, &'t str)>> {
+    let mut rest = tag;
+    let mut bound = Vec::new();
+    let parts = template.parts();
+    for (i, part) in parts.iter().enumerate() {
+        match part {
+            TagPart::Literal(lit) => rest = rest.strip_prefix(lit.as_str())?,
+            TagPart::Param(name) => {
+                // A value runs to the next literal (values never contain the tag separators).
+                let end = match parts.get(i + 1) {
+                    Some(TagPart::Literal(next)) => rest.find(next.as_str())?,
+                    _ => rest.len(),
+                };
+                let value = &rest[..end];
+                let kind = route.param_kind(name)?;
+                let valid = match kind {
+                    ParamKind::Id => kind.check(value).is_ok(),
+                    ParamKind::Date | ParamKind::DateOrToday => ParamKind::Date.check(value).is_ok(),
+                };
+                if !valid {
+                    return None;
+                }
+                bound.push((name.clone(), value));
+                rest = &rest[end..];
+            }
+        }
+    }
+    rest.is_empty().then_some(bound)
+}
+
+/// The paths of `route` affected by `tag`: exact where the tag binds every parameter, otherwise a
+/// wildcard at the end of the longest prefix before the first unbound parameter.
+pub fn route_paths(route: &Route, tag: &str, context: &Context) -> Vec<String> {
+    let mut out = Vec::new();
+    for template in &route.tags {
+        let Some(bound) = bind_tag(template, route, tag) else { continue };
+        let mut variants = vec![bound.clone()];
+        // Today's pages are also served under the `today` alias.
+        if let Some(today) = &context.today {
+            for (name, value) in &bound {
+                if *value == today.as_str() && route.param_kind(name) == Some(ParamKind::DateOrToday) {
+                    let mut alias = bound.clone();
+                    for entry in &mut alias {
+                        if entry.0 == *name {
+                            entry.1 = "today";
+                        }
+                    }
+                    variants.push(alias);
+                }
+            }
+        }
+        for bound in variants {
+            let mut path = String::new();
+            let mut wildcard = false;
+            for segment in route.path.segments() {
+                match segment {
+                    Segment::Literal(lit) => {
+                        path.push('/');
+                        path.push_str(lit);
+                    }
+                    Segment::Param(name) => match bound.iter().find(|(n, _)| n == name) {
+                        Some((_, value)) => {
+                            path.push('/');
+                            path.push_str(value);
+                        }
+                        None => {
+                            path.push_str("/*");
+                            wildcard = true;
+                            break;
+                        }
+                    },
+                }
+            }
+            if !wildcard && !route.query.is_empty() {
+                // Every query-string variant of the path is a separate object at the edge.
+                path.push('*');
+            }
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// Plans the invalidation of `tags`.
+pub fn plan(policy: &Policy, tags: &BTreeSet<String>, mode: Mode, limits: &Limits, context: &Context) -> Plan {
+    match mode {
+        Mode::Tags => plan_tags(tags, limits),
+        Mode::Paths => plan_paths(policy, tags, limits, context),
+    }
+}
+
+fn plan_tags(tags: &BTreeSet<String>, limits: &Limits) -> Plan {
+    let valid = |t: &&String| !t.is_empty() && t.len() <= limits.max_tag_len && t.chars().all(is_tag_char);
+    let items: Vec<String> = tags.iter().filter(valid).map(|t| format!("#{t}")).collect();
+    let budget = limits.budget_remaining.map_or(limits.max_items, |b| b.min(limits.max_items));
+    if items.len() > budget.max(1) || items.len() < tags.len() {
+        // Too many tags for one batch (or a tag CloudFront cannot take): everything, once.
+        return Plan { items: vec!["/*".to_owned()] };
+    }
+    Plan { items }
+}
+
+fn plan_paths(policy: &Policy, tags: &BTreeSet<String>, limits: &Limits, context: &Context) -> Plan {
+    let mut paths = BTreeSet::new();
+    for tag in tags {
+        for route in policy.routes() {
+            paths.extend(route_paths(route, tag, context));
+        }
+    }
+    paths.retain(|p| p.len() <= limits.max_path_len);
+    let budget = limits.budget_remaining.map_or(limits.max_items, |b| b.min(limits.max_items)).max(1);
+    let mut collapse_at = limits.collapse_at.max(2);
+    loop {
+        let items = collapse(&paths, collapse_at);
+        let wildcards = items.iter().filter(|i| i.ends_with('*')).count();
+        if items.len() <= budget && wildcards <= limits.max_wildcards {
+            return Plan { items };
+        }
+        if collapse_at == 2 {
+            break;
+        }
+        collapse_at = (collapse_at / 2).max(2);
+    }
+    // Nothing finer fits: one wildcard for everything still covers every affected URL.
+    Plan { items: vec!["/*".to_owned()] }
+}
+
+/// Replaces groups of at least `at` paths that share a parent prefix by `prefix*`, dropping paths
+/// that a wildcard in the set already covers.
+fn collapse(paths: &BTreeSet<String>, at: usize) -> Vec<String> {
+    let mut groups: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+    for path in paths {
+        let parent = match path.trim_end_matches('*').rfind('/') {
+            Some(i) => path[..=i].to_owned(),
+            None => "/".to_owned(),
+        };
+        groups.entry(parent).or_default().push(path);
+    }
+    let mut items: BTreeSet<String> = BTreeSet::new();
+    for (parent, members) in groups {
+        if members.len() >= at && parent.len() > 1 {
+            items.insert(format!("{parent}*"));
+        } else {
+            items.extend(members.into_iter().cloned());
+        }
+    }
+    // Drop items covered by a wildcard.
+    let wildcards: Vec<String> =
+        items.iter().filter(|i| i.ends_with('*')).map(|w| w.trim_end_matches('*').to_owned()).collect();
+    items
+        .into_iter()
+        .filter(|item| !wildcards.iter().any(|w| item.starts_with(w.as_str()) && item.trim_end_matches('*') != w))
+        .collect()
+}
+
+/// Whether a planned item covers a concrete URL path (with or without a query string).
+pub fn covers(item: &str, url: &str) -> bool {
+    match item.strip_suffix('*') {
+        Some(prefix) => url.starts_with(prefix),
+        None => url == item,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> &'static Policy {
+        Policy::embedded().unwrap()
+    }
+
+    fn tags(list: &[&str]) -> BTreeSet<String> {
+        list.iter().map(|t| (*t).to_owned()).collect()
+    }
+
+    fn today() -> Context {
+        Context { today: Some("2026-11-28".into()) }
+    }
+
+    #[test]
+    fn tag_mode_prefixes_each_tag() {
+        let plan = plan(policy(), &tags(&["formation:10701F", "formations"]), Mode::Tags, &Limits::default(), &today());
+        assert_eq!(plan.items, ["#formation:10701F", "#formations"]);
+        validate_batch(&plan.items, &Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn path_mode_maps_tags_to_route_paths() {
+        let plan = plan(
+            policy(),
+            &tags(&[
+                "formation:10701F",
+                "formations",
+                "sightings",
+                "operations:2026-11-28",
+                "operation:2026-11-27:01M",
+            ]),
+            Mode::Paths,
+            &Limits::default(),
+            &today(),
+        );
+        assert_eq!(
+            plan.items,
+            [
+                "/v1/formations",
+                "/v1/formations/10701F",
+                "/v1/operations/2026-11-27/01M",
+                "/v1/operations/2026-11-28",
+                "/v1/operations/today",
+                "/v1/sightings/latest*",
+            ]
+        );
+        validate_batch(&plan.items, &Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn unknown_or_malformed_tags_plan_nothing() {
+        let plan = plan(
+            policy(),
+            &tags(&["nonsense", "formation:bad id", "operations:tomorrow"]),
+            Mode::Paths,
+            &Limits::default(),
+            &today(),
+        );
+        assert!(plan.items.is_empty());
+    }
+
+    #[test]
+    fn many_paths_under_one_prefix_collapse_into_a_wildcard() {
+        let many: BTreeSet<String> = (0..120).map(|i| format!("formation:{}F", 10_000 + i)).collect();
+        let collapsed = plan(policy(), &many, Mode::Paths, &Limits::default(), &today());
+        assert_eq!(collapsed.items, ["/v1/formations/*"]);
+        let few: BTreeSet<String> = (0..3).map(|i| format!("formation:{}F", 10_000 + i)).collect();
+        assert_eq!(plan(policy(), &few, Mode::Paths, &Limits::default(), &today()).items.len(), 3);
+    }
+
+    #[test]
+    fn budget_coarsens_the_batch() {
+        let some: BTreeSet<String> = (0..10).map(|i| format!("formation:{}F", 10_000 + i)).collect();
+        let limits = Limits { budget_remaining: Some(2), ..Limits::default() };
+        let plan = plan(policy(), &some, Mode::Paths, &limits, &today());
+        assert_eq!(plan.items, ["/v1/formations/*"]);
+    }
+
+    #[test]
+    fn batch_validation_enforces_cloudfront_rules() {
+        let limits = Limits::default();
+        let ok = |items: &[&str]| validate_batch(&items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), &limits);
+        assert!(ok(&["/v1/lines", "/v1/formations/*", "#formations"]).is_ok());
+        assert!(matches!(ok(&[]), Err(BatchError::Empty)));
+        assert!(matches!(ok(&["v1/lines"]), Err(BatchError::InvalidItem { .. })));
+        assert!(matches!(ok(&["/v1/*/stations"]), Err(BatchError::InvalidItem { .. })));
+        assert!(matches!(ok(&["#bad tag"]), Err(BatchError::InvalidItem { .. })));
+        let long_tag = format!("#{}", "a".repeat(257));
+        assert!(matches!(ok(&[long_tag.as_str()]), Err(BatchError::InvalidItem { .. })));
+        let long_path = format!("/{}", "a".repeat(4000));
+        assert!(matches!(ok(&[long_path.as_str()]), Err(BatchError::InvalidItem { .. })));
+        let wild: Vec<String> = (0..16).map(|i| format!("/w{i}/*")).collect();
+        assert!(matches!(validate_batch(&wild, &limits), Err(BatchError::TooManyWildcards { count: 16, .. })));
+        let many: Vec<String> = (0..3001).map(|i| format!("/p{i}")).collect();
+        assert!(matches!(validate_batch(&many, &limits), Err(BatchError::TooManyItems { .. })));
+    }
+
+    /// Deterministic pseudo-random tag sets (no dependency on a property-testing crate).
+    fn random_tags(seed: u64) -> BTreeSet<String> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut next = |n: u64| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) % n
+        };
+        let count = 1 + next(400);
+        (0..count)
+            .map(|_| match next(8) {
+                0 => "lines".to_owned(),
+                1 => format!("line:l{}", next(30)),
+                2 => "formations".to_owned(),
+                3 => format!("formation:{}F", 1000 + next(500)),
+                4 => format!("operations:2026-11-{:02}", 1 + next(28)),
+                5 => format!("operation:2026-11-{:02}:{:02}M", 1 + next(28), next(60)),
+                6 => "sightings".to_owned(),
+                _ => format!("formation:{}F", 2000 + next(3)),
+            })
+            .collect()
+    }
+
+    /// Every concrete URL the tag's routes serve for it.
+    fn affected_urls(tag: &str, context: &Context) -> Vec<String> {
+        let mut urls = Vec::new();
+        for route in policy().routes() {
+            for path in route_paths(route, tag, context) {
+                // A wildcard stands for URLs under it; pick representative ones.
+                let base = path.trim_end_matches('*').to_owned();
+                urls.push(base.clone());
+                urls.push(format!("{base}?limit=7"));
+                if path.ends_with("/*") {
+                    urls.push(format!("{base}anything"));
+                }
+            }
+        }
+        urls
+    }
+
+    #[test]
+    fn property_every_affected_url_is_covered_and_no_batch_breaks_a_limit() {
+        let context = today();
+        for seed in 0..300 {
+            let tags = random_tags(seed);
+            for mode in [Mode::Paths, Mode::Tags] {
+                for budget in [None, Some(5), Some(1)] {
+                    let limits =
+                        Limits { budget_remaining: budget, collapse_at: 2 + (seed as usize % 60), ..Limits::default() };
+                    let batch = plan(policy(), &tags, mode, &limits, &context);
+                    if batch.items.is_empty() {
+                        continue;
+                    }
+                    validate_batch(&batch.items, &limits).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+                    if mode == Mode::Tags && batch.items[0].starts_with('#') {
+                        let planned: BTreeSet<_> = batch.items.iter().map(|i| i[1..].to_owned()).collect();
+                        assert_eq!(planned, tags, "seed {seed}");
+                        continue;
+                    }
+                    for tag in &tags {
+                        for url in affected_urls(tag, &context) {
+                            let path_only = url.split('?').next().unwrap_or("");
+                            let query_route = path_only == "/v1/sightings/latest";
+                            let covered =
+                                batch.items.iter().any(|i| covers(i, &url) || (!query_route && covers(i, path_only)));
+                            assert!(
+                                covered,
+                                "seed {seed}, budget {budget:?}: {url} ({tag}) not covered by {:?}",
+                                batch.items
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
