@@ -1,0 +1,344 @@
+//! Invalidation backends: CloudFront, an HTTP purge of a Varnish-style cache, or none.
+
+use std::time::Duration;
+
+use aws_sdk_cloudfront::error::SdkError;
+use aws_sdk_cloudfront::operation::create_invalidation::CreateInvalidationError;
+use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
+use cache_policy::plan::{BatchError, Limits, validate_batch};
+
+/// Why an invalidation was not accepted. Every variant leaves the changes pending.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidationError {
+    /// The batch breaks a CloudFront rule; it was not sent.
+    #[error("invalid batch: {0}")]
+    Batch(#[from] BatchError),
+    /// CloudFront kept saying too many invalidations are in progress.
+    #[error("too many invalidations in progress (gave up after {0} attempts)")]
+    TooManyInProgress(u32),
+    /// CloudFront rejected the batch as too large.
+    #[error("CloudFront rejected the batch as too large: {0}")]
+    BatchTooLarge(String),
+    /// CloudFront rejected an argument.
+    #[error("CloudFront rejected an argument: {0}")]
+    InvalidArgument(String),
+    /// The credentials may not invalidate this distribution.
+    #[error("access denied: {0}")]
+    AccessDenied(String),
+    /// The distribution does not exist.
+    #[error("no such distribution: {0}")]
+    NoSuchDistribution(String),
+    /// The request did not get an answer (network, timeout, 5xx).
+    #[error("CloudFront request failed: {0}")]
+    Transport(String),
+    /// The purge request failed.
+    #[error("purge failed: {0}")]
+    Purge(String),
+    /// A required setting is missing.
+    #[error("{0}")]
+    Config(String),
+}
+
+impl InvalidationError {
+    /// Whether a later attempt can succeed without anyone changing anything.
+    pub fn retryable(&self) -> bool {
+        matches!(self, Self::TooManyInProgress(_) | Self::Transport(_) | Self::Purge(_))
+    }
+}
+
+/// An invalidation the backend accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The backend's id (CloudFront's invalidation id).
+    pub id: String,
+    /// Its status as reported (`InProgress`, `Completed`, …).
+    pub status: String,
+}
+
+/// Whether an invalidation status means done. CloudFront says `Completed`; moto says `COMPLETED`.
+pub fn is_completed(status: &str) -> bool {
+    status.eq_ignore_ascii_case("completed")
+}
+
+/// The CloudFront backend.
+#[derive(Debug, Clone)]
+pub struct CloudFront {
+    /// SDK client (endpoint, region and credentials from the standard AWS configuration).
+    client: aws_sdk_cloudfront::Client,
+    /// The one distribution this warmer may invalidate.
+    distribution_id: String,
+    /// First backoff delay for TooManyInvalidationsInProgress.
+    retry_base: Duration,
+    /// Attempts for TooManyInvalidationsInProgress.
+    retry_attempts: u32,
+}
+
+impl CloudFront {
+    /// A client from the standard AWS configuration: credentials chain, region (CloudFront is
+    /// global: `us-east-1` when none is set), and `AWS_ENDPOINT_URL_CLOUDFRONT` / `AWS_ENDPOINT_URL`.
+    pub async fn from_env(distribution_id: String, retry_base: Duration, retry_attempts: u32) -> Self {
+        let region = aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region).load().await;
+        Self::with_client(aws_sdk_cloudfront::Client::new(&config), distribution_id, retry_base, retry_attempts)
+    }
+
+    /// Uses an existing client (tests point it at recorded responses).
+    pub fn with_client(
+        client: aws_sdk_cloudfront::Client,
+        distribution_id: String,
+        retry_base: Duration,
+        retry_attempts: u32,
+    ) -> Self {
+        Self { client, distribution_id, retry_base, retry_attempts: retry_attempts.max(1) }
+    }
+
+    /// Validates and sends a batch, retrying `TooManyInvalidationsInProgress` with exponential
+    /// backoff. The caller reference makes a retried batch idempotent at CloudFront.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidationError`]; nothing was invalidated.
+    pub async fn submit(&self, items: &[String], caller_reference: &str) -> Result<Submitted, InvalidationError> {
+        validate_batch(items, &Limits::default())?;
+        let paths = Paths::builder()
+            .quantity(i32::try_from(items.len()).unwrap_or(i32::MAX))
+            .set_items(Some(items.to_vec()))
+            .build()
+            .map_err(|e| InvalidationError::InvalidArgument(e.to_string()))?;
+        let batch = InvalidationBatch::builder()
+            .paths(paths)
+            .caller_reference(caller_reference)
+            .build()
+            .map_err(|e| InvalidationError::InvalidArgument(e.to_string()))?;
+        let mut delay = self.retry_base;
+        for attempt in 1..=self.retry_attempts {
+            let result = self
+                .client
+                .create_invalidation()
+                .distribution_id(&self.distribution_id)
+                .invalidation_batch(batch.clone())
+                .send()
+                .await;
+            match result {
+                Ok(out) => {
+                    let inv = out.invalidation().ok_or_else(|| {
+                        InvalidationError::Transport("CloudFront answered without an invalidation".into())
+                    })?;
+                    return Ok(Submitted { id: inv.id().to_owned(), status: inv.status().to_owned() });
+                }
+                Err(SdkError::ServiceError(e)) => {
+                    let message = e.err().to_string();
+                    match e.into_err() {
+                        CreateInvalidationError::TooManyInvalidationsInProgress(_) => {
+                            tracing::warn!(attempt, ?delay, "too many invalidations in progress, backing off");
+                            if attempt < self.retry_attempts {
+                                tokio::time::sleep(delay).await;
+                                delay *= 2;
+                            }
+                        }
+                        CreateInvalidationError::BatchTooLarge(_) => {
+                            return Err(InvalidationError::BatchTooLarge(message));
+                        }
+                        CreateInvalidationError::InvalidArgument(_)
+                        | CreateInvalidationError::InconsistentQuantities(_)
+                        | CreateInvalidationError::MissingBody(_) => {
+                            return Err(InvalidationError::InvalidArgument(message));
+                        }
+                        CreateInvalidationError::AccessDenied(_) => {
+                            return Err(InvalidationError::AccessDenied(message));
+                        }
+                        CreateInvalidationError::NoSuchDistribution(_) => {
+                            return Err(InvalidationError::NoSuchDistribution(self.distribution_id.clone()));
+                        }
+                        other => {
+                            let code = aws_sdk_cloudfront::error::ProvideErrorMetadata::code(&other).unwrap_or("");
+                            if code == "AccessDenied" {
+                                return Err(InvalidationError::AccessDenied(message));
+                            }
+                            return Err(InvalidationError::Transport(format!("{code} {message}")));
+                        }
+                    }
+                }
+                Err(other) => return Err(InvalidationError::Transport(describe(&other))),
+            }
+        }
+        Err(InvalidationError::TooManyInProgress(self.retry_attempts))
+    }
+
+    /// The current status of an invalidation.
+    ///
+    /// # Errors
+    ///
+    /// The request failed.
+    pub async fn status(&self, id: &str) -> Result<String, InvalidationError> {
+        let out = self
+            .client
+            .get_invalidation()
+            .distribution_id(&self.distribution_id)
+            .id(id)
+            .send()
+            .await
+            .map_err(|e| InvalidationError::Transport(describe(&e)))?;
+        Ok(out.invalidation().map(|i| i.status().to_owned()).unwrap_or_default())
+    }
+}
+
+fn describe<E: std::error::Error + 'static, R: std::fmt::Debug>(err: &SdkError<E, R>) -> String {
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The purge backend: HTTP `PURGE` per path (a trailing `*` purges the prefix) and an xkey purge
+/// for `#tag` items, against a Varnish-style cache (see `local/varnish.vcl`).
+#[derive(Debug, Clone)]
+pub struct Purge {
+    /// HTTP client.
+    client: reqwest::Client,
+    /// Base URL of the cache, without a trailing slash.
+    base: String,
+}
+
+impl Purge {
+    /// A purge backend for `base`.
+    pub fn new(base: &str, timeout: Duration) -> Self {
+        let client = reqwest::Client::builder().timeout(timeout).build().unwrap_or_default();
+        Self { client, base: base.trim_end_matches('/').to_owned() }
+    }
+
+    /// Purges every item.
+    ///
+    /// # Errors
+    ///
+    /// The cache refused a purge or could not be reached.
+    pub async fn submit(&self, items: &[String], caller_reference: &str) -> Result<Submitted, InvalidationError> {
+        validate_batch(items, &Limits::default())?;
+        let method = reqwest::Method::from_bytes(b"PURGE").map_err(|e| InvalidationError::Purge(e.to_string()))?;
+        let tags: Vec<&str> = items.iter().filter_map(|i| i.strip_prefix('#')).collect();
+        for chunk in tags.chunks(100) {
+            let res = self
+                .client
+                .request(method.clone(), format!("{}/", self.base))
+                .header("xkey-purge", chunk.join(" "))
+                .send()
+                .await
+                .map_err(|e| InvalidationError::Purge(e.to_string()))?;
+            if !res.status().is_success() {
+                return Err(InvalidationError::Purge(format!("tag purge answered {}", res.status())));
+            }
+        }
+        for path in items.iter().filter(|i| i.starts_with('/')) {
+            let res = self
+                .client
+                .request(method.clone(), format!("{}{path}", self.base))
+                .send()
+                .await
+                .map_err(|e| InvalidationError::Purge(e.to_string()))?;
+            if !res.status().is_success() {
+                return Err(InvalidationError::Purge(format!("PURGE {path} answered {}", res.status())));
+            }
+        }
+        Ok(Submitted { id: format!("purge-{caller_reference}"), status: "Completed".into() })
+    }
+}
+
+/// The configured backend.
+#[derive(Debug, Clone)]
+pub enum Invalidator {
+    /// CloudFront.
+    CloudFront(CloudFront),
+    /// Varnish-style purge.
+    Purge(Purge),
+    /// Log only.
+    None,
+}
+
+impl Invalidator {
+    /// Short name, for summaries and the invalidations table.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::CloudFront(_) => "cloudfront",
+            Self::Purge(_) => "purge",
+            Self::None => "none",
+        }
+    }
+
+    /// Sends a batch.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidationError`]; nothing was invalidated.
+    pub async fn submit(&self, items: &[String], caller_reference: &str) -> Result<Submitted, InvalidationError> {
+        match self {
+            Self::CloudFront(cf) => cf.submit(items, caller_reference).await,
+            Self::Purge(p) => p.submit(items, caller_reference).await,
+            Self::None => {
+                validate_batch(items, &Limits::default())?;
+                tracing::info!(?items, "INVALIDATOR=none: not invalidating");
+                Ok(Submitted { id: format!("none-{caller_reference}"), status: "Completed".into() })
+            }
+        }
+    }
+
+    /// Waits until an invalidation completes (CloudFront), polling every `every`, at most `limit`.
+    /// Returns the last status seen. `progress` is called with each status.
+    ///
+    /// # Errors
+    ///
+    /// A status request failed.
+    pub async fn wait(
+        &self,
+        submitted: &Submitted,
+        every: Duration,
+        limit: Duration,
+        mut progress: impl FnMut(&str, Duration),
+    ) -> Result<String, InvalidationError> {
+        let Self::CloudFront(cf) = self else { return Ok(submitted.status.clone()) };
+        let started = std::time::Instant::now();
+        let mut status = submitted.status.clone();
+        loop {
+            progress(&status, started.elapsed());
+            if is_completed(&status) || started.elapsed() >= limit {
+                return Ok(status);
+            }
+            tokio::time::sleep(every).await;
+            status = cf.status(&submitted.id).await?;
+        }
+    }
+}
+
+/// A caller reference derived from the claimed change ids, so retrying the same changes is
+/// idempotent at CloudFront (it returns the existing invalidation instead of creating one).
+pub fn caller_reference(ids: &[i64]) -> String {
+    let (first, last) = (ids.first().copied().unwrap_or(0), ids.last().copied().unwrap_or(0));
+    let mut bytes = Vec::with_capacity(ids.len() * 8);
+    for id in ids {
+        bytes.extend_from_slice(&id.to_le_bytes());
+    }
+    format!("edgerail-{first}-{last}-{}-{:016x}", ids.len(), xxhash_rust::xxh3::xxh3_64(&bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_reference_is_a_function_of_the_ids() {
+        assert_eq!(caller_reference(&[1, 2, 3]), caller_reference(&[1, 2, 3]));
+        assert_ne!(caller_reference(&[1, 2, 3]), caller_reference(&[1, 2, 4]));
+        assert_ne!(caller_reference(&[1, 3]), caller_reference(&[1, 2, 3]));
+        assert!(caller_reference(&[7, 9]).starts_with("edgerail-7-9-2-"));
+    }
+
+    #[test]
+    fn completion_is_case_insensitive() {
+        assert!(is_completed("Completed"));
+        assert!(is_completed("COMPLETED"));
+        assert!(!is_completed("InProgress"));
+    }
+}

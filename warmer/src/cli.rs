@@ -1,0 +1,267 @@
+//! Command lines of `warmer` and `cachectl`, and assembling their parts from configuration.
+
+use std::time::Duration;
+
+use api::calendar::ServiceCalendar;
+use api::store::{Db, PgStore, PgStoreOptions, SqliteStore, Store};
+use cache_policy::Policy;
+use cache_policy::plan::Limits;
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::{CloudFront, Invalidator, Purge};
+use crate::config::{BackendArgs, DatabaseArgs, InvalidatorKind, WarmArgs};
+use crate::tick::Warmer;
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    cache_policy::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// `warmer`: one tick, a loop, or (with AWS_LAMBDA_RUNTIME_API) a scheduled Lambda function.
+#[derive(Debug, Parser)]
+#[command(name = "warmer", version, about = "Turns database changes into edge invalidations and warms hot paths")]
+pub struct WarmerCli {
+    /// Run one tick and exit.
+    #[arg(long, conflicts_with = "every")]
+    pub once: bool,
+    /// Run a tick every interval (e.g. `60s`) until SIGTERM/Ctrl-C.
+    #[arg(long, value_parser = parse_duration)]
+    pub every: Option<Duration>,
+    /// Set by the Lambda service; its presence selects Lambda mode.
+    #[arg(long, env = "AWS_LAMBDA_RUNTIME_API", hide = true)]
+    pub lambda_runtime_api: Option<String>,
+    /// Database settings.
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    /// Invalidation settings.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Warming settings.
+    #[command(flatten)]
+    pub warm: WarmArgs,
+}
+
+/// `cachectl`: the operator's CLI for the edge cache.
+#[derive(Debug, Parser)]
+#[command(name = "cachectl", version, about = "Inspect and operate edgerail's edge cache")]
+pub struct CachectlCli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CachectlCommand,
+}
+
+/// `cachectl` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CachectlCommand {
+    /// Print the cache policy as a table.
+    Policy,
+    /// Print the items an invalidation of these tags or paths would send (sends nothing).
+    Plan {
+        /// What to plan.
+        #[command(flatten)]
+        target: Target,
+        /// Settings (the mode and budget matter here).
+        #[command(flatten)]
+        backend: BackendArgs,
+        /// Service calendar, for `today`.
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Invalidate tags or paths now.
+    Invalidate {
+        /// What to invalidate.
+        #[command(flatten)]
+        target: Target,
+        /// Show progress until the invalidation completes.
+        #[arg(long)]
+        wait: bool,
+        /// Print what would be sent and stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Backend settings.
+        #[command(flatten)]
+        backend: BackendArgs,
+        /// Database (optional; records the invalidation when set).
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Fetch the whole warm set through the edge now.
+    Warm {
+        /// Warming settings.
+        #[command(flatten)]
+        warm: WarmArgs,
+        /// Database (the warm set is expanded with its ids).
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Pending changes and recent invalidations.
+    Status {
+        /// Database settings.
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
+/// Tags or paths named on the command line.
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct Target {
+    /// Cache tags, e.g. `formation:10701F` (repeatable).
+    #[arg(long = "tag", num_args = 1..)]
+    pub tags: Vec<String>,
+    /// Paths, e.g. `/v1/lines` or `/v1/formations/*` (repeatable).
+    #[arg(long = "path", num_args = 1..)]
+    pub paths: Vec<String>,
+}
+
+/// A setup problem, reported before anything runs.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A required setting is missing.
+    #[error("{0}")]
+    Missing(&'static str),
+    /// A setting is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The embedded policy.
+///
+/// # Errors
+///
+/// The policy is invalid (a build defect).
+pub fn policy() -> Result<&'static Policy, SetupError> {
+    Policy::embedded().map_err(|e| SetupError::Invalid(format!("embedded policy: {e}")))
+}
+
+/// The service calendar.
+///
+/// # Errors
+///
+/// Invalid zone or day start.
+pub fn calendar(db: &DatabaseArgs) -> Result<ServiceCalendar, SetupError> {
+    ServiceCalendar::new(&db.service_tz, &db.service_day_start).map_err(|e| SetupError::Invalid(e.to_string()))
+}
+
+/// Opens the database (lazily, one connection: the warmer is one more client of a small database).
+///
+/// # Errors
+///
+/// DATABASE_URL is missing or malformed.
+pub fn open_db(args: &DatabaseArgs) -> Result<Db, SetupError> {
+    let url =
+        args.database_url.as_deref().ok_or(SetupError::Missing("DATABASE_URL (or --database-url) is required"))?;
+    if url.starts_with("sqlite:") {
+        return SqliteStore::connect_lazy(url, Duration::from_secs(5))
+            .map(Db::Sqlite)
+            .map_err(|e| SetupError::Invalid(format!("DATABASE_URL: {e}")));
+    }
+    let options = PgStoreOptions {
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(30),
+        proxy_compat: true,
+        application_name: format!("edgerail-warmer-{}", std::process::id()),
+    };
+    PgStore::connect_lazy(url, &options)
+        .map(Db::Postgres)
+        .map_err(|e| SetupError::Invalid(format!("DATABASE_URL: {e}")))
+}
+
+/// Builds the configured invalidation backend.
+///
+/// # Errors
+///
+/// A setting the backend needs is missing.
+pub async fn invalidator(args: &BackendArgs) -> Result<Invalidator, SetupError> {
+    Ok(match args.invalidator {
+        InvalidatorKind::Cloudfront => {
+            let id = args
+                .distribution_id
+                .clone()
+                .ok_or(SetupError::Missing("INVALIDATOR=cloudfront needs DISTRIBUTION_ID (or --distribution-id)"))?;
+            Invalidator::CloudFront(CloudFront::from_env(id, args.retry_base, args.retry_attempts).await)
+        }
+        InvalidatorKind::Purge => {
+            let url = args
+                .purge_url
+                .as_deref()
+                .ok_or(SetupError::Missing("INVALIDATOR=purge needs PURGE_URL (or --purge-url)"))?;
+            Invalidator::Purge(Purge::new(url, Duration::from_secs(10)))
+        }
+        InvalidatorKind::None => Invalidator::None,
+    })
+}
+
+/// Planner limits from the settings.
+pub fn limits(args: &BackendArgs) -> Limits {
+    Limits { collapse_at: args.collapse_at, ..Limits::default() }
+}
+
+/// Assembles a [`Warmer`].
+///
+/// # Errors
+///
+/// Missing or invalid settings.
+pub async fn warmer(db: &DatabaseArgs, backend: &BackendArgs, warm: &WarmArgs) -> Result<Warmer, SetupError> {
+    let http = reqwest::Client::builder()
+        .timeout(warm.timeout)
+        .user_agent(concat!("edgerail-warmer/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| SetupError::Invalid(e.to_string()))?;
+    let store = open_db(db)?;
+    Ok(Warmer {
+        db: store,
+        invalidator: invalidator(backend).await?,
+        policy: policy()?,
+        calendar: calendar(db)?,
+        mode: backend.mode.into(),
+        limits: limits(backend),
+        path_budget: backend.path_budget,
+        batch: db.batch.max(1),
+        warm: warm.clone(),
+        wait_timeout: backend.wait_timeout,
+        poll_interval: backend.poll_interval,
+        http,
+    })
+}
+
+/// Makes sure the warmer's tables exist (they come with the API's migrations).
+///
+/// # Errors
+///
+/// The database is unreachable or not migrated.
+pub async fn check_schema(db: &Db) -> Result<(), SetupError> {
+    db.max_change_id()
+        .await
+        .map(|_| ())
+        .map_err(|e| SetupError::Invalid(format!("cannot read the change feed (run `api migrate`?): {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definitions_are_consistent() {
+        WarmerCli::command().debug_assert();
+        CachectlCli::command().debug_assert();
+    }
+
+    #[test]
+    fn plan_needs_tags_or_paths_but_not_both() {
+        assert!(CachectlCli::try_parse_from(["cachectl", "plan"]).is_err());
+        assert!(CachectlCli::try_parse_from(["cachectl", "plan", "--tag", "lines", "--path", "/v1/lines"]).is_err());
+        let cli = CachectlCli::try_parse_from(["cachectl", "plan", "--tag", "lines", "formation:10701F"]).unwrap();
+        let CachectlCommand::Plan { target, .. } = cli.command else { panic!() };
+        assert_eq!(target.tags, ["lines", "formation:10701F"]);
+    }
+
+    #[test]
+    fn once_and_every_are_exclusive() {
+        assert!(WarmerCli::try_parse_from(["warmer", "--once", "--every", "60s"]).is_err());
+        assert!(WarmerCli::try_parse_from(["warmer", "--every", "soon"]).is_err());
+        assert!(WarmerCli::try_parse_from(["warmer", "--every", "60s"]).unwrap().every.is_some());
+    }
+}

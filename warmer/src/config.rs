@@ -1,0 +1,119 @@
+//! Settings shared by `warmer` and `cachectl`: flags with environment fallbacks.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    cache_policy::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Which invalidation backend to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InvalidatorKind {
+    /// CloudFront `CreateInvalidation` (DISTRIBUTION_ID).
+    Cloudfront,
+    /// HTTP PURGE to a Varnish-style cache (PURGE_URL).
+    Purge,
+    /// Log only.
+    None,
+}
+
+/// How changed tags become invalidation items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// `#tag` items (CloudFront cache tags, Varnish xkey).
+    Tags,
+    /// Paths from the policy's route templates.
+    Paths,
+}
+
+impl From<ModeArg> for cache_policy::plan::Mode {
+    fn from(mode: ModeArg) -> Self {
+        match mode {
+            ModeArg::Tags => Self::Tags,
+            ModeArg::Paths => Self::Paths,
+        }
+    }
+}
+
+/// Where invalidations go and how they are planned.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// Invalidation backend.
+    #[arg(long, env = "INVALIDATOR", value_enum, default_value = "none")]
+    pub invalidator: InvalidatorKind,
+    /// CloudFront distribution to invalidate (INVALIDATOR=cloudfront).
+    #[arg(long, env = "DISTRIBUTION_ID")]
+    pub distribution_id: Option<String>,
+    /// Base URL of the cache to purge (INVALIDATOR=purge), e.g. http://127.0.0.1:6081.
+    #[arg(long, env = "PURGE_URL")]
+    pub purge_url: Option<String>,
+    /// Invalidate by cache tag or by path.
+    #[arg(long, env = "INVALIDATION_MODE", value_enum, default_value = "paths")]
+    pub mode: ModeArg,
+    /// Paths per calendar month before batches are coarsened to fit (CloudFront's free tier is 1000).
+    #[arg(long, env = "INVALIDATION_PATH_BUDGET", default_value_t = 1000)]
+    pub path_budget: usize,
+    /// This many paths under one prefix become one wildcard.
+    #[arg(long, env = "INVALIDATION_COLLAPSE_AT", default_value_t = 50)]
+    pub collapse_at: usize,
+    /// First delay when CloudFront says too many invalidations are in progress (doubles each retry).
+    #[arg(long, env = "INVALIDATION_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
+    pub retry_base: Duration,
+    /// Attempts when CloudFront says too many invalidations are in progress.
+    #[arg(long, env = "INVALIDATION_RETRY_ATTEMPTS", default_value_t = 5)]
+    pub retry_attempts: u32,
+    /// How long to wait for an invalidation to complete before warming (CloudFront).
+    #[arg(long, env = "INVALIDATION_WAIT", default_value = "90s", value_parser = parse_duration)]
+    pub wait_timeout: Duration,
+    /// How often to ask CloudFront whether an invalidation completed.
+    #[arg(long, env = "INVALIDATION_POLL", default_value = "2s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+}
+
+/// How the edge is warmed.
+#[derive(Debug, Clone, Args)]
+pub struct WarmArgs {
+    /// Base URL warm requests go to: the distribution, or the local edge. Unset: no warming.
+    #[arg(long = "base-url", env = "WARM_BASE_URL")]
+    pub base_url: Option<String>,
+    /// Upper bound of the warm set (policy routes with `warm = true`, expanded with ids).
+    #[arg(long, env = "WARM_MAX_PATHS", default_value_t = 200)]
+    pub max_paths: usize,
+    /// Warm requests in flight at once.
+    #[arg(long, env = "WARM_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    /// Timeout of one warm request.
+    #[arg(long, env = "WARM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// The database and the service calendar (for `today`).
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL or SQLite URL of the API's database (the change feed lives there).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// IANA time zone of the timetable.
+    #[arg(long, env = "SERVICE_TZ", default_value = "Asia/Tokyo")]
+    pub service_tz: String,
+    /// Local time (HH:MM) at which a service day starts.
+    #[arg(long, env = "SERVICE_DAY_START", default_value = "04:00")]
+    pub service_day_start: String,
+    /// Most changes one tick claims.
+    #[arg(long, env = "WARMER_BATCH", default_value_t = 10_000)]
+    pub batch: i64,
+}
+
+impl BackendArgs {
+    /// The defaults, for commands that only warm.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: BackendArgs,
+        }
+        <Only as clap::Parser>::parse_from(["defaults"]).args
+    }
+}

@@ -1,0 +1,24 @@
+//! The edgerail warmer: turns database changes into edge invalidations and keeps hot pages warm.
+//!
+//! Each tick claims pending `cache_changes` rows (written by the API's database triggers), plans an
+//! invalidation with [`cache_policy::plan`] (cache tags or paths, within CloudFront's limits and the
+//! monthly path budget), sends it to the backend, marks the changes processed only after the backend
+//! accepted it, then warms the affected and due paths of the warm set through the edge. It runs as a
+//! scheduled Lambda (EventBridge) or locally (`warmer --once`, `warmer --every 60s`); `cachectl` is
+//! the operator's CLI for the same operations.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and environment variables shared by both binaries.
+//! - [`cli`]: the `warmer` and `cachectl` command lines, and building a [`tick::Warmer`] from them.
+//! - [`feed`]: claiming and completing changes; the warmer's bookkeeping tables.
+//! - [`backend`]: CloudFront, purge and no-op invalidation backends.
+//! - [`warm`]: the warm set, cadence, and fetching through the edge.
+//! - [`tick`]: one tick and its JSON summary.
+
+pub mod backend;
+pub mod cli;
+pub mod config;
+pub mod feed;
+pub mod tick;
+pub mod warm;

@@ -1,0 +1,193 @@
+//! Warming: the warm set (policy routes with `warm = true`, expanded with ids from the store),
+//! which of its paths are due, and fetching them through the edge with bounded concurrency.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use api::calendar::ServiceCalendar;
+use api::store::{Db, Store, StoreError};
+use cache_policy::Policy;
+use cache_policy::plan::{Context, covers, route_paths};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+
+/// A path of the warm set and the edge TTL of its route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WarmPath {
+    /// The URL path.
+    pub path: String,
+    /// How long the edge keeps it: it need not be fetched more often than this.
+    pub edge_ttl: Duration,
+}
+
+/// Expands the warm set, at most `max` paths: parameterless routes first, then one path per line,
+/// formation and today's operations.
+///
+/// # Errors
+///
+/// Reading ids from the store failed.
+pub async fn warm_set(
+    policy: &Policy,
+    db: &Db,
+    calendar: &ServiceCalendar,
+    now: DateTime<Utc>,
+    max: usize,
+) -> Result<Vec<WarmPath>, StoreError> {
+    let today = calendar.service_date(now).to_string();
+    let mut fixed = Vec::new();
+    let mut expanded = Vec::new();
+    let mut lines: Option<Vec<String>> = None;
+    let mut formations: Option<Vec<String>> = None;
+    for route in policy.routes().iter().filter(|r| r.warm) {
+        let params: Vec<&str> = route.path.params().collect();
+        let values: Vec<Vec<String>> = match params.as_slice() {
+            [] => {
+                fixed.push(WarmPath { path: route.path.as_str().to_owned(), edge_ttl: route.edge_ttl });
+                continue;
+            }
+            ["line_id"] => {
+                if lines.is_none() {
+                    lines = Some(db.lines().await?.into_iter().map(|l| l.id).collect());
+                }
+                lines.clone().unwrap_or_default().into_iter().map(|v| vec![v]).collect()
+            }
+            ["formation_id"] => {
+                if formations.is_none() {
+                    formations = Some(db.formations().await?.into_iter().map(|f| f.formation.id).collect());
+                }
+                formations.clone().unwrap_or_default().into_iter().map(|v| vec![v]).collect()
+            }
+            ["date"] => vec![vec![today.clone()], vec!["today".to_owned()]],
+            _ => {
+                tracing::warn!(route = %route.name, "warm route has parameters the warmer cannot expand");
+                continue;
+            }
+        };
+        for value in values {
+            let lookup = |name: &str| params.iter().position(|p| *p == name).map(|i| value[i].as_str());
+            if let Some(path) = route.path.render(lookup) {
+                expanded.push(WarmPath { path, edge_ttl: route.edge_ttl });
+            }
+        }
+    }
+    fixed.extend(expanded);
+    fixed.truncate(max);
+    Ok(fixed)
+}
+
+/// Paths of the warm set that the changed `tags` affect.
+pub fn affected(policy: &Policy, tags: &BTreeSet<String>, today: &str, warm: &[WarmPath]) -> Vec<WarmPath> {
+    let context = Context { today: Some(today.to_owned()) };
+    let patterns: Vec<String> = tags
+        .iter()
+        .flat_map(|tag| policy.routes().iter().flat_map(|route| route_paths(route, tag, &context)))
+        .collect();
+    warm.iter().filter(|w| patterns.iter().any(|p| covers(p, &w.path))).cloned().collect()
+}
+
+/// Whether a path was last warmed long enough ago that the edge may have dropped it.
+pub fn is_due(path: &WarmPath, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    match last {
+        None => true,
+        // Refresh at 90% of the edge TTL, so the copy never expires between ticks.
+        Some(at) => {
+            let age = (now - at).to_std().unwrap_or(Duration::ZERO);
+            age >= path.edge_ttl.mul_f64(0.9)
+        }
+    }
+}
+
+/// One warm request's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Fetched {
+    /// The path.
+    pub path: String,
+    /// HTTP status, when there was an answer.
+    pub status: Option<u16>,
+    /// The edge's `X-Cache` header (`Hit`/`Miss`, `Hit from cloudfront`, …).
+    pub x_cache: Option<String>,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+impl Fetched {
+    /// A 2xx/3xx/4xx answer warmed the edge (a 404 is cached negatively, which is fine).
+    pub fn ok(&self) -> bool {
+        self.status.is_some_and(|s| s < 500)
+    }
+
+    /// Whether the edge already had it.
+    pub fn hit(&self) -> bool {
+        self.x_cache.as_deref().is_some_and(|x| x.to_ascii_lowercase().starts_with("hit"))
+    }
+}
+
+/// GETs every path through `base`, `concurrency` at a time, each bounded by the client's timeout.
+/// Failures are reported per path; one failing path does not stop the others.
+pub async fn fetch_all(client: &reqwest::Client, base: &str, paths: &[WarmPath], concurrency: usize) -> Vec<Fetched> {
+    let base = base.trim_end_matches('/');
+    futures_util::stream::iter(paths.iter().map(|p| async move {
+        // Browsers ask for compressed answers, and the edge keys on the normalized encoding.
+        match client.get(format!("{base}{}", p.path)).header("accept-encoding", "br, gzip").send().await {
+            Ok(res) => {
+                let status = res.status().as_u16();
+                let x_cache = res.headers().get("x-cache").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                // Read the body so the edge finishes storing it.
+                let error = res.bytes().await.err().map(|e| e.to_string());
+                Fetched { path: p.path.clone(), status: Some(status), x_cache, error }
+            }
+            Err(e) => Fetched { path: p.path.clone(), status: None, x_cache: None, error: Some(e.to_string()) },
+        }
+    }))
+    .buffer_unordered(concurrency.max(1))
+    .collect()
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(p: &str, ttl: u64) -> WarmPath {
+        WarmPath { path: p.into(), edge_ttl: Duration::from_secs(ttl) }
+    }
+
+    #[test]
+    fn a_path_is_due_only_near_the_end_of_its_edge_ttl() {
+        let now: DateTime<Utc> = "2026-11-28T12:00:00Z".parse().unwrap();
+        let hourly = path("/v1/formations", 3600);
+        assert!(is_due(&hourly, None, now));
+        assert!(!is_due(&hourly, Some(now - chrono::Duration::minutes(30)), now));
+        assert!(!is_due(&hourly, Some(now - chrono::Duration::minutes(53)), now));
+        assert!(is_due(&hourly, Some(now - chrono::Duration::minutes(55)), now));
+    }
+
+    #[test]
+    fn affected_paths_follow_the_tags() {
+        let policy = Policy::embedded().unwrap();
+        let warm = vec![
+            path("/v1/lines", 86_400),
+            path("/v1/formations", 3600),
+            path("/v1/formations/10701F", 3600),
+            path("/v1/formations/3001F", 3600),
+            path("/v1/operations/2026-11-28", 3600),
+            path("/v1/operations/today", 3600),
+            path("/v1/sightings/latest", 60),
+        ];
+        let tags: BTreeSet<String> = ["formation:10701F", "formations", "operations:2026-11-28", "sightings"]
+            .iter()
+            .map(|s| (*s).into())
+            .collect();
+        let got: Vec<String> = affected(policy, &tags, "2026-11-28", &warm).into_iter().map(|w| w.path).collect();
+        assert_eq!(
+            got,
+            [
+                "/v1/formations",
+                "/v1/formations/10701F",
+                "/v1/operations/2026-11-28",
+                "/v1/operations/today",
+                "/v1/sightings/latest"
+            ]
+        );
+    }
+}
