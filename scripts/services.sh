@@ -95,6 +95,36 @@ INI
     export TEST_PGBOUNCER_URL="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PGBOUNCER_PORT"
 }
 
+# Installs moto (the CloudFront API stand-in) and starts `moto_server` on loopback.
+start_moto() {
+    local port=${MOTO_PORT:-5005}
+    if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import moto, flask, flask_cors" 2>/dev/null; then
+        log "installing moto, flask, flask-cors"
+        python3 -m pip install -q moto flask flask-cors
+        hash -r
+    fi
+    if ! curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then
+        log "starting moto_server on 127.0.0.1:$port"
+        mkdir -p "$EDGERAIL_RUN"
+        (moto_server -H 127.0.0.1 -p "$port" >"$EDGERAIL_RUN/moto.log" 2>&1 &)
+        for _ in $(seq 1 100); do
+            curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break
+            sleep 0.2
+        done
+    fi
+    curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null || { echo "moto_server did not start" >&2; return 1; }
+    export TEST_MOTO_URL="http://127.0.0.1:$port"
+}
+
+# Varnish 7.1 with varnish-modules (xkey); tests start their own instances with local/varnish.vcl.
+ensure_varnish() {
+    ensure_debs varnish varnish-modules curl
+    export TEST_VARNISHD
+    TEST_VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
+    # The packaged service is not needed (and would hold port 6081).
+    as_root systemctl stop varnish >/dev/null 2>&1 || true
+}
+
 # Builds the seeded template database the tests clone (CREATE DATABASE … TEMPLATE is a file copy,
 # much faster than migrating and seeding per test), and a seeded SQLite file for the same purpose.
 make_fixtures() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): installs what is missing, starts the services the tests need on
-# loopback (PostgreSQL 15, PgBouncer), then runs lints and every test of the workspace.
+# loopback (PostgreSQL 15, PgBouncer, moto_server for the CloudFront API, Varnish for the local
+# edge), then runs lints and every test of the workspace.
 #
 #   ./scripts/test.sh                 everything
 #   EDGERAIL_SKIP_LINT=1 ./scripts/test.sh [nextest filter…]   faster inner loop
@@ -16,6 +17,8 @@ fi
 
 start_postgres
 start_pgbouncer
+ensure_varnish
+start_moto
 
 if [ -z "${EDGERAIL_SKIP_LINT:-}" ]; then
     log "cargo fmt --check"

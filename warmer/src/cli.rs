@@ -219,6 +219,7 @@ pub async fn warmer(db: &DatabaseArgs, backend: &BackendArgs, warm: &WarmArgs) -
         limits: limits(backend),
         path_budget: backend.path_budget,
         batch: db.batch.max(1),
+        settle: db.settle,
         warm: warm.clone(),
         wait_timeout: backend.wait_timeout,
         poll_interval: backend.poll_interval,

@@ -104,6 +104,10 @@ pub struct DatabaseArgs {
     /// Most changes one tick claims.
     #[arg(long, env = "WARMER_BATCH", default_value_t = 10_000)]
     pub batch: i64,
+    /// Changes younger than this wait for the next tick, so every API instance (which checks the
+    /// feed every CHANGE_POLL_INTERVAL) has evicted them before the edge refetches.
+    #[arg(long, env = "WARMER_SETTLE", default_value = "2s", value_parser = parse_duration)]
+    pub settle: Duration,
 }
 
 impl BackendArgs {

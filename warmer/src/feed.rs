@@ -9,6 +9,7 @@
 //! back and the changes stay pending for the next tick: at-least-once, never lost.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use api::store::{Change, Db};
 use chrono::{DateTime, Utc};
@@ -54,21 +55,35 @@ pub struct Accepted<'a> {
 /// # Errors
 ///
 /// The database failed.
-pub async fn claim(db: &Db, limit: i64) -> Result<Claim, FeedError> {
-    const SELECT: &str = "SELECT id, tag FROM cache_changes WHERE processed_at IS NULL ORDER BY id LIMIT $1";
+/// Changes recorded less than `settle` ago are left for the next tick.
+pub async fn claim(db: &Db, limit: i64, settle: Duration) -> Result<Claim, FeedError> {
+    let settle_ms = i64::try_from(settle.as_millis()).unwrap_or(i64::MAX);
     match db {
         Db::Postgres(s) => {
             let mut tx = s.pool().begin().await?;
-            let changes = sqlx::query_as::<_, Change>(&format!("{SELECT} FOR UPDATE SKIP LOCKED"))
-                .persistent(false)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
+            let changes = sqlx::query_as::<_, Change>(
+                "SELECT id, tag FROM cache_changes WHERE processed_at IS NULL \
+                 AND changed_at <= now() - make_interval(secs => $2::float8 / 1000) \
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+            )
+            .persistent(false)
+            .bind(limit)
+            .bind(settle_ms)
+            .fetch_all(&mut *tx)
+            .await?;
             Ok(Claim { tx: ClaimTx::Postgres(tx), changes })
         }
         Db::Sqlite(s) => {
             let mut tx = s.pool().begin_with("BEGIN IMMEDIATE").await?;
-            let changes = sqlx::query_as::<_, Change>(SELECT).bind(limit).fetch_all(&mut *tx).await?;
+            let changes = sqlx::query_as::<_, Change>(
+                "SELECT id, tag FROM cache_changes WHERE processed_at IS NULL \
+                 AND changed_at <= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%.3f seconds', $2 / 1000.0)) \
+                 ORDER BY id LIMIT $1",
+            )
+            .bind(limit)
+            .bind(settle_ms)
+            .fetch_all(&mut *tx)
+            .await?;
             Ok(Claim { tx: ClaimTx::Sqlite(tx), changes })
         }
     }

@@ -63,6 +63,8 @@ pub struct Warmer {
     pub path_budget: usize,
     /// Most changes per tick.
     pub batch: i64,
+    /// Minimum age of a change before it is claimed.
+    pub settle: Duration,
     /// Warming settings.
     pub warm: WarmArgs,
     /// How long to wait for a CloudFront invalidation to complete before warming.
@@ -99,7 +101,7 @@ impl Warmer {
         changed: &mut BTreeSet<String>,
     ) -> Result<(), (String, bool)> {
         let db_err = |e: feed::FeedError| (e.to_string(), true);
-        let claim = feed::claim(&self.db, self.batch).await.map_err(db_err)?;
+        let claim = feed::claim(&self.db, self.batch, self.settle).await.map_err(db_err)?;
         if claim.changes.is_empty() {
             return Ok(());
         }

@@ -13,6 +13,7 @@ mod lambda;
 mod pgbouncer;
 mod quickstart;
 mod store;
+mod warmer;
 
 /// Generates one `#[tokio::test]` per backend from an `async fn(Backend)`.
 #[macro_export]

@@ -45,7 +45,7 @@ async fn main() -> anyhow::Result<()> {
             println!("invalidation {} ({} item(s)): {}", submitted.id, items.len(), submitted.status);
             if db.database_url.is_some() {
                 let store = cli::open_db(&db)?;
-                let claim = feed::claim(&store, 0).await?;
+                let claim = feed::claim(&store, 0, Duration::ZERO).await?;
                 claim
                     .complete(&Accepted {
                         id: Some(&submitted.id),

@@ -1,0 +1,129 @@
+# The local edge: Varnish 7.1 + varnish-modules (xkey), behaving like edgerail's CloudFront
+# distribution (template.yaml's cache policy), in front of the API on 127.0.0.1:3000.
+#
+# - TTL from s-maxage (else max-age); stale-while-revalidate is served from grace;
+#   stale-if-error is served while the API's deep health check fails.
+# - Cache key: path plus the declared query parameters only (`limit`); everything else is dropped.
+# - 404s are cached for their (short) s-maxage; 5xx and no-store answers are not cached.
+# - Tags from the API's Cache-Tag header become xkey keys.
+# - PURGE from localhost: a path, a prefix ending in `*` (ban), or tags (`xkey-purge: t1 t2`).
+# - X-Cache: Hit | Miss on every answer.
+vcl 4.1;
+
+import std;
+import xkey;
+
+backend api {
+    .host = "127.0.0.1";
+    .port = "3000";
+    .connect_timeout = 2s;
+    .first_byte_timeout = 30s;
+    .probe = {
+        .url = "/health-check?deep=1";
+        .interval = 1s;
+        .timeout = 1s;
+        .window = 3;
+        .threshold = 2;
+        .initial = 2;
+    }
+}
+
+acl purgers {
+    "127.0.0.1";
+    "::1";
+}
+
+sub vcl_recv {
+    if (req.method == "PURGE") {
+        if (client.ip !~ purgers) {
+            return (synth(403, "PURGE is only accepted from localhost"));
+        }
+        if (req.http.xkey-purge) {
+            set req.http.x-purged = xkey.purge(req.http.xkey-purge);
+            return (synth(200, "Purged " + req.http.x-purged + " objects by tag"));
+        }
+        if (req.url ~ "\*$") {
+            # Lurker-friendly ban on the stored URL; regex metacharacters of the prefix escaped.
+            ban("obj.http.x-url ~ ^" + regsuball(regsub(req.url, "\*$", ""), "([.?+^$()\[\]{}|\\])", "\\\1"));
+            return (synth(200, "Banned prefix"));
+        }
+        return (purge);
+    }
+    if (req.method != "GET" && req.method != "HEAD") {
+        return (pass);
+    }
+    # The distribution keys on the declared query parameters only: keep `limit`, drop the rest.
+    if (req.url ~ "\?") {
+        if (req.url ~ "[?&]limit=") {
+            set req.http.x-keep = regsub(req.url, "^.*[?&](limit=[^&]*).*$", "\1");
+            set req.url = regsub(req.url, "\?.*$", "") + "?" + req.http.x-keep;
+            unset req.http.x-keep;
+        } else {
+            set req.url = regsub(req.url, "\?.*$", "");
+        }
+    }
+    unset req.http.cookie;
+    unset req.http.authorization;
+    # One host, like a single distribution.
+    set req.http.host = "edgerail.local";
+    if (req.restarts > 0 && req.http.x-refresh) {
+        set req.hash_always_miss = true;
+    }
+    return (hash);
+}
+
+sub vcl_hit {
+    if (obj.ttl >= 0s) {
+        return (deliver);
+    }
+    # stale-while-revalidate: deliver and refresh in the background.
+    if (obj.ttl + std.duration(obj.http.x-swr + "s", 0s) > 0s) {
+        return (deliver);
+    }
+    # stale-if-error: the API is failing its deep health check, deliver what we have.
+    if (!std.healthy(req.backend_hint) && obj.ttl + obj.grace > 0s) {
+        return (deliver);
+    }
+    # Too stale to serve while the API is healthy: fetch a fresh copy.
+    set req.http.x-refresh = "1";
+    return (restart);
+}
+
+sub vcl_backend_response {
+    set beresp.http.x-url = bereq.url;
+    if (beresp.http.cache-tag) {
+        set beresp.http.xkey = regsuball(beresp.http.cache-tag, ",", " ");
+    }
+    if (beresp.status >= 500) {
+        if (bereq.is_bgfetch) {
+            # Keep serving the stale copy rather than caching an error.
+            return (abandon);
+        }
+        set beresp.uncacheable = true;
+        set beresp.ttl = 0s;
+        return (deliver);
+    }
+    set beresp.http.x-swr = "0";
+    if (beresp.http.cache-control ~ "stale-while-revalidate=[0-9]+") {
+        set beresp.http.x-swr = regsub(beresp.http.cache-control, "^.*stale-while-revalidate=([0-9]+).*$", "\1");
+    }
+    # Grace covers both stale windows; vcl_hit decides which one applies.
+    set beresp.grace = std.duration(beresp.http.x-swr + "s", 0s);
+    if (beresp.http.cache-control ~ "stale-if-error=[0-9]+") {
+        set beresp.grace = std.duration(regsub(beresp.http.cache-control, "^.*stale-if-error=([0-9]+).*$", "\1") + "s", 0s);
+    }
+    return (deliver);
+}
+
+sub vcl_deliver {
+    if (obj.hits > 0) {
+        set resp.http.X-Cache = "Hit";
+    } else {
+        set resp.http.X-Cache = "Miss";
+    }
+    unset resp.http.x-url;
+    unset resp.http.x-swr;
+    unset resp.http.xkey;
+    unset resp.http.via;
+    unset resp.http.x-varnish;
+}

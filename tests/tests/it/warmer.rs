@@ -1,0 +1,336 @@
+//! The warmer against real PostgreSQL and moto (the CloudFront API), recorded CloudFront error
+//! responses replayed to the real SDK client, and the purge backend against a real Varnish.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use aws_sdk_cloudfront::config::{BehaviorVersion, Credentials, Region};
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use cache_policy::Policy;
+use cache_policy::plan::{Context, Limits, Mode, plan};
+use serde_json::Value;
+use warmer::backend::{CloudFront, InvalidationError};
+
+use crate::helpers::{Backend, TestApp, TestDb, binary};
+
+fn moto() -> String {
+    std::env::var("TEST_MOTO_URL").expect("TEST_MOTO_URL: run through ./scripts/test.sh")
+}
+
+/// A CloudFront client for `endpoint` with test credentials.
+fn client(endpoint: &str) -> aws_sdk_cloudfront::Client {
+    let config = aws_sdk_cloudfront::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .build();
+    aws_sdk_cloudfront::Client::from_conf(config)
+}
+
+/// Creates a distribution in moto (through boto3, which moto ships with) and returns its id.
+fn moto_distribution() -> String {
+    let script = r#"
+import boto3, sys, uuid
+cf = boto3.client("cloudfront", endpoint_url=sys.argv[1], region_name="us-east-1",
+                  aws_access_key_id="testing", aws_secret_access_key="testing")
+d = cf.create_distribution(DistributionConfig={
+    "CallerReference": str(uuid.uuid4()), "Comment": "edgerail test", "Enabled": True,
+    "Origins": {"Quantity": 1, "Items": [{"Id": "api", "DomainName": "example.lambda-url.us-east-1.on.aws",
+        "CustomOriginConfig": {"HTTPPort": 80, "HTTPSPort": 443, "OriginProtocolPolicy": "https-only"}}]},
+    "DefaultCacheBehavior": {"TargetOriginId": "api", "ViewerProtocolPolicy": "redirect-to-https",
+        "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}}, "MinTTL": 0}})
+print(d["Distribution"]["Id"])
+"#;
+    let out = std::process::Command::new("python3").arg("-c").arg(script).arg(moto()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Paths of every invalidation of a distribution in moto, newest first.
+async fn moto_invalidations(distribution: &str) -> Vec<Vec<String>> {
+    let cf = client(&moto());
+    let list = cf.list_invalidations().distribution_id(distribution).send().await.unwrap();
+    let mut out = Vec::new();
+    for summary in list.invalidation_list().map(|l| l.items()).unwrap_or_default() {
+        let inv = cf.get_invalidation().distribution_id(distribution).id(summary.id()).send().await.unwrap();
+        let mut items = inv
+            .invalidation()
+            .and_then(|i| i.invalidation_batch())
+            .and_then(|b| b.paths())
+            .map(|p| p.items().to_vec())
+            .unwrap_or_default();
+        items.sort();
+        out.push(items);
+    }
+    out
+}
+
+/// Runs `warmer --once` as a process with the given environment; returns (success, summary).
+async fn warmer_once(db: &TestDb, env: &[(&str, &str)]) -> (bool, Value) {
+    let mut cmd = tokio::process::Command::new(binary("warmer"));
+    cmd.arg("--once")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &db.url)
+        .env("WARMER_SETTLE", "0s")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("INVALIDATION_POLL", "50ms")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.unwrap().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line =
+        stdout.lines().last().unwrap_or_else(|| panic!("no summary; stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let summary: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    (out.status.success(), summary)
+}
+
+async fn pending(db: &TestDb) -> i64 {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM cache_changes WHERE processed_at IS NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    n
+}
+
+async fn pending_tags(db: &TestDb) -> BTreeSet<String> {
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let rows: Vec<(String,)> =
+        sqlx::query_as("SELECT tag FROM cache_changes WHERE processed_at IS NULL").fetch_all(&mut conn).await.unwrap();
+    rows.into_iter().map(|(t,)| t).collect()
+}
+
+fn cloudfront_env<'a>(distribution: &'a str, endpoint: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![("INVALIDATOR", "cloudfront"), ("DISTRIBUTION_ID", distribution), ("AWS_ENDPOINT_URL_CLOUDFRONT", endpoint)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_each_table_becomes_a_cloudfront_invalidation() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let distribution = moto_distribution();
+    let moto = moto();
+    let env = cloudfront_env(&distribution, &moto);
+    // The fixture's own load left pending changes: the first tick drains them.
+    let (ok, first) = warmer_once(&db, &env).await;
+    assert!(ok, "{first}");
+    assert!(first["changes"].as_u64().unwrap() > 0);
+    assert_eq!(pending(&db).await, 0);
+
+    let today = TestApp::with(db.clone(), &[]).await.state.http.calendar.service_date(chrono::Utc::now()).to_string();
+    let writes = [
+        "UPDATE lines SET name = 'Tama Line (new)' WHERE id = 'tama'".to_owned(),
+        "INSERT INTO stations (id, line_id, name, position) VALUES ('T17', 'tama', 'Minami-Osawa', 17)".to_owned(),
+        "UPDATE formations SET note = 'Wrapped' WHERE id = '3005F'".to_owned(),
+        format!("INSERT INTO operations (service_date, number, formation_id) VALUES ('{today}', '99T', '5051F')"),
+        "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) VALUES ('5052F', '02T', 'T03', now())".to_owned(),
+    ];
+    let policy = Policy::embedded().unwrap();
+    for (i, sql) in writes.iter().enumerate() {
+        db.exec(sql).await;
+        let tags = pending_tags(&db).await;
+        assert!(!tags.is_empty(), "{sql} recorded changes");
+        let expected = plan(policy, &tags, Mode::Paths, &Limits::default(), &Context { today: Some(today.clone()) });
+        let (ok, summary) = warmer_once(&db, &env).await;
+        assert!(ok, "{sql}: {summary}");
+        let id = summary["invalidation_id"].as_str().unwrap_or_else(|| panic!("{summary}")).to_owned();
+        assert_eq!(summary["items"].as_u64().unwrap() as usize, expected.items.len());
+        assert_eq!(summary["invalidation_status"].as_str().map(str::to_ascii_lowercase).as_deref(), Some("completed"));
+        let invalidations = moto_invalidations(&distribution).await;
+        assert_eq!(invalidations.len(), i + 2, "one invalidation per tick with changes");
+        assert!(
+            invalidations.contains(&expected.items),
+            "{sql}: moto has {invalidations:?}, planned {:?}",
+            expected.items
+        );
+        assert_eq!(pending(&db).await, 0, "{sql}: marked processed");
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+        let (marked,): (i64,) = sqlx::query_as("SELECT count(*) FROM cache_changes WHERE invalidation_id = $1")
+            .bind(&id)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(marked as usize, summary["changes"].as_u64().unwrap() as usize);
+    }
+    // A tick with nothing to do does nothing.
+    let (ok, idle) = warmer_once(&db, &env).await;
+    assert!(ok);
+    assert_eq!(idle["changes"], 0);
+    assert!(idle["invalidation_id"].is_null());
+    assert_eq!(moto_invalidations(&distribution).await.len(), writes.len() + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_backend_leaves_changes_pending_and_the_retry_sends_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let distribution = moto_distribution();
+    let before = pending(&db).await;
+    assert!(before > 0);
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port()
+    );
+    let (ok, failed) = warmer_once(&db, &cloudfront_env(&distribution, &dead)).await;
+    assert!(!ok, "a failed tick exits non-zero");
+    assert!(failed["error"].as_str().unwrap().contains("CloudFront request failed"), "{failed}");
+    assert_eq!(failed["retryable"], true);
+    assert!(failed["invalidation_id"].is_null());
+    assert_eq!(pending(&db).await, before, "nothing lost");
+
+    let moto = moto();
+    let (ok, retried) = warmer_once(&db, &cloudfront_env(&distribution, &moto)).await;
+    assert!(ok, "{retried}");
+    assert_eq!(retried["changes"].as_i64().unwrap(), before);
+    assert_eq!(pending(&db).await, 0);
+    assert_eq!(moto_invalidations(&distribution).await.len(), 1, "the retry started exactly one invalidation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_warmers_at_once_process_each_change_exactly_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let distribution = moto_distribution();
+    for i in 0..40 {
+        db.exec(&format!("UPDATE formations SET note = 'n{i}' WHERE id = '{}F'", 10701 + (i % 30))).await;
+    }
+    let total = pending(&db).await;
+    let moto = moto();
+    let env = cloudfront_env(&distribution, &moto);
+    let ((ok_a, a), (ok_b, b)) = tokio::join!(warmer_once(&db, &env), warmer_once(&db, &env));
+    assert!(ok_a && ok_b, "{a} {b}");
+    let claimed = a["changes"].as_i64().unwrap() + b["changes"].as_i64().unwrap();
+    assert_eq!(claimed, total, "every change claimed by exactly one warmer: {a} {b}");
+    assert_eq!(pending(&db).await, 0);
+    let sent = [&a, &b].iter().filter(|s| s["invalidation_id"].is_string()).count();
+    assert_eq!(moto_invalidations(&distribution).await.len(), sent);
+}
+
+/// Serves recorded CloudFront responses in order, counting requests.
+async fn replay(responses: Vec<(u16, &'static str)>) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let responses = Arc::new(responses);
+    let router = Router::new().fallback(move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        let (status, body) = responses[n.min(responses.len() - 1)];
+        async move {
+            let mut res: Response = body.to_owned().into_response();
+            *res.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            res.headers_mut().insert("content-type", "text/xml".parse().unwrap());
+            res.headers_mut().insert("x-amz-request-id", "5d2b1d1e-0000-4000-8000-0123456789ab".parse().unwrap());
+            if status == 201 {
+                res.headers_mut().insert(
+                    "location",
+                    "https://cloudfront.amazonaws.com/2020-05-31/distribution/E2QWRUHEXAMPLE/invalidation/I2J0I21PCUYOIK".parse().unwrap(),
+                );
+            }
+            res
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (format!("http://{addr}"), calls)
+}
+
+fn recorded(name: &str) -> &'static str {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/cloudfront").join(name);
+    Box::leak(std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_boxed_str())
+}
+
+fn backend(endpoint: &str) -> CloudFront {
+    CloudFront::with_client(client(endpoint), "E2QWRUHEXAMPLE".into(), Duration::from_millis(10), 4)
+}
+
+fn items() -> Vec<String> {
+    vec!["/v1/formations/10701F".into(), "/v1/formations".into()]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_invalidations_in_progress_is_retried_with_backoff() {
+    let throttled = recorded("too-many-invalidations-in-progress.xml");
+    let (endpoint, calls) =
+        replay(vec![(400, throttled), (400, throttled), (201, recorded("create-invalidation-created.xml"))]).await;
+    let submitted = backend(&endpoint).submit(&items(), "edgerail-1-2-2-abc").await.unwrap();
+    assert_eq!(submitted.id, "I2J0I21PCUYOIK");
+    assert_eq!(submitted.status, "InProgress");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    let (endpoint, calls) = replay(vec![(400, throttled)]).await;
+    let err = backend(&endpoint).submit(&items(), "edgerail-1-2-2-abc").await.unwrap_err();
+    assert!(matches!(err, InvalidationError::TooManyInProgress(4)), "{err:?}");
+    assert!(err.retryable());
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_batches_are_not_retried() {
+    let cases: [(u16, &str, fn(&InvalidationError) -> bool); 3] = [
+        (413, "batch-too-large.xml", |e| matches!(e, InvalidationError::BatchTooLarge(_))),
+        (400, "invalid-argument.xml", |e| matches!(e, InvalidationError::InvalidArgument(_))),
+        (403, "access-denied.xml", |e| matches!(e, InvalidationError::AccessDenied(_))),
+    ];
+    for (status, file, expected) in cases {
+        let (endpoint, calls) = replay(vec![(status, recorded(file))]).await;
+        let err = backend(&endpoint).submit(&items(), "edgerail-1-2-2-abc").await.unwrap_err();
+        assert!(expected(&err), "{file}: {err:?}");
+        assert!(!err.retryable(), "{file}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{file}: not retried");
+    }
+    // An invalid batch is refused before anything is sent.
+    let (endpoint, calls) = replay(vec![(201, recorded("create-invalidation-created.xml"))]).await;
+    let err = backend(&endpoint).submit(&["/v1/*/stations".to_owned()], "x").await.unwrap_err();
+    assert!(matches!(err, InvalidationError::Batch(_)));
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eventbridge_scheduled_event_runs_a_tick() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let cli = <warmer::cli::WarmerCli as clap::Parser>::try_parse_from([
+        "warmer",
+        "--database-url",
+        &db.url,
+        "--invalidator",
+        "none",
+        "--settle",
+        "0s",
+    ])
+    .unwrap();
+    let warmer = warmer::cli::warmer(&cli.db, &cli.backend, &cli.warm).await.unwrap();
+    let event: ScheduledEvent = serde_json::from_value(serde_json::json!({
+        "version": "0",
+        "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": "2026-11-28T12:00:00Z",
+        "region": "ap-northeast-1",
+        "resources": ["arn:aws:events:ap-northeast-1:123456789012:rule/edgerail-warmer"],
+        "detail": {}
+    }))
+    .unwrap();
+    let pending_before = pending(&db).await;
+    let summary = warmer::tick::handle_scheduled_event(
+        &warmer,
+        lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.changes as i64, pending_before);
+    assert!(summary.invalidation_id.unwrap().starts_with("none-"));
+    assert_eq!(pending(&db).await, 0);
+}
+
+type ScheduledEvent = aws_lambda_events::eventbridge::EventBridgeEvent;
