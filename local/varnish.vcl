@@ -34,6 +34,8 @@ acl purgers {
 }
 
 sub vcl_recv {
+    # One host, like a single distribution (and so a PURGE hashes like the GET it targets).
+    set req.http.host = "edgerail.local";
     if (req.method == "PURGE") {
         if (client.ip !~ purgers) {
             return (synth(403, "PURGE is only accepted from localhost"));
@@ -64,8 +66,6 @@ sub vcl_recv {
     }
     unset req.http.cookie;
     unset req.http.authorization;
-    # One host, like a single distribution.
-    set req.http.host = "edgerail.local";
     if (req.restarts > 0 && req.http.x-refresh) {
         set req.hash_always_miss = true;
     }

@@ -372,9 +372,9 @@ impl LocalCache {
 
     /// Polls the change feed if the interval has passed, evicting entries whose tags changed.
     ///
-    /// Called on the request path so an idle (or frozen Lambda) instance never polls. The first
-    /// poll is awaited by everyone, since nothing may be cached before the feed position is known;
-    /// later polls are run by one request while the others go on serving.
+    /// Called on the request path so an idle (or frozen Lambda) instance never polls. At most one
+    /// poll runs at a time; requests arriving while one is due wait for it, so a change older than
+    /// the poll interval is never served from this instance's cache.
     pub async fn refresh<S: Store>(&self, store: &S) {
         if !self.enabled {
             return;
@@ -385,16 +385,16 @@ impl LocalCache {
         };
         let initialized = self.initialized.load(Ordering::Acquire);
         if initialized && !due() {
+            // A poll stamps its start time, so "not due" may mean "running right now": then wait
+            // for it to finish rather than serve an entry it is about to evict.
+            if self.poll_lock.try_lock().is_err() {
+                drop(self.poll_lock.lock().await);
+            }
             return;
         }
-        let _guard = if initialized {
-            match self.poll_lock.try_lock() {
-                Ok(guard) => guard,
-                Err(_) => return,
-            }
-        } else {
-            self.poll_lock.lock().await
-        };
+        // Everyone who finds a poll due waits for it (one runs it, the others find it done), so no
+        // answer is served from an entry that the poll is about to evict.
+        let _guard = self.poll_lock.lock().await;
         // Someone else may have polled while we waited for the lock.
         if (self.initialized.load(Ordering::Acquire) && !due()) || self.breaker_open() {
             return;

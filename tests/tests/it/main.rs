@@ -7,6 +7,7 @@ mod helpers;
 
 mod coalescing;
 mod contract;
+mod edge;
 mod failures;
 mod freshness;
 mod lambda;

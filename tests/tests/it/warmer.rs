@@ -276,7 +276,8 @@ async fn too_many_invalidations_in_progress_is_retried_with_backoff() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_batches_are_not_retried() {
-    let cases: [(u16, &str, fn(&InvalidationError) -> bool); 3] = [
+    type Expect = fn(&InvalidationError) -> bool;
+    let cases: [(u16, &str, Expect); 3] = [
         (413, "batch-too-large.xml", |e| matches!(e, InvalidationError::BatchTooLarge(_))),
         (400, "invalid-argument.xml", |e| matches!(e, InvalidationError::InvalidArgument(_))),
         (403, "access-denied.xml", |e| matches!(e, InvalidationError::AccessDenied(_))),
@@ -334,3 +335,87 @@ async fn an_eventbridge_scheduled_event_runs_a_tick() {
 }
 
 type ScheduledEvent = aws_lambda_events::eventbridge::EventBridgeEvent;
+
+async fn cachectl(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = tokio::process::Command::new(binary("cachectl"));
+    cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.unwrap().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cachectl_plan_prints_the_covering_items_in_both_modes() {
+    let today = api::calendar::ServiceCalendar::new("Asia/Tokyo", "04:00")
+        .unwrap()
+        .service_date(chrono::Utc::now())
+        .to_string();
+    let ops = format!("operations:{today}");
+    let args = ["plan", "--tag", "formation:10701F", "sightings", ops.as_str()];
+    let (ok, paths, err) = cachectl(&args, &[]).await;
+    assert!(ok, "{err}");
+    let expected =
+        format!("/v1/formations/10701F\n/v1/operations/{today}\n/v1/operations/today\n/v1/sightings/latest*\n");
+    assert_eq!(paths, expected);
+    let (ok, tags, _) = cachectl(&args, &[("INVALIDATION_MODE", "tags")]).await;
+    assert!(ok);
+    assert_eq!(tags, format!("#formation:10701F\n#operations:{today}\n#sightings\n"));
+    let (ok, _, err) = cachectl(&["plan", "--tag", "no-such-tag"], &[]).await;
+    assert!(!ok);
+    assert!(err.contains("no route carries these tags"), "{err}");
+    let (ok, out, _) = cachectl(&["policy"], &[]).await;
+    assert!(ok);
+    assert!(out.lines().count() == Policy::embedded().unwrap().routes().len() + 1, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cachectl_invalidate_waits_for_completion() {
+    let distribution = moto_distribution();
+    let moto = moto();
+    let env = [
+        ("INVALIDATOR", "cloudfront"),
+        ("DISTRIBUTION_ID", distribution.as_str()),
+        ("AWS_ENDPOINT_URL_CLOUDFRONT", moto.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("INVALIDATION_POLL", "50ms"),
+    ];
+    let (ok, out, err) = cachectl(&["invalidate", "--path", "/v1/lines", "--wait"], &env).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("completed"), "{out}");
+    assert_eq!(moto_invalidations(&distribution).await, [vec!["/v1/lines".to_owned()]]);
+
+    let (ok, out, _) = cachectl(&["invalidate", "--path", "/v1/formations", "--dry-run"], &env).await;
+    assert!(ok);
+    assert!(out.contains("nothing sent"));
+    assert_eq!(moto_invalidations(&distribution).await.len(), 1, "a dry run sends nothing");
+
+    let (ok, _, err) = cachectl(&["invalidate", "--path", "v1/lines"], &env).await;
+    assert!(!ok);
+    assert!(err.contains("must start with /"), "{err}");
+    let (ok, _, err) = cachectl(&["invalidate", "--path", "/v1/lines"], &[("INVALIDATOR", "cloudfront")]).await;
+    assert!(!ok);
+    assert!(err.contains("DISTRIBUTION_ID"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cachectl_status_reports_pending_changes_and_invalidations() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let env = [("DATABASE_URL", db.url.as_str())];
+    let (ok, out, err) = cachectl(&["status"], &env).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("pending changes: {}", pending(&db).await)), "{out}");
+    assert!(out.contains("no invalidations yet"));
+    let (ok, summary) = warmer_once(&db, &[("INVALIDATOR", "none")]).await;
+    assert!(ok, "{summary}");
+    let (_, out, _) = cachectl(&["status"], &env).await;
+    assert!(out.contains("pending changes: 0"), "{out}");
+    assert!(out.contains(summary["invalidation_id"].as_str().unwrap()), "{out}");
+}

@@ -1,0 +1,187 @@
+//! The local edge (Varnish with `local/varnish.vcl`) in front of the API over real sockets, and
+//! the warmer's purge backend against it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{Backend, TestApp, TestDb, binary};
+
+/// A varnishd of its own, in front of `api`, stopped on drop.
+struct Varnish {
+    addr: SocketAddr,
+    _child: tokio::process::Child,
+    dir: PathBuf,
+}
+
+impl Varnish {
+    async fn start(api: SocketAddr) -> Self {
+        let varnishd = std::env::var("TEST_VARNISHD").expect("TEST_VARNISHD: run through ./scripts/test.sh");
+        let dir = std::env::temp_dir().join(format!("edgerail-varnish-{}-{}", std::process::id(), api.port()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let vcl =
+            std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/varnish.vcl")).unwrap();
+        let vcl = vcl.replace(".port = \"3000\";", &format!(".port = \"{}\";", api.port()));
+        std::fs::write(dir.join("edge.vcl"), vcl).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let child = tokio::process::Command::new(varnishd)
+            .args(["-F", "-n"])
+            .arg(dir.join("work"))
+            .args(["-a", &addr.to_string(), "-f"])
+            .arg(dir.join("edge.vcl"))
+            .args(["-s", "malloc,64m", "-p", "default_grace=0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start varnishd");
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client.get(format!("http://{addr}/health-check")).send().await.is_ok() {
+                return Self { addr, _child: child, dir };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("varnishd did not start");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Varnish {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Got {
+    status: u16,
+    x_cache: String,
+    body: Value,
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> Got {
+    let res = client.get(url).send().await.unwrap();
+    let status = res.status().as_u16();
+    let x_cache = res.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let body = res.json().await.unwrap_or(Value::Null);
+    Got { status, x_cache, body }
+}
+
+async fn stack() -> (TestApp, Varnish, tokio::sync::oneshot::Sender<()>) {
+    let app = TestApp::with(TestDb::new(Backend::Postgres).await, &["--change-poll-interval", "100ms"]).await;
+    let (addr, stop) = app.serve().await;
+    let edge = Varnish::start(addr).await;
+    (app, edge, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_caches_by_s_maxage_and_negatively() {
+    let (_app, edge, _stop) = stack().await;
+    let client = reqwest::Client::new();
+    let first = get(&client, &edge.url("/v1/lines")).await;
+    assert_eq!((first.status, first.x_cache.as_str()), (200, "Miss"));
+    let second = get(&client, &edge.url("/v1/lines")).await;
+    assert_eq!((second.status, second.x_cache.as_str()), (200, "Hit"));
+    assert_eq!(first.body, second.body);
+
+    let missing = get(&client, &edge.url("/v1/formations/0000F")).await;
+    assert_eq!((missing.status, missing.x_cache.as_str()), (404, "Miss"));
+    let again = get(&client, &edge.url("/v1/formations/0000F")).await;
+    assert_eq!((again.status, again.x_cache.as_str()), (404, "Hit"), "404s are cached briefly");
+
+    // sightings/latest: max-age=5 but s-maxage=60. Still a hit after max-age: the edge follows s-maxage.
+    assert_eq!(get(&client, &edge.url("/v1/sightings/latest")).await.x_cache, "Miss");
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    assert_eq!(get(&client, &edge.url("/v1/sightings/latest")).await.x_cache, "Hit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_undeclared_query_strings_reach_the_origin_at_most_once() {
+    let (_app, edge, _stop) = stack().await;
+    let client = reqwest::Client::new();
+    let mut misses = 0;
+    for i in 0..100 {
+        let noise = format!("{:x}", (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let got = get(&client, &edge.url(&format!("/v1/sightings/latest?limit=10&utm_{noise}={i}&cb={noise}"))).await;
+        assert_eq!(got.status, 200);
+        if got.x_cache == "Miss" {
+            misses += 1;
+        }
+    }
+    assert!(misses <= 1, "{misses} origin requests for one declared-parameter key");
+    // The declared parameter is part of the key.
+    assert_eq!(get(&client, &edge.url("/v1/sightings/latest?limit=11&x=1")).await.x_cache, "Miss");
+}
+
+async fn warmer_purge(db: &TestDb, edge: &Varnish, mode: &str) -> Value {
+    let out = tokio::process::Command::new(binary("warmer"))
+        .arg("--once")
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("WARMER_SETTLE", "0s")
+        .env("INVALIDATOR", "purge")
+        .env("PURGE_URL", edge.url(""))
+        .env("INVALIDATION_MODE", mode)
+        .env("WARM_BASE_URL", edge.url(""))
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_backend_invalidates_the_edge_and_rewarms_it() {
+    let (app, edge, _stop) = stack().await;
+    let client = reqwest::Client::new();
+    // Drain the fixture's pending changes and warm the warm set.
+    let first = warmer_purge(&app.db, &edge, "tags").await;
+    assert!(first["warmed"].as_u64().unwrap() > 100, "{first}");
+    let cached = get(&client, &edge.url("/v1/formations/10701F")).await;
+    assert_eq!(cached.x_cache, "Hit", "warmed");
+    let mut note = cached.body["note"].clone();
+
+    for (round, mode) in ["tags", "paths"].into_iter().enumerate() {
+        let new_note = format!("Repainted {round}");
+        app.db.exec(&format!("UPDATE formations SET note = '{new_note}' WHERE id = '10701F'")).await;
+        // Stale until invalidated: the edge keeps it for an hour.
+        assert_eq!(get(&client, &edge.url("/v1/formations/10701F")).await.body["note"], note);
+        // Let the origin's change poll (100 ms here) see the write, as WARMER_SETTLE does in production.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let summary = warmer_purge(&app.db, &edge, mode).await;
+        assert!(summary["invalidation_id"].as_str().unwrap().starts_with("purge-"), "{summary}");
+        assert!(summary["warmed"].as_u64().unwrap() >= 2, "affected paths were re-warmed: {summary}");
+        assert_eq!(summary["failures"], 0);
+        let after = get(&client, &edge.url("/v1/formations/10701F")).await;
+        assert_eq!(after.body["note"], new_note.as_str(), "{mode}: {summary}");
+        assert_eq!(after.x_cache, "Hit", "{mode}: served from the re-warmed edge");
+        let list = get(&client, &edge.url("/v1/formations")).await;
+        let row = list.body["formations"].as_array().unwrap().iter().find(|f| f["id"] == "10701F").cloned().unwrap();
+        assert_eq!(row["note"], new_note.as_str(), "{mode}: the list page was invalidated too");
+        note = Value::from(new_note);
+    }
+    // An unrelated page stayed cached throughout.
+    assert_eq!(get(&client, &edge.url("/v1/lines")).await.x_cache, "Hit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_is_refused_from_elsewhere_and_prefix_purges_work() {
+    let (_app, edge, _stop) = stack().await;
+    let client = reqwest::Client::new();
+    get(&client, &edge.url("/v1/formations/3001F")).await;
+    get(&client, &edge.url("/v1/formations/3002F")).await;
+    assert_eq!(get(&client, &edge.url("/v1/formations/3001F")).await.x_cache, "Hit");
+    let purge = reqwest::Method::from_bytes(b"PURGE").unwrap();
+    let res = client.request(purge, edge.url("/v1/formations/*")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(get(&client, &edge.url("/v1/formations/3001F")).await.x_cache, "Miss");
+    assert_eq!(get(&client, &edge.url("/v1/formations/3002F")).await.x_cache, "Miss");
+}
