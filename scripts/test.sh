@@ -27,6 +27,13 @@ if [ -z "${EDGERAIL_SKIP_LINT:-}" ]; then
     cargo clippy --workspace --all-targets --quiet -- -D warnings
 fi
 
+log "cfn-lint template.yaml"
+if ! command -v cfn-lint >/dev/null 2>&1; then
+    python3 -m pip install -q cfn-lint
+    hash -r
+fi
+cfn-lint template.yaml
+
 log "building"
 cargo build --workspace --bins --quiet
 make_fixtures target/debug/api

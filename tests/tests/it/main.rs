@@ -14,6 +14,7 @@ mod lambda;
 mod pgbouncer;
 mod quickstart;
 mod store;
+mod template;
 mod warmer;
 
 /// Generates one `#[tokio::test]` per backend from an `async fn(Backend)`.

@@ -1,0 +1,161 @@
+//! `template.yaml` and the code agree: cache policy TTLs and parameters, the tag header, the
+//! binaries SAM builds, and the environment variables the functions are given.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use cache_policy::Policy;
+use clap::CommandFactory;
+use serde_yaml::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Loads the template, dropping CloudFormation's short-form tags (`!Ref x` → `x`) so paths can be
+/// followed; tagged values keep their content.
+fn template() -> Value {
+    fn untag(v: Value) -> Value {
+        match v {
+            Value::Tagged(t) => untag(t.value),
+            Value::Mapping(m) => Value::Mapping(m.into_iter().map(|(k, v)| (k, untag(v))).collect()),
+            Value::Sequence(s) => Value::Sequence(s.into_iter().map(untag).collect()),
+            other => other,
+        }
+    }
+    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    untag(serde_yaml::from_str(&text).expect("template.yaml is YAML"))
+}
+
+fn at<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
+    path.iter().fold(v, |v, key| v.get(*key).unwrap_or_else(|| panic!("template.yaml lacks {}", path.join("."))))
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    v.as_sequence().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+}
+
+fn env_names(command: clap::Command) -> BTreeSet<String> {
+    command.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect()
+}
+
+#[test]
+fn cache_policy_matches_policy_toml() {
+    let t = template();
+    let policy = Policy::embedded().unwrap();
+    let config = at(&t, &["Resources", "ApiCachePolicy", "Properties", "CachePolicyConfig"]);
+    let max_ttl = at(config, &["MaxTTL"]).as_u64().unwrap();
+    assert!(
+        max_ttl >= policy.max_edge_ttl().as_secs(),
+        "MaxTTL {max_ttl} < longest edge TTL {:?}",
+        policy.max_edge_ttl()
+    );
+    assert_eq!(at(config, &["MinTTL"]).as_u64(), Some(0));
+    assert_eq!(at(config, &["DefaultTTL"]).as_u64(), Some(0), "uncacheable unless the API says so");
+    let params = at(config, &["ParametersInCacheKeyAndForwardedToOrigin"]);
+    assert_eq!(at(params, &["EnableAcceptEncodingGzip"]).as_bool(), Some(true));
+    assert_eq!(at(params, &["EnableAcceptEncodingBrotli"]).as_bool(), Some(true));
+    let query = at(params, &["QueryStringsConfig"]);
+    assert_eq!(at(query, &["QueryStringBehavior"]).as_str(), Some("whitelist"));
+    let declared: BTreeSet<String> =
+        policy.routes().iter().flat_map(|r| r.query.iter().map(|q| q.name.clone())).collect();
+    assert_eq!(strings(at(query, &["QueryStrings"])), declared, "cache key = declared query parameters");
+}
+
+#[test]
+fn tag_header_matches_the_api() {
+    let t = template();
+    let api_default = api::config::Cli::command()
+        .get_arguments()
+        .find(|a| a.get_env().is_some_and(|e| e == "CACHE_TAG_HEADER"))
+        .and_then(|a| a.get_default_values().first().map(|v| v.to_string_lossy().into_owned()))
+        .unwrap();
+    let dist = at(&t, &["Resources", "Distribution", "Properties", "DistributionConfig"]);
+    assert_eq!(at(dist, &["CacheTagConfig", "HeaderName"]).as_str(), Some(api_default.as_str()));
+    let env = at(&t, &["Resources", "ApiFunction", "Properties", "Environment", "Variables"]);
+    assert_eq!(at(env, &["CACHE_TAG_HEADER"]).as_str(), Some(api_default.as_str()));
+    let removed = at(
+        &t,
+        &[
+            "Resources",
+            "ApiResponseHeadersPolicy",
+            "Properties",
+            "ResponseHeadersPolicyConfig",
+            "RemoveHeadersConfig",
+            "Items",
+        ],
+    );
+    assert!(removed.as_sequence().unwrap().iter().any(|i| i["Header"].as_str() == Some(api_default.as_str())));
+    assert_eq!(at(dist, &["DefaultCacheBehavior", "ViewerProtocolPolicy"]).as_str(), Some("https-only"));
+    assert_eq!(at(dist, &["HttpVersion"]).as_str(), Some("http2and3"));
+}
+
+#[test]
+fn functions_build_binaries_of_the_workspace_and_set_only_variables_they_read() {
+    let t = template();
+    let globals = at(&t, &["Globals", "Function"]);
+    assert_eq!(at(globals, &["Runtime"]).as_str(), Some("provided.al2023"));
+    assert_eq!(strings(at(globals, &["Architectures"])), BTreeSet::from(["arm64".to_owned()]));
+    assert_eq!(at(globals, &["Handler"]).as_str(), Some("bootstrap"));
+
+    let metadata = std::process::Command::new(env!("CARGO"))
+        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .arg(root().join("Cargo.toml"))
+        .output()
+        .unwrap();
+    let metadata: serde_json::Value = serde_json::from_slice(&metadata.stdout).unwrap();
+    let bins: BTreeSet<String> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .filter(|t| t["kind"].as_array().unwrap().iter().any(|k| k == "bin"))
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+
+    let read_by = |binary: &str| -> BTreeSet<String> {
+        let mut names = match binary {
+            "api" => env_names(api::config::Cli::command()),
+            "warmer" => env_names(warmer::cli::WarmerCli::command()),
+            other => panic!("no known configuration for binary {other}"),
+        };
+        names.insert("RUST_LOG".to_owned()); // tracing's filter
+        names
+    };
+    for (function, binary) in [("ApiFunction", "api"), ("WarmerFunction", "warmer")] {
+        let resource = at(&t, &["Resources", function]);
+        assert_eq!(at(resource, &["Metadata", "BuildMethod"]).as_str(), Some("rust-cargolambda"));
+        let built = at(resource, &["Metadata", "BuildProperties", "Binary"]).as_str().unwrap();
+        assert_eq!(built, binary);
+        assert!(bins.contains(built), "{function} builds `{built}`, which the workspace does not have: {bins:?}");
+        let vars = at(resource, &["Properties", "Environment", "Variables"]).as_mapping().unwrap();
+        let known = read_by(binary);
+        for name in vars.keys().map(|k| k.as_str().unwrap()) {
+            assert!(known.contains(name), "{function} sets {name}, which `{binary}` does not read");
+        }
+    }
+}
+
+#[test]
+fn only_cloudfront_reaches_the_function_url() {
+    let t = template();
+    let api = at(&t, &["Resources", "ApiFunction", "Properties", "FunctionUrlConfig"]);
+    assert_eq!(at(api, &["AuthType"]).as_str(), Some("AWS_IAM"));
+    let oac = at(&t, &["Resources", "ApiOriginAccessControl", "Properties", "OriginAccessControlConfig"]);
+    assert_eq!(at(oac, &["OriginAccessControlOriginType"]).as_str(), Some("lambda"));
+    for permission in ["ApiUrlPermissionForCloudFront", "ApiInvokePermissionForCloudFront"] {
+        let p = at(&t, &["Resources", permission, "Properties"]);
+        assert_eq!(at(p, &["Principal"]).as_str(), Some("cloudfront.amazonaws.com"));
+        assert!(at(p, &["SourceArn"]).as_str().unwrap().contains(":distribution/${Distribution}"));
+    }
+    let statement =
+        &at(&t, &["Resources", "WarmerFunction", "Properties", "Policies"]).as_sequence().unwrap()[0]["Statement"][0];
+    assert_eq!(
+        strings(&statement["Action"]),
+        ["cloudfront:CreateInvalidation", "cloudfront:GetInvalidation", "cloudfront:ListInvalidations"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    );
+    assert!(statement["Resource"].as_str().unwrap().ends_with(":distribution/${Distribution}"));
+}
