@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# edgerail benchmarks: builds in release mode, runs every measurement, prints a markdown report and
+# writes it (with the JSON results and SVG plots) to target/bench/. Not part of CI; about 5 minutes.
+#
+#   ./bench/run.sh
+#
+# Everything runs on loopback: the API, a second PostgreSQL cluster with max_connections = 50
+# (port 5433), PgBouncer in front of it (6433, transaction pooling, pool 20), Varnish with
+# local/varnish.vcl, wrk.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/services.sh
+
+OUT=target/bench
+mkdir -p "$OUT"
+RUN="$EDGERAIL_RUN/bench"
+mkdir -p "$RUN"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+ensure_debs wrk zip varnish varnish-modules pgbouncer postgresql-15 curl
+as_root systemctl stop varnish >/dev/null 2>&1 || true
+log "building (release)"
+cargo build --release -p api -p warmer -p bench --quiet
+API=target/release/api
+BENCH=target/release/bench
+
+# A PostgreSQL as small as the ones Lambda users run into: max_connections = 50.
+if ! pg_lsclusters -h | awk '$1 == 15 && $2 == "bench"' | grep -q .; then
+    as_root pg_createcluster 15 bench --port 5433 -o max_connections=50 >/dev/null
+fi
+pg_lsclusters -h | awk '$1 == 15 && $2 == "bench" {print $4}' | grep -q online || as_root pg_ctlcluster 15 bench start
+for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5433 && break; sleep 0.2; done
+as_root su postgres -c "psql -q -p 5433" <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'edgerail') THEN
+    CREATE ROLE edgerail LOGIN CREATEDB PASSWORD 'edgerail';
+  END IF;
+END \$\$;
+SQL
+export PGPASSWORD=edgerail
+psql -h 127.0.0.1 -p 5433 -U edgerail -d postgres -qc "DROP DATABASE IF EXISTS edgerail_bench WITH (FORCE)"
+psql -h 127.0.0.1 -p 5433 -U edgerail -d postgres -qc "CREATE DATABASE edgerail_bench"
+PG=postgres://edgerail:edgerail@127.0.0.1:5433/edgerail_bench
+log "seeding the benchmark database"
+DATABASE_URL=$PG $API seed --demo --scale 1 2>/dev/null
+rm -f "$RUN/bench.sqlite"*
+DATABASE_URL="sqlite://$RUN/bench.sqlite" $API seed --demo --scale 1 2>/dev/null
+
+# PgBouncer: transaction pooling, 20 server connections.
+cat > "$RUN/pgbouncer.ini" <<INI
+[databases]
+* = host=127.0.0.1 port=5433
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = 6433
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = $RUN/userlist.txt
+pool_mode = transaction
+default_pool_size = 20
+max_client_conn = 1000
+logfile = $RUN/pgbouncer.log
+pidfile = $RUN/pgbouncer.pid
+INI
+printf '"edgerail" "edgerail"\n' > "$RUN/userlist.txt"
+as_root chown -R postgres:postgres "$RUN"
+[ -f "$RUN/pgbouncer.pid" ] && as_root kill "$(cat "$RUN/pgbouncer.pid")" 2>/dev/null && sleep 0.5 || true
+as_root su postgres -s /bin/sh -c "pgbouncer -d -q $RUN/pgbouncer.ini"
+as_root chmod -R a+rwX "$RUN"
+
+{
+    echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "- machine: $(uname -sm), $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB"
+    echo "- rustc: $(rustc --version)"
+} > "$OUT/machine.txt"
+
+wait_http() { for _ in $(seq 1 200); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "$1 did not answer" >&2; return 1; }
+
+# --- Hot path --------------------------------------------------------------------------------
+log "hot path"
+ROUTE=/v1/formations/10701F
+BIND_ADDR=127.0.0.1:3101 DATABASE_URL=$PG RUST_LOG=warn $API & pids+=($!)
+BIND_ADDR=127.0.0.1:3102 DATABASE_URL=$PG LOCAL_CACHE_MAX_BYTES=0 RUST_LOG=warn $API & pids+=($!)
+wait_http http://127.0.0.1:3101/health-check && wait_http http://127.0.0.1:3102/health-check
+BYTES=$(curl -s http://127.0.0.1:3101$ROUTE | wc -c)
+$BENCH ceiling --addr 127.0.0.1:3103 --bytes "$BYTES" & pids+=($!)
+wait_http http://127.0.0.1:3103/
+wrk_json() { # label url
+    local out; out=$(wrk -t1 -c32 -d10s --latency "$2")
+    local rps p50 p99
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v); print v } else { sub(/s/, "", v); print v * 1000 } }'; }
+    printf '{"label": "%s", "rps": %s, "p50_ms": %s, "p99_ms": %s}' "$1" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")"
+}
+curl -s http://127.0.0.1:3101$ROUTE >/dev/null
+CACHED=$(wrk_json "edgerail, cached $ROUTE ($BYTES B)" "http://127.0.0.1:3101$ROUTE")
+UNCACHED=$(wrk_json "edgerail, in-process cache off" "http://127.0.0.1:3102$ROUTE")
+CEILING=$(wrk_json "bare axum, static $BYTES B" "http://127.0.0.1:3103$ROUTE")
+printf '{"cached": %s, "uncached": %s, "ceiling": %s}\n' "$CACHED" "$UNCACHED" "$CEILING" > "$OUT/hotpath.json"
+cleanup; pids=()
+
+# --- Cold start --------------------------------------------------------------------------------
+log "cold start (20 runs each)"
+$BENCH cold-start --api $API --database-url "sqlite://$RUN/bench.sqlite" --runs 20 --out "$OUT/coldstart.json"
+
+# --- Connections -------------------------------------------------------------------------------
+log "connections"
+$BENCH connections --label "through PgBouncer" --url "postgres://edgerail:edgerail@127.0.0.1:6433/edgerail_bench" \
+    --admin-url "$PG" --instances 50 --out "$OUT/connections-pgbouncer-50.json"
+$BENCH connections --label "through PgBouncer" --url "postgres://edgerail:edgerail@127.0.0.1:6433/edgerail_bench" \
+    --admin-url "$PG" --instances 200 --out "$OUT/connections-pgbouncer-200.json"
+$BENCH connections --label "direct (max_connections = 50)" --url "$PG" \
+    --admin-url "$PG" --instances 200 --out "$OUT/connections-direct-200.json"
+
+# --- Origin offload ------------------------------------------------------------------------------
+log "origin offload (Zipf workload through Varnish, writes, warmer ticks)"
+DATABASE_URL=$PG WARMER_SETTLE=0s target/release/warmer --once >/dev/null 2>&1 || true
+BIND_ADDR=127.0.0.1:3201 DATABASE_URL=$PG RUST_LOG=warn $API & pids+=($!)
+wait_http http://127.0.0.1:3201/health-check
+sed 's/\.port = "3000";/.port = "3201";/' local/varnish.vcl > "$RUN/edge.vcl"
+rm -rf "$RUN/varnish"
+varnishd -F -n "$RUN/varnish" -a 127.0.0.1:6181 -f "$RUN/edge.vcl" -s malloc,256m >/dev/null 2>&1 & pids+=($!)
+wait_http http://127.0.0.1:6181/health-check
+$BENCH offload --edge http://127.0.0.1:6181 --database-url "$PG" --warmer target/release/warmer \
+    --requests 20000 --out "$OUT/offload.json"
+cleanup; pids=()
+
+# --- Size ------------------------------------------------------------------------------------------
+log "size"
+{
+    printf '{"target": "%s", "binaries": [' "$(rustc -vV | awk '/host/ {print $2}')"
+    sep=""
+    for bin in api warmer cachectl; do
+        rm -rf "$RUN/zip" && mkdir -p "$RUN/zip" && cp "target/release/$bin" "$RUN/zip/bootstrap"
+        (cd "$RUN/zip" && zip -q -9 bootstrap.zip bootstrap)
+        printf '%s{"name": "%s", "bytes": %s, "zipped": %s}' "$sep" "$bin" "$(stat -c %s "target/release/$bin")" "$(stat -c %s "$RUN/zip/bootstrap.zip")"
+        sep=", "
+    done
+    printf ']}\n'
+} > "$OUT/size.json"
+
+$BENCH report --dir "$OUT"
+log "report: $OUT/report.md"

@@ -1,0 +1,86 @@
+//! `bench`: the measuring parts of edgerail's benchmarks, driven by `bench/run.sh`.
+//!
+//! Every subcommand writes one JSON result; `report` turns them into `target/bench/report.md` (with
+//! SVG plots). Each figure is a ratio or distribution measured in the same run, on this machine.
+//!
+//! # Layout
+//!
+//! - `ceiling`: a bare axum app serving static bytes (the framework ceiling for the hot path).
+//! - `cold-start`: exec → first `200`, peak RSS, and a Lambda-mode start against a local Runtime API.
+//! - `connections`: K simulated Lambda instances through PgBouncer, or straight to PostgreSQL.
+//! - `offload`: a Zipf workload through the local edge with writes and warmer ticks.
+//! - `report`: the markdown report.
+
+mod coldstart;
+mod connections;
+mod offload;
+mod report;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "bench", about = "edgerail benchmarks (see bench/run.sh)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve `bytes` static bytes at every path (the framework ceiling).
+    Ceiling {
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long)]
+        bytes: usize,
+    },
+    /// Cold starts of the api binary.
+    ColdStart(coldstart::Args),
+    /// Simulated Lambda instances against PostgreSQL.
+    Connections(connections::Args),
+    /// Zipf workload through the edge, with writes and warmer ticks.
+    Offload(offload::Args),
+    /// Assemble the markdown report from the JSON results.
+    Report {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Ceiling { addr, bytes } => {
+            let body = bytes::Bytes::from(vec![b'x'; bytes]);
+            let app = axum::Router::new().fallback(move || {
+                let body = body.clone();
+                async move { ([("content-type", "application/json")], body) }
+            });
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            axum::serve(listener, app).await?;
+            Ok(())
+        }
+        Command::ColdStart(args) => coldstart::run(args).await,
+        Command::Connections(args) => connections::run(args).await,
+        Command::Offload(args) => offload::run(args).await,
+        Command::Report { dir } => report::run(&dir),
+    }
+}
+
+/// Percentile of a sorted slice (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// Writes a JSON result.
+pub fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
