@@ -129,7 +129,7 @@ rm -rf "$RUN/varnish"
 varnishd -F -n "$RUN/varnish" -a 127.0.0.1:6181 -f "$RUN/edge.vcl" -s malloc,256m >/dev/null 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:6181/health-check
 $BENCH offload --edge http://127.0.0.1:6181 --database-url "$PG" --warmer target/release/warmer \
-    --requests 20000 --out "$OUT/offload.json"
+    --duration 30s --out "$OUT/offload.json"
 cleanup; pids=()
 
 # --- Size ------------------------------------------------------------------------------------------

@@ -21,9 +21,9 @@ pub struct Args {
     /// The warmer binary; it ticks every `tick_every`.
     #[arg(long)]
     warmer: PathBuf,
-    /// End-user requests.
-    #[arg(long, default_value_t = 20_000)]
-    requests: usize,
+    /// How long end users send requests.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -156,9 +156,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             (running.clone(), args.warmer.clone(), args.edge.clone(), args.database_url.clone());
         let every = args.tick_every;
         tokio::spawn(async move {
-            let mut ticks = 0;
+            let (mut ticks, mut warm_origin) = (0u64, 0u64);
             while running.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = tokio::process::Command::new(&warmer)
+                let out = tokio::process::Command::new(&warmer)
                     .arg("--once")
                     .env_clear()
                     .env("DATABASE_URL", &url)
@@ -166,26 +166,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     .env("PURGE_URL", &edge)
                     .env("WARM_BASE_URL", &edge)
                     .env("WARMER_SETTLE", "1s")
-                    .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
-                    .status()
+                    .output()
                     .await;
+                // Warm requests that the edge passed to the origin are origin load too.
+                if let Ok(out) = out {
+                    let line = String::from_utf8_lossy(&out.stdout);
+                    if let Ok(summary) = serde_json::from_str::<serde_json::Value>(line.trim()) {
+                        warm_origin += summary["warm_misses"].as_u64().unwrap_or(0);
+                    }
+                }
                 ticks += 1;
                 tokio::time::sleep(every).await;
             }
-            ticks
+            (ticks, warm_origin)
         })
     };
 
     let started = Instant::now();
-    let per_client = args.requests / args.concurrency.max(1);
+    let duration = args.duration;
     let results = futures_util::future::join_all((0..args.concurrency).map(|c| {
         let (urls, cdf, versions, requested, client, edge) =
             (urls.clone(), cdf.clone(), versions.clone(), requested.clone(), client.clone(), args.edge.clone());
         async move {
             let mut rng = fastrand::Rng::with_seed(c as u64 + 1);
-            let (mut origin, mut db, mut errors) = (0usize, 0usize, 0usize);
-            for _ in 0..per_client {
+            let (mut origin, mut db, mut errors, mut sent) = (0usize, 0usize, 0usize, 0usize);
+            while started.elapsed() < duration {
+                sent += 1;
                 let x = rng.f64();
                 let rank = cdf.partition_point(|&p| p < x).min(urls.len() - 1);
                 let url = &urls[rank];
@@ -207,18 +214,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     Err(_) => errors += 1,
                 }
             }
-            (origin, db, errors)
+            (origin, db, errors, sent)
         }
     }))
     .await;
     let wall = started.elapsed();
     running.store(false, std::sync::atomic::Ordering::Relaxed);
     let _ = writer.await;
-    let ticks = ticker.await.unwrap_or(0);
+    let (ticks, warm_origin) = ticker.await.unwrap_or((0, 0));
 
-    let (origin, db, errors) = results.iter().fold((0, 0, 0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2));
+    let (origin, db, errors, total) =
+        results.iter().fold((0, 0, 0, 0), |a, r| (a.0 + r.0, a.1 + r.1, a.2 + r.2, a.3 + r.3));
     let minimum = requested.lock().map(|r| r.len()).unwrap_or(0);
-    let total = per_client * args.concurrency;
     let mut stale: Vec<f64> = staleness.lock().map(|s| s.clone()).unwrap_or_default();
     stale.sort_by(f64::total_cmp);
     crate::write_json(
@@ -235,6 +242,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "errors": errors,
             "writes_per_s": 1.0 / args.write_every.as_secs_f64(),
             "warmer_ticks": ticks,
+            "warm_origin_requests": warm_origin,
             "staleness_ms": { "p50": crate::percentile(&stale, 50.0), "p99": crate::percentile(&stale, 99.0), "samples": stale },
             "wall_s": wall.as_secs_f64(),
         }),

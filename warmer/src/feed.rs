@@ -35,6 +35,10 @@ enum ClaimTx {
     Sqlite(Transaction<'static, Sqlite>),
 }
 
+/// Records a sent invalidation (both dialects accept this statement).
+const RECORD_INVALIDATION: &str = "INSERT INTO cache_invalidations (id, backend, caller_reference, items, changes, status) \
+                                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING";
+
 /// What to record about an accepted invalidation.
 #[derive(Debug, Clone)]
 pub struct Accepted<'a> {
@@ -114,19 +118,16 @@ impl Claim {
                     .execute(&mut *tx)
                     .await?;
                 if let Some(id) = accepted.id {
-                    sqlx::query(
-                        "INSERT INTO cache_invalidations (id, backend, caller_reference, items, changes, status) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .persistent(false)
-                    .bind(id)
-                    .bind(accepted.backend)
-                    .bind(accepted.caller_reference)
-                    .bind(items)
-                    .bind(changes)
-                    .bind(accepted.status)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query(RECORD_INVALIDATION)
+                        .persistent(false)
+                        .bind(id)
+                        .bind(accepted.backend)
+                        .bind(accepted.caller_reference)
+                        .bind(items)
+                        .bind(changes)
+                        .bind(accepted.status)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
             }
@@ -141,18 +142,15 @@ impl Claim {
                 .execute(&mut *tx)
                 .await?;
                 if let Some(id) = accepted.id {
-                    sqlx::query(
-                        "INSERT INTO cache_invalidations (id, backend, caller_reference, items, changes, status) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .bind(id)
-                    .bind(accepted.backend)
-                    .bind(accepted.caller_reference)
-                    .bind(items)
-                    .bind(changes)
-                    .bind(accepted.status)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query(RECORD_INVALIDATION)
+                        .bind(id)
+                        .bind(accepted.backend)
+                        .bind(accepted.caller_reference)
+                        .bind(items)
+                        .bind(changes)
+                        .bind(accepted.status)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 tx.commit().await?;
             }

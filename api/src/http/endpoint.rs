@@ -10,10 +10,13 @@ use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
 use cache_policy::{ParamKind, Route};
 use chrono::{NaiveDate, Utc};
 use http::request::Parts;
+use http::{HeaderValue, header};
 
 use std::sync::Arc;
 
+use super::respond::choose_encoding;
 use super::{ApiError, AppState, HttpSettings, RouteHeaders};
+use crate::cache::Encoding;
 
 /// A validated request for one policy route.
 #[derive(Debug)]
@@ -30,6 +33,10 @@ pub struct Endpoint {
     pub today_remaining: Option<Duration>,
     /// In-process cache key: route name, parameters and declared query values.
     pub key: String,
+    /// The encoding negotiated from `Accept-Encoding` (used when the body is worth compressing).
+    pub encoding: Option<Encoding>,
+    /// `If-None-Match`, kept alone rather than cloning every request header.
+    pub if_none_match: Option<HeaderValue>,
 }
 
 impl Endpoint {
@@ -124,6 +131,15 @@ impl FromRequestParts<AppState> for Endpoint {
             key.push_str(&value);
             query.push((declared.name.as_str(), value));
         }
-        Ok(Self { settings: settings.clone(), index, params, query, today_remaining, key })
+        Ok(Self {
+            encoding: choose_encoding(&parts.headers),
+            if_none_match: parts.headers.get(header::IF_NONE_MATCH).cloned(),
+            settings: settings.clone(),
+            index,
+            params,
+            query,
+            today_remaining,
+            key,
+        })
     }
 }

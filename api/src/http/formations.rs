@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::response::Response;
 use axum::{Router, routing::get};
-use http::HeaderMap;
 use serde::Serialize;
 
 use super::AppState;
@@ -16,20 +15,20 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/formations", get(list)).route("/v1/formations/{formation_id}", get(one))
 }
 
-async fn list(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
+async fn list(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     #[derive(Serialize)]
     struct Formations {
         formations: Vec<FormationSummary>,
     }
-    serve(&state, endpoint, &headers, "no such formation", |store| async move {
+    serve(&state, endpoint, "no such formation", |store| async move {
         json(&Formations { formations: store.formations().await? }).map(Some)
     })
     .await
 }
 
-async fn one(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
+async fn one(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     let id = endpoint.param("formation_id").to_owned();
-    serve(&state, endpoint, &headers, "no such formation", |store| async move {
+    serve(&state, endpoint, "no such formation", |store| async move {
         store.formation(&id).await?.map(|f| json(&f)).transpose()
     })
     .await

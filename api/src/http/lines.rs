@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::response::Response;
 use axum::{Router, routing::get};
-use http::HeaderMap;
 use serde::Serialize;
 
 use super::AppState;
@@ -16,20 +15,23 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/lines", get(list)).route("/v1/lines/{line_id}/stations", get(stations))
 }
 
-async fn list(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
+async fn list(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     #[derive(Serialize)]
     struct Lines {
         lines: Vec<Line>,
     }
-    serve(&state, endpoint, &headers, "no such line", |store| async move {
-        json(&Lines { lines: store.lines().await? }).map(Some)
-    })
+    serve(
+        &state,
+        endpoint,
+        "no such line",
+        |store| async move { json(&Lines { lines: store.lines().await? }).map(Some) },
+    )
     .await
 }
 
-async fn stations(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
+async fn stations(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     let line_id = endpoint.param("line_id").to_owned();
-    serve(&state, endpoint, &headers, "no such line", |store| async move {
+    serve(&state, endpoint, "no such line", |store| async move {
         store.line_stations(&line_id).await?.map(|l| json(&l)).transpose()
     })
     .await

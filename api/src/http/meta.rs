@@ -4,7 +4,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router, routing::get};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderValue, header};
 
 use super::endpoint::Endpoint;
 use super::respond::serve;
@@ -52,9 +52,6 @@ fn no_store(response: impl IntoResponse) -> Response {
     response
 }
 
-async fn openapi(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
-    serve(&state, endpoint, &headers, "no such document", |_| async {
-        Ok(Some(Bytes::from_static(OPENAPI.as_bytes())))
-    })
-    .await
+async fn openapi(State(state): State<AppState>, endpoint: Endpoint) -> Response {
+    serve(&state, endpoint, "no such document", |_| async { Ok(Some(Bytes::from_static(OPENAPI.as_bytes()))) }).await
 }

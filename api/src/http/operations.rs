@@ -4,7 +4,6 @@ use axum::extract::State;
 use axum::response::Response;
 use axum::{Router, routing::get};
 use chrono::NaiveDate;
-use http::HeaderMap;
 use serde::Serialize;
 
 use super::AppState;
@@ -17,24 +16,24 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/operations/{date}", get(day)).route("/v1/operations/{date}/{number}", get(one))
 }
 
-async fn day(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
+async fn day(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     #[derive(Serialize)]
     struct Day {
         service_date: NaiveDate,
         operations: Vec<Operation>,
     }
     let date = endpoint.date("date");
-    serve(&state, endpoint, &headers, "no such service day", |store| async move {
+    serve(&state, endpoint, "no such service day", |store| async move {
         json(&Day { service_date: date, operations: store.operations(date).await? }).map(Some)
     })
     .await
 }
 
-async fn one(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
+async fn one(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     let date = endpoint.date("date");
     let number = endpoint.param("number").to_owned();
     let (from, until) = state.http.calendar.day_bounds(date);
-    serve(&state, endpoint, &headers, "no such operation", |store| async move {
+    serve(&state, endpoint, "no such operation", |store| async move {
         store.operation(date, &number, from, until).await?.map(|o| json(&o)).transpose()
     })
     .await

@@ -36,13 +36,7 @@ pub fn json<T: Serialize>(value: &T) -> StoreResult<Bytes> {
 /// Answers a policy route: from the in-process cache, or by running `load` (once for all
 /// concurrent requests of the same key). `load` returns `None` for a resource that does not exist,
 /// which becomes a negatively cached `404` saying `not_found`.
-pub async fn serve<F, Fut>(
-    state: &AppState,
-    endpoint: Endpoint,
-    request: &HeaderMap,
-    not_found: &'static str,
-    load: F,
-) -> Response
+pub async fn serve<F, Fut>(state: &AppState, endpoint: Endpoint, not_found: &'static str, load: F) -> Response
 where
     F: FnOnce(Db) -> Fut,
     Fut: Future<Output = StoreResult<Option<Bytes>>>,
@@ -68,20 +62,14 @@ where
         })
         .await;
     match result {
-        Ok((cached, outcome)) => render(state, &endpoint, request, &cached, outcome),
+        Ok((cached, outcome)) => render(state, &endpoint, &cached, outcome),
         Err(LoadError::Unavailable) => ApiError::Unavailable.into_response(),
         Err(LoadError::Internal) => ApiError::Internal.into_response(),
     }
 }
 
 /// Builds the HTTP response for a cached value.
-fn render(
-    state: &AppState,
-    endpoint: &Endpoint,
-    request: &HeaderMap,
-    cached: &Arc<CachedResponse>,
-    outcome: Outcome,
-) -> Response {
+fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, outcome: Outcome) -> Response {
     let route_headers = endpoint.headers();
     let cache_control = match (cached.status, outcome, endpoint.today_remaining) {
         (StatusCode::OK, Outcome::Stale, _) => HeaderValue::from_static(STALE_CACHE_CONTROL),
@@ -90,7 +78,7 @@ fn render(
             .unwrap_or(HeaderValue::from_static("no-store")),
         _ => route_headers.negative.clone(),
     };
-    let encoding = if cached.compressible() { choose_encoding(request) } else { None };
+    let encoding = if cached.compressible() { endpoint.encoding } else { None };
     let (body, etag) = match encoding {
         Some(enc) => {
             let variant = cached.encoded(enc);
@@ -100,8 +88,9 @@ fn render(
     };
 
     let not_modified = cached.status == StatusCode::OK
-        && request
-            .get(header::IF_NONE_MATCH)
+        && endpoint
+            .if_none_match
+            .as_ref()
             .and_then(|v| v.to_str().ok())
             .is_some_and(|inm| etag_matches(inm, &cached.hash));
 

@@ -3,7 +3,6 @@
 use axum::extract::State;
 use axum::response::Response;
 use axum::{Router, routing::get};
-use http::HeaderMap;
 use serde::Serialize;
 
 use super::AppState;
@@ -16,13 +15,13 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/sightings/latest", get(latest))
 }
 
-async fn latest(State(state): State<AppState>, endpoint: Endpoint, headers: HeaderMap) -> Response {
+async fn latest(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     #[derive(Serialize)]
     struct Latest {
         sightings: Vec<Sighting>,
     }
     let limit = endpoint.query_int("limit");
-    serve(&state, endpoint, &headers, "no sightings", |store| async move {
+    serve(&state, endpoint, "no sightings", |store| async move {
         json(&Latest { sightings: store.latest_sightings(limit).await? }).map(Some)
     })
     .await

@@ -342,6 +342,11 @@ pub(crate) mod sql {
          FROM sightings s ORDER BY s.seen_at DESC, s.id DESC LIMIT $1";
     pub const MAX_CHANGE: &str = "SELECT COALESCE(MAX(id), 0) FROM cache_changes";
     pub const HAS_DATA: &str = "SELECT EXISTS (SELECT 1 FROM lines)";
+    /// After a bulk load: one new row per distinct tag recorded in `($1, $2]` …
+    pub const COMPACT_CHANGES_INSERT: &str =
+        "INSERT INTO cache_changes (tag) SELECT DISTINCT tag FROM cache_changes WHERE id > $1 AND id <= $2";
+    /// … then the per-row originals go.
+    pub const COMPACT_CHANGES_DELETE: &str = "DELETE FROM cache_changes WHERE id > $1 AND id <= $2";
 }
 
 /// Merges per-formation latest sightings into summaries, keeping the formation order.

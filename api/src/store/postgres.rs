@@ -296,15 +296,7 @@ impl Store for PgStore {
 /// and the warmer still see every touched tag, without processing thousands of duplicates.
 async fn compact_changes(tx: &mut Transaction<'static, Postgres>, before: i64) -> StoreResult<()> {
     let (last,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&mut **tx).await?;
-    sqlx::query("INSERT INTO cache_changes (tag) SELECT DISTINCT tag FROM cache_changes WHERE id > $1 AND id <= $2")
-        .bind(before)
-        .bind(last)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query("DELETE FROM cache_changes WHERE id > $1 AND id <= $2")
-        .bind(before)
-        .bind(last)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(sql::COMPACT_CHANGES_INSERT).bind(before).bind(last).execute(&mut **tx).await?;
+    sqlx::query(sql::COMPACT_CHANGES_DELETE).bind(before).bind(last).execute(&mut **tx).await?;
     Ok(())
 }

@@ -253,18 +253,8 @@ impl Store for SqliteStore {
         }
         // Row triggers recorded every touched tag once per row: keep one row per distinct tag.
         let (last,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&mut *tx).await?;
-        sqlx::query(
-            "INSERT INTO cache_changes (tag) SELECT DISTINCT tag FROM cache_changes WHERE id > $1 AND id <= $2",
-        )
-        .bind(before)
-        .bind(last)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM cache_changes WHERE id > $1 AND id <= $2")
-            .bind(before)
-            .bind(last)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sql::COMPACT_CHANGES_INSERT).bind(before).bind(last).execute(&mut *tx).await?;
+        sqlx::query(sql::COMPACT_CHANGES_DELETE).bind(before).bind(last).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }
