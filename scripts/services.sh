@@ -98,15 +98,15 @@ INI
 # Installs moto (the CloudFront API stand-in) and starts `moto_server` on loopback.
 start_moto() {
     local port=${MOTO_PORT:-5005}
-    if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c "import moto, flask, flask_cors" 2>/dev/null; then
+    if ! python3 -c "import moto, flask, flask_cors" 2>/dev/null; then
         log "installing moto, flask, flask-cors"
         python3 -m pip install -q moto flask flask-cors
-        hash -r
     fi
     if ! curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then
         log "starting moto_server on 127.0.0.1:$port"
         mkdir -p "$EDGERAIL_RUN"
-        (moto_server -H 127.0.0.1 -p "$port" >"$EDGERAIL_RUN/moto.log" 2>&1 &)
+        # As a module, so no console-script shim (pyenv) needs rehashing after the install.
+        (python3 -m moto.server -H 127.0.0.1 -p "$port" >"$EDGERAIL_RUN/moto.log" 2>&1 &)
         for _ in $(seq 1 100); do
             curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break
             sleep 0.2
@@ -123,6 +123,12 @@ ensure_varnish() {
     TEST_VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
     # The packaged service is not needed (and would hold port 6081).
     as_root systemctl stop varnish >/dev/null 2>&1 || true
+}
+
+# cfn-lint, run through Python so a fresh install needs no PATH or shim refresh.
+cfn_lint() {
+    python3 -c "import cfnlint" 2>/dev/null || python3 -m pip install -q cfn-lint
+    python3 -c "import sys; from cfnlint.runner import main; sys.argv[0] = 'cfn-lint'; sys.exit(main())" "$@"
 }
 
 # Builds the seeded template database the tests clone (CREATE DATABASE … TEMPLATE is a file copy,

@@ -28,11 +28,7 @@ if [ -z "${EDGERAIL_SKIP_LINT:-}" ]; then
 fi
 
 log "cfn-lint template.yaml"
-if ! command -v cfn-lint >/dev/null 2>&1; then
-    python3 -m pip install -q cfn-lint
-    hash -r
-fi
-cfn-lint template.yaml
+cfn_lint template.yaml
 
 log "building"
 cargo build --workspace --bins --quiet
