@@ -99,6 +99,8 @@ fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, o
     } else {
         let mut r = Response::new(Body::from(body));
         *r.status_mut() = cached.status;
+        // Room for every header below without regrowing the map.
+        r.headers_mut().reserve(12);
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(enc) = encoding {
             r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc.as_str()));
