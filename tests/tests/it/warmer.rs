@@ -419,3 +419,62 @@ async fn cachectl_status_reports_pending_changes_and_invalidations() {
     assert!(out.contains("pending changes: 0"), "{out}");
     assert!(out.contains(summary["invalidation_id"].as_str().unwrap()), "{out}");
 }
+
+/// An edge stand-in: answers every warm request, fails one path, and records what was fetched.
+async fn recording_edge(failing: &'static str) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let log = seen.clone();
+    let router = Router::new().fallback(move |uri: http::Uri| {
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push(uri.path().to_owned());
+            let status = if uri.path() == failing { 500 } else { 200 };
+            (http::StatusCode::from_u16(status).unwrap(), [("x-cache", "Miss")], "{}")
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warming_is_cost_aware_and_one_failing_path_does_not_fail_the_tick() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (edge, seen) = recording_edge("/v1/lines").await;
+    let cli = <warmer::cli::WarmerCli as clap::Parser>::try_parse_from([
+        "warmer",
+        "--database-url",
+        &db.url,
+        "--settle",
+        "0s",
+        "--base-url",
+        &edge,
+        "--max-paths",
+        "500",
+    ])
+    .unwrap();
+    let warmer = warmer::cli::warmer(&cli.db, &cli.backend, &cli.warm).await.unwrap();
+
+    let first = warmer.tick().await;
+    assert!(first.error.is_none(), "{first:?}");
+    // Lines, formations, latest sightings, 5 stations pages, 100 formations, today's operations twice.
+    assert_eq!(first.warmed + first.failures, 3 + 5 + 100 + 2, "{first:?}");
+    assert_eq!(first.failures, 1, "only /v1/lines failed");
+    assert_eq!(first.warm_misses, first.warmed);
+    assert!(seen.lock().unwrap().contains(&"/v1/operations/today".to_owned()));
+
+    // Nothing is due again before its edge TTL (the failed path is retried).
+    seen.lock().unwrap().clear();
+    let second = warmer.tick().await;
+    assert_eq!(*seen.lock().unwrap(), ["/v1/lines"], "{second:?}");
+
+    // A change re-warms the paths it affects, due or not.
+    db.exec("UPDATE formations SET note = 'x' WHERE id = '3003F'").await;
+    seen.lock().unwrap().clear();
+    let third = warmer.tick().await;
+    assert_eq!(third.changes, 2);
+    let mut fetched = seen.lock().unwrap().clone();
+    fetched.sort();
+    assert_eq!(fetched, ["/v1/formations", "/v1/formations/3003F", "/v1/lines"]);
+}
