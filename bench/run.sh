@@ -52,25 +52,7 @@ rm -f "$RUN/bench.sqlite"*
 DATABASE_URL="sqlite://$RUN/bench.sqlite" $API seed --demo --scale 1 2>/dev/null
 
 # PgBouncer: transaction pooling, 20 server connections.
-cat > "$RUN/pgbouncer.ini" <<INI
-[databases]
-* = host=127.0.0.1 port=5433
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = 6433
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $RUN/userlist.txt
-pool_mode = transaction
-default_pool_size = 20
-max_client_conn = 1000
-logfile = $RUN/pgbouncer.log
-pidfile = $RUN/pgbouncer.pid
-INI
-printf '"edgerail" "edgerail"\n' > "$RUN/userlist.txt"
-as_root chown -R postgres:postgres "$RUN"
-[ -f "$RUN/pgbouncer.pid" ] && as_root kill "$(cat "$RUN/pgbouncer.pid")" 2>/dev/null && sleep 0.5 || true
-as_root su postgres -s /bin/sh -c "pgbouncer -d -q $RUN/pgbouncer.ini"
+start_pgbouncer "$RUN/pgbouncer" 6433 5433 20
 as_root chmod -R a+rwX "$RUN"
 
 {

@@ -60,9 +60,10 @@ SQL
 
 # Starts PgBouncer in transaction pooling mode in front of every database, strict about startup
 # parameters (like a default install), so the tests prove the API's statements are pooler-safe.
+#   start_pgbouncer [dir] [listen port] [PostgreSQL port] [pool size]
 start_pgbouncer() {
     ensure_debs pgbouncer
-    local dir="$EDGERAIL_RUN/pgbouncer"
+    local dir=${1:-$EDGERAIL_RUN/pgbouncer} listen=${2:-$PGBOUNCER_PORT} upstream=${3:-$PG_PORT} pool=${4:-20}
     if [ -f "$dir/pgbouncer.pid" ] && kill -0 "$(cat "$dir/pgbouncer.pid")" 2>/dev/null; then
         kill "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || true
         sleep 0.5
@@ -70,29 +71,29 @@ start_pgbouncer() {
     as_root mkdir -p "$dir"
     cat > "$dir/pgbouncer.ini" <<INI
 [databases]
-* = host=127.0.0.1 port=$PG_PORT
+* = host=127.0.0.1 port=$upstream
 
 [pgbouncer]
 listen_addr = 127.0.0.1
-listen_port = $PGBOUNCER_PORT
+listen_port = $listen
 unix_socket_dir =
 auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
 pool_mode = transaction
-default_pool_size = 20
+default_pool_size = $pool
 max_client_conn = 1000
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
     printf '"%s" "%s"\n' "$PG_ROLE" "$PG_PASSWORD" > "$dir/userlist.txt"
     as_root chown -R postgres:postgres "$dir"
-    log "starting PgBouncer on 127.0.0.1:$PGBOUNCER_PORT (transaction pooling)"
+    log "starting PgBouncer on 127.0.0.1:$listen (transaction pooling, pool $pool)"
     as_root su postgres -s /bin/sh -c "pgbouncer -d -q $dir/pgbouncer.ini"
     for _ in $(seq 1 50); do
-        pg_isready -q -h 127.0.0.1 -p "$PGBOUNCER_PORT" && break
+        pg_isready -q -h 127.0.0.1 -p "$listen" && break
         sleep 0.2
     done
-    export TEST_PGBOUNCER_URL="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PGBOUNCER_PORT"
+    export TEST_PGBOUNCER_URL="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$listen"
 }
 
 # Installs moto (the CloudFront API stand-in) and starts `moto_server` on loopback.
