@@ -314,7 +314,7 @@ impl LocalCache {
     /// # Errors
     ///
     /// [`LoadError`] when no response can be produced.
-    pub async fn get_or_load<F, Fut>(&self, key: String, load: F) -> Result<(Arc<CachedResponse>, Outcome), LoadError>
+    pub async fn get_or_load<F, Fut>(&self, key: &str, load: F) -> Result<(Arc<CachedResponse>, Outcome), LoadError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedResponse, StoreError>>,
@@ -322,13 +322,13 @@ impl LocalCache {
         if !self.enabled {
             return self.load_uncached(load).await.map(|r| (Arc::new(r), Outcome::Miss));
         }
-        if let Some(hit) = self.fresh.get(&key).await {
+        if let Some(hit) = self.fresh.get(key).await {
             return Ok((hit, Outcome::Hit));
         }
         let generation = self.generation.load(Ordering::Acquire);
         let loaded = self
             .fresh
-            .try_get_with_by_ref(&key, async {
+            .try_get_with_by_ref(key, async {
                 let mut response = self.load_uncached(load).await?;
                 if self.generation.load(Ordering::Acquire) != generation || !self.initialized.load(Ordering::Acquire) {
                     // Data changed while we read: serve this answer once, but do not keep it, or
@@ -337,13 +337,13 @@ impl LocalCache {
                     response.stale_for = Duration::ZERO;
                 }
                 let response = Arc::new(response);
-                self.stale.insert(key.clone(), response.clone()).await;
+                self.stale.insert(key.to_owned(), response.clone()).await;
                 Ok::<_, LoadError>(response)
             })
             .await;
         match loaded {
             Ok(response) => Ok((response, Outcome::Miss)),
-            Err(err) => match (&*err, self.stale.get(&key).await) {
+            Err(err) => match (&*err, self.stale.get(key).await) {
                 (LoadError::Unavailable, Some(stale)) => Ok((stale, Outcome::Stale)),
                 _ => Err((*err).clone()),
             },
@@ -407,18 +407,17 @@ impl LocalCache {
     }
 
     async fn poll<S: Store>(&self, store: &S) -> Result<(), StoreError> {
-        let (last_id, gaps) = {
+        let (last_id, mut gap_set) = {
             let feed = self.feed.lock().map_err(|_| StoreError::Data("feed state poisoned".into()))?;
-            (feed.last_id, feed.gaps.keys().copied().collect::<Vec<_>>())
+            (feed.last_id, feed.gaps.clone())
         };
         let Some(mut last_id) = last_id else {
             let max = store.max_change_id().await?;
             self.set_feed(max, BTreeMap::new());
             return Ok(());
         };
-        let mut gap_set: BTreeMap<i64, Instant> = self.feed.lock().map(|f| f.gaps.clone()).unwrap_or_default();
         let mut tags = HashSet::new();
-        let mut also = gaps;
+        let mut also: Vec<i64> = gap_set.keys().copied().collect();
         for page in 0.. {
             if page == FEED_MAX_PAGES {
                 // Too far behind to replay: start from the current end with an empty cache.

@@ -47,10 +47,9 @@ where
     state.cache.refresh(&state.store).await;
     let route = endpoint.route();
     let store = state.store.clone();
-    let key = endpoint.key.clone();
     let result = state
         .cache
-        .get_or_load(key, || async {
+        .get_or_load(&endpoint.key, || async {
             let started = Instant::now();
             let loaded = load(store).await?;
             let db_time = started.elapsed();
