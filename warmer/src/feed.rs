@@ -159,6 +159,16 @@ impl Claim {
     }
 }
 
+/// Records an invalidation that covers no claimed change (`cachectl invalidate`). It goes through an
+/// empty claim, so the statement and its bindings live in [`Claim::complete`] only.
+///
+/// # Errors
+///
+/// The database failed.
+pub async fn record_invalidation(db: &Db, accepted: &Accepted<'_>) -> Result<(), FeedError> {
+    claim(db, 0, Duration::ZERO).await?.complete(accepted).await
+}
+
 /// Invalidation items sent since the start of this calendar month (UTC), for the path budget.
 ///
 /// # Errors

@@ -45,16 +45,17 @@ async fn main() -> anyhow::Result<()> {
             println!("invalidation {} ({} item(s)): {}", submitted.id, items.len(), submitted.status);
             if db.database_url.is_some() {
                 let store = cli::open_db(&db)?;
-                let claim = feed::claim(&store, 0, Duration::ZERO).await?;
-                claim
-                    .complete(&Accepted {
+                feed::record_invalidation(
+                    &store,
+                    &Accepted {
                         id: Some(&submitted.id),
                         backend: invalidator.name(),
                         caller_reference: &reference,
                         items: items.len(),
                         status: &submitted.status,
-                    })
-                    .await?;
+                    },
+                )
+                .await?;
             }
             if wait {
                 let status = invalidator
