@@ -12,6 +12,8 @@
 //! - [`duration`]: `30s` / `1d` style durations, shared with the binaries' configuration.
 //! - [`template`]: path templates, tag templates and route parameter kinds.
 //! - [`model`]: the typed [`Policy`] and [`Route`], loading and validation, `Cache-Control` rendering.
+//! - [`plan`]: the invalidation planner (cache tags or paths, within CloudFront's limits).
+//! - [`cost`]: what invalidation paths cost, and the policy once the month's budget is spent.
 //!
 //! # Example
 //!
@@ -23,6 +25,7 @@
 //! assert!(route.cache_control().starts_with("public, max-age="));
 //! ```
 
+pub mod cost;
 pub mod duration;
 pub mod model;
 pub mod plan;

@@ -6,6 +6,10 @@
 //! longest valid prefix; routes with declared query parameters get a trailing `*` so every query
 //! variant is covered; many paths under one prefix collapse into one wildcard when that is cheaper.
 //! Every batch stays within CloudFront's limits.
+//!
+//! The monthly budget coarsens a batch only within a resource collection (`/v1/formations/*`),
+//! never to a site-wide wildcard: a change that touches a few objects must not flush the edge.
+//! What happens once the budget is spent is [`crate::cost`]'s policy.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,7 +38,8 @@ pub struct Limits {
     pub max_tag_len: usize,
     /// This many concrete paths under one prefix are replaced by a single wildcard.
     pub collapse_at: usize,
-    /// Paths left in the month's budget; the planner coarsens the batch to fit when it can.
+    /// Paths left in the month's budget; the planner coarsens the batch towards it, within
+    /// collections, as far as that goes (it may stay above it).
     pub budget_remaining: Option<usize>,
 }
 
@@ -245,9 +250,8 @@ pub fn plan(policy: &Policy, tags: &BTreeSet<String>, mode: Mode, limits: &Limit
 fn plan_tags(tags: &BTreeSet<String>, limits: &Limits) -> Plan {
     let valid = |t: &&String| !t.is_empty() && t.len() <= limits.max_tag_len && t.chars().all(is_tag_char);
     let items: Vec<String> = tags.iter().filter(valid).map(|t| format!("#{t}")).collect();
-    let budget = limits.budget_remaining.map_or(limits.max_items, |b| b.min(limits.max_items));
-    if items.len() > budget.max(1) || items.len() < tags.len() {
-        // Too many tags for one batch (or a tag CloudFront cannot take): everything, once.
+    if items.len() > limits.max_items || items.len() < tags.len() {
+        // More tags than CloudFront takes in one batch (or a tag it cannot take): everything, once.
         return Plan { items: vec!["/*".to_owned()] };
     }
     Plan { items }
@@ -262,19 +266,27 @@ fn plan_paths(policy: &Policy, tags: &BTreeSet<String>, limits: &Limits, context
     }
     paths.retain(|p| p.len() <= limits.max_path_len);
     let budget = limits.budget_remaining.map_or(limits.max_items, |b| b.min(limits.max_items)).max(1);
+    let fits_cloudfront = |items: &[String]| {
+        items.len() <= limits.max_items && items.iter().filter(|i| i.ends_with('*')).count() <= limits.max_wildcards
+    };
     let mut collapse_at = limits.collapse_at.max(2);
     loop {
         let items = collapse(&paths, collapse_at);
-        let wildcards = items.iter().filter(|i| i.ends_with('*')).count();
-        if items.len() <= budget && wildcards <= limits.max_wildcards {
+        let fits = fits_cloudfront(&items);
+        if fits && items.len() <= budget {
             return Plan { items };
         }
         if collapse_at == 2 {
+            // As coarse as a collection gets. Over the budget is a cost the operator has chosen
+            // to pay (see `cost`); over CloudFront's limits is impossible to send.
+            if fits {
+                return Plan { items };
+            }
             break;
         }
         collapse_at = (collapse_at / 2).max(2);
     }
-    // Nothing finer fits: one wildcard for everything still covers every affected URL.
+    // Nothing within CloudFront's limits: one wildcard for everything still covers every URL.
     Plan { items: vec!["/*".to_owned()] }
 }
 
@@ -291,7 +303,8 @@ fn collapse(paths: &BTreeSet<String>, at: usize) -> Vec<String> {
     }
     let mut items: BTreeSet<String> = BTreeSet::new();
     for (parent, members) in groups {
-        if members.len() >= at && parent.len() > 1 {
+        // A collection (`/v1/formations/`) may collapse; `/` or `/v1/` would be the whole site.
+        if members.len() >= at && parent.matches('/').count() >= 3 {
             items.insert(format!("{parent}*"));
         } else {
             items.extend(members.into_iter().cloned());
@@ -393,6 +406,22 @@ mod tests {
         let limits = Limits { budget_remaining: Some(2), ..Limits::default() };
         let plan = plan(policy(), &some, Mode::Paths, &limits, &today());
         assert_eq!(plan.items, ["/v1/formations/*"]);
+    }
+
+    #[test]
+    fn a_spent_budget_never_turns_a_small_change_into_a_site_wide_flush() {
+        let sighting: BTreeSet<String> = ["sightings", "formations", "formation:10701F", "operations:2026-11-28"]
+            .iter()
+            .map(|t| (*t).to_owned())
+            .collect();
+        for remaining in [0, 1, 2] {
+            let limits = Limits { budget_remaining: Some(remaining), ..Limits::default() };
+            for mode in [Mode::Paths, Mode::Tags] {
+                let plan = plan(policy(), &sighting, mode, &limits, &today());
+                assert!(!plan.items.iter().any(|i| i == "/*" || i == "/v1/*"), "{mode:?} {remaining}: {plan:?}");
+                assert!(plan.items.len() <= 8, "{plan:?}");
+            }
+        }
     }
 
     #[test]
