@@ -3,7 +3,9 @@
 #
 # - TTL from s-maxage (else max-age); stale-while-revalidate is served from grace;
 #   stale-if-error is served while the API's deep health check fails.
-# - Cache key: path plus the declared query parameters only (`limit`); everything else is dropped.
+# - Cache key: path plus the declared query parameters only: `limit` under /v1/sightings/ (the
+#   only routes that declare it, like the distribution's /v1/sightings/* behaviour); every other
+#   path keys on no query string at all.
 # - 404s are cached for their (short) s-maxage; 5xx and no-store answers are not cached.
 # - Tags from the API's Cache-Tag header become xkey keys.
 # - PURGE from localhost: a path, a prefix ending in `*` (ban), or tags (`xkey-purge: t1 t2`).
@@ -54,9 +56,10 @@ sub vcl_recv {
     if (req.method != "GET" && req.method != "HEAD") {
         return (pass);
     }
-    # The distribution keys on the declared query parameters only: keep `limit`, drop the rest.
+    # The distribution keys on the declared query parameters only: keep `limit` under
+    # /v1/sightings/, drop every other query string.
     if (req.url ~ "\?") {
-        if (req.url ~ "[?&]limit=") {
+        if (req.url ~ "^/v1/sightings/" && req.url ~ "[?&]limit=") {
             set req.http.x-keep = regsub(req.url, "^.*[?&](limit=[^&]*).*$", "\1");
             set req.url = regsub(req.url, "\?.*$", "") + "?" + req.http.x-keep;
             unset req.http.x-keep;

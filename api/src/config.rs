@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::calendar::{CalendarError, ServiceCalendar};
+pub use process::LogFormat;
+use store::{CalendarError, DbOptions, ServiceCalendar};
 
 /// The `api` command line.
 #[derive(Debug, Parser)]
@@ -50,15 +51,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     cache_policy::parse_duration(text).map_err(|e| e.to_string())
 }
 
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line (CloudWatch Logs Insights can query it).
-    Json,
-    /// Human-readable lines.
-    Text,
-}
-
 /// Every setting of the API. Defaults depend on where it runs: Lambda gets one connection per
 /// instance, proxy-safe statements and JSON logs; a local server a normal pool and readable logs.
 #[derive(Debug, Clone, Args)]
@@ -85,6 +77,16 @@ pub struct Config {
     /// How often an instance that is serving checks the change feed.
     #[arg(long, env = "CHANGE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub change_poll_interval: Duration,
+    /// How long a request waits for a due change poll before answering from the cache anyway.
+    #[arg(long, env = "CHANGE_POLL_WAIT", default_value = "50ms", value_parser = parse_duration)]
+    pub change_poll_wait: Duration,
+    /// How long one change poll may take (a locked or slow feed fails the poll, not requests).
+    #[arg(long, env = "CHANGE_POLL_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub change_poll_timeout: Duration,
+    /// The freshness bound: a cached answer not vouched for by a successful change poll within
+    /// this long is reloaded instead of served. The warmer's WARMER_SETTLE must be at least this.
+    #[arg(long, env = "CHANGE_MAX_LAG", default_value = "3s", value_parser = parse_duration)]
+    pub change_max_lag: Duration,
     /// Byte bound of the in-process cache; 0 turns it off.
     #[arg(long, env = "LOCAL_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub local_cache_max_bytes: u64,
@@ -127,6 +129,9 @@ pub enum ConfigError {
     /// SERVICE_TZ / SERVICE_DAY_START.
     #[error(transparent)]
     Calendar(#[from] CalendarError),
+    /// The freshness bound leaves no room for a poll.
+    #[error("CHANGE_MAX_LAG must be longer than CHANGE_POLL_INTERVAL plus CHANGE_POLL_WAIT")]
+    MaxLag,
     /// CACHE_TAG_HEADER is not a valid header name.
     #[error("CACHE_TAG_HEADER {0:?} is not a valid HTTP header name")]
     TagHeader(String),
@@ -168,6 +173,19 @@ impl Config {
         self.log_format.unwrap_or(if self.on_lambda() { LogFormat::Json } else { LogFormat::Text })
     }
 
+    /// Pool settings in effect.
+    pub fn db_options(&self) -> DbOptions {
+        DbOptions {
+            max_connections: self.max_connections(),
+            acquire_timeout: self.db_acquire_timeout,
+            statement_timeout: self.db_statement_timeout,
+            feed_timeout: self.change_poll_timeout,
+            idle_timeout: self.idle_timeout(),
+            proxy_compat: self.proxy_compat(),
+            application_name: format!("edgerail-api-{}", std::process::id()),
+        }
+    }
+
     /// The service calendar.
     ///
     /// # Errors
@@ -202,8 +220,12 @@ impl Config {
             }
             _ => {}
         }
+        if self.change_max_lag <= self.change_poll_interval + self.change_poll_wait {
+            return Err(ConfigError::MaxLag);
+        }
         for (name, value) in [
             ("CHANGE_POLL_INTERVAL", self.change_poll_interval),
+            ("CHANGE_POLL_TIMEOUT", self.change_poll_timeout),
             ("DB_ACQUIRE_TIMEOUT", self.db_acquire_timeout),
             ("DB_STATEMENT_TIMEOUT", self.db_statement_timeout),
         ] {
@@ -257,6 +279,8 @@ mod tests {
         assert!(parse(&["--cache-tag-header", "bad header"]).config.validate().is_err());
         assert!(parse(&["--database-url", "mysql://x"]).config.validate().is_err());
         assert!(parse(&["--db-acquire-timeout", "0s"]).config.validate().is_err());
+        assert!(parse(&["--change-max-lag", "1s"]).config.validate().is_err(), "no room for a poll");
+        assert!(parse(&["--change-max-lag", "2s"]).config.validate().is_ok());
         assert!(Cli::try_parse_from(["api", "--change-poll-interval", "soon"]).is_err());
         assert!(Cli::try_parse_from(["api", "seed"]).is_err(), "seed needs --demo");
         assert!(Cli::try_parse_from(["api", "seed", "--demo", "--scale", "-1"]).is_err());

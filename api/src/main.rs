@@ -3,14 +3,14 @@
 use anyhow::Context;
 use api::config::{Cli, Command};
 use api::startup::{self, Application};
-use api::store::Store;
 use clap::Parser;
+use store::Store;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = cli.config;
-    api::telemetry::init(config.log_format());
+    process::init_logging(config.log_format());
     config.validate()?;
     let store = startup::open_store(&config)?;
     match cli.command.unwrap_or(Command::Serve) {
@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
             let state = startup::build_state(&config, store)?;
             let app = Application::bind(config.bind_addr, state, config.shutdown_timeout).await?;
             tracing::info!(address = %app.local_addr(), "listening");
-            app.run_until_stopped(startup::shutdown_signal()).await?;
+            app.run_until_stopped(process::shutdown_signal()).await?;
         }
     }
     Ok(())

@@ -6,14 +6,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use store::{Db, ServiceCalendar, Store, StoreError};
 use tokio::net::TcpListener;
 
+use crate::cache::feed::FeedSettings;
 use crate::cache::{LocalCache, LocalCacheConfig};
-use crate::calendar::ServiceCalendar;
 use crate::config::{Config, ConfigError};
 use crate::http::{AppState, HttpSettings, app};
-use crate::seed;
-use crate::store::{Db, PgStore, PgStoreOptions, SqliteStore, Store, StoreError};
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -24,9 +23,9 @@ pub enum StartupError {
     /// The embedded cache policy is invalid (a build defect; tests prevent it).
     #[error("the embedded cache policy is invalid: {0}")]
     Policy(&'static cache_policy::PolicyError),
-    /// DATABASE_URL could not be parsed.
-    #[error("DATABASE_URL is not a valid database URL: {0}")]
-    DatabaseUrl(#[source] sqlx::Error),
+    /// DATABASE_URL could not be opened.
+    #[error(transparent)]
+    Open(#[from] store::OpenError),
     /// Local I/O (creating the SQLite directory, binding the port).
     #[error("{context}: {source}")]
     Io {
@@ -51,30 +50,7 @@ pub enum StartupError {
 ///
 /// A malformed `DATABASE_URL`, or the SQLite directory cannot be created.
 pub fn open_store(config: &Config) -> Result<Db, StartupError> {
-    match config.database_url.as_deref() {
-        Some(url) if url.starts_with("sqlite:") => {
-            SqliteStore::connect_lazy(url, config.db_acquire_timeout).map(Db::Sqlite).map_err(StartupError::DatabaseUrl)
-        }
-        Some(url) => {
-            let options = PgStoreOptions {
-                max_connections: config.max_connections(),
-                acquire_timeout: config.db_acquire_timeout,
-                statement_timeout: config.db_statement_timeout,
-                idle_timeout: config.idle_timeout(),
-                proxy_compat: config.proxy_compat(),
-                application_name: format!("edgerail-api-{}", std::process::id()),
-            };
-            PgStore::connect_lazy(url, &options).map(Db::Postgres).map_err(StartupError::DatabaseUrl)
-        }
-        None => {
-            SqliteStore::open_file(&config.sqlite_path, config.db_acquire_timeout).map(Db::Sqlite).map_err(|source| {
-                StartupError::Io {
-                    context: format!("cannot create the directory of {}", config.sqlite_path.display()),
-                    source,
-                }
-            })
-        }
-    }
+    Ok(store::open(config.database_url.as_deref(), &config.sqlite_path, &config.db_options())?)
 }
 
 /// Builds the shared state from configuration and an opened store.
@@ -87,7 +63,14 @@ pub fn build_state(config: &Config, store: Db) -> Result<AppState, StartupError>
     let policy = cache_policy::Policy::embedded().map_err(StartupError::Policy)?;
     let cache = LocalCache::new(&LocalCacheConfig {
         max_bytes: config.local_cache_max_bytes,
-        poll_interval: config.change_poll_interval,
+        feed: FeedSettings {
+            poll_interval: config.change_poll_interval,
+            poll_wait: config.change_poll_wait,
+            poll_timeout: config.change_poll_timeout,
+            max_lag: config.change_max_lag,
+        },
+        // Waiting for a connection, then the statement, then a margin for the round trips.
+        load_timeout: config.db_acquire_timeout + config.db_statement_timeout + Duration::from_secs(1),
     });
     let http = HttpSettings::new(policy, config.calendar()?, config.tag_header()?);
     Ok(AppState::new(store, cache, http))
@@ -126,7 +109,7 @@ pub async fn prepare_embedded_default(config: &Config, store: &Db) -> Result<(),
 /// Migration or loading failed.
 pub async fn seed_demo<S: Store>(store: &S, calendar: &ServiceCalendar, scale: f64) -> Result<(), StartupError> {
     store.migrate(calendar).await.map_err(|source| StartupError::Store { context: "migration failed", source })?;
-    let data = seed::generate(calendar, chrono::Utc::now(), scale);
+    let data = store::demo::generate(calendar, chrono::Utc::now(), scale);
     let progress = ProgressBar::new(data.row_count());
     progress.set_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows ({eta})")
@@ -135,7 +118,7 @@ pub async fn seed_demo<S: Store>(store: &S, calendar: &ServiceCalendar, scale: f
     );
     progress.set_message("seeding demo data");
     store
-        .load_demo(&data, &progress)
+        .load_demo(&data, &|rows| progress.inc(rows))
         .await
         .map_err(|source| StartupError::Store { context: "loading demo data failed", source })?;
     progress.finish_with_message("demo data loaded");
@@ -206,31 +189,9 @@ impl Application {
                 Ok(())
             }
         };
-        self.state.store.close().await;
+        self.state.store().close().await;
         tracing::info!("database pool closed");
         result
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
     }
 }
 
@@ -241,7 +202,7 @@ pub async fn shutdown_signal() {
 ///
 /// The runtime failed.
 pub async fn run_lambda(state: AppState) -> Result<(), lambda_http::Error> {
-    let store = state.store.clone();
+    let store = state.store().clone();
     lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
         // Lambda sends SIGKILL 500 ms after SIGTERM; leave margin for the process to exit.
         if tokio::time::timeout(Duration::from_millis(300), store.close()).await.is_err() {

@@ -66,7 +66,7 @@ fn urls(today: &str) -> Vec<String> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let calendar = api::calendar::ServiceCalendar::new("Asia/Tokyo", "04:00")?;
+    let calendar = store::ServiceCalendar::new("Asia/Tokyo", "04:00")?;
     let today = calendar.service_date(chrono_now()).to_string();
     let mut urls = urls(&today);
     fastrand::seed(7);

@@ -2,12 +2,13 @@
 //! service days around today, and sightings over the past days (≥100k at scale 1).
 //!
 //! Generation is pure and deterministic for a given `today` and scale, so tests can reason about it;
-//! loading is the [`crate::store::Store`]'s job.
+//! loading is [`crate::Store::load_demo`]'s job, which reports progress through a callback so that
+//! the caller chooses how to show it (a progress bar, a log line, nothing).
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
-use crate::calendar::ServiceCalendar;
-use crate::store::{Formation, Line, Operation, Station};
+use crate::ServiceCalendar;
+use crate::model::{Formation, Line, Operation, Station};
 
 /// A sighting to insert (the database assigns the id).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,32 +9,15 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-use super::{
+use crate::demo::DemoData;
+use crate::model::{
     Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation,
-    OperationDetail, Sighting, Station, Store, StoreResult, sql, summaries,
+    OperationDetail, Sighting, Station,
 };
-use crate::calendar::ServiceCalendar;
-use crate::seed::DemoData;
+use crate::sql::{self, summaries};
+use crate::{Cursor, DbOptions, FeedCursor, FeedPage, ServiceCalendar, Store, StoreError, StoreResult, split_overflow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// How the PostgreSQL pool behaves; see SPEC §6.
-#[derive(Debug, Clone)]
-pub struct PgStoreOptions {
-    /// Upper bound of pooled connections (1 per Lambda instance by default).
-    pub max_connections: u32,
-    /// How long a request may wait for a connection before the API answers `503`.
-    pub acquire_timeout: Duration,
-    /// Server-side limit for each statement, set per transaction so it works through poolers.
-    pub statement_timeout: Duration,
-    /// Idle connections are closed after this, so a quiet instance holds no server slot.
-    pub idle_timeout: Duration,
-    /// No named prepared statements and no unusual startup parameters: required behind PgBouncer
-    /// transaction pooling, and avoids pinning behind RDS Proxy.
-    pub proxy_compat: bool,
-    /// Shown in `pg_stat_activity`, so operators can tell whose connections they see.
-    pub application_name: String,
-}
 
 /// The PostgreSQL implementation of [`Store`].
 #[derive(Debug, Clone)]
@@ -43,6 +26,8 @@ pub struct PgStore {
     pool: PgPool,
     /// `BEGIN READ ONLY; SET LOCAL statement_timeout = …`, sent as one simple query per read.
     begin_read: Cow<'static, str>,
+    /// The same with the (shorter) feed timeout, for change-feed reads.
+    begin_feed: Cow<'static, str>,
     /// Whether statements may be prepared under a name and cached on the connection.
     persistent: bool,
     /// Read transactions started, shared by clones.
@@ -55,7 +40,7 @@ impl PgStore {
     /// # Errors
     ///
     /// A malformed `url`.
-    pub fn connect_lazy(url: &str, options: &PgStoreOptions) -> Result<Self, sqlx::Error> {
+    pub fn connect_lazy(url: &str, options: &DbOptions) -> Result<Self, sqlx::Error> {
         let mut connect: PgConnectOptions = url.parse()?;
         connect = connect.application_name(&options.application_name);
         if options.proxy_compat {
@@ -71,17 +56,20 @@ impl PgStore {
             .max_lifetime(Some(Duration::from_secs(30 * 60)))
             .test_before_acquire(false)
             .connect_lazy_with(connect);
-        let ms = options.statement_timeout.as_millis().max(1);
+        let begin = |timeout: Duration| {
+            Cow::Owned(format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {}", timeout.as_millis().max(1)))
+        };
         Ok(Self {
             pool,
-            begin_read: Cow::Owned(format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {ms}")),
+            begin_read: begin(options.statement_timeout),
+            begin_feed: begin(options.feed_timeout.min(options.statement_timeout)),
             persistent: !options.proxy_compat,
             reads: Arc::default(),
         })
     }
 
-    /// The underlying pool (tests inspect it; the warmer shares it).
-    pub fn pool(&self) -> &PgPool {
+    /// The underlying pool, for this crate's other statements (the warmer's outbox).
+    pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
 
@@ -90,6 +78,12 @@ impl PgStore {
     async fn read(&self) -> StoreResult<Transaction<'static, Postgres>> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.pool.begin_with(self.begin_read.clone()).await?)
+    }
+
+    /// A read-only transaction under the feed timeout.
+    async fn read_feed(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self.pool.begin_with(self.begin_feed.clone()).await?)
     }
 
     fn rows<'q, T>(&self, sql: &'q str) -> sqlx::query::QueryAs<'q, Postgres, T, sqlx::postgres::PgArguments>
@@ -170,24 +164,41 @@ impl Store for PgStore {
         Ok(rows)
     }
 
-    async fn max_change_id(&self) -> StoreResult<i64> {
-        let mut tx = self.read().await?;
-        let (max,): (i64,) = self.rows(sql::MAX_CHANGE).fetch_one(&mut *tx).await?;
+    async fn feed_start(&self) -> StoreResult<FeedCursor> {
+        let mut tx = self.read_feed().await?;
+        let (snapshot,): (String,) = self.rows("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
         tx.commit().await?;
-        Ok(max)
+        Ok(FeedCursor(Cursor::Snapshot(snapshot)))
     }
 
-    async fn changes_since(&self, after: i64, also: &[i64], limit: i64) -> StoreResult<Vec<Change>> {
-        let mut tx = self.read().await?;
-        let rows = self
-            .rows("SELECT id, tag FROM cache_changes WHERE id > $1 OR id = ANY($2) ORDER BY id LIMIT $3")
-            .bind(after)
-            .bind(also)
-            .bind(limit)
+    async fn feed_since(&self, cursor: &FeedCursor, limit: usize) -> StoreResult<FeedPage> {
+        let FeedCursor(Cursor::Snapshot(since)) = cursor else {
+            return Err(StoreError::Data("a SQLite feed cursor was given to PostgreSQL".into()));
+        };
+        let mut tx = self.read_feed().await?;
+        // One statement, so the rows and the new cursor come from the same snapshot. No ORDER BY:
+        // it would tempt the planner into walking the primary key past every old row; the
+        // `xid >= xmin` range on its index is the selective part.
+        let rows: Vec<(String, Option<i64>, Option<String>)> = self
+            .rows(
+                "SELECT cur.s::text, c.id, c.tag \
+                 FROM (SELECT pg_current_snapshot() AS s) cur LEFT JOIN LATERAL ( \
+                     SELECT id, tag FROM cache_changes \
+                     WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) \
+                       AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot) \
+                     LIMIT $2) c ON true",
+            )
+            .bind(since)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1)
             .fetch_all(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(rows)
+        let snapshot = rows.first().map(|r| r.0.clone()).ok_or_else(|| StoreError::Data("no snapshot".into()))?;
+        let mut changes: Vec<Change> =
+            rows.into_iter().filter_map(|(_, id, tag)| Some(Change { id: id?, tag: tag? })).collect();
+        changes.sort_by_key(|c| c.id);
+        let (changes, overflow) = split_overflow(changes, limit);
+        Ok(FeedPage { changes, cursor: FeedCursor(Cursor::Snapshot(snapshot)), overflow })
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -208,6 +219,16 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn trigger_calendar(&self) -> StoreResult<(String, i32)> {
+        let mut tx = self.read().await?;
+        let row = self
+            .rows("SELECT time_zone, (EXTRACT(EPOCH FROM day_start) / 60)::int FROM service_calendar")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row)
+    }
+
     async fn has_data(&self) -> StoreResult<bool> {
         let mut tx = self.read().await?;
         let (exists,): (bool,) = self.rows(sql::HAS_DATA).fetch_one(&mut *tx).await?;
@@ -215,7 +236,7 @@ impl Store for PgStore {
         Ok(exists)
     }
 
-    async fn load_demo(&self, data: &DemoData, progress: &indicatif::ProgressBar) -> StoreResult<()> {
+    async fn load_demo(&self, data: &DemoData, progress: &(dyn Fn(u64) + Send + Sync)) -> StoreResult<()> {
         const CHUNK: usize = 10_000;
         let mut tx = self.pool.begin().await?;
         let (before,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&mut *tx).await?;
@@ -231,7 +252,7 @@ impl Store for PgStore {
             .bind(lines.iter().map(|l| l.color.clone()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
-        progress.inc(lines.len() as u64);
+        progress(lines.len() as u64);
         let stations = &data.stations;
         sqlx::query(
             "INSERT INTO stations (id, line_id, name, position) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int[])",
@@ -242,7 +263,7 @@ impl Store for PgStore {
         .bind(stations.iter().map(|s| s.position).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
-        progress.inc(stations.len() as u64);
+        progress(stations.len() as u64);
         let formations = &data.formations;
         sqlx::query(
             "INSERT INTO formations (id, series, cars, note) SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[])",
@@ -253,7 +274,7 @@ impl Store for PgStore {
         .bind(formations.iter().map(|f| f.note.clone()).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
-        progress.inc(formations.len() as u64);
+        progress(formations.len() as u64);
         for chunk in data.operations.chunks(CHUNK) {
             sqlx::query(
                 "INSERT INTO operations (service_date, number, formation_id) SELECT * FROM UNNEST($1::date[], $2::text[], $3::text[])",
@@ -263,7 +284,7 @@ impl Store for PgStore {
             .bind(chunk.iter().map(|o| o.formation_id.clone()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
-            progress.inc(chunk.len() as u64);
+            progress(chunk.len() as u64);
         }
         for chunk in data.sightings.chunks(CHUNK) {
             sqlx::query(
@@ -276,9 +297,9 @@ impl Store for PgStore {
             .bind(chunk.iter().map(|s| s.seen_at).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
-            progress.inc(chunk.len() as u64);
+            progress(chunk.len() as u64);
         }
-        compact_changes(&mut tx, before).await?;
+        sql::compact_changes::<Postgres>(&mut tx, before).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -290,13 +311,4 @@ impl Store for PgStore {
     fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
     }
-}
-
-/// A bulk load records the same tags many times; keep one row per distinct tag so API instances
-/// and the warmer still see every touched tag, without processing thousands of duplicates.
-async fn compact_changes(tx: &mut Transaction<'static, Postgres>, before: i64) -> StoreResult<()> {
-    let (last,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&mut **tx).await?;
-    sqlx::query(sql::COMPACT_CHANGES_INSERT).bind(before).bind(last).execute(&mut **tx).await?;
-    sqlx::query(sql::COMPACT_CHANGES_DELETE).bind(before).bind(last).execute(&mut **tx).await?;
-    Ok(())
 }

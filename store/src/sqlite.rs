@@ -9,12 +9,13 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::{
+use crate::demo::DemoData;
+use crate::model::{
     Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation,
-    OperationDetail, Sighting, Station, Store, StoreResult, sql, summaries,
+    OperationDetail, Sighting, Station,
 };
-use crate::calendar::ServiceCalendar;
-use crate::seed::DemoData;
+use crate::sql::{self, summaries};
+use crate::{Cursor, FeedCursor, FeedPage, ServiceCalendar, Store, StoreError, StoreResult, split_overflow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -69,8 +70,8 @@ impl SqliteStore {
         Self { pool, reads: Arc::default() }
     }
 
-    /// The underlying pool.
-    pub fn pool(&self) -> &SqlitePool {
+    /// The underlying pool, for this crate's other statements (the warmer's outbox).
+    pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
 
@@ -152,23 +153,34 @@ impl Store for SqliteStore {
         Ok(sqlx::query_as(sql::LATEST_SIGHTINGS).bind(limit).fetch_all(&self.pool).await?)
     }
 
-    async fn max_change_id(&self) -> StoreResult<i64> {
+    async fn feed_start(&self) -> StoreResult<FeedCursor> {
         self.count();
         let (max,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&self.pool).await?;
-        Ok(max)
+        Ok(FeedCursor(Cursor::Id(max)))
     }
 
-    async fn changes_since(&self, after: i64, also: &[i64], limit: i64) -> StoreResult<Vec<Change>> {
+    async fn feed_since(&self, cursor: &FeedCursor, limit: usize) -> StoreResult<FeedPage> {
+        let FeedCursor(Cursor::Id(after)) = *cursor else {
+            return Err(StoreError::Data("a PostgreSQL feed cursor was given to SQLite".into()));
+        };
         self.count();
-        let also = serde_json::to_string(also).map_err(|e| super::StoreError::Data(e.to_string()))?;
-        Ok(sqlx::query_as(
-            "SELECT id, tag FROM cache_changes WHERE id > $1 OR id IN (SELECT value FROM json_each($2)) ORDER BY id LIMIT $3",
-        )
-        .bind(after)
-        .bind(also)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?)
+        // One writer at a time: ids become visible in order, so "after the last id" is exact.
+        let mut tx = self.pool.begin().await?;
+        let changes: Vec<Change> =
+            sqlx::query_as("SELECT id, tag FROM cache_changes WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1)
+                .fetch_all(&mut *tx)
+                .await?;
+        let (changes, overflow) = split_overflow(changes, limit);
+        let last = if overflow {
+            let (max,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&mut *tx).await?;
+            max
+        } else {
+            changes.last().map_or(after, |c| c.id)
+        };
+        tx.commit().await?;
+        Ok(FeedPage { changes, cursor: FeedCursor(Cursor::Id(last)), overflow })
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -188,6 +200,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn trigger_calendar(&self) -> StoreResult<(String, i32)> {
+        Ok(sqlx::query_as("SELECT time_zone, day_start_min FROM service_calendar").fetch_one(&self.pool).await?)
+    }
+
     async fn has_data(&self) -> StoreResult<bool> {
         let (tables,): (i64,) =
             sqlx::query_as("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'lines'")
@@ -200,7 +216,7 @@ impl Store for SqliteStore {
         Ok(exists)
     }
 
-    async fn load_demo(&self, data: &DemoData, progress: &indicatif::ProgressBar) -> StoreResult<()> {
+    async fn load_demo(&self, data: &DemoData, progress: &(dyn Fn(u64) + Send + Sync)) -> StoreResult<()> {
         const CHUNK: usize = 10_000;
         let mut tx = self.pool.begin().await?;
         let (before,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&mut *tx).await?;
@@ -248,13 +264,11 @@ impl Store for SqliteStore {
             for chunk in rows.chunks(CHUNK) {
                 let json = serde_json::Value::Array(chunk.to_vec()).to_string();
                 sqlx::query(insert).bind(json).execute(&mut *tx).await?;
-                progress.inc(chunk.len() as u64);
+                progress(chunk.len() as u64);
             }
         }
         // Row triggers recorded every touched tag once per row: keep one row per distinct tag.
-        let (last,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&mut *tx).await?;
-        sqlx::query(sql::COMPACT_CHANGES_INSERT).bind(before).bind(last).execute(&mut *tx).await?;
-        sqlx::query(sql::COMPACT_CHANGES_DELETE).bind(before).bind(last).execute(&mut *tx).await?;
+        sql::compact_changes::<sqlx::Sqlite>(&mut tx, before).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -155,6 +155,16 @@ impl CloudFront {
                             if code == "AccessDenied" {
                                 return Err(InvalidationError::AccessDenied(message));
                             }
+                            if code == "InvalidationBatchAlreadyExists" {
+                                // The reference hashes the change ids *and* the items, so an
+                                // existing batch under it is this very batch, accepted earlier
+                                // (a tick that died after sending): done, not an error.
+                                tracing::info!(caller_reference, "CloudFront already has this batch");
+                                return Ok(Submitted {
+                                    id: format!("existing-{caller_reference}"),
+                                    status: "Completed".into(),
+                                });
+                            }
                             return Err(InvalidationError::Transport(format!("{code} {message}")));
                         }
                     }
@@ -312,15 +322,21 @@ impl Invalidator {
     }
 }
 
-/// A caller reference derived from the claimed change ids, so retrying the same changes is
-/// idempotent at CloudFront (it returns the existing invalidation instead of creating one).
-pub fn caller_reference(ids: &[i64]) -> String {
+/// A caller reference derived from the claimed change ids and the planned items.
+///
+/// Retrying the same changes with the same batch is idempotent at CloudFront (it returns the
+/// existing invalidation instead of creating one). If the retry plans a different batch for the
+/// same changes (the month's budget or the service day moved on), the reference differs too:
+/// CloudFront would otherwise refuse it (`InvalidationBatchAlreadyExists`) on every tick, and the
+/// changes would never be processed.
+pub fn caller_reference(ids: &[i64], items: &[String]) -> String {
     let (first, last) = (ids.first().copied().unwrap_or(0), ids.last().copied().unwrap_or(0));
     let mut bytes = Vec::with_capacity(ids.len() * 8);
     for id in ids {
         bytes.extend_from_slice(&id.to_le_bytes());
     }
-    format!("edgerail-{first}-{last}-{}-{:016x}", ids.len(), xxhash_rust::xxh3::xxh3_64(&bytes))
+    let batch = xxhash_rust::xxh3::xxh3_64(items.join("\n").as_bytes());
+    format!("edgerail-{first}-{last}-{}-{:016x}-{batch:016x}", ids.len(), xxhash_rust::xxh3::xxh3_64(&bytes))
 }
 
 #[cfg(test)]
@@ -328,11 +344,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn caller_reference_is_a_function_of_the_ids() {
-        assert_eq!(caller_reference(&[1, 2, 3]), caller_reference(&[1, 2, 3]));
-        assert_ne!(caller_reference(&[1, 2, 3]), caller_reference(&[1, 2, 4]));
-        assert_ne!(caller_reference(&[1, 3]), caller_reference(&[1, 2, 3]));
-        assert!(caller_reference(&[7, 9]).starts_with("edgerail-7-9-2-"));
+    fn caller_reference_is_a_function_of_the_ids_and_the_batch() {
+        let batch = ["/v1/lines".to_owned()];
+        let other = ["/v1/lines".to_owned(), "/v1/formations".to_owned()];
+        assert_eq!(caller_reference(&[1, 2, 3], &batch), caller_reference(&[1, 2, 3], &batch));
+        assert_ne!(caller_reference(&[1, 2, 3], &batch), caller_reference(&[1, 2, 4], &batch));
+        assert_ne!(caller_reference(&[1, 3], &batch), caller_reference(&[1, 2, 3], &batch));
+        assert_ne!(caller_reference(&[1, 2, 3], &batch), caller_reference(&[1, 2, 3], &other));
+        assert!(caller_reference(&[7, 9], &batch).starts_with("edgerail-7-9-2-"));
     }
 
     #[test]

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use api::calendar::ServiceCalendar;
-use api::store::{Db, PgStore, PgStoreOptions, SqliteStore, Store};
 use cache_policy::Policy;
+use cache_policy::cost::BudgetPolicy;
 use cache_policy::plan::Limits;
 use clap::{Args, Parser, Subcommand};
+use store::{Db, DbOptions, ServiceCalendar, Store};
 
 use crate::backend::{CloudFront, Invalidator, Purge};
 use crate::config::{BackendArgs, DatabaseArgs, InvalidatorKind, WarmArgs};
@@ -54,11 +54,15 @@ pub struct CachectlCli {
 pub enum CachectlCommand {
     /// Print the cache policy as a table.
     Policy,
-    /// Print the items an invalidation of these tags or paths would send (sends nothing).
+    /// Print the items an invalidation of these tags or paths would send, and what it would cost
+    /// this month (sends nothing).
     Plan {
         /// What to plan.
         #[command(flatten)]
         target: Target,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
         /// Settings (the mode and budget matter here).
         #[command(flatten)]
         backend: BackendArgs,
@@ -77,6 +81,9 @@ pub enum CachectlCommand {
         /// Print what would be sent and stop.
         #[arg(long)]
         dry_run: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
         /// Backend settings.
         #[command(flatten)]
         backend: BackendArgs,
@@ -93,8 +100,14 @@ pub enum CachectlCommand {
         #[command(flatten)]
         db: DatabaseArgs,
     },
-    /// Pending changes and recent invalidations.
+    /// Pending changes, this month's invalidation items against the budget, recent invalidations.
     Status {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The budget to report against.
+        #[command(flatten)]
+        backend: BackendArgs,
         /// Database settings.
         #[command(flatten)]
         db: DatabaseArgs,
@@ -142,7 +155,9 @@ pub fn calendar(db: &DatabaseArgs) -> Result<ServiceCalendar, SetupError> {
     ServiceCalendar::new(&db.service_tz, &db.service_day_start).map_err(|e| SetupError::Invalid(e.to_string()))
 }
 
-/// Opens the database (lazily, one connection: the warmer is one more client of a small database).
+/// Opens the database (lazily, two connections: the warmer is one more client of a small
+/// database). Statements are proxy-safe: the warmer may reach the database through RDS Proxy or
+/// PgBouncer.
 ///
 /// # Errors
 ///
@@ -150,22 +165,16 @@ pub fn calendar(db: &DatabaseArgs) -> Result<ServiceCalendar, SetupError> {
 pub fn open_db(args: &DatabaseArgs) -> Result<Db, SetupError> {
     let url =
         args.database_url.as_deref().ok_or(SetupError::Missing("DATABASE_URL (or --database-url) is required"))?;
-    if url.starts_with("sqlite:") {
-        return SqliteStore::connect_lazy(url, Duration::from_secs(5))
-            .map(Db::Sqlite)
-            .map_err(|e| SetupError::Invalid(format!("DATABASE_URL: {e}")));
-    }
-    let options = PgStoreOptions {
+    let options = DbOptions {
         max_connections: 2,
         acquire_timeout: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
+        feed_timeout: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(30),
         proxy_compat: true,
         application_name: format!("edgerail-warmer-{}", std::process::id()),
     };
-    PgStore::connect_lazy(url, &options)
-        .map(Db::Postgres)
-        .map_err(|e| SetupError::Invalid(format!("DATABASE_URL: {e}")))
+    store::open(Some(url), std::path::Path::new(""), &options).map_err(|e| SetupError::Invalid(e.to_string()))
 }
 
 /// Builds the configured invalidation backend.
@@ -198,6 +207,11 @@ pub fn limits(args: &BackendArgs) -> Limits {
     Limits { collapse_at: args.collapse_at, ..Limits::default() }
 }
 
+/// The monthly path budget and the over-budget policy from the settings.
+pub fn budget(args: &BackendArgs) -> BudgetPolicy {
+    BudgetPolicy { budget: args.path_budget as u64, over_budget_every: args.over_budget_every }
+}
+
 /// Assembles a [`Warmer`].
 ///
 /// # Errors
@@ -217,9 +231,10 @@ pub async fn warmer(db: &DatabaseArgs, backend: &BackendArgs, warm: &WarmArgs) -
         calendar: calendar(db)?,
         mode: backend.mode.into(),
         limits: limits(backend),
-        path_budget: backend.path_budget,
+        budget: budget(backend),
         batch: db.batch.max(1),
         settle: db.settle,
+        retention: db.retention,
         warm: warm.clone(),
         wait_timeout: backend.wait_timeout,
         poll_interval: backend.poll_interval,
@@ -233,7 +248,7 @@ pub async fn warmer(db: &DatabaseArgs, backend: &BackendArgs, warm: &WarmArgs) -
 ///
 /// The database is unreachable or not migrated.
 pub async fn check_schema(db: &Db) -> Result<(), SetupError> {
-    db.max_change_id()
+    db.feed_start()
         .await
         .map(|_| ())
         .map_err(|e| SetupError::Invalid(format!("cannot read the change feed (run `api migrate`?): {e}")))

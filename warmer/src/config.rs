@@ -52,9 +52,13 @@ pub struct BackendArgs {
     /// Invalidate by cache tag or by path.
     #[arg(long, env = "INVALIDATION_MODE", value_enum, default_value = "paths")]
     pub mode: ModeArg,
-    /// Paths per calendar month before batches are coarsened to fit (CloudFront's free tier is 1000).
+    /// Paths per calendar month (CloudFront's free tier is 1000). Batches are coarsened within
+    /// collections to fit; once spent, batches are coalesced (see INVALIDATION_OVER_BUDGET_EVERY).
     #[arg(long, env = "INVALIDATION_PATH_BUDGET", default_value_t = 1000)]
     pub path_budget: usize,
+    /// Over the month's budget, at most one batch per this interval; changes wait and coalesce.
+    #[arg(long, env = "INVALIDATION_OVER_BUDGET_EVERY", default_value = "5m", value_parser = parse_duration)]
+    pub over_budget_every: Duration,
     /// This many paths under one prefix become one wildcard.
     #[arg(long, env = "INVALIDATION_COLLAPSE_AT", default_value_t = 50)]
     pub collapse_at: usize,
@@ -104,10 +108,13 @@ pub struct DatabaseArgs {
     /// Most changes one tick claims.
     #[arg(long, env = "WARMER_BATCH", default_value_t = 10_000)]
     pub batch: i64,
-    /// Changes younger than this wait for the next tick, so every API instance (which checks the
-    /// feed every CHANGE_POLL_INTERVAL) has evicted them before the edge refetches.
-    #[arg(long, env = "WARMER_SETTLE", default_value = "2s", value_parser = parse_duration)]
+    /// How long a change must have been visible (committed) before it is claimed, so every API
+    /// instance has evicted it before the edge refetches. At least the API's CHANGE_MAX_LAG.
+    #[arg(long, env = "WARMER_SETTLE", default_value = "3s", value_parser = parse_duration)]
     pub settle: Duration,
+    /// Processed changes older than this are deleted.
+    #[arg(long, env = "WARMER_RETENTION", default_value = "7d", value_parser = parse_duration)]
+    pub retention: Duration,
 }
 
 impl BackendArgs {

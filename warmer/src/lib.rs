@@ -9,16 +9,21 @@
 //!
 //! # Layout
 //!
+//! The database side (claiming, completing and pruning changes, the warmer's records) lives in
+//! the `store` crate's `outbox`, next to the migrations that create those tables.
+//!
+//! # Layout
+//!
 //! - [`config`]: flags and environment variables shared by both binaries.
 //! - [`cli`]: the `warmer` and `cachectl` command lines, and building a [`tick::Warmer`] from them.
-//! - [`feed`]: claiming and completing changes; the warmer's bookkeeping tables.
 //! - [`backend`]: CloudFront, purge and no-op invalidation backends.
 //! - [`warm`]: the warm set, cadence, and fetching through the edge.
-//! - [`tick`]: one tick and its JSON summary.
+//! - [`tick`]: one tick, its typed error and its JSON summary.
+//! - [`lambda`]: the scheduled Lambda handler.
 
 pub mod backend;
 pub mod cli;
 pub mod config;
-pub mod feed;
+pub mod lambda;
 pub mod tick;
 pub mod warm;

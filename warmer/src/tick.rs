@@ -1,18 +1,18 @@
-//! One warmer tick: claim changes, plan, invalidate, mark processed, warm, summarize.
+//! One warmer tick: claim changes, plan, invalidate, mark processed, prune, warm, summarize.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use api::calendar::ServiceCalendar;
-use api::store::Db;
 use cache_policy::Policy;
+use cache_policy::cost::BudgetPolicy;
 use cache_policy::plan::{Context, Limits, Mode, plan};
 use chrono::Utc;
 use serde::Serialize;
+use store::outbox::{self, Accepted};
+use store::{Db, ServiceCalendar, Store, StoreError};
 
-use crate::backend::{Invalidator, caller_reference};
+use crate::backend::{InvalidationError, Invalidator, caller_reference};
 use crate::config::WarmArgs;
-use crate::feed::{self, Accepted};
 use crate::warm::{self, WarmPath};
 
 /// What one tick did: printed as one JSON line.
@@ -24,10 +24,18 @@ pub struct Summary {
     pub tags: usize,
     /// Invalidation items sent.
     pub items: usize,
+    /// Changes left pending because the month's budget is spent and the last batch is recent.
+    pub deferred: bool,
     /// Backend invalidation id.
     pub invalidation_id: Option<String>,
     /// Backend status after waiting (if it waited).
     pub invalidation_status: Option<String>,
+    /// Processed changes deleted for being older than the retention window.
+    pub pruned: u64,
+    /// Set when the database's triggers compute service days with another calendar than this
+    /// warmer (and presumably the API) uses: `operations:{date}` tags then name the wrong day.
+    /// Fix it with `api migrate` under the right SERVICE_TZ / SERVICE_DAY_START.
+    pub calendar_mismatch: Option<String>,
     /// Paths warmed successfully.
     pub warmed: usize,
     /// Of those, already cached at the edge.
@@ -42,6 +50,60 @@ pub struct Summary {
     pub error: Option<String>,
     /// Whether retrying later can succeed.
     pub retryable: Option<bool>,
+}
+
+/// Why a tick failed. Every variant leaves the claimed changes pending.
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    /// The database failed.
+    #[error("database")]
+    Store(#[from] StoreError),
+    /// The backend did not accept the invalidation.
+    #[error("invalidation")]
+    Invalidation(#[from] InvalidationError),
+}
+
+impl TickError {
+    /// Whether the next tick can succeed with nobody changing anything: throttling, a network
+    /// or database outage do; a rejected batch or missing permission need an operator.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Store(_) => true,
+            Self::Invalidation(e) => e.retryable(),
+        }
+    }
+}
+
+/// A failed tick: the summary of what it did get done, and why it stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the tick failed; its changes stay pending")]
+pub struct TickFailure {
+    /// What the tick did before it failed (with `error` and `retryable` filled in).
+    pub summary: Summary,
+    /// The cause.
+    #[source]
+    pub error: TickError,
+}
+
+/// Prints a tick's summary as one JSON line on stdout, whether the tick failed or not.
+pub fn print_summary(result: &Result<Summary, TickFailure>) {
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(failure) => &failure.summary,
+    };
+    println!("{}", serde_json::to_string(summary).unwrap_or_default());
+}
+
+/// Formats an error with its chain of causes, for one log line or summary field.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Everything a tick needs.
@@ -59,12 +121,14 @@ pub struct Warmer {
     pub mode: Mode,
     /// Planner limits (the remaining budget is filled in per tick).
     pub limits: Limits,
-    /// CloudFront paths allowed per calendar month before batches are coarsened.
-    pub path_budget: usize,
+    /// The monthly path budget and what happens past it (CloudFront only).
+    pub budget: BudgetPolicy,
     /// Most changes per tick.
     pub batch: i64,
-    /// Minimum age of a change before it is claimed.
+    /// How long a change must have been visible before it is claimed.
     pub settle: Duration,
+    /// Processed changes older than this are pruned.
+    pub retention: Duration,
     /// Warming settings.
     pub warm: WarmArgs,
     /// How long to wait for a CloudFront invalidation to complete before warming.
@@ -76,22 +140,64 @@ pub struct Warmer {
 }
 
 impl Warmer {
-    /// Runs one tick. Never panics; failures are in the summary.
-    pub async fn tick(&self) -> Summary {
+    /// Runs one tick.
+    ///
+    /// # Errors
+    ///
+    /// [`TickFailure`] when the invalidation step failed; its changes stay pending for the next
+    /// tick. Warming is best effort: its failures are counted in the summary, not raised.
+    #[tracing::instrument(name = "tick", skip_all, fields(changes, items, invalidation_id, warmed, failures))]
+    pub async fn tick(&self) -> Result<Summary, TickFailure> {
         let started = Instant::now();
         let mut summary = Summary::default();
         let today = self.calendar.service_date(Utc::now()).to_string();
         let mut changed = BTreeSet::new();
-        if let Err((message, retryable)) = self.invalidate(&today, &mut summary, &mut changed).await {
-            summary.error = Some(message);
-            summary.retryable = Some(retryable);
-        } else if let Err(message) = self.warm(&today, &changed, &mut summary).await {
-            // Warming is best effort: the invalidation already happened.
-            tracing::warn!(error = %message, "warming failed");
+        summary.calendar_mismatch = self.calendar_mismatch().await;
+        let result = self.invalidate(&today, &mut summary, &mut changed).await;
+        if result.is_ok()
+            && let Err(err) = self.warm(&today, &changed, &mut summary).await
+        {
+            tracing::warn!(error = %error_chain(&err), "warming failed");
             summary.failures += 1;
         }
         summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        summary
+        let span = tracing::Span::current();
+        span.record("changes", summary.changes);
+        span.record("items", summary.items);
+        span.record("warmed", summary.warmed);
+        span.record("failures", summary.failures);
+        if let Some(id) = &summary.invalidation_id {
+            span.record("invalidation_id", id.as_str());
+        }
+        match result {
+            Ok(()) => Ok(summary),
+            Err(error) => {
+                summary.error = Some(error_chain(&error));
+                summary.retryable = Some(error.retryable());
+                tracing::error!(error = %error_chain(&error), retryable = error.retryable(), "tick failed");
+                Err(TickFailure { summary, error })
+            }
+        }
+    }
+
+    /// Compares the triggers' calendar with this process's; `None` when they agree (or the
+    /// database cannot say, which the rest of the tick will report).
+    async fn calendar_mismatch(&self) -> Option<String> {
+        let (zone, day_start) = self.db.trigger_calendar().await.ok()?;
+        let ours = (self.calendar.zone_name(), self.calendar.day_start_minutes());
+        if (zone.as_str(), day_start) == ours {
+            return None;
+        }
+        let text = format!(
+            "the database's triggers use {zone} with days starting {:02}:{:02}, this process {} {:02}:{:02}",
+            day_start / 60,
+            day_start % 60,
+            ours.0,
+            ours.1 / 60,
+            ours.1 % 60
+        );
+        tracing::error!(mismatch = %text, "service calendar mismatch: run `api migrate` with the right SERVICE_TZ");
+        Some(text)
     }
 
     async fn invalidate(
@@ -99,81 +205,92 @@ impl Warmer {
         today: &str,
         summary: &mut Summary,
         changed: &mut BTreeSet<String>,
-    ) -> Result<(), (String, bool)> {
-        let db_err = |e: feed::FeedError| (e.to_string(), true);
-        let claim = feed::claim(&self.db, self.batch, self.settle).await.map_err(db_err)?;
-        if claim.changes.is_empty() {
-            return Ok(());
-        }
-        summary.changes = claim.changes.len();
-        changed.extend(claim.changes.iter().map(|c| c.tag.clone()));
-        summary.tags = changed.len();
-
+    ) -> Result<(), TickError> {
         // Only CloudFront bills per path; a purge or a dry run has no budget to respect.
-        let budget_remaining = match self.invalidator {
-            Invalidator::CloudFront(_) => {
-                let used = feed::items_this_month(&self.db).await.map_err(db_err)?;
-                Some(self.path_budget.saturating_sub(usize::try_from(used).unwrap_or(0)))
-            }
+        let used = match self.invalidator {
+            Invalidator::CloudFront(_) => Some(u64::try_from(outbox::items_this_month(&self.db).await?).unwrap_or(0)),
             _ => None,
         };
-        let limits = Limits { budget_remaining, ..self.limits };
-        let batch = plan(self.policy, changed, self.mode, &limits, &Context { today: Some(today.to_owned()) });
-        summary.items = batch.items.len();
-        let reference = caller_reference(&claim.ids());
-        if batch.items.is_empty() {
-            // Tags no route carries: nothing to invalidate, but they are handled.
-            claim
-                .complete(&Accepted {
+        if let Some(used) = used {
+            let since_last = outbox::recent_invalidations(&self.db, 1)
+                .await?
+                .first()
+                .filter(|r| r.backend == self.invalidator.name())
+                .map(|r| (Utc::now() - r.created_at).to_std().unwrap_or(Duration::ZERO));
+            if !self.budget.may_send(used, since_last) {
+                summary.deferred = true;
+                tracing::info!(used, budget = self.budget.budget, "over the month's budget: changes wait to coalesce");
+                summary.pruned = outbox::prune(&self.db, self.retention).await?;
+                return Ok(());
+            }
+        }
+
+        // Claim what was visible `settle` ago: every API instance has evicted it by now, whenever
+        // its transaction started. Waiting only when something is pending keeps idle ticks short.
+        let mark = outbox::visible_mark(&self.db).await?;
+        if !self.settle.is_zero() && outbox::pending(&self.db).await?.count > 0 {
+            tokio::time::sleep(self.settle).await;
+        }
+        let claim = outbox::claim(&self.db, self.batch, &mark).await?;
+        if !claim.changes.is_empty() {
+            summary.changes = claim.changes.len();
+            changed.extend(claim.changes.iter().map(|c| c.tag.clone()));
+            summary.tags = changed.len();
+            let budget_remaining = used.map(|u| usize::try_from(self.budget.budget.saturating_sub(u)).unwrap_or(0));
+            let limits = Limits { budget_remaining, ..self.limits };
+            let batch = plan(self.policy, changed, self.mode, &limits, &Context { today: Some(today.to_owned()) });
+            summary.items = batch.items.len();
+            let reference = caller_reference(&claim.ids(), &batch.items);
+            if batch.items.is_empty() {
+                // Tags no route carries: nothing to invalidate, but they are handled.
+                let accepted = Accepted {
                     id: None,
                     backend: self.invalidator.name(),
                     caller_reference: &reference,
                     items: 0,
                     status: "",
-                })
-                .await
-                .map_err(db_err)?;
-            return Ok(());
-        }
-        let submitted = match self.invalidator.submit(&batch.items, &reference).await {
-            Ok(s) => s,
-            Err(e) => {
-                let retryable = e.retryable();
-                // Dropping the claim rolls back: the changes stay pending for the next tick.
-                drop(claim);
-                return Err((e.to_string(), retryable));
+                };
+                claim.complete(&accepted).await?;
+            } else {
+                let submitted = match self.invalidator.submit(&batch.items, &reference).await {
+                    Ok(submitted) => submitted,
+                    Err(err) => {
+                        // Not accepted: the changes stay pending for the next tick.
+                        claim.release().await;
+                        return Err(err.into());
+                    }
+                };
+                claim
+                    .complete(&Accepted {
+                        id: Some(&submitted.id),
+                        backend: self.invalidator.name(),
+                        caller_reference: &reference,
+                        items: batch.items.len(),
+                        status: &submitted.status,
+                    })
+                    .await?;
+                summary.invalidation_id = Some(submitted.id.clone());
+                let status = self
+                    .invalidator
+                    .wait(&submitted, self.poll_interval, self.wait_timeout, |_, _| {})
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %error_chain(&e), "could not follow the invalidation");
+                        submitted.status.clone()
+                    });
+                summary.invalidation_status = Some(status);
             }
-        };
-        claim
-            .complete(&Accepted {
-                id: Some(&submitted.id),
-                backend: self.invalidator.name(),
-                caller_reference: &reference,
-                items: batch.items.len(),
-                status: &submitted.status,
-            })
-            .await
-            .map_err(db_err)?;
-        summary.invalidation_id = Some(submitted.id.clone());
-        let status =
-            self.invalidator.wait(&submitted, self.poll_interval, self.wait_timeout, |_, _| {}).await.unwrap_or_else(
-                |e| {
-                    tracing::warn!(error = %e, "could not follow the invalidation");
-                    submitted.status.clone()
-                },
-            );
-        summary.invalidation_status = Some(status);
+        }
+        summary.pruned = outbox::prune(&self.db, self.retention).await?;
         Ok(())
     }
 
-    async fn warm(&self, today: &str, changed: &BTreeSet<String>, summary: &mut Summary) -> Result<(), String> {
+    async fn warm(&self, today: &str, changed: &BTreeSet<String>, summary: &mut Summary) -> Result<(), StoreError> {
         let Some(base) = self.warm.base_url.as_deref() else { return Ok(()) };
         let now = Utc::now();
-        let set = warm::warm_set(self.policy, &self.db, &self.calendar, now, self.warm.max_paths)
-            .await
-            .map_err(|e| e.to_string())?;
+        let set = warm::warm_set(self.policy, &self.db, &self.calendar, now, self.warm.max_paths).await?;
         let affected = warm::affected(self.policy, changed, today, &set);
-        let state = feed::warm_state(&self.db).await.map_err(|e| e.to_string())?;
+        let state = outbox::warm_state(&self.db).await?;
         let mut seen = HashSet::new();
         let mut due: Vec<WarmPath> = Vec::new();
         for path in affected
@@ -200,75 +317,23 @@ impl Warmer {
                 tracing::warn!(path = %f.path, status = ?f.status, error = ?f.error, "warm request failed");
             }
         }
-        feed::record_warm(&self.db, &record).await.map_err(|e| e.to_string())
+        outbox::record_warm(&self.db, &record).await
     }
 
     /// Warms the whole warm set now, regardless of cadence (`cachectl warm`).
     ///
     /// # Errors
     ///
-    /// The warm set could not be read.
-    pub async fn warm_everything(&self, base: &str) -> Result<Vec<warm::Fetched>, String> {
-        let set = warm::warm_set(self.policy, &self.db, &self.calendar, Utc::now(), self.warm.max_paths)
-            .await
-            .map_err(|e| e.to_string())?;
+    /// The warm set could not be read, or the results not recorded.
+    pub async fn warm_everything(&self, base: &str) -> Result<Vec<warm::Fetched>, StoreError> {
+        let set = warm::warm_set(self.policy, &self.db, &self.calendar, Utc::now(), self.warm.max_paths).await?;
         let fetched = warm::fetch_all(&self.http, base, &set, self.warm.concurrency).await;
         let record: Vec<_> = fetched
             .iter()
             .filter(|f| f.ok())
             .map(|f| (f.path.clone(), f.status.unwrap_or_default(), f.x_cache.clone()))
             .collect();
-        feed::record_warm(&self.db, &record).await.map_err(|e| e.to_string())?;
+        outbox::record_warm(&self.db, &record).await?;
         Ok(fetched)
     }
-}
-
-/// A failed tick, as Lambda reports it: `Retryable` errors (throttling, transport, database) go
-/// away by themselves; `NonRetryable` ones (bad batch, access denied) need an operator.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct TickFailure {
-    /// What went wrong.
-    pub message: String,
-    /// Whether the next tick can succeed unchanged.
-    pub retryable: bool,
-}
-
-impl From<TickFailure> for lambda_runtime::Diagnostic {
-    fn from(failure: TickFailure) -> Self {
-        Self {
-            error_type: if failure.retryable { "Retryable" } else { "NonRetryable" }.to_owned(),
-            error_message: failure.message,
-        }
-    }
-}
-
-impl Summary {
-    /// The summary as a result: `Err` when the tick failed.
-    ///
-    /// # Errors
-    ///
-    /// [`TickFailure`] when the tick did not complete.
-    pub fn into_result(self) -> Result<Self, TickFailure> {
-        match &self.error {
-            Some(message) => Err(TickFailure { message: message.clone(), retryable: self.retryable.unwrap_or(true) }),
-            None => Ok(self),
-        }
-    }
-}
-
-/// The Lambda handler: one tick per EventBridge scheduled event. The summary is logged as one JSON
-/// line and returned.
-///
-/// # Errors
-///
-/// [`TickFailure`] when the tick failed (the changes stay pending).
-pub async fn handle_scheduled_event(
-    warmer: &Warmer,
-    event: lambda_runtime::LambdaEvent<aws_lambda_events::eventbridge::EventBridgeEvent>,
-) -> Result<Summary, TickFailure> {
-    tracing::debug!(source = %event.payload.source, detail_type = %event.payload.detail_type, "scheduled tick");
-    let summary = warmer.tick().await;
-    println!("{}", serde_json::to_string(&summary).unwrap_or_default());
-    summary.into_result()
 }

@@ -4,12 +4,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use api::calendar::ServiceCalendar;
-use api::store::{Db, Store, StoreError};
 use cache_policy::Policy;
 use cache_policy::plan::{Context, covers, route_paths};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
+use store::{Db, ServiceCalendar, Store, StoreError};
 
 /// A path of the warm set and the edge TTL of its route.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,13 +9,22 @@ use crate::cache::BREAKER_OPEN;
 
 /// An HTTP-level failure.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     /// A malformed parameter; `cache_control` is the route's negative caching.
     #[error("{message}")]
     BadRequest {
         /// What is wrong, for the client.
         message: String,
         /// Negative caching of the route (edge only, brief).
+        cache_control: HeaderValue,
+    },
+    /// A non-canonical spelling of a resource's path; `location` is the canonical one. The
+    /// redirect never changes, so it is cached like the route's answers.
+    #[error("the canonical path of this resource is {location}")]
+    NonCanonical {
+        /// Where the resource lives.
+        location: String,
+        /// The route's caching.
         cache_control: HeaderValue,
     },
     /// No such route.
@@ -39,6 +48,7 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str) {
         match self {
             Self::BadRequest { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::NonCanonical { .. } => (StatusCode::PERMANENT_REDIRECT, "moved"),
             Self::NotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -48,7 +58,7 @@ impl ApiError {
 }
 
 /// Renders the JSON error body.
-pub fn error_body(code: &str, message: &str) -> Bytes {
+pub(crate) fn error_body(code: &str, message: &str) -> Bytes {
     let body = serde_json::json!({ "error": { "code": code, "message": message } });
     Bytes::from(body.to_string())
 }
@@ -61,6 +71,13 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         match self {
             Self::BadRequest { cache_control, .. } | Self::NotFound { cache_control } => {
+                headers.insert(header::CACHE_CONTROL, cache_control);
+            }
+            Self::NonCanonical { location, cache_control } => {
+                // Built from validated values: always a valid header.
+                if let Ok(location) = HeaderValue::try_from(location) {
+                    headers.insert(header::LOCATION, location);
+                }
                 headers.insert(header::CACHE_CONTROL, cache_control);
             }
             Self::MethodNotAllowed => {

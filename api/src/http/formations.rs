@@ -6,12 +6,12 @@ use axum::{Router, routing::get};
 use serde::Serialize;
 
 use super::AppState;
-use super::endpoint::Endpoint;
+use super::request::Endpoint;
 use super::respond::{json, serve};
-use crate::store::{FormationSummary, Store};
+use store::{FormationSummary, Store};
 
 /// The routes of this group.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/formations", get(list)).route("/v1/formations/{formation_id}", get(one))
 }
 

@@ -6,16 +6,16 @@ use axum::{Json, Router, routing::get};
 use bytes::Bytes;
 use http::{HeaderValue, header};
 
-use super::endpoint::Endpoint;
+use super::request::Endpoint;
 use super::respond::serve;
 use super::{ApiError, AppState};
-use crate::store::Store;
+use store::Store;
 
 /// The OpenAPI 3.1 description of the API.
-pub const OPENAPI: &str = include_str!("../../openapi.json");
+pub(crate) const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// The routes of this group.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/health-check", get(health)).route("/openapi.json", get(openapi))
 }
 

@@ -7,12 +7,12 @@ use chrono::NaiveDate;
 use serde::Serialize;
 
 use super::AppState;
-use super::endpoint::Endpoint;
+use super::request::Endpoint;
 use super::respond::{json, serve};
-use crate::store::{Operation, Store};
+use store::{Operation, Store};
 
 /// The routes of this group.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/operations/{date}", get(day)).route("/v1/operations/{date}/{number}", get(one))
 }
 

@@ -14,13 +14,12 @@ use http::{HeaderValue, header};
 
 use std::sync::Arc;
 
-use super::respond::choose_encoding;
+use super::negotiate::{Encoding, choose_encoding};
 use super::{ApiError, AppState, HttpSettings, RouteHeaders};
-use crate::cache::Encoding;
 
 /// A validated request for one policy route.
 #[derive(Debug)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// Shared settings, holding the route's precomputed headers.
     settings: Arc<HttpSettings>,
     /// Index of the route in `settings.routes`.
@@ -30,43 +29,43 @@ pub struct Endpoint {
     /// Declared query parameters, normalized, defaults filled in.
     query: Vec<(&'static str, String)>,
     /// Set when the path said `today`: the time until the service day rolls over.
-    pub today_remaining: Option<Duration>,
+    pub(crate) today_remaining: Option<Duration>,
     /// In-process cache key: route name, parameters and declared query values.
-    pub key: String,
+    pub(crate) key: String,
     /// The encoding negotiated from `Accept-Encoding` (used when the body is worth compressing).
-    pub encoding: Option<Encoding>,
+    pub(crate) encoding: Option<Encoding>,
     /// `If-None-Match`, kept alone rather than cloning every request header.
-    pub if_none_match: Option<HeaderValue>,
+    pub(crate) if_none_match: Option<HeaderValue>,
 }
 
 impl Endpoint {
     /// Precomputed headers of the route.
-    pub fn headers(&self) -> &RouteHeaders {
+    pub(crate) fn headers(&self) -> &RouteHeaders {
         &self.settings.routes[self.index]
     }
 
     /// The route.
-    pub fn route(&self) -> &'static Route {
+    pub(crate) fn route(&self) -> &'static Route {
         self.headers().route
     }
 
     /// A route parameter's (resolved) value.
-    pub fn param(&self, name: &str) -> &str {
+    pub(crate) fn param(&self, name: &str) -> &str {
         self.params.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_str())
     }
 
     /// A date parameter, already validated.
-    pub fn date(&self, name: &str) -> NaiveDate {
+    pub(crate) fn date(&self, name: &str) -> NaiveDate {
         self.param(name).parse().unwrap_or_default()
     }
 
     /// A declared integer query parameter, already validated.
-    pub fn query_int(&self, name: &str) -> i64 {
+    pub(crate) fn query_int(&self, name: &str) -> i64 {
         self.query.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.parse().ok()).unwrap_or_default()
     }
 
     /// The response's tags.
-    pub fn tags(&self) -> Vec<String> {
+    pub(crate) fn tags(&self) -> Vec<String> {
         self.route().render_tags(|p| Some(self.param(p)))
     }
 }
@@ -111,6 +110,21 @@ impl FromRequestParts<AppState> for Endpoint {
             key.push('\n');
             key.push_str(&value);
             params.push((name.as_str(), value));
+        }
+
+        // Valid values are unreserved characters, so a percent sign means a non-canonical
+        // spelling of a canonical path (`10701%46` for `10701F`). The edge would keep it as an
+        // object of its own that no invalidation of the canonical path reaches: send the viewer
+        // to the canonical path instead, which is invalidated when the data changes.
+        if parts.uri.path().contains('%') {
+            let lookup = |name: &str| raw.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
+            if let Some(canonical) = route.path.render(lookup).filter(|c| c != parts.uri.path()) {
+                let location = match parts.uri.query() {
+                    Some(query) => format!("{canonical}?{query}"),
+                    None => canonical,
+                };
+                return Err(ApiError::NonCanonical { location, cache_control: headers.cache_control.clone() });
+            }
         }
 
         let mut query = Vec::with_capacity(route.query.len());

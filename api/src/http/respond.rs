@@ -1,5 +1,6 @@
-//! Turning a cached (or freshly loaded) response into HTTP: the route's `Cache-Control`, strong
-//! ETags and `304`, compression with `Vary`, cache tags, `x-local-cache` and `Server-Timing`.
+//! Answering a policy route: the in-process cache (or a load), then rendering the cached value as
+//! HTTP: the route's `Cache-Control`, strong ETags and `304`, compression with `Vary`, cache tags,
+//! `x-local-cache` and `Server-Timing`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,38 +9,42 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-use super::endpoint::Endpoint;
+use store::{Db, StoreError, StoreResult};
+
 use super::error::error_body;
-use super::{ApiError, AppState};
-use crate::cache::{CachedResponse, Encoding, LoadError, Outcome};
-use crate::store::{Db, StoreError, StoreResult};
+use super::negotiate::{self, MIN_COMPRESS};
+use super::request::Endpoint;
+use super::{ApiError, AppState, RouteHeaders};
+use crate::cache::{CachedResponse, LoadError, Outcome, Variant};
 
 /// `x-local-cache` header name.
-pub const X_LOCAL_CACHE: HeaderName = HeaderName::from_static("x-local-cache");
+pub(crate) const X_LOCAL_CACHE: HeaderName = HeaderName::from_static("x-local-cache");
 
 /// `Server-Timing` header name (built once: parsing a name per response showed up in profiles).
-pub const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+pub(crate) const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
 
 /// How long the edge may keep a stale copy served because the database failed: briefly, so it
 /// asks again soon.
 const STALE_CACHE_CONTROL: &str = "public, max-age=0, s-maxage=5";
+/// The `s-maxage` of [`STALE_CACHE_CONTROL`].
+const STALE_EDGE_TTL: Duration = Duration::from_secs(5);
 
 /// Serializes a value for a response body.
 ///
 /// # Errors
 ///
 /// [`StoreError::Data`] if the value cannot be represented as JSON.
-pub fn json<T: Serialize>(value: &T) -> StoreResult<Bytes> {
+pub(crate) fn json<T: Serialize>(value: &T) -> StoreResult<Bytes> {
     serde_json::to_vec(value).map(Bytes::from).map_err(|e| StoreError::Data(e.to_string()))
 }
 
 /// Answers a policy route: from the in-process cache, or by running `load` (once for all
 /// concurrent requests of the same key). `load` returns `None` for a resource that does not exist,
 /// which becomes a negatively cached `404` saying `not_found`.
-pub async fn serve<F, Fut>(state: &AppState, endpoint: Endpoint, not_found: &'static str, load: F) -> Response
+pub(crate) async fn serve<F, Fut>(state: &AppState, endpoint: Endpoint, not_found: &'static str, load: F) -> Response
 where
     F: FnOnce(Db) -> Fut,
     Fut: Future<Output = StoreResult<Option<Bytes>>>,
@@ -54,11 +59,14 @@ where
             let loaded = load(store).await?;
             let db_time = started.elapsed();
             let tags = endpoint.tags();
+            let value = |status, body: Bytes| {
+                let hash = negotiate::body_hash(&body);
+                let etag = negotiate::etag(&hash, None);
+                CachedResponse::new(status, body, (hash, etag), tags, db_time, started)
+            };
             Ok(match loaded {
-                Some(body) => {
-                    CachedResponse::new(StatusCode::OK, body, tags, db_time).with_lifetimes(route.local_ttl, route.sie)
-                }
-                None => CachedResponse::new(StatusCode::NOT_FOUND, error_body("not_found", not_found), tags, db_time)
+                Some(body) => value(StatusCode::OK, body).with_lifetimes(route.local_ttl, route.sie),
+                None => value(StatusCode::NOT_FOUND, error_body("not_found", not_found))
                     .with_lifetimes(route.negative_ttl.min(route.local_ttl), Duration::ZERO),
             })
         })
@@ -72,29 +80,27 @@ where
 
 /// Builds the HTTP response for a cached value.
 fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, outcome: Outcome) -> Response {
-    let route_headers = endpoint.headers();
-    let cache_control = match (cached.status, outcome, endpoint.today_remaining) {
-        (StatusCode::OK, Outcome::Stale, _) => HeaderValue::from_static(STALE_CACHE_CONTROL),
-        (StatusCode::OK, _, None) => route_headers.cache_control.clone(),
-        (StatusCode::OK, _, Some(remaining)) => HeaderValue::try_from(endpoint.route().cache_control_until(remaining))
-            .unwrap_or(HeaderValue::from_static("no-store")),
-        _ => route_headers.negative.clone(),
-    };
-    let encoding = if cached.compressible() { endpoint.encoding } else { None };
-    let (body, etag) = match encoding {
-        Some(enc) => {
-            let variant = cached.encoded(enc);
-            (variant.body.clone(), variant.etag.clone())
-        }
+    let cache_control = cache_control(endpoint.headers(), cached.status, outcome, endpoint.today_remaining);
+    let compressible = cached.body.len() >= MIN_COMPRESS;
+    let encoded = endpoint.encoding.filter(|_| compressible).and_then(|enc| {
+        let variant = cached.variant(enc.slot(), |c| Variant {
+            body: enc.compress(&c.body),
+            etag: negotiate::etag(&c.hash, Some(enc)),
+        })?;
+        Some((enc, variant))
+    });
+    let (body, etag) = match encoded {
+        Some((_, variant)) => (variant.body.clone(), variant.etag.clone()),
         None => (cached.body.clone(), cached.etag.clone()),
     };
+    let encoding = encoded.map(|(enc, _)| enc);
 
     let not_modified = cached.status == StatusCode::OK
         && endpoint
             .if_none_match
             .as_ref()
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|inm| etag_matches(inm, &cached.hash));
+            .is_some_and(|inm| negotiate::etag_matches(inm, &cached.hash));
 
     let mut response = if not_modified {
         StatusCode::NOT_MODIFIED.into_response()
@@ -114,7 +120,7 @@ fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, o
     if cached.status == StatusCode::OK {
         headers.insert(header::ETAG, etag);
     }
-    if cached.compressible() {
+    if compressible {
         headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
     if !cached.tags.is_empty() {
@@ -123,6 +129,26 @@ fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, o
     headers.insert(X_LOCAL_CACHE, HeaderValue::from_static(outcome.as_str()));
     headers.insert(SERVER_TIMING, server_timing(outcome, cached.db_time));
     response
+}
+
+/// The `Cache-Control` of an answer: the route's, cut short for `today` so no edge keeps it past
+/// the rollover (stale copies included), the brief stale one, or the negative one.
+fn cache_control(
+    route: &RouteHeaders,
+    status: StatusCode,
+    outcome: Outcome,
+    today_remaining: Option<Duration>,
+) -> HeaderValue {
+    let computed = |text: String| HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("no-store"));
+    match (status, outcome, today_remaining) {
+        (StatusCode::OK, Outcome::Stale, Some(remaining)) if remaining < STALE_EDGE_TTL => {
+            computed(cache_policy::negative_cache_control(remaining))
+        }
+        (StatusCode::OK, Outcome::Stale, _) => HeaderValue::from_static(STALE_CACHE_CONTROL),
+        (StatusCode::OK, _, None) => route.cache_control.clone(),
+        (StatusCode::OK, _, Some(remaining)) => computed(route.route.cache_control_until(remaining)),
+        _ => route.negative.clone(),
+    }
 }
 
 fn server_timing(outcome: Outcome, db_time: Duration) -> HeaderValue {
@@ -134,82 +160,37 @@ fn server_timing(outcome: Outcome, db_time: Duration) -> HeaderValue {
     }
 }
 
-/// Picks the response encoding from `Accept-Encoding`: brotli, then gzip, else none.
-pub fn choose_encoding(request: &HeaderMap) -> Option<Encoding> {
-    let mut br = false;
-    let mut gzip = false;
-    for value in request.get_all(header::ACCEPT_ENCODING) {
-        let Ok(text) = value.to_str() else { continue };
-        for item in text.split(',') {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim();
-            let refused = parts.any(|p| {
-                p.trim().strip_prefix("q=").and_then(|q| q.trim().parse::<f32>().ok()).is_some_and(|q| q <= 0.0)
-            });
-            if refused {
-                continue;
-            }
-            if coding.eq_ignore_ascii_case("br") {
-                br = true;
-            } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-                gzip = true;
-            }
-        }
-    }
-    if br {
-        Some(Encoding::Br)
-    } else if gzip {
-        Some(Encoding::Gzip)
-    } else {
-        None
-    }
-}
-
-/// Whether an `If-None-Match` value matches any representation of a response whose body hash is
-/// `hash` (weak comparison, as RFC 9110 prescribes for `If-None-Match`).
-pub fn etag_matches(if_none_match: &str, hash: &str) -> bool {
-    if_none_match.split(',').any(|candidate| {
-        let candidate = candidate.trim();
-        if candidate == "*" {
-            return true;
-        }
-        let opaque = candidate.strip_prefix("W/").unwrap_or(candidate);
-        let Some(inner) = opaque.strip_prefix('"').and_then(|o| o.strip_suffix('"')) else {
-            return false;
-        };
-        inner == hash || inner.strip_prefix(hash).is_some_and(|suffix| suffix == "-br" || suffix == "-gzip")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn accept(value: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_str(value).unwrap());
-        h
+    fn route() -> RouteHeaders {
+        let route = cache_policy::Policy::embedded().unwrap().route("operations").unwrap();
+        RouteHeaders {
+            route,
+            cache_control: HeaderValue::try_from(route.cache_control()).unwrap(),
+            negative: HeaderValue::try_from(route.negative_cache_control()).unwrap(),
+        }
+    }
+
+    fn s_maxage(value: &HeaderValue) -> u64 {
+        let text = value.to_str().unwrap();
+        text.split(", ").find_map(|d| d.strip_prefix("s-maxage=")).unwrap().parse().unwrap()
     }
 
     #[test]
-    fn encoding_prefers_brotli_and_honours_q_zero() {
-        assert_eq!(choose_encoding(&accept("gzip, deflate, br")), Some(Encoding::Br));
-        assert_eq!(choose_encoding(&accept("gzip")), Some(Encoding::Gzip));
-        assert_eq!(choose_encoding(&accept("br;q=0, gzip;q=0.5")), Some(Encoding::Gzip));
-        assert_eq!(choose_encoding(&accept("identity")), None);
-        assert_eq!(choose_encoding(&HeaderMap::new()), None);
-    }
-
-    #[test]
-    fn if_none_match_uses_weak_comparison_over_every_representation() {
-        let hash = "abc123";
-        assert!(etag_matches("\"abc123\"", hash));
-        assert!(etag_matches("W/\"abc123\"", hash));
-        assert!(etag_matches("\"zzz\", \"abc123-br\"", hash));
-        assert!(etag_matches("\"abc123-gzip\"", hash));
-        assert!(etag_matches("*", hash));
-        assert!(!etag_matches("\"abc12\"", hash));
-        assert!(!etag_matches("\"abc123-zstd\"", hash));
-        assert!(!etag_matches("abc123", hash));
+    fn no_answer_for_today_outlives_the_rollover() {
+        let r = route();
+        let soon = Some(Duration::from_secs(2));
+        for outcome in [Outcome::Hit, Outcome::Miss, Outcome::Stale] {
+            let value = cache_control(&r, StatusCode::OK, outcome, soon);
+            assert!(s_maxage(&value) <= 2, "{outcome:?}: {value:?}");
+        }
+        // Far from the rollover a stale copy keeps its brief edge TTL, a fresh one the route's.
+        let later = Some(Duration::from_secs(3_600));
+        assert_eq!(cache_control(&r, StatusCode::OK, Outcome::Stale, later), STALE_CACHE_CONTROL);
+        assert_eq!(s_maxage(&cache_control(&r, StatusCode::OK, Outcome::Stale, None)), 5);
+        assert_eq!(cache_control(&r, StatusCode::OK, Outcome::Hit, None), r.cache_control);
+        assert_eq!(cache_control(&r, StatusCode::NOT_FOUND, Outcome::Hit, soon), r.negative);
     }
 }

@@ -6,12 +6,12 @@ use axum::{Router, routing::get};
 use serde::Serialize;
 
 use super::AppState;
-use super::endpoint::Endpoint;
+use super::request::Endpoint;
 use super::respond::{json, serve};
-use crate::store::{Sighting, Store};
+use store::{Sighting, Store};
 
 /// The routes of this group.
-pub fn router() -> Router<AppState> {
+pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/sightings/latest", get(latest))
 }
 

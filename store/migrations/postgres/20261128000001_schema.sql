@@ -62,7 +62,7 @@ LANGUAGE sql STABLE AS $$
     SELECT to_char((ts AT TIME ZONE c.time_zone) - c.day_start, 'YYYY-MM-DD') FROM service_calendar c
 $$;
 
--- Tags touched by one row of each table (the tag vocabulary of SPEC §3).
+-- Tags touched by one row of each table: the tag vocabulary that responses carry (docs/design.md).
 CREATE FUNCTION edgerail_tags_lines(r lines) RETURNS SETOF TEXT
 LANGUAGE sql IMMUTABLE AS $$ VALUES ('lines'), ('line:' || r.id) $$;
 

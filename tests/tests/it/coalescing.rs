@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use api::store::Store;
 use futures_util::future::join_all;
+use store::Store;
 
 use crate::helpers::{Backend, TestApp, TestDb};
 
@@ -11,7 +11,11 @@ const CONCURRENT: usize = 64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_make_one_query_postgres() {
-    let app = TestApp::with(TestDb::new(Backend::Postgres).await, &["--change-poll-interval", "1h"]).await;
+    let app = TestApp::with(
+        TestDb::new(Backend::Postgres).await,
+        &["--change-poll-interval", "1h", "--change-max-lag", "2h"],
+    )
+    .await;
     app.get("/health-check").await;
     app.get("/v1/lines").await; // the change feed position is known; nothing else is cached
     let reads = app.store().reads();
@@ -48,7 +52,9 @@ async fn concurrent_misses_make_one_query_postgres() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_misses_make_one_query_sqlite() {
-    let app = TestApp::with(TestDb::new(Backend::Sqlite).await, &["--change-poll-interval", "1h"]).await;
+    let app =
+        TestApp::with(TestDb::new(Backend::Sqlite).await, &["--change-poll-interval", "1h", "--change-max-lag", "2h"])
+            .await;
     app.get("/v1/lines").await;
     let reads = app.store().reads();
     // All requests are polled once before the first load can finish its database I/O.

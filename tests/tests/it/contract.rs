@@ -1,13 +1,13 @@
-//! The HTTP contract of SPEC §4, for every route: in process (`oneshot`) on both backends, and
+//! The HTTP contract (docs/design.md), for every route: in process (`oneshot`) on both backends, and
 //! over a real socket.
 
 use std::io::Read;
 use std::net::SocketAddr;
 
-use api::store::Store;
 use cache_policy::Policy;
 use chrono::Utc;
 use http::StatusCode;
+use store::Store;
 
 use crate::helpers::{Backend, TestApp, TestResponse};
 
@@ -47,13 +47,13 @@ fn policy() -> &'static Policy {
     Policy::embedded().unwrap()
 }
 
-fn today(app: &TestApp) -> String {
-    app.state.http.calendar.service_date(Utc::now()).to_string()
+fn today() -> String {
+    crate::helpers::calendar().service_date(Utc::now()).to_string()
 }
 
 /// One concrete URL per route, with the tags its answer must carry and a body check.
-fn samples(app: &TestApp) -> Vec<(&'static str, String, Vec<String>)> {
-    let day = today(app);
+fn samples() -> Vec<(&'static str, String, Vec<String>)> {
+    let day = today();
     vec![
         ("lines", "/v1/lines".into(), vec!["lines".into()]),
         ("line_stations", "/v1/lines/minato/stations".into(), vec!["line:minato".into()]),
@@ -93,8 +93,8 @@ fn check_body(route: &str, body: &serde_json::Value) {
     }
 }
 
-async fn every_route(app: &TestApp, client: &Client) {
-    for (name, uri, tags) in samples(app) {
+async fn every_route(client: &Client) {
+    for (name, uri, tags) in samples() {
         let route = policy().route(name).unwrap();
         let first = client.get(&uri, &[]).await;
         assert_eq!(first.status, StatusCode::OK, "{uri}: {:?}", first.body);
@@ -106,6 +106,7 @@ async fn every_route(app: &TestApp, client: &Client) {
         assert_eq!(first.header("x-local-cache"), "miss", "{uri}");
         assert!(first.header("server-timing").starts_with("db;dur="), "{uri}");
         check_body(name, &first.json());
+        crate::openapi::assert_conforms(&uri, 200, &first.body);
 
         let second = client.get(&uri, &[]).await;
         assert_eq!(second.header("x-local-cache"), "hit", "{uri}");
@@ -145,6 +146,7 @@ async fn errors(client: &Client) {
     for uri in bad {
         let res = client.get(uri, &[]).await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{uri}: {:?}", res.body);
+        crate::openapi::assert_conforms(uri, 400, &res.body);
         assert_eq!(res.json()["error"]["code"], "bad_request", "{uri}");
         assert!(!res.json()["error"]["message"].as_str().unwrap().is_empty());
         assert_eq!(res.header("content-type"), "application/json");
@@ -160,6 +162,7 @@ async fn errors(client: &Client) {
         let res = client.get(uri, &[]).await;
         assert_eq!(res.status, StatusCode::NOT_FOUND, "{uri}");
         assert_eq!(res.json()["error"]["code"], "not_found");
+        crate::openapi::assert_conforms(uri, 404, &res.body);
         assert_eq!(res.header("cache-control"), "public, max-age=0, s-maxage=10", "{uri}");
         assert!(!res.header("cache-tag").is_empty(), "{uri}: a 404 carries the tags that would create it");
         assert!(res.header("etag").is_empty());
@@ -193,8 +196,8 @@ async fn health(client: &Client) {
     assert_eq!(res.header("cache-control"), "no-store");
 }
 
-async fn compression(app: &TestApp, client: &Client) {
-    let day = today(app);
+async fn compression(client: &Client) {
+    let day = today();
     let uri = format!("/v1/operations/{day}");
     let plain = client.get(&uri, &[]).await;
     assert_eq!(plain.header("vary"), "accept-encoding");
@@ -249,8 +252,8 @@ async fn undeclared_query_parameters_are_ignored(app: &TestApp, client: &Client)
     assert_eq!(a.json()["sightings"].as_array().unwrap().len(), 50);
 }
 
-async fn today_alias_expires_at_rollover(app: &TestApp, client: &Client) {
-    let day = today(app);
+async fn today_alias_expires_at_rollover(client: &Client) {
+    let day = today();
     let dated = client.get(&format!("/v1/operations/{day}"), &[]).await;
     let res = client.get("/v1/operations/today", &[]).await;
     assert_eq!(res.status, StatusCode::OK);
@@ -260,7 +263,7 @@ async fn today_alias_expires_at_rollover(app: &TestApp, client: &Client) {
     assert_eq!(res.header("cache-tag"), format!("operations:{day}"));
     let cc = res.header("cache-control");
     assert!(!cc.contains("stale-"), "no stale serving past the rollover: {cc}");
-    let remaining = app.state.http.calendar.until_rollover(Utc::now()).as_secs();
+    let remaining = crate::helpers::calendar().until_rollover(Utc::now()).as_secs();
     let max_age: u64 = cc.split("s-maxage=").nth(1).unwrap().parse().unwrap();
     assert!(max_age <= remaining.max(1), "{cc} vs {remaining}s left");
     let op = client.get("/v1/operations/today/01M", &[]).await;
@@ -282,12 +285,12 @@ crate::both_backends!(contract_in_process);
 async fn contract_in_process(backend: Backend) {
     let app = TestApp::new(backend).await;
     let client = Client::InProcess(app.clone());
-    every_route(&app, &client).await;
+    every_route(&client).await;
     errors(&client).await;
     health(&client).await;
-    compression(&app, &client).await;
+    compression(&client).await;
     undeclared_query_parameters_are_ignored(&app, &client).await;
-    today_alias_expires_at_rollover(&app, &client).await;
+    today_alias_expires_at_rollover(&client).await;
     openapi_describes_every_route(&client).await;
 }
 
@@ -296,12 +299,12 @@ async fn contract_over_a_socket() {
     let app = TestApp::new(Backend::Postgres).await;
     let (addr, stop) = app.serve().await;
     let client = Client::Socket(reqwest::Client::new(), addr);
-    every_route(&app, &client).await;
+    every_route(&client).await;
     errors(&client).await;
     health(&client).await;
-    compression(&app, &client).await;
+    compression(&client).await;
     undeclared_query_parameters_are_ignored(&app, &client).await;
-    today_alias_expires_at_rollover(&app, &client).await;
+    today_alias_expires_at_rollover(&client).await;
     let _ = stop.send(());
 }
 

@@ -185,3 +185,38 @@ async fn purge_is_refused_from_elsewhere_and_prefix_purges_work() {
     assert_eq!(get(&client, &edge.url("/v1/formations/3001F")).await.x_cache, "Miss");
     assert_eq!(get(&client, &edge.url("/v1/formations/3002F")).await.x_cache, "Miss");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_mode_reaches_query_variants_and_non_canonical_spellings() {
+    let (app, edge, _stop) = stack().await;
+    let client = reqwest::Client::new();
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    warmer_purge(&app.db, &edge, "paths").await;
+
+    // Copies a reader can make the edge hold: undeclared query variants, a percent-encoded path.
+    let variants = ["/v1/lines?limit=1", "/v1/lines?limit=7", "/v1/formations/10701F?limit=3"];
+    for url in variants {
+        get(&client, &edge.url(url)).await;
+        assert_eq!(get(&client, &edge.url(url)).await.x_cache, "Hit", "{url} is cached at the edge");
+    }
+    let encoded = edge.url("/v1/formations/10701%46");
+    let redirect = no_redirects.get(&encoded).send().await.unwrap();
+    assert_eq!(redirect.status(), 308, "a non-canonical spelling points at the canonical path");
+    assert_eq!(redirect.headers()["location"], "/v1/formations/10701F");
+    assert!(redirect.headers()["cache-control"].to_str().unwrap().contains("s-maxage="));
+
+    app.db.exec("UPDATE lines SET name = 'Minato Line (renamed)' WHERE id = 'minato'").await;
+    app.db.exec("UPDATE formations SET note = 'Anniversary wrap' WHERE id = '10701F'").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let summary = warmer_purge(&app.db, &edge, "paths").await;
+    assert_eq!(summary["failures"], 0, "{summary}");
+
+    for url in &variants[..2] {
+        let lines = get(&client, &edge.url(url)).await;
+        let minato = lines.body["lines"].as_array().unwrap().iter().find(|l| l["id"] == "minato").cloned().unwrap();
+        assert_eq!(minato["name"], "Minato Line (renamed)", "{url} was not left stale");
+    }
+    assert_eq!(get(&client, &edge.url(variants[2])).await.body["note"], "Anniversary wrap");
+    // Following the cached redirect lands on the invalidated canonical object.
+    assert_eq!(get(&client, &encoded).await.body["note"], "Anniversary wrap");
+}

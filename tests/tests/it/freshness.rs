@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use api::store::Store;
+use store::Store;
 
 use crate::helpers::{Backend, TestApp, TestDb};
 
@@ -77,7 +77,11 @@ async fn idle_instances_do_not_poll(backend: Backend) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polls_at_most_once_per_interval() {
-    let app = TestApp::with(TestDb::new(Backend::Postgres).await, &["--change-poll-interval", "1h"]).await;
+    let app = TestApp::with(
+        TestDb::new(Backend::Postgres).await,
+        &["--change-poll-interval", "1h", "--change-max-lag", "2h"],
+    )
+    .await;
     app.get("/v1/lines").await;
     let reads = app.store().reads();
     for _ in 0..50 {

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 
 use api::config::Cli;
 use api::startup::{self, Application};
-use api::store::Db;
 use api::{AppState, app};
 use axum::Router;
 use axum::body::Body;
 use clap::Parser;
 use http::{Request, Response};
+use store::Db;
 use tower::ServiceExt;
 
 /// Which database a test runs against.
@@ -127,7 +127,7 @@ impl TestApp {
     }
 
     pub fn store(&self) -> &Db {
-        &self.state.store
+        self.state.store()
     }
 
     pub async fn get(&self, uri: &str) -> TestResponse {
@@ -185,4 +185,9 @@ pub fn binary(name: &str) -> PathBuf {
     let path = exe.parent().and_then(|p| p.parent()).unwrap().join(name);
     assert!(path.exists(), "{} is not built: run ./scripts/test.sh (or cargo build --bins)", path.display());
     path
+}
+
+/// The service calendar the test apps run with (the API's defaults).
+pub fn calendar() -> store::ServiceCalendar {
+    store::ServiceCalendar::new("Asia/Tokyo", "04:00").expect("the default calendar is valid")
 }

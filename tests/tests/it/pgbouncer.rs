@@ -13,7 +13,7 @@ async fn every_route_works_through_pgbouncer_transaction_pooling() {
     let a = TestApp::with_url(db.clone(), &db.via_pgbouncer(), &pooled_args).await;
     let b = TestApp::with_url(db.clone(), &db.via_pgbouncer(), &pooled_args).await;
 
-    let day = direct.state.http.calendar.service_date(chrono::Utc::now());
+    let day = crate::helpers::calendar().service_date(chrono::Utc::now());
     let uris = [
         "/v1/lines".to_owned(),
         "/v1/lines/sakura/stations".to_owned(),

@@ -2,8 +2,10 @@
 
 use std::collections::BTreeSet;
 
-use api::store::{Store, StoreError};
 use chrono::Utc;
+use std::time::Duration;
+
+use store::{FeedCursor, Store, StoreError, outbox};
 
 use crate::helpers::{Backend, TestApp};
 
@@ -13,8 +15,10 @@ crate::both_backends!(
     reads_operations_of_a_service_day,
     reads_latest_sightings,
     triggers_record_the_tags_each_write_touches,
-    change_feed_returns_rows_after_a_position_and_gap_ids,
+    change_feed_returns_what_became_visible_after_a_cursor,
     closed_store_reports_unavailable,
+    a_claim_takes_only_what_was_visible_at_its_mark,
+    processed_changes_older_than_the_retention_are_pruned,
 );
 
 async fn app(backend: Backend) -> TestApp {
@@ -54,7 +58,7 @@ async fn reads_formations_with_latest_sightings(backend: Backend) {
 async fn reads_operations_of_a_service_day(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
-    let calendar = app.state.http.calendar;
+    let calendar = crate::helpers::calendar();
     let today = calendar.service_date(Utc::now());
     let ops = store.operations(today).await.unwrap();
     assert_eq!(ops.len(), 300);
@@ -98,8 +102,8 @@ async fn reads_latest_sightings(backend: Backend) {
     assert_eq!(newest.operation_number, None);
 }
 
-async fn tags_after<S: Store>(store: &S, after: i64) -> BTreeSet<String> {
-    store.changes_since(after, &[], 1000).await.unwrap().into_iter().map(|c| c.tag).collect()
+async fn tags_after<S: Store>(store: &S, after: &FeedCursor) -> BTreeSet<String> {
+    store.feed_since(after, 1000).await.unwrap().changes.into_iter().map(|c| c.tag).collect()
 }
 
 fn set(tags: &[&str]) -> BTreeSet<String> {
@@ -111,73 +115,75 @@ async fn triggers_record_the_tags_each_write_touches(backend: Backend) {
     let store = app.store();
     let db = &app.db;
 
-    let mark = store.max_change_id().await.unwrap();
+    let mark = store.feed_start().await.unwrap();
     db.exec("UPDATE lines SET name = 'Minato Line (renamed)' WHERE id = 'minato'").await;
-    assert_eq!(tags_after(store, mark).await, set(&["lines", "line:minato"]));
+    assert_eq!(tags_after(store, &mark).await, set(&["lines", "line:minato"]));
 
-    let mark = store.max_change_id().await.unwrap();
+    let mark = store.feed_start().await.unwrap();
     db.exec("INSERT INTO stations (id, line_id, name, position) VALUES ('M17', 'minato', 'Newport', 17)").await;
-    assert_eq!(tags_after(store, mark).await, set(&["line:minato"]));
+    assert_eq!(tags_after(store, &mark).await, set(&["line:minato"]));
 
-    let mark = store.max_change_id().await.unwrap();
+    let mark = store.feed_start().await.unwrap();
     db.exec("UPDATE formations SET note = 'Wrapped' WHERE id = '10701F'").await;
-    assert_eq!(tags_after(store, mark).await, set(&["formations", "formation:10701F"]));
+    assert_eq!(tags_after(store, &mark).await, set(&["formations", "formation:10701F"]));
 
-    let mark = store.max_change_id().await.unwrap();
+    let mark = store.feed_start().await.unwrap();
     db.exec("INSERT INTO operations (service_date, number, formation_id) VALUES ('2030-01-02', '99X', '10701F')").await;
-    assert_eq!(tags_after(store, mark).await, set(&["operations:2030-01-02", "operation:2030-01-02:99X"]));
+    assert_eq!(tags_after(store, &mark).await, set(&["operations:2030-01-02", "operation:2030-01-02:99X"]));
 
     // 2030-01-02 20:30 UTC is 05:30 on the 3rd in Tokyo: the 3rd's service day.
-    let mark = store.max_change_id().await.unwrap();
+    let mark = store.feed_start().await.unwrap();
     db.exec(
         "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
          VALUES ('10701F', '12M', 'M01', '2030-01-02T20:30:00.000000Z')",
     )
     .await;
     assert_eq!(
-        tags_after(store, mark).await,
+        tags_after(store, &mark).await,
         set(&["sightings", "formations", "formation:10701F", "operations:2030-01-03", "operation:2030-01-03:12M"])
     );
     // 03:30 local is still the previous service day.
-    let mark = store.max_change_id().await.unwrap();
+    let mark = store.feed_start().await.unwrap();
     db.exec(
         "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
          VALUES ('3001F', '07K', NULL, '2030-01-02T18:30:00.000000Z')",
     )
     .await;
     assert_eq!(
-        tags_after(store, mark).await,
+        tags_after(store, &mark).await,
         set(&["sightings", "formations", "formation:3001F", "operations:2030-01-02", "operation:2030-01-02:07K"])
     );
     // Without an operation, no operation tags.
-    let mark = store.max_change_id().await.unwrap();
+    let mark = store.feed_start().await.unwrap();
     db.exec(
         "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
          VALUES ('3002F', NULL, NULL, '2030-01-02T18:30:00.000000Z')",
     )
     .await;
-    assert_eq!(tags_after(store, mark).await, set(&["sightings", "formations", "formation:3002F"]));
+    assert_eq!(tags_after(store, &mark).await, set(&["sightings", "formations", "formation:3002F"]));
 
-    let mark = store.max_change_id().await.unwrap();
+    let mark = store.feed_start().await.unwrap();
     db.exec("DELETE FROM operations WHERE service_date = '2030-01-02' AND number = '99X'").await;
-    assert_eq!(tags_after(store, mark).await, set(&["operations:2030-01-02", "operation:2030-01-02:99X"]));
+    assert_eq!(tags_after(store, &mark).await, set(&["operations:2030-01-02", "operation:2030-01-02:99X"]));
 }
 
-async fn change_feed_returns_rows_after_a_position_and_gap_ids(backend: Backend) {
+async fn change_feed_returns_what_became_visible_after_a_cursor(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
-    let start = store.max_change_id().await.unwrap();
+    let start = store.feed_start().await.unwrap();
     app.db.exec("UPDATE formations SET note = 'a' WHERE id = '3001F'").await;
-    let all = store.changes_since(start, &[], 1000).await.unwrap();
-    assert_eq!(all.len(), 2);
-    let last = all.last().unwrap().id;
-    assert!(store.changes_since(last, &[], 1000).await.unwrap().is_empty());
-    // Ids named in `also` are returned even though they are not after the position.
-    let first = all[0].id;
-    let again = store.changes_since(last, &[first], 1000).await.unwrap();
-    assert_eq!(again.iter().map(|c| c.id).collect::<Vec<_>>(), [first]);
-    assert_eq!(store.changes_since(start, &[], 1).await.unwrap().len(), 1, "limit applies");
-    assert_eq!(store.max_change_id().await.unwrap(), last);
+    let page = store.feed_since(&start, 1000).await.unwrap();
+    assert_eq!(page.changes.len(), 2);
+    assert!(!page.overflow);
+    assert!(page.changes.windows(2).all(|w| w[0].id < w[1].id));
+    // Nothing new after the returned cursor; the old cursor still sees the same changes.
+    assert!(store.feed_since(&page.cursor, 1000).await.unwrap().changes.is_empty());
+    assert_eq!(store.feed_since(&start, 1000).await.unwrap().changes, page.changes);
+    // Past the limit, the page overflows: its cursor skips to the present.
+    let over = store.feed_since(&start, 1).await.unwrap();
+    assert!(over.overflow);
+    assert_eq!(over.changes.len(), 1, "limit applies");
+    assert!(store.feed_since(&over.cursor, 1000).await.unwrap().changes.is_empty());
 }
 
 async fn closed_store_reports_unavailable(backend: Backend) {
@@ -187,4 +193,82 @@ async fn closed_store_reports_unavailable(backend: Backend) {
     store.close().await;
     let err = store.lines().await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+async fn a_claim_takes_only_what_was_visible_at_its_mark(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    // Drain what the fixture left pending.
+    let drain = outbox::claim(store, 1_000_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    drain.complete(&accepted()).await.unwrap();
+
+    let mark = outbox::visible_mark(store).await.unwrap();
+    app.db.exec("UPDATE formations SET note = 'after the mark' WHERE id = '3001F'").await;
+    let claim = outbox::claim(store, 100, &mark).await.unwrap();
+    assert!(claim.changes.is_empty(), "{:?}", claim.changes);
+    claim.release().await;
+    let claim = outbox::claim(store, 100, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    assert_eq!(claim.changes.len(), 2);
+    claim.complete(&accepted()).await.unwrap();
+    assert_eq!(outbox::pending(store).await.unwrap().count, 0);
+}
+
+fn accepted() -> outbox::Accepted<'static> {
+    outbox::Accepted { id: Some("test"), backend: "none", caller_reference: "test", items: 1, status: "Completed" }
+}
+
+async fn processed_changes_older_than_the_retention_are_pruned(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let claim = outbox::claim(store, 1_000_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    let processed = claim.changes.len();
+    assert!(processed > 0);
+    claim.complete(&accepted()).await.unwrap();
+    app.db.exec("UPDATE formations SET note = 'pending' WHERE id = '3001F'").await;
+    // Nothing is old enough yet.
+    assert_eq!(outbox::prune(store, Duration::from_secs(3600)).await.unwrap(), 0);
+    let old = match backend {
+        Backend::Postgres => {
+            "UPDATE cache_changes SET processed_at = now() - interval '8 days' WHERE processed_at IS NOT NULL"
+        }
+        Backend::Sqlite => {
+            "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-8 days') \
+                            WHERE processed_at IS NOT NULL"
+        }
+    };
+    app.db.exec(old).await;
+    assert_eq!(outbox::prune(store, Duration::from_secs(7 * 86_400)).await.unwrap(), processed as u64);
+    assert_eq!(outbox::pending(store).await.unwrap().count, 2, "pending changes are never pruned");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_waits_for_a_late_commit_to_settle_however_early_it_started() {
+    let app = app(Backend::Postgres).await;
+    let store = app.store();
+    let drain = outbox::claim(store, 1_000_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    drain.complete(&accepted()).await.unwrap();
+    // A transaction that started long before the mark but commits after it.
+    let mut slow = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; UPDATE formations SET note = 'slow' WHERE id = '3001F'").execute(&mut slow).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mark = outbox::visible_mark(store).await.unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut slow).await.unwrap();
+    // Its `changed_at` is old, but it was not visible at the mark: not claimed yet.
+    let early = outbox::claim(store, 100, &mark).await.unwrap();
+    assert!(early.changes.is_empty());
+    early.release().await;
+    let later = outbox::visible_mark(store).await.unwrap();
+    assert_eq!(outbox::claim(store, 100, &later).await.unwrap().changes.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_insert_or_replace_records_the_replaced_rows_tags() {
+    let app = app(Backend::Sqlite).await;
+    let store = app.store();
+    let mark = store.feed_start().await.unwrap();
+    // Moves station M01 from the Minato line to the Sakura line by replacing the row.
+    app.db
+        .exec("INSERT OR REPLACE INTO stations (id, line_id, name, position) VALUES ('M01', 'sakura', 'Shiodome', 99)")
+        .await;
+    assert_eq!(tags_after(store, &mark).await, set(&["line:minato", "line:sakura"]));
 }

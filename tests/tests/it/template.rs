@@ -39,27 +39,57 @@ fn env_names(command: clap::Command) -> BTreeSet<String> {
     command.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()).collect()
 }
 
+/// CloudFront's path pattern match: `*` any run of characters, `?` one character.
+fn glob(pattern: &str, path: &str) -> bool {
+    match (pattern.chars().next(), path.chars().next()) {
+        (None, None) => true,
+        (Some('*'), _) => {
+            glob(&pattern[1..], path)
+                || (!path.is_empty() && glob(pattern, &path[path.chars().next().unwrap().len_utf8()..]))
+        }
+        (Some('?'), Some(c)) => glob(&pattern[1..], &path[c.len_utf8()..]),
+        (Some(p), Some(c)) if p == c => glob(&pattern[p.len_utf8()..], &path[c.len_utf8()..]),
+        _ => false,
+    }
+}
+
 #[test]
-fn cache_policy_matches_policy_toml() {
+fn every_route_is_keyed_on_exactly_its_declared_query_parameters() {
     let t = template();
     let policy = Policy::embedded().unwrap();
-    let config = at(&t, &["Resources", "ApiCachePolicy", "Properties", "CachePolicyConfig"]);
-    let max_ttl = at(config, &["MaxTTL"]).as_u64().unwrap();
-    assert!(
-        max_ttl >= policy.max_edge_ttl().as_secs(),
-        "MaxTTL {max_ttl} < longest edge TTL {:?}",
-        policy.max_edge_ttl()
-    );
-    assert_eq!(at(config, &["MinTTL"]).as_u64(), Some(0));
-    assert_eq!(at(config, &["DefaultTTL"]).as_u64(), Some(0), "uncacheable unless the API says so");
-    let params = at(config, &["ParametersInCacheKeyAndForwardedToOrigin"]);
-    assert_eq!(at(params, &["EnableAcceptEncodingGzip"]).as_bool(), Some(true));
-    assert_eq!(at(params, &["EnableAcceptEncodingBrotli"]).as_bool(), Some(true));
-    let query = at(params, &["QueryStringsConfig"]);
-    assert_eq!(at(query, &["QueryStringBehavior"]).as_str(), Some("whitelist"));
-    let declared: BTreeSet<String> =
-        policy.routes().iter().flat_map(|r| r.query.iter().map(|q| q.name.clone())).collect();
-    assert_eq!(strings(at(query, &["QueryStrings"])), declared, "cache key = declared query parameters");
+    let dist = at(&t, &["Resources", "Distribution", "Properties", "DistributionConfig"]);
+    let behaviors = dist.get("CacheBehaviors").and_then(Value::as_sequence).cloned().unwrap_or_default();
+    let default_policy = at(dist, &["DefaultCacheBehavior", "CachePolicyId"]).as_str().unwrap().to_owned();
+    for route in policy.routes() {
+        // A concrete path of the route, as a viewer would ask for it.
+        let path = route.path.render(|_| Some("x")).unwrap();
+        let cache_policy = behaviors
+            .iter()
+            .find(|b| glob(b["PathPattern"].as_str().unwrap(), &path))
+            .map_or(default_policy.clone(), |b| b["CachePolicyId"].as_str().unwrap().to_owned());
+        let config = at(&t, &["Resources", cache_policy.as_str(), "Properties", "CachePolicyConfig"]);
+        let max_ttl = at(config, &["MaxTTL"]).as_u64().unwrap();
+        assert!(
+            max_ttl >= route.edge_ttl.as_secs(),
+            "{}: MaxTTL {max_ttl} < edge TTL {:?}",
+            route.name,
+            route.edge_ttl
+        );
+        assert_eq!(at(config, &["MinTTL"]).as_u64(), Some(0));
+        assert_eq!(at(config, &["DefaultTTL"]).as_u64(), Some(0), "uncacheable unless the API says so");
+        let params = at(config, &["ParametersInCacheKeyAndForwardedToOrigin"]);
+        assert_eq!(at(params, &["EnableAcceptEncodingGzip"]).as_bool(), Some(true));
+        assert_eq!(at(params, &["EnableAcceptEncodingBrotli"]).as_bool(), Some(true));
+        let query = at(params, &["QueryStringsConfig"]);
+        let declared: BTreeSet<String> = route.query.iter().map(|q| q.name.clone()).collect();
+        if declared.is_empty() {
+            assert_eq!(at(query, &["QueryStringBehavior"]).as_str(), Some("none"), "{} ({path})", route.name);
+        } else {
+            assert_eq!(at(query, &["QueryStringBehavior"]).as_str(), Some("whitelist"), "{}", route.name);
+            assert_eq!(strings(at(query, &["QueryStrings"])), declared, "{}: key = declared parameters", route.name);
+        }
+    }
+    assert!(glob("/v1/sightings/*", "/v1/sightings/latest") && !glob("/v1/sightings/*", "/v1/lines"));
 }
 
 #[test]

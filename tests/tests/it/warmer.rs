@@ -16,7 +16,7 @@ use cache_policy::plan::{Context, Limits, Mode, plan};
 use serde_json::Value;
 use warmer::backend::{CloudFront, InvalidationError};
 
-use crate::helpers::{Backend, TestApp, TestDb, binary};
+use crate::helpers::{Backend, TestDb, binary};
 
 fn moto() -> String {
     std::env::var("TEST_MOTO_URL").expect("TEST_MOTO_URL: run through ./scripts/test.sh")
@@ -129,7 +129,7 @@ async fn a_write_to_each_table_becomes_a_cloudfront_invalidation() {
     assert!(first["changes"].as_u64().unwrap() > 0);
     assert_eq!(pending(&db).await, 0);
 
-    let today = TestApp::with(db.clone(), &[]).await.state.http.calendar.service_date(chrono::Utc::now()).to_string();
+    let today = crate::helpers::calendar().service_date(chrono::Utc::now()).to_string();
     let writes = [
         "UPDATE lines SET name = 'Tama Line (new)' WHERE id = 'tama'".to_owned(),
         "INSERT INTO stations (id, line_id, name, position) VALUES ('T17', 'tama', 'Minami-Osawa', 17)".to_owned(),
@@ -323,7 +323,7 @@ async fn an_eventbridge_scheduled_event_runs_a_tick() {
     }))
     .unwrap();
     let pending_before = pending(&db).await;
-    let summary = warmer::tick::handle_scheduled_event(
+    let summary = warmer::lambda::handle_scheduled_event(
         &warmer,
         lambda_runtime::LambdaEvent::new(event, lambda_runtime::Context::default()),
     )
@@ -352,10 +352,8 @@ async fn cachectl(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cachectl_plan_prints_the_covering_items_in_both_modes() {
-    let today = api::calendar::ServiceCalendar::new("Asia/Tokyo", "04:00")
-        .unwrap()
-        .service_date(chrono::Utc::now())
-        .to_string();
+    let today =
+        store::ServiceCalendar::new("Asia/Tokyo", "04:00").unwrap().service_date(chrono::Utc::now()).to_string();
     let ops = format!("operations:{today}");
     let args = ["plan", "--tag", "formation:10701F", "sightings", ops.as_str()];
     let (ok, paths, err) = cachectl(&args, &[]).await;
@@ -456,8 +454,7 @@ async fn warming_is_cost_aware_and_one_failing_path_does_not_fail_the_tick() {
     .unwrap();
     let warmer = warmer::cli::warmer(&cli.db, &cli.backend, &cli.warm).await.unwrap();
 
-    let first = warmer.tick().await;
-    assert!(first.error.is_none(), "{first:?}");
+    let first = warmer.tick().await.unwrap();
     // Lines, formations, latest sightings, 5 stations pages, 100 formations, today's operations twice.
     assert_eq!(first.warmed + first.failures, 3 + 5 + 100 + 2, "{first:?}");
     assert_eq!(first.failures, 1, "only /v1/lines failed");
@@ -466,15 +463,122 @@ async fn warming_is_cost_aware_and_one_failing_path_does_not_fail_the_tick() {
 
     // Nothing is due again before its edge TTL (the failed path is retried).
     seen.lock().unwrap().clear();
-    let second = warmer.tick().await;
+    let second = warmer.tick().await.unwrap();
     assert_eq!(*seen.lock().unwrap(), ["/v1/lines"], "{second:?}");
 
     // A change re-warms the paths it affects, due or not.
     db.exec("UPDATE formations SET note = 'x' WHERE id = '3003F'").await;
     seen.lock().unwrap().clear();
-    let third = warmer.tick().await;
+    let third = warmer.tick().await.unwrap();
     assert_eq!(third.changes, 2);
     let mut fetched = seen.lock().unwrap().clone();
     fetched.sort();
     assert_eq!(fetched, ["/v1/formations", "/v1/formations/3003F", "/v1/lines"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_cloudfront_already_has_counts_as_accepted() {
+    let (endpoint, calls) = replay(vec![(409, recorded("invalidation-batch-already-exists.xml"))]).await;
+    let submitted = backend(&endpoint).submit(&items(), "edgerail-1-2-2-abc-def").await.unwrap();
+    assert_eq!(submitted.id, "existing-edgerail-1-2-2-abc-def");
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
+}
+
+async fn spend_the_month(db: &TestDb, items: i64) {
+    db.exec(&format!(
+        "INSERT INTO cache_invalidations (id, backend, caller_reference, items, changes, status) \
+         VALUES ('earlier-this-month', 'cloudfront', 'x', {items}, 1, 'Completed')"
+    ))
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_budget_a_small_change_stays_precise_and_batches_are_spaced() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let distribution = moto_distribution();
+    let moto = moto();
+    let mut env = cloudfront_env(&distribution, &moto);
+    env.push(("INVALIDATION_OVER_BUDGET_EVERY", "0s"));
+    let (ok, drained) = warmer_once(&db, &env).await;
+    assert!(ok, "{drained}");
+    spend_the_month(&db, 5_000).await;
+
+    db.exec("UPDATE formations SET note = 'Over budget' WHERE id = '10701F'").await;
+    let (ok, summary) = warmer_once(&db, &env).await;
+    assert!(ok, "{summary}");
+    let sent = moto_invalidations(&distribution).await;
+    let latest = sent.iter().find(|items| items.iter().any(|i| i.contains("10701F"))).expect("the change was sent");
+    assert_eq!(latest, &["/v1/formations".to_owned(), "/v1/formations/10701F".to_owned()], "precise, not /*");
+    assert!(!sent.iter().flatten().any(|i| i == "/*"), "{sent:?}");
+
+    // With the default spacing, a second batch right after waits: the change stays pending.
+    db.exec("UPDATE formations SET note = 'Over budget again' WHERE id = '10701F'").await;
+    let mut spaced = cloudfront_env(&distribution, &moto);
+    spaced.push(("INVALIDATION_OVER_BUDGET_EVERY", "5m"));
+    let (ok, deferred) = warmer_once(&db, &spaced).await;
+    assert!(ok, "{deferred}");
+    assert_eq!(deferred["deferred"], true, "{deferred}");
+    assert_eq!(pending(&db).await, 2, "it waits to be coalesced with later changes");
+    assert_eq!(moto_invalidations(&distribution).await.len(), sent.len());
+
+    let (_, plan, err) = cachectl(
+        &["plan", "--tag", "formation:10701F", "--json"],
+        &[("DATABASE_URL", db.url.as_str()), ("INVALIDATION_PATH_BUDGET", "1000")],
+    )
+    .await;
+    let plan: Value = serde_json::from_str(&plan).unwrap_or_else(|e| panic!("{e}: {plan} {err}"));
+    assert!(plan["used_this_month"].as_u64().unwrap() >= 5_000, "{plan}");
+    assert_eq!(plan["billable"], plan["count"], "{plan}");
+    assert!(plan["cost_usd"].as_f64().unwrap() > 0.0, "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_warmer_works_through_pgbouncer_transaction_pooling() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let distribution = moto_distribution();
+    let moto = moto();
+    let pooled = TestDb { url: db.via_pgbouncer(), ..db.clone() };
+    let env = cloudfront_env(&distribution, &moto);
+    let (ok, first) = warmer_once(&pooled, &env).await;
+    assert!(ok, "{first}");
+    for i in 0..5 {
+        db.exec(&format!("UPDATE formations SET note = 'pooled {i}' WHERE id = '3001F'")).await;
+        let (ok, summary) = warmer_once(&pooled, &env).await;
+        assert!(ok, "{summary}");
+        assert_eq!(summary["changes"], 2, "{summary}");
+    }
+    assert_eq!(pending(&db).await, 0);
+    let (ok, status, err) = cachectl(&["status", "--json"], &[("DATABASE_URL", pooled.url.as_str())]).await;
+    assert!(ok, "{err}");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["pending"], 0);
+    assert_eq!(status["recent_invalidations"].as_array().unwrap().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cachectl_refuses_to_pretend_and_speaks_json() {
+    let (ok, _, err) = cachectl(&["invalidate", "--path", "/v1/lines"], &[("INVALIDATOR", "none")]).await;
+    assert!(!ok, "invalidate with INVALIDATOR=none must not report success");
+    assert!(err.contains("INVALIDATOR is none"), "{err}");
+    let (ok, out, _) = cachectl(&["invalidate", "--path", "/v1/lines", "--dry-run", "--json"], &[]).await;
+    assert!(ok);
+    let out: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["items"], serde_json::json!(["/v1/lines"]));
+    let (ok, out, _) = cachectl(&["plan", "--tag", "lines", "--json"], &[]).await;
+    assert!(ok);
+    let out: Value = serde_json::from_str(&out).unwrap();
+    assert!(out["items"].as_array().unwrap().contains(&Value::from("/v1/lines")));
+    assert!(out["used_this_month"].is_null(), "no database: unknown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_that_differs_from_the_triggers_is_reported() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (ok, agreeing) = warmer_once(&db, &[("INVALIDATOR", "none")]).await;
+    assert!(ok, "{agreeing}");
+    assert!(agreeing["calendar_mismatch"].is_null(), "{agreeing}");
+    let (ok, differing) = warmer_once(&db, &[("INVALIDATOR", "none"), ("SERVICE_TZ", "Europe/London")]).await;
+    assert!(ok, "{differing}");
+    let mismatch = differing["calendar_mismatch"].as_str().unwrap_or_else(|| panic!("{differing}"));
+    assert!(mismatch.contains("Asia/Tokyo") && mismatch.contains("Europe/London"), "{mismatch}");
 }

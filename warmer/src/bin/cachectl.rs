@@ -1,132 +1,37 @@
-//! `cachectl`: the operator's CLI for edgerail's edge cache.
+//! `cachectl`: the operator's CLI for edgerail's edge cache. One function per subcommand.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use api::config::LogFormat;
+use cache_policy::cost::{batch_cost_usd, billable_paths};
 use cache_policy::plan::{Context, plan, validate_batch};
 use cache_policy::{QueryKind, format_duration};
 use clap::Parser;
-use warmer::backend::is_completed;
+use process::LogFormat;
+use serde_json::json;
+use store::outbox::{self, Accepted};
+use warmer::backend::{Invalidator, is_completed};
 use warmer::cli::{self, CachectlCli, CachectlCommand, Target};
-use warmer::feed::{self, Accepted};
+use warmer::config::{BackendArgs, DatabaseArgs, InvalidatorKind, WarmArgs};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = CachectlCli::parse();
-    api::telemetry::init(LogFormat::Text);
+    process::init_logging(LogFormat::Text);
     match args.command {
-        CachectlCommand::Policy => print_policy(),
-        CachectlCommand::Plan { target, backend, db } => {
-            for item in items(&target, &backend, &db)? {
-                println!("{item}");
-            }
-            Ok(())
+        CachectlCommand::Policy => policy(),
+        CachectlCommand::Plan { target, json, backend, db } => plan_cmd(&target, json, &backend, &db).await,
+        CachectlCommand::Invalidate { target, wait, dry_run, json, backend, db } => {
+            invalidate(&target, wait, dry_run, json, &backend, &db).await
         }
-        CachectlCommand::Invalidate { target, wait, dry_run, backend, db } => {
-            let items = items(&target, &backend, &db)?;
-            validate_batch(&items, &cli::limits(&backend)).context("the batch is not valid")?;
-            if dry_run {
-                for item in &items {
-                    println!("{item}");
-                }
-                println!("dry run: {} item(s), nothing sent", items.len());
-                return Ok(());
-            }
-            let invalidator = cli::invalidator(&backend).await?;
-            let millis = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-            let reference =
-                format!("cachectl-{millis}-{:016x}", xxhash_rust::xxh3::xxh3_64(items.join("\n").as_bytes()));
-            let submitted = invalidator
-                .submit(&items, &reference)
-                .await
-                .with_context(|| format!("the {} backend did not accept the invalidation", invalidator.name()))?;
-            println!("invalidation {} ({} item(s)): {}", submitted.id, items.len(), submitted.status);
-            if db.database_url.is_some() {
-                let store = cli::open_db(&db)?;
-                feed::record_invalidation(
-                    &store,
-                    &Accepted {
-                        id: Some(&submitted.id),
-                        backend: invalidator.name(),
-                        caller_reference: &reference,
-                        items: items.len(),
-                        status: &submitted.status,
-                    },
-                )
-                .await?;
-            }
-            if wait {
-                let status = invalidator
-                    .wait(&submitted, backend.poll_interval, backend.wait_timeout, |status, elapsed| {
-                        println!("  {:>5.1}s  {status}", elapsed.as_secs_f64());
-                    })
-                    .await?;
-                if !is_completed(&status) {
-                    bail!(
-                        "invalidation {} is still {status} after {}",
-                        submitted.id,
-                        format_duration(backend.wait_timeout)
-                    );
-                }
-                println!("invalidation {} completed", submitted.id);
-            }
-            Ok(())
-        }
-        CachectlCommand::Warm { warm, db } => {
-            let base = warm.base_url.clone().context("WARM_BASE_URL (or --base-url) is required")?;
-            let warmer = cli::warmer(&db, &warmer::config::BackendArgs::defaults(), &warm).await?;
-            let fetched = warmer.warm_everything(&base).await.map_err(anyhow::Error::msg)?;
-            let mut failures = 0;
-            for f in &fetched {
-                let status = f.status.map_or_else(|| "---".to_owned(), |s| s.to_string());
-                println!("{status} {:<5} {}", f.x_cache.as_deref().unwrap_or("-"), f.path);
-                if !f.ok() {
-                    failures += 1;
-                    if let Some(e) = &f.error {
-                        eprintln!("  {e}");
-                    }
-                }
-            }
-            println!("warmed {} path(s), {failures} failure(s)", fetched.len() - failures);
-            if failures > 0 {
-                bail!("{failures} warm request(s) failed");
-            }
-            Ok(())
-        }
-        CachectlCommand::Status { db } => {
-            let store = cli::open_db(&db)?;
-            cli::check_schema(&store).await?;
-            let (pending, oldest) = feed::pending(&store).await?;
-            println!("pending changes: {pending}{}", oldest.map(|o| format!(" (oldest {o})")).unwrap_or_default());
-            println!("invalidation items this month (cloudfront): {}", feed::items_this_month(&store).await?);
-            let recent = feed::recent_invalidations(&store, 10).await?;
-            if recent.is_empty() {
-                println!("no invalidations yet");
-            } else {
-                println!(
-                    "{:<32} {:<10} {:>5} {:>7} {:<12} sent",
-                    "invalidation", "backend", "items", "changes", "status"
-                );
-                for r in recent {
-                    println!(
-                        "{:<32} {:<10} {:>5} {:>7} {:<12} {}",
-                        r.id, r.backend, r.items, r.changes, r.status, r.created_at
-                    );
-                }
-            }
-            Ok(())
-        }
+        CachectlCommand::Warm { warm: settings, db } => warm(&settings, &db).await,
+        CachectlCommand::Status { json, backend, db } => status(json, &backend, &db).await,
     }
 }
 
 /// The items for a target: tags planned per the mode, paths taken as given.
-fn items(
-    target: &Target,
-    backend: &warmer::config::BackendArgs,
-    db: &warmer::config::DatabaseArgs,
-) -> anyhow::Result<Vec<String>> {
+fn items(target: &Target, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow::Result<Vec<String>> {
     if !target.paths.is_empty() {
         return Ok(target.paths.clone());
     }
@@ -141,7 +46,199 @@ fn items(
     Ok(planned.items)
 }
 
-fn print_policy() -> anyhow::Result<()> {
+/// CloudFront paths sent this month, when a database is configured.
+async fn used_this_month(db: &DatabaseArgs) -> anyhow::Result<Option<u64>> {
+    if db.database_url.is_none() {
+        return Ok(None);
+    }
+    let store = cli::open_db(db)?;
+    let used = outbox::items_this_month(&store).await.context("cannot read this month's invalidations")?;
+    Ok(Some(u64::try_from(used).unwrap_or(0)))
+}
+
+/// `cachectl plan`: the items, one a line, then (on stderr) what the batch would cost this month.
+async fn plan_cmd(target: &Target, json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
+    let items = items(target, backend, db)?;
+    let used = used_this_month(db).await?;
+    let count = items.len() as u64;
+    let billable = billable_paths(used.unwrap_or(0), count);
+    let cost = batch_cost_usd(used.unwrap_or(0), count);
+    if json {
+        let out = json!({
+            "items": items,
+            "count": count,
+            "used_this_month": used,
+            "budget": backend.path_budget,
+            "billable": billable,
+            "cost_usd": cost,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    for item in &items {
+        println!("{item}");
+    }
+    let used_text = used.map_or_else(|| "unknown (no DATABASE_URL): counted as 0".to_owned(), |u| u.to_string());
+    eprintln!(
+        "{count} item(s); used this month: {used_text} of a {} budget; billable: {billable}; cost: ${cost:.3}",
+        backend.path_budget
+    );
+    Ok(())
+}
+
+/// `cachectl invalidate`: validate, send (unless a dry run), record, and optionally wait.
+async fn invalidate(
+    target: &Target,
+    wait: bool,
+    dry_run: bool,
+    json: bool,
+    backend: &BackendArgs,
+    db: &DatabaseArgs,
+) -> anyhow::Result<()> {
+    let items = items(target, backend, db)?;
+    validate_batch(&items, &cli::limits(backend)).context("the batch is not valid")?;
+    if dry_run {
+        if json {
+            println!("{}", json!({ "dry_run": true, "items": items }));
+        } else {
+            for item in &items {
+                println!("{item}");
+            }
+            println!("dry run: {} item(s), nothing sent", items.len());
+        }
+        return Ok(());
+    }
+    if backend.invalidator == InvalidatorKind::None {
+        bail!(
+            "INVALIDATOR is none, so nothing would be invalidated: set INVALIDATOR=cloudfront (with DISTRIBUTION_ID) \
+             or INVALIDATOR=purge (with PURGE_URL), or pass --dry-run to see the items"
+        );
+    }
+    let invalidator = cli::invalidator(backend).await?;
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
+    let reference = format!("cachectl-{millis}-{:016x}", xxhash_rust::xxh3::xxh3_64(items.join("\n").as_bytes()));
+    let submitted = invalidator
+        .submit(&items, &reference)
+        .await
+        .with_context(|| format!("the {} backend did not accept the invalidation", invalidator.name()))?;
+    if !json {
+        println!("invalidation {} ({} item(s)): {}", submitted.id, items.len(), submitted.status);
+    }
+    if db.database_url.is_some() {
+        let store = cli::open_db(db)?;
+        let accepted = Accepted {
+            id: Some(&submitted.id),
+            backend: invalidator.name(),
+            caller_reference: &reference,
+            items: items.len(),
+            status: &submitted.status,
+        };
+        outbox::record_invalidation(&store, &accepted).await.context("cannot record the invalidation")?;
+    }
+    let mut status = submitted.status.clone();
+    if wait {
+        status = wait_for(&invalidator, &submitted, backend, json).await?;
+    }
+    if json {
+        println!("{}", json!({ "id": submitted.id, "items": items, "status": status, "reference": reference }));
+    }
+    Ok(())
+}
+
+/// Follows an invalidation until it completes or the wait timeout passes.
+async fn wait_for(
+    invalidator: &Invalidator,
+    submitted: &warmer::backend::Submitted,
+    backend: &BackendArgs,
+    quiet: bool,
+) -> anyhow::Result<String> {
+    let status = invalidator
+        .wait(submitted, backend.poll_interval, backend.wait_timeout, |status, elapsed| {
+            if !quiet {
+                println!("  {:>5.1}s  {status}", elapsed.as_secs_f64());
+            }
+        })
+        .await?;
+    if !is_completed(&status) {
+        bail!("invalidation {} is still {status} after {}", submitted.id, format_duration(backend.wait_timeout));
+    }
+    if !quiet {
+        println!("invalidation {} completed", submitted.id);
+    }
+    Ok(status)
+}
+
+/// `cachectl warm`: the whole warm set through the edge, now.
+async fn warm(settings: &WarmArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
+    let base = settings.base_url.clone().context("WARM_BASE_URL (or --base-url) is required")?;
+    let warmer = cli::warmer(db, &BackendArgs::defaults(), settings).await?;
+    let fetched = warmer.warm_everything(&base).await.context("cannot warm")?;
+    let mut failures = 0;
+    for f in &fetched {
+        let status = f.status.map_or_else(|| "---".to_owned(), |s| s.to_string());
+        println!("{status} {:<5} {}", f.x_cache.as_deref().unwrap_or("-"), f.path);
+        if !f.ok() {
+            failures += 1;
+            if let Some(e) = &f.error {
+                eprintln!("  {e}");
+            }
+        }
+    }
+    println!("warmed {} path(s), {failures} failure(s)", fetched.len() - failures);
+    if failures > 0 {
+        bail!("{failures} warm request(s) failed");
+    }
+    Ok(())
+}
+
+/// `cachectl status`: pending changes and their age, this month's items against the budget, and
+/// the latest invalidations.
+async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
+    let store = cli::open_db(db)?;
+    cli::check_schema(&store).await?;
+    let pending = outbox::pending(&store).await.context("cannot read the change feed")?;
+    let oldest_age = pending.oldest.map(|t| (chrono::Utc::now() - t).to_std().unwrap_or(Duration::ZERO));
+    let used = outbox::items_this_month(&store).await.context("cannot read this month's invalidations")?;
+    let recent = outbox::recent_invalidations(&store, 10).await.context("cannot read recent invalidations")?;
+    if json {
+        let out = json!({
+            "pending": pending.count,
+            "oldest_pending": pending.oldest.map(|t| t.to_rfc3339()),
+            "oldest_pending_age_s": oldest_age.map(|a| a.as_secs_f64()),
+            "items_this_month": used,
+            "budget": backend.path_budget,
+            "recent_invalidations": recent,
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    let age = match (pending.oldest, oldest_age) {
+        (Some(at), Some(age)) => format!(" (oldest {} ago, at {})", format_duration(age), at.to_rfc3339()),
+        _ => String::new(),
+    };
+    println!("pending changes: {}{age}", pending.count);
+    println!("invalidation items this month (cloudfront): {used} of a {} budget", backend.path_budget);
+    if recent.is_empty() {
+        println!("no invalidations yet");
+        return Ok(());
+    }
+    println!("{:<32} {:<10} {:>5} {:>7} {:<12} sent", "invalidation", "backend", "items", "changes", "status");
+    for r in recent {
+        println!(
+            "{:<32} {:<10} {:>5} {:>7} {:<12} {}",
+            r.id,
+            r.backend,
+            r.items,
+            r.changes,
+            r.status,
+            r.created_at.to_rfc3339()
+        );
+    }
+    Ok(())
+}
+
+/// `cachectl policy`: the policy as a table.
+fn policy() -> anyhow::Result<()> {
     let policy = cli::policy()?;
     let d = |v: Duration| format_duration(v);
     println!(

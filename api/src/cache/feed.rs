@@ -1,0 +1,333 @@
+//! The change-feed follower: when to poll, what a poll means for the cache, and whether the cache
+//! can still vouch for an entry.
+//!
+//! The rules, which the README states as the instance's freshness bound:
+//!
+//! - An instance polls at most once per `poll_interval`, and only while it serves requests (an
+//!   idle or frozen Lambda instance does no database work).
+//! - A request that finds a poll due starts it in the background and waits for it at most
+//!   `poll_wait` (tens of milliseconds); so does a request arriving just after a poll started.
+//!   Then it answers from the cache whatever the poll is doing: a locked or slow feed never holds
+//!   a hit longer than that. The poll itself gives up after its own timeout.
+//! - A successful poll that *started* at `P` has evicted every change visible before `P`. An entry
+//!   loaded at `L` can therefore miss only changes made visible after `max(L, P)`. A hit is served
+//!   only while `now - max(L, P) <= max_lag`; past that (the feed has been unreadable for a while)
+//!   the entry is reloaded instead. So no committed change stays invisible on an instance for
+//!   longer than `max_lag`, whatever happens to the feed.
+//! - A poll reads at most [`FEED_LIMIT`] changes. More than that (an instance frozen for hours, a
+//!   bulk write) drops the whole cache, which is cheap, and resumes from the present: the work and
+//!   memory of a poll are bounded whatever arrives.
+//!
+//! The state lives behind one `std::sync::Mutex`: it is held for a few comparisons, never across
+//! an `.await`, so a blocking mutex is cheaper than an async one. A `Notify` wakes the requests that
+//! wait for a poll; it carries no state.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use store::{FeedCursor, FeedPage};
+use tokio::sync::Notify;
+
+/// Most changes one poll reads; beyond it the instance drops its cache and resyncs.
+pub(crate) const FEED_LIMIT: usize = 10_000;
+
+/// The follower's settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FeedSettings {
+    /// Minimum time between two polls of this instance.
+    pub(crate) poll_interval: Duration,
+    /// How long a request waits for a due or just-started poll before answering anyway.
+    pub(crate) poll_wait: Duration,
+    /// How long a poll may take before it is abandoned (the database's own limit is the same).
+    pub(crate) poll_timeout: Duration,
+    /// The freshness bound: the longest a hit may go unverified by a successful poll.
+    pub(crate) max_lag: Duration,
+}
+
+/// What a request does about the feed before it looks at the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Go ahead: no poll is due, or the one running has had its share of waiting.
+    Proceed,
+    /// A poll is due and this request is the one to start it; then wait for poll number `seq`
+    /// until `deadline`.
+    Start {
+        /// Give up waiting at this instant.
+        deadline: Instant,
+        /// Polls completed before this one.
+        seq: u64,
+    },
+    /// A poll started moments ago; wait for it until `deadline`.
+    Wait {
+        /// Give up waiting at this instant.
+        deadline: Instant,
+        /// Polls completed before the running one.
+        seq: u64,
+    },
+}
+
+/// What a successful poll read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Polled {
+    /// The first poll of the instance: the feed's present position.
+    Started(FeedCursor),
+    /// Changes since the last position.
+    Page(FeedPage),
+}
+
+/// What the cache must do with a poll's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Apply {
+    /// Nothing changed.
+    Nothing,
+    /// Evict every entry carrying one of these tags.
+    Evict(HashSet<String>),
+    /// Drop everything: the instance starts following the feed now, or fell too far behind.
+    Reset,
+}
+
+impl Polled {
+    /// The cursor to continue from.
+    fn cursor(&self) -> &FeedCursor {
+        match self {
+            Self::Started(cursor) => cursor,
+            Self::Page(page) => &page.cursor,
+        }
+    }
+
+    /// What the cache must do.
+    pub(crate) fn apply(&self) -> Apply {
+        match self {
+            Self::Started(_) => Apply::Reset,
+            Self::Page(page) if page.overflow => Apply::Reset,
+            Self::Page(page) if page.changes.is_empty() => Apply::Nothing,
+            Self::Page(page) => Apply::Evict(page.changes.iter().map(|c| c.tag.clone()).collect()),
+        }
+    }
+}
+
+/// The follower's state: position, and what is known about the last polls.
+#[derive(Debug, Default)]
+struct FeedState {
+    /// Position in the feed; `None` until the first successful poll. Until then nothing loaded
+    /// is kept, since a change between a load and the first poll would go unnoticed.
+    cursor: Option<FeedCursor>,
+    /// Start of the last successful poll: every change visible before it has been evicted.
+    verified_at: Option<Instant>,
+    /// Start of the last poll attempt, successful or not: the interval counts from it.
+    attempted_at: Option<Instant>,
+    /// Start of the poll running now.
+    in_flight: Option<Instant>,
+    /// Polls completed (successful or not), so a waiter can tell whether its poll finished.
+    completed: u64,
+}
+
+/// The follower: [`FeedState`] behind its lock, and the signal of a finished poll.
+#[derive(Debug)]
+pub(crate) struct Follower {
+    /// Settings, fixed at start.
+    pub(crate) settings: FeedSettings,
+    /// The state; see the module documentation for why a blocking mutex.
+    state: Mutex<FeedState>,
+    /// Wakes requests waiting for a poll.
+    done: Notify,
+}
+
+impl Follower {
+    pub(crate) fn new(settings: FeedSettings) -> Self {
+        Self { settings, state: Mutex::new(FeedState::default()), done: Notify::new() }
+    }
+
+    fn state(&self) -> MutexGuard<'_, FeedState> {
+        // A panic while holding this lock cannot leave the plain values inconsistent.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Decides what a request arriving at `now` does; a `Start` marks the poll as running.
+    pub(crate) fn step(&self, now: Instant) -> Step {
+        let s = self.settings;
+        let mut state = self.state();
+        if let Some(started) = state.in_flight {
+            let deadline = started + s.poll_wait;
+            return if now < deadline { Step::Wait { deadline, seq: state.completed } } else { Step::Proceed };
+        }
+        let due = state.attempted_at.is_none_or(|at| now.saturating_duration_since(at) >= s.poll_interval);
+        if !due {
+            return Step::Proceed;
+        }
+        state.in_flight = Some(now);
+        state.attempted_at = Some(now);
+        Step::Start { deadline: now + s.poll_wait, seq: state.completed }
+    }
+
+    /// Waits until the poll that `seq` counts up to has completed, or until `deadline`.
+    pub(crate) async fn wait(&self, seq: u64, deadline: Instant) {
+        let notified = self.done.notified();
+        if self.state().completed != seq {
+            return;
+        }
+        let _ = tokio::time::timeout_at(deadline.into(), notified).await;
+    }
+
+    /// The position to poll from (`None`: the first poll reads the present position).
+    pub(crate) fn cursor(&self) -> Option<FeedCursor> {
+        self.state().cursor.clone()
+    }
+
+    /// Whether the feed position is known, so that a load starting now may be kept.
+    pub(crate) fn following(&self) -> bool {
+        self.state().cursor.is_some()
+    }
+
+    /// Records a poll that started at `started` and succeeded, after its [`Apply`] was carried out.
+    pub(crate) fn succeeded(&self, started: Instant, polled: &Polled) {
+        let mut state = self.state();
+        state.cursor = Some(polled.cursor().clone());
+        state.verified_at = Some(state.verified_at.map_or(started, |v| v.max(started)));
+        Self::finish(&mut state);
+        drop(state);
+        self.done.notify_waiters();
+    }
+
+    /// Records a failed poll; the next is due one interval after this one started.
+    pub(crate) fn failed(&self) {
+        Self::finish(&mut self.state());
+        self.done.notify_waiters();
+    }
+
+    fn finish(state: &mut FeedState) {
+        state.in_flight = None;
+        state.completed += 1;
+    }
+
+    /// Whether an entry loaded at `loaded_at` may be served as a hit at `now`: only while the
+    /// changes it could be missing are younger than the freshness bound.
+    pub(crate) fn vouches_for(&self, loaded_at: Instant, now: Instant) -> bool {
+        let max_lag = self.settings.max_lag;
+        // An entry younger than the bound needs no look at the feed at all (the common case).
+        if now.saturating_duration_since(loaded_at) <= max_lag {
+            return true;
+        }
+        self.state().verified_at.is_some_and(|verified| now.saturating_duration_since(verified) <= max_lag)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use store::Change;
+
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn follower() -> Follower {
+        Follower::new(FeedSettings {
+            poll_interval: 1_000 * MS,
+            poll_wait: 50 * MS,
+            poll_timeout: 1_000 * MS,
+            max_lag: 3_000 * MS,
+        })
+    }
+
+    fn page(tags: &[&str], overflow: bool) -> Polled {
+        let cursor = cursor_after_start();
+        let changes = tags.iter().enumerate().map(|(i, t)| Change { id: i as i64 + 1, tag: (*t).into() }).collect();
+        Polled::Page(FeedPage { changes, cursor, overflow })
+    }
+
+    fn cursor_after_start() -> FeedCursor {
+        // The follower only stores and hands back cursors; any valid one serves.
+        FeedCursor::sqlite_origin()
+    }
+
+    #[test]
+    fn the_first_request_starts_a_poll_and_later_ones_wait_only_briefly() {
+        let f = follower();
+        let t0 = Instant::now();
+        assert_eq!(f.step(t0), Step::Start { deadline: t0 + 50 * MS, seq: 0 });
+        // While it runs: a request soon after waits until the same deadline, a later one not at all.
+        assert_eq!(f.step(t0 + 10 * MS), Step::Wait { deadline: t0 + 50 * MS, seq: 0 });
+        assert_eq!(f.step(t0 + 60 * MS), Step::Proceed);
+        f.succeeded(t0, &Polled::Started(cursor_after_start()));
+        assert!(f.following());
+        // Not due again until the interval has passed since the attempt started.
+        assert_eq!(f.step(t0 + 999 * MS), Step::Proceed);
+        assert!(matches!(f.step(t0 + 1_000 * MS), Step::Start { seq: 1, .. }));
+    }
+
+    #[test]
+    fn a_failed_poll_is_retried_after_the_interval_and_never_blocks() {
+        let f = follower();
+        let t0 = Instant::now();
+        assert!(matches!(f.step(t0), Step::Start { .. }));
+        f.failed();
+        assert!(!f.following());
+        assert_eq!(f.step(t0 + 500 * MS), Step::Proceed);
+        assert!(matches!(f.step(t0 + 1_000 * MS), Step::Start { seq: 1, .. }));
+    }
+
+    #[test]
+    fn hits_are_vouched_for_only_within_the_freshness_bound() {
+        let f = follower();
+        let t0 = Instant::now();
+        assert!(matches!(f.step(t0), Step::Start { .. }));
+        f.succeeded(t0, &Polled::Started(cursor_after_start()));
+        let loaded = t0 + 100 * MS;
+        // Young entries need no poll at all.
+        assert!(f.vouches_for(loaded, loaded + 3_000 * MS));
+        // An old entry is fine while polls succeed...
+        assert!(matches!(f.step(t0 + 5_000 * MS), Step::Start { .. }));
+        f.succeeded(t0 + 5_000 * MS, &page(&[], false));
+        assert!(f.vouches_for(loaded, t0 + 7_000 * MS));
+        // ...and not once the last successful poll started longer ago than the bound.
+        assert!(matches!(f.step(t0 + 7_000 * MS), Step::Start { .. }));
+        f.failed();
+        assert!(f.vouches_for(loaded, t0 + 8_000 * MS));
+        assert!(!f.vouches_for(loaded, t0 + 8_001 * MS));
+        // An entry loaded after the feed went dark is good for the bound from its own load.
+        let reloaded = t0 + 8_001 * MS;
+        assert!(f.vouches_for(reloaded, reloaded + 3_000 * MS));
+        assert!(!f.vouches_for(reloaded, reloaded + 3_001 * MS));
+    }
+
+    #[test]
+    fn verification_never_moves_backwards() {
+        let f = follower();
+        let t0 = Instant::now();
+        assert!(matches!(f.step(t0), Step::Start { .. }));
+        f.succeeded(t0 + 2_000 * MS, &Polled::Started(cursor_after_start()));
+        // A slow poll that started earlier finishes later: it proves less than the one before.
+        f.succeeded(t0, &page(&[], false));
+        assert!(f.vouches_for(t0, t0 + 5_000 * MS));
+    }
+
+    #[test]
+    fn a_poll_maps_to_evictions_or_a_reset() {
+        assert_eq!(Polled::Started(cursor_after_start()).apply(), Apply::Reset);
+        assert_eq!(page(&[], false).apply(), Apply::Nothing);
+        assert_eq!(
+            page(&["lines", "line:minato", "lines"], false).apply(),
+            Apply::Evict(["lines", "line:minato"].iter().map(|t| (*t).to_owned()).collect())
+        );
+        assert_eq!(page(&["lines"], true).apply(), Apply::Reset, "an overflowing page resyncs");
+    }
+
+    #[tokio::test]
+    async fn waiting_ends_when_the_poll_completes() {
+        let f = std::sync::Arc::new(follower());
+        let t0 = Instant::now();
+        let Step::Start { seq, .. } = f.step(t0) else { panic!() };
+        let waiter = {
+            let f = f.clone();
+            tokio::spawn(async move { f.wait(seq, Instant::now() + Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        f.failed();
+        tokio::time::timeout(Duration::from_secs(10), waiter).await.unwrap().unwrap();
+        // A poll that already completed is not waited for.
+        tokio::time::timeout(Duration::from_secs(10), f.wait(seq, Instant::now() + Duration::from_secs(60)))
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,57 @@
+//! [`StoreError`]: why a store call failed, split by what the caller should do about it.
+
+/// Why a store call failed. The split decides the HTTP answer: an unavailable database is a `503`
+/// with `Retry-After` (or a stale copy), anything else a generic `500`.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached in time: pool exhausted, connection refused or lost,
+    /// statement timeout, server shutting down or out of connections.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database did not answer within the caller's own time limit (a connection that went
+    /// silent cannot be caught by the server-side statement timeout).
+    #[error("database did not answer in time")]
+    TimedOut,
+    /// The database answered with an error that retrying will not fix.
+    #[error("database query failed")]
+    Query(#[source] sqlx::Error),
+    /// Applying the embedded migrations failed.
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A value read from the database does not fit the model (e.g. a malformed date text in SQLite).
+    #[error("unexpected data in the database: {0}")]
+    Data(String),
+}
+
+impl StoreError {
+    /// Whether a retry later can succeed (drives `503` vs `500`).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::TimedOut)
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        let unavailable = match &err {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => true,
+            E::Protocol(_) => true,
+            E::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // 57014 query_canceled (statement_timeout), 57P0x shutdown/cannot connect now,
+                // 53300 too_many_connections, 08xxx connection exceptions; SQLite 5/6 busy/locked.
+                code == "57014"
+                    || code.starts_with("57P")
+                    || code == "53300"
+                    || code.starts_with("08")
+                    || code == "5"
+                    || code == "6"
+            }
+            _ => false,
+        };
+        if unavailable { Self::Unavailable(err) } else { Self::Query(err) }
+    }
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;

@@ -1,0 +1,235 @@
+//! Freshness under faults, against real PostgreSQL: a locked change feed, a jump of millions of
+//! burned change ids, a transaction open when an instance starts, a database connection that goes
+//! silent. Each test provokes the fault and checks what a reader sees, and how fast.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::helpers::{Backend, TestApp, TestDb, TestResponse};
+
+/// A reader's bound for a hit while the feed is in trouble: far below the 5 s statement timeout
+/// that hits used to wait out, with room for a loaded 2-core CI machine.
+const FAST: Duration = Duration::from_millis(1_000);
+
+async fn timed(app: &TestApp, uri: &str) -> (TestResponse, Duration) {
+    let started = Instant::now();
+    let res = app.get(uri).await;
+    (res, started.elapsed())
+}
+
+fn minato_name(res: &TestResponse) -> String {
+    let lines = res.json()["lines"].as_array().unwrap().clone();
+    lines.iter().find(|l| l["id"] == "minato").unwrap()["name"].as_str().unwrap().to_owned()
+}
+
+async fn connect(db: &TestDb) -> sqlx::PgConnection {
+    sqlx::PgConnection::connect(&db.url).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_feed_never_stalls_hits_and_the_freshness_bound_still_holds() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let app = TestApp::with(db.clone(), &["--change-poll-interval", "200ms", "--change-max-lag", "1500ms"]).await;
+    let loaded = Instant::now();
+    assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "miss");
+    assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit");
+
+    // A migration, VACUUM FULL or long transaction holds the feed.
+    let mut locker = connect(&db).await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE cache_changes IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
+    // A write that records no change (its trigger is disabled for the statement): only the
+    // freshness bound can bring it to readers while the feed is unreadable.
+    let mut writer = connect(&db).await;
+    sqlx::raw_sql(
+        "BEGIN; ALTER TABLE lines DISABLE TRIGGER lines_changes_update; \
+         UPDATE lines SET name = 'Minato Line (unseen)' WHERE id = 'minato'; \
+         ALTER TABLE lines ENABLE TRIGGER lines_changes_update; COMMIT",
+    )
+    .execute(&mut writer)
+    .await
+    .unwrap();
+
+    // Hits spaced past the poll interval: every one finds a poll due, and none waits for it.
+    while loaded.elapsed() < Duration::from_millis(900) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (res, took) = timed(&app, "/v1/lines").await;
+        assert_eq!(res.status, 200);
+        assert!(took < FAST, "a hit took {took:?} while the feed was locked");
+        assert_eq!(res.header("x-local-cache"), "hit");
+    }
+    // Past the bound the entry is not vouched for any more: it is reloaded (the data tables are
+    // fine), so the reader sees the write although no poll could.
+    tokio::time::sleep(Duration::from_millis(1_700).saturating_sub(loaded.elapsed())).await;
+    let (res, took) = timed(&app, "/v1/lines").await;
+    assert_eq!(res.status, 200);
+    assert!(took < FAST, "{took:?}");
+    assert_eq!(res.header("x-local-cache"), "miss");
+    assert_eq!(minato_name(&res), "Minato Line (unseen)");
+    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn millions_of_burned_change_ids_cost_no_memory_and_no_latency() {
+    let db = TestDb::new(Backend::Postgres).await;
+    // A long bound, so only the feed can make the change visible: the test checks that it does.
+    let app = TestApp::with(
+        db.clone(),
+        &["--change-poll-interval", "100ms", "--change-max-lag", "60s", "--change-poll-timeout", "5s"],
+    )
+    .await;
+    app.get("/v1/lines").await;
+    assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit");
+    let before = rss_kib();
+
+    // A rolled-back bulk write burns two million ids; then a real change lands after the jump.
+    db.exec(
+        "BEGIN; INSERT INTO cache_changes (tag) SELECT 'burned' FROM generate_series(1, 2000000); ROLLBACK; \
+         UPDATE lines SET name = 'Minato Line (after the jump)' WHERE id = 'minato'",
+    )
+    .await;
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut slowest = Duration::ZERO;
+    loop {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        let (res, took) = timed(&app, "/v1/lines").await;
+        slowest = slowest.max(took);
+        if minato_name(&res) == "Minato Line (after the jump)" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the change after the jump was never seen");
+    }
+    for _ in 0..20 {
+        let (res, took) = timed(&app, "/v1/lines").await;
+        assert_eq!(res.status, 200);
+        slowest = slowest.max(took);
+    }
+    assert!(slowest < FAST, "a request took {slowest:?} after the id jump");
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 40, "memory grew by {grown_mib} MiB after the id jump");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_open_when_an_instance_starts_is_not_missed() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut slow = connect(&db).await;
+    sqlx::raw_sql("BEGIN; UPDATE lines SET name = 'Minato Line (slow writer)' WHERE id = 'minato'")
+        .execute(&mut slow)
+        .await
+        .unwrap();
+    // Later ids commit first, as they do under concurrent writers.
+    db.exec("UPDATE formations SET note = 'quick writer' WHERE id = '3001F'").await;
+
+    let app = TestApp::with(db.clone(), &["--change-poll-interval", "100ms", "--change-max-lag", "60s"]).await;
+    app.get("/v1/lines").await;
+    let cached = app.get("/v1/lines").await;
+    assert_eq!(cached.header("x-local-cache"), "hit");
+    assert_eq!(minato_name(&cached), "Minato Line");
+
+    sqlx::raw_sql("COMMIT").execute(&mut slow).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let after = app.get("/v1/lines").await;
+    assert_eq!(after.header("x-local-cache"), "miss", "the late commit evicted the entry");
+    assert_eq!(minato_name(&after), "Minato Line (slow writer)");
+}
+
+/// A TCP forwarder to PostgreSQL that can go silent: connections stay open, bytes stop flowing,
+/// like a dropped route or a frozen NAT entry. Nothing ever answers, nothing ever closes.
+struct SilentProxy {
+    addr: SocketAddr,
+    silent: Arc<AtomicBool>,
+}
+
+impl SilentProxy {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent: Arc<AtomicBool> = Arc::default();
+        let flag = silent.clone();
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = TcpStream::connect(target).await else { continue };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(Self::pump(ri, wo, flag.clone()));
+                tokio::spawn(Self::pump(ro, wi, flag.clone()));
+            }
+        });
+        Self { addr, silent }
+    }
+
+    async fn pump(mut from: impl AsyncReadExt + Unpin, mut to: impl AsyncWriteExt + Unpin, silent: Arc<AtomicBool>) {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let Ok(n) = from.read(&mut buf).await else { return };
+            if n == 0 {
+                return;
+            }
+            if silent.load(Ordering::SeqCst) {
+                // Swallow everything from now on, keeping both sockets open.
+                std::future::pending::<()>().await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn go_silent(&self) {
+        self.silent.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_database_connection_never_holds_a_reader() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let authority = db.url.split('@').nth(1).unwrap().split('/').next().unwrap();
+    let proxy = SilentProxy::start(authority.parse().unwrap()).await;
+    let url = db.url.replace(authority, &proxy.addr.to_string());
+    let app = TestApp::with_url(
+        db.clone(),
+        &url,
+        &[
+            "--change-poll-interval",
+            "200ms",
+            "--db-acquire-timeout",
+            "500ms",
+            "--db-statement-timeout",
+            "1s",
+            "--db-max-connections",
+            "1",
+        ],
+    )
+    .await;
+    let fresh = app.get("/v1/sightings/latest").await;
+    app.get("/v1/lines").await;
+    assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit");
+
+    proxy.go_silent();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // A hit: the due poll hangs on the silent connection in the background.
+    let (hit, took) = timed(&app, "/v1/lines").await;
+    assert_eq!(hit.header("x-local-cache"), "hit");
+    assert!(took < FAST, "{took:?}");
+    // A miss: bounded by the client-side limit (acquire + statement + 1 s), not forever.
+    let (never_cached, took) = timed(&app, "/v1/formations").await;
+    assert_eq!(never_cached.status, 503);
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    // An expired entry is served stale instead.
+    let stale = app.get("/v1/sightings/latest").await;
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.header("x-local-cache"), "stale");
+    assert_eq!(stale.body, fresh.body);
+}
