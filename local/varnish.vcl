@@ -6,7 +6,8 @@
 # - Cache key: path plus the declared query parameters only: `limit` under /v1/sightings/ (the
 #   only routes that declare it, like the distribution's /v1/sightings/* behaviour); every other
 #   path keys on no query string at all.
-# - 404s are cached for their (short) s-maxage; 5xx and no-store answers are not cached.
+# - 404s are cached for their (short) s-maxage; 5xx, no-store answers and answers without
+#   max-age/s-maxage are not cached (the distribution's DefaultTTL is 0).
 # - Tags from the API's Cache-Tag header become xkey keys.
 # - PURGE from localhost: a path, a prefix ending in `*` (ban), or tags (`xkey-purge: t1 t2`).
 # - X-Cache: Hit | Miss on every answer.
@@ -104,6 +105,13 @@ sub vcl_backend_response {
         }
         set beresp.uncacheable = true;
         set beresp.ttl = 0s;
+        return (deliver);
+    }
+    # Like the distribution (DefaultTTL 0): only what the API allows to be cached is cached.
+    # (Returning from this sub skips Varnish's built-in rules, so they are spelled out here.)
+    if (beresp.http.cache-control ~ "(no-store|no-cache|private)" || beresp.http.cache-control !~ "max-age") {
+        set beresp.uncacheable = true;
+        set beresp.ttl = 120s;
         return (deliver);
     }
     set beresp.http.x-swr = "0";

@@ -51,6 +51,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     cache_policy::parse_duration(text).map_err(|e| e.to_string())
 }
 
+/// Whether metrics are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsMode {
+    /// Embedded Metric Format lines on stdout.
+    Emf,
+    /// None.
+    Off,
+}
+
 /// Every setting of the API. Defaults depend on where it runs: Lambda gets one connection per
 /// instance, proxy-safe statements and JSON logs; a local server a normal pool and readable logs.
 #[derive(Debug, Clone, Args)]
@@ -106,12 +115,23 @@ pub struct Config {
     /// Lambda, off locally].
     #[arg(long, env = "DB_PROXY_COMPAT", value_parser = clap::builder::BoolishValueParser::new())]
     pub db_proxy_compat: Option<bool>,
-    /// Log format [default: json on Lambda, text locally]. Filter with RUST_LOG.
+    /// CloudWatch Embedded Metric Format lines on stdout [default: on Lambda, off locally].
+    #[arg(long, env = "METRICS", value_enum)]
+    pub metrics: Option<MetricsMode>,
+    /// How often the metrics of an instance that is serving are written.
+    #[arg(long, env = "METRICS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub metrics_interval: Duration,
+    /// Log format [default: AWS_LAMBDA_LOG_FORMAT on Lambda, else json there and text locally].
+    /// Filter with RUST_LOG (else AWS_LAMBDA_LOG_LEVEL, else info).
     #[arg(long, env = "LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
     /// Local server: how long to wait for in-flight requests after SIGTERM/Ctrl-C.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// The build id `/health-check` reports [default: a hash of the code this binary was built
+    /// from]. The warmer invalidates the edge once when it sees a new one.
+    #[arg(long, env = "BUILD_ID", default_value = env!("EDGERAIL_BUILD_ID"))]
+    pub build_id: String,
     /// Set by the Lambda service; its presence selects Lambda mode.
     #[arg(long, env = "AWS_LAMBDA_RUNTIME_API", hide = true)]
     pub lambda_runtime_api: Option<String>,
@@ -170,7 +190,12 @@ impl Config {
 
     /// Log format in effect.
     pub fn log_format(&self) -> LogFormat {
-        self.log_format.unwrap_or(if self.on_lambda() { LogFormat::Json } else { LogFormat::Text })
+        LogFormat::resolve(self.log_format, self.on_lambda())
+    }
+
+    /// Whether metrics are written.
+    pub fn metrics_enabled(&self) -> bool {
+        self.metrics.map_or(self.on_lambda(), |m| m == MetricsMode::Emf)
     }
 
     /// Pool settings in effect.

@@ -13,12 +13,14 @@
 //!   route groups.
 //! - `cache`: the cached response value, the in-process cache, and the change-feed follower that
 //!   keeps it fresh.
+//! - [`metrics`]: per-route counters written as CloudWatch Embedded Metric Format lines.
 //!
 //! Only what the binary and the end-to-end tests need is public.
 
 mod cache;
 pub mod config;
 mod http;
+pub mod metrics;
 pub mod startup;
 
 pub use http::{AppState, app};

@@ -13,6 +13,7 @@ use crate::cache::feed::FeedSettings;
 use crate::cache::{LocalCache, LocalCacheConfig};
 use crate::config::{Config, ConfigError};
 use crate::http::{AppState, HttpSettings, app};
+use crate::metrics::Metrics;
 
 /// Why the application could not start.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +73,10 @@ pub fn build_state(config: &Config, store: Db) -> Result<AppState, StartupError>
         // Waiting for a connection, then the statement, then a margin for the round trips.
         load_timeout: config.db_acquire_timeout + config.db_statement_timeout + Duration::from_secs(1),
     });
-    let http = HttpSettings::new(policy, config.calendar()?, config.tag_header()?);
-    Ok(AppState::new(store, cache, http))
+    let http = HttpSettings::new(policy, config.calendar()?, config.tag_header()?, config.build_id.clone());
+    let metrics =
+        Metrics::new(config.metrics_enabled(), policy.routes().iter().map(|r| r.name.clone()), config.metrics_interval);
+    Ok(AppState::new(store, cache, http, metrics))
 }
 
 /// The embedded default (no DATABASE_URL): migrate, and seed demo data on first run, so
@@ -189,6 +192,7 @@ impl Application {
                 Ok(())
             }
         };
+        self.state.flush_metrics();
         self.state.store().close().await;
         tracing::info!("database pool closed");
         result
@@ -203,7 +207,10 @@ impl Application {
 /// The runtime failed.
 pub async fn run_lambda(state: AppState) -> Result<(), lambda_http::Error> {
     let store = state.store().clone();
+    let flushing = state.clone();
     lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
+        // What the last window counted, before the instance goes.
+        flushing.flush_metrics();
         // Lambda sends SIGKILL 500 ms after SIGTERM; leave margin for the process to exit.
         if tokio::time::timeout(Duration::from_millis(300), store.close()).await.is_err() {
             tracing::warn!("closing the database pool timed out");

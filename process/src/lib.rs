@@ -5,8 +5,12 @@
 //!
 //! # Layout
 //!
-//! - [`init_logging`] and [`LogFormat`]: JSON lines on Lambda, readable text locally.
+//! - [`init_logging`] and [`LogFormat`]: JSON lines on Lambda, readable text locally; the level
+//!   from `RUST_LOG`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`.
 //! - [`shutdown_signal`]: resolves on SIGTERM or Ctrl-C.
+//! - [`emf`]: metrics as CloudWatch Embedded Metric Format lines on stdout.
+
+pub mod emf;
 
 use tracing_subscriber::EnvFilter;
 
@@ -20,10 +24,39 @@ pub enum LogFormat {
     Text,
 }
 
-/// Installs the global subscriber. `RUST_LOG` filters it (default `info`). A second call (tests
-/// build several apps in one process) is a no-op.
+impl LogFormat {
+    /// The format in effect: the one asked for, else the one Lambda's logging configuration asks
+    /// for (`AWS_LAMBDA_LOG_FORMAT`), else JSON on Lambda and text elsewhere.
+    pub fn resolve(explicit: Option<Self>, on_lambda: bool) -> Self {
+        let lambda = std::env::var("AWS_LAMBDA_LOG_FORMAT").ok().and_then(|f| match f.to_ascii_uppercase().as_str() {
+            "JSON" => Some(Self::Json),
+            "TEXT" => Some(Self::Text),
+            _ => None,
+        });
+        explicit.or(lambda).unwrap_or(if on_lambda { Self::Json } else { Self::Text })
+    }
+}
+
+/// The level filter: `RUST_LOG` when set, else Lambda's `AWS_LAMBDA_LOG_LEVEL` (set by the
+/// function's logging configuration), else `info`.
+fn filter() -> EnvFilter {
+    if let Ok(filter) = EnvFilter::try_from_default_env() {
+        return filter;
+    }
+    let level = match std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_ascii_uppercase()).as_deref() {
+        Ok("TRACE") => "trace",
+        Ok("DEBUG") => "debug",
+        Ok("WARN") => "warn",
+        Ok("ERROR" | "FATAL") => "error",
+        _ => "info",
+    };
+    EnvFilter::new(level)
+}
+
+/// Installs the global subscriber (see [`LogFormat::resolve`] and the level rules of this crate).
+/// A second call (tests build several apps in one process) is a no-op.
 pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => {

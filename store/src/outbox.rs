@@ -367,3 +367,52 @@ pub async fn record_warm(db: &Db, results: &[(String, u16, Option<String>)]) -> 
     });
     Ok(())
 }
+
+/// What the warmer knows of an API build it has just seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildSeen {
+    /// Seen before: nothing to do.
+    Known,
+    /// The first build ever seen: the edge holds nothing from an older one.
+    First,
+    /// New code after other code: the edge may hold the old code's answers.
+    Deployed,
+}
+
+/// Whether `build` is new, without recording it (the warmer records it with
+/// [`record_build`] once the invalidation it calls for was accepted, so a failure is retried).
+///
+/// # Errors
+///
+/// The database failed.
+pub async fn build_status(db: &Db, build: &str) -> StoreResult<BuildSeen> {
+    let (known, total): (i64, i64) = in_tx!(db, |tx, _sql| {
+        sqlx::query_as("SELECT COUNT(*) FILTER (WHERE build = $1), COUNT(*) FROM deploys")
+            .persistent(false)
+            .bind(build)
+            .fetch_one(&mut *tx)
+            .await?
+    });
+    Ok(match (known, total) {
+        (1.., _) => BuildSeen::Known,
+        (_, 0) => BuildSeen::First,
+        _ => BuildSeen::Deployed,
+    })
+}
+
+/// Records `build` as seen, with the invalidation sent for it, if any.
+///
+/// # Errors
+///
+/// The database failed.
+pub async fn record_build(db: &Db, build: &str, invalidation_id: Option<&str>) -> StoreResult<()> {
+    in_tx!(db, |tx, _sql| {
+        sqlx::query("INSERT INTO deploys (build, invalidation_id) VALUES ($1, $2) ON CONFLICT (build) DO NOTHING")
+            .persistent(false)
+            .bind(build)
+            .bind(invalidation_id)
+            .execute(&mut *tx)
+            .await?;
+    });
+    Ok(())
+}

@@ -29,6 +29,9 @@ pub struct WarmerCli {
     /// Set by the Lambda service; its presence selects Lambda mode.
     #[arg(long, env = "AWS_LAMBDA_RUNTIME_API", hide = true)]
     pub lambda_runtime_api: Option<String>,
+    /// An Embedded Metric Format line per tick on stdout [default: on Lambda, off locally].
+    #[arg(long, env = "METRICS", value_enum)]
+    pub metrics: Option<MetricsMode>,
     /// Database settings.
     #[command(flatten)]
     pub db: DatabaseArgs,
@@ -38,6 +41,15 @@ pub struct WarmerCli {
     /// Warming settings.
     #[command(flatten)]
     pub warm: WarmArgs,
+}
+
+/// Whether metrics are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsMode {
+    /// Embedded Metric Format lines on stdout.
+    Emf,
+    /// None.
+    Off,
 }
 
 /// `cachectl`: the operator's CLI for the edge cache.
@@ -239,6 +251,7 @@ pub async fn warmer(db: &DatabaseArgs, backend: &BackendArgs, warm: &WarmArgs) -
         wait_timeout: backend.wait_timeout,
         poll_interval: backend.poll_interval,
         http,
+        metrics: false,
     })
 }
 

@@ -43,6 +43,6 @@ pub async fn handle_scheduled_event(
 ) -> Result<Summary, LambdaTickError> {
     tracing::debug!(source = %event.payload.source, detail_type = %event.payload.detail_type, "scheduled tick");
     let result = warmer.tick().await;
-    print_summary(&result);
+    print_summary(&result, warmer.metrics);
     Ok(result?)
 }

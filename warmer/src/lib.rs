@@ -20,10 +20,12 @@
 //! - [`warm`]: the warm set, cadence, and fetching through the edge.
 //! - [`tick`]: one tick, its typed error and its JSON summary.
 //! - [`lambda`]: the scheduled Lambda handler.
+//! - [`metrics`]: the tick's Embedded Metric Format line.
 
 pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod lambda;
+pub mod metrics;
 pub mod tick;
 pub mod warm;

@@ -8,7 +8,7 @@ use cache_policy::cost::BudgetPolicy;
 use cache_policy::plan::{Context, Limits, Mode, plan};
 use chrono::Utc;
 use serde::Serialize;
-use store::outbox::{self, Accepted};
+use store::outbox::{self, Accepted, BuildSeen};
 use store::{Db, ServiceCalendar, Store, StoreError};
 
 use crate::backend::{InvalidationError, Invalidator, caller_reference};
@@ -32,6 +32,16 @@ pub struct Summary {
     pub invalidation_status: Option<String>,
     /// Processed changes deleted for being older than the retention window.
     pub pruned: u64,
+    /// Changes still pending after the tick.
+    pub pending: i64,
+    /// Age of the oldest of them, in seconds.
+    pub oldest_pending_age_s: Option<f64>,
+    /// CloudFront items sent this month before this tick (CloudFront only).
+    pub items_this_month: Option<u64>,
+    /// The month's path budget.
+    pub path_budget: u64,
+    /// The invalidation sent because a new API build started answering, if one was.
+    pub deploy_invalidation: Option<String>,
     /// Set when the database's triggers compute service days with another calendar than this
     /// warmer (and presumably the API) uses: `operations:{date}` tags then name the wrong day.
     /// Fix it with `api migrate` under the right SERVICE_TZ / SERVICE_DAY_START.
@@ -85,12 +95,16 @@ pub struct TickFailure {
     pub error: TickError,
 }
 
-/// Prints a tick's summary as one JSON line on stdout, whether the tick failed or not.
-pub fn print_summary(result: &Result<Summary, TickFailure>) {
+/// Prints a tick's summary as one JSON line on stdout, whether the tick failed or not, after its
+/// metrics line when `metrics` is on.
+pub fn print_summary(result: &Result<Summary, TickFailure>, metrics: bool) {
     let summary = match result {
         Ok(summary) => summary,
         Err(failure) => &failure.summary,
     };
+    if metrics {
+        crate::metrics::record(summary).emit();
+    }
     println!("{}", serde_json::to_string(summary).unwrap_or_default());
 }
 
@@ -137,6 +151,8 @@ pub struct Warmer {
     pub poll_interval: Duration,
     /// HTTP client for warming.
     pub http: reqwest::Client,
+    /// Whether each tick writes an Embedded Metric Format line.
+    pub metrics: bool,
 }
 
 impl Warmer {
@@ -153,12 +169,21 @@ impl Warmer {
         let today = self.calendar.service_date(Utc::now()).to_string();
         let mut changed = BTreeSet::new();
         summary.calendar_mismatch = self.calendar_mismatch().await;
-        let result = self.invalidate(&today, &mut summary, &mut changed).await;
+        summary.path_budget = self.budget.budget;
+        let mut result = self.invalidate(&today, &mut summary, &mut changed).await;
+        if result.is_ok() {
+            result = self.invalidate_deploy(&mut summary).await;
+        }
         if result.is_ok()
             && let Err(err) = self.warm(&today, &changed, &mut summary).await
         {
             tracing::warn!(error = %error_chain(&err), "warming failed");
             summary.failures += 1;
+        }
+        if let Ok(pending) = outbox::pending(&self.db).await {
+            summary.pending = pending.count;
+            summary.oldest_pending_age_s =
+                pending.oldest.map(|t| (Utc::now() - t).to_std().unwrap_or(Duration::ZERO).as_secs_f64());
         }
         summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let span = tracing::Span::current();
@@ -211,6 +236,7 @@ impl Warmer {
             Invalidator::CloudFront(_) => Some(u64::try_from(outbox::items_this_month(&self.db).await?).unwrap_or(0)),
             _ => None,
         };
+        summary.items_this_month = used;
         if let Some(used) = used {
             let since_last = outbox::recent_invalidations(&self.db, 1)
                 .await?
@@ -285,6 +311,40 @@ impl Warmer {
         Ok(())
     }
 
+    /// Invalidates the whole edge once when a new API build starts answering, so nothing the old
+    /// code made outlives the deploy (one path: `/*`). The build is read from `/health-check`
+    /// through the edge (never cached there); the warm step then re-warms the whole warm set.
+    async fn invalidate_deploy(&self, summary: &mut Summary) -> Result<(), TickError> {
+        let Some(base) = self.warm.base_url.as_deref() else { return Ok(()) };
+        let Some(build) = warm::build_id(&self.http, base).await else { return Ok(()) };
+        match outbox::build_status(&self.db, &build).await? {
+            BuildSeen::Known => Ok(()),
+            BuildSeen::First => Ok(outbox::record_build(&self.db, &build, None).await?),
+            BuildSeen::Deployed => {
+                let items = vec!["/*".to_owned()];
+                let reference = format!("deploy-{build}");
+                let submitted = self.invalidator.submit(&items, &reference).await?;
+                let accepted = Accepted {
+                    id: Some(&submitted.id),
+                    backend: self.invalidator.name(),
+                    caller_reference: &reference,
+                    items: items.len(),
+                    status: &submitted.status,
+                };
+                outbox::record_invalidation(&self.db, &accepted).await?;
+                outbox::record_build(&self.db, &build, Some(&submitted.id)).await?;
+                tracing::info!(build, invalidation = %submitted.id, "new API build: the edge was invalidated");
+                if let Err(err) =
+                    self.invalidator.wait(&submitted, self.poll_interval, self.wait_timeout, |_, _| {}).await
+                {
+                    tracing::warn!(error = %error_chain(&err), "could not follow the deploy invalidation");
+                }
+                summary.deploy_invalidation = Some(submitted.id);
+                Ok(())
+            }
+        }
+    }
+
     async fn warm(&self, today: &str, changed: &BTreeSet<String>, summary: &mut Summary) -> Result<(), StoreError> {
         let Some(base) = self.warm.base_url.as_deref() else { return Ok(()) };
         let now = Utc::now();
@@ -293,9 +353,11 @@ impl Warmer {
         let state = outbox::warm_state(&self.db).await?;
         let mut seen = HashSet::new();
         let mut due: Vec<WarmPath> = Vec::new();
+        // After a deploy invalidation every path of the warm set is due.
+        let everything = summary.deploy_invalidation.is_some();
         for path in affected
             .into_iter()
-            .chain(set.iter().filter(|p| warm::is_due(p, state.get(&p.path).copied(), now)).cloned())
+            .chain(set.iter().filter(|p| everything || warm::is_due(p, state.get(&p.path).copied(), now)).cloned())
         {
             if seen.insert(path.path.clone()) {
                 due.push(path);

@@ -121,6 +121,25 @@ impl Fetched {
     }
 }
 
+/// The build id the API reports at `base` (`/health-check`, never cached at the edge), or `None`
+/// when it cannot be read (then nothing is decided this tick).
+pub async fn build_id(client: &reqwest::Client, base: &str) -> Option<String> {
+    let url = format!("{}/health-check", base.trim_end_matches('/'));
+    let response = match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => response,
+        Ok(response) => {
+            tracing::warn!(status = %response.status(), "the API's health check failed: build unknown");
+            return None;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "the API's health check failed: build unknown");
+            return None;
+        }
+    };
+    let body: serde_json::Value = response.json().await.ok()?;
+    body["build"].as_str().filter(|b| !b.is_empty()).map(str::to_owned)
+}
+
 /// GETs every path through `base`, `concurrency` at a time, each bounded by the client's timeout.
 /// Failures are reported per path; one failing path does not stop the others.
 pub async fn fetch_all(client: &reqwest::Client, base: &str, paths: &[WarmPath], concurrency: usize) -> Vec<Fetched> {

@@ -121,6 +121,8 @@ struct FeedState {
     in_flight: Option<Instant>,
     /// Polls completed (successful or not), so a waiter can tell whether its poll finished.
     completed: u64,
+    /// Failed polls since the metrics last took the count.
+    failures: u64,
 }
 
 /// The follower: [`FeedState`] behind its lock, and the signal of a finished poll.
@@ -192,8 +194,19 @@ impl Follower {
 
     /// Records a failed poll; the next is due one interval after this one started.
     pub(crate) fn failed(&self) {
-        Self::finish(&mut self.state());
+        let mut state = self.state();
+        state.failures += 1;
+        Self::finish(&mut state);
+        drop(state);
         self.done.notify_waiters();
+    }
+
+    /// For the metrics: failed polls since the last call, and how long ago the last successful
+    /// poll started (`None` before the first).
+    pub(crate) fn health(&self, now: Instant) -> (u64, Option<Duration>) {
+        let mut state = self.state();
+        let failures = std::mem::take(&mut state.failures);
+        (failures, state.verified_at.map(|v| now.saturating_duration_since(v)))
     }
 
     fn finish(state: &mut FeedState) {
@@ -263,6 +276,8 @@ mod tests {
         assert!(matches!(f.step(t0), Step::Start { .. }));
         f.failed();
         assert!(!f.following());
+        assert_eq!(f.health(t0), (1, None));
+        assert_eq!(f.health(t0), (0, None), "the count is taken");
         assert_eq!(f.step(t0 + 500 * MS), Step::Proceed);
         assert!(matches!(f.step(t0 + 1_000 * MS), Step::Start { seq: 1, .. }));
     }

@@ -263,6 +263,11 @@ impl LocalCache {
         }
     }
 
+    /// Failed polls since the last call, and the time since the last successful poll started.
+    pub(crate) fn feed_health(&self) -> (u64, Option<Duration>) {
+        self.feed.health(Instant::now())
+    }
+
     /// One poll, bounded by the follower's timeout whatever the connection does.
     async fn poll(&self, store: &Db) {
         let started = Instant::now();

@@ -19,7 +19,8 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/health-check", get(health)).route("/openapi.json", get(openapi))
 }
 
-/// Liveness, and with `?deep=1` the database too. Never cached anywhere.
+/// Liveness, and with `?deep=1` the database too, with the build id of the code answering (the
+/// warmer reads it to notice deploys). Never cached anywhere.
 async fn health(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
     let mut deep = false;
     for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -41,9 +42,9 @@ async fn health(State(state): State<AppState>, RawQuery(query): RawQuery) -> Res
             tracing::warn!(error = %err, cause = ?std::error::Error::source(&err), "deep health check failed");
             return ApiError::Unavailable.into_response();
         }
-        return no_store(Json(serde_json::json!({ "status": "ok", "database": "ok" })));
+        return no_store(Json(serde_json::json!({ "status": "ok", "database": "ok", "build": state.http.build_id })));
     }
-    no_store(Json(serde_json::json!({ "status": "ok" })))
+    no_store(Json(serde_json::json!({ "status": "ok", "build": state.http.build_id })))
 }
 
 fn no_store(response: impl IntoResponse) -> Response {

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use cache_policy::{Policy, Route};
@@ -35,8 +35,9 @@ use store::{Db, ServiceCalendar};
 use tracing::Instrument;
 
 use crate::cache::LocalCache;
+use crate::metrics::{Metrics, Observation};
 pub(crate) use error::ApiError;
-use respond::X_LOCAL_CACHE;
+use respond::Served;
 
 /// Precomputed header values of one route, so the hot path formats nothing.
 #[derive(Debug)]
@@ -58,6 +59,8 @@ pub struct AppState {
     cache: Arc<LocalCache>,
     /// Per-request settings.
     http: Arc<HttpSettings>,
+    /// Per-route counters, written as metrics.
+    metrics: Arc<Metrics>,
 }
 
 /// Settings and precomputed values of the HTTP layer.
@@ -73,11 +76,18 @@ pub(crate) struct HttpSettings {
     pub(crate) index: HashMap<&'static str, usize>,
     /// Negative caching of unknown paths.
     pub(crate) default_negative: HeaderValue,
+    /// The code's build id, reported by `/health-check`.
+    pub(crate) build_id: String,
 }
 
 impl HttpSettings {
     /// Precomputes the header values of every route.
-    pub(crate) fn new(policy: &'static Policy, calendar: ServiceCalendar, tag_header: HeaderName) -> Self {
+    pub(crate) fn new(
+        policy: &'static Policy,
+        calendar: ServiceCalendar,
+        tag_header: HeaderName,
+        build_id: String,
+    ) -> Self {
         let value = |text: String| HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("no-store"));
         let routes = policy
             .routes()
@@ -95,14 +105,20 @@ impl HttpSettings {
             routes,
             index,
             default_negative: value(cache_policy::negative_cache_control(policy.default_negative_ttl())),
+            build_id,
         }
     }
 }
 
 impl AppState {
     /// Assembles the state.
-    pub(crate) fn new(store: Db, cache: LocalCache, http: HttpSettings) -> Self {
-        Self { store, cache: Arc::new(cache), http: Arc::new(http) }
+    pub(crate) fn new(store: Db, cache: LocalCache, http: HttpSettings, metrics: Metrics) -> Self {
+        Self { store, cache: Arc::new(cache), http: Arc::new(http), metrics: Arc::new(metrics) }
+    }
+
+    /// Writes the metrics gathered since the last flush (at shutdown, so none are lost).
+    pub fn flush_metrics(&self) {
+        self.metrics.flush(|| self.cache.feed_health());
     }
 
     /// The database (the server closes it on shutdown; tests inspect it).
@@ -121,26 +137,34 @@ pub fn app(state: AppState) -> Router {
         .merge(meta::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(request_span))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
 /// Runs the request inside a span naming its route (the template, so the log groups by route),
-/// and records the status and the local cache outcome on it: every log line of the request says
-/// which request it belongs to.
-async fn request_span(request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("-", |m| m.as_str()).to_owned();
+/// records the status and the local cache outcome on it, so every log line of the request says
+/// which request it belongs to, and counts the response in the metrics.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
-        route,
+        route = matched.as_deref().unwrap_or("-"),
         status = tracing::field::Empty,
         cache = tracing::field::Empty,
     );
     let response = next.run(request).instrument(span.clone()).await;
-    span.record("status", response.status().as_u16());
-    if let Some(outcome) = response.headers().get(X_LOCAL_CACHE).and_then(|v| v.to_str().ok()) {
+    let status = response.status().as_u16();
+    let served = response.extensions().get::<Served>().copied();
+    let outcome = served.map(|s| s.outcome.as_str());
+    span.record("status", status);
+    if let Some(outcome) = outcome {
         span.record("cache", outcome);
+    }
+    let index = matched.as_deref().and_then(|m| state.http.index.get(m).copied());
+    state.metrics.observe(index, Observation { status, outcome, db_time: served.and_then(|s| s.db_time) });
+    if state.metrics.due() {
+        state.flush_metrics();
     }
     response
 }

@@ -78,6 +78,15 @@ where
     }
 }
 
+/// What answered a policy route, for the metrics (a response extension, never sent).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Served {
+    /// The local cache outcome.
+    pub(crate) outcome: Outcome,
+    /// Database time of a miss.
+    pub(crate) db_time: Option<Duration>,
+}
+
 /// Builds the HTTP response for a cached value.
 fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, outcome: Outcome) -> Response {
     let cache_control = cache_control(endpoint.headers(), cached.status, outcome, endpoint.today_remaining);
@@ -128,6 +137,7 @@ fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, o
     }
     headers.insert(X_LOCAL_CACHE, HeaderValue::from_static(outcome.as_str()));
     headers.insert(SERVER_TIMING, server_timing(outcome, cached.db_time));
+    response.extensions_mut().insert(Served { outcome, db_time: (outcome == Outcome::Miss).then_some(cached.db_time) });
     response
 }
 

@@ -188,7 +188,9 @@ async fn errors(client: &Client) {
 async fn health(client: &Client) {
     let res = client.get("/health-check", &[]).await;
     assert_eq!(res.status, StatusCode::OK);
-    assert_eq!(res.json(), serde_json::json!({"status": "ok"}));
+    assert_eq!(res.json()["status"], "ok");
+    assert!(!res.json()["build"].as_str().unwrap().is_empty(), "the build id is reported");
+    crate::openapi::assert_conforms("/health-check", 200, &res.body);
     assert_eq!(res.header("cache-control"), "no-store");
     let res = client.get("/health-check?deep=1", &[]).await;
     assert_eq!(res.status, StatusCode::OK);

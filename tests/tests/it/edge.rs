@@ -97,6 +97,10 @@ async fn the_edge_caches_by_s_maxage_and_negatively() {
     let again = get(&client, &edge.url("/v1/formations/0000F")).await;
     assert_eq!((again.status, again.x_cache.as_str()), (404, "Hit"), "404s are cached briefly");
 
+    // `no-store` is never kept, like CloudFront with DefaultTTL 0.
+    get(&client, &edge.url("/health-check")).await;
+    assert_eq!(get(&client, &edge.url("/health-check")).await.x_cache, "Miss", "no-store answers are not cached");
+
     // sightings/latest: max-age=5 but s-maxage=60. Still a hit after max-age: the edge follows s-maxage.
     assert_eq!(get(&client, &edge.url("/v1/sightings/latest")).await.x_cache, "Miss");
     tokio::time::sleep(Duration::from_millis(5_500)).await;
@@ -219,4 +223,42 @@ async fn paths_mode_reaches_query_variants_and_non_canonical_spellings() {
     assert_eq!(get(&client, &edge.url(variants[2])).await.body["note"], "Anniversary wrap");
     // Following the cached redirect lands on the invalidated canonical object.
     assert_eq!(get(&client, &encoded).await.body["note"], "Anniversary wrap");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_clears_what_the_old_code_left_at_the_edge() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let old = TestApp::with(db.clone(), &["--change-poll-interval", "100ms", "--build-id", "one"]).await;
+    let (addr, stop_old) = old.serve().await;
+    let edge = Varnish::start(addr).await;
+    let client = reqwest::Client::new();
+    let first = warmer_purge(&db, &edge, "paths").await;
+    assert!(first["deploy_invalidation"].is_null(), "{first}");
+    get(&client, &edge.url("/v1/formations/0000F")).await;
+    assert_eq!(get(&client, &edge.url("/v1/formations/0000F")).await.x_cache, "Hit", "the old code's 404 is cached");
+
+    // The deploy: the old code stops, the new code answers on the same origin.
+    let _ = stop_old.send(());
+    let new = TestApp::with(db.clone(), &["--change-poll-interval", "100ms", "--build-id", "two"]).await;
+    let (_, _stop_new) = new.serve_at(addr).await;
+    // The edge's health probe saw the origin go away, and its pooled connections may still reach
+    // the old server while it drains: wait until the new code answers through the edge (the
+    // warmer would otherwise pick the deploy up at its next tick).
+    let new_code_answers = async {
+        loop {
+            if let Ok(res) = client.get(edge.url("/health-check")).send().await
+                && res.json::<Value>().await.is_ok_and(|v| v["build"] == "two")
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), new_code_answers).await.expect("the edge reaches the new code");
+    let deployed = warmer_purge(&db, &edge, "paths").await;
+    assert!(deployed["deploy_invalidation"].as_str().unwrap_or("").starts_with("purge-"), "{deployed}");
+    assert_eq!(get(&client, &edge.url("/v1/formations/0000F")).await.x_cache, "Miss", "invalidated");
+    assert_eq!(get(&client, &edge.url("/v1/lines")).await.x_cache, "Hit", "the warm set was re-warmed");
+    let again = warmer_purge(&db, &edge, "paths").await;
+    assert!(again["deploy_invalidation"].is_null(), "once per build: {again}");
 }

@@ -141,10 +141,22 @@ impl TestApp {
 
     /// Serves the same state over a real socket on an ephemeral port.
     pub async fn serve(&self) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-        let app =
-            Application::bind("127.0.0.1:0".parse().unwrap(), self.state.clone(), std::time::Duration::from_secs(5))
-                .await
-                .unwrap();
+        self.serve_at("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Serves on `addr`, waiting (up to 10 s) for a server that is stopping there to let it go.
+    pub async fn serve_at(&self, addr: SocketAddr) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+        let mut tries = 0;
+        let app = loop {
+            match Application::bind(addr, self.state.clone(), std::time::Duration::from_secs(5)).await {
+                Ok(app) => break app,
+                Err(_) if tries < 100 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("cannot listen on {addr}: {e}"),
+            }
+        };
         let addr = app.local_addr();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async {

@@ -284,6 +284,29 @@ async fn lambda_events_are_served_and_sigterm_closes_the_pool() {
     let mut stderr = String::new();
     child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
     assert!(stderr.contains("database pool closed"), "{stderr}");
+
+    // The Embedded Metric Format lines on stdout (flushed at shutdown) add up to what was served.
+    let mut stdout = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).await.unwrap();
+    let emf: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("_aws").is_some())
+        .collect();
+    let total =
+        |metric: &str| emf.iter().filter(|l| l.get("Route").is_some()).filter_map(|l| l[metric].as_f64()).sum::<f64>();
+    let served_with = |f: &dyn Fn(&Value) -> bool| got.values().filter(|r| f(r)).count() as f64;
+    let outcome = |name: &'static str| move |r: &Value| header(r, "x-local-cache") == name;
+    assert_eq!(total("Hits"), served_with(&outcome("hit")), "{stdout}");
+    assert_eq!(total("Misses"), served_with(&outcome("miss")), "{stdout}");
+    assert_eq!(total("Misses") + total("Hits"), 6.0, "every policy answer but the 400 has an outcome: {stdout}");
+    for (metric, class) in [("Status2xx", 2), ("Status3xx", 3), ("Status4xx", 4), ("Status5xx", 5)] {
+        let served = served_with(&|r: &Value| r["statusCode"].as_u64().unwrap() / 100 == class);
+        assert_eq!(total(metric), served, "{metric}: {stdout}");
+    }
+    let lines_route = emf.iter().find(|l| l["Route"] == "lines").expect("a line for /v1/lines");
+    assert_eq!(lines_route["_aws"]["CloudWatchMetrics"][0]["Namespace"], "edgerail");
+    assert!(emf.iter().any(|l| l.get("FeedLagMs").is_some()), "the instance line: {stdout}");
     for _ in 0..50 {
         if application_connections(&db, pid).await == 0 {
             return;

@@ -189,3 +189,124 @@ fn only_cloudfront_reaches_the_function_url() {
     );
     assert!(statement["Resource"].as_str().unwrap().ends_with(":distribution/${Distribution}"));
 }
+
+/// Metrics AWS publishes by itself, by namespace (what an alarm or widget may use besides ours).
+const AWS_METRICS: &[(&str, &[&str])] = &[
+    ("AWS/Lambda", &["Errors", "Throttles", "Invocations", "Duration", "ConcurrentExecutions"]),
+    (
+        "AWS/CloudFront",
+        &["5xxErrorRate", "4xxErrorRate", "TotalErrorRate", "CacheHitRate", "OriginLatency", "Requests"],
+    ),
+    ("AWS/SQS", &["ApproximateNumberOfMessagesVisible", "ApproximateAgeOfOldestMessage"]),
+];
+
+/// Checks that `namespace`/`name` is a metric the function `function` emits (edgerail) or AWS
+/// publishes.
+fn assert_metric_exists(what: &str, namespace: &str, name: &str, function: Option<&str>) {
+    if namespace == "edgerail" {
+        let emitted: &[&str] = match function {
+            Some("ApiFunction") => api::metrics::NAMES,
+            Some("WarmerFunction") => warmer::metrics::NAMES,
+            other => panic!("{what}: edgerail metric {name} without a known FunctionName ({other:?})"),
+        };
+        assert!(emitted.contains(&name), "{what}: {function:?} does not emit {name}");
+    } else {
+        let known = AWS_METRICS.iter().find(|(ns, _)| *ns == namespace).map(|(_, m)| *m).unwrap_or_default();
+        assert!(known.contains(&name), "{what}: {namespace} {name} is not a metric AWS publishes");
+    }
+}
+
+fn function_dimension(dimensions: Option<&Value>) -> Option<String> {
+    dimensions?
+        .as_sequence()?
+        .iter()
+        .find(|d| d["Name"] == "FunctionName")
+        .and_then(|d| d["Value"].as_str())
+        .map(str::to_owned)
+}
+
+#[test]
+fn every_alarm_watches_a_metric_that_exists() {
+    let t = template();
+    let resources = at(&t, &["Resources"]).as_mapping().unwrap();
+    let alarms: Vec<(&str, &Value)> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(k, r)| (k.as_str().unwrap(), &r["Properties"]))
+        .collect();
+    for wanted in [
+        "WarmerErrorsAlarm",
+        "WarmerNonRetryableAlarm",
+        "PendingAgeAlarm",
+        "ApiErrorsAlarm",
+        "ApiThrottlesAlarm",
+        "EdgeErrorsAlarm",
+        "InvalidationBudgetAlarm",
+        "WarmerFailuresAlarm",
+    ] {
+        assert!(alarms.iter().any(|(name, _)| *name == wanted), "{wanted} is missing");
+    }
+    for (name, props) in alarms {
+        let metrics: Vec<&Value> = match props.get("Metrics") {
+            Some(list) => {
+                list.as_sequence().unwrap().iter().filter_map(|m| m.get("MetricStat")).map(|s| &s["Metric"]).collect()
+            }
+            None => vec![props],
+        };
+        assert!(!metrics.is_empty(), "{name}");
+        for metric in metrics {
+            let namespace = metric["Namespace"].as_str().unwrap();
+            let metric_name = metric["MetricName"].as_str().unwrap();
+            assert_metric_exists(name, namespace, metric_name, function_dimension(metric.get("Dimensions")).as_deref());
+        }
+        assert!(props.get("AlarmActions").is_some(), "{name} notifies the alarm topic when there is one");
+    }
+}
+
+#[test]
+fn the_dashboard_is_json_and_shows_metrics_that_exist() {
+    let t = template();
+    let body = at(&t, &["Resources", "Dashboard", "Properties", "DashboardBody"]).as_str().unwrap();
+    let filled = body
+        .replace("${AWS::Region}", "ap-northeast-1")
+        .replace("${Distribution}", "E2QWRUHEXAMPLE")
+        .replace("${ApiFunction}", "ApiFunction")
+        .replace("${WarmerFunction}", "WarmerFunction");
+    assert!(!filled.contains("${"), "an unexpected substitution: {filled}");
+    let dashboard: serde_json::Value = serde_json::from_str(&filled).expect("the dashboard body is JSON");
+    let mut titles = Vec::new();
+    for widget in dashboard["widgets"].as_array().unwrap() {
+        titles.push(widget["properties"]["title"].as_str().unwrap().to_owned());
+        for row in widget["properties"]["metrics"].as_array().unwrap() {
+            let row = row.as_array().unwrap();
+            let Some(namespace) = row[0].as_str() else { continue }; // an expression
+            let function = row.iter().position(|v| v == "FunctionName").and_then(|i| row[i + 1].as_str());
+            assert_metric_exists("Dashboard", namespace, row[1].as_str().unwrap(), function);
+        }
+    }
+    for wanted in ["Edge cache hit rate", "In-process hit rate", "Origin latency", "Warmer ticks", "Invalidation paths"]
+    {
+        assert!(titles.iter().any(|t| t.starts_with(wanted)), "no {wanted} widget: {titles:?}");
+    }
+}
+
+#[test]
+fn the_stack_carries_its_operations() {
+    let t = template();
+    let resources = at(&t, &["Resources"]);
+    assert_eq!(
+        at(resources, &["DistributionMonitoring", "Type"]).as_str(),
+        Some("AWS::CloudFront::MonitoringSubscription")
+    );
+    for (function, group) in [("ApiFunction", "ApiLogGroup"), ("WarmerFunction", "WarmerLogGroup")] {
+        let logging = at(resources, &[function, "Properties", "LoggingConfig"]);
+        assert_eq!(at(logging, &["LogFormat"]).as_str(), Some("JSON"));
+        assert_eq!(at(logging, &["LogGroup"]).as_str(), Some(group));
+        assert!(at(resources, &[group, "Properties", "RetentionInDays"]).as_str().is_some(), "{group} has a retention");
+    }
+    let invoke = at(resources, &["WarmerFunction", "Properties", "EventInvokeConfig"]);
+    assert_eq!(at(invoke, &["MaximumRetryAttempts"]).as_u64(), Some(0), "the next tick is the retry");
+    let on_failure = at(invoke, &["DestinationConfig", "OnFailure"]);
+    assert_eq!(at(on_failure, &["Type"]).as_str(), Some("SQS"));
+    assert_eq!(at(resources, &["WarmerFailures", "Type"]).as_str(), Some("AWS::SQS::Queue"));
+}

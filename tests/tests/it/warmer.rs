@@ -73,6 +73,14 @@ async fn moto_invalidations(distribution: &str) -> Vec<Vec<String>> {
 
 /// Runs `warmer --once` as a process with the given environment; returns (success, summary).
 async fn warmer_once(db: &TestDb, env: &[(&str, &str)]) -> (bool, Value) {
+    let (ok, stdout) = warmer_once_output(db, env).await;
+    let line = stdout.lines().last().unwrap_or_else(|| panic!("no summary: {stdout}"));
+    let summary: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    (ok, summary)
+}
+
+/// Runs `warmer --once`; returns (success, everything it printed on stdout).
+async fn warmer_once_output(db: &TestDb, env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = tokio::process::Command::new(binary("warmer"));
     cmd.arg("--once")
         .env_clear()
@@ -90,11 +98,9 @@ async fn warmer_once(db: &TestDb, env: &[(&str, &str)]) -> (bool, Value) {
         cmd.env(k, v);
     }
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.unwrap().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line =
-        stdout.lines().last().unwrap_or_else(|| panic!("no summary; stderr: {}", String::from_utf8_lossy(&out.stderr)));
-    let summary: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    (out.status.success(), summary)
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!stdout.is_empty(), "no output; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), stdout)
 }
 
 async fn pending(db: &TestDb) -> i64 {
@@ -418,14 +424,17 @@ async fn cachectl_status_reports_pending_changes_and_invalidations() {
     assert!(out.contains(summary["invalidation_id"].as_str().unwrap()), "{out}");
 }
 
-/// An edge stand-in: answers every warm request, fails one path, and records what was fetched.
+/// An edge stand-in: answers every warm request, fails one path, and records what was fetched
+/// (except the health check the warmer reads the API's build from on every tick).
 async fn recording_edge(failing: &'static str) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
     let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let log = seen.clone();
     let router = Router::new().fallback(move |uri: http::Uri| {
         let log = log.clone();
         async move {
-            log.lock().unwrap().push(uri.path().to_owned());
+            if uri.path() != "/health-check" {
+                log.lock().unwrap().push(uri.path().to_owned());
+            }
             let status = if uri.path() == failing { 500 } else { 200 };
             (http::StatusCode::from_u16(status).unwrap(), [("x-cache", "Miss")], "{}")
         }
@@ -581,4 +590,71 @@ async fn a_calendar_that_differs_from_the_triggers_is_reported() {
     assert!(ok, "{differing}");
     let mismatch = differing["calendar_mismatch"].as_str().unwrap_or_else(|| panic!("{differing}"));
     assert!(mismatch.contains("Asia/Tokyo") && mismatch.contains("Europe/London"), "{mismatch}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_writes_its_metrics_line_before_its_summary() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let distribution = moto_distribution();
+    let moto = moto();
+    let mut env = cloudfront_env(&distribution, &moto);
+    env.push(("METRICS", "emf"));
+    let (ok, stdout) = warmer_once_output(&db, &env).await;
+    assert!(ok, "{stdout}");
+    let lines: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let [emf, summary] = &lines[..] else { panic!("a metrics line and a summary: {stdout}") };
+    let directive = &emf["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(directive["Namespace"], "edgerail");
+    for metric in directive["Metrics"].as_array().unwrap() {
+        assert!(warmer::metrics::NAMES.contains(&metric["Name"].as_str().unwrap()), "{metric}");
+    }
+    assert_eq!(emf["Changes"].as_f64().unwrap(), summary["changes"].as_f64().unwrap());
+    assert_eq!(emf["InvalidationItems"].as_f64().unwrap(), summary["items"].as_f64().unwrap());
+    assert_eq!(emf["InvalidationsSent"], 1.0);
+    assert_eq!(emf["PendingChanges"], 0.0);
+    assert_eq!(emf["ItemsThisMonth"], 0.0, "before this tick");
+    assert_eq!(emf["PathBudget"], 1000.0);
+    assert_eq!(emf["TickFailedRetryable"], 0.0);
+}
+
+/// The API over a socket with a build id of its own, as a deploy would start it.
+async fn api_build(
+    db: &TestDb,
+    build: &str,
+) -> (crate::helpers::TestApp, std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let app = crate::helpers::TestApp::with(db.clone(), &["--build-id", build]).await;
+    let (addr, stop) = app.serve().await;
+    (app, addr, stop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_api_build_invalidates_the_distribution_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let distribution = moto_distribution();
+    let moto = moto();
+    let (_old, old_addr, _stop_old) = api_build(&db, "build-one").await;
+    let old_base = format!("http://{old_addr}");
+    let mut env = cloudfront_env(&distribution, &moto);
+    env.push(("WARM_BASE_URL", old_base.as_str()));
+    let (ok, first) = warmer_once(&db, &env).await;
+    assert!(ok, "{first}");
+    assert!(first["deploy_invalidation"].is_null(), "the first build ever seen invalidates nothing: {first}");
+    let before = moto_invalidations(&distribution).await.len();
+
+    let (_new, new_addr, _stop_new) = api_build(&db, "build-two").await;
+    let new_base = format!("http://{new_addr}");
+    let mut env = cloudfront_env(&distribution, &moto);
+    env.push(("WARM_BASE_URL", new_base.as_str()));
+    let (ok, deployed) = warmer_once(&db, &env).await;
+    assert!(ok, "{deployed}");
+    assert!(deployed["deploy_invalidation"].is_string(), "{deployed}");
+    let sent = moto_invalidations(&distribution).await;
+    assert_eq!(sent.len(), before + 1);
+    assert!(sent.contains(&vec!["/*".to_owned()]), "one path for the whole edge: {sent:?}");
+    assert!(deployed["warmed"].as_u64().unwrap() > 100, "the whole warm set is re-warmed: {deployed}");
+
+    let (ok, again) = warmer_once(&db, &env).await;
+    assert!(ok, "{again}");
+    assert!(again["deploy_invalidation"].is_null(), "once per build: {again}");
+    assert_eq!(moto_invalidations(&distribution).await.len(), before + 1);
 }

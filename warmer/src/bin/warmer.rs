@@ -11,8 +11,9 @@ use warmer::tick::Warmer;
 async fn main() -> anyhow::Result<()> {
     let args = WarmerCli::parse();
     let on_lambda = args.lambda_runtime_api.is_some();
-    process::init_logging(if on_lambda { LogFormat::Json } else { LogFormat::Text });
-    let warmer = cli::warmer(&args.db, &args.backend, &args.warm).await?;
+    process::init_logging(LogFormat::resolve(None, on_lambda));
+    let mut warmer = cli::warmer(&args.db, &args.backend, &args.warm).await?;
+    warmer.metrics = args.metrics.map_or(on_lambda, |m| m == cli::MetricsMode::Emf);
 
     if on_lambda {
         let warmer = &warmer;
@@ -44,6 +45,6 @@ async fn main() -> anyhow::Result<()> {
 /// One tick, its summary printed as a JSON line whether it failed or not.
 async fn tick_and_print(warmer: &Warmer) -> Result<(), warmer::tick::TickFailure> {
     let result = warmer.tick().await;
-    warmer::tick::print_summary(&result);
+    warmer::tick::print_summary(&result, warmer.metrics);
     result.map(|_| ())
 }

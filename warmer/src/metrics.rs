@@ -1,0 +1,78 @@
+//! The warmer's metrics: one CloudWatch Embedded Metric Format line per tick.
+
+use process::emf::{Record, Unit};
+
+use crate::tick::Summary;
+
+/// Every metric name the warmer emits (the template's alarms may only use these).
+pub const NAMES: &[&str] = &[
+    "Changes",
+    "InvalidationItems",
+    "InvalidationsSent",
+    "Deferred",
+    "PendingChanges",
+    "OldestPendingAgeSeconds",
+    "WarmHits",
+    "WarmMisses",
+    "WarmFailures",
+    "ItemsThisMonth",
+    "PathBudget",
+    "TickFailedRetryable",
+    "TickFailedNonRetryable",
+    "DeployInvalidations",
+];
+
+/// The tick's line. A failed tick counts as retryable or not, so an alarm can page on the kind an
+/// operator must fix (a rejected batch, missing permission) at once, and on the other kind only
+/// when it persists.
+pub fn record(summary: &Summary) -> Record {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let count = |n: usize| n as f64;
+    let failed = summary.error.is_some();
+    let retryable = summary.retryable.unwrap_or(true);
+    let mut record = Record::new(&[&["FunctionName"]])
+        .dimension("FunctionName", process::emf::function_name())
+        .metric("Changes", Unit::Count, count(summary.changes))
+        .metric("InvalidationItems", Unit::Count, count(summary.items))
+        .metric("InvalidationsSent", Unit::Count, flag(summary.invalidation_id.is_some()))
+        .metric("Deferred", Unit::Count, flag(summary.deferred))
+        .metric("PendingChanges", Unit::Count, summary.pending as f64)
+        .metric("OldestPendingAgeSeconds", Unit::Seconds, summary.oldest_pending_age_s.unwrap_or(0.0))
+        .metric("WarmHits", Unit::Count, count(summary.warm_hits))
+        .metric("WarmMisses", Unit::Count, count(summary.warm_misses))
+        .metric("WarmFailures", Unit::Count, count(summary.failures))
+        .metric("TickFailedRetryable", Unit::Count, flag(failed && retryable))
+        .metric("TickFailedNonRetryable", Unit::Count, flag(failed && !retryable))
+        .metric("DeployInvalidations", Unit::Count, flag(summary.deploy_invalidation.is_some()));
+    if let Some(used) = summary.items_this_month {
+        record = record.metric("ItemsThisMonth", Unit::Count, used as f64).metric(
+            "PathBudget",
+            Unit::Count,
+            summary.path_budget as f64,
+        );
+    }
+    record
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_of_a_tick_is_a_declared_name() {
+        let summary = Summary {
+            items_this_month: Some(10),
+            error: Some("x".into()),
+            retryable: Some(false),
+            ..Summary::default()
+        };
+        let line: serde_json::Value = serde_json::from_str(&record(&summary).to_json(0)).unwrap();
+        let metrics = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().unwrap().clone();
+        assert_eq!(metrics.len(), NAMES.len());
+        for metric in metrics {
+            assert!(NAMES.contains(&metric["Name"].as_str().unwrap()), "{metric}");
+        }
+        assert_eq!(line["TickFailedNonRetryable"], 1.0);
+        assert_eq!(line["TickFailedRetryable"], 0.0);
+    }
+}
