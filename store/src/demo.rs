@@ -7,7 +7,7 @@
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
-use crate::ServiceCalendar;
+use crate::calendar::ServiceCalendar;
 use crate::model::{Formation, Line, Operation, Station};
 
 /// A sighting to insert (the database assigns the id).

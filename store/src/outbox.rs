@@ -18,7 +18,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Sqlite, Transaction};
 
-use crate::{Change, Db, StoreResult};
+use crate::db::Db;
+use crate::error::StoreResult;
+use crate::model::Change;
 
 /// The statements whose spelling differs between the dialects (time arithmetic, JSON, snapshots).
 /// Everything else is one text for both.

@@ -9,13 +9,17 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
+use crate::calendar::ServiceCalendar;
 use crate::demo::DemoData;
+use crate::error::{StoreError, StoreResult};
+use crate::feed::{Cursor, FeedCursor, FeedPage, split_overflow};
 use crate::model::{
     Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation,
     OperationDetail, Sighting, Station,
 };
+use crate::options::DbOptions;
+use crate::read::Store;
 use crate::sql::{self, summaries};
-use crate::{Cursor, DbOptions, FeedCursor, FeedPage, ServiceCalendar, Store, StoreError, StoreResult, split_overflow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

@@ -9,13 +9,16 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+use crate::calendar::ServiceCalendar;
 use crate::demo::DemoData;
+use crate::error::{StoreError, StoreResult};
+use crate::feed::{Cursor, FeedCursor, FeedPage, split_overflow};
 use crate::model::{
     Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation,
     OperationDetail, Sighting, Station,
 };
+use crate::read::Store;
 use crate::sql::{self, summaries};
-use crate::{Cursor, FeedCursor, FeedPage, ServiceCalendar, Store, StoreError, StoreResult, split_overflow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 

@@ -3,7 +3,8 @@
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
-use crate::tick::{Summary, TickFailure, Warmer, error_chain, print_summary};
+use crate::metrics::report;
+use crate::tick::{Summary, TickFailure, Warmer, error_chain};
 
 /// A failed tick as Lambda reports it. The error type says whether the next tick can succeed by
 /// itself (`Retryable`: throttling, network, database) or needs an operator (`NonRetryable`: a
@@ -43,6 +44,6 @@ pub async fn handle_scheduled_event(
 ) -> Result<Summary, LambdaTickError> {
     tracing::debug!(source = %event.payload.source, detail_type = %event.payload.detail_type, "scheduled tick");
     let result = warmer.tick().await;
-    print_summary(&result, warmer.metrics);
+    report(&result, warmer.metrics);
     Ok(result?)
 }

@@ -1,8 +1,9 @@
-//! The warmer's metrics: one CloudWatch Embedded Metric Format line per tick.
+//! The warmer's metrics: one CloudWatch Embedded Metric Format line per tick, written before the
+//! tick's JSON summary.
 
 use process::emf::{Record, Unit};
 
-use crate::tick::Summary;
+use crate::tick::{Summary, TickFailure};
 
 /// Every metric name the warmer emits (the template's alarms may only use these).
 pub const NAMES: &[&str] = &[
@@ -21,6 +22,19 @@ pub const NAMES: &[&str] = &[
     "TickFailedNonRetryable",
     "DeployInvalidations",
 ];
+
+/// Prints a tick's summary as one JSON line on stdout, whether the tick failed or not, after its
+/// metrics line when `metrics` is on.
+pub fn report(result: &Result<Summary, TickFailure>, metrics: bool) {
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(failure) => &failure.summary,
+    };
+    if metrics {
+        record(summary).emit();
+    }
+    println!("{}", serde_json::to_string(summary).unwrap_or_default());
+}
 
 /// The tick's line. A failed tick counts as retryable or not, so an alarm can page on the kind an
 /// operator must fix (a rejected batch, missing permission) at once, and on the other kind only

@@ -95,19 +95,6 @@ pub struct TickFailure {
     pub error: TickError,
 }
 
-/// Prints a tick's summary as one JSON line on stdout, whether the tick failed or not, after its
-/// metrics line when `metrics` is on.
-pub fn print_summary(result: &Result<Summary, TickFailure>, metrics: bool) {
-    let summary = match result {
-        Ok(summary) => summary,
-        Err(failure) => &failure.summary,
-    };
-    if metrics {
-        crate::metrics::record(summary).emit();
-    }
-    println!("{}", serde_json::to_string(summary).unwrap_or_default());
-}
-
 /// Formats an error with its chain of causes, for one log line or summary field.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();

@@ -5,9 +5,9 @@ use axum::response::Response;
 use axum::{Router, routing::get};
 use serde::Serialize;
 
-use super::AppState;
 use super::request::Endpoint;
 use super::respond::{json, serve};
+use super::state::AppState;
 use store::{FormationSummary, Store};
 
 /// The routes of this group.

@@ -6,9 +6,10 @@ use axum::{Json, Router, routing::get};
 use bytes::Bytes;
 use http::{HeaderValue, header};
 
+use super::error::ApiError;
 use super::request::Endpoint;
 use super::respond::serve;
-use super::{ApiError, AppState};
+use super::state::AppState;
 use store::Store;
 
 /// The OpenAPI 3.1 description of the API.

@@ -6,9 +6,9 @@ use axum::{Router, routing::get};
 use chrono::NaiveDate;
 use serde::Serialize;
 
-use super::AppState;
 use super::request::Endpoint;
 use super::respond::{json, serve};
+use super::state::AppState;
 use store::{Operation, Store};
 
 /// The routes of this group.

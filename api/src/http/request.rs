@@ -14,8 +14,9 @@ use http::{HeaderValue, header};
 
 use std::sync::Arc;
 
+use super::error::ApiError;
 use super::negotiate::{Encoding, choose_encoding};
-use super::{ApiError, AppState, HttpSettings, RouteHeaders};
+use super::state::{AppState, HttpSettings, RouteHeaders};
 
 /// A validated request for one policy route.
 #[derive(Debug)]

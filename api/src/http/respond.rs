@@ -14,10 +14,11 @@ use serde::Serialize;
 
 use store::{Db, StoreError, StoreResult};
 
+use super::error::ApiError;
 use super::error::error_body;
 use super::negotiate::{self, MIN_COMPRESS};
 use super::request::Endpoint;
-use super::{ApiError, AppState, RouteHeaders};
+use super::state::{AppState, RouteHeaders};
 use crate::cache::{CachedResponse, LoadError, Outcome, Variant};
 
 /// `x-local-cache` header name.

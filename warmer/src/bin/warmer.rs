@@ -45,6 +45,6 @@ async fn main() -> anyhow::Result<()> {
 /// One tick, its summary printed as a JSON line whether it failed or not.
 async fn tick_and_print(warmer: &Warmer) -> Result<(), warmer::tick::TickFailure> {
     let result = warmer.tick().await;
-    warmer::tick::print_summary(&result, warmer.metrics);
+    warmer::metrics::report(&result, warmer.metrics);
     result.map(|_| ())
 }

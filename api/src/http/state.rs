@@ -1,0 +1,101 @@
+//! [`AppState`]: everything a request handler needs, and the HTTP settings computed once at start.
+//! In a file of its own so that the route groups and the router that merges them depend on it,
+//! not on each other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cache_policy::{Policy, Route};
+use http::{HeaderName, HeaderValue};
+use store::{Db, ServiceCalendar};
+
+use crate::cache::LocalCache;
+use crate::metrics::Metrics;
+
+/// Precomputed header values of one route, so the hot path formats nothing.
+#[derive(Debug)]
+pub(crate) struct RouteHeaders {
+    /// The policy route.
+    pub(crate) route: &'static Route,
+    /// `Cache-Control` of a `200`.
+    pub(crate) cache_control: HeaderValue,
+    /// `Cache-Control` of a `400`/`404`.
+    pub(crate) negative: HeaderValue,
+}
+
+/// Everything a request handler needs; cheap to clone (all shared).
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The database.
+    pub(super) store: Db,
+    /// The in-process response cache and change-feed follower.
+    pub(super) cache: Arc<LocalCache>,
+    /// Per-request settings.
+    pub(super) http: Arc<HttpSettings>,
+    /// Per-route counters, written as metrics.
+    pub(super) metrics: Arc<Metrics>,
+}
+
+/// Settings and precomputed values of the HTTP layer.
+#[derive(Debug)]
+pub(crate) struct HttpSettings {
+    /// Service day rules, for `today`.
+    pub(crate) calendar: ServiceCalendar,
+    /// Name of the header carrying cache tags.
+    pub(crate) tag_header: HeaderName,
+    /// Header values per route, in policy order.
+    pub(crate) routes: Vec<RouteHeaders>,
+    /// Index into `routes` by path template (axum's `MatchedPath`).
+    pub(crate) index: HashMap<&'static str, usize>,
+    /// Negative caching of unknown paths.
+    pub(crate) default_negative: HeaderValue,
+    /// The code's build id, reported by `/health-check`.
+    pub(crate) build_id: String,
+}
+
+impl HttpSettings {
+    /// Precomputes the header values of every route.
+    pub(crate) fn new(
+        policy: &'static Policy,
+        calendar: ServiceCalendar,
+        tag_header: HeaderName,
+        build_id: String,
+    ) -> Self {
+        let value = |text: String| HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("no-store"));
+        let routes = policy
+            .routes()
+            .iter()
+            .map(|route| RouteHeaders {
+                route,
+                cache_control: value(route.cache_control()),
+                negative: value(route.negative_cache_control()),
+            })
+            .collect();
+        let index = policy.routes().iter().enumerate().map(|(i, route)| (route.path.as_str(), i)).collect();
+        Self {
+            calendar,
+            tag_header,
+            routes,
+            index,
+            default_negative: value(cache_policy::negative_cache_control(policy.default_negative_ttl())),
+            build_id,
+        }
+    }
+}
+
+impl AppState {
+    /// Assembles the state.
+    pub(crate) fn new(store: Db, cache: LocalCache, http: HttpSettings, metrics: Metrics) -> Self {
+        Self { store, cache: Arc::new(cache), http: Arc::new(http), metrics: Arc::new(metrics) }
+    }
+
+    /// Writes the metrics gathered since the last flush (at shutdown, so none are lost).
+    pub fn flush_metrics(&self) {
+        self.metrics.flush(|| self.cache.feed_health());
+    }
+
+    /// The database (the server closes it on shutdown; tests inspect it).
+    pub fn store(&self) -> &Db {
+        &self.store
+    }
+}
