@@ -1,6 +1,7 @@
 //! `warmer`: a scheduled Lambda function (EventBridge), or `--once` / `--every 60s` locally.
 
-use anyhow::Context;
+use std::process::ExitCode;
+
 use clap::Parser;
 use process::LogFormat;
 use warmer::cli::{self, WarmerCli};
@@ -8,7 +9,7 @@ use warmer::lambda;
 use warmer::tick::Warmer;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let args = WarmerCli::parse();
     let on_lambda = args.lambda_runtime_api.is_some();
     process::init_logging(LogFormat::resolve(None, on_lambda));
@@ -20,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
         lambda_runtime::run(lambda_runtime::service_fn(move |event| lambda::handle_scheduled_event(warmer, event)))
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-        return Ok(());
+        return Ok(ExitCode::SUCCESS);
     }
     cli::check_schema(&warmer.db).await?;
     match args.every {
@@ -35,9 +36,12 @@ async fn main() -> anyhow::Result<()> {
                     () = &mut shutdown => break,
                 }
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        None if args.once => tick_and_print(&warmer).await.context("the tick failed; the changes stay pending"),
+        // A failed tick was logged (with its causes) and summarized already: only the status says so.
+        None if args.once => {
+            Ok(if tick_and_print(&warmer).await.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
         None => anyhow::bail!("say --once or --every <interval> (or run it on Lambda)"),
     }
 }
