@@ -36,6 +36,7 @@ pub mod demo;
 mod error;
 mod feed;
 pub mod model;
+mod onemessage;
 mod open;
 mod options;
 pub mod outbox;

@@ -1,13 +1,12 @@
 //! PostgreSQL store: RDS, RDS Proxy, PgBouncer or a local server.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
+use sqlx::Postgres;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 
 use crate::calendar::ServiceCalendar;
 use crate::demo::DemoData;
@@ -17,6 +16,7 @@ use crate::model::{
     Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation,
     OperationDetail, Sighting, Station,
 };
+use crate::onemessage::{self, Literal, bind, decode};
 use crate::options::DbOptions;
 use crate::read::Store;
 use crate::sql::{self, summaries};
@@ -28,12 +28,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 pub struct PgStore {
     /// Lazily connecting pool: nothing touches the network until the first query.
     pool: PgPool,
-    /// `BEGIN READ ONLY; SET LOCAL statement_timeout = …`, sent as one simple query per read.
-    begin_read: Cow<'static, str>,
+    /// The settings that open every read's message (read-only, the statement timeout, UTC and ISO
+    /// dates so text results decode the same on every server).
+    read_preamble: String,
     /// The same with the (shorter) feed timeout, for change-feed reads.
-    begin_feed: Cow<'static, str>,
-    /// Whether statements may be prepared under a name and cached on the connection.
-    persistent: bool,
+    feed_preamble: String,
     /// Read transactions started, shared by clones.
     reads: Arc<AtomicU64>,
 }
@@ -60,14 +59,17 @@ impl PgStore {
             .max_lifetime(Some(Duration::from_secs(30 * 60)))
             .test_before_acquire(false)
             .connect_lazy_with(connect);
-        let begin = |timeout: Duration| {
-            Cow::Owned(format!("BEGIN READ ONLY; SET LOCAL statement_timeout = {}", timeout.as_millis().max(1)))
+        let preamble = |timeout: Duration| {
+            format!(
+                "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = 'UTC'; \
+                 SET LOCAL DateStyle = 'ISO'",
+                timeout.as_millis().max(1)
+            )
         };
         Ok(Self {
             pool,
-            begin_read: begin(options.statement_timeout),
-            begin_feed: begin(options.feed_timeout.min(options.statement_timeout)),
-            persistent: !options.proxy_compat,
+            read_preamble: preamble(options.statement_timeout),
+            feed_preamble: preamble(options.feed_timeout.min(options.statement_timeout)),
             reads: Arc::default(),
         })
     }
@@ -77,69 +79,57 @@ impl PgStore {
         &self.pool
     }
 
-    /// One short read-only transaction: it pins a single server connection for its duration even
-    /// behind transaction pooling, and carries the statement timeout with it.
-    async fn read(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(self.pool.begin_with(self.begin_read.clone()).await?)
+    /// One read: its statements in one message, one round trip (see `onemessage`).
+    async fn read<const N: usize>(&self, statements: [String; N]) -> StoreResult<[Vec<PgRow>; N]> {
+        self.run(&self.read_preamble, statements).await
     }
 
-    /// A read-only transaction under the feed timeout.
-    async fn read_feed(&self) -> StoreResult<Transaction<'static, Postgres>> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(self.pool.begin_with(self.begin_feed.clone()).await?)
+    /// A change-feed read, under the feed timeout.
+    async fn read_feed<const N: usize>(&self, statements: [String; N]) -> StoreResult<[Vec<PgRow>; N]> {
+        self.run(&self.feed_preamble, statements).await
     }
 
-    fn rows<'q, T>(&self, sql: &'q str) -> sqlx::query::QueryAs<'q, Postgres, T, sqlx::postgres::PgArguments>
-    where
-        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
-    {
-        sqlx::query_as::<_, T>(sql).persistent(self.persistent)
+    async fn run<const N: usize>(&self, preamble: &str, statements: [String; N]) -> StoreResult<[Vec<PgRow>; N]> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let mut conn = self.pool.acquire().await?;
+        let results = onemessage::run(&mut conn, preamble, &statements).await?;
+        results.try_into().map_err(|_| StoreError::Data("a result per statement".into()))
     }
 }
 
 impl Store for PgStore {
     async fn lines(&self) -> StoreResult<Vec<Line>> {
-        let mut tx = self.read().await?;
-        let lines = self.rows(sql::LINES).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(lines)
+        let [lines] = self.read([sql::LINES.to_owned()]).await?;
+        decode(&lines)
     }
 
     async fn line_stations(&self, line_id: &str) -> StoreResult<Option<LineStations>> {
-        let mut tx = self.read().await?;
-        let Some(line) = self.rows::<Line>(sql::LINE).bind(line_id).fetch_optional(&mut *tx).await? else {
-            return Ok(None);
-        };
-        let stations: Vec<Station> = self.rows(sql::STATIONS).bind(line_id).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(Some(LineStations { line, stations }))
+        let id = [Literal::Text(line_id)];
+        let [line, stations] = self.read([bind(sql::LINE, &id)?, bind(sql::STATIONS, &id)?]).await?;
+        let Some(line) = decode::<Line>(&line)?.pop() else { return Ok(None) };
+        Ok(Some(LineStations { line, stations: decode::<Station>(&stations)? }))
     }
 
     async fn formations(&self) -> StoreResult<Vec<FormationSummary>> {
-        let mut tx = self.read().await?;
-        let formations: Vec<Formation> = self.rows(sql::FORMATIONS).fetch_all(&mut *tx).await?;
-        let latest: Vec<Sighting> = self.rows(sql::LATEST_PER_FORMATION).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(summaries(formations, latest))
+        let [formations, latest] =
+            self.read([sql::FORMATIONS.to_owned(), sql::LATEST_PER_FORMATION.to_owned()]).await?;
+        Ok(summaries(decode::<Formation>(&formations)?, decode::<Sighting>(&latest)?))
     }
 
     async fn formation(&self, id: &str) -> StoreResult<Option<FormationDetail>> {
-        let mut tx = self.read().await?;
-        let Some(formation) = self.rows::<Formation>(sql::FORMATION).bind(id).fetch_optional(&mut *tx).await? else {
-            return Ok(None);
-        };
-        let sightings =
-            self.rows(sql::FORMATION_SIGHTINGS).bind(id).bind(FORMATION_SIGHTINGS).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(Some(FormationDetail { formation, sightings }))
+        let [formation, sightings] = self
+            .read([
+                bind(sql::FORMATION, &[Literal::Text(id)])?,
+                bind(sql::FORMATION_SIGHTINGS, &[Literal::Text(id), Literal::Int(FORMATION_SIGHTINGS)])?,
+            ])
+            .await?;
+        let Some(formation) = decode::<Formation>(&formation)?.pop() else { return Ok(None) };
+        Ok(Some(FormationDetail { formation, sightings: decode(&sightings)? }))
     }
 
     async fn operations(&self, date: NaiveDate) -> StoreResult<Vec<Operation>> {
-        let mut tx = self.read().await?;
-        let ops = self.rows(sql::OPERATIONS).bind(date).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(ops)
+        let [ops] = self.read([bind(sql::OPERATIONS, &[Literal::Date(date)])?]).await?;
+        decode(&ops)
     }
 
     async fn operation(
@@ -149,29 +139,24 @@ impl Store for PgStore {
         from: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> StoreResult<Option<OperationDetail>> {
-        let mut tx = self.read().await?;
-        let Some(operation) =
-            self.rows::<Operation>(sql::OPERATION).bind(date).bind(number).fetch_optional(&mut *tx).await?
-        else {
-            return Ok(None);
-        };
-        let sightings =
-            self.rows(sql::OPERATION_SIGHTINGS).bind(number).bind(from).bind(until).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(Some(OperationDetail { operation, sightings }))
+        let [operation, sightings] = self
+            .read([
+                bind(sql::OPERATION, &[Literal::Date(date), Literal::Text(number)])?,
+                bind(sql::OPERATION_SIGHTINGS, &[Literal::Text(number), Literal::Time(from), Literal::Time(until)])?,
+            ])
+            .await?;
+        let Some(operation) = decode::<Operation>(&operation)?.pop() else { return Ok(None) };
+        Ok(Some(OperationDetail { operation, sightings: decode(&sightings)? }))
     }
 
     async fn latest_sightings(&self, limit: i64) -> StoreResult<Vec<Sighting>> {
-        let mut tx = self.read().await?;
-        let rows = self.rows(sql::LATEST_SIGHTINGS).bind(limit).fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(rows)
+        let [rows] = self.read([bind(sql::LATEST_SIGHTINGS, &[Literal::Int(limit)])?]).await?;
+        decode(&rows)
     }
 
     async fn feed_start(&self) -> StoreResult<FeedCursor> {
-        let mut tx = self.read_feed().await?;
-        let (snapshot,): (String,) = self.rows("SELECT pg_current_snapshot()::text").fetch_one(&mut *tx).await?;
-        tx.commit().await?;
+        let [rows] = self.read_feed(["SELECT pg_current_snapshot()::text".to_owned()]).await?;
+        let (snapshot,) = decode::<(String,)>(&rows)?.pop().ok_or_else(|| StoreError::Data("no snapshot".into()))?;
         Ok(FeedCursor(Cursor::Snapshot(snapshot)))
     }
 
@@ -179,24 +164,20 @@ impl Store for PgStore {
         let FeedCursor(Cursor::Snapshot(since)) = cursor else {
             return Err(StoreError::Data("a SQLite feed cursor was given to PostgreSQL".into()));
         };
-        let mut tx = self.read_feed().await?;
         // One statement, so the rows and the new cursor come from the same snapshot. No ORDER BY:
         // it would tempt the planner into walking the primary key past every old row; the
         // `xid >= xmin` range on its index is the selective part.
-        let rows: Vec<(String, Option<i64>, Option<String>)> = self
-            .rows(
-                "SELECT cur.s::text, c.id, c.tag \
-                 FROM (SELECT pg_current_snapshot() AS s) cur LEFT JOIN LATERAL ( \
-                     SELECT id, tag FROM cache_changes \
-                     WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) \
-                       AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot) \
-                     LIMIT $2) c ON true",
-            )
-            .bind(since)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let statement = bind(
+            "SELECT cur.s::text, c.id, c.tag \
+             FROM (SELECT pg_current_snapshot() AS s) cur LEFT JOIN LATERAL ( \
+                 SELECT id, tag FROM cache_changes \
+                 WHERE xid >= pg_snapshot_xmin($1::text::pg_snapshot) \
+                   AND NOT pg_visible_in_snapshot(xid, $1::text::pg_snapshot) \
+                 LIMIT $2) c ON true",
+            &[Literal::Text(since), Literal::Int(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1)],
+        )?;
+        let [rows] = self.read_feed([statement]).await?;
+        let rows: Vec<(String, Option<i64>, Option<String>)> = decode(&rows)?;
         let snapshot = rows.first().map(|r| r.0.clone()).ok_or_else(|| StoreError::Data("no snapshot".into()))?;
         let mut changes: Vec<Change> =
             rows.into_iter().filter_map(|(_, id, tag)| Some(Change { id: id?, tag: tag? })).collect();
@@ -206,16 +187,14 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        let mut tx = self.read().await?;
-        sqlx::query("SELECT 1").persistent(self.persistent).execute(&mut *tx).await?;
-        tx.commit().await?;
+        self.read(["SELECT 1".to_owned()]).await?;
         Ok(())
     }
 
     async fn migrate(&self, calendar: &ServiceCalendar) -> StoreResult<()> {
         MIGRATOR.run(&self.pool).await?;
         sqlx::query("UPDATE service_calendar SET time_zone = $1, day_start = make_interval(mins => $2)")
-            .persistent(self.persistent)
+            .persistent(false)
             .bind(calendar.zone_name())
             .bind(calendar.day_start_minutes())
             .execute(&self.pool)
@@ -224,20 +203,15 @@ impl Store for PgStore {
     }
 
     async fn trigger_calendar(&self) -> StoreResult<(String, i32)> {
-        let mut tx = self.read().await?;
-        let row = self
-            .rows("SELECT time_zone, (EXTRACT(EPOCH FROM day_start) / 60)::int FROM service_calendar")
-            .fetch_one(&mut *tx)
+        let [rows] = self
+            .read(["SELECT time_zone, (EXTRACT(EPOCH FROM day_start) / 60)::int FROM service_calendar".to_owned()])
             .await?;
-        tx.commit().await?;
-        Ok(row)
+        decode(&rows)?.pop().ok_or_else(|| StoreError::Data("no service calendar".into()))
     }
 
     async fn has_data(&self) -> StoreResult<bool> {
-        let mut tx = self.read().await?;
-        let (exists,): (bool,) = self.rows(sql::HAS_DATA).fetch_one(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(exists)
+        let [rows] = self.read([sql::HAS_DATA.to_owned()]).await?;
+        Ok(decode::<(bool,)>(&rows)?.pop().is_some_and(|(exists,)| exists))
     }
 
     async fn load_demo(&self, data: &DemoData, progress: &(dyn Fn(u64) + Send + Sync)) -> StoreResult<()> {

@@ -15,6 +15,7 @@ mod lambda;
 mod openapi;
 mod pgbouncer;
 mod quickstart;
+mod roundtrips;
 mod store;
 mod template;
 mod warmer;

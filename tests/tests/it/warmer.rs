@@ -590,6 +590,12 @@ async fn a_calendar_that_differs_from_the_triggers_is_reported() {
     assert!(ok, "{differing}");
     let mismatch = differing["calendar_mismatch"].as_str().unwrap_or_else(|| panic!("{differing}"));
     assert!(mismatch.contains("Asia/Tokyo") && mismatch.contains("Europe/London"), "{mismatch}");
+    let env = [("DATABASE_URL", db.url.as_str()), ("SERVICE_TZ", "Europe/London")];
+    let (ok, out, err) = cachectl(&["status"], &env).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("warning: the database's triggers use Asia/Tokyo"), "{out}");
+    let (_, out, _) = cachectl(&["status", "--json"], &[("DATABASE_URL", db.url.as_str())]).await;
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["calendar_matches"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

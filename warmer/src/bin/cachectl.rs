@@ -10,6 +10,7 @@ use cache_policy::{QueryKind, format_duration};
 use clap::Parser;
 use process::LogFormat;
 use serde_json::json;
+use store::Store;
 use store::outbox::{self, Accepted};
 use warmer::backend::{Invalidator, is_completed};
 use warmer::cli::{self, CachectlCli, CachectlCommand, Target};
@@ -200,8 +201,13 @@ async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow:
     let oldest_age = pending.oldest.map(|t| (chrono::Utc::now() - t).to_std().unwrap_or(Duration::ZERO));
     let used = outbox::items_this_month(&store).await.context("cannot read this month's invalidations")?;
     let recent = outbox::recent_invalidations(&store, 10).await.context("cannot read recent invalidations")?;
+    let calendar = cli::calendar(db)?;
+    let (trigger_zone, trigger_start) = store.trigger_calendar().await.context("cannot read the trigger calendar")?;
+    let calendar_matches = trigger_zone == calendar.zone_name() && trigger_start == calendar.day_start_minutes();
     if json {
         let out = json!({
+            "trigger_calendar": { "time_zone": trigger_zone, "day_start_minutes": trigger_start },
+            "calendar_matches": calendar_matches,
             "pending": pending.count,
             "oldest_pending": pending.oldest.map(|t| t.to_rfc3339()),
             "oldest_pending_age_s": oldest_age.map(|a| a.as_secs_f64()),
@@ -218,6 +224,16 @@ async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow:
     };
     println!("pending changes: {}{age}", pending.count);
     println!("invalidation items this month (cloudfront): {used} of a {} budget", backend.path_budget);
+    if !calendar_matches {
+        println!(
+            "warning: the database's triggers use {trigger_zone} with days starting {:02}:{:02}, not SERVICE_TZ {} {}: \
+             run `api migrate` with the right calendar",
+            trigger_start / 60,
+            trigger_start % 60,
+            calendar.zone_name(),
+            db.service_day_start
+        );
+    }
     if recent.is_empty() {
         println!("no invalidations yet");
         return Ok(());
