@@ -97,8 +97,8 @@ pub struct Config {
     #[arg(long, env = "CHANGE_MAX_LAG", default_value = "3s", value_parser = parse_duration)]
     pub change_max_lag: Duration,
     /// Byte bound of the in-process cache; 0 turns it off.
-    #[arg(long, env = "LOCAL_CACHE_MAX_BYTES", default_value_t = 64 * 1024 * 1024)]
-    pub local_cache_max_bytes: u64,
+    #[arg(long, env = "LOCAL_CACHE_MAX_BYTES")]
+    pub local_cache_max_bytes: Option<u64>,
     /// Pooled PostgreSQL connections [default: 1 on Lambda, 10 locally].
     #[arg(long, env = "DB_MAX_CONNECTIONS")]
     pub db_max_connections: Option<u32>,
@@ -132,6 +132,9 @@ pub struct Config {
     /// from]. The warmer invalidates the edge once when it sees a new one.
     #[arg(long, env = "BUILD_ID", default_value = env!("EDGERAIL_BUILD_ID"))]
     pub build_id: String,
+    /// Set by the Lambda service: the function's memory size in MB, which bounds the cache there.
+    #[arg(long, env = "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", hide = true)]
+    pub lambda_memory_mb: Option<u64>,
     /// Set by the Lambda service; its presence selects Lambda mode.
     #[arg(long, env = "AWS_LAMBDA_RUNTIME_API", hide = true)]
     pub lambda_runtime_api: Option<String>,
@@ -191,6 +194,18 @@ impl Config {
     /// Log format in effect.
     pub fn log_format(&self) -> LogFormat {
         LogFormat::resolve(self.log_format, self.on_lambda())
+    }
+
+    /// The in-process cache's byte bound in effect: `LOCAL_CACHE_MAX_BYTES` when set; on Lambda a
+    /// quarter of the function's memory (32 MiB at 128 MB), leaving the rest to the runtime,
+    /// compressed variants and the allocator; 64 MiB elsewhere.
+    pub fn cache_max_bytes(&self) -> u64 {
+        const MIB: u64 = 1024 * 1024;
+        match (self.local_cache_max_bytes, self.lambda_memory_mb) {
+            (Some(bytes), _) => bytes,
+            (None, Some(mb)) if self.on_lambda() => mb * MIB / 4,
+            _ => 64 * MIB,
+        }
     }
 
     /// Whether metrics are written.
@@ -289,6 +304,16 @@ mod tests {
         assert_eq!(lambda.idle_timeout(), Duration::from_secs(30));
         assert_eq!(lambda.log_format(), LogFormat::Json);
         lambda.validate().unwrap();
+    }
+
+    #[test]
+    fn the_cache_bound_follows_the_function_memory_on_lambda() {
+        let lambda = ["--lambda-runtime-api", "127.0.0.1:9001", "--database-url", "postgres://x/y"];
+        let sized = |extra: &[&str]| parse(&[&lambda[..], extra].concat()).config.cache_max_bytes();
+        assert_eq!(sized(&["--lambda-memory-mb", "128"]), 32 * 1024 * 1024);
+        assert_eq!(sized(&["--lambda-memory-mb", "1024"]), 256 * 1024 * 1024);
+        assert_eq!(sized(&["--lambda-memory-mb", "128", "--local-cache-max-bytes", "1000"]), 1000, "explicit wins");
+        assert_eq!(parse(&["--lambda-memory-mb", "128"]).config.cache_max_bytes(), 64 * 1024 * 1024, "not on Lambda");
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub fn build_state(config: &Config, store: Db) -> Result<AppState, StartupError>
     config.validate()?;
     let policy = cache_policy::Policy::embedded().map_err(StartupError::Policy)?;
     let cache = LocalCache::new(&LocalCacheConfig {
-        max_bytes: config.local_cache_max_bytes,
+        max_bytes: config.cache_max_bytes(),
         feed: FeedSettings {
             poll_interval: config.change_poll_interval,
             poll_wait: config.change_poll_wait,
