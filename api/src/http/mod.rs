@@ -54,11 +54,12 @@ pub fn app(state: AppState) -> Router {
 /// records the status and the local cache outcome on it, so every log line of the request says
 /// which request it belongs to, and counts the response in the metrics.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let matched = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    // A clone of the matched path is a reference count, not a copy of the string.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
     let span = tracing::info_span!(
         "request",
         method = %request.method(),
-        route = matched.as_deref().unwrap_or("-"),
+        route = matched.as_ref().map_or("-", MatchedPath::as_str),
         status = tracing::field::Empty,
         cache = tracing::field::Empty,
     );
@@ -70,7 +71,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     if let Some(outcome) = outcome {
         span.record("cache", outcome);
     }
-    let index = matched.as_deref().and_then(|m| state.http.index.get(m).copied());
+    let index = matched.and_then(|m| state.http.index.get(m.as_str()).copied());
     state.metrics.observe(index, Observation { status, outcome, db_time: served.and_then(|s| s.db_time) });
     if state.metrics.due() {
         state.flush_metrics();
