@@ -63,7 +63,7 @@ impl CountingProxy {
     async fn round_trips(&self) -> usize {
         let mut last = self.ready.load(Ordering::SeqCst);
         loop {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
             let now = self.ready.load(Ordering::SeqCst);
             if now == last {
                 return now;
