@@ -28,6 +28,23 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Self::Unavailable(_) | Self::TimedOut)
     }
+
+    /// Whether the database itself could not be reached (no connection, or the server refusing
+    /// them), as opposed to a statement that was too slow or waited on a lock: the first says
+    /// every other call will fail too, the second only that this one did.
+    pub fn is_unreachable(&self) -> bool {
+        use sqlx::Error as E;
+        match self {
+            Self::TimedOut => true,
+            Self::Unavailable(err) => match err {
+                E::Database(db) => {
+                    db.code().is_some_and(|c| c.starts_with("57P") || c == "53300" || c.starts_with("08"))
+                }
+                _ => true,
+            },
+            _ => false,
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -7,6 +7,8 @@
 //!   idle or frozen Lambda instance does no database work).
 //! - A request that finds a poll due starts it in the background and waits for it at most
 //!   `poll_wait` (tens of milliseconds); so does a request arriving just after a poll started.
+//!   (A cold instance, which has nothing cached to serve, waits up to the poll's timeout for its
+//!   first feed position instead, so that its first answers can be kept.)
 //!   Then it answers from the cache whatever the poll is doing: a locked or slow feed never holds
 //!   a hit longer than that. The poll itself gives up after its own timeout.
 //! - A successful poll that *started* at `P` has evicted every change visible before `P`. An entry
@@ -150,8 +152,12 @@ impl Follower {
     pub(crate) fn step(&self, now: Instant) -> Step {
         let s = self.settings;
         let mut state = self.state();
+        // Until the first poll succeeds nothing is cached, so no hit can be held up: a cold
+        // instance waits for its feed position (up to the poll's timeout), and its first answers
+        // can then be kept.
+        let wait = if state.cursor.is_some() { s.poll_wait } else { s.poll_timeout };
         if let Some(started) = state.in_flight {
-            let deadline = started + s.poll_wait;
+            let deadline = started + wait;
             return if now < deadline { Step::Wait { deadline, seq: state.completed } } else { Step::Proceed };
         }
         let due = state.attempted_at.is_none_or(|at| now.saturating_duration_since(at) >= s.poll_interval);
@@ -160,7 +166,7 @@ impl Follower {
         }
         state.in_flight = Some(now);
         state.attempted_at = Some(now);
-        Step::Start { deadline: now + s.poll_wait, seq: state.completed }
+        Step::Start { deadline: now + wait, seq: state.completed }
     }
 
     /// Waits until the poll that `seq` counts up to has completed, or until `deadline`.
@@ -258,15 +264,18 @@ mod tests {
     fn the_first_request_starts_a_poll_and_later_ones_wait_only_briefly() {
         let f = follower();
         let t0 = Instant::now();
-        assert_eq!(f.step(t0), Step::Start { deadline: t0 + 50 * MS, seq: 0 });
-        // While it runs: a request soon after waits until the same deadline, a later one not at all.
-        assert_eq!(f.step(t0 + 10 * MS), Step::Wait { deadline: t0 + 50 * MS, seq: 0 });
-        assert_eq!(f.step(t0 + 60 * MS), Step::Proceed);
+        // Cold: nothing is cached yet, so waiting for the feed position holds up no hit.
+        assert_eq!(f.step(t0), Step::Start { deadline: t0 + 1_000 * MS, seq: 0 });
+        assert_eq!(f.step(t0 + 60 * MS), Step::Wait { deadline: t0 + 1_000 * MS, seq: 0 });
         f.succeeded(t0, &Polled::Started(cursor_after_start()));
         assert!(f.following());
         // Not due again until the interval has passed since the attempt started.
         assert_eq!(f.step(t0 + 999 * MS), Step::Proceed);
-        assert!(matches!(f.step(t0 + 1_000 * MS), Step::Start { seq: 1, .. }));
+        let t1 = t0 + 1_000 * MS;
+        assert_eq!(f.step(t1), Step::Start { deadline: t1 + 50 * MS, seq: 1 });
+        // While it runs: a request soon after waits until the same deadline, a later one not at all.
+        assert_eq!(f.step(t1 + 10 * MS), Step::Wait { deadline: t1 + 50 * MS, seq: 1 });
+        assert_eq!(f.step(t1 + 60 * MS), Step::Proceed);
     }
 
     #[test]

@@ -248,7 +248,9 @@ impl LocalCache {
     ///
     /// Called on the request path so an idle (or frozen Lambda) instance never polls.
     pub(crate) async fn refresh(self: &Arc<Self>, store: &Db) {
-        if !self.enabled {
+        // The database is known to be unreachable: loads fail fast (or serve stale) for now, and a
+        // poll would only wait out the same failure.
+        if !self.enabled || self.breaker.is_open() {
             return;
         }
         match self.feed.step(Instant::now()) {
@@ -296,10 +298,16 @@ impl LocalCache {
             }
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, cause = ?std::error::Error::source(&err), "change feed poll failed");
+                // An unreachable database fails loads fast too; a locked or slow feed does not
+                // (the data tables may be fine).
+                if err.is_unreachable() {
+                    self.breaker.trip();
+                }
                 self.feed.failed();
             }
             Err(_) => {
                 tracing::warn!(timeout = ?limit, "change feed poll timed out");
+                self.breaker.trip();
                 self.feed.failed();
             }
         }

@@ -125,6 +125,17 @@ async fn random_undeclared_query_strings_reach_the_origin_at_most_once() {
     assert_eq!(get(&client, &edge.url("/v1/sightings/latest?limit=11&x=1")).await.x_cache, "Miss");
 }
 
+/// Waits (up to 10 s) until the origin itself answers `path` with data `fresh` accepts. In
+/// production the warmer's WARMER_SETTLE (at least the API's freshness bound) guarantees that before
+/// it refills the edge; these tests run the warmer without a settle, so they wait for the origin.
+async fn until_origin(app: &TestApp, path: &str, fresh: impl Fn(&Value) -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !fresh(&app.get(path).await.json()) {
+        assert!(std::time::Instant::now() < deadline, "the origin never served the change to {path}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn warmer_purge(db: &TestDb, edge: &Varnish, mode: &str) -> Value {
     let out = tokio::process::Command::new(binary("warmer"))
         .arg("--once")
@@ -158,8 +169,7 @@ async fn the_purge_backend_invalidates_the_edge_and_rewarms_it() {
         app.db.exec(&format!("UPDATE formations SET note = '{new_note}' WHERE id = '10701F'")).await;
         // Stale until invalidated: the edge keeps it for an hour.
         assert_eq!(get(&client, &edge.url("/v1/formations/10701F")).await.body["note"], note);
-        // Let the origin's change poll (100 ms here) see the write, as WARMER_SETTLE does in production.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        until_origin(&app, "/v1/formations/10701F", |v| v["note"] == new_note.as_str()).await;
         let summary = warmer_purge(&app.db, &edge, mode).await;
         assert!(summary["invalidation_id"].as_str().unwrap().starts_with("purge-"), "{summary}");
         assert!(summary["warmed"].as_u64().unwrap() >= 2, "affected paths were re-warmed: {summary}");
@@ -211,7 +221,11 @@ async fn paths_mode_reaches_query_variants_and_non_canonical_spellings() {
 
     app.db.exec("UPDATE lines SET name = 'Minato Line (renamed)' WHERE id = 'minato'").await;
     app.db.exec("UPDATE formations SET note = 'Anniversary wrap' WHERE id = '10701F'").await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_origin(&app, "/v1/formations/10701F", |v| v["note"] == "Anniversary wrap").await;
+    until_origin(&app, "/v1/lines", |v| {
+        v["lines"].as_array().unwrap().iter().any(|l| l["name"] == "Minato Line (renamed)")
+    })
+    .await;
     let summary = warmer_purge(&app.db, &edge, "paths").await;
     assert_eq!(summary["failures"], 0, "{summary}");
 

@@ -132,7 +132,13 @@ async fn a_transaction_open_when_an_instance_starts_is_not_missed() {
     // Later ids commit first, as they do under concurrent writers.
     db.exec("UPDATE formations SET note = 'quick writer' WHERE id = '3001F'").await;
 
-    let app = TestApp::with(db.clone(), &["--change-poll-interval", "100ms", "--change-max-lag", "60s"]).await;
+    // Requests wait for due polls (a loaded machine may take longer than the default 50 ms), so
+    // the test sees what the feed evicts, not the bound on waiting for it.
+    let app = TestApp::with(
+        db.clone(),
+        &["--change-poll-interval", "100ms", "--change-poll-wait", "5s", "--change-max-lag", "60s"],
+    )
+    .await;
     app.get("/v1/lines").await;
     let cached = app.get("/v1/lines").await;
     assert_eq!(cached.header("x-local-cache"), "hit");

@@ -9,6 +9,11 @@ use crate::helpers::{Backend, TestApp, TestDb};
 
 const POLL: &str = "100ms";
 
+/// A short poll interval, and requests that wait for a due poll however long it takes: these tests
+/// check what a poll evicts, not the bound on waiting for one (tests/tests/it/faults.rs does), and
+/// a loaded machine can take longer than the default 50 ms for a poll.
+const WAIT_FOR_POLLS: &[&str] = &["--change-poll-interval", POLL, "--change-poll-wait", "5s", "--change-max-lag", "6s"];
+
 fn after_poll_interval() -> tokio::time::Sleep {
     // The interval itself is what must pass; there is no other signal for "time went by".
     tokio::time::sleep(Duration::from_millis(150))
@@ -17,7 +22,7 @@ fn after_poll_interval() -> tokio::time::Sleep {
 crate::both_backends!(a_write_is_visible_after_the_poll_interval, every_instance_evicts, idle_instances_do_not_poll,);
 
 async fn a_write_is_visible_after_the_poll_interval(backend: Backend) {
-    let app = TestApp::with(TestDb::new(backend).await, &["--change-poll-interval", POLL]).await;
+    let app = TestApp::with(TestDb::new(backend).await, WAIT_FOR_POLLS).await;
     let before = app.get("/v1/lines").await;
     assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit");
     let formation = app.get("/v1/formations/3001F").await;
@@ -48,8 +53,8 @@ async fn a_write_is_visible_after_the_poll_interval(backend: Backend) {
 
 async fn every_instance_evicts(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let a = TestApp::with(db.clone(), &["--change-poll-interval", POLL]).await;
-    let b = TestApp::with(db.clone(), &["--change-poll-interval", POLL]).await;
+    let a = TestApp::with(db.clone(), WAIT_FOR_POLLS).await;
+    let b = TestApp::with(db.clone(), WAIT_FOR_POLLS).await;
     for app in [&a, &b] {
         assert_eq!(app.get("/v1/formations/10701F").await.json()["note"], "Refurbished interior");
         assert_eq!(app.get("/v1/formations/10701F").await.header("x-local-cache"), "hit");
@@ -64,7 +69,7 @@ async fn every_instance_evicts(backend: Backend) {
 }
 
 async fn idle_instances_do_not_poll(backend: Backend) {
-    let app = TestApp::with(TestDb::new(backend).await, &["--change-poll-interval", POLL]).await;
+    let app = TestApp::with(TestDb::new(backend).await, WAIT_FOR_POLLS).await;
     app.get("/v1/lines").await;
     let reads = app.store().reads();
     // Several poll intervals pass with no request: no database work at all.
