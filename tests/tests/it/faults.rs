@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::{Backend, TestApp, TestDb, TestResponse};
 
@@ -160,19 +159,16 @@ struct SilentProxy {
 
 impl SilentProxy {
     async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let silent: Arc<AtomicBool> = Arc::default();
         let flag = silent.clone();
-        tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let Ok(outbound) = TcpStream::connect(target).await else { continue };
-                let (ri, wi) = inbound.into_split();
-                let (ro, wo) = outbound.into_split();
-                tokio::spawn(Self::pump(ri, wo, flag.clone()));
-                tokio::spawn(Self::pump(ro, wi, flag.clone()));
+        let addr = crate::helpers::forward(target, move |client_read, client_write, server_read, server_write| {
+            let flag = flag.clone();
+            async move {
+                tokio::spawn(Self::pump(client_read, server_write, flag.clone()));
+                Self::pump(server_read, client_write, flag).await;
             }
-        });
+        })
+        .await;
         Self { addr, silent }
     }
 

@@ -13,6 +13,7 @@ use axum::body::Body;
 use clap::Parser;
 use http::{Request, Response};
 use store::Db;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tower::ServiceExt;
 
 /// Which database a test runs against.
@@ -202,4 +203,25 @@ pub fn binary(name: &str) -> PathBuf {
 /// The service calendar the test apps run with (the API's defaults).
 pub fn calendar() -> store::ServiceCalendar {
     store::ServiceCalendar::new("Asia/Tokyo", "04:00").expect("the default calendar is valid")
+}
+
+/// A TCP forwarder on an ephemeral loopback port. Each accepted connection is paired with a new one
+/// to `target`, and `each` gets (client read, client write, server read, server write) to move the
+/// bytes as the test needs: counting, delaying or swallowing them.
+pub async fn forward<F, Fut>(target: SocketAddr, each: F) -> SocketAddr
+where
+    F: Fn(OwnedReadHalf, OwnedWriteHalf, OwnedReadHalf, OwnedWriteHalf) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((inbound, _)) = listener.accept().await {
+            let Ok(outbound) = tokio::net::TcpStream::connect(target).await else { continue };
+            let (client_read, client_write) = inbound.into_split();
+            let (server_read, server_write) = outbound.into_split();
+            tokio::spawn(each(client_read, client_write, server_read, server_write));
+        }
+    });
+    addr
 }

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::{Backend, TestApp, TestDb};
 
@@ -20,18 +19,14 @@ struct CountingProxy {
 
 impl CountingProxy {
     async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let ready: Arc<AtomicUsize> = Arc::default();
         let counter = ready.clone();
-        tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let Ok(outbound) = TcpStream::connect(target).await else { continue };
-                let (mut client_read, mut client_write) = inbound.into_split();
-                let (mut server_read, mut server_write) = outbound.into_split();
-                tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
+        let addr = crate::helpers::forward(
+            target,
+            move |mut client_read, mut client_write, mut server_read, mut server_write| {
                 let counter = counter.clone();
-                tokio::spawn(async move {
+                async move {
+                    tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
                     // Server messages: a type byte, then a length that counts itself.
                     let mut pending: Vec<u8> = Vec::new();
                     let mut buf = vec![0u8; 64 * 1024];
@@ -52,9 +47,10 @@ impl CountingProxy {
                             pending.drain(..1 + len);
                         }
                     }
-                });
-            }
-        });
+                }
+            },
+        )
+        .await;
         Self { addr, ready }
     }
 
