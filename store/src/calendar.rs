@@ -49,6 +49,24 @@ impl ServiceCalendar {
         i32::try_from(self.day_start.signed_duration_since(NaiveTime::MIN).num_minutes()).unwrap_or(0)
     }
 
+    /// How the calendar the database's triggers use (`zone`, day start in minutes) differs from
+    /// this one, in words; `None` when they agree. Triggers on another calendar tag sightings with
+    /// the wrong service day, so `operations:{date}` pages would not be invalidated.
+    pub fn mismatch(&self, zone: &str, day_start_minutes: i32) -> Option<String> {
+        let ours = self.day_start_minutes();
+        if zone == self.zone_name() && day_start_minutes == ours {
+            return None;
+        }
+        Some(format!(
+            "the database's triggers use {zone} with days starting {:02}:{:02}, this process {} {:02}:{:02}",
+            day_start_minutes / 60,
+            day_start_minutes % 60,
+            self.zone_name(),
+            ours / 60,
+            ours % 60
+        ))
+    }
+
     /// The zone's UTC offset in minutes at `at` (for SQLite, which has no zone database).
     pub fn utc_offset_minutes(&self, at: DateTime<Utc>) -> i32 {
         self.tz.offset_from_utc_datetime(&at.naive_utc()).fix().local_minus_utc() / 60
@@ -126,6 +144,15 @@ mod tests {
         assert_eq!(end - start, chrono::Duration::hours(23));
         let (_, prev_end) = cal.day_bounds("2026-03-27".parse().unwrap());
         assert_eq!(prev_end, start);
+    }
+
+    #[test]
+    fn a_different_trigger_calendar_is_described() {
+        assert_eq!(tokyo().mismatch("Asia/Tokyo", 240), None);
+        assert_eq!(
+            tokyo().mismatch("Europe/London", 180).unwrap(),
+            "the database's triggers use Europe/London with days starting 03:00, this process Asia/Tokyo 04:00"
+        );
     }
 
     #[test]

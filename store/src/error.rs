@@ -37,14 +37,18 @@ impl StoreError {
         match self {
             Self::TimedOut => true,
             Self::Unavailable(err) => match err {
-                E::Database(db) => {
-                    db.code().is_some_and(|c| c.starts_with("57P") || c == "53300" || c.starts_with("08"))
-                }
+                E::Database(db) => db.code().is_some_and(|c| refuses_connections(&c)),
                 _ => true,
             },
             _ => false,
         }
     }
+}
+
+/// SQLSTATEs of a server that cannot serve anyone right now: 57P0x shutting down or not yet
+/// accepting connections, 53300 too many connections, 08xxx connection exceptions.
+fn refuses_connections(code: &str) -> bool {
+    code.starts_with("57P") || code == "53300" || code.starts_with("08")
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -55,14 +59,8 @@ impl From<sqlx::Error> for StoreError {
             E::Protocol(_) => true,
             E::Database(db) => {
                 let code = db.code().unwrap_or_default();
-                // 57014 query_canceled (statement_timeout), 57P0x shutdown/cannot connect now,
-                // 53300 too_many_connections, 08xxx connection exceptions; SQLite 5/6 busy/locked.
-                code == "57014"
-                    || code.starts_with("57P")
-                    || code == "53300"
-                    || code.starts_with("08")
-                    || code == "5"
-                    || code == "6"
+                // 57014 query_canceled (statement_timeout); SQLite 5/6 busy/locked.
+                code == "57014" || refuses_connections(&code) || code == "5" || code == "6"
             }
             _ => false,
         };

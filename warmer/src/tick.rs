@@ -196,18 +196,7 @@ impl Warmer {
     /// database cannot say, which the rest of the tick will report).
     async fn calendar_mismatch(&self) -> Option<String> {
         let (zone, day_start) = self.db.trigger_calendar().await.ok()?;
-        let ours = (self.calendar.zone_name(), self.calendar.day_start_minutes());
-        if (zone.as_str(), day_start) == ours {
-            return None;
-        }
-        let text = format!(
-            "the database's triggers use {zone} with days starting {:02}:{:02}, this process {} {:02}:{:02}",
-            day_start / 60,
-            day_start % 60,
-            ours.0,
-            ours.1 / 60,
-            ours.1 % 60
-        );
+        let text = self.calendar.mismatch(&zone, day_start)?;
         tracing::error!(mismatch = %text, "service calendar mismatch: run `api migrate` with the right SERVICE_TZ");
         Some(text)
     }

@@ -203,11 +203,11 @@ async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow:
     let recent = outbox::recent_invalidations(&store, 10).await.context("cannot read recent invalidations")?;
     let calendar = cli::calendar(db)?;
     let (trigger_zone, trigger_start) = store.trigger_calendar().await.context("cannot read the trigger calendar")?;
-    let calendar_matches = trigger_zone == calendar.zone_name() && trigger_start == calendar.day_start_minutes();
+    let mismatch = calendar.mismatch(&trigger_zone, trigger_start);
     if json {
         let out = json!({
             "trigger_calendar": { "time_zone": trigger_zone, "day_start_minutes": trigger_start },
-            "calendar_matches": calendar_matches,
+            "calendar_matches": mismatch.is_none(),
             "pending": pending.count,
             "oldest_pending": pending.oldest.map(|t| t.to_rfc3339()),
             "oldest_pending_age_s": oldest_age.map(|a| a.as_secs_f64()),
@@ -224,15 +224,8 @@ async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow:
     };
     println!("pending changes: {}{age}", pending.count);
     println!("invalidation items this month (cloudfront): {used} of a {} budget", backend.path_budget);
-    if !calendar_matches {
-        println!(
-            "warning: the database's triggers use {trigger_zone} with days starting {:02}:{:02}, not SERVICE_TZ {} {}: \
-             run `api migrate` with the right calendar",
-            trigger_start / 60,
-            trigger_start % 60,
-            calendar.zone_name(),
-            db.service_day_start
-        );
+    if let Some(mismatch) = mismatch {
+        println!("warning: {mismatch}: run `api migrate` with the right calendar");
     }
     if recent.is_empty() {
         println!("no invalidations yet");
