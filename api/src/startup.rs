@@ -69,6 +69,7 @@ pub fn build_state(config: &Config, store: Db) -> Result<AppState, StartupError>
             poll_wait: config.change_poll_wait,
             poll_timeout: config.change_poll_timeout,
             max_lag: config.change_max_lag,
+            start_with_first_read: store.reads_feed_start_with_data(),
         },
         // Waiting for a connection, then the statement, then a margin for the round trips.
         load_timeout: config.db_acquire_timeout + config.db_statement_timeout + Duration::from_secs(1),

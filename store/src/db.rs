@@ -22,6 +22,15 @@ pub enum Db {
     Sqlite(SqliteStore),
 }
 
+impl Db {
+    /// Whether a read inside [`crate::with_feed_start`] also reads the feed's position in the same
+    /// round trip (PostgreSQL). SQLite reads a local file, where a separate
+    /// [`Store::feed_start`] costs microseconds.
+    pub fn reads_feed_start_with_data(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+}
+
 macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {

@@ -1,6 +1,9 @@
 //! The change feed's position and pages (see the crate documentation for why the position is a
 //! snapshot on PostgreSQL).
 
+use std::cell::RefCell;
+use std::future::Future;
+
 use crate::model::Change;
 
 /// A position in the change feed: what a reader has seen so far. Opaque; only the store that made
@@ -42,4 +45,37 @@ pub(crate) fn split_overflow(mut changes: Vec<Change>, limit: usize) -> (Vec<Cha
     let overflow = changes.len() > limit;
     changes.truncate(limit);
     (changes, overflow)
+}
+
+tokio::task_local! {
+    /// Set while [`with_feed_start`] runs: the feed position read with the first read, once read.
+    static START: RefCell<Option<FeedCursor>>;
+}
+
+/// Runs `read` and also returns the feed's position as of just before its data was read, when the
+/// store could read it in the same round trip (PostgreSQL: the first read message inside `read`
+/// begins with `pg_current_snapshot()`). `None` when it could not (SQLite, or `read` never
+/// reached the database); then [`crate::Store::feed_start`] is the way to a position.
+///
+/// This is how a cold instance starts following the feed without a round trip of its own: a
+/// change the read did not see is not visible in the position either, so the first poll from it
+/// reports that change, and the answer can be kept.
+pub async fn with_feed_start<F: Future>(read: F) -> (F::Output, Option<FeedCursor>) {
+    START
+        .scope(RefCell::new(None), async {
+            let output = read.await;
+            (output, START.with(|start| start.borrow_mut().take()))
+        })
+        .await
+}
+
+/// Whether the running read should also read the feed position (inside [`with_feed_start`], and
+/// not read yet).
+pub(crate) fn start_wanted() -> bool {
+    START.try_with(|start| start.borrow().is_none()).unwrap_or(false)
+}
+
+/// Hands the position read with the data to [`with_feed_start`].
+pub(crate) fn start_read(cursor: FeedCursor) {
+    let _ = START.try_with(|start| *start.borrow_mut() = Some(cursor));
 }

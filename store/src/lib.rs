@@ -10,7 +10,8 @@
 //! # Layout
 //!
 //! - [`model`]: the rows and answers ([`Line`] … [`Change`]).
-//! - [`Store`] (`read`): read access plus the change feed; [`FeedCursor`] and [`FeedPage`] (`feed`).
+//! - [`Store`] (`read`): read access plus the change feed; [`FeedCursor`], [`FeedPage`] and
+//!   [`with_feed_start`] (`feed`).
 //! - `postgres` / `sqlite`: the two implementations; [`Db`] (`db`) is either; [`open`] picks one
 //!   from a URL with [`DbOptions`] (`options`).
 //! - [`outbox`]: the warmer's side of the feed: claiming, completing, pruning, its records.
@@ -48,7 +49,7 @@ mod sqlite;
 pub use calendar::{CalendarError, ServiceCalendar};
 pub use db::Db;
 pub use error::{StoreError, StoreResult};
-pub use feed::{FeedCursor, FeedPage};
+pub use feed::{FeedCursor, FeedPage, with_feed_start};
 pub use model::{
     Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation,
     OperationDetail, Sighting, Station,

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use crate::calendar::ServiceCalendar;
 use crate::demo::DemoData;
 use crate::error::{StoreError, StoreResult};
-use crate::feed::{Cursor, FeedCursor, FeedPage, split_overflow};
+use crate::feed::{self, Cursor, FeedCursor, FeedPage, split_overflow};
 use crate::model::{
     Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation,
     OperationDetail, Sighting, Station,
@@ -22,6 +22,15 @@ use crate::read::Store;
 use crate::sql::{self, summaries};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The feed's present position.
+const SNAPSHOT: &str = "SELECT pg_current_snapshot()::text";
+
+/// The position [`SNAPSHOT`] returned.
+fn snapshot(rows: &[PgRow]) -> StoreResult<FeedCursor> {
+    let (snapshot,) = decode::<(String,)>(rows)?.pop().ok_or_else(|| StoreError::Data("no snapshot".into()))?;
+    Ok(FeedCursor(Cursor::Snapshot(snapshot)))
+}
 
 /// The PostgreSQL implementation of [`Store`].
 #[derive(Debug, Clone)]
@@ -92,7 +101,20 @@ impl PgStore {
     async fn run<const N: usize>(&self, preamble: &str, statements: [String; N]) -> StoreResult<[Vec<PgRow>; N]> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let mut conn = self.pool.acquire().await?;
-        let results = onemessage::run(&mut conn, preamble, &statements).await?;
+        let results = if feed::start_wanted() {
+            // The position first: in a read-committed transaction each statement sees at least
+            // what the one before it saw, so whatever the data statements miss is not visible in
+            // the position either, and the first poll from it reports it.
+            let mut with_start = Vec::with_capacity(N + 1);
+            with_start.push(SNAPSHOT.to_owned());
+            with_start.extend(statements);
+            let mut results = onemessage::run(&mut conn, preamble, &with_start).await?;
+            let start = results.remove(0);
+            feed::start_read(snapshot(&start)?);
+            results
+        } else {
+            onemessage::run(&mut conn, preamble, &statements).await?
+        };
         results.try_into().map_err(|_| StoreError::Data("a result per statement".into()))
     }
 }
@@ -155,9 +177,8 @@ impl Store for PgStore {
     }
 
     async fn feed_start(&self) -> StoreResult<FeedCursor> {
-        let [rows] = self.read_feed(["SELECT pg_current_snapshot()::text".to_owned()]).await?;
-        let (snapshot,) = decode::<(String,)>(&rows)?.pop().ok_or_else(|| StoreError::Data("no snapshot".into()))?;
-        Ok(FeedCursor(Cursor::Snapshot(snapshot)))
+        let [rows] = self.read_feed([SNAPSHOT.to_owned()]).await?;
+        snapshot(&rows)
     }
 
     async fn feed_since(&self, cursor: &FeedCursor, limit: usize) -> StoreResult<FeedPage> {

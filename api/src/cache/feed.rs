@@ -11,6 +11,10 @@
 //!   first feed position instead, so that its first answers can be kept.)
 //!   Then it answers from the cache whatever the poll is doing: a locked or slow feed never holds
 //!   a hit longer than that. The poll itself gives up after its own timeout.
+//! - On PostgreSQL a cold instance does not poll at all: its first loads read the feed position in
+//!   the same round trip as their data ([`store::with_feed_start`]), and the first position read
+//!   is adopted ([`Follower::adopt`]). Its first answer then costs one database round trip, not a
+//!   poll followed by a read.
 //! - A successful poll that *started* at `P` has evicted every change visible before `P`. An entry
 //!   loaded at `L` can therefore miss only changes made visible after `max(L, P)`. A hit is served
 //!   only while `now - max(L, P) <= max_lag`; past that (the feed has been unreadable for a while)
@@ -45,6 +49,9 @@ pub(crate) struct FeedSettings {
     pub(crate) poll_timeout: Duration,
     /// The freshness bound: the longest a hit may go unverified by a successful poll.
     pub(crate) max_lag: Duration,
+    /// A cold instance takes its position from its first load instead of a poll of its own (the
+    /// store can read both in one round trip).
+    pub(crate) start_with_first_read: bool,
 }
 
 /// What a request does about the feed before it looks at the cache.
@@ -155,6 +162,10 @@ impl Follower {
         // Until the first poll succeeds nothing is cached, so no hit can be held up: a cold
         // instance waits for its feed position (up to the poll's timeout), and its first answers
         // can then be kept.
+        if state.cursor.is_none() && s.start_with_first_read {
+            // The loads themselves read the position; see `adopt`.
+            return Step::Proceed;
+        }
         let wait = if state.cursor.is_some() { s.poll_wait } else { s.poll_timeout };
         if let Some(started) = state.in_flight {
             let deadline = started + wait;
@@ -196,6 +207,21 @@ impl Follower {
         Self::finish(&mut state);
         drop(state);
         self.done.notify_waiters();
+    }
+
+    /// Adopts `cursor`, read together with a load that started at `started`, as the first
+    /// position, unless the follower has one already. Returns whether it did: only then may that
+    /// load be kept (a load covered by a later position could miss a change made between the two).
+    pub(crate) fn adopt(&self, started: Instant, cursor: FeedCursor) -> bool {
+        let mut state = self.state();
+        if state.cursor.is_some() {
+            return false;
+        }
+        state.cursor = Some(cursor);
+        state.verified_at = Some(started);
+        // The next poll is due one interval after this read, as after a poll.
+        state.attempted_at = Some(state.attempted_at.map_or(started, |at| at.max(started)));
+        true
     }
 
     /// Records a failed poll; the next is due one interval after this one started.
@@ -246,6 +272,7 @@ mod tests {
             poll_wait: 50 * MS,
             poll_timeout: 1_000 * MS,
             max_lag: 3_000 * MS,
+            start_with_first_read: false,
         })
     }
 
@@ -276,6 +303,24 @@ mod tests {
         // While it runs: a request soon after waits until the same deadline, a later one not at all.
         assert_eq!(f.step(t1 + 10 * MS), Step::Wait { deadline: t1 + 50 * MS, seq: 1 });
         assert_eq!(f.step(t1 + 60 * MS), Step::Proceed);
+    }
+
+    #[test]
+    fn a_cold_instance_on_postgres_takes_its_position_from_its_first_load() {
+        let f = Follower::new(FeedSettings { start_with_first_read: true, ..follower().settings });
+        let t0 = Instant::now();
+        // No poll of its own, and nothing to wait for.
+        assert_eq!(f.step(t0), Step::Proceed);
+        assert!(!f.following());
+        // Two cold loads race: the first position read is adopted, the other load is not kept.
+        assert!(f.adopt(t0 + 5 * MS, cursor_after_start()));
+        assert!(!f.adopt(t0, cursor_after_start()));
+        assert!(f.following());
+        // The load vouches like a poll that started when it did; polls resume an interval later.
+        assert!(f.vouches_for(t0, t0 + 3_005 * MS));
+        assert!(!f.vouches_for(t0, t0 + 3_006 * MS));
+        assert_eq!(f.step(t0 + 1_004 * MS), Step::Proceed);
+        assert!(matches!(f.step(t0 + 1_005 * MS), Step::Start { seq: 0, .. }));
     }
 
     #[test]

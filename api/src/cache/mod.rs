@@ -196,8 +196,16 @@ impl LocalCache {
         let loaded = self
             .fresh
             .try_get_with_by_ref(key, async {
-                let mut response = self.load_uncached(load).await?;
-                if !following || self.generation.load(Ordering::Acquire) != generation {
+                let (mut response, covered) = if following || !self.feed.settings.start_with_first_read {
+                    (self.load_uncached(load).await?, following)
+                } else {
+                    // Cold on PostgreSQL: the read also reads the feed position (see `feed`).
+                    let started = Instant::now();
+                    let (response, start) = store::with_feed_start(self.load_uncached(load)).await;
+                    let response = response?;
+                    (response, start.is_some_and(|cursor| self.feed.adopt(started, cursor)))
+                };
+                if !covered || self.generation.load(Ordering::Acquire) != generation {
                     // Data changed while we read, or the feed position was not known when the
                     // read started: serve this answer once, but do not keep it.
                     response.ttl = Duration::ZERO;
@@ -353,6 +361,7 @@ mod tests {
                 poll_wait: 50 * MS,
                 poll_timeout: Duration::from_secs(1),
                 max_lag: Duration::from_secs(3600),
+                start_with_first_read: false,
             },
             load_timeout: Duration::from_secs(5),
         });

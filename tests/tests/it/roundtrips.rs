@@ -1,7 +1,9 @@
 //! Database round trips per uncached request, counted on the wire: each round trip of the
 //! PostgreSQL protocol ends with the server's ReadyForQuery message, which a forwarding proxy counts.
 //! A miss is one message (its statements and settings together) plus the ping sqlx sends when the
-//! connection goes back to the pool: two, directly and through PgBouncer transaction pooling.
+//! connection goes back to the pool: two, directly and through PgBouncer transaction pooling. A cold
+//! instance's first request adds only its connection's startup: the feed position comes with the
+//! data.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -91,8 +93,15 @@ async fn count(through_pgbouncer: bool) {
         ],
     )
     .await;
-    // Connecting and the first change poll happen here.
-    assert_eq!(app.get("/v1/lines").await.status, 200);
+    // A cold instance: connecting (its startup ends with a ReadyForQuery), then one message that
+    // reads the feed position with the data, then the ping. No change poll of its own, and the
+    // answer is kept.
+    let res = app.get("/v1/lines").await;
+    assert_eq!((res.status.as_u16(), res.header("x-local-cache")), (200, "miss"));
+    let trips = proxy.round_trips().await;
+    assert_eq!(trips, 3, "a cold first request took {trips} round trips (pgbouncer: {through_pgbouncer})");
+    assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit");
+    assert_eq!(proxy.round_trips().await, trips, "a hit reads nothing");
     for uri in
         ["/v1/formations/10701F", "/v1/operations/today/01M", "/v1/lines/minato/stations", "/v1/sightings/latest"]
     {
