@@ -1,5 +1,6 @@
-//! Cold start: exec → first `200` (local server), peak RSS, and Lambda mode against a local
-//! Runtime API (exec → first response posted).
+//! Cold start: exec → first `200` (local server; SQLite, and PostgreSQL against `/health-check` with
+//! the same configuration), peak RSS, and Lambda mode against a local Runtime API (exec → first
+//! response posted).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -7,18 +8,22 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::routing::{get, post};
 use serde_json::json;
+
+use crate::runtime::{LocalRuntime, function_url_event, lambda_env};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The api binary (release build).
     #[arg(long)]
     api: PathBuf,
-    /// Database for the runs (a seeded SQLite file URL keeps the database out of the measurement).
+    /// Database for the runs (a seeded SQLite file URL keeps the network out of the measurement).
     #[arg(long)]
     database_url: String,
+    /// A seeded PostgreSQL: exec → first 200 of a route it serves, against `/health-check` with the
+    /// same configuration.
+    #[arg(long)]
+    postgres_url: Option<String>,
     /// Starts per measurement.
     #[arg(long, default_value_t = 20)]
     runs: usize,
@@ -45,15 +50,16 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Starts the server and measures exec → first 200 on `path`; returns (ms, peak RSS KiB).
-fn local_start(args: &Args, path: &str) -> anyhow::Result<(f64, u64)> {
+/// Starts the server on `database_url` and measures exec → first 200 on `path`; returns (ms, peak
+/// RSS KiB).
+fn local_start(args: &Args, database_url: &str, path: &str) -> anyhow::Result<(f64, u64)> {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let started = Instant::now();
     let mut child = Command::new(&args.api)
         .env_clear()
         .env("BIND_ADDR", addr.to_string())
-        .env("DATABASE_URL", &args.database_url)
+        .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -74,101 +80,45 @@ fn local_start(args: &Args, path: &str) -> anyhow::Result<(f64, u64)> {
     Ok((elapsed.as_secs_f64() * 1e3, rss))
 }
 
-#[derive(Clone)]
-struct Runtime {
-    served: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    done: tokio::sync::mpsc::UnboundedSender<Instant>,
-}
-
 /// exec → first response posted, in Lambda mode against a local Runtime API.
 async fn lambda_start(args: &Args) -> anyhow::Result<f64> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let rt = Runtime { served: Default::default(), done: tx };
-    let app = axum::Router::new()
-        .route(
-            "/2018-06-01/runtime/invocation/next",
-            get(|State(rt): State<Runtime>| async move {
-                if rt.served.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                    std::future::pending::<()>().await;
-                }
-                let event = json!({
-                    "version": "2.0", "routeKey": "$default", "rawPath": "/health-check", "rawQueryString": "",
-                    "headers": {"host": "x.lambda-url.us-east-1.on.aws"},
-                    "requestContext": {"accountId": "123456789012", "apiId": "x", "domainName": "x.lambda-url.us-east-1.on.aws",
-                        "domainPrefix": "x", "http": {"method": "GET", "path": "/health-check", "protocol": "HTTP/1.1",
-                        "sourceIp": "127.0.0.1", "userAgent": "bench"}, "requestId": "r", "routeKey": "$default",
-                        "stage": "$default", "time": "28/Nov/2026:12:00:00 +0000", "timeEpoch": 0},
-                    "isBase64Encoded": false
-                });
-                (
-                    [
-                        ("lambda-runtime-aws-request-id", "bench-1"),
-                        ("lambda-runtime-deadline-ms", "4102444800000"),
-                        ("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:api"),
-                    ],
-                    axum::Json(event),
-                )
-            }),
-        )
-        .route(
-            "/2018-06-01/runtime/invocation/{id}/response",
-            post(|State(rt): State<Runtime>| async move {
-                let _ = rt.done.send(Instant::now());
-                "{}"
-            }),
-        )
-        .route(
-            "/2020-01-01/extension/register",
-            post(|| async {
-                (
-                    [("lambda-extension-identifier", "ext")],
-                    axum::Json(json!({"functionName": "api", "functionVersion": "1", "handler": "bootstrap"})),
-                )
-            }),
-        )
-        .route("/2020-01-01/extension/event/next", get(std::future::pending::<&'static str>))
-        .with_state(rt);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let mut runtime = LocalRuntime::start().await?;
+    runtime.send(function_url_event("/health-check"));
     let started = Instant::now();
     let mut child = tokio::process::Command::new(&args.api)
         .env_clear()
-        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
-        .env("AWS_LAMBDA_FUNCTION_NAME", "api")
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+        .envs(lambda_env(runtime.addr, 512))
         .env("DATABASE_URL", &args.database_url)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
-    let posted = tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no response"))?;
+    let done = runtime.finished(Duration::from_secs(10)).await?;
     let _ = child.kill().await;
-    server.abort();
-    Ok((posted - started).as_secs_f64() * 1e3)
+    Ok((done.posted - started).as_secs_f64() * 1e3)
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut health = Vec::new();
-    let mut db_route = Vec::new();
-    let mut rss = Vec::new();
+    let (mut health, mut db_route, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pg_health, mut pg_route) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
-        let (ms, kib) = local_start(&args, "/health-check")?;
+        let (ms, kib) = local_start(&args, &args.database_url, "/health-check")?;
         health.push(ms);
         rss.push(kib);
-        let (ms, kib) = local_start(&args, "/v1/formations")?;
+        let (ms, kib) = local_start(&args, &args.database_url, "/v1/formations")?;
         db_route.push(ms);
         rss.push(kib);
+        if let Some(pg) = &args.postgres_url {
+            pg_health.push(local_start(&args, pg, "/health-check")?.0);
+            pg_route.push(local_start(&args, pg, "/v1/lines")?.0);
+        }
     }
     let mut lambda = Vec::new();
     for _ in 0..args.runs {
         lambda.push(lambda_start(&args).await?);
     }
-    for v in [&mut health, &mut db_route, &mut lambda] {
+    for v in [&mut health, &mut db_route, &mut lambda, &mut pg_health, &mut pg_route] {
         v.sort_by(f64::total_cmp);
     }
     let summary = |v: &[f64]| {
@@ -180,6 +130,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &json!({
             "health_check": summary(&health),
             "database_route": summary(&db_route),
+            "postgres_health_check": summary(&pg_health),
+            "postgres_route": summary(&pg_route),
             "lambda_mode": summary(&lambda),
             "peak_rss_kib_max": rss.iter().max(),
         }),

@@ -6,15 +6,24 @@
 //! # Layout
 //!
 //! - `ceiling`: a bare axum app serving static bytes (the framework ceiling for the hot path).
+//! - `hot-path`: CPU time per request of pinned servers under wrk, in interleaved rounds.
 //! - `cold-start`: exec → first `200`, peak RSS, and a Lambda-mode start against a local Runtime API.
+//! - `lambda`: handler time per invocation and peak memory, in Lambda mode (`runtime`: the local
+//!   Runtime API; `workload`: the demo URLs and their Zipf popularity).
+//! - `wire`: database round trips per request, and miss latency with a delay added to each.
 //! - `connections`: K simulated Lambda instances through PgBouncer, or straight to PostgreSQL.
 //! - `offload`: a Zipf workload through the local edge with writes and warmer ticks.
 //! - `report`: the markdown report.
 
 mod coldstart;
 mod connections;
+mod hotpath;
+mod lambda;
 mod offload;
 mod report;
+mod runtime;
+mod wire;
+mod workload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,8 +46,14 @@ enum Command {
         #[arg(long)]
         bytes: usize,
     },
+    /// CPU time per request of running servers under wrk.
+    HotPath(hotpath::Args),
     /// Cold starts of the api binary.
     ColdStart(coldstart::Args),
+    /// Handler time and memory in Lambda mode.
+    Lambda(lambda::Args),
+    /// Database round trips, and miss latency with slower ones.
+    Wire(wire::Args),
     /// Simulated Lambda instances against PostgreSQL.
     Connections(connections::Args),
     /// Zipf workload through the edge, with writes and warmer ticks.
@@ -63,7 +78,10 @@ async fn main() -> anyhow::Result<()> {
             axum::serve(listener, app).await?;
             Ok(())
         }
+        Command::HotPath(args) => tokio::task::spawn_blocking(move || hotpath::run(&args)).await?,
         Command::ColdStart(args) => coldstart::run(args).await,
+        Command::Lambda(args) => lambda::run(args).await,
+        Command::Wire(args) => wire::run(args).await,
         Command::Connections(args) => connections::run(args).await,
         Command::Offload(args) => offload::run(args).await,
         Command::Report { dir } => report::run(&dir),

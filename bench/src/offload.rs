@@ -45,43 +45,13 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     cache_policy::parse_duration(text).map_err(|e| e.to_string())
 }
 
-/// The URL set: every page of the demo data a reader would ask for.
-fn urls(today: &str) -> Vec<String> {
-    let mut urls = vec!["/v1/lines".to_owned(), "/v1/formations".to_owned(), "/v1/sightings/latest".to_owned()];
-    for line in ["minato", "sakura", "kawagoe", "tama", "kaigan"] {
-        urls.push(format!("/v1/lines/{line}/stations"));
-    }
-    for (first, count) in [(10701, 30), (3001, 25), (5051, 20), (8101, 15), (2001, 10)] {
-        for n in 0..count {
-            urls.push(format!("/v1/formations/{}F", first + n));
-        }
-    }
-    urls.push(format!("/v1/operations/{today}"));
-    for line in ["M", "S", "K", "T", "U"] {
-        for k in 1..=60 {
-            urls.push(format!("/v1/operations/{today}/{k:02}{line}"));
-        }
-    }
-    urls
-}
-
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let calendar = store::ServiceCalendar::new("Asia/Tokyo", "04:00")?;
-    let today = calendar.service_date(chrono_now()).to_string();
-    let mut urls = urls(&today);
+    let (today, _) = crate::workload::service_days()?;
+    let mut urls = crate::workload::urls(&[today]);
     fastrand::seed(7);
     fastrand::shuffle(&mut urls);
-    // Zipf CDF over ranks.
-    let weights: Vec<f64> = (1..=urls.len()).map(|k| 1.0 / (k as f64).powf(args.s)).collect();
-    let total: f64 = weights.iter().sum();
-    let mut cdf = Vec::with_capacity(weights.len());
-    let mut acc = 0.0;
-    for w in &weights {
-        acc += w / total;
-        cdf.push(acc);
-    }
     let urls = Arc::new(urls);
-    let cdf = Arc::new(cdf);
+    let zipf = Arc::new(crate::workload::Zipf::new(urls.len(), args.s));
     // Data version of each URL: bumped by every write that affects it.
     let versions: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let requested: Arc<Mutex<HashSet<(String, u32)>>> = Arc::default();
@@ -186,16 +156,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let duration = args.duration;
     let results = futures_util::future::join_all((0..args.concurrency).map(|c| {
-        let (urls, cdf, versions, requested, client, edge) =
-            (urls.clone(), cdf.clone(), versions.clone(), requested.clone(), client.clone(), args.edge.clone());
+        let (urls, zipf, versions, requested, client, edge) =
+            (urls.clone(), zipf.clone(), versions.clone(), requested.clone(), client.clone(), args.edge.clone());
         async move {
             let mut rng = fastrand::Rng::with_seed(c as u64 + 1);
             let (mut origin, mut db, mut errors, mut sent) = (0usize, 0usize, 0usize, 0usize);
             while started.elapsed() < duration {
                 sent += 1;
-                let x = rng.f64();
-                let rank = cdf.partition_point(|&p| p < x).min(urls.len() - 1);
-                let url = &urls[rank];
+                let url = &urls[zipf.sample(&mut rng)];
                 let version = versions.lock().map(|v| v.get(url).copied().unwrap_or(0)).unwrap_or(0);
                 requested.lock().map(|mut r| r.insert((url.clone(), version))).ok();
                 match client.get(format!("{edge}{url}")).header("accept-encoding", "br").send().await {
@@ -247,8 +215,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "wall_s": wall.as_secs_f64(),
         }),
     )
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
 }
