@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # edgerail benchmarks: builds in release mode, runs every measurement, prints a markdown report and
-# writes it (with the JSON results and SVG plots) to target/bench/. Not part of CI; about 5 minutes.
+# writes it (with the JSON results and SVG plots) to target/bench/. Not part of CI; about 10 minutes
+# after the release build.
 #
 #   ./bench/run.sh
 #
 # Everything runs on loopback: the API, a second PostgreSQL cluster with max_connections = 50
 # (port 5433), PgBouncer in front of it (6433, transaction pooling, pool 20), Varnish with
-# local/varnish.vcl, wrk.
+# local/varnish.vcl, wrk; a local Lambda Runtime API (in the bench binary) for Lambda mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
@@ -64,33 +65,43 @@ as_root chmod -R a+rwX "$RUN"
 wait_http() { for _ in $(seq 1 200); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "$1 did not answer" >&2; return 1; }
 
 # --- Hot path --------------------------------------------------------------------------------
-log "hot path"
+# CPU time per request: the servers share one core, wrk (and PostgreSQL) get the others, so the
+# figures are what a request costs the server rather than how the scheduler split two cores.
+log "hot path (CPU time per request, 3 interleaved rounds)"
 ROUTE=/v1/formations/10701F
-BIND_ADDR=127.0.0.1:3101 DATABASE_URL=$PG RUST_LOG=warn $API & pids+=($!)
-BIND_ADDR=127.0.0.1:3102 DATABASE_URL=$PG LOCAL_CACHE_MAX_BYTES=0 RUST_LOG=warn $API & pids+=($!)
+SERVER_CPU=$(( $(nproc) - 1 ))
+LOAD_CPUS=0-$(( SERVER_CPU > 0 ? SERVER_CPU - 1 : 0 ))
+POSTMASTER=$(as_root head -1 "$(pg_lsclusters -h | awk '$1 == 15 && $2 == "bench" {print $6}')/postmaster.pid")
+as_root taskset -a -p -c "$LOAD_CPUS" "$POSTMASTER" >/dev/null
+BIND_ADDR=127.0.0.1:3101 DATABASE_URL=$PG RUST_LOG=warn taskset -c "$SERVER_CPU" $API & pids+=($!); CACHED_PID=$!
+BIND_ADDR=127.0.0.1:3102 DATABASE_URL=$PG LOCAL_CACHE_MAX_BYTES=0 RUST_LOG=warn taskset -c "$SERVER_CPU" $API & pids+=($!); UNCACHED_PID=$!
 wait_http http://127.0.0.1:3101/health-check && wait_http http://127.0.0.1:3102/health-check
 BYTES=$(curl -s http://127.0.0.1:3101$ROUTE | wc -c)
-$BENCH ceiling --addr 127.0.0.1:3103 --bytes "$BYTES" & pids+=($!)
+taskset -c "$SERVER_CPU" $BENCH ceiling --addr 127.0.0.1:3103 --bytes "$BYTES" & pids+=($!); CEILING_PID=$!
 wait_http http://127.0.0.1:3103/
-wrk_json() { # label url
-    local out; out=$(wrk -t1 -c32 -d10s --latency "$2")
-    local rps p50 p99
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-    to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/, "", v); print v / 1000 } else if (v ~ /ms$/) { sub(/ms/, "", v); print v } else { sub(/s/, "", v); print v * 1000 } }'; }
-    printf '{"label": "%s", "rps": %s, "p50_ms": %s, "p99_ms": %s}' "$1" "$rps" "$(to_ms "$p50")" "$(to_ms "$p99")"
-}
 curl -s http://127.0.0.1:3101$ROUTE >/dev/null
-CACHED=$(wrk_json "edgerail, cached $ROUTE ($BYTES B)" "http://127.0.0.1:3101$ROUTE")
-UNCACHED=$(wrk_json "edgerail, in-process cache off" "http://127.0.0.1:3102$ROUTE")
-CEILING=$(wrk_json "bare axum, static $BYTES B" "http://127.0.0.1:3103$ROUTE")
-printf '{"cached": %s, "uncached": %s, "ceiling": %s}\n' "$CACHED" "$UNCACHED" "$CEILING" > "$OUT/hotpath.json"
+$BENCH hot-path --rounds 3 --duration 8s --wrk-cpus "$LOAD_CPUS" \
+    --target "cached|$CACHED_PID|http://127.0.0.1:3101$ROUTE" \
+    --target "uncached|$UNCACHED_PID|http://127.0.0.1:3102$ROUTE" \
+    --target "ceiling|$CEILING_PID|http://127.0.0.1:3103$ROUTE" \
+    --out "$OUT/hotpath.json"
 cleanup; pids=()
+as_root taskset -a -p -c "0-$SERVER_CPU" "$POSTMASTER" >/dev/null
 
 # --- Cold start --------------------------------------------------------------------------------
 log "cold start (20 runs each)"
-$BENCH cold-start --api $API --database-url "sqlite://$RUN/bench.sqlite" --runs 20 --out "$OUT/coldstart.json"
+$BENCH cold-start --api $API --database-url "sqlite://$RUN/bench.sqlite" --postgres-url "$PG" --runs 20 \
+    --out "$OUT/coldstart.json"
+
+# --- Lambda mode ----------------------------------------------------------------------------------
+log "Lambda mode (handler time per invocation; Zipf workload at 128 MB)"
+$BENCH lambda --api $API --database-url "$PG" --memory 128 --out "$OUT/lambda.json"
+
+# --- Round trips -----------------------------------------------------------------------------------
+# BASELINE_API=path/to/older/api compares another build (e.g. from before a change) the same way.
+log "database round trips (and miss latency with 1 ms added per round trip)"
+$BENCH wire --api $API ${BASELINE_API:+--baseline-api "$BASELINE_API"} --database-url "$PG" --delay-ms 1 \
+    --out "$OUT/wire.json"
 
 # --- Connections -------------------------------------------------------------------------------
 log "connections"

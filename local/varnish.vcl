@@ -127,6 +127,17 @@ sub vcl_backend_response {
 }
 
 sub vcl_deliver {
+    # CORS after the cache, as the distribution's response headers policy does it (CorsAllowOrigin
+    # "*"): a cached object never varies on Origin, and preflights are answered by the origin's 204.
+    if (req.http.Origin) {
+        set resp.http.Access-Control-Allow-Origin = "*";
+        set resp.http.Access-Control-Expose-Headers = "etag, x-local-cache, server-timing";
+        if (req.method == "OPTIONS") {
+            set resp.http.Access-Control-Allow-Methods = "GET, HEAD, OPTIONS";
+            set resp.http.Access-Control-Allow-Headers = "if-none-match";
+            set resp.http.Access-Control-Max-Age = "86400";
+        }
+    }
     if (obj.hits > 0) {
         set resp.http.X-Cache = "Hit";
     } else {

@@ -33,7 +33,7 @@ pub(crate) enum ApiError {
         /// Negative caching.
         cache_control: HeaderValue,
     },
-    /// A method other than GET or HEAD.
+    /// A method other than GET, HEAD or OPTIONS.
     #[error("method not allowed")]
     MethodNotAllowed,
     /// The database is unavailable and nothing stale could be served.
@@ -81,7 +81,7 @@ impl IntoResponse for ApiError {
                 headers.insert(header::CACHE_CONTROL, cache_control);
             }
             Self::MethodNotAllowed => {
-                headers.insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                headers.insert(header::ALLOW, HeaderValue::from_static(super::ALLOWED_METHODS));
                 headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             }
             Self::Unavailable => {

@@ -28,6 +28,7 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use http::HeaderValue;
 use tracing::Instrument;
 
 use crate::metrics::Observation;
@@ -83,6 +84,22 @@ async fn not_found(axum::extract::State(state): axum::extract::State<AppState>) 
     ApiError::NotFound { cache_control: state.http.default_negative.clone() }
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+/// Any method a route does not serve. `OPTIONS` is a CORS preflight: answered `204` with the
+/// methods allowed and no CORS headers of its own, which the edge adds after its cache (so one
+/// cached answer serves every `Origin`). The rest get `405`.
+async fn method_not_allowed(method: http::Method) -> Response {
+    if method == http::Method::OPTIONS {
+        return (
+            http::StatusCode::NO_CONTENT,
+            [
+                (http::header::ALLOW, HeaderValue::from_static(ALLOWED_METHODS)),
+                (http::header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400")),
+            ],
+        )
+            .into_response();
+    }
+    ApiError::MethodNotAllowed.into_response()
 }
+
+/// The methods every route answers.
+pub(crate) const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";

@@ -176,7 +176,19 @@ async fn errors(client: &Client) {
         assert_eq!(res.json()["error"]["code"], "not_found");
         assert_eq!(res.header("cache-control"), "public, max-age=0, s-maxage=10");
     }
-    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+    // A CORS preflight: 204, cacheable, and no CORS headers (the edge adds them after its cache).
+    for uri in ["/v1/lines", "/v1/formations/10701F", "/v1/sightings/latest"] {
+        let res = client
+            .request("OPTIONS", uri, &[("origin", "https://app.example"), ("access-control-request-method", "GET")])
+            .await;
+        assert_eq!(res.status, StatusCode::NO_CONTENT, "{uri}");
+        assert_eq!(res.header("allow"), "GET, HEAD, OPTIONS");
+        assert_eq!(res.header("cache-control"), "public, max-age=86400");
+        assert!(res.headers.get("access-control-allow-origin").is_none());
+        assert!(res.body.is_empty());
+    }
+    assert_eq!(client.request("OPTIONS", "/v2/lines", &[]).await.status, StatusCode::NOT_FOUND);
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
         let res = client.request(method, "/v1/lines", &[]).await;
         assert_eq!(res.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_eq!(res.json()["error"]["code"], "method_not_allowed");

@@ -108,6 +108,41 @@ async fn the_edge_caches_by_s_maxage_and_negatively() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_is_answered_at_the_edge_and_origin_never_splits_the_cache() {
+    let (app, edge, _stop) = stack().await;
+    let client = reqwest::Client::new();
+    let mut seen = Vec::new();
+    for origin in ["https://a.example", "https://b.example", "https://evil.example"] {
+        let res = client.get(edge.url("/v1/lines")).header("origin", origin).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["access-control-allow-origin"], "*");
+        assert!(res.headers()["access-control-expose-headers"].to_str().unwrap().contains("etag"));
+        seen.push(res.headers()["x-cache"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(seen, ["Miss", "Hit", "Hit"], "one cached copy serves every Origin");
+    // Without an Origin the same copy comes back, with no CORS headers in it.
+    let plain = client.get(edge.url("/v1/lines")).send().await.unwrap();
+    assert_eq!(plain.headers()["x-cache"], "Hit");
+    assert!(plain.headers().get("access-control-allow-origin").is_none());
+
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, edge.url("/v1/formations/10701F"))
+        .header("origin", "https://a.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "if-none-match")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    assert!(preflight.headers()["access-control-allow-methods"].to_str().unwrap().contains("GET"));
+    assert_eq!(preflight.headers()["access-control-allow-headers"], "if-none-match");
+    // The origin itself never speaks CORS.
+    let direct = app.get("/v1/lines").await;
+    assert!(direct.headers.get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_undeclared_query_strings_reach_the_origin_at_most_once() {
     let (_app, edge, _stop) = stack().await;
     let client = reqwest::Client::new();

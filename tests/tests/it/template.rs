@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use cache_policy::Policy;
-use clap::CommandFactory;
+use clap::{CommandFactory, Parser};
 use serde_yaml::Value;
 
 fn root() -> PathBuf {
@@ -188,6 +188,72 @@ fn only_cloudfront_reaches_the_function_url() {
             .collect()
     );
     assert!(statement["Resource"].as_str().unwrap().ends_with(":distribution/${Distribution}"));
+}
+
+/// CORS is the edge's job: the Function URL has none, the response headers policy answers for
+/// `CorsAllowOrigin` on every behaviour (preflights included), and no cache key holds `Origin`.
+#[test]
+fn cors_is_answered_at_the_edge_and_never_keys_the_cache() {
+    let t = template();
+    let url = at(&t, &["Resources", "ApiFunction", "Properties", "FunctionUrlConfig"]);
+    assert!(url.get("Cors").is_none(), "the Function URL must not answer CORS itself");
+    let cors =
+        at(&t, &["Resources", "ApiResponseHeadersPolicy", "Properties", "ResponseHeadersPolicyConfig", "CorsConfig"]);
+    assert_eq!(
+        strings(at(cors, &["AccessControlAllowOrigins", "Items"])),
+        BTreeSet::from(["CorsAllowOrigin".to_owned()])
+    );
+    assert!(strings(at(cors, &["AccessControlAllowMethods", "Items"])).is_superset(&BTreeSet::from([
+        "GET".to_owned(),
+        "HEAD".to_owned(),
+        "OPTIONS".to_owned()
+    ])));
+    assert_eq!(at(cors, &["OriginOverride"]).as_bool(), Some(true));
+    assert!(strings(at(cors, &["AccessControlAllowHeaders", "Items"])).contains("if-none-match"));
+    assert!(strings(at(cors, &["AccessControlExposeHeaders", "Items"])).contains("etag"));
+
+    let config = at(&t, &["Resources", "Distribution", "Properties", "DistributionConfig"]);
+    let mut behaviours = vec![at(config, &["DefaultCacheBehavior"]).clone()];
+    behaviours.extend(at(config, &["CacheBehaviors"]).as_sequence().unwrap().iter().cloned());
+    for b in &behaviours {
+        assert_eq!(at(b, &["ResponseHeadersPolicyId"]).as_str(), Some("ApiResponseHeadersPolicy"));
+        // Preflights reach the origin (which answers 204) and are cached like any answer.
+        assert!(strings(at(b, &["AllowedMethods"])).contains("OPTIONS"));
+        assert!(strings(at(b, &["CachedMethods"])).contains("OPTIONS"));
+    }
+    for (name, resource) in at(&t, &["Resources"]).as_mapping().unwrap() {
+        if resource["Type"].as_str() != Some("AWS::CloudFront::CachePolicy") {
+            continue;
+        }
+        let headers = at(
+            resource,
+            &["Properties", "CachePolicyConfig", "ParametersInCacheKeyAndForwardedToOrigin", "HeadersConfig"],
+        );
+        let keyed = headers.get("Headers").map(|h| strings(at(h, &["Items"]))).unwrap_or_default();
+        assert!(
+            headers["HeaderBehavior"].as_str() == Some("none")
+                || !keyed.iter().any(|h| h.eq_ignore_ascii_case("origin")),
+            "{name:?} keys on Origin"
+        );
+    }
+}
+
+/// The API's instances are capped, and so are its database connections: the default reserved
+/// concurrency times the connections each Lambda instance opens, plus the warmer's, stays within
+/// half of a db.t4g.micro's max_connections (about 80), the smallest RDS a deployment would use.
+#[test]
+fn api_concurrency_is_capped_below_the_database_connection_limit() {
+    let t = template();
+    let api = at(&t, &["Resources", "ApiFunction", "Properties"]);
+    assert_eq!(at(api, &["ReservedConcurrentExecutions"]).as_str(), Some("ApiReservedConcurrency"));
+    let param = at(&t, &["Parameters", "ApiReservedConcurrency"]);
+    let instances = at(param, &["Default"]).as_u64().unwrap();
+    assert!(at(param, &["MinValue"]).as_u64().unwrap() >= 1, "0 would stop the API altogether");
+    let lambda = api::config::Cli::try_parse_from(["api", "--lambda-runtime-api", "127.0.0.1:9001"]).unwrap().config;
+    let per_instance = u64::from(lambda.max_connections());
+    // The warmer's pool (one tick at a time: an EventBridge schedule, no retries).
+    let warmer = 2;
+    assert!(instances * per_instance + warmer <= 40, "{instances} × {per_instance} + {warmer} connections");
 }
 
 /// Metrics AWS publishes by itself, by namespace (what an alarm or widget may use besides ours).
