@@ -23,18 +23,19 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-ensure_debs wrk zip varnish varnish-modules pgbouncer postgresql-15 curl
-as_root systemctl stop varnish >/dev/null 2>&1 || true
+ensure_debs wrk zip varnish varnish-modules pgbouncer curl
+PG_VERSION=$(pg_version)
 log "building (release)"
 cargo build --release -p api -p warmer -p bench --quiet
 API=target/release/api
 BENCH=target/release/bench
 
 # A PostgreSQL as small as the ones Lambda users run into: max_connections = 50.
-if ! pg_lsclusters -h | awk '$1 == 15 && $2 == "bench"' | grep -q .; then
-    as_root pg_createcluster 15 bench --port 5433 -o max_connections=50 >/dev/null
+if ! pg_lsclusters -h | awk -v v="$PG_VERSION" '$1 == v && $2 == "bench"' | grep -q .; then
+    as_root pg_createcluster "$PG_VERSION" bench --port 5433 -o max_connections=50 >/dev/null
 fi
-pg_lsclusters -h | awk '$1 == 15 && $2 == "bench" {print $4}' | grep -q online || as_root pg_ctlcluster 15 bench start
+pg_lsclusters -h | awk -v v="$PG_VERSION" '$1 == v && $2 == "bench" {print $4}' | grep -q online \
+    || as_root pg_ctlcluster "$PG_VERSION" bench start
 for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5433 && break; sleep 0.2; done
 as_root su postgres -c "psql -q -p 5433" <<SQL
 DO \$\$ BEGIN
@@ -53,7 +54,7 @@ rm -f "$RUN/bench.sqlite"*
 DATABASE_URL="sqlite://$RUN/bench.sqlite" $API seed --demo --scale 1 2>/dev/null
 
 # PgBouncer: transaction pooling, 20 server connections.
-start_pgbouncer "$RUN/pgbouncer" 6433 5433 20
+start_pgbouncer "$RUN/pgbouncer" 6433 "postgres://edgerail:edgerail@127.0.0.1:5433" 20
 as_root chmod -R a+rwX "$RUN"
 
 {
@@ -71,7 +72,7 @@ log "hot path (CPU time per request, 3 interleaved rounds)"
 ROUTE=/v1/formations/10701F
 SERVER_CPU=$(( $(nproc) - 1 ))
 LOAD_CPUS=0-$(( SERVER_CPU > 0 ? SERVER_CPU - 1 : 0 ))
-POSTMASTER=$(as_root head -1 "$(pg_lsclusters -h | awk '$1 == 15 && $2 == "bench" {print $6}')/postmaster.pid")
+POSTMASTER=$(as_root head -1 "$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1 == v && $2 == "bench" {print $6}')/postmaster.pid")
 as_root taskset -a -p -c "$LOAD_CPUS" "$POSTMASTER" >/dev/null
 BIND_ADDR=127.0.0.1:3101 DATABASE_URL=$PG RUST_LOG=warn taskset -c "$SERVER_CPU" $API & pids+=($!); CACHED_PID=$!
 BIND_ADDR=127.0.0.1:3102 DATABASE_URL=$PG LOCAL_CACHE_MAX_BYTES=0 RUST_LOG=warn taskset -c "$SERVER_CPU" $API & pids+=($!); UNCACHED_PID=$!

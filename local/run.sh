@@ -18,7 +18,6 @@ WITH_WARMER=0
 [ "${1:-}" = "--warmer" ] && WITH_WARMER=1
 
 ensure_debs varnish varnish-modules curl
-as_root systemctl stop varnish >/dev/null 2>&1 || true
 cargo build --release -p api -p warmer
 
 run="$EDGERAIL_RUN/local"

@@ -1,9 +1,17 @@
-# Helpers for scripts/test.sh: install and start the services the tests talk to.
-# Sourced, not run. Everything listens on loopback only and state lives under $EDGERAIL_RUN.
+# Helpers for scripts/test.sh: install and start the services the tests talk to, or use the ones
+# given (TEST_DATABASE_URL, TEST_PGBOUNCER_URL, TEST_MOTO_URL, TEST_VARNISHD). Sourced, not run.
+# Everything listens on loopback only and state lives under $EDGERAIL_RUN. Works on Debian and
+# Ubuntu (apt-get, as root or through sudo).
 
 EDGERAIL_RUN=${EDGERAIL_RUN:-/tmp/edgerail-test}
-PG_PORT=${PG_PORT:-5432}
-PGBOUNCER_PORT=${PGBOUNCER_PORT:-6432}
+# Python tools (moto, cfn-lint) live in a virtualenv of their own: nothing is installed into the
+# system Python (which Debian and Ubuntu protect, PEP 668).
+EDGERAIL_VENV=${EDGERAIL_VENV:-$HOME/.cache/edgerail/venv}
+# A PostgreSQL cluster and a PgBouncer of our own, on ports of our own: a host's own services
+# (a `main` cluster on 5432, a PgBouncer on 6432, Varnish on 6081) are left alone, never stopped.
+PG_CLUSTER=${PG_CLUSTER:-edgerail}
+PG_PORT=${PG_PORT:-5439}
+PGBOUNCER_PORT=${PGBOUNCER_PORT:-6439}
 PG_ROLE=edgerail
 PG_PASSWORD=edgerail
 
@@ -26,16 +34,73 @@ ensure_debs() {
     fi
 }
 
-# Starts the Debian PostgreSQL 15 cluster (initdb refuses root, so the packaged cluster is used)
-# and creates the test role.
-start_postgres() {
-    ensure_debs postgresql-15 postgresql-client-15
-    if ! pg_lsclusters -h 2>/dev/null | awk '$1 == 15 && $2 == "main"' | grep -q .; then
-        as_root pg_createcluster 15 main --port "$PG_PORT" >/dev/null
+# The virtualenv's python, created (and given `pip install` of the arguments) on first use.
+venv_python() {
+    if [ ! -x "$EDGERAIL_VENV/bin/python" ]; then
+        ensure_debs python3 python3-venv
+        log "creating the Python virtualenv $EDGERAIL_VENV"
+        python3 -m venv "$EDGERAIL_VENV"
     fi
-    if ! pg_lsclusters -h | awk '$1 == 15 && $2 == "main" {print $4}' | grep -q online; then
-        log "starting PostgreSQL 15"
-        as_root pg_ctlcluster 15 main start
+    echo "$EDGERAIL_VENV/bin/python"
+}
+
+# Installs Python packages into the virtualenv unless `module` already imports there.
+#   venv_install module package…
+venv_install() {
+    local module=$1 py
+    shift
+    py=$(venv_python)
+    if ! "$py" -c "import $module" 2>/dev/null; then
+        log "installing $* (into $EDGERAIL_VENV)"
+        "$py" -m pip install -q --disable-pip-version-check "$@"
+    fi
+}
+
+# The newest PostgreSQL server installed (Debian/Ubuntu layout, /usr/lib/postgresql/N), after
+# installing the distribution's default one when there is none. The schema needs 13 or later.
+pg_version() {
+    local v
+    v=$(ls /usr/lib/postgresql 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -1)
+    if [ -z "$v" ] || [ ! -x "/usr/lib/postgresql/$v/bin/postgres" ]; then
+        ensure_debs postgresql postgresql-client
+        v=$(ls /usr/lib/postgresql | grep -E '^[0-9]+$' | sort -n | tail -1)
+    fi
+    if [ -z "$v" ] || [ "$v" -lt 13 ]; then
+        echo "PostgreSQL 13 or later is needed (found: ${v:-none})" >&2
+        return 1
+    fi
+    echo "$v"
+}
+
+# Host and port of a postgres:// URL, as "host port".
+url_host_port() {
+    local authority=${1#*://}
+    authority=${authority%%/*}
+    authority=${authority##*@}
+    echo "${authority%:*} ${authority##*:}"
+}
+
+# PostgreSQL for the tests: the one at TEST_DATABASE_URL when given (postgres://role:password@host:port,
+# a role that may create databases), else a cluster of our own (`pg_createcluster`, since initdb
+# refuses root) of the newest installed version, with the test role. Exports TEST_DATABASE_URL.
+start_postgres() {
+    if [ -n "${TEST_DATABASE_URL:-}" ]; then
+        log "using the PostgreSQL at TEST_DATABASE_URL"
+        command -v psql >/dev/null || ensure_debs postgresql-client
+        psql "$TEST_DATABASE_URL/postgres" -qAtc "SELECT 1" >/dev/null \
+            || { echo "TEST_DATABASE_URL does not answer" >&2; return 1; }
+        return 0
+    fi
+    local version
+    version=$(pg_version)
+    ensure_debs "postgresql-$version" "postgresql-client-$version"
+    if ! pg_lsclusters -h 2>/dev/null | awk -v v="$version" -v c="$PG_CLUSTER" '$1 == v && $2 == c' | grep -q .; then
+        log "creating PostgreSQL $version cluster $PG_CLUSTER on port $PG_PORT"
+        as_root pg_createcluster "$version" "$PG_CLUSTER" --port "$PG_PORT" >/dev/null
+    fi
+    if ! pg_lsclusters -h | awk -v v="$version" -v c="$PG_CLUSTER" '$1 == v && $2 == c {print $4}' | grep -q online; then
+        log "starting PostgreSQL $version ($PG_CLUSTER, port $PG_PORT)"
+        as_root pg_ctlcluster "$version" "$PG_CLUSTER" start
     fi
     for _ in $(seq 1 50); do
         pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && break
@@ -49,21 +114,31 @@ DO \$\$ BEGIN
   END IF;
 END \$\$;
 SQL
-    export PGPASSWORD=$PG_PASSWORD
-    # Databases left behind by earlier runs.
-    psql -h 127.0.0.1 -p "$PG_PORT" -U "$PG_ROLE" -d postgres -Atqc \
-        "SELECT datname FROM pg_database WHERE datname LIKE 'edgerail_t%'" | while read -r db; do
-        psql -h 127.0.0.1 -p "$PG_PORT" -U "$PG_ROLE" -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
-    done
     export TEST_DATABASE_URL="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT"
+    # Databases left behind by earlier runs.
+    psql "$TEST_DATABASE_URL/postgres" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'edgerail_t%'" |
+        while read -r db; do
+            psql "$TEST_DATABASE_URL/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" || true
+        done
 }
 
-# Starts PgBouncer in transaction pooling mode in front of every database, strict about startup
-# parameters (like a default install), so the tests prove the API's statements are pooler-safe.
-#   start_pgbouncer [dir] [listen port] [PostgreSQL port] [pool size]
+# Starts PgBouncer in transaction pooling mode in front of every database of a PostgreSQL, strict
+# about startup parameters (like a default install), so the tests prove the API's statements are
+# pooler-safe. With no arguments and TEST_PGBOUNCER_URL given, that one is used instead.
+#   start_pgbouncer [dir] [listen port] [upstream postgres://role:password@host:port] [pool size]
 start_pgbouncer() {
+    if [ $# -eq 0 ] && [ -n "${TEST_PGBOUNCER_URL:-}" ]; then
+        log "using the PgBouncer at TEST_PGBOUNCER_URL"
+        return 0
+    fi
     ensure_debs pgbouncer
-    local dir=${1:-$EDGERAIL_RUN/pgbouncer} listen=${2:-$PGBOUNCER_PORT} upstream=${3:-$PG_PORT} pool=${4:-20}
+    local dir=${1:-$EDGERAIL_RUN/pgbouncer} listen=${2:-$PGBOUNCER_PORT} upstream=${3:-$TEST_DATABASE_URL} pool=${4:-20}
+    local host port userinfo role password
+    read -r host port < <(url_host_port "$upstream")
+    userinfo=${upstream#*://}
+    userinfo=${userinfo%%@*}
+    role=${userinfo%%:*}
+    password=${userinfo#*:}
     if [ -f "$dir/pgbouncer.pid" ] && kill -0 "$(cat "$dir/pgbouncer.pid")" 2>/dev/null; then
         kill "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || true
         sleep 0.5
@@ -71,7 +146,7 @@ start_pgbouncer() {
     as_root mkdir -p "$dir"
     cat > "$dir/pgbouncer.ini" <<INI
 [databases]
-* = host=127.0.0.1 port=$upstream
+* = host=$host port=$port
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -85,7 +160,7 @@ max_client_conn = 1000
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
-    printf '"%s" "%s"\n' "$PG_ROLE" "$PG_PASSWORD" > "$dir/userlist.txt"
+    printf '"%s" "%s"\n' "$role" "$password" > "$dir/userlist.txt"
     as_root chown -R postgres:postgres "$dir"
     log "starting PgBouncer on 127.0.0.1:$listen (transaction pooling, pool $pool)"
     as_root su postgres -s /bin/sh -c "pgbouncer -d -q $dir/pgbouncer.ini"
@@ -93,21 +168,26 @@ INI
         pg_isready -q -h 127.0.0.1 -p "$listen" && break
         sleep 0.2
     done
-    export TEST_PGBOUNCER_URL="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$listen"
+    pg_isready -h 127.0.0.1 -p "$listen" >/dev/null || { echo "PgBouncer did not start" >&2; return 1; }
+    export TEST_PGBOUNCER_URL="postgres://$role:$password@127.0.0.1:$listen"
 }
 
-# Installs moto (the CloudFront API stand-in) and starts `moto_server` on loopback.
+# moto (the CloudFront API stand-in): the server at TEST_MOTO_URL when given, else `moto_server`
+# from the virtualenv, started on loopback.
 start_moto() {
-    local port=${MOTO_PORT:-5005}
-    if ! python3 -c "import moto, flask, flask_cors" 2>/dev/null; then
-        log "installing moto, flask, flask-cors"
-        python3 -m pip install -q moto flask flask-cors
+    if [ -n "${TEST_MOTO_URL:-}" ]; then
+        log "using the moto server at TEST_MOTO_URL"
+        curl -fs "$TEST_MOTO_URL/moto-api/" >/dev/null || { echo "TEST_MOTO_URL does not answer" >&2; return 1; }
+        return 0
     fi
+    local port=${MOTO_PORT:-5005} py
+    ensure_debs curl
+    venv_install "moto, flask, flask_cors" moto flask flask-cors
+    py=$(venv_python)
     if ! curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1; then
         log "starting moto_server on 127.0.0.1:$port"
         mkdir -p "$EDGERAIL_RUN"
-        # As a module, so no console-script shim (pyenv) needs rehashing after the install.
-        (python3 -m moto.server -H 127.0.0.1 -p "$port" >"$EDGERAIL_RUN/moto.log" 2>&1 &)
+        ("$py" -m moto.server -H 127.0.0.1 -p "$port" >"$EDGERAIL_RUN/moto.log" 2>&1 &)
         for _ in $(seq 1 100); do
             curl -fs "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break
             sleep 0.2
@@ -117,27 +197,29 @@ start_moto() {
     export TEST_MOTO_URL="http://127.0.0.1:$port"
 }
 
-# Varnish 7.1 with varnish-modules (xkey); tests start their own instances with local/varnish.vcl.
+# Varnish with varnish-modules (xkey): TEST_VARNISHD when given, else the packaged varnishd. The
+# tests start their own instances of it on free ports; a running Varnish service is left alone.
 ensure_varnish() {
+    if [ -n "${TEST_VARNISHD:-}" ]; then
+        return 0
+    fi
     ensure_debs varnish varnish-modules curl
     export TEST_VARNISHD
     TEST_VARNISHD=$(command -v varnishd || echo /usr/sbin/varnishd)
-    # The packaged service is not needed (and would hold port 6081).
-    as_root systemctl stop varnish >/dev/null 2>&1 || true
 }
 
-# cfn-lint, run through Python so a fresh install needs no PATH or shim refresh.
+# cfn-lint, from the virtualenv.
 cfn_lint() {
-    python3 -c "import cfnlint" 2>/dev/null || python3 -m pip install -q cfn-lint
-    python3 -c "import sys; from cfnlint.runner import main; sys.argv[0] = 'cfn-lint'; sys.exit(main())" "$@"
+    venv_install cfnlint cfn-lint
+    "$(venv_python)" -c "import sys; from cfnlint.runner import main; sys.argv[0] = 'cfn-lint'; sys.exit(main())" "$@"
 }
 
 # Builds the seeded template database the tests clone (CREATE DATABASE … TEMPLATE is a file copy,
 # much faster than migrating and seeding per test), and a seeded SQLite file for the same purpose.
 make_fixtures() {
     local api=$1
-    psql -h 127.0.0.1 -p "$PG_PORT" -U "$PG_ROLE" -d postgres -qc "DROP DATABASE IF EXISTS edgerail_template WITH (FORCE)"
-    psql -h 127.0.0.1 -p "$PG_PORT" -U "$PG_ROLE" -d postgres -qc "CREATE DATABASE edgerail_template"
+    psql "$TEST_DATABASE_URL/postgres" -qc "DROP DATABASE IF EXISTS edgerail_template WITH (FORCE)"
+    psql "$TEST_DATABASE_URL/postgres" -qc "CREATE DATABASE edgerail_template"
     DATABASE_URL="$TEST_DATABASE_URL/edgerail_template" "$api" seed --demo --scale 0.1 2>/dev/null
     mkdir -p "$EDGERAIL_RUN"
     rm -f "$EDGERAIL_RUN/template.sqlite"*

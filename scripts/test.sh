@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README, CI): installs what is missing, starts the services the tests need on
-# loopback (PostgreSQL 15, PgBouncer, moto_server for the CloudFront API, Varnish for the local
-# edge), then runs lints and every test of the workspace.
+# loopback (PostgreSQL, PgBouncer, moto_server for the CloudFront API, Varnish for the local edge)
+# unless they are given (see scripts/services.sh), then runs lints and every test of the workspace.
 #
 #   ./scripts/test.sh                 everything
 #   EDGERAIL_SKIP_LINT=1 ./scripts/test.sh [nextest filter…]   faster inner loop

@@ -32,16 +32,16 @@ fn snapshot(rows: &[PgRow]) -> StoreResult<FeedCursor> {
     Ok(FeedCursor(Cursor::Snapshot(snapshot)))
 }
 
-/// The PostgreSQL implementation of [`Store`].
+/// The PostgreSQL implementation of [`Store`]. Clones share everything (requests clone it).
 #[derive(Debug, Clone)]
 pub struct PgStore {
     /// Lazily connecting pool: nothing touches the network until the first query.
     pool: PgPool,
     /// The settings that open every read's message (read-only, the statement timeout, UTC and ISO
     /// dates so text results decode the same on every server).
-    read_preamble: String,
+    read_preamble: Arc<str>,
     /// The same with the (shorter) feed timeout, for change-feed reads.
-    feed_preamble: String,
+    feed_preamble: Arc<str>,
     /// Read transactions started, shared by clones.
     reads: Arc<AtomicU64>,
 }
@@ -77,8 +77,8 @@ impl PgStore {
         };
         Ok(Self {
             pool,
-            read_preamble: preamble(options.statement_timeout),
-            feed_preamble: preamble(options.feed_timeout.min(options.statement_timeout)),
+            read_preamble: preamble(options.statement_timeout).into(),
+            feed_preamble: preamble(options.feed_timeout.min(options.statement_timeout)).into(),
             reads: Arc::default(),
         })
     }

@@ -182,7 +182,7 @@ impl LocalCache {
         Fut: Future<Output = Result<CachedResponse, StoreError>>,
     {
         if !self.enabled {
-            return self.load_uncached(load).await.map(|r| (Arc::new(r), Outcome::Miss));
+            return Box::pin(self.load_uncached(load)).await.map(|r| (Arc::new(r), Outcome::Miss));
         }
         if let Some(hit) = self.fresh.get(key).await {
             if self.feed.vouches_for(hit.loaded_at, Instant::now()) {
@@ -191,6 +191,17 @@ impl LocalCache {
             // The feed has not been readable for longer than the freshness bound: reload.
             self.fresh.invalidate(key).await;
         }
+        // The miss path's future is large (moka's coalescing, the load, the feed position); boxed,
+        // it stays out of every request's future, which the framework moves around by value.
+        Box::pin(self.load(key, load)).await
+    }
+
+    /// The miss path of [`Self::get_or_load`].
+    async fn load<F, Fut>(&self, key: &str, load: F) -> Result<(Arc<CachedResponse>, Outcome), LoadError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<CachedResponse, StoreError>>,
+    {
         let generation = self.generation.load(Ordering::Acquire);
         let following = self.feed.following();
         let loaded = self

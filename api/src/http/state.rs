@@ -23,9 +23,14 @@ pub(crate) struct RouteHeaders {
     pub(crate) negative: HeaderValue,
 }
 
-/// Everything a request handler needs; cheap to clone (all shared).
+/// Everything a request handler needs. Cloned several times per request (by the middleware and
+/// the extractors), so a clone is one reference count.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// What [`AppState`] shares.
+#[derive(Debug)]
+pub struct Shared {
     /// The database.
     pub(super) store: Db,
     /// The in-process response cache and change-feed follower.
@@ -33,7 +38,15 @@ pub struct AppState {
     /// Per-request settings.
     pub(super) http: Arc<HttpSettings>,
     /// Per-route counters, written as metrics.
-    pub(super) metrics: Arc<Metrics>,
+    pub(super) metrics: Metrics,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 /// Settings and precomputed values of the HTTP layer.
@@ -86,7 +99,7 @@ impl HttpSettings {
 impl AppState {
     /// Assembles the state.
     pub(crate) fn new(store: Db, cache: LocalCache, http: HttpSettings, metrics: Metrics) -> Self {
-        Self { store, cache: Arc::new(cache), http: Arc::new(http), metrics: Arc::new(metrics) }
+        Self(Arc::new(Shared { store, cache: Arc::new(cache), http: Arc::new(http), metrics }))
     }
 
     /// Writes the metrics gathered since the last flush (at shutdown, so none are lost).

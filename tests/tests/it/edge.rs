@@ -19,7 +19,7 @@ struct Varnish {
 
 impl Varnish {
     async fn start(api: SocketAddr) -> Self {
-        let varnishd = std::env::var("TEST_VARNISHD").expect("TEST_VARNISHD: run through ./scripts/test.sh");
+        let varnishd = crate::helpers::env("TEST_VARNISHD");
         let dir = std::env::temp_dir().join(format!("edgerail-varnish-{}-{}", std::process::id(), api.port()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

@@ -23,8 +23,36 @@ pub enum Backend {
     Sqlite,
 }
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run the tests through ./scripts/test.sh"))
+/// What the integration tests talk to, as `./scripts/test.sh` provides it (or is given it).
+const SERVICES: &[(&str, &str)] = &[
+    (
+        "TEST_DATABASE_URL",
+        "PostgreSQL 13 or later: postgres://role:password@host:port, a role that may create databases",
+    ),
+    ("TEST_PG_TEMPLATE", "the seeded template database on it (made by scripts/services.sh make_fixtures)"),
+    ("TEST_PGBOUNCER_URL", "PgBouncer in transaction pooling mode in front of that PostgreSQL"),
+    ("TEST_SQLITE_TEMPLATE", "a seeded SQLite file (made by make_fixtures)"),
+    ("TEST_MOTO_URL", "a moto server, the stand-in for the CloudFront API"),
+    ("TEST_VARNISHD", "varnishd (Varnish 7 with varnish-modules)"),
+];
+
+/// A service's setting. When one is missing (a plain `cargo test`), says which services are
+/// missing and how to get them, and ends the test run: every test that needs them would fail the
+/// same way, and none is skipped.
+pub fn env(name: &str) -> String {
+    if let Ok(value) = std::env::var(name) {
+        return value;
+    }
+    let mut message = String::from("\nedgerail's integration tests talk to real services, and these are not given:\n");
+    for (var, what) in SERVICES.iter().filter(|(var, _)| std::env::var(var).is_err()) {
+        message.push_str(&format!("  {var}: {what}\n"));
+    }
+    message.push_str(
+        "Run ./scripts/test.sh [nextest filter…]: it installs and starts them (using any already given by these \
+         variables), then runs the tests.\n",
+    );
+    eprintln!("{message}");
+    std::process::exit(2);
 }
 
 fn unique(prefix: &str) -> String {

@@ -19,7 +19,7 @@ use warmer::backend::{CloudFront, InvalidationError};
 use crate::helpers::{Backend, TestDb, binary};
 
 fn moto() -> String {
-    std::env::var("TEST_MOTO_URL").expect("TEST_MOTO_URL: run through ./scripts/test.sh")
+    crate::helpers::env("TEST_MOTO_URL")
 }
 
 /// A CloudFront client for `endpoint` with test credentials.
