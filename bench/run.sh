@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# edgerail benchmarks: builds in release mode, runs every measurement, prints a markdown report and
-# writes it (with the JSON results and SVG plots) to target/bench/. Not part of CI; about 10 minutes
-# after the release build.
+# edgerail benchmarks: builds with the deploy profile (what Lambda runs), runs every measurement,
+# prints a markdown report and writes it (with the JSON results and SVG plots) to target/bench/.
+# Not part of CI; about 10 minutes after the build.
 #
 #   ./bench/run.sh
 #
@@ -25,10 +25,11 @@ trap cleanup EXIT INT TERM
 
 ensure_debs wrk zip varnish varnish-modules pgbouncer curl
 PG_VERSION=$(pg_version)
-log "building (release)"
-cargo build --release -p api -p warmer -p bench --quiet
-API=target/release/api
-BENCH=target/release/bench
+log "building (deploy profile)"
+cargo build --profile deploy -p api -p warmer -p bench --quiet
+BIN=target/deploy
+API=$BIN/api
+BENCH=$BIN/bench
 
 # A PostgreSQL as small as the ones Lambda users run into: max_connections = 50.
 if ! pg_lsclusters -h | awk -v v="$PG_VERSION" '$1 == v && $2 == "bench"' | grep -q .; then
@@ -81,7 +82,7 @@ BYTES=$(curl -s http://127.0.0.1:3101$ROUTE | wc -c)
 taskset -c "$SERVER_CPU" $BENCH ceiling --addr 127.0.0.1:3103 --bytes "$BYTES" & pids+=($!); CEILING_PID=$!
 wait_http http://127.0.0.1:3103/
 curl -s http://127.0.0.1:3101$ROUTE >/dev/null
-$BENCH hot-path --rounds 3 --duration 8s --wrk-cpus "$LOAD_CPUS" \
+$BENCH hot-path --rounds 3 --duration 8s --wrk-cpus "$LOAD_CPUS" --postmaster "$POSTMASTER" \
     --target "cached|$CACHED_PID|http://127.0.0.1:3101$ROUTE" \
     --target "uncached|$UNCACHED_PID|http://127.0.0.1:3102$ROUTE" \
     --target "ceiling|$CEILING_PID|http://127.0.0.1:3103$ROUTE" \
@@ -115,14 +116,14 @@ $BENCH connections --label "direct (max_connections = 50)" --url "$PG" \
 
 # --- Origin offload ------------------------------------------------------------------------------
 log "origin offload (Zipf workload through Varnish, writes, warmer ticks)"
-DATABASE_URL=$PG WARMER_SETTLE=0s target/release/warmer --once >/dev/null 2>&1 || true
+DATABASE_URL=$PG WARMER_SETTLE=0s $BIN/warmer --once >/dev/null 2>&1 || true
 BIND_ADDR=127.0.0.1:3201 DATABASE_URL=$PG RUST_LOG=warn $API & pids+=($!)
 wait_http http://127.0.0.1:3201/health-check
 sed 's/\.port = "3000";/.port = "3201";/' local/varnish.vcl > "$RUN/edge.vcl"
 rm -rf "$RUN/varnish"
 varnishd -F -n "$RUN/varnish" -a 127.0.0.1:6181 -f "$RUN/edge.vcl" -s malloc,256m >/dev/null 2>&1 & pids+=($!)
 wait_http http://127.0.0.1:6181/health-check
-$BENCH offload --edge http://127.0.0.1:6181 --database-url "$PG" --warmer target/release/warmer \
+$BENCH offload --edge http://127.0.0.1:6181 --database-url "$PG" --warmer $BIN/warmer \
     --duration 30s --out "$OUT/offload.json"
 cleanup; pids=()
 
@@ -132,9 +133,9 @@ log "size"
     printf '{"target": "%s", "binaries": [' "$(rustc -vV | awk '/host/ {print $2}')"
     sep=""
     for bin in api warmer cachectl; do
-        rm -rf "$RUN/zip" && mkdir -p "$RUN/zip" && cp "target/release/$bin" "$RUN/zip/bootstrap"
+        rm -rf "$RUN/zip" && mkdir -p "$RUN/zip" && cp "$BIN/$bin" "$RUN/zip/bootstrap"
         (cd "$RUN/zip" && zip -q -9 bootstrap.zip bootstrap)
-        printf '%s{"name": "%s", "bytes": %s, "zipped": %s}' "$sep" "$bin" "$(stat -c %s "target/release/$bin")" "$(stat -c %s "$RUN/zip/bootstrap.zip")"
+        printf '%s{"name": "%s", "bytes": %s, "zipped": %s}' "$sep" "$bin" "$(stat -c %s "$BIN/$bin")" "$(stat -c %s "$RUN/zip/bootstrap.zip")"
         sep=", "
     done
     printf ']}\n'

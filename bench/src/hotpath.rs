@@ -28,6 +28,10 @@ pub struct Args {
     /// wrk's connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// The PostgreSQL postmaster the servers read from: its processes' CPU time is reported per
+    /// request too (what a miss costs the database).
+    #[arg(long)]
+    postmaster: Option<u32>,
     /// Cores wrk runs on (`taskset -c` syntax).
     #[arg(long, default_value = "0")]
     wrk_cpus: String,
@@ -51,6 +55,24 @@ fn cpu_seconds(pid: u32, ticks_per_second: f64) -> anyhow::Result<f64> {
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of the line, 11 and 12 after the name.
     Ok((ticks(11) + ticks(12)) / ticks_per_second)
+}
+
+/// CPU time of a process and its children (a postmaster and its backends), in seconds: backends
+/// come and go, so this is a sum over those alive at the time, taken before and after a run that
+/// keeps its connections open.
+fn tree_cpu_seconds(root: u32, ticks_per_second: f64) -> f64 {
+    let mut total = cpu_seconds(root, ticks_per_second).unwrap_or(0.0);
+    let Ok(entries) = std::fs::read_dir("/proc") else { return total };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let parent = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok()));
+        if parent == Some(root) {
+            total += cpu_seconds(pid, ticks_per_second).unwrap_or(0.0);
+        }
+    }
+    total
 }
 
 /// wrk's summary: requests completed, requests/s, p50 and p99 latency (ms), non-2xx answers.
@@ -113,10 +135,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let mut round = serde_json::Map::new();
         for target in &targets {
             let before = cpu_seconds(target.pid, ticks)?;
+            let db_before = args.postmaster.map(|pm| tree_cpu_seconds(pm, ticks));
             let mut load = wrk(args, &target.url)?;
             let cpu = cpu_seconds(target.pid, ticks)? - before;
             let requests = load["requests"].as_f64().unwrap_or(0.0).max(1.0);
             load["cpu_us_per_request"] = json!(cpu * 1e6 / requests);
+            if let (Some(pm), Some(db_before)) = (args.postmaster, db_before) {
+                let db = (tree_cpu_seconds(pm, ticks) - db_before).max(0.0);
+                load["db_cpu_us_per_request"] = json!(db * 1e6 / requests);
+            }
             round.insert(target.name.clone(), load);
             // Let the server settle (connection teardown, deferred work) before the next target.
             std::thread::sleep(Duration::from_millis(500));
@@ -132,6 +159,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             json!({
                 "url": target.url,
                 "cpu_us_per_request": spread(per_target(&target.name, "cpu_us_per_request")),
+                "db_cpu_us_per_request": spread(per_target(&target.name, "db_cpu_us_per_request")),
                 "rps": spread(per_target(&target.name, "rps")),
                 "p50_ms": spread(per_target(&target.name, "p50_ms")),
                 "p99_ms": spread(per_target(&target.name, "p99_ms")),
@@ -152,6 +180,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "targets": summary,
             "cpu_ratio_cached_over_ceiling": spread(ratio("cached", "ceiling")),
             "cpu_ratio_uncached_over_cached": spread(ratio("uncached", "cached")),
+            // The whole cost of a miss: the server's CPU plus the database's.
+            "cpu_ratio_uncached_with_database_over_cached": spread(
+                rounds
+                    .iter()
+                    .filter_map(|r| {
+                        let u = &r["uncached"];
+                        Some(
+                            (u["cpu_us_per_request"].as_f64()? + u["db_cpu_us_per_request"].as_f64()?)
+                                / r["cached"]["cpu_us_per_request"].as_f64()?,
+                        )
+                    })
+                    .collect()
+            ),
             "wrk": { "connections": args.connections, "duration": args.duration, "cpus": args.wrk_cpus },
         }),
     )

@@ -11,6 +11,8 @@
 //! - `lambda`: handler time per invocation and peak memory, in Lambda mode (`runtime`: the local
 //!   Runtime API; `workload`: the demo URLs and their Zipf popularity).
 //! - `wire`: database round trips per request, and miss latency with a delay added to each.
+//! - `invoke`: runs a built bootstrap (e.g. the arm64 one under qemu) against the local Runtime API
+//!   and checks its answers (`scripts/package.sh`).
 //! - `connections`: K simulated Lambda instances through PgBouncer, or straight to PostgreSQL.
 //! - `offload`: a Zipf workload through the local edge with writes and warmer ticks.
 //! - `report`: the markdown report.
@@ -18,6 +20,7 @@
 mod coldstart;
 mod connections;
 mod hotpath;
+mod invoke;
 mod lambda;
 mod offload;
 mod report;
@@ -52,6 +55,8 @@ enum Command {
     ColdStart(coldstart::Args),
     /// Handler time and memory in Lambda mode.
     Lambda(lambda::Args),
+    /// Invokes a built bootstrap through a local Runtime API and checks its answers.
+    Invoke(invoke::Args),
     /// Database round trips, and miss latency with slower ones.
     Wire(wire::Args),
     /// Simulated Lambda instances against PostgreSQL.
@@ -81,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         Command::HotPath(args) => tokio::task::spawn_blocking(move || hotpath::run(&args)).await?,
         Command::ColdStart(args) => coldstart::run(args).await,
         Command::Lambda(args) => lambda::run(args).await,
+        Command::Invoke(args) => invoke::run(args).await,
         Command::Wire(args) => wire::run(args).await,
         Command::Connections(args) => connections::run(args).await,
         Command::Offload(args) => offload::run(args).await,

@@ -47,7 +47,12 @@ pub struct Args {
 /// The delaying, counting proxy.
 struct Proxy {
     addr: SocketAddr,
+    /// ReadyForQuery messages: protocol round trips (a connection's startup is one, however many
+    /// exchanges its authentication takes).
     ready: Arc<AtomicUsize>,
+    /// Turns: the server answering after the client spoke. A network round trip each, the
+    /// authentication exchanges included.
+    turns: Arc<AtomicUsize>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -55,19 +60,29 @@ impl Proxy {
     async fn start(target: SocketAddr, delay: Duration) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let ready: Arc<AtomicUsize> = Arc::default();
-        let counter = ready.clone();
+        let (ready, turns): (Arc<AtomicUsize>, Arc<AtomicUsize>) = Default::default();
+        let counters = (ready.clone(), turns.clone());
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = tokio::net::TcpStream::connect(target).await else { continue };
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
                 let (mut client_read, client_write) = client.into_split();
                 let (server_read, mut server_write) = server.into_split();
-                tokio::spawn(async move { tokio::io::copy(&mut client_read, &mut server_write).await });
-                tokio::spawn(Self::answers(server_read, client_write, delay, counter.clone()));
+                let spoke = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let client_spoke = spoke.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    while let Ok(n) = client_read.read(&mut buf).await {
+                        if n == 0 || server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                        client_spoke.store(true, Ordering::SeqCst);
+                    }
+                });
+                tokio::spawn(Self::answers(server_read, client_write, delay, counters.clone(), spoke));
             }
         });
-        Ok(Self { addr, ready, accept })
+        Ok(Self { addr, ready, turns, accept })
     }
 
     /// Server → client: counted, then held for `delay` (in order) before being passed on.
@@ -75,7 +90,8 @@ impl Proxy {
         mut from: tokio::net::tcp::OwnedReadHalf,
         mut to: tokio::net::tcp::OwnedWriteHalf,
         delay: Duration,
-        counter: Arc<AtomicUsize>,
+        (counter, turns): (Arc<AtomicUsize>, Arc<AtomicUsize>),
+        spoke: Arc<std::sync::atomic::AtomicBool>,
     ) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
         let writer = tokio::spawn(async move {
@@ -91,6 +107,9 @@ impl Proxy {
         while let Ok(n) = from.read(&mut buf).await {
             if n == 0 {
                 break;
+            }
+            if spoke.swap(false, Ordering::SeqCst) {
+                turns.fetch_add(1, Ordering::SeqCst);
             }
             pending.extend_from_slice(&buf[..n]);
             while pending.len() >= 5 {
@@ -201,13 +220,16 @@ async fn misses(args: &Args, api: &Path, delay: Duration) -> anyhow::Result<serd
     }))
 }
 
-/// Round trips of a cold instance's first request, connecting included.
-async fn cold_first_request(args: &Args, api: &Path) -> anyhow::Result<usize> {
+/// Round trips of a cold instance's first request, connecting included: protocol round trips
+/// (ReadyForQuery) and network turns (authentication exchanges included; TLS, off here so the
+/// protocol can be read, would add its own).
+async fn cold_first_request(args: &Args, api: &Path) -> anyhow::Result<serde_json::Value> {
     let proxy = Proxy::start(target(&args.database_url).await?, Duration::ZERO).await?;
     let (_child, base) = serve(api, &args.database_url, &proxy, true).await?;
-    let before = proxy.round_trips().await;
+    let (ready, turns) = (proxy.round_trips().await, proxy.turns.load(Ordering::SeqCst));
     reqwest::get(format!("{base}/v1/lines")).await?.error_for_status()?;
-    Ok(proxy.round_trips().await - before)
+    let ready = proxy.round_trips().await - ready;
+    Ok(json!({ "protocol": ready, "network": proxy.turns.load(Ordering::SeqCst) - turns }))
 }
 
 async fn measure(args: &Args, api: &Path) -> anyhow::Result<serde_json::Value> {
