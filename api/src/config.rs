@@ -68,6 +68,10 @@ pub struct Config {
     /// file at SQLITE_PATH, created and seeded on first run. Required on Lambda.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when
+    /// DATABASE_URL is unset (see the README for the shapes understood).
+    #[arg(long, env = "DATABASE_SECRET_ARN")]
+    pub database_secret_arn: Option<String>,
     /// SQLite file used when DATABASE_URL is unset.
     #[arg(long, env = "SQLITE_PATH", default_value = "./data/edgerail.sqlite")]
     pub sqlite_path: PathBuf,
@@ -146,7 +150,7 @@ pub enum ConfigError {
     /// Lambda has no writable disk for the SQLite default and no database next to it.
     #[error(
         "DATABASE_URL is not set: on AWS Lambda the API needs a PostgreSQL database \
-         (set DATABASE_URL, e.g. through the stack's DatabaseUrl parameter)"
+         (set DATABASE_URL or DATABASE_SECRET_ARN, through the stack's DatabaseUrl or DatabaseSecretArn parameter)"
     )]
     MissingDatabaseUrl,
     /// SERVICE_TZ / SERVICE_DAY_START.
@@ -254,7 +258,9 @@ impl Config {
         self.calendar()?;
         self.tag_header()?;
         match self.database_url.as_deref() {
-            None if self.on_lambda() => return Err(ConfigError::MissingDatabaseUrl),
+            None if self.on_lambda() && self.database_secret_arn.is_none() => {
+                return Err(ConfigError::MissingDatabaseUrl);
+            }
             Some(url) if !["postgres://", "postgresql://", "sqlite:"].iter().any(|p| url.starts_with(p)) => {
                 return Err(ConfigError::DatabaseScheme);
             }

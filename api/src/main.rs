@@ -9,8 +9,10 @@ use store::Store;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = cli.config;
+    let mut config = cli.config;
     process::init_logging(config.log_format());
+    config.validate()?;
+    startup::resolve_database_url(&mut config).await?;
     config.validate()?;
     let store = startup::open_store(&config)?;
     match cli.command.unwrap_or(Command::Serve) {

@@ -27,6 +27,9 @@ pub enum StartupError {
     /// DATABASE_URL could not be opened.
     #[error(transparent)]
     Open(#[from] store::OpenError),
+    /// DATABASE_SECRET_ARN gave no database URL.
+    #[error(transparent)]
+    Secret(#[from] store::secret::SecretError),
     /// Local I/O (creating the SQLite directory, binding the port).
     #[error("{context}: {source}")]
     Io {
@@ -45,7 +48,21 @@ pub enum StartupError {
     },
 }
 
-/// Opens the configured store without connecting: init does no network I/O.
+/// Reads the database URL from DATABASE_SECRET_ARN when DATABASE_URL is unset: once per process
+/// (on Lambda, once per instance, during init; the only network call init makes).
+///
+/// # Errors
+///
+/// The secret could not be read or holds no database URL.
+pub async fn resolve_database_url(config: &mut Config) -> Result<(), StartupError> {
+    if let (None, Some(secret)) = (&config.database_url, &config.database_secret_arn) {
+        config.database_url = Some(store::secret::database_url(secret).await?);
+        tracing::info!("database URL read from its secret");
+    }
+    Ok(())
+}
+
+/// Opens the configured store without connecting (the pool connects on first use).
 ///
 /// # Errors
 ///

@@ -15,6 +15,7 @@
 //! - `postgres` / `sqlite`: the two implementations; [`Db`] (`db`) is either; [`open`] picks one
 //!   from a URL with [`DbOptions`] (`options`).
 //! - [`outbox`]: the warmer's side of the feed: claiming, completing, pruning, its records.
+//! - [`secret`]: the database URL from AWS Secrets Manager (`DATABASE_SECRET_ARN`).
 //! - [`calendar`]: service days and their rollover.
 //! - [`demo`]: realistic demo data, generated deterministically and loaded in bulk.
 //! - [`StoreError`]: why a call failed, split into "unavailable, retry later" and the rest.
@@ -43,6 +44,7 @@ mod options;
 pub mod outbox;
 mod postgres;
 mod read;
+pub mod secret;
 mod sql;
 mod sqlite;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Postgres;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use crate::calendar::ServiceCalendar;
 use crate::demo::DemoData;
@@ -22,6 +22,9 @@ use crate::read::Store;
 use crate::sql::{self, summaries};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The certificate authorities of Amazon RDS, Aurora and RDS Proxy, for `sslmode=verify-full`.
+const RDS_CERTIFICATE_AUTHORITIES: &[u8] = include_bytes!("../certs/aws-rds-ca-bundle.pem");
 
 /// The feed's present position.
 const SNAPSHOT: &str = "SELECT pg_current_snapshot()::text";
@@ -55,6 +58,13 @@ impl PgStore {
     pub fn connect_lazy(url: &str, options: &DbOptions) -> Result<Self, sqlx::Error> {
         let mut connect: PgConnectOptions = url.parse()?;
         connect = connect.application_name(&options.application_name);
+        // A server to verify and no authority named: the RDS ones this binary carries (see
+        // store/certs/README.md), so a function needs no certificate file.
+        if matches!(connect.get_ssl_mode(), PgSslMode::VerifyCa | PgSslMode::VerifyFull)
+            && !url.contains("sslrootcert=")
+        {
+            connect = connect.ssl_root_cert_from_pem(RDS_CERTIFICATE_AUTHORITIES.to_vec());
+        }
         if options.proxy_compat {
             // PgBouncer rejects unknown startup parameters, and named statements would be prepared
             // on one server connection and executed on another.

@@ -147,6 +147,16 @@ pub enum SetupError {
     /// A setting is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The database secret gave no URL.
+    #[error(transparent)]
+    Secret(#[from] store::secret::SecretError),
+}
+
+impl DatabaseArgs {
+    /// Whether a database is configured (a URL, or a secret holding one).
+    pub fn is_configured(&self) -> bool {
+        self.database_url.is_some() || self.database_secret_arn.is_some()
+    }
 }
 
 /// The embedded policy.
@@ -174,9 +184,13 @@ pub fn calendar(db: &DatabaseArgs) -> Result<ServiceCalendar, SetupError> {
 /// # Errors
 ///
 /// DATABASE_URL is missing or malformed.
-pub fn open_db(args: &DatabaseArgs) -> Result<Db, SetupError> {
-    let url =
-        args.database_url.as_deref().ok_or(SetupError::Missing("DATABASE_URL (or --database-url) is required"))?;
+pub async fn open_db(args: &DatabaseArgs) -> Result<Db, SetupError> {
+    let url = match (&args.database_url, &args.database_secret_arn) {
+        (Some(url), _) => url.clone(),
+        (None, Some(secret)) => store::secret::database_url(secret).await?,
+        (None, None) => return Err(SetupError::Missing("DATABASE_URL or DATABASE_SECRET_ARN is required")),
+    };
+    let url = url.as_str();
     let options = DbOptions {
         max_connections: 2,
         acquire_timeout: Duration::from_secs(5),
@@ -235,7 +249,7 @@ pub async fn warmer(db: &DatabaseArgs, backend: &BackendArgs, warm: &WarmArgs) -
         .user_agent(concat!("edgerail-warmer/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| SetupError::Invalid(e.to_string()))?;
-    let store = open_db(db)?;
+    let store = open_db(db).await?;
     Ok(Warmer {
         db: store,
         invalidator: invalidator(backend).await?,

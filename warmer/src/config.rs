@@ -99,6 +99,10 @@ pub struct DatabaseArgs {
     /// PostgreSQL or SQLite URL of the API's database (the change feed lives there).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when
+    /// DATABASE_URL is unset (see the README for the shapes understood).
+    #[arg(long, env = "DATABASE_SECRET_ARN")]
+    pub database_secret_arn: Option<String>,
     /// IANA time zone of the timetable.
     #[arg(long, env = "SERVICE_TZ", default_value = "Asia/Tokyo")]
     pub service_tz: String,

@@ -86,9 +86,18 @@ impl TestDb {
                 let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{admin}/postgres"))
                     .await
                     .expect("connect to the test PostgreSQL");
-                sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name} TEMPLATE {template}").as_str())
-                    .await
-                    .expect("clone the template database");
+                // A backend of the process that seeded the template may still be exiting, and
+                // PostgreSQL refuses to copy a database someone is connected to: retry briefly.
+                let create = format!("CREATE DATABASE {name} TEMPLATE {template}");
+                let mut attempts = 0;
+                while let Err(err) = sqlx::Executor::execute(&mut conn, create.as_str()).await {
+                    attempts += 1;
+                    assert!(
+                        attempts < 50 && err.to_string().contains("accessed by other users"),
+                        "clone the template: {err}"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
                 Self { backend, url: format!("{admin}/{name}"), name }
             }
             Backend::Sqlite => {

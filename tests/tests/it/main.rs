@@ -16,6 +16,7 @@ mod openapi;
 mod pgbouncer;
 mod quickstart;
 mod roundtrips;
+mod secrets;
 mod store;
 mod template;
 mod warmer;

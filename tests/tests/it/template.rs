@@ -256,6 +256,35 @@ fn api_concurrency_is_capped_below_the_database_connection_limit() {
     assert!(instances * per_instance + warmer <= 40, "{instances} × {per_instance} + {warmer} connections");
 }
 
+/// Each function reads the database secret itself, and may read only that secret: one
+/// `secretsmanager:GetSecretValue` on `DatabaseSecretArn`, present only when a secret is used.
+#[test]
+fn functions_read_the_database_secret_with_least_privilege() {
+    let t = template();
+    for function in ["ApiFunction", "WarmerFunction"] {
+        let props = at(&t, &["Resources", function, "Properties"]);
+        let vars = at(props, &["Environment", "Variables"]);
+        assert_eq!(
+            strings(&vars["DATABASE_SECRET_ARN"]).into_iter().collect::<Vec<_>>(),
+            ["AWS::NoValue", "DatabaseSecretArn", "UseSecret"],
+            "{function}: the ARN only when a secret is used"
+        );
+        let text = serde_yaml::to_string(vars).unwrap();
+        assert!(!text.contains("resolve:secretsmanager"), "{function}: no URL resolved into the configuration");
+        let policies = at(props, &["Policies"]).as_sequence().unwrap();
+        let grants: Vec<&Value> =
+            policies.iter().filter(|p| serde_yaml::to_string(p).unwrap().contains("secretsmanager")).collect();
+        assert_eq!(grants.len(), 1, "{function}: one grant on secrets");
+        let grant = grants[0].as_sequence().expect("granted only under the UseSecret condition");
+        assert_eq!(grant[0].as_str(), Some("UseSecret"));
+        let statements = at(&grant[1], &["Statement"]).as_sequence().unwrap();
+        assert_eq!(statements.len(), 1);
+        assert_eq!(statements[0]["Action"].as_str(), Some("secretsmanager:GetSecretValue"));
+        assert_eq!(statements[0]["Resource"].as_str(), Some("DatabaseSecretArn"));
+        assert_eq!(grant[2].as_str(), Some("AWS::NoValue"));
+    }
+}
+
 /// Metrics AWS publishes by itself, by namespace (what an alarm or widget may use besides ours).
 const AWS_METRICS: &[(&str, &[&str])] = &[
     ("AWS/Lambda", &["Errors", "Throttles", "Invocations", "Duration", "ConcurrentExecutions"]),

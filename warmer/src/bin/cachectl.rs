@@ -49,10 +49,10 @@ fn items(target: &Target, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow::R
 
 /// CloudFront paths sent this month, when a database is configured.
 async fn used_this_month(db: &DatabaseArgs) -> anyhow::Result<Option<u64>> {
-    if db.database_url.is_none() {
+    if !db.is_configured() {
         return Ok(None);
     }
-    let store = cli::open_db(db)?;
+    let store = cli::open_db(db).await?;
     let used = outbox::items_this_month(&store).await.context("cannot read this month's invalidations")?;
     Ok(Some(u64::try_from(used).unwrap_or(0)))
 }
@@ -125,8 +125,8 @@ async fn invalidate(
     if !json {
         println!("invalidation {} ({} item(s)): {}", submitted.id, items.len(), submitted.status);
     }
-    if db.database_url.is_some() {
-        let store = cli::open_db(db)?;
+    if db.is_configured() {
+        let store = cli::open_db(db).await?;
         let accepted = Accepted {
             id: Some(&submitted.id),
             backend: invalidator.name(),
@@ -195,7 +195,7 @@ async fn warm(settings: &WarmArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
 /// `cachectl status`: pending changes and their age, this month's items against the budget, and
 /// the latest invalidations.
 async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
-    let store = cli::open_db(db)?;
+    let store = cli::open_db(db).await?;
     cli::check_schema(&store).await?;
     let pending = outbox::pending(&store).await.context("cannot read the change feed")?;
     let oldest_age = pending.oldest.map(|t| (chrono::Utc::now() - t).to_std().unwrap_or(Duration::ZERO));
