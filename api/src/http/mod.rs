@@ -66,7 +66,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     );
     let response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
-    let served = response.extensions().get::<Served>().copied();
+    let served = Served::from_headers(response.headers());
     let outcome = served.map(|s| s.outcome.as_str());
     span.record("status", status);
     if let Some(outcome) = outcome {

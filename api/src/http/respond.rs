@@ -79,13 +79,33 @@ where
     }
 }
 
-/// What answered a policy route, for the metrics (a response extension, never sent).
+/// What answered a policy route, for the metrics: read back from the `x-local-cache` and
+/// `Server-Timing` headers [`render`] wrote (a response extension would cost every hit two
+/// allocations).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Served {
     /// The local cache outcome.
     pub(crate) outcome: Outcome,
     /// Database time of a miss.
     pub(crate) db_time: Option<Duration>,
+}
+
+impl Served {
+    /// What `headers` say answered (`None` for answers that are not a policy route's).
+    pub(crate) fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
+        let outcome = match headers.get(X_LOCAL_CACHE)?.as_bytes() {
+            b"hit" => Outcome::Hit,
+            b"miss" => Outcome::Miss,
+            b"stale" => Outcome::Stale,
+            _ => return None,
+        };
+        let db_time = (outcome == Outcome::Miss)
+            .then(|| headers.get(SERVER_TIMING)?.to_str().ok()?.strip_prefix("db;dur=")?.parse::<f64>().ok())
+            .flatten()
+            .filter(|ms| ms.is_finite() && *ms >= 0.0)
+            .map(|ms| Duration::from_secs_f64(ms / 1_000.0));
+        Some(Self { outcome, db_time })
+    }
 }
 
 /// Builds the HTTP response for a cached value.
@@ -138,7 +158,6 @@ fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, o
     }
     headers.insert(X_LOCAL_CACHE, HeaderValue::from_static(outcome.as_str()));
     headers.insert(SERVER_TIMING, server_timing(outcome, cached.db_time));
-    response.extensions_mut().insert(Served { outcome, db_time: (outcome == Outcome::Miss).then_some(cached.db_time) });
     response
 }
 
@@ -187,6 +206,20 @@ mod tests {
     fn s_maxage(value: &HeaderValue) -> u64 {
         let text = value.to_str().unwrap();
         text.split(", ").find_map(|d| d.strip_prefix("s-maxage=")).unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn what_answered_is_read_back_from_the_headers_written() {
+        let mut headers = http::HeaderMap::new();
+        for (outcome, db) in
+            [(Outcome::Hit, None), (Outcome::Stale, None), (Outcome::Miss, Some(Duration::from_micros(1_234)))]
+        {
+            headers.insert(X_LOCAL_CACHE, HeaderValue::from_static(outcome.as_str()));
+            headers.insert(SERVER_TIMING, server_timing(outcome, db.unwrap_or_default()));
+            let served = Served::from_headers(&headers).unwrap();
+            assert_eq!((served.outcome, served.db_time), (outcome, db));
+        }
+        assert!(Served::from_headers(&http::HeaderMap::new()).is_none());
     }
 
     #[test]
