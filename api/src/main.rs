@@ -6,11 +6,6 @@ use api::startup::{self, Application};
 use clap::Parser;
 use store::Store;
 
-/// mimalloc rather than the C library's allocator: a request allocates and frees a few dozen small
-/// blocks across threads, which glibc's malloc handled in about 6% of a cached hit's CPU time.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
