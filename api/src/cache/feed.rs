@@ -159,13 +159,13 @@ impl Follower {
     pub(crate) fn step(&self, now: Instant) -> Step {
         let s = self.settings;
         let mut state = self.state();
-        // Until the first poll succeeds nothing is cached, so no hit can be held up: a cold
-        // instance waits for its feed position (up to the poll's timeout), and its first answers
-        // can then be kept.
         if state.cursor.is_none() && s.start_with_first_read {
             // The loads themselves read the position; see `adopt`.
             return Step::Proceed;
         }
+        // Until the first poll succeeds nothing is cached, so no hit can be held up: a cold
+        // instance waits for its feed position (up to the poll's timeout), and its first answers
+        // can then be kept.
         let wait = if state.cursor.is_some() { s.poll_wait } else { s.poll_timeout };
         if let Some(started) = state.in_flight {
             let deadline = started + wait;

@@ -57,6 +57,11 @@ impl Outcome {
             Self::Stale => "stale",
         }
     }
+
+    /// The outcome an `x-local-cache` value names (the reverse of [`Self::as_str`]).
+    pub(crate) fn from_header(value: &[u8]) -> Option<Self> {
+        [Self::Hit, Self::Miss, Self::Stale].into_iter().find(|o| o.as_str().as_bytes() == value)
+    }
 }
 
 /// Why a cached lookup produced no response.

@@ -93,12 +93,7 @@ pub(crate) struct Served {
 impl Served {
     /// What `headers` say answered (`None` for answers that are not a policy route's).
     pub(crate) fn from_headers(headers: &http::HeaderMap) -> Option<Self> {
-        let outcome = match headers.get(X_LOCAL_CACHE)?.as_bytes() {
-            b"hit" => Outcome::Hit,
-            b"miss" => Outcome::Miss,
-            b"stale" => Outcome::Stale,
-            _ => return None,
-        };
+        let outcome = Outcome::from_header(headers.get(X_LOCAL_CACHE)?.as_bytes())?;
         let db_time = (outcome == Outcome::Miss)
             .then(|| headers.get(SERVER_TIMING)?.to_str().ok()?.strip_prefix("db;dur=")?.parse::<f64>().ok())
             .flatten()

@@ -79,7 +79,8 @@ async fn plan_cmd(target: &Target, json: bool, backend: &BackendArgs, db: &Datab
     for item in &items {
         println!("{item}");
     }
-    let used_text = used.map_or_else(|| "unknown (no DATABASE_URL): counted as 0".to_owned(), |u| u.to_string());
+    let used_text = used
+        .map_or_else(|| "unknown (no DATABASE_URL or DATABASE_SECRET_ARN): counted as 0".to_owned(), |u| u.to_string());
     eprintln!(
         "{count} item(s); used this month: {used_text} of a {} budget; billable: {billable}; cost: ${cost:.3}",
         backend.path_budget
