@@ -5,7 +5,9 @@
 #   - every function's bootstrap is an aarch64 ELF (Lambda runs them on arm64, Graviton);
 #   - each function's zip (`zip -9`, what `sam deploy` uploads) is within its size budget;
 #   - the arm64 api bootstrap, run under qemu-aarch64 against a local Lambda Runtime API, answers
-#     Function URL events as CloudFront forwards them with a 200 and the caching headers.
+#     Function URL events as CloudFront forwards them with a 200 and the caching headers;
+#   - the same bootstrap, given no database, says it has no SQLite (the Lambda build leaves the
+#     embedded default out) instead of creating a file.
 #
 #   ./scripts/package.sh
 #
@@ -65,4 +67,15 @@ target/debug/bench invoke --runner qemu-aarch64 --runner-arg -L --runner-arg /us
     --bootstrap .aws-sam/build/ApiFunction/bootstrap --database-url "$TEST_DATABASE_URL/edgerail_package" \
     --path /v1/lines --path /v1/formations/10701F --path /v1/operations/today --path /v1/lines \
     || status=1
+
+log "the arm64 api without a database URL: the Lambda build has no embedded SQLite to fall back on"
+if out=$(env -i PATH="$PATH" QEMU_LD_PREFIX=/usr/aarch64-linux-gnu qemu-aarch64 .aws-sam/build/ApiFunction/bootstrap 2>&1); then
+    echo "✗ the api started without a database" >&2
+    status=1
+elif grep -q "no SQLite backend" <<<"$out"; then
+    echo "✓ refused: $(grep -o 'this build has no SQLite backend[^"]*' <<<"$out" | head -1)"
+else
+    echo "✗ unexpected failure: $out" >&2
+    status=1
+fi
 exit $status

@@ -30,6 +30,7 @@ pub enum Command {
     /// Apply the embedded database migrations and record the service calendar.
     Migrate,
     /// Replace all data with generated demo data (migrating first).
+    #[cfg(feature = "seed")]
     Seed {
         /// Load the demo data set (the only data set there is; required so seeding is explicit).
         #[arg(long, required = true)]
@@ -40,6 +41,7 @@ pub enum Command {
     },
 }
 
+#[cfg(feature = "seed")]
 fn parse_scale(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(v) if v.is_finite() && (0.0..=100.0).contains(&v) => Ok(v),

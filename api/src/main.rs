@@ -20,6 +20,7 @@ async fn main() -> anyhow::Result<()> {
             store.migrate(&config.calendar()?).await.context("migration failed")?;
             tracing::info!("migrations applied");
         }
+        #[cfg(feature = "seed")]
         Command::Seed { scale, .. } => {
             startup::seed_demo(&store, &config.calendar()?, scale).await?;
             // Closing checkpoints SQLite's write-ahead log into the database file.
@@ -30,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
             startup::run_lambda(state).await.map_err(|e| anyhow::anyhow!(e))?;
         }
         Command::Serve => {
+            #[cfg(feature = "sqlite")]
             startup::prepare_embedded_default(&config, &store).await?;
             let state = startup::build_state(&config, store)?;
             let app = Application::bind(config.bind_addr, state, config.shutdown_timeout).await?;

@@ -5,8 +5,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+#[cfg(feature = "seed")]
 use indicatif::{ProgressBar, ProgressStyle};
-use store::{Db, ServiceCalendar, Store, StoreError};
+use store::{Db, Store, StoreError};
 use tokio::net::TcpListener;
 
 use crate::cache::feed::FeedSettings;
@@ -103,6 +104,7 @@ pub fn build_state(config: &Config, store: Db) -> Result<AppState, StartupError>
 /// # Errors
 ///
 /// Migration or seeding failed.
+#[cfg(feature = "sqlite")]
 pub async fn prepare_embedded_default(config: &Config, store: &Db) -> Result<(), StartupError> {
     if config.database_url.is_some() {
         return Ok(());
@@ -128,7 +130,8 @@ pub async fn prepare_embedded_default(config: &Config, store: &Db) -> Result<(),
 /// # Errors
 ///
 /// Migration or loading failed.
-pub async fn seed_demo<S: Store>(store: &S, calendar: &ServiceCalendar, scale: f64) -> Result<(), StartupError> {
+#[cfg(feature = "seed")]
+pub async fn seed_demo<S: Store>(store: &S, calendar: &store::ServiceCalendar, scale: f64) -> Result<(), StartupError> {
     store.migrate(calendar).await.map_err(|source| StartupError::Store { context: "migration failed", source })?;
     let data = store::demo::generate(calendar, chrono::Utc::now(), scale);
     let progress = ProgressBar::new(data.row_count());

@@ -6,13 +6,17 @@
 //! # Layout
 //!
 //! - [`init_logging`] and [`LogFormat`]: JSON lines on Lambda, readable text locally; the level
-//!   from `RUST_LOG`, else Lambda's `AWS_LAMBDA_LOG_LEVEL`.
+//!   from `RUST_LOG` (a level, or `target=level` pairs such as `info,store=debug`), else Lambda's
+//!   `AWS_LAMBDA_LOG_LEVEL`.
 //! - [`shutdown_signal`]: resolves on SIGTERM or Ctrl-C.
 //! - [`emf`]: metrics as CloudWatch Embedded Metric Format lines on stdout.
 
 pub mod emf;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,33 +41,54 @@ impl LogFormat {
     }
 }
 
-/// The level filter: `RUST_LOG` when set, else Lambda's `AWS_LAMBDA_LOG_LEVEL` (set by the
-/// function's logging configuration), else `info`.
-fn filter() -> EnvFilter {
-    if let Ok(filter) = EnvFilter::try_from_default_env() {
-        return filter;
-    }
-    let level = match std::env::var("AWS_LAMBDA_LOG_LEVEL").map(|l| l.to_ascii_uppercase()).as_deref() {
-        Ok("TRACE") => "trace",
-        Ok("DEBUG") => "debug",
-        Ok("WARN") => "warn",
-        Ok("ERROR" | "FATAL") => "error",
-        _ => "info",
+/// The level filter from `rust_log` (`RUST_LOG`) when set, else from `lambda_level`
+/// (`AWS_LAMBDA_LOG_LEVEL`, set by the function's logging configuration), else `info`; with a
+/// warning to log when `rust_log` could not be read.
+///
+/// `RUST_LOG` takes a level (`debug`) or `target=level` pairs (`warn,api=debug,store=trace`):
+/// tracing's `Targets` syntax, which covers what an operator sets without linking a regex engine
+/// (span and field filters are not supported).
+fn filter(rust_log: Option<&str>, lambda_level: Option<&str>) -> (Targets, Option<String>) {
+    let level = match lambda_level.map(str::to_ascii_uppercase).as_deref() {
+        Some("TRACE") => tracing::Level::TRACE,
+        Some("DEBUG") => tracing::Level::DEBUG,
+        Some("WARN") => tracing::Level::WARN,
+        Some("ERROR" | "FATAL") => tracing::Level::ERROR,
+        _ => tracing::Level::INFO,
     };
-    EnvFilter::new(level)
+    let fallback = Targets::new().with_default(level);
+    match rust_log.map(str::trim).filter(|spec| !spec.is_empty()) {
+        None => (fallback, None),
+        Some(spec) => match spec.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(err) => (fallback, Some(format!("RUST_LOG={spec:?} ignored ({err}); logging at {level}"))),
+        },
+    }
 }
 
-/// Installs the global subscriber (see [`LogFormat::resolve`] and the level rules of this crate).
+/// Installs the global subscriber (see [`LogFormat::resolve`] and [`filter`] for the level).
 /// A second call (tests build several apps in one process) is a no-op.
 pub fn init_logging(format: LogFormat) {
-    let filter = filter();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => {
-            builder.json().flatten_event(true).with_current_span(true).with_span_list(false).with_ansi(false).try_init()
-        }
-        LogFormat::Text => builder.compact().try_init(),
+    let (filter, warning) =
+        filter(std::env::var("RUST_LOG").ok().as_deref(), std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref());
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let installed = match format {
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(
+                layer
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_ansi(false)
+                    .with_filter(filter),
+            )
+            .try_init(),
+        LogFormat::Text => tracing_subscriber::registry().with(layer.compact().with_filter(filter)).try_init(),
     };
+    if let (Ok(()), Some(warning)) = (installed, warning) {
+        tracing::warn!("{warning}");
+    }
 }
 
 /// Resolves on SIGTERM (what Lambda, systemd and container runtimes send) or Ctrl-C.
@@ -85,5 +110,39 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use tracing::level_filters::LevelFilter;
+
+    use super::filter;
+
+    #[test]
+    fn rust_log_sets_levels_per_target() {
+        let (targets, warning) = filter(Some("warn,store=debug"), Some("ERROR"));
+        assert_eq!(warning, None);
+        assert!(targets.would_enable("store::postgres", &Level::DEBUG));
+        assert!(!targets.would_enable("store::postgres", &Level::TRACE));
+        assert!(targets.would_enable("api::cache", &Level::WARN));
+        assert!(!targets.would_enable("api::cache", &Level::INFO));
+    }
+
+    #[test]
+    fn lambda_level_applies_without_rust_log() {
+        let (targets, warning) = filter(None, Some("debug"));
+        assert_eq!((targets.default_level(), warning), (Some(LevelFilter::DEBUG), None));
+        let (targets, _) = filter(Some("  "), Some("FATAL"));
+        assert_eq!(targets.default_level(), Some(LevelFilter::ERROR));
+        assert_eq!(filter(None, None).0.default_level(), Some(LevelFilter::INFO));
+    }
+
+    #[test]
+    fn unreadable_rust_log_falls_back_with_a_warning() {
+        let (targets, warning) = filter(Some("store=loud"), Some("WARN"));
+        assert_eq!(targets.default_level(), Some(LevelFilter::WARN));
+        assert!(warning.as_deref().is_some_and(|w| w.contains("store=loud") && w.contains("WARN")), "{warning:?}");
     }
 }

@@ -9,6 +9,7 @@ use crate::feed::{FeedCursor, FeedPage};
 use crate::model::{FormationDetail, FormationSummary, Line, LineStations, Operation, OperationDetail, Sighting};
 use crate::postgres::PgStore;
 use crate::read::Store;
+#[cfg(feature = "sqlite")]
 use crate::sqlite::SqliteStore;
 
 /// The configured store: PostgreSQL in production, SQLite as the embedded default.
@@ -19,6 +20,7 @@ pub enum Db {
     /// PostgreSQL (RDS, RDS Proxy, PgBouncer, local).
     Postgres(PgStore),
     /// SQLite file.
+    #[cfg(feature = "sqlite")]
     Sqlite(SqliteStore),
 }
 
@@ -35,6 +37,7 @@ macro_rules! delegate {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             Db::Postgres($s) => $call.await,
+            #[cfg(feature = "sqlite")]
             Db::Sqlite($s) => $call.await,
         }
     };
@@ -95,6 +98,7 @@ impl Store for Db {
     fn reads(&self) -> u64 {
         match self {
             Db::Postgres(s) => s.reads(),
+            #[cfg(feature = "sqlite")]
             Db::Sqlite(s) => s.reads(),
         }
     }

@@ -31,6 +31,12 @@
 //! transaction that was open when a reader started, or ran for an hour, is still seen when it
 //! commits. SQLite has one writer at a time, so its ids become visible in order and the cursor is
 //! the last id.
+//!
+//! # Features
+//!
+//! `sqlite` (default) builds the embedded SQLite backend, bundled C library included. The Lambda
+//! build leaves it out (`no_default_features` in the workspace's `lambda.build` metadata): a
+//! function always reads PostgreSQL, and SQLite is a fifth of its zip.
 
 mod calendar;
 mod db;
@@ -46,6 +52,7 @@ mod postgres;
 mod read;
 pub mod secret;
 mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use calendar::{CalendarError, ServiceCalendar};
@@ -60,4 +67,5 @@ pub use open::{OpenError, open};
 pub use options::DbOptions;
 pub use postgres::PgStore;
 pub use read::Store;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

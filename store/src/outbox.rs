@@ -16,7 +16,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Sqlite, Transaction};
+#[cfg(feature = "sqlite")]
+use sqlx::Sqlite;
+use sqlx::{Postgres, Transaction};
 
 use crate::db::Db;
 use crate::error::StoreResult;
@@ -59,6 +61,7 @@ const POSTGRES: Dialect = Dialect {
             AND processed_at < now() - make_interval(secs => $1::float8)",
 };
 
+#[cfg(feature = "sqlite")]
 const SQLITE: Dialect = Dialect {
     claim_begin: "BEGIN IMMEDIATE",
     claim: "SELECT id, tag FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
@@ -93,6 +96,7 @@ macro_rules! in_tx {
                 $tx.commit().await?;
                 out
             }
+            #[cfg(feature = "sqlite")]
             Db::Sqlite(s) => {
                 let $sql = &SQLITE;
                 let mut $tx = s.pool().begin().await?;
@@ -136,6 +140,7 @@ pub struct Claim {
 #[derive(Debug)]
 enum ClaimTx {
     Postgres(Transaction<'static, Postgres>),
+    #[cfg(feature = "sqlite")]
     Sqlite(Transaction<'static, Sqlite>),
 }
 
@@ -174,6 +179,7 @@ pub async fn claim(db: &Db, limit: i64, mark: &VisibleMark) -> StoreResult<Claim
     }
     match db {
         Db::Postgres(s) => claim_on!(s, POSTGRES, Postgres),
+        #[cfg(feature = "sqlite")]
         Db::Sqlite(s) => claim_on!(s, SQLITE, Sqlite),
     }
 }
@@ -190,6 +196,7 @@ impl Claim {
     pub async fn release(self) {
         let result = match self.tx {
             ClaimTx::Postgres(tx) => tx.rollback().await,
+            #[cfg(feature = "sqlite")]
             ClaimTx::Sqlite(tx) => tx.rollback().await,
         };
         if let Err(err) = result {
@@ -216,6 +223,7 @@ impl Claim {
         }
         match self.tx {
             ClaimTx::Postgres(tx) => complete_on!(tx, POSTGRES),
+            #[cfg(feature = "sqlite")]
             ClaimTx::Sqlite(tx) => complete_on!(tx, SQLITE),
         }
         Ok(())

@@ -60,6 +60,15 @@ pub fn is_completed(status: &str) -> bool {
     status.eq_ignore_ascii_case("completed")
 }
 
+/// The HTTPS client for AWS calls (CloudFront, and the credential providers behind it): the SDK's
+/// hyper client on rustls with ring, the one crypto provider of every TLS connection these
+/// binaries make (the SDK's default client would link aws-lc-rs as a second one). Trusts the
+/// system's certificate store (the Lambda runtime image carries one).
+pub fn https_client() -> aws_sdk_cloudfront::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::Ring)).build_https()
+}
+
 /// The CloudFront backend.
 #[derive(Debug, Clone)]
 pub struct CloudFront {
@@ -77,8 +86,13 @@ impl CloudFront {
     /// A client from the standard AWS configuration: credentials chain, region (CloudFront is
     /// global: `us-east-1` when none is set), and `AWS_ENDPOINT_URL_CLOUDFRONT` / `AWS_ENDPOINT_URL`.
     pub async fn from_env(distribution_id: String, retry_base: Duration, retry_attempts: u32) -> Self {
-        let region = aws_config::meta::region::RegionProviderChain::default_provider().or_else("us-east-1");
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest()).region(region).load().await;
+        // The loader's own region chain, so that its providers use the same HTTP client.
+        let config =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client()).load().await;
+        let config = match config.region() {
+            Some(_) => config,
+            None => config.into_builder().region(aws_config::Region::new("us-east-1")).build(),
+        };
         Self::with_client(aws_sdk_cloudfront::Client::new(&config), distribution_id, retry_base, retry_attempts)
     }
 

@@ -28,6 +28,7 @@ fn client(endpoint: &str) -> aws_sdk_cloudfront::Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .endpoint_url(endpoint)
+        .http_client(warmer::backend::https_client())
         .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
         .build();
     aws_sdk_cloudfront::Client::from_conf(config)
