@@ -19,6 +19,8 @@ start_postgres
 start_pgbouncer
 ensure_varnish
 start_moto
+# The HTTPS secret test makes a throwaway certificate authority with the openssl command.
+ensure_debs openssl
 
 if [ -z "${EDGERAIL_SKIP_LINT:-}" ]; then
     log "cargo fmt --check"

@@ -1,10 +1,13 @@
 //! Service days: railway days run from `SERVICE_DAY_START` (04:00 by default) in `SERVICE_TZ`
 //! (Asia/Tokyo) to the same time next morning, so a train at 00:30 belongs to the previous day.
+//!
+//! Zones come from the IANA database bundled with jiff (compiled in, so a function needs no
+//! zoneinfo on its image); the rest of the code speaks chrono, converted at this module's edge.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Days, LocalResult, NaiveDate, NaiveTime, Offset, TimeZone, Utc};
-use chrono_tz::Tz;
+use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, TimeDelta, TimeZone, Timelike, Utc};
+use jiff::{Timestamp, tz::TimeZone as Zone};
 
 /// Why a calendar setting was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -18,10 +21,12 @@ pub enum CalendarError {
 }
 
 /// The service calendar: a time zone and the local time at which a service day starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceCalendar {
     /// Zone the timetable is written in.
-    tz: Tz,
+    tz: Zone,
+    /// Its name as the database spells it (`asia/tokyo` is read as `Asia/Tokyo`).
+    name: String,
     /// Local time at which one service day ends and the next begins.
     day_start: NaiveTime,
 }
@@ -33,15 +38,18 @@ impl ServiceCalendar {
     ///
     /// [`CalendarError`] for an unknown zone or a malformed start time.
     pub fn new(tz: &str, day_start: &str) -> Result<Self, CalendarError> {
-        let tz: Tz = tz.parse().map_err(|_| CalendarError::UnknownZone(tz.to_owned()))?;
+        // Fixed offsets and POSIX rules are not IANA names; PostgreSQL's triggers need a name.
+        let zone = Zone::get(tz).ok().filter(|_| tz.contains('/') || tz.eq_ignore_ascii_case("UTC"));
+        let zone = zone.ok_or_else(|| CalendarError::UnknownZone(tz.to_owned()))?;
+        let name = zone.iana_name().unwrap_or(tz).to_owned();
         let day_start =
             NaiveTime::parse_from_str(day_start, "%H:%M").map_err(|_| CalendarError::DayStart(day_start.to_owned()))?;
-        Ok(Self { tz, day_start })
+        Ok(Self { tz: zone, name, day_start })
     }
 
     /// The IANA zone name.
-    pub fn zone_name(&self) -> &'static str {
-        self.tz.name()
+    pub fn zone_name(&self) -> &str {
+        &self.name
     }
 
     /// Minutes after local midnight at which a service day starts.
@@ -67,29 +75,47 @@ impl ServiceCalendar {
         ))
     }
 
-    /// The zone's UTC offset in minutes at `at` (for SQLite, which has no zone database).
-    pub fn utc_offset_minutes(&self, at: DateTime<Utc>) -> i32 {
-        self.tz.offset_from_utc_datetime(&at.naive_utc()).fix().local_minus_utc() / 60
+    /// The zone's UTC offset in seconds at `at`.
+    fn offset_seconds(&self, at: DateTime<Utc>) -> i32 {
+        // jiff's instants span years -9999..=9999; clamping outside them keeps the zone's
+        // earliest or latest offset, which is what those instants would have.
+        let seconds = at.timestamp().clamp(Timestamp::MIN.as_second(), Timestamp::MAX.as_second());
+        Timestamp::from_second(seconds).map_or(0, |t| self.tz.to_offset(t).seconds())
     }
 
-    /// The service day that `at` belongs to.
+    /// The zone's UTC offset in minutes at `at` (for SQLite, which has no zone database).
+    pub fn utc_offset_minutes(&self, at: DateTime<Utc>) -> i32 {
+        self.offset_seconds(at) / 60
+    }
+
+    /// The service day that `at` belongs to, by the local wall clock, as the database's triggers
+    /// compute it when they tag a sighting.
     pub fn service_date(&self, at: DateTime<Utc>) -> NaiveDate {
-        let local = at.with_timezone(&self.tz).naive_local();
+        let local = at.naive_utc() + TimeDelta::seconds(i64::from(self.offset_seconds(at)));
         (local - self.day_start.signed_duration_since(NaiveTime::MIN)).date()
     }
 
-    /// The instant a service day starts.
+    /// The instant a service day starts. A start that falls in a clock change resolves as
+    /// clocks do: inside a gap (spring forward) the day starts when the clock has jumped, the
+    /// same distance later; in a fold (fall back) at the first of the repeated times.
     pub fn day_start_instant(&self, date: NaiveDate) -> DateTime<Utc> {
         let local = date.and_time(self.day_start);
-        match self.tz.from_local_datetime(&local) {
-            LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t.with_timezone(&Utc),
-            // A start inside a DST gap: the day starts when the clock jumps, an hour later at most.
-            LocalResult::None => self
-                .tz
-                .from_local_datetime(&(local + chrono::Duration::hours(1)))
-                .earliest()
-                .map_or_else(|| Utc.from_utc_datetime(&local), |t| t.with_timezone(&Utc)),
-        }
+        let civil = (|| {
+            let dt = jiff::civil::DateTime::new(
+                i16::try_from(local.year()).ok()?,
+                i8::try_from(local.month()).ok()?,
+                i8::try_from(local.day()).ok()?,
+                i8::try_from(local.hour()).ok()?,
+                i8::try_from(local.minute()).ok()?,
+                0,
+                0,
+            )
+            .ok()?;
+            let t = self.tz.to_ambiguous_timestamp(dt).compatible().ok()?;
+            DateTime::from_timestamp(t.as_second(), 0)
+        })();
+        // Only outside jiff's years (±9999) is there no answer; UTC wall time is the best guess.
+        civil.unwrap_or_else(|| Utc.from_utc_datetime(&local))
     }
 
     /// `[start, end)` of a service day in UTC.
@@ -144,6 +170,28 @@ mod tests {
         assert_eq!(end - start, chrono::Duration::hours(23));
         let (_, prev_end) = cal.day_bounds("2026-03-27".parse().unwrap());
         assert_eq!(prev_end, start);
+    }
+
+    #[test]
+    fn starts_inside_a_clock_change_resolve_as_clocks_do() {
+        // New York springs forward 02:00 → 03:00 on 8 March 2026 and falls back 02:00 → 01:00 on
+        // 1 November 2026.
+        let cal = ServiceCalendar::new("America/New_York", "02:30").unwrap();
+        assert_eq!(cal.day_start_instant("2026-03-08".parse().unwrap()), utc("2026-03-08T07:30:00Z"));
+        let cal = ServiceCalendar::new("America/New_York", "01:30").unwrap();
+        assert_eq!(cal.day_start_instant("2026-11-01".parse().unwrap()), utc("2026-11-01T05:30:00Z"));
+        assert_eq!(cal.service_date(utc("2026-11-01T05:40:00Z")).to_string(), "2026-11-01");
+        assert_eq!(cal.service_date(utc("2026-11-01T05:10:00Z")).to_string(), "2026-10-31");
+        assert_eq!(cal.utc_offset_minutes(utc("2026-11-01T06:10:00Z")), -300);
+    }
+
+    #[test]
+    fn zone_names_are_spelled_as_the_database_spells_them() {
+        assert_eq!(ServiceCalendar::new("asia/tokyo", "04:00").unwrap().zone_name(), "Asia/Tokyo");
+        assert_eq!(ServiceCalendar::new("UTC", "04:00").unwrap().zone_name(), "UTC");
+        for offset in ["+09:00", "EST5EDT,M3.2.0,M11.1.0"] {
+            assert_eq!(ServiceCalendar::new(offset, "04:00"), Err(CalendarError::UnknownZone(offset.into())));
+        }
     }
 
     #[test]

@@ -113,6 +113,126 @@ async fn a_missing_or_malformed_secret_stops_the_process_with_a_clear_error_and_
     }
 }
 
+/// A throwaway certificate authority and a certificate it issued for `localhost`, made with the
+/// `openssl` command; returns (authority PEM, certificate PEM, key PEM) paths in `dir`.
+fn localhost_certificate(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(dir.join("leaf.ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "ca.key"]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        "ca.key",
+        "-subj",
+        "/CN=edgerail test CA",
+        "-days",
+        "2",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "leaf.key"]);
+    openssl(&["req", "-new", "-key", "leaf.key", "-subj", "/CN=localhost", "-out", "leaf.csr"]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+        "-out",
+        "leaf.pem",
+    ]);
+    (dir.join("ca.pem"), dir.join("leaf.pem"), dir.join("leaf.key"))
+}
+
+/// Terminates TLS on a loopback port with `cert`/`key` and relays each connection to moto;
+/// returns the port. The task ends with the test's runtime.
+async fn tls_front_for_moto(cert: &std::path::Path, key: &std::path::Path) -> u16 {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    let certs = CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let moto = env("TEST_MOTO_URL").trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, moto) = (acceptor.clone(), moto.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake here.
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&moto).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    port
+}
+
+/// Secrets Manager is reached over HTTPS, trusting the system's certificate store (which
+/// `SSL_CERT_FILE` replaces here): a server whose certificate chains to it is read, and the same
+/// server is refused, with the endpoint named and nothing started, when the store lacks its
+/// authority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_is_read_over_https_trusting_the_system_certificate_store() {
+    let dir = std::env::temp_dir().join(format!("edgerail-tls-{:x}", fastrand()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (authority, cert, key) = localhost_certificate(&dir);
+    let port = tls_front_for_moto(&cert, &key).await;
+    let endpoint = format!("https://localhost:{port}");
+    let db = TestDb::new(Backend::Postgres).await;
+    let secret = create_secret(&rds_shaped(&db.url)).await;
+
+    // Trusted: the api starts on the secret's database.
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut api = api_with_secret(&secret, api_port);
+    let _child = api.env("AWS_ENDPOINT_URL", &endpoint).env("SSL_CERT_FILE", &authority).spawn().unwrap();
+    let client = reqwest::Client::new();
+    let mut status = None;
+    for _ in 0..200 {
+        if let Ok(res) = client.get(format!("http://127.0.0.1:{api_port}/v1/lines")).send().await {
+            status = Some(res.status());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, Some(reqwest::StatusCode::OK), "the api read its secret over HTTPS");
+
+    // Not trusted: an authority file without it (the RDS bundle the binaries carry) stands in for
+    // a system store that lacks it.
+    let other = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../store/certs/aws-rds-ca-bundle.pem");
+    let api_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut api = api_with_secret(&secret, api_port);
+    api.env("AWS_ENDPOINT_URL", &endpoint).env("SSL_CERT_FILE", &other);
+    let output = tokio::time::timeout(Duration::from_secs(30), api.output()).await.unwrap().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("cannot reach Secrets Manager at {endpoint}")), "{stderr}");
+    assert!(stderr.to_lowercase().contains("certificate"), "the cause is named: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_warmer_reads_the_same_secret() {
     let db = TestDb::new(Backend::Postgres).await;
