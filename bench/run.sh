@@ -93,7 +93,7 @@ as_root taskset -a -p -c "0-$SERVER_CPU" "$POSTMASTER" >/dev/null
 # --- Cold start --------------------------------------------------------------------------------
 log "cold start (20 runs each)"
 $BENCH cold-start --api $API --database-url "sqlite://$RUN/bench.sqlite" --postgres-url "$PG" --runs 20 \
-    --out "$OUT/coldstart.json"
+    --pooler-url "postgres://edgerail:edgerail@127.0.0.1:6433/edgerail_bench" --out "$OUT/coldstart.json"
 
 # --- Lambda mode ----------------------------------------------------------------------------------
 log "Lambda mode (handler time per invocation; Zipf workload at 128 MB)"

@@ -24,6 +24,10 @@ pub struct Args {
     /// same configuration.
     #[arg(long)]
     postgres_url: Option<String>,
+    /// The same database through a transaction pooler (PgBouncer): exec → first 200 of the same
+    /// route when the server connection is already open, as with RDS Proxy.
+    #[arg(long)]
+    pooler_url: Option<String>,
     /// Starts per measurement.
     #[arg(long, default_value_t = 20)]
     runs: usize,
@@ -53,6 +57,16 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
 /// Starts the server on `database_url` and measures exec → first 200 on `path`; returns (ms, peak
 /// RSS KiB).
 fn local_start(args: &Args, database_url: &str, path: &str) -> anyhow::Result<(f64, u64)> {
+    local_start_with(args, database_url, path, &[])
+}
+
+/// [`local_start`] with extra environment.
+fn local_start_with(
+    args: &Args,
+    database_url: &str,
+    path: &str,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<(f64, u64)> {
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let started = Instant::now();
@@ -61,6 +75,7 @@ fn local_start(args: &Args, database_url: &str, path: &str) -> anyhow::Result<(f
         .env("BIND_ADDR", addr.to_string())
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "warn")
+        .envs(extra_env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -101,7 +116,7 @@ async fn lambda_start(args: &Args) -> anyhow::Result<f64> {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (mut health, mut db_route, mut rss) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut pg_health, mut pg_route) = (Vec::new(), Vec::new());
+    let (mut pg_health, mut pg_route, mut pooled_route) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
         let (ms, kib) = local_start(&args, &args.database_url, "/health-check")?;
         health.push(ms);
@@ -113,12 +128,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             pg_health.push(local_start(&args, pg, "/health-check")?.0);
             pg_route.push(local_start(&args, pg, "/v1/lines")?.0);
         }
+        if let Some(pooler) = &args.pooler_url {
+            // PgBouncer refuses sqlx's extra startup parameter; the proxy setting leaves it out.
+            pooled_route.push(local_start_with(&args, pooler, "/v1/lines", &[("DB_PROXY_COMPAT", "true")])?.0);
+        }
     }
     let mut lambda = Vec::new();
     for _ in 0..args.runs {
         lambda.push(lambda_start(&args).await?);
     }
-    for v in [&mut health, &mut db_route, &mut lambda, &mut pg_health, &mut pg_route] {
+    for v in [&mut health, &mut db_route, &mut lambda, &mut pg_health, &mut pg_route, &mut pooled_route] {
         v.sort_by(f64::total_cmp);
     }
     let summary = |v: &[f64]| {
@@ -132,6 +151,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "database_route": summary(&db_route),
             "postgres_health_check": summary(&pg_health),
             "postgres_route": summary(&pg_route),
+            "pooled_route": summary(&pooled_route),
             "lambda_mode": summary(&lambda),
             "peak_rss_kib_max": rss.iter().max(),
         }),

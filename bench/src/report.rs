@@ -246,6 +246,7 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
             ("database_route", "exec → first 200 /v1/formations (SQLite)"),
             ("postgres_health_check", "exec → first 200 /health-check (PostgreSQL configured)"),
             ("postgres_route", "exec → first 200 /v1/lines (PostgreSQL)"),
+            ("pooled_route", "exec → first 200 /v1/lines (PostgreSQL through PgBouncer, server connection open)"),
             ("lambda_mode", "Lambda mode: exec → first response posted"),
         ] {
             let r = &cold[key];
@@ -282,6 +283,14 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
                 f(&Value::from(health)),
                 trips.map_or_else(|| "not measured".to_owned(), |t| trips_text(&t))
             );
+            if let Some(pooled) = cold["pooled_route"]["p50_ms"].as_f64() {
+                let _ = writeln!(
+                    md,
+                    "The same through PgBouncer, whose server connection is already open (as RDS Proxy's are): **{:.2}×** ({} ms). Not the goal's measure: the difference from the direct start is the database server starting a backend for a new connection.",
+                    pooled / health.max(1e-9),
+                    f(&Value::from(pooled))
+                );
+            }
         }
         let _ = writeln!(md);
         let samples: Vec<f64> = cold["health_check"]["samples_ms"]
