@@ -108,10 +108,7 @@ pub async fn database_url(secret_id: &str) -> Result<String, SecretError> {
     let credentials = Credentials::from_env()?;
     let endpoint = endpoint(&credentials.region);
     let body = serde_json::json!({ "SecretId": secret_id }).to_string();
-    let unreachable = |source: Box<dyn std::error::Error + Send + Sync>| SecretError::Unreachable {
-        endpoint: endpoint.clone(),
-        source,
-    };
+    let unreachable = |source: BoxError| SecretError::Unreachable { endpoint: endpoint.clone(), source };
     let uri: http::Uri = format!("{endpoint}/").parse().map_err(|e: http::uri::InvalidUri| unreachable(e.into()))?;
     let host = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
     let request =
@@ -200,14 +197,18 @@ where
     use http_body_util::BodyExt as _;
 
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io)).await?;
-    // The connection runs beside the request and ends when the sender is dropped.
+    // The connection's task moves the bytes; it is stopped once the answer is read.
     let connection = tokio::spawn(connection);
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    drop(sender);
+    let answer = async {
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        // A secret is at most 64 KiB; anything much longer is not Secrets Manager's answer.
+        let body = http_body_util::Limited::new(response.into_body(), 1 << 20).collect().await?.to_bytes();
+        Ok::<_, BoxError>((status, body))
+    }
+    .await;
     connection.abort();
-    Ok((status, body))
+    answer
 }
 
 /// The database URL a secret's string describes.
