@@ -38,9 +38,9 @@ impl ServiceCalendar {
     ///
     /// [`CalendarError`] for an unknown zone or a malformed start time.
     pub fn new(tz: &str, day_start: &str) -> Result<Self, CalendarError> {
-        // Fixed offsets and POSIX rules are not IANA names; PostgreSQL's triggers need a name.
-        let zone = Zone::get(tz).ok().filter(|_| tz.contains('/') || tz.eq_ignore_ascii_case("UTC"));
-        let zone = zone.ok_or_else(|| CalendarError::UnknownZone(tz.to_owned()))?;
+        // Names from the database only (fixed offsets and POSIX rules are not looked up there),
+        // as PostgreSQL's triggers need one.
+        let zone = Zone::get(tz).map_err(|_| CalendarError::UnknownZone(tz.to_owned()))?;
         let name = zone.iana_name().unwrap_or(tz).to_owned();
         let day_start =
             NaiveTime::parse_from_str(day_start, "%H:%M").map_err(|_| CalendarError::DayStart(day_start.to_owned()))?;
@@ -189,6 +189,8 @@ mod tests {
     fn zone_names_are_spelled_as_the_database_spells_them() {
         assert_eq!(ServiceCalendar::new("asia/tokyo", "04:00").unwrap().zone_name(), "Asia/Tokyo");
         assert_eq!(ServiceCalendar::new("UTC", "04:00").unwrap().zone_name(), "UTC");
+        // The database's older names stand, as PostgreSQL accepts them.
+        assert_eq!(ServiceCalendar::new("Japan", "04:00").unwrap().zone_name(), "Japan");
         for offset in ["+09:00", "EST5EDT,M3.2.0,M11.1.0"] {
             assert_eq!(ServiceCalendar::new(offset, "04:00"), Err(CalendarError::UnknownZone(offset.into())));
         }
