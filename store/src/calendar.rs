@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveTime, TimeDelta, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Timelike, Utc};
 use jiff::{Timestamp, tz::TimeZone as Zone};
 
 /// Why a calendar setting was rejected.
@@ -100,22 +100,24 @@ impl ServiceCalendar {
     /// same distance later; in a fold (fall back) at the first of the repeated times.
     pub fn day_start_instant(&self, date: NaiveDate) -> DateTime<Utc> {
         let local = date.and_time(self.day_start);
-        let civil = (|| {
-            let dt = jiff::civil::DateTime::new(
-                i16::try_from(local.year()).ok()?,
-                i8::try_from(local.month()).ok()?,
-                i8::try_from(local.day()).ok()?,
-                i8::try_from(local.hour()).ok()?,
-                i8::try_from(local.minute()).ok()?,
-                0,
-                0,
-            )
-            .ok()?;
-            let t = self.tz.to_ambiguous_timestamp(dt).compatible().ok()?;
-            DateTime::from_timestamp(t.as_second(), 0)
-        })();
         // Only outside jiff's years (±9999) is there no answer; UTC wall time is the best guess.
-        civil.unwrap_or_else(|| Utc.from_utc_datetime(&local))
+        self.instant_of(local).unwrap_or_else(|| Utc.from_utc_datetime(&local))
+    }
+
+    /// The instant the zone's clocks show `local`, by jiff's "compatible" rule for gaps and folds.
+    fn instant_of(&self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+        let civil = jiff::civil::DateTime::new(
+            i16::try_from(local.year()).ok()?,
+            i8::try_from(local.month()).ok()?,
+            i8::try_from(local.day()).ok()?,
+            i8::try_from(local.hour()).ok()?,
+            i8::try_from(local.minute()).ok()?,
+            0,
+            0,
+        )
+        .ok()?;
+        let instant = self.tz.to_ambiguous_timestamp(civil).compatible().ok()?;
+        DateTime::from_timestamp(instant.as_second(), 0)
     }
 
     /// `[start, end)` of a service day in UTC.
