@@ -75,22 +75,25 @@ fn api_with_secret(secret: &str, port: u16) -> tokio::process::Command {
     command
 }
 
+/// The api's answer to `GET /v1/lines` on `port` once it listens (10 s at most).
+async fn first_answer(port: u16) -> Option<reqwest::Response> {
+    let client = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(res) = client.get(format!("http://127.0.0.1:{port}/v1/lines")).send().await {
+            return Some(res);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_reads_its_database_url_from_an_rds_shaped_secret_once() {
     let db = TestDb::new(Backend::Postgres).await;
     let secret = create_secret(&rds_shaped(&db.url)).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let _child = api_with_secret(&secret, port).spawn().unwrap();
-    let client = reqwest::Client::new();
-    let mut answer = None;
-    for _ in 0..200 {
-        if let Ok(res) = client.get(format!("http://127.0.0.1:{port}/v1/lines")).send().await {
-            answer = Some(res);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let res = answer.expect("the api started with its URL from the secret");
+    let res = first_answer(port).await.expect("the api started with its URL from the secret");
     assert_eq!(res.status(), 200);
     let body: serde_json::Value = res.json().await.unwrap();
     assert!(body["lines"].as_array().unwrap().iter().any(|l| l["id"] == "minato"));
@@ -208,15 +211,7 @@ async fn the_secret_is_read_over_https_trusting_the_system_certificate_store() {
     let api_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let mut api = api_with_secret(&secret, api_port);
     let _child = api.env("AWS_ENDPOINT_URL", &endpoint).env("SSL_CERT_FILE", &authority).spawn().unwrap();
-    let client = reqwest::Client::new();
-    let mut status = None;
-    for _ in 0..200 {
-        if let Ok(res) = client.get(format!("http://127.0.0.1:{api_port}/v1/lines")).send().await {
-            status = Some(res.status());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let status = first_answer(api_port).await.map(|res| res.status());
     assert_eq!(status, Some(reqwest::StatusCode::OK), "the api read its secret over HTTPS");
 
     // Not trusted: an authority file without it (the RDS bundle the binaries carry) stands in for
