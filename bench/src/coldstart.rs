@@ -1,6 +1,12 @@
 //! Cold start: exec → first `200` (local server; SQLite, and PostgreSQL against `/health-check` with
 //! the same configuration), peak RSS, and Lambda mode against a local Runtime API (exec → first
 //! response posted).
+//!
+//! Beside the PostgreSQL start it times the database conversation of that first request alone,
+//! from this already running process: a new connection (the server starts a backend, TLS when the
+//! server offers it, SCRAM) and the same first read. No client can answer its first request sooner
+//! than a started process plus that conversation, so the report can say how much of a cold start is
+//! the api's own.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -8,7 +14,9 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use serde_json::json;
+use store::Store;
 
 use crate::runtime::{LocalRuntime, function_url_event, lambda_env};
 
@@ -114,9 +122,38 @@ async fn lambda_start(args: &Args) -> anyhow::Result<f64> {
     Ok((done.posted - started).as_secs_f64() * 1e3)
 }
 
+/// The api's settings for `url`, as the binary would read them with only `DATABASE_URL` set.
+#[derive(Debug, Parser)]
+struct ApiSettings {
+    #[command(flatten)]
+    config: api::config::Config,
+}
+
+/// A new connection and the first read of `/v1/lines` (with the feed position, as a cold instance
+/// reads it), from this process: the database's share of a cold first answer, in ms.
+async fn conversation(url: &str) -> anyhow::Result<f64> {
+    let config = ApiSettings::try_parse_from(["api", "--database-url", url])?.config;
+    let db = store::open(Some(url), &config.sqlite_path, &config.db_options())?;
+    let started = Instant::now();
+    let (lines, position) = store::with_feed_start(db.lines()).await;
+    let elapsed = started.elapsed();
+    db.close().await;
+    anyhow::ensure!(
+        !lines?.is_empty() && position.is_some(),
+        "the first read of {url} returned no lines or no position"
+    );
+    Ok(elapsed.as_secs_f64() * 1e3)
+}
+
+/// `url` with TLS turned off (`None` when it already chooses an `sslmode`).
+fn without_tls(url: &str) -> Option<String> {
+    (!url.contains("sslmode=")).then(|| format!("{url}{}sslmode=disable", if url.contains('?') { '&' } else { '?' }))
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (mut health, mut db_route, mut rss) = (Vec::new(), Vec::new(), Vec::new());
     let (mut pg_health, mut pg_route, mut pooled_route) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut talk, mut talk_plain) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
         let (ms, kib) = local_start(&args, &args.database_url, "/health-check")?;
         health.push(ms);
@@ -127,6 +164,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         if let Some(pg) = &args.postgres_url {
             pg_health.push(local_start(&args, pg, "/health-check")?.0);
             pg_route.push(local_start(&args, pg, "/v1/lines")?.0);
+            talk.push(conversation(pg).await?);
+            if let Some(plain) = without_tls(pg) {
+                talk_plain.push(conversation(&plain).await?);
+            }
         }
         if let Some(pooler) = &args.pooler_url {
             // PgBouncer refuses sqlx's extra startup parameter; the proxy setting leaves it out.
@@ -137,7 +178,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     for _ in 0..args.runs {
         lambda.push(lambda_start(&args).await?);
     }
-    for v in [&mut health, &mut db_route, &mut lambda, &mut pg_health, &mut pg_route, &mut pooled_route] {
+    for v in [
+        &mut health,
+        &mut db_route,
+        &mut lambda,
+        &mut pg_health,
+        &mut pg_route,
+        &mut pooled_route,
+        &mut talk,
+        &mut talk_plain,
+    ] {
         v.sort_by(f64::total_cmp);
     }
     let summary = |v: &[f64]| {
@@ -152,6 +202,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "postgres_health_check": summary(&pg_health),
             "postgres_route": summary(&pg_route),
             "pooled_route": summary(&pooled_route),
+            "postgres_conversation": summary(&talk),
+            "postgres_conversation_without_tls": summary(&talk_plain),
             "lambda_mode": summary(&lambda),
             "peak_rss_kib_max": rss.iter().max(),
         }),

@@ -283,6 +283,19 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
                 f(&Value::from(health)),
                 trips.map_or_else(|| "not measured".to_owned(), |t| trips_text(&t))
             );
+            if let Some(talk) = cold["postgres_conversation"]["p50_ms"].as_f64() {
+                let plain =
+                    cold["postgres_conversation_without_tls"]["p50_ms"].as_f64().map_or_else(String::new, |p| {
+                        format!(" ({} ms when the connection skips TLS)", f(&Value::from(p)))
+                    });
+                let _ = writeln!(
+                    md,
+                    "The database conversation of that first request alone, timed from a running process (a new connection: the server starts a backend, TLS, SCRAM; then the same read): {} ms p50{plain}. No client answers sooner than a started process plus that conversation: on this server the floor is **{:.2}×** the health check, and the api's own share of its cold start is {} ms.",
+                    f(&Value::from(talk)),
+                    (health + talk) / health.max(1e-9),
+                    f(&Value::from(pg - health - talk))
+                );
+            }
             if let Some(pooled) = cold["pooled_route"]["p50_ms"].as_f64() {
                 let _ = writeln!(
                     md,
