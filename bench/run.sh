@@ -69,7 +69,7 @@ wait_http() { for _ in $(seq 1 200); do curl -fs "$1" >/dev/null 2>&1 && return 
 # --- Hot path --------------------------------------------------------------------------------
 # CPU time per request: the servers share one core, wrk (and PostgreSQL) get the others, so the
 # figures are what a request costs the server rather than how the scheduler split two cores.
-log "hot path (CPU time per request, 3 interleaved rounds)"
+log "hot path (CPU time per request, 9 interleaved rounds)"
 ROUTE=/v1/formations/10701F
 SERVER_CPU=$(( $(nproc) - 1 ))
 LOAD_CPUS=0-$(( SERVER_CPU > 0 ? SERVER_CPU - 1 : 0 ))
@@ -82,7 +82,7 @@ BYTES=$(curl -s http://127.0.0.1:3101$ROUTE | wc -c)
 taskset -c "$SERVER_CPU" $BENCH ceiling --addr 127.0.0.1:3103 --bytes "$BYTES" & pids+=($!); CEILING_PID=$!
 wait_http http://127.0.0.1:3103/
 curl -s http://127.0.0.1:3101$ROUTE >/dev/null
-$BENCH hot-path --rounds 3 --duration 8s --wrk-cpus "$LOAD_CPUS" --postmaster "$POSTMASTER" \
+$BENCH hot-path --rounds 9 --duration 3s --wrk-cpus "$LOAD_CPUS" --postmaster "$POSTMASTER" \
     --target "cached|$CACHED_PID|http://127.0.0.1:3101$ROUTE" \
     --target "uncached|$UNCACHED_PID|http://127.0.0.1:3102$ROUTE" \
     --target "ceiling|$CEILING_PID|http://127.0.0.1:3103$ROUTE" \

@@ -143,6 +143,15 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
             f(&hot["cpu_ratio_uncached_with_database_over_cached"]["max"]),
         );
         let cpu = |key: &str| hot["targets"][key]["cpu_us_per_request"]["median"].as_f64().unwrap_or(0.0);
+        if cpu("ceiling") > 0.0 {
+            // What the server-only ratio could reach at this miss cost, were a hit as cheap as the
+            // bare framework serving the same bytes.
+            let _ = writeln!(
+                md,
+                "A hit cannot cost the server less than the bare framework does: at this run's miss cost, the server-only ratio could reach at most {:.1}× (uncached / bare axum).\n",
+                cpu("uncached") / cpu("ceiling")
+            );
+        }
         std::fs::write(
             dir.join("hotpath.svg"),
             bars(
