@@ -71,6 +71,7 @@ wait_http() { for _ in $(seq 1 200); do curl -fs "$1" >/dev/null 2>&1 && return 
 # figures are what a request costs the server rather than how the scheduler split two cores.
 log "hot path (CPU time per request, 9 interleaved rounds)"
 ROUTE=/v1/formations/10701F
+ROUTE_TEMPLATE='/v1/formations/{id}'
 SERVER_CPU=$(( $(nproc) - 1 ))
 LOAD_CPUS=0-$(( SERVER_CPU > 0 ? SERVER_CPU - 1 : 0 ))
 POSTMASTER=$(as_root head -1 "$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1 == v && $2 == "bench" {print $6}')/postmaster.pid")
@@ -79,7 +80,7 @@ BIND_ADDR=127.0.0.1:3101 DATABASE_URL=$PG RUST_LOG=warn taskset -c "$SERVER_CPU"
 BIND_ADDR=127.0.0.1:3102 DATABASE_URL=$PG LOCAL_CACHE_MAX_BYTES=0 RUST_LOG=warn taskset -c "$SERVER_CPU" $API & pids+=($!); UNCACHED_PID=$!
 wait_http http://127.0.0.1:3101/health-check && wait_http http://127.0.0.1:3102/health-check
 BYTES=$(curl -s http://127.0.0.1:3101$ROUTE | wc -c)
-taskset -c "$SERVER_CPU" $BENCH ceiling --addr 127.0.0.1:3103 --bytes "$BYTES" & pids+=($!); CEILING_PID=$!
+taskset -c "$SERVER_CPU" $BENCH ceiling --addr 127.0.0.1:3103 --bytes "$BYTES" --route "$ROUTE_TEMPLATE" & pids+=($!); CEILING_PID=$!
 wait_http http://127.0.0.1:3103/
 curl -s http://127.0.0.1:3101$ROUTE >/dev/null
 $BENCH hot-path --rounds 9 --duration 3s --wrk-cpus "$LOAD_CPUS" --postmaster "$POSTMASTER" \

@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //!
-//! - `ceiling`: a bare axum app serving static bytes (the framework ceiling for the hot path).
+//! - `ceiling`: a bare axum app serving static bytes at one route template (the framework ceiling
+//!   for the hot path: axum's routing of the same URL, no work of edgerail's).
 //! - `hot-path`: CPU time per request of pinned servers under wrk, in interleaved rounds.
 //! - `cold-start`: exec → first `200`, peak RSS, and a Lambda-mode start against a local Runtime API.
 //! - `lambda`: handler time per invocation and peak memory, in Lambda mode (`runtime`: the local
@@ -42,12 +43,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve `bytes` static bytes at every path (the framework ceiling).
+    /// Serve `bytes` static bytes at `route` (the framework ceiling).
     Ceiling {
         #[arg(long)]
         addr: SocketAddr,
         #[arg(long)]
         bytes: usize,
+        /// The route template, in axum's syntax (`/v1/formations/{id}`), so the ceiling routes the
+        /// same URL the way the api does.
+        #[arg(long)]
+        route: String,
     },
     /// CPU time per request of running servers under wrk.
     HotPath(hotpath::Args),
@@ -73,12 +78,15 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Ceiling { addr, bytes } => {
+        Command::Ceiling { addr, bytes, route } => {
             let body = bytes::Bytes::from(vec![b'x'; bytes]);
-            let app = axum::Router::new().fallback(move || {
-                let body = body.clone();
-                async move { ([("content-type", "application/json")], body) }
-            });
+            let app = axum::Router::new().route(
+                &route,
+                axum::routing::get(move || {
+                    let body = body.clone();
+                    async move { ([("content-type", "application/json")], body) }
+                }),
+            );
             let listener = tokio::net::TcpListener::bind(addr).await?;
             axum::serve(listener, app).await?;
             Ok(())

@@ -112,7 +112,7 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
         for (key, label) in [
             ("cached", "edgerail, cached"),
             ("uncached", "edgerail, in-process cache off (PostgreSQL)"),
-            ("ceiling", "bare axum, static bytes"),
+            ("ceiling", "bare axum, the same route template serving static bytes"),
         ] {
             let t = &hot["targets"][key];
             let _ = writeln!(
@@ -299,7 +299,7 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
                     });
                 let _ = writeln!(
                     md,
-                    "The database conversation of that first request alone, timed from a running process (a new connection: the server starts a backend, TLS, SCRAM; then the same read): {} ms p50{plain}. No client answers sooner than a started process plus that conversation: on this server the floor is **{:.2}×** the health check, and the api's own share of its cold start is {} ms.",
+                    "The database conversation of that first request alone, timed from a running process (a new connection: the server starts a backend, TLS, SCRAM; then the same read): {} ms p50{plain}. No client answers sooner than a started process plus that conversation: on this server the floor is **{:.2}×** the health check. What the api adds beyond its process start and that conversation: {} ms (medians of separate starts; below zero is noise).",
                     f(&Value::from(talk)),
                     (health + talk) / health.max(1e-9),
                     f(&Value::from(pg - health - talk))
