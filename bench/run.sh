@@ -81,7 +81,7 @@ BIND_ADDR=127.0.0.1:3102 DATABASE_URL=$PG LOCAL_CACHE_MAX_BYTES=0 RUST_LOG=warn 
 wait_http http://127.0.0.1:3101/health-check && wait_http http://127.0.0.1:3102/health-check
 BYTES=$(curl -s http://127.0.0.1:3101$ROUTE | wc -c)
 taskset -c "$SERVER_CPU" $BENCH ceiling --addr 127.0.0.1:3103 --bytes "$BYTES" --route "$ROUTE_TEMPLATE" & pids+=($!); CEILING_PID=$!
-wait_http http://127.0.0.1:3103/
+wait_http "http://127.0.0.1:3103$ROUTE"
 curl -s http://127.0.0.1:3101$ROUTE >/dev/null
 $BENCH hot-path --rounds 9 --duration 3s --wrk-cpus "$LOAD_CPUS" --postmaster "$POSTMASTER" \
     --target "cached|$CACHED_PID|http://127.0.0.1:3101$ROUTE" \
