@@ -308,7 +308,7 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
             if let Some(pooled) = cold["pooled_route"]["p50_ms"].as_f64() {
                 let _ = writeln!(
                     md,
-                    "The same through PgBouncer, whose server connection is already open (as RDS Proxy's are): **{:.2}×** ({} ms). Not the goal's measure: the difference from the direct start is the database server starting a backend for a new connection.",
+                    "The same through PgBouncer, whose server connection is already open (as RDS Proxy's are): **{:.2}×** ({} ms). Not the goal's measure.",
                     pooled / health.max(1e-9),
                     f(&Value::from(pooled))
                 );
