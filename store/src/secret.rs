@@ -155,8 +155,7 @@ async fn post(
     };
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let tcp = tokio::net::TcpStream::connect((bare_host, port)).await?;
-    let mut request =
-        http::Request::post("/").header(http::header::HOST, uri.authority().map_or(host, http::uri::Authority::as_str));
+    let mut request = http::Request::post("/");
     for (name, value) in signed.headers() {
         request = request.header(name, value);
     }
@@ -328,12 +327,10 @@ impl SignedRequest {
                 credentials.access_key_id
             ),
         ));
-        // The caller writes Host itself, from the URL.
-        headers.retain(|(name, _)| *name != "host");
         Self { headers }
     }
 
-    /// The headers to send (Host aside).
+    /// The headers to send, Host included (hyper's connection-level client writes none itself).
     pub fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
         self.headers.iter().map(|(n, v)| (*n, v.as_str()))
     }
