@@ -20,16 +20,16 @@ async fn list(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     struct Formations {
         formations: Vec<FormationSummary>,
     }
-    serve(&state, endpoint, "no such formation", |store| async move {
+    serve(&state, endpoint, "no such formation", |store, _| async move {
         json(&Formations { formations: store.formations().await? }).map(Some)
     })
     .await
 }
 
 async fn one(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    let id = endpoint.param("formation_id").to_owned();
-    serve(&state, endpoint, "no such formation", |store| async move {
-        store.formation(&id).await?.map(|f| json(&f)).transpose()
+    serve(&state, endpoint, "no such formation", |store, endpoint| {
+        let id = endpoint.param("formation_id").to_owned();
+        async move { store.formation(&id).await?.map(|f| json(&f)).transpose() }
     })
     .await
 }

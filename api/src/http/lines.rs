@@ -24,15 +24,15 @@ async fn list(State(state): State<AppState>, endpoint: Endpoint) -> Response {
         &state,
         endpoint,
         "no such line",
-        |store| async move { json(&Lines { lines: store.lines().await? }).map(Some) },
+        |store, _| async move { json(&Lines { lines: store.lines().await? }).map(Some) },
     )
     .await
 }
 
 async fn stations(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    let line_id = endpoint.param("line_id").to_owned();
-    serve(&state, endpoint, "no such line", |store| async move {
-        store.line_stations(&line_id).await?.map(|l| json(&l)).transpose()
+    serve(&state, endpoint, "no such line", |store, endpoint| {
+        let line_id = endpoint.param("line_id").to_owned();
+        async move { store.line_stations(&line_id).await?.map(|l| json(&l)).transpose() }
     })
     .await
 }

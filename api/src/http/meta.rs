@@ -55,5 +55,5 @@ fn no_store(response: impl IntoResponse) -> Response {
 }
 
 async fn openapi(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    serve(&state, endpoint, "no such document", |_| async { Ok(Some(Bytes::from_static(OPENAPI.as_bytes()))) }).await
+    serve(&state, endpoint, "no such document", |_, _| async { Ok(Some(Bytes::from_static(OPENAPI.as_bytes()))) }).await
 }

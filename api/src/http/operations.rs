@@ -23,7 +23,7 @@ async fn day(State(state): State<AppState>, endpoint: Endpoint) -> Response {
         operations: Vec<Operation>,
     }
     let date = endpoint.date("date");
-    serve(&state, endpoint, "no such service day", |store| async move {
+    serve(&state, endpoint, "no such service day", |store, _| async move {
         json(&Day { service_date: date, operations: store.operations(date).await? }).map(Some)
     })
     .await
@@ -31,10 +31,10 @@ async fn day(State(state): State<AppState>, endpoint: Endpoint) -> Response {
 
 async fn one(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     let date = endpoint.date("date");
-    let number = endpoint.param("number").to_owned();
     let (from, until) = state.http.calendar.day_bounds(date);
-    serve(&state, endpoint, "no such operation", |store| async move {
-        store.operation(date, &number, from, until).await?.map(|o| json(&o)).transpose()
+    serve(&state, endpoint, "no such operation", |store, endpoint| {
+        let number = endpoint.param("number").to_owned();
+        async move { store.operation(date, &number, from, until).await?.map(|o| json(&o)).transpose() }
     })
     .await
 }

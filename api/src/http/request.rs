@@ -4,6 +4,9 @@
 //! cache or database work), resolves `today` to the current service day, ignores undeclared query
 //! parameters, and builds the in-process cache key from what remains.
 
+use std::fmt::Write as _;
+use std::ops::Range;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams};
@@ -11,8 +14,7 @@ use cache_policy::{ParamKind, Route};
 use chrono::{NaiveDate, Utc};
 use http::request::Parts;
 use http::{HeaderValue, header};
-
-use std::sync::Arc;
+use smallvec::SmallVec;
 
 use super::error::ApiError;
 use super::negotiate::{Encoding, choose_encoding};
@@ -25,10 +27,11 @@ pub(crate) struct Endpoint {
     settings: Arc<HttpSettings>,
     /// Index of the route in `settings.routes`.
     index: usize,
-    /// Route parameters after validation; `today` already resolved to a date.
-    params: Vec<(&'static str, String)>,
-    /// Declared query parameters, normalized, defaults filled in.
-    query: Vec<(&'static str, String)>,
+    /// Route parameters after validation (`today` already resolved to a date), as where their
+    /// values are in `key`: a hit then allocates nothing for them.
+    params: SmallVec<[(&'static str, Range<usize>); 2]>,
+    /// Declared query parameters, normalized, defaults filled in; values in `key` as well.
+    query: SmallVec<[(&'static str, Range<usize>); 1]>,
     /// Set when the path said `today`: the time until the service day rolls over.
     pub(crate) today_remaining: Option<Duration>,
     /// In-process cache key: route name, parameters and declared query values.
@@ -52,7 +55,7 @@ impl Endpoint {
 
     /// A route parameter's (resolved) value.
     pub(crate) fn param(&self, name: &str) -> &str {
-        self.params.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v.as_str())
+        self.params.iter().find(|(n, _)| *n == name).map_or("", |(_, at)| &self.key[at.clone()])
     }
 
     /// A date parameter, already validated.
@@ -62,7 +65,11 @@ impl Endpoint {
 
     /// A declared integer query parameter, already validated.
     pub(crate) fn query_int(&self, name: &str) -> i64 {
-        self.query.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v.parse().ok()).unwrap_or_default()
+        self.query
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, at)| self.key[at.clone()].parse().ok())
+            .unwrap_or_default()
     }
 
     /// The response's tags.
@@ -90,27 +97,27 @@ impl FromRequestParts<AppState> for Endpoint {
 
         let mut key = String::with_capacity(64);
         key.push_str(&route.name);
-        let mut params = Vec::with_capacity(route.params.len());
+        let mut params = SmallVec::new();
         let mut today_remaining = None;
         for (name, kind) in &route.params {
             let value = raw.iter().find(|(n, _)| n == name).map(|(_, v)| v).unwrap_or_default();
             kind.check(value).map_err(|reason| bad(format!("path parameter `{name}` {reason}")))?;
-            let value = match kind {
+            key.push('\n');
+            let start = key.len();
+            match kind {
                 ParamKind::DateOrToday if value == "today" => {
                     let now = Utc::now();
                     today_remaining = Some(settings.calendar.until_rollover(now));
-                    settings.calendar.service_date(now).to_string()
+                    write!(key, "{}", settings.calendar.service_date(now)).map_err(|_| ApiError::Internal)?;
                 }
                 ParamKind::Date | ParamKind::DateOrToday => {
                     NaiveDate::parse_from_str(value, "%Y-%m-%d")
                         .map_err(|_| bad(format!("path parameter `{name}` is not a calendar date")))?;
-                    value.to_owned()
+                    key.push_str(value);
                 }
-                ParamKind::Id => value.to_owned(),
-            };
-            key.push('\n');
-            key.push_str(&value);
-            params.push((name.as_str(), value));
+                ParamKind::Id => key.push_str(value),
+            }
+            params.push((name.as_str(), start..key.len()));
         }
 
         // Valid values are unreserved characters, so a percent sign means a non-canonical
@@ -128,7 +135,7 @@ impl FromRequestParts<AppState> for Endpoint {
             }
         }
 
-        let mut query = Vec::with_capacity(route.query.len());
+        let mut query = SmallVec::new();
         for declared in &route.query {
             let mut found = None;
             for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
@@ -143,8 +150,9 @@ impl FromRequestParts<AppState> for Endpoint {
             key.push('\n');
             key.push_str(&declared.name);
             key.push('=');
+            let start = key.len();
             key.push_str(&value);
-            query.push((declared.name.as_str(), value));
+            query.push((declared.name.as_str(), start..key.len()));
         }
         Ok(Self {
             encoding: choose_encoding(&parts.headers),

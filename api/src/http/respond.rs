@@ -44,10 +44,11 @@ pub(crate) fn json<T: Serialize>(value: &T) -> StoreResult<Bytes> {
 
 /// Answers a policy route: from the in-process cache, or by running `load` (once for all
 /// concurrent requests of the same key). `load` returns `None` for a resource that does not exist,
-/// which becomes a negatively cached `404` saying `not_found`.
+/// which becomes a negatively cached `404` saying `not_found`. It is given the request, so a
+/// handler copies the parameters its query needs only on a miss (a hit allocates nothing for them).
 pub(crate) async fn serve<F, Fut>(state: &AppState, endpoint: Endpoint, not_found: &'static str, load: F) -> Response
 where
-    F: FnOnce(Db) -> Fut,
+    F: FnOnce(Db, &Endpoint) -> Fut,
     Fut: Future<Output = StoreResult<Option<Bytes>>>,
 {
     state.cache.refresh(&state.store).await;
@@ -57,7 +58,7 @@ where
         .cache
         .get_or_load(&endpoint.key, || async {
             let started = Instant::now();
-            let loaded = load(store).await?;
+            let loaded = load(store, &endpoint).await?;
             let db_time = started.elapsed();
             let tags = endpoint.tags();
             let value = |status, body: Bytes| {

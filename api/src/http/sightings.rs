@@ -21,7 +21,7 @@ async fn latest(State(state): State<AppState>, endpoint: Endpoint) -> Response {
         sightings: Vec<Sighting>,
     }
     let limit = endpoint.query_int("limit");
-    serve(&state, endpoint, "no sightings", |store| async move {
+    serve(&state, endpoint, "no sightings", |store, _| async move {
         json(&Latest { sightings: store.latest_sightings(limit).await? }).map(Some)
     })
     .await
