@@ -68,7 +68,9 @@ wait_http() { for _ in $(seq 1 200); do curl -fs "$1" >/dev/null 2>&1 && return 
 
 # --- Hot path --------------------------------------------------------------------------------
 # CPU time per request: the servers share one core, wrk (and PostgreSQL) get the others, so the
-# figures are what a request costs the server rather than how the scheduler split two cores.
+# figures are what a request costs the server rather than how the scheduler split two cores. The
+# cached route and the bare framework are given next to each other: every round measures them
+# back to back (bench/src/hotpath.rs).
 log "hot path (CPU time per request, 9 interleaved rounds)"
 ROUTE=/v1/formations/10701F
 ROUTE_TEMPLATE='/v1/formations/{id}'
@@ -85,8 +87,8 @@ wait_http "http://127.0.0.1:3103$ROUTE"
 curl -s http://127.0.0.1:3101$ROUTE >/dev/null
 $BENCH hot-path --rounds 9 --duration 3s --wrk-cpus "$LOAD_CPUS" --postmaster "$POSTMASTER" \
     --target "cached|$CACHED_PID|http://127.0.0.1:3101$ROUTE" \
-    --target "uncached|$UNCACHED_PID|http://127.0.0.1:3102$ROUTE" \
     --target "ceiling|$CEILING_PID|http://127.0.0.1:3103$ROUTE" \
+    --target "uncached|$UNCACHED_PID|http://127.0.0.1:3102$ROUTE" \
     --out "$OUT/hotpath.json"
 cleanup; pids=()
 as_root taskset -a -p -c "0-$SERVER_CPU" "$POSTMASTER" >/dev/null

@@ -7,6 +7,11 @@
 //! change of its process's user + system time (`/proc/PID/stat`) over its wrk run, divided by the
 //! requests wrk completed. The ratios are taken within each round, and the report gives their
 //! median and spread over the rounds.
+//!
+//! A virtual machine's CPU time drifts by tens of percent within seconds, so the order matters:
+//! targets are loaded in the order given on even rounds and in reverse on odd ones. Targets given
+//! next to each other (the cached route and the bare framework) are then measured back to back in
+//! every round, and neither is always the one that runs first after a change of load.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -131,9 +136,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .collect::<anyhow::Result<_>>()?;
     let ticks: f64 = String::from_utf8(Command::new("getconf").arg("CLK_TCK").output()?.stdout)?.trim().parse()?;
     let mut rounds = Vec::new();
-    for _ in 0..args.rounds {
+    for number in 0..args.rounds {
         let mut round = serde_json::Map::new();
-        for target in &targets {
+        let order: Vec<&Target> =
+            if number % 2 == 0 { targets.iter().collect() } else { targets.iter().rev().collect() };
+        for target in order {
             let before = cpu_seconds(target.pid, ticks)?;
             let db_before = args.postmaster.map(|pm| tree_cpu_seconds(pm, ticks));
             let mut load = wrk(args, &target.url)?;
