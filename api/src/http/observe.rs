@@ -62,8 +62,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        // The matched path is the route's template (a reference count, not a copy of the string),
-        // so the log groups by route.
+        // The matched path is the route's template, so the log groups by route.
         let matched = request.extensions().get::<MatchedPath>();
         let span = tracing::info_span!(
             "request",
