@@ -58,6 +58,15 @@ impl Outcome {
         }
     }
 
+    /// `x-local-cache` value, as a header value (built at compile time).
+    pub(crate) fn header_value(self) -> http::HeaderValue {
+        match self {
+            Self::Hit => const { http::HeaderValue::from_static("hit") },
+            Self::Miss => const { http::HeaderValue::from_static("miss") },
+            Self::Stale => const { http::HeaderValue::from_static("stale") },
+        }
+    }
+
     /// The outcome an `x-local-cache` value names (the reverse of [`Self::as_str`]).
     pub(crate) fn from_header(value: &[u8]) -> Option<Self> {
         [Self::Hit, Self::Miss, Self::Stale].into_iter().find(|o| o.as_str().as_bytes() == value)
@@ -187,7 +196,7 @@ impl LocalCache {
         Fut: Future<Output = Result<CachedResponse, StoreError>>,
     {
         if !self.enabled {
-            return Box::pin(self.load_uncached(load)).await.map(|r| (Arc::new(r), Outcome::Miss));
+            return Box::pin(self.load_uncached(key, load)).await.map(|r| (Arc::new(r), Outcome::Miss));
         }
         if let Some(hit) = self.fresh.get(key).await {
             if self.feed.vouches_for(hit.loaded_at, Instant::now()) {
@@ -213,11 +222,11 @@ impl LocalCache {
             .fresh
             .try_get_with_by_ref(key, async {
                 let (mut response, covered) = if following || !self.feed.settings.start_with_first_read {
-                    (self.load_uncached(load).await?, following)
+                    (self.load_uncached(key, load).await?, following)
                 } else {
                     // Cold on PostgreSQL: the read also reads the feed position (see `feed`).
                     let started = Instant::now();
-                    let (response, start) = store::with_feed_start(self.load_uncached(load)).await;
+                    let (response, start) = store::with_feed_start(self.load_uncached(key, load)).await;
                     let response = response?;
                     (response, start.is_some_and(|cursor| self.feed.adopt(started, cursor)))
                 };
@@ -241,7 +250,9 @@ impl LocalCache {
         }
     }
 
-    async fn load_uncached<F, Fut>(&self, load: F) -> Result<CachedResponse, LoadError>
+    /// One load of `key`, bounded in time; its failures are logged naming the resource (the key,
+    /// its parts space-separated: route name, parameters, declared query values).
+    async fn load_uncached<F, Fut>(&self, key: &str, load: F) -> Result<CachedResponse, LoadError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedResponse, StoreError>>,
@@ -249,18 +260,20 @@ impl LocalCache {
         if self.breaker.is_open() {
             return Err(LoadError::Unavailable);
         }
+        let resource = || key.replace('\n', " ");
         let Ok(result) = tokio::time::timeout(self.load_timeout, load()).await else {
             self.breaker.trip();
-            tracing::warn!(timeout = ?self.load_timeout, "database read timed out");
+            tracing::warn!(resource = %resource(), timeout = ?self.load_timeout, "database read timed out");
             return Err(LoadError::Unavailable);
         };
         result.map_err(|err| {
+            let cause = std::error::Error::source(&err);
             if err.is_unavailable() {
                 self.breaker.trip();
-                tracing::warn!(error = %err, cause = ?std::error::Error::source(&err), "database unavailable");
+                tracing::warn!(resource = %resource(), error = %err, cause = ?cause, "database unavailable");
                 LoadError::Unavailable
             } else {
-                tracing::error!(error = %err, cause = ?std::error::Error::source(&err), "load failed");
+                tracing::error!(resource = %resource(), error = %err, cause = ?cause, "load failed");
                 LoadError::Internal
             }
         })

@@ -316,6 +316,39 @@ async fn lambda_events_are_served_and_sigterm_closes_the_pool() {
     panic!("the connection is still open after shutdown");
 }
 
+/// A failed read is logged as JSON naming the resource it read, within the invocation's span (its
+/// request id); the API's own request span is `debug`, so at `info` no line carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_read_is_logged_with_its_resource_and_request_id() {
+    // A port nothing listens on: the connection is refused, as for a database that is down.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("postgres://edgerail:edgerail@127.0.0.1:{port}/edgerail?sslmode=disable");
+    let events =
+        vec![("req-down-1".to_owned(), function_url_event("/v1/formations/10701F", "", json!({ "host": "x" })))];
+    let (runtime, mut responses) = start_runtime(events).await;
+    let mut child = lambda_command(runtime, Some(&url)).spawn().unwrap();
+    let (id, response) =
+        tokio::time::timeout(Duration::from_secs(20), responses.recv()).await.expect("an answer").unwrap();
+    assert_eq!(id, "req-down-1");
+    assert_eq!(response["statusCode"], 503, "{response}");
+    let body = String::from_utf8(body_bytes(&response)).unwrap();
+    assert!(!body.contains("refused") && !body.contains(&port.to_string()), "no internal detail: {body}");
+
+    let pid = child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("exits promptly").unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    // The runtime client prints a few plain `[runtime]` lines of its own; ours are JSON.
+    let ours = stderr.lines().filter(|l| !l.starts_with("[runtime]"));
+    let lines: Vec<Value> = ours.map(|l| serde_json::from_str(l).expect(l)).collect();
+    let failed = lines.iter().find(|l| l["message"] == "database unavailable").expect(&stderr);
+    assert_eq!(failed["level"], "WARN", "{failed}");
+    assert_eq!(failed["resource"], "formation 10701F", "{failed}");
+    assert_eq!(failed["span"]["requestId"], "req-down-1", "{failed}");
+    assert!(lines.iter().all(|l| l["span"]["name"] != "request"), "the request span stays at debug: {stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_database_url_on_lambda_is_a_clear_init_error() {
     let (runtime, _responses) = start_runtime(Vec::new()).await;
