@@ -105,6 +105,9 @@ impl Served {
 }
 
 /// Builds the HTTP response for a cached value.
+///
+/// Fixed header values are built in `const` blocks: `HeaderValue::from_static` called at run time
+/// checks its text byte by byte on every response.
 fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, outcome: Outcome) -> Response {
     let cache_control = cache_control(endpoint.headers(), cached.status, outcome, endpoint.today_remaining);
     let compressible = cached.body.len() >= MIN_COMPRESS;
@@ -135,7 +138,7 @@ fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, o
         *r.status_mut() = cached.status;
         // Room for every header below without regrowing the map.
         r.headers_mut().reserve(12);
-        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(header::CONTENT_TYPE, const { HeaderValue::from_static("application/json") });
         if let Some(enc) = encoding {
             r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc.as_str()));
         }
@@ -147,12 +150,12 @@ fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, o
         headers.insert(header::ETAG, etag);
     }
     if compressible {
-        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        headers.insert(header::VARY, const { HeaderValue::from_static("accept-encoding") });
     }
     if !cached.tags.is_empty() {
         headers.insert(state.http.tag_header.clone(), cached.tag_header.clone());
     }
-    headers.insert(X_LOCAL_CACHE, HeaderValue::from_static(outcome.as_str()));
+    headers.insert(X_LOCAL_CACHE, outcome.header_value());
     headers.insert(SERVER_TIMING, server_timing(outcome, cached.db_time));
     response
 }
@@ -181,8 +184,8 @@ fn server_timing(outcome: Outcome, db_time: Duration) -> HeaderValue {
     match outcome {
         Outcome::Miss => HeaderValue::try_from(format!("db;dur={:.3}", db_time.as_secs_f64() * 1_000.0))
             .unwrap_or(HeaderValue::from_static("db;dur=0")),
-        Outcome::Hit => HeaderValue::from_static("db;dur=0, cache;desc=\"hit\""),
-        Outcome::Stale => HeaderValue::from_static("db;dur=0, cache;desc=\"stale\""),
+        Outcome::Hit => const { HeaderValue::from_static("db;dur=0, cache;desc=\"hit\"") },
+        Outcome::Stale => const { HeaderValue::from_static("db;dur=0, cache;desc=\"stale\"") },
     }
 }
 
