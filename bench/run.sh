@@ -70,7 +70,9 @@ wait_http() { for _ in $(seq 1 200); do curl -fs "$1" >/dev/null 2>&1 && return 
 # CPU time per request: the servers share one core, wrk (and PostgreSQL) get the others, so the
 # figures are what a request costs the server rather than how the scheduler split two cores. The
 # cached route and the bare framework are given next to each other: every round measures them
-# back to back (bench/src/hotpath.rs).
+# back to back (bench/src/hotpath.rs). Every api in this script runs at the log level it has in
+# production (`info`: no RUST_LOG, as the template's ApplicationLogLevel), so its figures include
+# what logging costs a request there.
 log "hot path (CPU time per request, 9 interleaved rounds)"
 ROUTE=/v1/formations/10701F
 ROUTE_TEMPLATE='/v1/formations/{id}'
@@ -78,8 +80,8 @@ SERVER_CPU=$(( $(nproc) - 1 ))
 LOAD_CPUS=0-$(( SERVER_CPU > 0 ? SERVER_CPU - 1 : 0 ))
 POSTMASTER=$(as_root head -1 "$(pg_lsclusters -h | awk -v v="$PG_VERSION" '$1 == v && $2 == "bench" {print $6}')/postmaster.pid")
 as_root taskset -a -p -c "$LOAD_CPUS" "$POSTMASTER" >/dev/null
-BIND_ADDR=127.0.0.1:3101 DATABASE_URL=$PG RUST_LOG=warn taskset -c "$SERVER_CPU" $API & pids+=($!); CACHED_PID=$!
-BIND_ADDR=127.0.0.1:3102 DATABASE_URL=$PG LOCAL_CACHE_MAX_BYTES=0 RUST_LOG=warn taskset -c "$SERVER_CPU" $API & pids+=($!); UNCACHED_PID=$!
+BIND_ADDR=127.0.0.1:3101 DATABASE_URL=$PG taskset -c "$SERVER_CPU" $API 2>>"$RUN/api.log" & pids+=($!); CACHED_PID=$!
+BIND_ADDR=127.0.0.1:3102 DATABASE_URL=$PG LOCAL_CACHE_MAX_BYTES=0 taskset -c "$SERVER_CPU" $API 2>>"$RUN/api.log" & pids+=($!); UNCACHED_PID=$!
 wait_http http://127.0.0.1:3101/health-check && wait_http http://127.0.0.1:3102/health-check
 BYTES=$(curl -s http://127.0.0.1:3101$ROUTE | wc -c)
 taskset -c "$SERVER_CPU" $BENCH ceiling --addr 127.0.0.1:3103 --bytes "$BYTES" --route "$ROUTE_TEMPLATE" & pids+=($!); CEILING_PID=$!
@@ -120,7 +122,7 @@ $BENCH connections --label "direct (max_connections = 50)" --url "$PG" \
 # --- Origin offload ------------------------------------------------------------------------------
 log "origin offload (Zipf workload through Varnish, writes, warmer ticks)"
 DATABASE_URL=$PG WARMER_SETTLE=0s $BIN/warmer --once >/dev/null 2>&1 || true
-BIND_ADDR=127.0.0.1:3201 DATABASE_URL=$PG RUST_LOG=warn $API & pids+=($!)
+BIND_ADDR=127.0.0.1:3201 DATABASE_URL=$PG $API 2>>"$RUN/api.log" & pids+=($!)
 wait_http http://127.0.0.1:3201/health-check
 sed 's/\.port = "3000";/.port = "3201";/' local/varnish.vcl > "$RUN/edge.vcl"
 rm -rf "$RUN/varnish"

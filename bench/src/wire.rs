@@ -170,7 +170,6 @@ async fn serve(
         .env_clear()
         .env("BIND_ADDR", format!("127.0.0.1:{port}"))
         .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true);
