@@ -50,7 +50,7 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// `x-local-cache` value.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Self::Hit => "hit",
             Self::Miss => "miss",
@@ -58,12 +58,12 @@ impl Outcome {
         }
     }
 
-    /// `x-local-cache` value, as a header value (built at compile time).
+    /// [`Self::as_str`] as a header value, built at compile time.
     pub(crate) fn header_value(self) -> http::HeaderValue {
         match self {
-            Self::Hit => const { http::HeaderValue::from_static("hit") },
-            Self::Miss => const { http::HeaderValue::from_static("miss") },
-            Self::Stale => const { http::HeaderValue::from_static("stale") },
+            Self::Hit => const { http::HeaderValue::from_static(Self::Hit.as_str()) },
+            Self::Miss => const { http::HeaderValue::from_static(Self::Miss.as_str()) },
+            Self::Stale => const { http::HeaderValue::from_static(Self::Stale.as_str()) },
         }
     }
 
