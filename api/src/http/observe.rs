@@ -99,8 +99,8 @@ where
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let Ok(response) = ready!(this.inner.as_mut().poll(cx));
+        let this = self.project();
+        let Ok(response) = ready!(this.inner.poll(cx));
         let status = response.status().as_u16();
         let served = Served::from_headers(response.headers());
         let outcome = served.map(|s| s.outcome.as_str());
