@@ -173,9 +173,10 @@ INI
             ;;
     esac
     case "$secret" in
-        'SCRAM-SHA-256$'*) printf '"%s" "%s"\n' "$role" "$secret" > "$dir/userlist.txt" ;;
-        *) printf '"%s" "%s"\n' "$role" "$password" > "$dir/userlist.txt" ;;
+        'SCRAM-SHA-256$'*) ;;
+        *) secret=$password ;;
     esac
+    printf '"%s" "%s"\n' "$role" "$secret" > "$dir/userlist.txt"
     as_root chown -R postgres:postgres "$dir"
     log "starting PgBouncer on 127.0.0.1:$listen (transaction pooling, pool $pool)"
     as_root su postgres -s /bin/sh -c "pgbouncer -d -q $dir/pgbouncer.ini"
