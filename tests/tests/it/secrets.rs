@@ -251,10 +251,11 @@ async fn the_warmer_reads_the_same_secret() {
 }
 
 /// `sslmode=verify-full` without a root certificate checks the server against the RDS authorities
-/// the binary carries: a server with any other certificate (here PostgreSQL's self-signed one) is
-/// refused, where `sslmode=require` (encrypted, unverified) connects.
+/// the binary carries (sqlx adds the system's store to them): a certificate none of them signed
+/// (here PostgreSQL's self-signed one) is refused, where `sslmode=require` (encrypted, unverified)
+/// connects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_full_trusts_only_the_rds_authorities() {
+async fn verify_full_refuses_a_certificate_no_rds_authority_signed() {
     let db = TestDb::new(Backend::Postgres).await;
     let options = store::DbOptions {
         max_connections: 1,
