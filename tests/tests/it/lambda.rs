@@ -165,6 +165,17 @@ fn lambda_command(runtime: SocketAddr, database_url: Option<&str>) -> tokio::pro
     cmd
 }
 
+/// Sends SIGTERM (what Lambda sends before shutting an instance down), waits up to 5 s for the
+/// process to exit, and returns its exit status and what it wrote to stderr.
+async fn terminate(child: &mut tokio::process::Child) -> (std::process::ExitStatus, String) {
+    let pid = child.id().expect("still running").to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("exits promptly").unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    (exit, stderr)
+}
+
 fn header<'a>(response: &'a Value, name: &str) -> &'a str {
     response["headers"][name].as_str().unwrap_or("")
 }
@@ -277,12 +288,8 @@ async fn lambda_events_are_served_and_sigterm_closes_the_pool() {
     // The pool holds its (one) connection between invocations ...
     assert_eq!(application_connections(&db, pid).await, 1, "one lazily opened connection per instance");
     // ... and SIGTERM, which Lambda sends before shutting an instance down, closes it.
-    let status = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    assert!(status.success());
-    let exit = tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("exits promptly").unwrap();
+    let (exit, stderr) = terminate(&mut child).await;
     assert!(exit.success(), "{exit:?}");
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
     assert!(stderr.contains("database pool closed"), "{stderr}");
 
     // The Embedded Metric Format lines on stdout (flushed at shutdown) add up to what was served.
@@ -334,11 +341,7 @@ async fn a_failed_read_is_logged_with_its_resource_and_request_id() {
     let body = String::from_utf8(body_bytes(&response)).unwrap();
     assert!(!body.contains("refused") && !body.contains(&port.to_string()), "no internal detail: {body}");
 
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    tokio::time::timeout(Duration::from_secs(5), child.wait()).await.expect("exits promptly").unwrap();
-    let mut stderr = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).await.unwrap();
+    let (_, stderr) = terminate(&mut child).await;
     // The runtime client prints a few plain `[runtime]` lines of its own; ours are JSON.
     let ours = stderr.lines().filter(|l| !l.starts_with("[runtime]"));
     let lines: Vec<Value> = ours.map(|l| serde_json::from_str(l).expect(l)).collect();
