@@ -19,10 +19,18 @@ pub(crate) enum Encoding {
 
 impl Encoding {
     /// `Content-Encoding` value.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Self::Br => "br",
             Self::Gzip => "gzip",
+        }
+    }
+
+    /// [`Self::as_str`] as a header value, built at compile time.
+    pub(crate) fn header_value(self) -> HeaderValue {
+        match self {
+            Self::Br => const { HeaderValue::from_static(Self::Br.as_str()) },
+            Self::Gzip => const { HeaderValue::from_static(Self::Gzip.as_str()) },
         }
     }
 

@@ -140,7 +140,7 @@ fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, o
         r.headers_mut().reserve(12);
         r.headers_mut().insert(header::CONTENT_TYPE, const { HeaderValue::from_static("application/json") });
         if let Some(enc) = encoding {
-            r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc.as_str()));
+            r.headers_mut().insert(header::CONTENT_ENCODING, enc.header_value());
         }
         r
     };
@@ -213,7 +213,7 @@ mod tests {
         for (outcome, db) in
             [(Outcome::Hit, None), (Outcome::Stale, None), (Outcome::Miss, Some(Duration::from_micros(1_234)))]
         {
-            headers.insert(X_LOCAL_CACHE, HeaderValue::from_static(outcome.as_str()));
+            headers.insert(X_LOCAL_CACHE, outcome.header_value());
             headers.insert(SERVER_TIMING, server_timing(outcome, db.unwrap_or_default()));
             let served = Served::from_headers(&headers).unwrap();
             assert_eq!((served.outcome, served.db_time), (outcome, db));
