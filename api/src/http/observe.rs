@@ -4,8 +4,8 @@
 //! request its creation and the formatting of its fields (about 2.4 µs of CPU on a cached hit that
 //! otherwise costs the process 11–12 µs, most of it in the kernel), and what it would add to the
 //! few events a request can log is said by those events themselves (a failed load names the
-//! resource it read). Its
-//! outcome (status, cache) is in the metrics, not on the span: no layer logs a span's close.
+//! resource it read). Its outcome (status, cache) is in the metrics, not on the span: no layer
+//! logs a span's close.
 //!
 //! Written as a tower layer rather than with `axum::middleware::from_fn`: `from_fn` boxes its own
 //! future, clones and boxes the inner service and boxes that service's future again, four heap
