@@ -92,7 +92,8 @@ pub struct Config {
     /// How often an instance that is serving checks the change feed.
     #[arg(long, env = "CHANGE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub change_poll_interval: Duration,
-    /// How long a request waits for a due change poll before answering from the cache anyway.
+    /// How long a request waits for a due change poll before answering from the cache anyway (not at
+    /// all while the last poll took longer than this, or failed).
     #[arg(long, env = "CHANGE_POLL_WAIT", default_value = "50ms", value_parser = parse_duration)]
     pub change_poll_wait: Duration,
     /// How long one change poll may take (a locked or slow feed fails the poll, not requests).
@@ -102,7 +103,8 @@ pub struct Config {
     /// this long is reloaded instead of served. The warmer's WARMER_SETTLE must be at least this.
     #[arg(long, env = "CHANGE_MAX_LAG", default_value = "3s", value_parser = parse_duration)]
     pub change_max_lag: Duration,
-    /// Byte bound of the in-process cache; 0 turns it off.
+    /// Byte bound of the in-process cache, its fresh entries and stale-if-error copies together;
+    /// 0 turns it off.
     #[arg(long, env = "LOCAL_CACHE_MAX_BYTES")]
     pub local_cache_max_bytes: Option<u64>,
     /// Pooled PostgreSQL connections [default: 1 on Lambda, 10 locally].

@@ -10,7 +10,10 @@
 //!   (A cold instance, which has nothing cached to serve, waits up to the poll's timeout for its
 //!   first feed position instead, so that its first answers can be kept.)
 //!   Then it answers from the cache whatever the poll is doing: a locked or slow feed never holds
-//!   a hit longer than that. The poll itself gives up after its own timeout.
+//!   a hit longer than that. The poll itself gives up after its own timeout. Once a poll took
+//!   longer than `poll_wait` (or failed), requests stop waiting for polls at all until one
+//!   finishes within it again: a slow feed costs hits nothing, and the freshness bound below does
+//!   not depend on the waiting.
 //! - On PostgreSQL a cold instance does not poll at all: its first loads read the feed position in
 //!   the same round trip as their data ([`store::with_feed_start`]), and the first position read
 //!   is adopted ([`Follower::adopt`]). Its first answer then costs one database round trip, not a
@@ -132,6 +135,9 @@ struct FeedState {
     completed: u64,
     /// Failed polls since the metrics last took the count.
     failures: u64,
+    /// The last poll failed or took longer than `poll_wait`: requests do not wait for polls until
+    /// one finishes within it again.
+    slow: bool,
 }
 
 /// The follower: [`FeedState`] behind its lock, and the signal of a finished poll.
@@ -166,7 +172,11 @@ impl Follower {
         // Until the first poll succeeds nothing is cached, so no hit can be held up: a cold
         // instance waits for its feed position (up to the poll's timeout), and its first answers
         // can then be kept.
-        let wait = if state.cursor.is_some() { s.poll_wait } else { s.poll_timeout };
+        let wait = match (&state.cursor, state.slow) {
+            (None, _) => s.poll_timeout,
+            (Some(_), false) => s.poll_wait,
+            (Some(_), true) => Duration::ZERO,
+        };
         if let Some(started) = state.in_flight {
             let deadline = started + wait;
             return if now < deadline { Step::Wait { deadline, seq: state.completed } } else { Step::Proceed };
@@ -199,11 +209,13 @@ impl Follower {
         self.state().cursor.is_some()
     }
 
-    /// Records a poll that started at `started` and succeeded, after its [`Apply`] was carried out.
-    pub(crate) fn succeeded(&self, started: Instant, polled: &Polled) {
+    /// Records a poll that started at `started`, succeeded and finished at `finished`, after its
+    /// [`Apply`] was carried out.
+    pub(crate) fn succeeded(&self, started: Instant, finished: Instant, polled: &Polled) {
         let mut state = self.state();
         state.cursor = Some(polled.cursor().clone());
         state.verified_at = Some(state.verified_at.map_or(started, |v| v.max(started)));
+        state.slow = finished.saturating_duration_since(started) > self.settings.poll_wait;
         Self::finish(&mut state);
         drop(state);
         self.done.notify_waiters();
@@ -224,10 +236,12 @@ impl Follower {
         true
     }
 
-    /// Records a failed poll; the next is due one interval after this one started.
+    /// Records a failed poll; the next is due one interval after this one started, and requests
+    /// do not wait for it.
     pub(crate) fn failed(&self) {
         let mut state = self.state();
         state.failures += 1;
+        state.slow = true;
         Self::finish(&mut state);
         drop(state);
         self.done.notify_waiters();
@@ -294,7 +308,7 @@ mod tests {
         // Cold: nothing is cached yet, so waiting for the feed position holds up no hit.
         assert_eq!(f.step(t0), Step::Start { deadline: t0 + 1_000 * MS, seq: 0 });
         assert_eq!(f.step(t0 + 60 * MS), Step::Wait { deadline: t0 + 1_000 * MS, seq: 0 });
-        f.succeeded(t0, &Polled::Started(cursor_after_start()));
+        f.succeeded(t0, t0, &Polled::Started(cursor_after_start()));
         assert!(f.following());
         // Not due again until the interval has passed since the attempt started.
         assert_eq!(f.step(t0 + 999 * MS), Step::Proceed);
@@ -324,6 +338,30 @@ mod tests {
     }
 
     #[test]
+    fn after_a_slow_poll_requests_stop_waiting_for_polls_until_one_is_quick_again() {
+        let f = follower();
+        let t0 = Instant::now();
+        assert!(matches!(f.step(t0), Step::Start { .. }));
+        f.succeeded(t0, t0, &Polled::Started(cursor_after_start()));
+        // A poll that takes 200 ms, four times what a request waits for one.
+        let t1 = t0 + 1_000 * MS;
+        assert_eq!(f.step(t1), Step::Start { deadline: t1 + 50 * MS, seq: 1 });
+        f.succeeded(t1, t1 + 200 * MS, &page(&[], false));
+        // The next due poll starts, and neither its starter nor a request right after it waits.
+        let t2 = t1 + 1_000 * MS;
+        assert_eq!(f.step(t2), Step::Start { deadline: t2, seq: 2 });
+        assert_eq!(f.step(t2 + MS), Step::Proceed);
+        // It was quick: waiting resumes for the poll after it.
+        f.succeeded(t2, t2 + 2 * MS, &page(&[], false));
+        let t3 = t2 + 1_000 * MS;
+        assert_eq!(f.step(t3), Step::Start { deadline: t3 + 50 * MS, seq: 3 });
+        // A failed poll counts as slow.
+        f.failed();
+        let t4 = t3 + 1_000 * MS;
+        assert_eq!(f.step(t4), Step::Start { deadline: t4, seq: 4 });
+    }
+
+    #[test]
     fn a_failed_poll_is_retried_after_the_interval_and_never_blocks() {
         let f = follower();
         let t0 = Instant::now();
@@ -341,13 +379,13 @@ mod tests {
         let f = follower();
         let t0 = Instant::now();
         assert!(matches!(f.step(t0), Step::Start { .. }));
-        f.succeeded(t0, &Polled::Started(cursor_after_start()));
+        f.succeeded(t0, t0, &Polled::Started(cursor_after_start()));
         let loaded = t0 + 100 * MS;
         // Young entries need no poll at all.
         assert!(f.vouches_for(loaded, loaded + 3_000 * MS));
         // An old entry is fine while polls succeed...
         assert!(matches!(f.step(t0 + 5_000 * MS), Step::Start { .. }));
-        f.succeeded(t0 + 5_000 * MS, &page(&[], false));
+        f.succeeded(t0 + 5_000 * MS, t0 + 5_000 * MS, &page(&[], false));
         assert!(f.vouches_for(loaded, t0 + 7_000 * MS));
         // ...and not once the last successful poll started longer ago than the bound.
         assert!(matches!(f.step(t0 + 7_000 * MS), Step::Start { .. }));
@@ -365,9 +403,9 @@ mod tests {
         let f = follower();
         let t0 = Instant::now();
         assert!(matches!(f.step(t0), Step::Start { .. }));
-        f.succeeded(t0 + 2_000 * MS, &Polled::Started(cursor_after_start()));
+        f.succeeded(t0 + 2_000 * MS, t0 + 2_000 * MS, &Polled::Started(cursor_after_start()));
         // A slow poll that started earlier finishes later: it proves less than the one before.
-        f.succeeded(t0, &page(&[], false));
+        f.succeeded(t0, t0, &page(&[], false));
         assert!(f.vouches_for(t0, t0 + 5_000 * MS));
     }
 

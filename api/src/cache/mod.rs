@@ -7,7 +7,8 @@
 //!
 //! Two moka caches share the same `Arc`ed values: `fresh` holds an entry for the route's local TTL,
 //! `stale` for the TTL plus the route's stale-if-error window (counted from the latest load), so
-//! an expired copy can still be served (`x-local-cache: stale`) while the database is down.
+//! an expired copy can still be served (`x-local-cache: stale`) while the database is down. The
+//! byte bound is for both together: each has half of it.
 //!
 //! Freshness across instances comes from the change feed ([`feed`]): at most once per poll
 //! interval, and only while requests arrive, an instance reads the changes that became visible and
@@ -18,15 +19,16 @@
 //! - [`response`]: the cached value.
 //! - [`feed`]: the change-feed follower and the freshness bound.
 //! - [`breaker`]: fail-fast after the database was found unavailable.
+//! - [`evictions`]: which tags were evicted when, so an answer outlives no eviction of its tags.
 
 mod breaker;
+mod evictions;
 pub(crate) mod feed;
 mod response;
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
@@ -34,6 +36,7 @@ use store::{Db, Store, StoreError};
 
 pub(crate) use breaker::BREAKER_OPEN;
 use breaker::Breaker;
+use evictions::Evictions;
 use feed::{Apply, FEED_LIMIT, FeedSettings, Follower, Polled, Step};
 pub(crate) use response::{CachedResponse, Variant};
 
@@ -135,9 +138,9 @@ pub(crate) struct LocalCache {
     enabled: bool,
     /// Follows the change feed.
     feed: Follower,
-    /// Bumped on every eviction; a load that overlaps one is not kept, or it could outlive the
-    /// eviction meant for it.
-    generation: AtomicU64,
+    /// Which tags were evicted when: an answer is served only while none of its tags was evicted
+    /// after its load started, and a load that overlaps an eviction is not kept.
+    evictions: Evictions,
     /// Fail-fast after the database was found unavailable.
     breaker: Breaker,
     /// Client-side bound of one load.
@@ -156,10 +159,13 @@ impl std::fmt::Debug for LocalCache {
 
 impl LocalCache {
     /// Creates an empty cache.
+    ///
+    /// `max_bytes` bounds both moka caches together: each gets half. An entry sits in both (one
+    /// shared allocation, weighed in each), so what they hold never weighs more than `max_bytes`.
     pub(crate) fn new(config: &LocalCacheConfig) -> Self {
         let build = |stale: bool| {
             moka::future::Cache::builder()
-                .max_capacity(config.max_bytes.max(1))
+                .max_capacity((config.max_bytes / 2).max(1))
                 .weigher(|_k: &String, v: &Arc<CachedResponse>| v.weight())
                 .expire_after(TtlExpiry { stale })
                 .support_invalidation_closures()
@@ -170,7 +176,7 @@ impl LocalCache {
             stale: build(true),
             enabled: config.max_bytes > 0,
             feed: Follower::new(config.feed),
-            generation: AtomicU64::new(0),
+            evictions: Evictions::default(),
             breaker: Breaker::new(),
             load_timeout: config.load_timeout,
         }
@@ -199,10 +205,13 @@ impl LocalCache {
             return Box::pin(self.load_uncached(key, load)).await.map(|r| (Arc::new(r), Outcome::Miss));
         }
         if let Some(hit) = self.fresh.get(key).await {
-            if self.feed.vouches_for(hit.loaded_at, Instant::now()) {
+            if self.feed.vouches_for(hit.loaded_at, Instant::now())
+                && self.evictions.untouched_since(hit.generation, &hit.tags)
+            {
                 return Ok((hit, Outcome::Hit));
             }
-            // The feed has not been readable for longer than the freshness bound: reload.
+            // Evicted (moka may not have removed it yet), or the feed has not been readable for
+            // longer than the freshness bound: reload.
             self.fresh.invalidate(key).await;
         }
         // The miss path's future is large (moka's coalescing, the load, the feed position); boxed,
@@ -216,38 +225,65 @@ impl LocalCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<CachedResponse, StoreError>>,
     {
-        let generation = self.generation.load(Ordering::Acquire);
-        let following = self.feed.following();
-        let loaded = self
-            .fresh
-            .try_get_with_by_ref(key, async {
-                let (mut response, covered) = if following || !self.feed.settings.start_with_first_read {
-                    (self.load_uncached(key, load).await?, following)
-                } else {
-                    // Cold on PostgreSQL: the read also reads the feed position (see `feed`).
-                    let started = Instant::now();
-                    let (response, start) = store::with_feed_start(self.load_uncached(key, load)).await;
-                    let response = response?;
-                    (response, start.is_some_and(|cursor| self.feed.adopt(started, cursor)))
-                };
-                if !covered || self.generation.load(Ordering::Acquire) != generation {
-                    // Data changed while we read, or the feed position was not known when the
-                    // read started: serve this answer once, but do not keep it.
-                    response.ttl = Duration::ZERO;
-                    response.stale_for = Duration::ZERO;
+        // Taken by whichever attempt runs the load; moka runs an attempt's load only when it holds
+        // no value for the key.
+        let load = std::sync::Mutex::new(Some(load));
+        let take = || load.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        for _ in 0..2 {
+            let generation = self.evictions.current();
+            let following = self.feed.following();
+            let loaded = self
+                .fresh
+                .try_get_with_by_ref(key, async {
+                    let load = take().ok_or(LoadError::Internal)?;
+                    let (mut response, covered) = if following || !self.feed.settings.start_with_first_read {
+                        (self.load_uncached(key, load).await?, following)
+                    } else {
+                        // Cold on PostgreSQL: the read also reads the feed position (see `feed`).
+                        let started = Instant::now();
+                        let (response, start) = store::with_feed_start(self.load_uncached(key, load)).await;
+                        let response = response?;
+                        (response, start.is_some_and(|cursor| self.feed.adopt(started, cursor)))
+                    };
+                    response.generation = generation;
+                    if !covered || self.evictions.current() != generation {
+                        // Data changed while we read, or the feed position was not known when the
+                        // read started: serve this answer once, but do not keep it.
+                        response.ttl = Duration::ZERO;
+                        response.stale_for = Duration::ZERO;
+                    }
+                    let response = Arc::new(response);
+                    self.stale.insert(key.to_owned(), response.clone()).await;
+                    Ok::<_, LoadError>(response)
+                })
+                .await;
+            match loaded {
+                // moka still held an answer that an eviction covers (its predicate had not reached
+                // it yet) and handed it back without loading: drop it and load.
+                Ok(held) if !self.evictions.untouched_since(held.generation, &held.tags) && self.loads_left(&load) => {
+                    self.fresh.invalidate(key).await;
                 }
-                let response = Arc::new(response);
-                self.stale.insert(key.to_owned(), response.clone()).await;
-                Ok::<_, LoadError>(response)
-            })
-            .await;
-        match loaded {
-            Ok(response) => Ok((response, Outcome::Miss)),
-            Err(err) => match (&*err, self.stale.get(key).await) {
-                (LoadError::Unavailable, Some(stale)) => Ok((stale, Outcome::Stale)),
-                _ => Err((*err).clone()),
-            },
+                Ok(response) => return Ok((response, Outcome::Miss)),
+                Err(err) => {
+                    return match (&*err, self.stale.get(key).await) {
+                        (LoadError::Unavailable, Some(stale))
+                            if self.evictions.untouched_since(stale.generation, &stale.tags) =>
+                        {
+                            Ok((stale, Outcome::Stale))
+                        }
+                        _ => Err((*err).clone()),
+                    };
+                }
+            }
         }
+        // moka kept handing back the evicted answer: load this one without keeping it.
+        let load = take().ok_or(LoadError::Internal)?;
+        self.load_uncached(key, load).await.map(|r| (Arc::new(r), Outcome::Miss))
+    }
+
+    /// Whether the load passed to [`Self::load`] has not run yet.
+    fn loads_left<F>(&self, load: &std::sync::Mutex<Option<F>>) -> bool {
+        load.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
     }
 
     /// One load of `key`, bounded in time; its failures are logged naming the resource (the key,
@@ -331,7 +367,7 @@ impl LocalCache {
                         self.evict_all();
                     }
                 }
-                self.feed.succeeded(started, &polled);
+                self.feed.succeeded(started, Instant::now(), &polled);
             }
             Ok(Err(err)) => {
                 tracing::warn!(error = %err, cause = ?std::error::Error::source(&err), "change feed poll failed");
@@ -350,10 +386,11 @@ impl LocalCache {
         }
     }
 
-    /// Evicts every entry carrying one of `tags`.
+    /// Evicts every entry carrying one of `tags`: recorded first (which is what keeps them from
+    /// being served), then removed from moka's memory.
     fn evict(&self, tags: HashSet<String>) {
         tracing::debug!(count = tags.len(), "evicting changed tags");
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.evictions.evict(&tags);
         let tags = Arc::new(tags);
         for cache in [&self.fresh, &self.stale] {
             let tags = tags.clone();
@@ -364,7 +401,7 @@ impl LocalCache {
 
     /// Drops every entry.
     fn evict_all(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.evictions.evict_all();
         self.fresh.invalidate_all();
         self.stale.invalidate_all();
     }
@@ -380,10 +417,8 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// A cache that follows the feed (as after its first poll), with real short lifetimes: moka
-    /// has its own clock, so only real time expires entries.
-    fn following_cache() -> LocalCache {
-        let cache = LocalCache::new(&LocalCacheConfig {
+    fn following_cache_config() -> LocalCacheConfig {
+        LocalCacheConfig {
             max_bytes: 1 << 20,
             feed: FeedSettings {
                 poll_interval: Duration::from_secs(3600),
@@ -393,10 +428,21 @@ mod tests {
                 start_with_first_read: false,
             },
             load_timeout: Duration::from_secs(5),
-        });
+        }
+    }
+
+    /// A cache that follows the feed (as after its first poll), with real short lifetimes: moka
+    /// has its own clock, so only real time expires entries.
+    fn following_cache() -> LocalCache {
+        following(&following_cache_config())
+    }
+
+    /// A cache with `config` that follows the feed.
+    fn following(config: &LocalCacheConfig) -> LocalCache {
+        let cache = LocalCache::new(config);
         let started = Instant::now();
         assert!(matches!(cache.feed.step(started), Step::Start { .. }));
-        cache.feed.succeeded(started, &Polled::Started(FeedCursor::sqlite_origin()));
+        cache.feed.succeeded(started, started, &Polled::Started(FeedCursor::sqlite_origin()));
         cache
     }
 
@@ -410,6 +456,24 @@ mod tests {
             Instant::now(),
         )
         .with_lifetimes(400 * MS, 800 * MS)
+    }
+
+    /// An answer with `body`, tagged `lines`, kept for a minute.
+    fn answer(body: String) -> CachedResponse {
+        CachedResponse::new(
+            StatusCode::OK,
+            Bytes::from(body.clone()),
+            (body, HeaderValue::from_static("\"x\"")),
+            vec!["lines".into()],
+            Duration::ZERO,
+            Instant::now(),
+        )
+        .with_lifetimes(60_000 * MS, 60_000 * MS)
+    }
+
+    /// An answer carrying `version` in its body.
+    fn versioned(version: u64) -> CachedResponse {
+        answer(version.to_string())
     }
 
     fn unavailable() -> StoreError {
@@ -447,5 +511,71 @@ mod tests {
         assert_eq!(outcome, Outcome::Miss, "the overlapping load was served once, not kept");
         let (_, outcome) = cache.get_or_load("k", || async { Ok(response("v3")) }).await.unwrap();
         assert_eq!(outcome, Outcome::Hit);
+    }
+
+    /// Loads racing "write, then evict its tag": once the last eviction and every load are done,
+    /// a hit must carry the last version written. A load that read before a write and stored its
+    /// answer after that write's eviction must not survive it. The writer evicts without pause
+    /// while loads of many keys run, so loads are in flight when its last eviction lands.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_load_racing_an_eviction_never_outlives_it() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        const KEYS: usize = 64;
+        for round in 0..40 {
+            let cache = Arc::new(following_cache());
+            let version = Arc::new(AtomicU64::new(0));
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut loaders = Vec::new();
+            for _ in 0..6 {
+                let (cache, version, stop) = (cache.clone(), version.clone(), stop.clone());
+                loaders.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        for key in 0..KEYS {
+                            let version = version.clone();
+                            // The database read: it sees the version committed when it runs.
+                            let load = || async move { Ok(versioned(version.load(Ordering::SeqCst))) };
+                            let _ = cache.get_or_load(&format!("k{key}"), load).await;
+                        }
+                        tokio::task::yield_now().await;
+                    }
+                }));
+            }
+            for _ in 0..200 {
+                version.fetch_add(1, Ordering::SeqCst);
+                cache.evict(HashSet::from(["lines".to_owned()]));
+                tokio::task::yield_now().await;
+            }
+            stop.store(true, Ordering::SeqCst);
+            for loader in loaders {
+                loader.await.unwrap();
+            }
+            let latest = version.load(Ordering::SeqCst);
+            for key in 0..KEYS {
+                let load = || async move { Ok(versioned(latest)) };
+                let (answer, outcome) = cache.get_or_load(&format!("k{key}"), load).await.unwrap();
+                assert_eq!(
+                    std::str::from_utf8(&answer.body).unwrap(),
+                    latest.to_string(),
+                    "round {round}, k{key}: a {} answer survived the eviction of its tag",
+                    outcome.as_str()
+                );
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_holds_for_fresh_and_stale_entries_together() {
+        const MAX: u64 = 64 * 1024;
+        let cache = following(&LocalCacheConfig { max_bytes: MAX, ..following_cache_config() });
+        let body = "x".repeat(1000);
+        for i in 0..500 {
+            let body = body.clone();
+            let _ = cache.get_or_load(&format!("k{i}"), || async move { Ok(answer(body)) }).await.unwrap();
+        }
+        cache.fresh.run_pending_tasks().await;
+        cache.stale.run_pending_tasks().await;
+        let held = cache.fresh.weighted_size() + cache.stale.weighted_size();
+        assert!(held <= MAX, "{held} bytes held against a bound of {MAX}");
+        assert!(cache.fresh.entry_count() > 0, "the cache still caches");
     }
 }

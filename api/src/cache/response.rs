@@ -39,6 +39,9 @@ pub(crate) struct CachedResponse {
     /// When the load started: the data is at least this fresh, which lets a hit be served while
     /// the change feed cannot be read (see `feed::Follower::vouches_for`).
     pub(crate) loaded_at: Instant,
+    /// The eviction generation the load started in (see `evictions`): the answer is served only
+    /// while none of its tags was evicted after that. Set by the cache.
+    pub(crate) generation: u64,
     /// In-process freshness; zero when the data changed while loading (then it is not kept).
     pub(crate) ttl: Duration,
     /// How long after `ttl` the copy may be served if the database fails.
@@ -67,6 +70,7 @@ impl CachedResponse {
             tag_header,
             db_time,
             loaded_at,
+            generation: 0,
             ttl: Duration::ZERO,
             stale_for: Duration::ZERO,
             variants: [OnceLock::new(), OnceLock::new()],
