@@ -161,7 +161,7 @@ fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, o
 }
 
 /// The `Cache-Control` of an answer: the route's, cut short for `today` so no edge keeps it past
-/// the rollover (stale copies included), the brief stale one, or the negative one.
+/// the rollover (stale copies and `404`s included), the brief stale one, or the negative one.
 fn cache_control(
     route: &RouteHeaders,
     status: StatusCode,
@@ -176,6 +176,10 @@ fn cache_control(
         (StatusCode::OK, Outcome::Stale, _) => HeaderValue::from_static(STALE_CACHE_CONTROL),
         (StatusCode::OK, _, None) => route.cache_control.clone(),
         (StatusCode::OK, _, Some(remaining)) => computed(route.route.cache_control_until(remaining)),
+        // "No such operation today" must not outlive today either: the new day may have it.
+        (_, _, Some(remaining)) if remaining < route.route.negative_ttl => {
+            computed(cache_policy::negative_cache_control(remaining))
+        }
         _ => route.negative.clone(),
     }
 }
@@ -234,6 +238,11 @@ mod tests {
         assert_eq!(cache_control(&r, StatusCode::OK, Outcome::Stale, later), STALE_CACHE_CONTROL);
         assert_eq!(s_maxage(&cache_control(&r, StatusCode::OK, Outcome::Stale, None)), 5);
         assert_eq!(cache_control(&r, StatusCode::OK, Outcome::Hit, None), r.cache_control);
-        assert_eq!(cache_control(&r, StatusCode::NOT_FOUND, Outcome::Hit, soon), r.negative);
+        assert_eq!(cache_control(&r, StatusCode::NOT_FOUND, Outcome::Hit, later), r.negative);
+        assert_eq!(cache_control(&r, StatusCode::NOT_FOUND, Outcome::Hit, None), r.negative);
+        // A 404 for `today` is not kept past the rollover either.
+        for outcome in [Outcome::Hit, Outcome::Miss] {
+            assert!(s_maxage(&cache_control(&r, StatusCode::NOT_FOUND, outcome, soon)) <= 2, "{outcome:?}");
+        }
     }
 }
