@@ -23,8 +23,16 @@ impl FeedCursor {
 pub(crate) enum Cursor {
     /// SQLite: the highest change id seen (ids become visible in order there).
     Id(i64),
-    /// PostgreSQL: the text form of the snapshot of the last read.
-    Snapshot(String),
+    /// PostgreSQL: the snapshot of the last read, and the highest change id visible in it.
+    Snapshot {
+        /// `pg_current_snapshot()` as text.
+        snapshot: String,
+        /// The highest change id the snapshot saw. A change that becomes visible later either
+        /// has a higher id (its writer took the id after this snapshot was taken, since ids come
+        /// from a sequence handing out one value at a time) or was written by a transaction the
+        /// snapshot lists as in progress. Those two sets are all a poll has to read.
+        last_id: i64,
+    },
 }
 
 /// What one read of the change feed returned.

@@ -25,12 +25,15 @@
 //! A reader keeps a [`FeedCursor`] and asks [`Store::feed_since`] for the changes that became
 //! visible after it. Ids alone cannot say that on PostgreSQL: a transaction takes its ids when it
 //! writes but makes them visible when it commits, possibly long after later ids were seen. So the
-//! PostgreSQL cursor is a snapshot (`pg_current_snapshot()`) and each change row records its
-//! writer's transaction id; a poll returns the rows visible now that were not visible in the
-//! cursor's snapshot. No id is tracked, so a jump of millions of burned ids costs nothing, and a
-//! transaction that was open when a reader started, or ran for an hour, is still seen when it
-//! commits. SQLite has one writer at a time, so its ids become visible in order and the cursor is
-//! the last id.
+//! PostgreSQL cursor is a snapshot (`pg_current_snapshot()`) with the highest change id visible in
+//! it, and each change row records its writer's transaction id. A poll reads the rows above that
+//! id and the rows of the transactions the snapshot had in progress, and returns those visible
+//! now and not then. A transaction that was open when a reader started, or ran for an hour, is
+//! still seen when it commits, and its age costs a poll nothing (the poll never walks the rows
+//! written since it began); a jump of millions of burned ids costs nothing either. This relies on
+//! the id sequence handing out one value at a time (`CACHE 1`, the default): a writer that takes
+//! its id after a snapshot then gets a higher id than any the snapshot saw. SQLite has one writer
+//! at a time, so its ids become visible in order and the cursor is the last id.
 //!
 //! # Features
 //!

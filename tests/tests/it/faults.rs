@@ -4,10 +4,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
+use store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{Backend, TestApp, TestDb, TestResponse};
@@ -151,35 +152,46 @@ async fn a_transaction_open_when_an_instance_starts_is_not_missed() {
 }
 
 /// A TCP forwarder to PostgreSQL that can go silent: connections stay open, bytes stop flowing,
-/// like a dropped route or a frozen NAT entry. Nothing ever answers, nothing ever closes.
+/// like a dropped route or a frozen NAT entry. Nothing ever answers, nothing ever closes. Either
+/// everything goes silent ([`Self::go_silent`]), or only the connections open at that moment
+/// ([`Self::silence_existing`]), as after a failover: new connections reach the new server.
 struct SilentProxy {
     addr: SocketAddr,
     silent: Arc<AtomicBool>,
+    /// Connections accepted before this generation are silent.
+    generation: Arc<AtomicU64>,
 }
 
 impl SilentProxy {
     async fn start(target: SocketAddr) -> Self {
         let silent: Arc<AtomicBool> = Arc::default();
-        let flag = silent.clone();
+        let generation: Arc<AtomicU64> = Arc::default();
+        let (flag, current) = (silent.clone(), generation.clone());
         let addr = crate::helpers::forward(target, move |client_read, client_write, server_read, server_write| {
-            let flag = flag.clone();
+            let (flag, current) = (flag.clone(), current.clone());
+            let born = current.load(Ordering::SeqCst);
             async move {
-                tokio::spawn(Self::pump(client_read, server_write, flag.clone()));
-                Self::pump(server_read, client_write, flag).await;
+                let silenced = move || flag.load(Ordering::SeqCst) || current.load(Ordering::SeqCst) != born;
+                tokio::spawn(Self::pump(client_read, server_write, silenced.clone()));
+                Self::pump(server_read, client_write, silenced).await;
             }
         })
         .await;
-        Self { addr, silent }
+        Self { addr, silent, generation }
     }
 
-    async fn pump(mut from: impl AsyncReadExt + Unpin, mut to: impl AsyncWriteExt + Unpin, silent: Arc<AtomicBool>) {
+    async fn pump(
+        mut from: impl AsyncReadExt + Unpin,
+        mut to: impl AsyncWriteExt + Unpin,
+        silenced: impl Fn() -> bool,
+    ) {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
             let Ok(n) = from.read(&mut buf).await else { return };
             if n == 0 {
                 return;
             }
-            if silent.load(Ordering::SeqCst) {
+            if silenced() {
                 // Swallow everything from now on, keeping both sockets open.
                 std::future::pending::<()>().await;
             }
@@ -192,29 +204,72 @@ impl SilentProxy {
     fn go_silent(&self) {
         self.silent.store(true, Ordering::SeqCst);
     }
+
+    fn silence_existing(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// `db`'s URL through this proxy.
+    fn url(&self, db: &TestDb) -> String {
+        let authority = db.url.split('@').nth(1).unwrap().split('/').next().unwrap();
+        db.url.replace(authority, &self.addr.to_string())
+    }
+}
+
+/// `db`'s server address, for a proxy in front of it.
+fn server(db: &TestDb) -> SocketAddr {
+    db.url.split('@').nth(1).unwrap().split('/').next().unwrap().parse().unwrap()
+}
+
+/// One connection, short limits: an instance as on Lambda, where a connection stuck for good
+/// would stop the whole instance.
+const ONE_CONNECTION: &[&str] = &[
+    "--change-poll-interval",
+    "200ms",
+    "--db-acquire-timeout",
+    "500ms",
+    "--db-statement-timeout",
+    "1s",
+    "--db-max-connections",
+    "1",
+];
+
+/// After a failover black-holes the connection in use, the first miss gets its `503` as
+/// designed; the silent connection is then dropped, not kept, and the next misses are answered
+/// over a fresh connection within seconds (not once the kernel gives up on the socket).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_replaced_and_misses_recover_within_seconds() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let proxy = SilentProxy::start(server(&db)).await;
+    let app = TestApp::with_url(db.clone(), &proxy.url(&db), ONE_CONNECTION).await;
+    assert_eq!(app.get("/v1/lines").await.status, 200);
+
+    proxy.silence_existing();
+    let (first, took) = timed(&app, "/v1/formations").await;
+    assert_eq!(first.status, 503);
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    let recovered = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let res = app.get("/v1/formations/3001F").await;
+        if res.status == 200 {
+            break;
+        }
+        assert_eq!(res.status, 503);
+        assert!(
+            recovered.elapsed() < Duration::from_secs(6),
+            "misses still fail {:?} after the first 503",
+            recovered.elapsed()
+        );
+    }
+    assert_eq!(app.get("/v1/formations").await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_database_connection_never_holds_a_reader() {
     let db = TestDb::new(Backend::Postgres).await;
-    let authority = db.url.split('@').nth(1).unwrap().split('/').next().unwrap();
-    let proxy = SilentProxy::start(authority.parse().unwrap()).await;
-    let url = db.url.replace(authority, &proxy.addr.to_string());
-    let app = TestApp::with_url(
-        db.clone(),
-        &url,
-        &[
-            "--change-poll-interval",
-            "200ms",
-            "--db-acquire-timeout",
-            "500ms",
-            "--db-statement-timeout",
-            "1s",
-            "--db-max-connections",
-            "1",
-        ],
-    )
-    .await;
+    let proxy = SilentProxy::start(server(&db)).await;
+    let app = TestApp::with_url(db.clone(), &proxy.url(&db), ONE_CONNECTION).await;
     let fresh = app.get("/v1/sightings/latest").await;
     app.get("/v1/lines").await;
     assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit");
@@ -234,4 +289,49 @@ async fn a_silent_database_connection_never_holds_a_reader() {
     assert_eq!(stale.status, 200);
     assert_eq!(stale.header("x-local-cache"), "stale");
     assert_eq!(stale.body, fresh.body);
+}
+
+/// A writer left idle in its transaction, and two million changes committed after it. A poll
+/// reads only what is new, never the rows written since the writer began: it fits in a 250 ms
+/// feed timeout, which walking those rows does not. So polls keep succeeding, hits stay fast, and the
+/// writer's own change is seen as soon as it commits, long before the freshness bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_open_writer_costs_polls_nothing_and_is_seen_when_it_commits() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut writer = connect(&db).await;
+    sqlx::raw_sql("BEGIN; UPDATE lines SET name = 'Minato Line (late)' WHERE id = 'minato'")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    db.exec("INSERT INTO cache_changes (tag) SELECT 'formation:3001F' FROM generate_series(1, 2000000)").await;
+    let app = TestApp::with(
+        db.clone(),
+        &["--change-poll-interval", "100ms", "--change-poll-timeout", "250ms", "--change-max-lag", "60s"],
+    )
+    .await;
+    // The store's own poll, from a position taken behind the open writer.
+    let start = app.store().feed_start().await.unwrap();
+    for _ in 0..3 {
+        let page = app.store().feed_since(&start, 10_000).await.expect("a poll within its 250 ms timeout");
+        assert!(page.changes.is_empty());
+    }
+
+    assert_eq!(minato_name(&app.get("/v1/lines").await), "Minato Line");
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (res, took) = timed(&app, "/v1/lines").await;
+        assert_eq!(res.header("x-local-cache"), "hit");
+        assert!(took < FAST, "{took:?}");
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
+    let committed = Instant::now();
+    let mut seen = false;
+    while committed.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if minato_name(&app.get("/v1/lines").await) == "Minato Line (late)" {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "the long writer's change was not seen within 5 s of its commit (the bound here is 60 s)");
 }
