@@ -12,7 +12,9 @@
 //! escapes text as an `E'…'` string (correct whatever `standard_conforming_strings` says) and types
 //! dates, numbers and timestamps explicitly. Rows come back in text format, which sqlx decodes.
 
-use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use std::fmt::Write as _;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use futures_util::TryStreamExt;
 use sqlx::Either;
 use sqlx::postgres::{PgConnection, PgRow};
@@ -52,17 +54,32 @@ impl Literal<'_> {
             Self::Int(n) => out.push_str(&n.to_string()),
             Self::Date(d) => {
                 out.push('\'');
-                out.push_str(&d.format("%Y-%m-%d").to_string());
+                let era = push_date(out, d);
+                out.push_str(era);
                 out.push_str("'::date");
             }
             Self::Time(t) => {
                 out.push('\'');
-                out.push_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
+                let era = push_date(out, t.date_naive());
+                let _ = write!(out, " {}+00{era}", t.format("%H:%M:%S%.6f"));
                 out.push_str("'::timestamptz");
             }
         }
         Ok(())
     }
+}
+
+/// Writes `date` as PostgreSQL reads it and returns the era suffix to put after the whole value.
+///
+/// chrono's year 0 is 1 BC, and PostgreSQL has no year 0: it reads `0001-01-01 BC`. A year past
+/// 9999 must not carry the `+` that ISO 8601 (and chrono) put before it: PostgreSQL would read it
+/// as a UTC offset. Every date a request can name (`0000-01-01` to `9999-12-31`, and the end of
+/// that last service day) is then one the server accepts.
+fn push_date(out: &mut String, date: NaiveDate) -> &'static str {
+    let year = date.year();
+    let (year, era) = if year <= 0 { (1 - year, " BC") } else { (year, "") };
+    let _ = write!(out, "{year:04}-{:02}-{:02}", date.month(), date.day());
+    era
 }
 
 /// `sql` with each `$n` replaced by `params[n - 1]`.
@@ -163,9 +180,30 @@ mod tests {
         ];
         assert_eq!(
             bind(sql, &params).unwrap(),
-            "SELECT E'it''s a \\\\ test', -5, '2026-11-28'::date, '2026-11-28T12:00:00.000000Z'::timestamptz, E'tenth'"
+            "SELECT E'it''s a \\\\ test', -5, '2026-11-28'::date, '2026-11-28 12:00:00.000000+00'::timestamptz, E'tenth'"
         );
         assert!(bind("SELECT $2", &[Literal::Int(1)]).is_err(), "a missing value is an error");
         assert!(bind("SELECT $1", &[Literal::Text("a\0b")]).is_err());
+    }
+
+    #[test]
+    fn the_extreme_dates_are_spelled_as_postgres_reads_them() {
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let at = |d: NaiveDate| d.and_hms_opt(19, 0, 0).unwrap().and_utc();
+        let spelled = bind(
+            "$1 $2 $3 $4",
+            &[
+                Literal::Date(date(0, 1, 1)),
+                Literal::Time(at(date(0, 12, 31))),
+                Literal::Date(date(10_000, 1, 1)),
+                Literal::Time(at(date(10_000, 1, 1))),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            spelled,
+            "'0001-01-01 BC'::date '0001-12-31 19:00:00.000000+00 BC'::timestamptz '10000-01-01'::date \
+             '10000-01-01 19:00:00.000000+00'::timestamptz"
+        );
     }
 }
