@@ -88,23 +88,36 @@ impl ServiceCalendar {
         self.offset_seconds(at) / 60
     }
 
-    /// The service day that `at` belongs to, by the local wall clock, as the database's triggers
-    /// compute it when they tag a sighting.
+    /// The service day that `at` belongs to: the one whose [`Self::day_bounds`] contain it, as the
+    /// database's triggers compute it when they tag a sighting (`edgerail_service_day`).
+    ///
+    /// The wall clock alone would not do: where a day starts inside a fold, the repeated hour's
+    /// second pass would read as the previous day again, and a sighting would be tagged with one
+    /// day while it appears on another day's page.
     pub fn service_date(&self, at: DateTime<Utc>) -> NaiveDate {
         let local = at.naive_utc() + TimeDelta::seconds(i64::from(self.offset_seconds(at)));
-        (local - self.day_start.signed_duration_since(NaiveTime::MIN)).date()
+        // By the wall clock, off by at most a day next to a clock change.
+        let guess = (local - self.day_start.signed_duration_since(NaiveTime::MIN)).date();
+        if at < self.day_start_instant(guess) {
+            guess.pred_opt().unwrap_or(guess)
+        } else if guess.succ_opt().is_some_and(|next| at >= self.day_start_instant(next)) {
+            guess.succ_opt().unwrap_or(guess)
+        } else {
+            guess
+        }
     }
 
-    /// The instant a service day starts. A start that falls in a clock change resolves as
-    /// clocks do: inside a gap (spring forward) the day starts when the clock has jumped, the
-    /// same distance later; in a fold (fall back) at the first of the repeated times.
+    /// The instant a service day starts. A start that falls in a clock change resolves to the
+    /// later instant, as PostgreSQL resolves a local time: inside a gap (spring forward) the day
+    /// starts when the clock has jumped, the same distance later; in a fold (fall back) at the
+    /// second of the repeated times. Days are contiguous: each ends where the next starts.
     pub fn day_start_instant(&self, date: NaiveDate) -> DateTime<Utc> {
         let local = date.and_time(self.day_start);
         // Only outside jiff's years (±9999) is there no answer; UTC wall time is the best guess.
         self.instant_of(local).unwrap_or_else(|| Utc.from_utc_datetime(&local))
     }
 
-    /// The instant the zone's clocks show `local`, by jiff's "compatible" rule for gaps and folds.
+    /// The instant the zone's clocks show `local`, the later one in a gap or a fold.
     fn instant_of(&self, local: NaiveDateTime) -> Option<DateTime<Utc>> {
         let civil = jiff::civil::DateTime::new(
             i16::try_from(local.year()).ok()?,
@@ -116,7 +129,7 @@ impl ServiceCalendar {
             0,
         )
         .ok()?;
-        let instant = self.tz.to_ambiguous_timestamp(civil).compatible().ok()?;
+        let instant = self.tz.to_ambiguous_timestamp(civil).later().ok()?;
         DateTime::from_timestamp(instant.as_second(), 0)
     }
 
@@ -181,10 +194,27 @@ mod tests {
         let cal = ServiceCalendar::new("America/New_York", "02:30").unwrap();
         assert_eq!(cal.day_start_instant("2026-03-08".parse().unwrap()), utc("2026-03-08T07:30:00Z"));
         let cal = ServiceCalendar::new("America/New_York", "01:30").unwrap();
-        assert_eq!(cal.day_start_instant("2026-11-01".parse().unwrap()), utc("2026-11-01T05:30:00Z"));
-        assert_eq!(cal.service_date(utc("2026-11-01T05:40:00Z")).to_string(), "2026-11-01");
-        assert_eq!(cal.service_date(utc("2026-11-01T05:10:00Z")).to_string(), "2026-10-31");
+        // 01:30 comes twice: at 05:30Z (EDT) and 06:30Z (EST); the day starts at the second.
+        assert_eq!(cal.day_start_instant("2026-11-01".parse().unwrap()), utc("2026-11-01T06:30:00Z"));
+        assert_eq!(cal.service_date(utc("2026-11-01T06:30:00Z")).to_string(), "2026-11-01");
+        assert_eq!(cal.service_date(utc("2026-11-01T05:40:00Z")).to_string(), "2026-10-31");
+        assert_eq!(cal.service_date(utc("2026-11-01T06:10:00Z")).to_string(), "2026-10-31");
         assert_eq!(cal.utc_offset_minutes(utc("2026-11-01T06:10:00Z")), -300);
+    }
+
+    #[test]
+    fn every_instant_of_a_daylight_saving_year_lies_within_its_own_service_day() {
+        for (zone, start) in [("America/New_York", "01:30"), ("America/New_York", "02:30"), ("Europe/London", "01:00")]
+        {
+            let cal = ServiceCalendar::new(zone, start).unwrap();
+            let mut at = utc("2026-01-01T00:00:00Z");
+            while at < utc("2027-01-01T00:00:00Z") {
+                let day = cal.service_date(at);
+                let (from, until) = cal.day_bounds(day);
+                assert!(from <= at && at < until, "{zone} {start}: {at} is given {day}, which is [{from}, {until})");
+                at += TimeDelta::minutes(1);
+            }
+        }
     }
 
     #[test]

@@ -22,16 +22,18 @@ use sqlx::{Postgres, Transaction};
 
 use crate::db::Db;
 use crate::error::StoreResult;
-use crate::model::Change;
 
 /// The statements whose spelling differs between the dialects (time arithmetic, JSON, snapshots).
 /// Everything else is one text for both.
 struct Dialect {
     /// Starts a claim: SQLite must take the write lock up front.
     claim_begin: &'static str,
-    /// `$1` limit, `$2` visibility mark.
+    /// Takes the pending changes visible at a mark: `$1` most distinct tags, `$2` visibility mark,
+    /// `$3` the claim's marker, written into `invalidation_id` until the claim completes.
     claim: &'static str,
-    /// `$1` invalidation id, `$2` JSON array of change ids.
+    /// What the claim took, a row per tag: `$1` the claim's marker.
+    claimed: &'static str,
+    /// `$1` invalidation id, `$2` the claim's marker.
     complete: &'static str,
     /// The current visibility mark, as text.
     visible_mark: &'static str,
@@ -45,11 +47,18 @@ struct Dialect {
 
 const POSTGRES: Dialect = Dialect {
     claim_begin: "BEGIN",
-    claim: "SELECT id, tag FROM cache_changes WHERE processed_at IS NULL \
-            AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
-            ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-    complete: "UPDATE cache_changes SET processed_at = now(), invalidation_id = $1 \
-               WHERE id IN (SELECT value::bigint FROM json_array_elements_text($2::json))",
+    // SKIP LOCKED: rows another warmer's open claim holds are left to it. `processed_at = now()`
+    // (constant in a transaction) lets the later statements find the claim's rows by index.
+    claim: "UPDATE cache_changes SET processed_at = now(), invalidation_id = $3 WHERE id IN ( \
+                SELECT id FROM cache_changes \
+                WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
+                  AND tag IN (SELECT tag FROM cache_changes \
+                              WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
+                              GROUP BY tag ORDER BY min(id) LIMIT $1) \
+                FOR UPDATE SKIP LOCKED)",
+    claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id FROM cache_changes \
+              WHERE processed_at = now() AND invalidation_id = $1 GROUP BY tag ORDER BY min(id)",
+    complete: "UPDATE cache_changes SET invalidation_id = $1 WHERE processed_at = now() AND invalidation_id = $2",
     visible_mark: "SELECT pg_current_snapshot()::text",
     items_this_month: "SELECT COALESCE(SUM(items), 0)::BIGINT FROM cache_invalidations \
                        WHERE backend = 'cloudfront' AND created_at >= date_trunc('month', now())",
@@ -64,10 +73,14 @@ const POSTGRES: Dialect = Dialect {
 #[cfg(feature = "sqlite")]
 const SQLITE: Dialect = Dialect {
     claim_begin: "BEGIN IMMEDIATE",
-    claim: "SELECT id, tag FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
-            ORDER BY id LIMIT $1",
-    complete: "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), invalidation_id = $1 \
-               WHERE id IN (SELECT value FROM json_each($2))",
+    // The claim holds the write lock, so nothing else can take these rows meanwhile.
+    claim: "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), invalidation_id = $3 \
+            WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
+              AND tag IN (SELECT tag FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
+                          GROUP BY tag ORDER BY min(id) LIMIT $1)",
+    claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id FROM cache_changes WHERE invalidation_id = $1 \
+              GROUP BY tag ORDER BY min(id)",
+    complete: "UPDATE cache_changes SET invalidation_id = $1 WHERE invalidation_id = $2",
     visible_mark: "SELECT CAST(COALESCE(MAX(id), 0) AS TEXT) FROM cache_changes",
     items_this_month: "SELECT COALESCE(SUM(items), 0) FROM cache_invalidations \
                        WHERE backend = 'cloudfront' AND created_at >= strftime('%Y-%m-01T00:00:00', 'now')",
@@ -128,13 +141,34 @@ pub async fn visible_mark(db: &Db) -> StoreResult<VisibleMark> {
     Ok(VisibleMark(mark))
 }
 
-/// Claimed changes, locked until [`Claim::complete`] or drop.
+/// What a claim holds in `invalidation_id` until it completes. Only the claim's own transaction
+/// ever sees it: completing replaces it before the commit, and releasing rolls it back. So one
+/// constant serves every claim.
+const CLAIMING: &str = "(claimed, not yet accepted)";
+
+/// One tag among the claimed changes, with the changes that carried it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ClaimedTag {
+    /// The tag.
+    pub tag: String,
+    /// How many claimed changes carried it.
+    pub changes: i64,
+    /// The lowest of their ids.
+    pub first_id: i64,
+    /// The highest of their ids.
+    pub last_id: i64,
+}
+
+/// Claimed changes, held until [`Claim::complete`] or [`Claim::release`] (or drop).
+///
+/// A claim takes every pending change its mark saw, coalesced by tag: a backlog of any size drains
+/// in one tick, and what a tick plans and sends grows with the distinct tags, never with rows.
 #[derive(Debug)]
 pub struct Claim {
     /// The open transaction holding the claim.
     tx: ClaimTx,
-    /// The claimed rows, ordered by id.
-    pub changes: Vec<Change>,
+    /// The claimed tags, ordered by their first change.
+    pub tags: Vec<ClaimedTag>,
 }
 
 #[derive(Debug)]
@@ -159,22 +193,29 @@ pub struct Accepted<'a> {
     pub status: &'a str,
 }
 
-/// Claims up to `limit` pending changes that were visible at `mark`.
+/// Claims the pending changes that were visible at `mark`, of at most `max_tags` distinct tags
+/// (the earliest changed first; the rest wait for the next tick).
 ///
 /// # Errors
 ///
-/// The database failed.
-pub async fn claim(db: &Db, limit: i64, mark: &VisibleMark) -> StoreResult<Claim> {
+/// The database failed; nothing is claimed.
+pub async fn claim(db: &Db, max_tags: i64, mark: &VisibleMark) -> StoreResult<Claim> {
     macro_rules! claim_on {
         ($store:expr, $sql:expr, $variant:ident) => {{
             let mut tx = $store.pool().begin_with($sql.claim_begin).await?;
-            let changes = sqlx::query_as::<_, Change>($sql.claim)
+            sqlx::query($sql.claim)
                 .persistent(false)
-                .bind(limit)
+                .bind(max_tags.max(1))
                 .bind(&mark.0)
+                .bind(CLAIMING)
+                .execute(&mut *tx)
+                .await?;
+            let tags = sqlx::query_as::<_, ClaimedTag>($sql.claimed)
+                .persistent(false)
+                .bind(CLAIMING)
                 .fetch_all(&mut *tx)
                 .await?;
-            Ok(Claim { tx: ClaimTx::$variant(tx), changes })
+            Ok(Claim { tx: ClaimTx::$variant(tx), tags })
         }};
     }
     match db {
@@ -185,9 +226,14 @@ pub async fn claim(db: &Db, limit: i64, mark: &VisibleMark) -> StoreResult<Claim
 }
 
 impl Claim {
-    /// Ids of the claimed changes.
-    pub fn ids(&self) -> Vec<i64> {
-        self.changes.iter().map(|c| c.id).collect()
+    /// Changes claimed, over all tags.
+    pub fn changes(&self) -> usize {
+        self.tags.iter().map(|t| usize::try_from(t.changes).unwrap_or(0)).sum()
+    }
+
+    /// Whether nothing was claimed.
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
     }
 
     /// Releases the claim without processing anything: the changes stay pending for the next
@@ -204,19 +250,18 @@ impl Claim {
         }
     }
 
-    /// Marks the claimed changes processed with the invalidation id, records the invalidation,
-    /// and releases the claim.
+    /// Marks the claimed changes processed with the invalidation id (one statement, whatever
+    /// their number), records the invalidation, and releases the claim.
     ///
     /// # Errors
     ///
     /// The database failed; the changes stay pending.
     pub async fn complete(self, accepted: &Accepted<'_>) -> StoreResult<()> {
-        let ids = serde_json::to_string(&self.ids()).unwrap_or_else(|_| "[]".into());
-        let changes = i64::try_from(self.changes.len()).unwrap_or(i64::MAX);
+        let changes = i64::try_from(self.changes()).unwrap_or(i64::MAX);
         macro_rules! complete_on {
             ($tx:expr, $sql:expr) => {{
                 let mut tx = $tx;
-                sqlx::query($sql.complete).persistent(false).bind(accepted.id).bind(&ids).execute(&mut *tx).await?;
+                sqlx::query($sql.complete).persistent(false).bind(accepted.id).bind(CLAIMING).execute(&mut *tx).await?;
                 record(&mut *tx, accepted, changes).await?;
                 tx.commit().await?;
             }};
@@ -381,48 +426,59 @@ pub async fn record_warm(db: &Db, results: &[(String, u16, Option<String>)]) -> 
 /// What the warmer knows of an API build it has just seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildSeen {
-    /// Seen before: nothing to do.
+    /// The build seen last: nothing to do.
     Known,
     /// The first build ever seen: the edge holds nothing from an older one.
     First,
-    /// New code after other code: the edge may hold the old code's answers.
-    Deployed,
+    /// Other code answered last (a new build, or a rollback to an older one): the edge may hold
+    /// that code's answers.
+    Deployed {
+        /// This sighting's place in the order of builds seen; it tells one deploy of a build from
+        /// a later one (CloudFront treats a repeated `CallerReference` as the same request).
+        sequence: i64,
+    },
 }
 
-/// Whether `build` is new, without recording it (the warmer records it with
-/// [`record_build`] once the invalidation it calls for was accepted, so a failure is retried).
+/// Whether `build` differs from the build seen last, without recording it (the warmer records it
+/// with [`record_build`] once the invalidation it calls for was accepted, so a failure is
+/// retried). Compared with the last build, not with every build ever seen: rolling back to an
+/// earlier build is a deploy as well.
 ///
 /// # Errors
 ///
 /// The database failed.
 pub async fn build_status(db: &Db, build: &str) -> StoreResult<BuildSeen> {
-    let (known, total): (i64, i64) = in_tx!(db, |tx, _sql| {
-        sqlx::query_as("SELECT COUNT(*) FILTER (WHERE build = $1), COUNT(*) FROM deploys")
+    let last: Option<(String, i64)> = in_tx!(db, |tx, _sql| {
+        sqlx::query_as("SELECT build, CAST(seen_seq AS BIGINT) FROM deploys ORDER BY seen_seq DESC LIMIT 1")
             .persistent(false)
-            .bind(build)
-            .fetch_one(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?
     });
-    Ok(match (known, total) {
-        (1.., _) => BuildSeen::Known,
-        (_, 0) => BuildSeen::First,
-        _ => BuildSeen::Deployed,
+    Ok(match last {
+        None => BuildSeen::First,
+        Some((last, _)) if last == build => BuildSeen::Known,
+        Some((_, sequence)) => BuildSeen::Deployed { sequence: sequence + 1 },
     })
 }
 
-/// Records `build` as seen, with the invalidation sent for it, if any.
+/// Records `build` as the build seen last, with the invalidation sent for it, if any.
 ///
 /// # Errors
 ///
 /// The database failed.
 pub async fn record_build(db: &Db, build: &str, invalidation_id: Option<&str>) -> StoreResult<()> {
     in_tx!(db, |tx, _sql| {
-        sqlx::query("INSERT INTO deploys (build, invalidation_id) VALUES ($1, $2) ON CONFLICT (build) DO NOTHING")
-            .persistent(false)
-            .bind(build)
-            .bind(invalidation_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO deploys (build, invalidation_id, seen_seq) \
+             VALUES ($1, $2, (SELECT COALESCE(MAX(seen_seq), 0) + 1 FROM deploys)) \
+             ON CONFLICT (build) DO UPDATE SET seen_seq = excluded.seen_seq, \
+             invalidation_id = COALESCE(excluded.invalidation_id, deploys.invalidation_id)",
+        )
+        .persistent(false)
+        .bind(build)
+        .bind(invalidation_id)
+        .execute(&mut *tx)
+        .await?;
     });
     Ok(())
 }

@@ -6,6 +6,7 @@ use aws_sdk_cloudfront::error::SdkError;
 use aws_sdk_cloudfront::operation::create_invalidation::CreateInvalidationError;
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use cache_policy::plan::{BatchError, Limits, validate_batch};
+use store::outbox::ClaimedTag;
 
 /// Why an invalidation was not accepted. Every variant leaves the changes pending.
 #[derive(Debug, thiserror::Error)]
@@ -336,36 +337,55 @@ impl Invalidator {
     }
 }
 
-/// A caller reference derived from the claimed change ids and the planned items.
+/// A caller reference derived from the claimed changes (per tag: how many, and the range of
+/// their ids) and the planned items.
 ///
 /// Retrying the same changes with the same batch is idempotent at CloudFront (it returns the
 /// existing invalidation instead of creating one). If the retry plans a different batch for the
 /// same changes (the month's budget or the service day moved on), the reference differs too:
 /// CloudFront would otherwise refuse it (`InvalidationBatchAlreadyExists`) on every tick, and the
 /// changes would never be processed.
-pub fn caller_reference(ids: &[i64], items: &[String]) -> String {
-    let (first, last) = (ids.first().copied().unwrap_or(0), ids.last().copied().unwrap_or(0));
-    let mut bytes = Vec::with_capacity(ids.len() * 8);
-    for id in ids {
-        bytes.extend_from_slice(&id.to_le_bytes());
+pub fn caller_reference(claimed: &[ClaimedTag], items: &[String]) -> String {
+    let first = claimed.iter().map(|t| t.first_id).min().unwrap_or(0);
+    let last = claimed.iter().map(|t| t.last_id).max().unwrap_or(0);
+    let changes: i64 = claimed.iter().map(|t| t.changes).sum();
+    let mut bytes = Vec::with_capacity(claimed.len() * 32);
+    for t in claimed {
+        bytes.extend_from_slice(t.tag.as_bytes());
+        bytes.push(0);
+        for n in [t.changes, t.first_id, t.last_id] {
+            bytes.extend_from_slice(&n.to_le_bytes());
+        }
     }
     let batch = xxhash_rust::xxh3::xxh3_64(items.join("\n").as_bytes());
-    format!("edgerail-{first}-{last}-{}-{:016x}-{batch:016x}", ids.len(), xxhash_rust::xxh3::xxh3_64(&bytes))
+    format!("edgerail-{first}-{last}-{changes}-{:016x}-{batch:016x}", xxhash_rust::xxh3::xxh3_64(&bytes))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn tag(tag: &str, changes: i64, first_id: i64, last_id: i64) -> ClaimedTag {
+        ClaimedTag { tag: tag.into(), changes, first_id, last_id }
+    }
+
     #[test]
-    fn caller_reference_is_a_function_of_the_ids_and_the_batch() {
+    fn caller_reference_is_a_function_of_the_claimed_changes_and_the_batch() {
         let batch = ["/v1/lines".to_owned()];
         let other = ["/v1/lines".to_owned(), "/v1/formations".to_owned()];
-        assert_eq!(caller_reference(&[1, 2, 3], &batch), caller_reference(&[1, 2, 3], &batch));
-        assert_ne!(caller_reference(&[1, 2, 3], &batch), caller_reference(&[1, 2, 4], &batch));
-        assert_ne!(caller_reference(&[1, 3], &batch), caller_reference(&[1, 2, 3], &batch));
-        assert_ne!(caller_reference(&[1, 2, 3], &batch), caller_reference(&[1, 2, 3], &other));
-        assert!(caller_reference(&[7, 9], &batch).starts_with("edgerail-7-9-2-"));
+        let claimed = [tag("lines", 2, 1, 3), tag("line:minato", 1, 2, 2)];
+        assert_eq!(caller_reference(&claimed, &batch), caller_reference(&claimed, &batch));
+        assert_ne!(caller_reference(&claimed, &batch), caller_reference(&claimed[..1], &batch));
+        assert_ne!(
+            caller_reference(&claimed, &batch),
+            caller_reference(&[tag("lines", 2, 1, 4), tag("line:minato", 1, 2, 2)], &batch)
+        );
+        assert_ne!(
+            caller_reference(&claimed, &batch),
+            caller_reference(&[tag("lines", 3, 1, 3), tag("line:minato", 1, 2, 2)], &batch)
+        );
+        assert_ne!(caller_reference(&claimed, &batch), caller_reference(&claimed, &other));
+        assert!(caller_reference(&claimed, &batch).starts_with("edgerail-1-3-3-"));
     }
 
     #[test]

@@ -109,7 +109,8 @@ pub struct DatabaseArgs {
     /// Local time (HH:MM) at which a service day starts.
     #[arg(long, env = "SERVICE_DAY_START", default_value = "04:00")]
     pub service_day_start: String,
-    /// Most changes one tick claims.
+    /// Most distinct tags one tick claims; it takes every pending change that carries them, so
+    /// one tick drains any backlog of those tags, however many rows it has.
     #[arg(long, env = "WARMER_BATCH", default_value_t = 10_000)]
     pub batch: i64,
     /// How long a change must have been visible (committed) before it is claimed, so every API

@@ -124,7 +124,7 @@ pub struct Warmer {
     pub limits: Limits,
     /// The monthly path budget and what happens past it (CloudFront only).
     pub budget: BudgetPolicy,
-    /// Most changes per tick.
+    /// Most distinct tags per tick (a tick takes every change carrying them).
     pub batch: i64,
     /// How long a change must have been visible before it is claimed.
     pub settle: Duration,
@@ -153,11 +153,13 @@ impl Warmer {
     pub async fn tick(&self) -> Result<Summary, TickFailure> {
         let started = Instant::now();
         let mut summary = Summary::default();
-        let today = self.calendar.service_date(Utc::now()).to_string();
+        // Set again when the changes are claimed: a tick that straddles the rollover (it waits
+        // out the settle time first) plans and warms for the day of its claim.
+        let mut today = self.today();
         let mut changed = BTreeSet::new();
         summary.calendar_mismatch = self.calendar_mismatch().await;
         summary.path_budget = self.budget.budget;
-        let mut result = self.invalidate(&today, &mut summary, &mut changed).await;
+        let mut result = self.invalidate(&mut today, &mut summary, &mut changed).await;
         if result.is_ok() {
             result = self.invalidate_deploy(&mut summary).await;
         }
@@ -201,9 +203,14 @@ impl Warmer {
         Some(text)
     }
 
+    /// The current service day, as the routes spell it.
+    fn today(&self) -> String {
+        self.calendar.service_date(Utc::now()).to_string()
+    }
+
     async fn invalidate(
         &self,
-        today: &str,
+        today: &mut String,
         summary: &mut Summary,
         changed: &mut BTreeSet<String>,
     ) -> Result<(), TickError> {
@@ -234,15 +241,16 @@ impl Warmer {
             tokio::time::sleep(self.settle).await;
         }
         let claim = outbox::claim(&self.db, self.batch, &mark).await?;
-        if !claim.changes.is_empty() {
-            summary.changes = claim.changes.len();
-            changed.extend(claim.changes.iter().map(|c| c.tag.clone()));
+        *today = self.today();
+        if !claim.is_empty() {
+            summary.changes = claim.changes();
+            changed.extend(claim.tags.iter().map(|t| t.tag.clone()));
             summary.tags = changed.len();
             let budget_remaining = used.map(|u| usize::try_from(self.budget.budget.saturating_sub(u)).unwrap_or(0));
             let limits = Limits { budget_remaining, ..self.limits };
-            let batch = plan(self.policy, changed, self.mode, &limits, &Context { today: Some(today.to_owned()) });
+            let batch = plan(self.policy, changed, self.mode, &limits, &Context { today: Some(today.clone()) });
             summary.items = batch.items.len();
-            let reference = caller_reference(&claim.ids(), &batch.items);
+            let reference = caller_reference(&claim.tags, &batch.items);
             if batch.items.is_empty() {
                 // Tags no route carries: nothing to invalidate, but they are handled.
                 let accepted = Accepted {
@@ -296,9 +304,9 @@ impl Warmer {
         match outbox::build_status(&self.db, &build).await? {
             BuildSeen::Known => Ok(()),
             BuildSeen::First => Ok(outbox::record_build(&self.db, &build, None).await?),
-            BuildSeen::Deployed => {
+            BuildSeen::Deployed { sequence } => {
                 let items = vec!["/*".to_owned()];
-                let reference = format!("deploy-{build}");
+                let reference = format!("deploy-{build}-{sequence}");
                 let submitted = self.invalidator.submit(&items, &reference).await?;
                 let accepted = Accepted {
                     id: Some(&submitted.id),

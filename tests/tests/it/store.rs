@@ -10,6 +10,8 @@ use store::{FeedCursor, Store, StoreError, outbox};
 use crate::helpers::{Backend, TestApp};
 
 crate::both_backends!(
+    one_claim_drains_a_backlog_of_any_size,
+    a_released_claim_leaves_everything_pending,
     reads_lines_and_stations,
     reads_formations_with_latest_sightings,
     reads_operations_of_a_service_day,
@@ -205,10 +207,10 @@ async fn a_claim_takes_only_what_was_visible_at_its_mark(backend: Backend) {
     let mark = outbox::visible_mark(store).await.unwrap();
     app.db.exec("UPDATE formations SET note = 'after the mark' WHERE id = '3001F'").await;
     let claim = outbox::claim(store, 100, &mark).await.unwrap();
-    assert!(claim.changes.is_empty(), "{:?}", claim.changes);
+    assert!(claim.is_empty(), "{:?}", claim.tags);
     claim.release().await;
     let claim = outbox::claim(store, 100, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
-    assert_eq!(claim.changes.len(), 2);
+    assert_eq!(claim.changes(), 2);
     claim.complete(&accepted()).await.unwrap();
     assert_eq!(outbox::pending(store).await.unwrap().count, 0);
 }
@@ -221,7 +223,7 @@ async fn processed_changes_older_than_the_retention_are_pruned(backend: Backend)
     let app = app(backend).await;
     let store = app.store();
     let claim = outbox::claim(store, 1_000_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
-    let processed = claim.changes.len();
+    let processed = claim.changes();
     assert!(processed > 0);
     claim.complete(&accepted()).await.unwrap();
     app.db.exec("UPDATE formations SET note = 'pending' WHERE id = '3001F'").await;
@@ -255,10 +257,10 @@ async fn a_claim_waits_for_a_late_commit_to_settle_however_early_it_started() {
     sqlx::raw_sql("COMMIT").execute(&mut slow).await.unwrap();
     // Its `changed_at` is old, but it was not visible at the mark: not claimed yet.
     let early = outbox::claim(store, 100, &mark).await.unwrap();
-    assert!(early.changes.is_empty());
+    assert!(early.is_empty());
     early.release().await;
     let later = outbox::visible_mark(store).await.unwrap();
-    assert_eq!(outbox::claim(store, 100, &later).await.unwrap().changes.len(), 2);
+    assert_eq!(outbox::claim(store, 100, &later).await.unwrap().changes(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -271,4 +273,109 @@ async fn sqlite_insert_or_replace_records_the_replaced_rows_tags() {
         .exec("INSERT OR REPLACE INTO stations (id, line_id, name, position) VALUES ('M01', 'sakura', 'Shiodome', 99)")
         .await;
     assert_eq!(tags_after(store, &mark).await, set(&["line:minato", "line:sakura"]));
+}
+
+/// An import that empties a table with `TRUNCATE` records the tags of every row it removed, as a
+/// `DELETE` of each would: the pages those rows were on are evicted and invalidated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_records_the_tags_of_every_row_it_removes() {
+    let app = app(Backend::Postgres).await;
+    let store = app.store();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url).await.unwrap();
+    let expected: Vec<(String,)> =
+        sqlx::query_as("SELECT DISTINCT t FROM (SELECT r FROM sightings r OFFSET 0) x, edgerail_tags_sightings(x.r) t")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+    let expected: BTreeSet<String> = expected.into_iter().map(|(t,)| t).collect();
+    assert!(expected.contains("formation:3001F") && expected.len() > 10, "{expected:?}");
+
+    let mark = store.feed_start().await.unwrap();
+    app.db
+        .exec(
+            "BEGIN; TRUNCATE sightings; INSERT INTO sightings (formation_id, seen_at) VALUES ('3002F', now()); COMMIT",
+        )
+        .await;
+    let page = store.feed_since(&mark, 1_000_000).await.unwrap();
+    let recorded: BTreeSet<String> = page.changes.iter().map(|c| c.tag.clone()).collect();
+    assert!(expected.is_subset(&recorded), "missing: {:?}", expected.difference(&recorded).collect::<Vec<_>>());
+    assert!(recorded.contains("formation:3002F"), "the reload's own rows are recorded too");
+    // Each tag once per statement, as for bulk writes.
+    let truncated = page.changes.iter().filter(|c| c.tag == "formation:3001F").count();
+    assert_eq!(truncated, 1);
+}
+
+/// The triggers' service day (`edgerail_service_day`) and the API's (`ServiceCalendar`) follow
+/// one rule, in a zone whose day starts inside its clock changes (a fold in November, a gap in
+/// March), so the page a sighting appears on is the page its tags invalidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_triggers_and_the_api_agree_on_service_days_across_clock_changes() {
+    use chrono::{DateTime, Utc};
+    let app = app(Backend::Postgres).await;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url).await.unwrap();
+    for (start, minutes) in [("01:30", 90), ("02:30", 150)] {
+        sqlx::query(&format!(
+            "UPDATE service_calendar SET time_zone = 'America/New_York', day_start = make_interval(mins => {minutes})"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let calendar = store::ServiceCalendar::new("America/New_York", start).unwrap();
+        let days: Vec<(DateTime<Utc>, String)> = sqlx::query_as(
+            "SELECT t, edgerail_service_day(t) FROM ( \
+                 SELECT generate_series('2026-03-07T00:00Z'::timestamptz, '2026-03-09T12:00Z', interval '5 minutes') \
+                 UNION ALL \
+                 SELECT generate_series('2026-10-31T00:00Z'::timestamptz, '2026-11-02T12:00Z', interval '5 minutes')) s (t)",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert!(days.len() > 1000);
+        for (at, day) in days {
+            assert_eq!(day, calendar.service_date(at).to_string(), "{start}: {at}");
+        }
+    }
+}
+
+/// Many changes of one tag: a claim takes them all as one tag (the planner sees one tag, not
+/// a hundred thousand rows), and one statement marks them processed.
+async fn one_claim_drains_a_backlog_of_any_size(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let drain = outbox::claim(store, 1_000_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    drain.complete(&accepted()).await.unwrap();
+    let backlog = match backend {
+        Backend::Postgres => "INSERT INTO cache_changes (tag) SELECT 'formation:3001F' FROM generate_series(1, 100000)",
+        Backend::Sqlite => {
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000) \
+             INSERT INTO cache_changes (tag) SELECT 'formation:3001F' FROM n"
+        }
+    };
+    app.db.exec(backlog).await;
+    app.db.exec("UPDATE lines SET color = '#000000' WHERE id = 'minato'").await;
+    // A claim bounded to fewer tags than are pending takes whole tags, earliest first.
+    let first = outbox::claim(store, 1, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    assert_eq!(first.tags.len(), 1);
+    assert_eq!((first.tags[0].tag.as_str(), first.tags[0].changes), ("formation:3001F", 100_000));
+    first.release().await;
+    let claim = outbox::claim(store, 10_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    let tags: BTreeSet<&str> = claim.tags.iter().map(|t| t.tag.as_str()).collect();
+    assert_eq!(tags, BTreeSet::from(["formation:3001F", "lines", "line:minato"]));
+    assert_eq!(claim.changes(), 100_002);
+    claim.complete(&accepted()).await.unwrap();
+    assert_eq!(outbox::pending(store).await.unwrap().count, 0, "one claim drained the backlog");
+}
+
+/// A claim whose invalidation was not accepted leaves every change pending, unmarked.
+async fn a_released_claim_leaves_everything_pending(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let before = outbox::pending(store).await.unwrap().count;
+    assert!(before > 0);
+    let claim = outbox::claim(store, 10_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    assert_eq!(i64::try_from(claim.changes()).unwrap(), before);
+    claim.release().await;
+    assert_eq!(outbox::pending(store).await.unwrap().count, before);
+    let again = outbox::claim(store, 10_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    assert_eq!(i64::try_from(again.changes()).unwrap(), before, "the same changes, claimable again");
 }

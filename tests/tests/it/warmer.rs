@@ -664,4 +664,104 @@ async fn a_new_api_build_invalidates_the_distribution_once() {
     assert!(ok, "{again}");
     assert!(again["deploy_invalidation"].is_null(), "once per build: {again}");
     assert_eq!(moto_invalidations(&distribution).await.len(), before + 1);
+
+    // Rolling back to the first build is a deploy too: the second build's answers go.
+    let mut env = cloudfront_env(&distribution, &moto);
+    env.push(("WARM_BASE_URL", old_base.as_str()));
+    let (ok, rolled_back) = warmer_once(&db, &env).await;
+    assert!(ok, "{rolled_back}");
+    assert!(rolled_back["deploy_invalidation"].is_string(), "a rollback flushes the edge: {rolled_back}");
+    assert_ne!(rolled_back["deploy_invalidation"], deployed["deploy_invalidation"]);
+    let sent = moto_invalidations(&distribution).await;
+    assert_eq!(sent.iter().filter(|items| **items == ["/*"]).count(), 2, "one → two → one: {sent:?}");
+    let (ok, again) = warmer_once(&db, &env).await;
+    assert!(ok, "{again}");
+    assert!(again["deploy_invalidation"].is_null(), "{again}");
+}
+
+/// A database, a moto distribution and its endpoint, after a first tick that drained what the
+/// fixture's own load left pending.
+async fn drained() -> (TestDb, String, String) {
+    let db = TestDb::new(Backend::Postgres).await;
+    let distribution = moto_distribution();
+    let moto = moto();
+    let (ok, first) = warmer_once(&db, &cloudfront_env(&distribution, &moto)).await;
+    assert!(ok, "{first}");
+    (db, distribution, moto)
+}
+
+/// A tick waits out its settle time before it claims; one that starts before the service day
+/// rolls over and claims after it plans for the new day, so the new day's `today` alias is
+/// invalidated with that day's changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tick_that_straddles_the_rollover_plans_for_the_day_it_claims_in() {
+    use chrono::{Duration as Days, Timelike, Utc};
+    let (db, distribution, moto) = drained().await;
+
+    // SERVICE_DAY_START is a minute of the day: roll over at the next minute boundary that leaves
+    // time to start the tick before it.
+    let now = Utc::now();
+    let mut rollover = now.with_second(0).unwrap().with_nanosecond(0).unwrap() + Days::minutes(1);
+    if rollover - now < Days::milliseconds(2_500) {
+        rollover += Days::minutes(1);
+    }
+    let tokyo = rollover + Days::hours(9);
+    let day_start = format!("{:02}:{:02}", tokyo.hour(), tokyo.minute());
+    let new_day = tokyo.date_naive();
+    db.exec(&format!(
+        "INSERT INTO operations (service_date, number, formation_id) VALUES ('{new_day}', '99Z', '10701F')"
+    ))
+    .await;
+    let until = (rollover - Days::milliseconds(1_500) - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(until).await;
+    let mut env = cloudfront_env(&distribution, &moto);
+    env.extend([("SERVICE_DAY_START", day_start.as_str()), ("WARMER_SETTLE", "3s")]);
+    let (ok, tick) = warmer_once(&db, &env).await;
+    assert!(ok, "{tick}");
+    assert!(Utc::now() > rollover, "the tick claimed after the rollover: {tick}");
+    let sent = moto_invalidations(&distribution).await;
+    let dated = format!("/v1/operations/{new_day}");
+    let batch = sent.iter().find(|items| items.iter().any(|p| p.starts_with(&dated))).expect("the new day's batch");
+    assert!(batch.iter().any(|p| p.starts_with("/v1/operations/today")), "{batch:?}");
+}
+
+/// Over the month's budget a tick still drains everything pending when it may send: the backlog
+/// does not grow with the write rate, and the coalesced batch stays precise (no site-wide
+/// wildcard for changes that touch a few collections).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_budget_one_tick_drains_the_whole_backlog() {
+    let (db, distribution, moto) = drained().await;
+    let mut env = cloudfront_env(&distribution, &moto);
+    env.push(("INVALIDATION_OVER_BUDGET_EVERY", "1s"));
+    // The month's paths are spent, and the last batch (the drain's too) went out a while ago.
+    db.exec(
+        "INSERT INTO cache_invalidations (id, backend, caller_reference, items, changes, status) \
+         VALUES ('spent', 'cloudfront', 'spent', 5000, 1, 'Completed'); \
+         UPDATE cache_invalidations SET created_at = date_trunc('month', now())",
+    )
+    .await;
+    db.exec("INSERT INTO cache_changes (tag) SELECT 'formation:' || f.id FROM formations f, generate_series(1, 250)")
+        .await;
+    db.exec("INSERT INTO cache_changes (tag) SELECT 'formations' FROM generate_series(1, 25000)").await;
+    assert!(pending(&db).await >= 25_000);
+    let (ok, tick) = warmer_once(&db, &env).await;
+    assert!(ok, "{tick}");
+    assert_eq!(tick["deferred"], false, "{tick}");
+    assert_eq!(pending(&db).await, 0, "{tick}");
+    let sent = moto_invalidations(&distribution).await;
+    let batch = sent.iter().find(|items| items.iter().any(|p| p.starts_with("/v1/formations"))).unwrap();
+    assert!(!batch.iter().any(|p| p == "/*" || p == "/v1/*"), "{batch:?}");
+}
+
+/// Half a million pending rows of one tag, under the budget: one tick, one tag planned, nothing
+/// left pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_tick_drains_half_a_million_changes_of_one_tag() {
+    let (db, distribution, moto) = drained().await;
+    let env = cloudfront_env(&distribution, &moto);
+    db.exec("INSERT INTO cache_changes (tag) SELECT 'formation:3001F' FROM generate_series(1, 500000)").await;
+    let (ok, tick) = warmer_once(&db, &env).await;
+    assert!(ok, "{tick}");
+    assert_eq!((tick["changes"].as_u64(), tick["tags"].as_u64()), (Some(500_000), Some(1)), "{tick}");
+    assert_eq!(pending(&db).await, 0);
 }
