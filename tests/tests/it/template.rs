@@ -63,10 +63,19 @@ fn every_route_is_keyed_on_exactly_its_declared_query_parameters() {
     for route in policy.routes() {
         // A concrete path of the route, as a viewer would ask for it.
         let path = route.path.render(|_| Some("x")).unwrap();
-        let cache_policy = behaviors
+        let behavior = behaviors
             .iter()
             .find(|b| glob(b["PathPattern"].as_str().unwrap(), &path))
-            .map_or(default_policy.clone(), |b| b["CachePolicyId"].as_str().unwrap().to_owned());
+            .unwrap_or_else(|| at(dist, &["DefaultCacheBehavior"]));
+        let cache_policy = behavior["CachePolicyId"].as_str().map_or(default_policy.clone(), str::to_owned);
+        // The origin receives what the cache key holds and nothing more: an origin request policy
+        // would forward viewer query strings (or headers) the key does not separate, and the API
+        // could then store under one key an answer made for other parameters.
+        assert!(
+            behavior.get("OriginRequestPolicyId").is_none(),
+            "{} ({path}): the origin must receive only the cache key's values",
+            route.name
+        );
         let config = at(&t, &["Resources", cache_policy.as_str(), "Properties", "CachePolicyConfig"]);
         let max_ttl = at(config, &["MaxTTL"]).as_u64().unwrap();
         assert!(
