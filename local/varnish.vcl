@@ -1,8 +1,12 @@
 # The local edge: Varnish 7.1 + varnish-modules (xkey), behaving like edgerail's CloudFront
 # distribution (template.yaml's cache policy), in front of the API on 127.0.0.1:3000.
 #
-# - TTL from s-maxage (else max-age); stale-while-revalidate is served from grace;
-#   stale-if-error is served while the API's deep health check fails.
+# - TTL from s-maxage (else max-age); stale-while-revalidate is served from grace while a
+#   background fetch refreshes it. Past that, within stale-if-error, a miss is forwarded to the
+#   API, and only if it fails (a 5xx, or no answer at all) is the stale copy served instead.
+# - No health probe, as CloudFront has none: every miss reaches the API, which serves its own
+#   stale copies while the database is down. A probe would mark the API sick during a database
+#   restart and answer every miss 503 without asking it.
 # - Cache key: path plus the declared query parameters only: `limit` under /v1/sightings/ (the
 #   only routes that declare it, like the distribution's /v1/sightings/* behaviour); every other
 #   path keys on no query string at all.
@@ -21,14 +25,6 @@ backend api {
     .port = "3000";
     .connect_timeout = 2s;
     .first_byte_timeout = 30s;
-    .probe = {
-        .url = "/health-check?deep=1";
-        .interval = 1s;
-        .timeout = 1s;
-        .window = 3;
-        .threshold = 2;
-        .initial = 2;
-    }
 }
 
 acl purgers {
@@ -70,8 +66,16 @@ sub vcl_recv {
     }
     unset req.http.cookie;
     unset req.http.authorization;
+    # (hash_always_miss outlives a restart: set it for each pass through here.)
     if (req.restarts > 0 && req.http.x-refresh) {
         set req.hash_always_miss = true;
+    } else {
+        set req.hash_always_miss = false;
+    }
+    if (req.restarts == 0) {
+        # Set by this VCL only: a viewer's copy of either marker means nothing.
+        unset req.http.x-refresh;
+        unset req.http.x-stale-if-error;
     }
     return (hash);
 }
@@ -84,13 +88,30 @@ sub vcl_hit {
     if (obj.ttl + std.duration(obj.http.x-swr + "s", 0s) > 0s) {
         return (deliver);
     }
-    # stale-if-error: the API is failing its deep health check, deliver what we have.
-    if (!std.healthy(req.backend_hint) && obj.ttl + obj.grace > 0s) {
+    # stale-if-error: the refresh below failed, deliver what we have.
+    if (req.http.x-stale-if-error && obj.ttl + obj.grace > 0s) {
         return (deliver);
     }
-    # Too stale to serve while the API is healthy: fetch a fresh copy.
+    # Too stale to serve unless the API fails: fetch a fresh copy (see vcl_synth).
     set req.http.x-refresh = "1";
     return (restart);
+}
+
+sub vcl_synth {
+    # A refresh of a copy we hold failed (abandoned in vcl_backend_response or
+    # vcl_backend_error): look the copy up again and serve it within its stale-if-error window.
+    if (resp.status == 503 && req.http.x-refresh && !req.http.x-stale-if-error) {
+        unset req.http.x-refresh;
+        set req.http.x-stale-if-error = "1";
+        return (restart);
+    }
+}
+
+sub vcl_backend_error {
+    # No answer from the API: keep the stale copy (background refresh), or let vcl_synth serve it.
+    if (bereq.is_bgfetch || bereq.http.x-refresh) {
+        return (abandon);
+    }
 }
 
 sub vcl_backend_response {
@@ -99,8 +120,9 @@ sub vcl_backend_response {
         set beresp.http.xkey = regsuball(beresp.http.cache-tag, ",", " ");
     }
     if (beresp.status >= 500) {
-        if (bereq.is_bgfetch) {
-            # Keep serving the stale copy rather than caching an error.
+        if (bereq.is_bgfetch || bereq.http.x-refresh) {
+            # Keep serving the stale copy rather than caching an error (for a refresh, vcl_synth
+            # serves it within stale-if-error).
             return (abandon);
         }
         set beresp.uncacheable = true;

@@ -290,9 +290,9 @@ async fn a_deploy_clears_what_the_old_code_left_at_the_edge() {
     let _ = stop_old.send(());
     let new = TestApp::with(db.clone(), &["--change-poll-interval", "100ms", "--build-id", "two"]).await;
     let (_, _stop_new) = new.serve_at(addr).await;
-    // The edge's health probe saw the origin go away, and its pooled connections may still reach
-    // the old server while it drains: wait until the new code answers through the edge (the
-    // warmer would otherwise pick the deploy up at its next tick).
+    // The edge's pooled connections may still reach the old server while it drains: wait until
+    // the new code answers through the edge (the warmer would otherwise pick the deploy up at its
+    // next tick).
     let new_code_answers = async {
         loop {
             if let Ok(res) = client.get(edge.url("/health-check")).send().await
@@ -310,4 +310,138 @@ async fn a_deploy_clears_what_the_old_code_left_at_the_edge() {
     assert_eq!(get(&client, &edge.url("/v1/lines")).await.x_cache, "Hit", "the warm set was re-warmed");
     let again = warmer_purge(&db, &edge, "paths").await;
     assert!(again["deploy_invalidation"].is_null(), "once per build: {again}");
+}
+
+/// An origin the test scripts: `/health-check` always answers `200` (CloudFront never asks it
+/// anyway), every other path answers `v1` with short windows until `failing` is set, then `503`.
+async fn scripted_origin(failing: std::sync::Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
+    use axum::http::header::CACHE_CONTROL;
+    use axum::response::IntoResponse;
+    let app = axum::Router::new()
+        .route("/health-check", axum::routing::get(|| async { ([(CACHE_CONTROL, "no-store")], "{\"status\":\"ok\"}") }))
+        .fallback(move || {
+            let failing = failing.clone();
+            async move {
+                if failing.load(std::sync::atomic::Ordering::SeqCst) {
+                    (http::StatusCode::SERVICE_UNAVAILABLE, [(CACHE_CONTROL, "no-store")], "{}").into_response()
+                } else {
+                    let policy = "public, max-age=0, s-maxage=1, stale-while-revalidate=1, stale-if-error=600";
+                    ([(CACHE_CONTROL, policy)], "{\"v\":1}").into_response()
+                }
+            }
+        });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// Like CloudFront: past its stale-while-revalidate window a copy is refreshed from the origin,
+/// and when the origin fails (whatever its health check says) the stale copy is served within
+/// its stale-if-error window instead of the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_edge_serves_its_stale_copy_when_the_origin_fails_a_refresh() {
+    let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let origin = scripted_origin(failing.clone()).await;
+    let edge = Varnish::start(origin).await;
+    let client = reqwest::Client::new();
+    let first = get(&client, &edge.url("/v1/lines")).await;
+    assert_eq!((first.status, first.body["v"].as_u64()), (200, Some(1)));
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Past s-maxage (1 s) and stale-while-revalidate (1 s): the edge must ask the origin.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for _ in 0..3 {
+        let stale = get(&client, &edge.url("/v1/lines")).await;
+        assert_eq!((stale.status, stale.body["v"].as_u64()), (200, Some(1)), "the stale copy, not the origin's 503");
+    }
+    // Nothing held: the origin's error is the answer.
+    assert_eq!(get(&client, &edge.url("/v1/formations")).await.status, 503);
+    // The origin recovers: the next refresh replaces the copy.
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    let fresh = get(&client, &edge.url("/v1/lines")).await;
+    assert_eq!((fresh.status, fresh.x_cache.as_str()), (200, "Miss"));
+}
+
+/// A TCP forwarder to PostgreSQL that can be cut: open connections are closed and new ones
+/// refused until it is restored, as while the database restarts.
+struct Cuttable {
+    addr: SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Cuttable {
+    async fn start(target: SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        let cut: std::sync::Arc<std::sync::atomic::AtomicBool> = Default::default();
+        let flag = cut.clone();
+        let addr = crate::helpers::forward(target, move |client_read, client_write, server_read, server_write| {
+            let flag = flag.clone();
+            async move {
+                if flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                let mut client = client_read.reunite(client_write).unwrap();
+                let mut server = server_read.reunite(server_write).unwrap();
+                let watch = async {
+                    while !flag.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                    () = watch => {}
+                }
+            }
+        })
+        .await;
+        Self { addr, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// While the database restarts, no viewer of the local edge gets a `503` for anything the API
+/// still holds: the edge forwards its misses (it has no health probe to mark the API sick), and
+/// the API answers from its cache, stale copies included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_database_restarts_the_edge_forwards_misses_and_the_api_serves_its_copies() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let server: SocketAddr = db.url.split('@').nth(1).unwrap().split('/').next().unwrap().parse().unwrap();
+    let proxy = Cuttable::start(server).await;
+    let url = db.url.replace(&server.to_string(), &proxy.addr.to_string());
+    let app =
+        TestApp::with_url(db.clone(), &url, &["--change-poll-interval", "100ms", "--db-acquire-timeout", "500ms"])
+            .await;
+    let (addr, _stop) = app.serve().await;
+    let edge = Varnish::start(addr).await;
+    let client = reqwest::Client::new();
+    // The API holds these (asked directly); the edge holds none of them.
+    let held = ["/v1/formations/3001F", "/v1/lines/minato/stations", "/v1/sightings/latest", "/v1/lines"];
+    for path in held {
+        assert_eq!(client.get(format!("http://{addr}{path}")).send().await.unwrap().status(), 200, "{path}");
+    }
+
+    proxy.set_cut(true);
+    // Longer than a health probe takes to mark an origin sick.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    for round in 0..3 {
+        for path in held {
+            let res = client.get(edge.url(path)).send().await.unwrap();
+            assert_eq!(res.status(), 200, "round {round}: {path} while the database is down");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Nothing held anywhere: the API's own 503, with its Retry-After.
+    let res = client.get(edge.url("/v1/formations/3002F")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+
+    proxy.set_cut(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while client.get(edge.url("/v1/formations/3002F")).send().await.unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "the API did not recover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
