@@ -7,6 +7,7 @@ mod helpers;
 
 mod coalescing;
 mod contract;
+mod docs;
 mod edge;
 mod failures;
 mod faults;
