@@ -205,9 +205,7 @@ impl LocalCache {
             return Box::pin(self.load_uncached(key, load)).await.map(|r| (Arc::new(r), Outcome::Miss));
         }
         if let Some(hit) = self.fresh.get(key).await {
-            if self.feed.vouches_for(hit.loaded_at, Instant::now())
-                && self.evictions.untouched_since(hit.generation, &hit.tags)
-            {
+            if self.feed.vouches_for(hit.loaded_at, Instant::now()) && self.unevicted(&hit) {
                 return Ok((hit, Outcome::Hit));
             }
             // Evicted (moka may not have removed it yet), or the feed has not been readable for
@@ -228,7 +226,8 @@ impl LocalCache {
         // Taken by whichever attempt runs the load; moka runs an attempt's load only when it holds
         // no value for the key.
         let load = std::sync::Mutex::new(Some(load));
-        let take = || load.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let slot = || load.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let take = || slot().take();
         for _ in 0..2 {
             let generation = self.evictions.current();
             let following = self.feed.following();
@@ -260,17 +259,13 @@ impl LocalCache {
             match loaded {
                 // moka still held an answer that an eviction covers (its predicate had not reached
                 // it yet) and handed it back without loading: drop it and load.
-                Ok(held) if !self.evictions.untouched_since(held.generation, &held.tags) && self.loads_left(&load) => {
+                Ok(held) if !self.unevicted(&held) && slot().is_some() => {
                     self.fresh.invalidate(key).await;
                 }
                 Ok(response) => return Ok((response, Outcome::Miss)),
                 Err(err) => {
                     return match (&*err, self.stale.get(key).await) {
-                        (LoadError::Unavailable, Some(stale))
-                            if self.evictions.untouched_since(stale.generation, &stale.tags) =>
-                        {
-                            Ok((stale, Outcome::Stale))
-                        }
+                        (LoadError::Unavailable, Some(stale)) if self.unevicted(&stale) => Ok((stale, Outcome::Stale)),
                         _ => Err((*err).clone()),
                     };
                 }
@@ -281,9 +276,9 @@ impl LocalCache {
         self.load_uncached(key, load).await.map(|r| (Arc::new(r), Outcome::Miss))
     }
 
-    /// Whether the load passed to [`Self::load`] has not run yet.
-    fn loads_left<F>(&self, load: &std::sync::Mutex<Option<F>>) -> bool {
-        load.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+    /// Whether no eviction of `response`'s tags came after its load started.
+    fn unevicted(&self, response: &CachedResponse) -> bool {
+        self.evictions.untouched_since(response.generation, &response.tags)
     }
 
     /// One load of `key`, bounded in time; its failures are logged naming the resource (the key,
