@@ -14,7 +14,7 @@
 #   max-age/s-maxage are not cached (the distribution's DefaultTTL is 0).
 # - Tags from the API's Cache-Tag header become xkey keys.
 # - PURGE from localhost: a path, a prefix ending in `*` (ban), or tags (`xkey-purge: t1 t2`).
-# - X-Cache: Hit | Miss on every answer.
+# - X-Cache: Hit | Miss on every answer; Stale for a copy served because the origin failed.
 vcl 4.1;
 
 import std;
@@ -76,6 +76,7 @@ sub vcl_recv {
         # Set by this VCL only: a viewer's copy of either marker means nothing.
         unset req.http.x-refresh;
         unset req.http.x-stale-if-error;
+        unset req.http.x-served-stale;
     }
     return (hash);
 }
@@ -90,6 +91,7 @@ sub vcl_hit {
     }
     # stale-if-error: the refresh below failed, deliver what we have.
     if (req.http.x-stale-if-error && obj.ttl + obj.grace > 0s) {
+        set req.http.x-served-stale = "1";
         return (deliver);
     }
     # Too stale to serve unless the API fails: fetch a fresh copy (see vcl_synth).
@@ -164,6 +166,11 @@ sub vcl_deliver {
         set resp.http.X-Cache = "Hit";
     } else {
         set resp.http.X-Cache = "Miss";
+    }
+    if (req.http.x-served-stale) {
+        # Served within stale-if-error because the origin failed: said, so a viewer (and the
+        # soak's checker) can tell it from a copy the edge holds as fresh.
+        set resp.http.X-Cache = "Stale";
     }
     unset resp.http.x-url;
     unset resp.http.x-swr;

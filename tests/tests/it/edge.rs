@@ -353,6 +353,7 @@ async fn the_edge_serves_its_stale_copy_when_the_origin_fails_a_refresh() {
     for _ in 0..3 {
         let stale = get(&client, &edge.url("/v1/lines")).await;
         assert_eq!((stale.status, stale.body["v"].as_u64()), (200, Some(1)), "the stale copy, not the origin's 503");
+        assert_eq!(stale.x_cache, "Stale", "a copy served because the origin failed says so");
     }
     // Nothing held: the origin's error is the answer.
     assert_eq!(get(&client, &edge.url("/v1/formations")).await.status, 503);
