@@ -80,6 +80,34 @@ url_host_port() {
     echo "${authority%:*} ${authority##*:}"
 }
 
+# A PostgreSQL cluster of the given version, name and port (`pg_createcluster`, since initdb refuses
+# root), created with max_connections when given, started, with the test role.
+#   ensure_cluster version name port [max_connections]
+ensure_cluster() {
+    local version=$1 name=$2 port=$3 max=${4:-}
+    ensure_debs "postgresql-$version" "postgresql-client-$version"
+    if ! pg_lsclusters -h 2>/dev/null | awk -v v="$version" -v c="$name" '$1 == v && $2 == c' | grep -q .; then
+        log "creating PostgreSQL $version cluster $name on port $port"
+        as_root pg_createcluster "$version" "$name" --port "$port" ${max:+-o max_connections=$max} >/dev/null
+    fi
+    if ! pg_lsclusters -h | awk -v v="$version" -v c="$name" '$1 == v && $2 == c {print $4}' | grep -q online; then
+        log "starting PostgreSQL $version ($name, port $port)"
+        as_root pg_ctlcluster "$version" "$name" start
+    fi
+    for _ in $(seq 1 50); do
+        pg_isready -q -h 127.0.0.1 -p "$port" && break
+        sleep 0.2
+    done
+    pg_isready -h 127.0.0.1 -p "$port" >/dev/null || { echo "PostgreSQL ($name) did not start" >&2; return 1; }
+    as_root su postgres -c "psql -q -p $port -v ON_ERROR_STOP=1" <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_ROLE') THEN
+    CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+  END IF;
+END \$\$;
+SQL
+}
+
 # PostgreSQL for the tests: the one at TEST_DATABASE_URL when given (postgres://role:password@host:port,
 # a role that may create databases), else a cluster of our own (`pg_createcluster`, since initdb
 # refuses root) of the newest installed version, with the test role. Exports TEST_DATABASE_URL.
@@ -91,29 +119,7 @@ start_postgres() {
             || { echo "TEST_DATABASE_URL does not answer" >&2; return 1; }
         return 0
     fi
-    local version
-    version=$(pg_version)
-    ensure_debs "postgresql-$version" "postgresql-client-$version"
-    if ! pg_lsclusters -h 2>/dev/null | awk -v v="$version" -v c="$PG_CLUSTER" '$1 == v && $2 == c' | grep -q .; then
-        log "creating PostgreSQL $version cluster $PG_CLUSTER on port $PG_PORT"
-        as_root pg_createcluster "$version" "$PG_CLUSTER" --port "$PG_PORT" >/dev/null
-    fi
-    if ! pg_lsclusters -h | awk -v v="$version" -v c="$PG_CLUSTER" '$1 == v && $2 == c {print $4}' | grep -q online; then
-        log "starting PostgreSQL $version ($PG_CLUSTER, port $PG_PORT)"
-        as_root pg_ctlcluster "$version" "$PG_CLUSTER" start
-    fi
-    for _ in $(seq 1 50); do
-        pg_isready -q -h 127.0.0.1 -p "$PG_PORT" && break
-        sleep 0.2
-    done
-    pg_isready -h 127.0.0.1 -p "$PG_PORT" >/dev/null || { echo "PostgreSQL did not start" >&2; return 1; }
-    as_root su postgres -c "psql -q -p $PG_PORT -v ON_ERROR_STOP=1" <<SQL
-DO \$\$ BEGIN
-  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_ROLE') THEN
-    CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
-  END IF;
-END \$\$;
-SQL
+    ensure_cluster "$(pg_version)" "$PG_CLUSTER" "$PG_PORT"
     export TEST_DATABASE_URL="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT"
     # Databases left behind by earlier runs.
     psql "$TEST_DATABASE_URL/postgres" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'edgerail_t%'" |
@@ -156,6 +162,9 @@ auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
 pool_mode = transaction
 default_pool_size = $pool
+# After a failed login to the server PgBouncer refuses every client for this long (15 s by
+# default), long after a restarted database is back: the soak measured it as 503s.
+server_login_retry = 1
 max_client_conn = 1000
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
