@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # edgerail benchmarks: builds with the deploy profile (what Lambda runs), runs every measurement,
 # prints a markdown report and writes it (with the JSON results and SVG plots) to target/bench/.
-# Not part of CI; about 10 minutes after the build.
+# Not part of CI; about 20 minutes after the build (the soak is ten of them).
 #
 #   ./bench/run.sh
 #
@@ -131,6 +131,13 @@ wait_http http://127.0.0.1:6181/health-check
 $BENCH offload --edge http://127.0.0.1:6181 --database-url "$PG" --warmer $BIN/warmer \
     --duration 30s --out "$OUT/offload.json"
 cleanup; pids=()
+
+# --- Soak ------------------------------------------------------------------------------------------
+# Ten minutes of the deploy build as Lambda runs it, every fault kind provoked several times, every
+# read checked (bench/src/soak). SOAK_SECONDS and SOAK_SEED change the run.
+log "soak (${SOAK_SECONDS:-600} s, seed ${SOAK_SEED:-1})"
+scripts/soak.sh --bin "$BIN" --out "$OUT/soak.json" --duration "${SOAK_SECONDS:-600}s" --seed "${SOAK_SEED:-1}" \
+    --viewers 16 --reserved 12 || log "the soak failed: see $OUT/soak.json"
 
 # --- Size ------------------------------------------------------------------------------------------
 log "size"

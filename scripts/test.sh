@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README, CI): installs what is missing, starts the services the tests need on
 # loopback (PostgreSQL, PgBouncer, moto_server for the CloudFront API, Varnish for the local edge)
-# unless they are given (see scripts/services.sh), then runs lints and every test of the workspace.
+# unless they are given (see scripts/services.sh), then runs lints, every test of the workspace,
+# and a short soak (scripts/soak.sh).
 #
 #   ./scripts/test.sh                 everything
 #   EDGERAIL_SKIP_LINT=1 ./scripts/test.sh [nextest filter…]   faster inner loop
@@ -41,3 +42,13 @@ if [ $# -eq 0 ]; then
     cargo test -p cache-policy -p api --doc --quiet
 fi
 cargo nextest run --workspace --no-fail-fast "$@"
+
+if [ $# -eq 0 ]; then
+    # The soak (bench/src/soak): a Lambda-shaped fleet under seeded faults, every read checked
+    # against the commit history; then the same checker against a setup broken on purpose, which it
+    # must catch. Run after the tests, alone: it restarts its own PostgreSQL and PgBouncer.
+    log "soak: 90 s, seed 1 (every fault kind, every read checked)"
+    scripts/soak.sh --seed 1 --duration 90s
+    log "soak, broken on purpose (INVALIDATOR=none): the checker must report violations"
+    scripts/soak.sh --out "$EDGERAIL_RUN/soak-broken.json" --broken no-invalidation --no-faults --duration 30s
+fi

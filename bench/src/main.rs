@@ -16,6 +16,8 @@
 //!   and checks its answers (`scripts/package.sh`).
 //! - `connections`: K simulated Lambda instances through PgBouncer, or straight to PostgreSQL.
 //! - `offload`: a Zipf workload through the local edge with writes and warmer ticks.
+//! - `soak`: the system run as Lambda runs it, with seeded faults, and every read checked against
+//!   the commit history (`soak::checker`).
 //! - `report`: the markdown report.
 
 mod coldstart;
@@ -26,6 +28,7 @@ mod lambda;
 mod offload;
 mod report;
 mod runtime;
+mod soak;
 mod wire;
 mod workload;
 
@@ -68,6 +71,8 @@ enum Command {
     Connections(connections::Args),
     /// Zipf workload through the edge, with writes and warmer ticks.
     Offload(offload::Args),
+    /// The soak: a Lambda-shaped fleet under faults, every read checked (scripts/soak.sh).
+    Soak(Box<soak::Args>),
     /// Assemble the markdown report from the JSON results.
     Report {
         #[arg(long)]
@@ -98,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Wire(args) => wire::run(args).await,
         Command::Connections(args) => connections::run(args).await,
         Command::Offload(args) => offload::run(args).await,
+        Command::Soak(args) => soak::run(*args).await,
         Command::Report { dir } => report::run(&dir),
     }
 }

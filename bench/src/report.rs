@@ -413,9 +413,165 @@ pub fn run(dir: &Path) -> anyhow::Result<()> {
         }
         let _ = writeln!(md);
     }
+    if let Some(soak) = load(dir, "soak.json") {
+        soak_section(&mut md, &soak);
+        std::fs::write(dir.join("soak.svg"), timeline(&soak))?;
+    }
     std::fs::write(dir.join("report.md"), &md)?;
     print!("{md}");
     Ok(())
+}
+
+/// The soak: reads checked per layer, violations, staleness, answers, the fleet and the database.
+fn soak_section(md: &mut String, soak: &Value) {
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let _ = writeln!(
+        md,
+        "## Soak: a Lambda-shaped fleet under faults, every read checked ({:.0} s, seed {}, {})\n\n\
+         Bounds: **{} s** for what an instance answers (`CHANGE_MAX_LAG`), **{} s** at the edge \
+         (`max(tick, settle + work) + settle + work`, propagation 0 locally). {} reads ({:.0}/s), {} writes \
+         ({} of unknown outcome, after a fault). Plot: `soak.svg`.\n",
+        soak["duration_s"].as_f64().unwrap_or(0.0),
+        soak["seed"],
+        soak["date"].as_str().unwrap_or(""),
+        f(&soak["bounds_s"]["instance"]),
+        f(&soak["bounds_s"]["edge"]),
+        soak["reads"],
+        soak["reads_per_s"].as_f64().unwrap_or(0.0),
+        soak["writes"],
+        soak["writes_unknown_outcome"],
+    );
+    let _ = writeln!(
+        md,
+        "| layer | reads | checked | violations | excused by an outage | served stale (db down) | staleness p50 / p99 / max ms | answers by status | latency p50 / p99 ms |\n|---|---:|---:|---:|---:|---:|---|---|---|"
+    );
+    for layer in ["edge", "instance"] {
+        let l = &soak["layers"][layer];
+        let statuses = l["by_status"]
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        let lat = &soak["latency_ms"][layer];
+        let _ = writeln!(
+            md,
+            "| {layer} | {} | {} | {} | {} | {} | {} / {} / {} | {statuses} | {} / {} |",
+            l["reads"],
+            l["judged"],
+            l["violations"],
+            l["excused_by_outage"],
+            l["stale_answers"],
+            f(&l["staleness_ms"]["p50"]),
+            f(&l["staleness_ms"]["p99"]),
+            f(&l["staleness_ms"]["max"]),
+            f(&lat["p50"]),
+            f(&lat["p99"]),
+        );
+    }
+    let fleet = &soak["fleet"];
+    let conns = &soak["connections"];
+    let deploy = &soak["latency_ms"]["edge_after_deploy"];
+    let faults = soak["fault_counts"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
+    let _ = writeln!(
+        md,
+        "\n- {} failures: {}\n- faults: {faults}\n- fleet: {} invocations, {} cold starts, peak {} instances (reserved {}), {} `429`s, \
+         {} retired ({} killed after the 500 ms window, {} left connections open)\n- database connections, peak: {} direct \
+         (cap {}), {} PgBouncer server (pool {}), {} warmer, {} in all; most held by one instance: {}\n- edge latency in the \
+         10 s after a deploy: p50 {} ms, p99 {} ms ({} reads)\n- warmer: {} ticks ({} failed), tick p50 {} ms, max {} ms (allowance {} ms)\n",
+        mark(n(&soak["failures"]) == 0),
+        if n(&soak["failures"]) == 0 { "none".to_owned() } else { soak["failures_by_kind"].to_string() },
+        fleet["invocations"],
+        fleet["cold_starts"],
+        fleet["peak_instances"],
+        soak["settings"]["reserved_concurrency"],
+        fleet["throttles"],
+        fleet["retired"],
+        fleet["killed_after_shutdown_window"],
+        fleet["lingering_connections"],
+        conns["peak_direct"],
+        conns["direct_cap"],
+        conns["peak_pooled"],
+        conns["pooled_cap"],
+        conns["peak_warmer"],
+        conns["peak_total"],
+        conns["peak_per_instance"],
+        f(&deploy["p50"]),
+        f(&deploy["p99"]),
+        deploy["n"],
+        soak["warmer"]["ticks"],
+        soak["warmer"]["failed_ticks"],
+        f(&soak["warmer"]["tick_ms"]["p50"]),
+        f(&soak["warmer"]["tick_ms"]["max"]),
+        soak["warmer"]["tick_allowance_ms"],
+    );
+    for failure in soak["first_failures"].as_array().into_iter().flatten() {
+        let _ = writeln!(md, "  - {failure}");
+    }
+}
+
+/// Staleness over time per layer (the worst read of each second), with the fault windows behind.
+fn timeline(soak: &Value) -> String {
+    let (w, h, pad) = (900.0, 300.0, 40.0);
+    let series = soak["staleness_series"].as_array().cloned().unwrap_or_default();
+    let end = soak["duration_s"].as_f64().unwrap_or(1.0).max(1.0);
+    let top = series
+        .iter()
+        .flat_map(|p| [p[1].as_f64().unwrap_or(0.0), p[2].as_f64().unwrap_or(0.0)])
+        .fold(soak["bounds_s"]["edge"].as_f64().unwrap_or(1.0), f64::max)
+        * 1.1;
+    let x = |t: f64| pad + (t / end) * (w - 2.0 * pad);
+    let y = |s: f64| h - pad - (s / top) * (h - 2.0 * pad);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{pad}\" y=\"18\" font-size=\"13\">staleness of the worst read each second \
+         (blue: edge, orange: instance; grey: faults; dashed: the bounds)</text>"
+    );
+    for fault in soak["faults"].as_array().into_iter().flatten() {
+        let (a, b) = (fault["start"].as_f64().unwrap_or(0.0), fault["end"].as_f64().unwrap_or(0.0));
+        let _ = write!(
+            svg,
+            "<rect x=\"{:.1}\" y=\"{pad}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#ddd\"><title>{}</title></rect>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"9\" transform=\"rotate(-90 {:.1} {:.1})\">{}</text>",
+            x(a),
+            (x(b) - x(a)).max(1.0),
+            h - 2.0 * pad,
+            fault["kind"].as_str().unwrap_or(""),
+            x(a) + 9.0,
+            h - pad - 4.0,
+            x(a) + 9.0,
+            h - pad - 4.0,
+            fault["kind"].as_str().unwrap_or(""),
+        );
+    }
+    for (bound, color) in [("edge", "#3b7dd8"), ("instance", "#e07b20")] {
+        let b = soak["bounds_s"][bound].as_f64().unwrap_or(0.0);
+        let _ = write!(
+            svg,
+            "<line x1=\"{pad}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{color}\" stroke-dasharray=\"4 3\"/>",
+            y(b),
+            w - pad,
+            y(b)
+        );
+    }
+    for (i, color) in [(1, "#3b7dd8"), (2, "#e07b20")] {
+        let points: Vec<String> = series
+            .iter()
+            .map(|p| format!("{:.1},{:.1}", x(p[0].as_f64().unwrap_or(0.0)), y(p[i].as_f64().unwrap_or(0.0))))
+            .collect();
+        let _ = write!(svg, "<polyline fill=\"none\" stroke=\"{color}\" points=\"{}\"/>", points.join(" "));
+    }
+    let _ = write!(
+        svg,
+        "<line x1=\"{pad}\" y1=\"{b}\" x2=\"{r}\" y2=\"{b}\" stroke=\"black\"/><text x=\"{pad}\" y=\"{t}\">0 s</text>\
+         <text x=\"{r}\" y=\"{t}\" text-anchor=\"end\">{end:.0} s</text><text x=\"4\" y=\"{yt:.1}\">{top:.1} s</text></svg>",
+        b = h - pad,
+        r = w - pad,
+        t = h - pad + 16.0,
+        yt = pad + 4.0,
+    );
+    svg
 }
 
 /// The round trips of a cold first request: protocol ones, and the network turns they took.

@@ -1,0 +1,1061 @@
+//! `bench soak`: edgerail run as production runs it, with faults on a seeded schedule, and every
+//! read checked against what the database committed.
+//!
+//! - A Lambda-shaped fleet of `api` instances (`fleet`) behind a Function-URL-like front, Varnish
+//!   with `local/varnish.vcl` in front of that, the warmer ticking with the purge backend, and
+//!   PostgreSQL reached directly, through PgBouncer (transaction pooling) and through a proxy.
+//! - Writers (`writers`) as other systems write: short updates, transactions held open, bulk
+//!   imports, deletes, `TRUNCATE` and reload. Each records when its COMMIT returned.
+//! - Viewers read through the edge and straight from the front; the checker (`checker`) judges
+//!   every read from its body and headers alone.
+//! - Faults (`faults`) one at a time; the report says which reads they excused.
+//!
+//! Exits non-zero when any read broke a bound or an answer broke a rule (see `Failure`), so a
+//! short run with a fixed seed is a test (`scripts/soak.sh`, from `./scripts/test.sh`).
+
+mod checker;
+mod faults;
+mod fleet;
+mod net;
+mod writers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use checker::{History, Judgement, Layer, Rules};
+use faults::Kind;
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    cache_policy::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// A setup broken on purpose, to show that the checker catches staleness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Broken {
+    /// The warmer invalidates nothing (`INVALIDATOR=none`): the edge keeps what it has.
+    NoInvalidation,
+    /// Instances run with `CHANGE_MAX_LAG` ten times the one they are judged by, and the feed is
+    /// locked now and then: they serve what they hold for too long.
+    Lag,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The api binary (run in Lambda mode).
+    #[arg(long)]
+    api: PathBuf,
+    /// The warmer binary.
+    #[arg(long)]
+    warmer: PathBuf,
+    /// varnishd.
+    #[arg(long, default_value = "varnishd")]
+    varnishd: PathBuf,
+    /// The VCL (its backend is pointed at the front).
+    #[arg(long, default_value = "local/varnish.vcl")]
+    vcl: PathBuf,
+    /// PostgreSQL server, as a role that may create databases (`postgres://role:pw@host:port`).
+    #[arg(long)]
+    postgres: String,
+    /// PgBouncer (transaction pooling) in front of that server.
+    #[arg(long)]
+    pgbouncer: String,
+    /// PgBouncer's pool size (its server connections are capped by it).
+    #[arg(long, default_value_t = 4)]
+    pool_size: i64,
+    /// Shell command that restarts the PostgreSQL server (fast shutdown).
+    #[arg(long)]
+    restart_postgres: String,
+    /// Shell command that kills and starts PgBouncer again.
+    #[arg(long)]
+    restart_pgbouncer: String,
+    /// How long viewers read.
+    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Seeds the fault schedule, the viewers and the writers.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Concurrent viewers.
+    #[arg(long, default_value_t = 12)]
+    viewers: usize,
+    /// Share of reads sent straight to the front (judged by the instance bound).
+    #[arg(long, default_value_t = 0.1)]
+    direct_share: f64,
+    /// Lambda's reserved concurrency for the api.
+    #[arg(long, default_value_t = 10)]
+    reserved: usize,
+    /// An idle instance is retired after this.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    idle_retire: Duration,
+    /// The instances' CHANGE_MAX_LAG: the instance bound.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    change_max_lag: Duration,
+    /// The warmer's tick interval.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    tick: Duration,
+    /// The warmer's WARMER_SETTLE (at least CHANGE_MAX_LAG).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    settle: Duration,
+    /// What a tick may take beyond its settle wait (claim, invalidation, warming): part of the edge
+    /// bound; the report compares it with the longest tick seen.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    tick_work: Duration,
+    /// No faults (with `--broken`, to show what the checker sees without them).
+    #[arg(long)]
+    no_faults: bool,
+    /// Break the setup on purpose; with it the run succeeds only if violations are reported.
+    #[arg(long, value_enum)]
+    broken: Option<Broken>,
+    /// Working directory (logs, the VCL, Varnish's state).
+    #[arg(long)]
+    run_dir: PathBuf,
+    /// Output JSON.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// One read, as the viewer saw it.
+#[derive(Debug)]
+struct Read {
+    /// The instance that answered (the front's `x-soak-instance`), for the failures' details.
+    instance: Option<Box<str>>,
+    /// Seconds from the soak's epoch to when the request was sent.
+    at: f64,
+    latency_ms: f32,
+    layer: Layer,
+    /// 0: no answer at all.
+    status: u16,
+    /// Served stale on purpose (`x-local-cache: stale`, or `X-Cache: Stale` at the edge).
+    stale: bool,
+    edge_hit: bool,
+    path: u32,
+    facts: Option<Vec<(checker::KeyId, checker::StateId)>>,
+}
+
+/// A fault that happened, from the soak's epoch.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Happened {
+    kind: Kind,
+    start: f64,
+    end: f64,
+    detail: String,
+}
+
+/// The warmer process, which faults kill, stop and restart.
+struct Warmer {
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    every: Duration,
+    child: tokio::sync::Mutex<Option<tokio::process::Child>>,
+    ticks: Arc<Mutex<Vec<Value>>>,
+    restarts: AtomicU64,
+}
+
+impl Warmer {
+    async fn start(&self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let mut child = tokio::process::Command::new(&self.binary)
+            .arg("--every")
+            .arg(format!("{}ms", self.every.as_millis()))
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()?;
+        if let Some(stdout) = child.stdout.take() {
+            let ticks = self.ticks.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncBufReadExt as _;
+                let mut lines = tokio::io::BufReader::new(stdout).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Ok(summary) = serde_json::from_str::<Value>(&line) {
+                        lock(&ticks).push(summary);
+                    }
+                }
+            });
+        }
+        *self.child.lock().await = Some(child);
+        Ok(())
+    }
+
+    async fn kill(&self) {
+        if let Some(mut child) = self.child.lock().await.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    async fn pid(&self) -> u32 {
+        self.child.lock().await.as_ref().and_then(tokio::process::Child::id).unwrap_or(0)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn signal(pid: u32, signal: Signal) {
+    if pid != 0 {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
+    }
+}
+
+async fn shell(command: &str) -> anyhow::Result<()> {
+    let status = tokio::process::Command::new("sh").arg("-c").arg(command).status().await?;
+    anyhow::ensure!(status.success(), "`{command}` failed: {status}");
+    Ok(())
+}
+
+/// Waits until `url` accepts a connection (at most `limit`). Connects as the API does in proxy
+/// mode (no unusual startup parameter), which PgBouncer accepts.
+async fn until_connects(url: &str, limit: Duration) -> bool {
+    let Ok(options) = url.parse::<sqlx::postgres::PgConnectOptions>() else { return false };
+    let options = options.statement_cache_capacity(0).extra_float_digits(None).application_name("soak-fault");
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let attempt = tokio::time::timeout(Duration::from_secs(1), sqlx::PgConnection::connect_with(&options)).await;
+        if matches!(attempt, Ok(Ok(_))) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn wait_http(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    for _ in 0..300 {
+        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{url} did not answer")
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.run_dir)?;
+    for log in ["api.log", "warmer.log"] {
+        let _ = std::fs::remove_file(args.run_dir.join(log));
+    }
+    let database = "edgerail_soak";
+    let admin = format!("{}/postgres", args.postgres);
+    let direct = format!("{}/{database}", args.postgres);
+    let pooled = format!("{}/{database}", args.pgbouncer);
+    {
+        let mut conn = sqlx::PgConnection::connect(&admin).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).execute(&mut conn).await?;
+        sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut conn).await?;
+    }
+    let seeded = tokio::process::Command::new(&args.api)
+        .args(["seed", "--demo", "--scale", "0.3"])
+        .env("DATABASE_URL", &direct)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .await?;
+    anyhow::ensure!(seeded.success(), "seeding the soak database failed");
+    // The seed's changes are no one's concern: marked processed, as a warmer tick would have.
+    {
+        let mut conn = sqlx::PgConnection::connect(&direct).await?;
+        sqlx::query(
+            "UPDATE cache_changes SET processed_at = now(), invalidation_id = 'seed' WHERE processed_at IS NULL",
+        )
+        .execute(&mut conn)
+        .await?;
+    }
+
+    let epoch = Instant::now();
+    let mut seeded = History::default();
+    writers::seed_history(&direct, &mut seeded).await?;
+    let history = Arc::new(Mutex::new(seeded));
+    let all_formations: Vec<String> = {
+        let mut conn = sqlx::PgConnection::connect(&direct).await?;
+        sqlx::query_scalar("SELECT id FROM formations").fetch_all(&mut conn).await?
+    };
+
+    // The network faults' switches and the proxy some instances reach PostgreSQL through.
+    let (hole, purge_down) = (net::Switch::default(), net::Switch::default());
+    let pg_addr: SocketAddr = {
+        let authority = args.postgres.rsplit('@').next().unwrap_or_default();
+        authority.parse()?
+    };
+    let proxy = net::black_hole_proxy(pg_addr, hole.clone()).await?;
+    let proxied = direct.replace(&pg_addr.to_string(), &proxy.to_string());
+
+    // The fleet and its front.
+    let lag = match args.broken {
+        Some(Broken::Lag) => args.change_max_lag * 10,
+        _ => args.change_max_lag,
+    };
+    let front = fleet::Front::new(
+        fleet::FleetConfig {
+            api: args.api.clone(),
+            database_urls: vec![direct.clone(), pooled.clone(), proxied],
+            pooled: vec![false, true, false],
+            env: vec![
+                ("CHANGE_MAX_LAG".to_owned(), format!("{}ms", lag.as_millis())),
+                ("RUST_LOG".to_owned(), "warn".to_owned()),
+            ],
+            reserved: args.reserved,
+            idle_retire: args.idle_retire,
+            memory_mb: 256,
+            timeout: Duration::from_secs(30),
+            log: args.run_dir.join("api.log"),
+            monitor_url: admin.clone(),
+        },
+        "soak-1",
+    );
+    let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let front_addr = front_listener.local_addr()?;
+    {
+        let app = front.router();
+        tokio::spawn(async move {
+            let _ = axum::serve(front_listener, app).await;
+        });
+    }
+
+    // Varnish in front of the front.
+    let edge_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let vcl = std::fs::read_to_string(&args.vcl)?
+        .replace(".port = \"3000\";", &format!(".port = \"{}\";", front_addr.port()));
+    let vcl_path = args.run_dir.join("soak.vcl");
+    std::fs::write(&vcl_path, vcl)?;
+    let varnish_dir = args.run_dir.join("varnish");
+    let _ = std::fs::remove_dir_all(&varnish_dir);
+    let mut varnish = tokio::process::Command::new(&args.varnishd)
+        .arg("-F")
+        .arg("-n")
+        .arg(&varnish_dir)
+        .arg("-a")
+        .arg(format!("127.0.0.1:{edge_port}"))
+        .arg("-f")
+        .arg(std::fs::canonicalize(&vcl_path)?)
+        .args(["-s", "malloc,256m", "-p", "thread_pool_min=20"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let edge = format!("http://127.0.0.1:{edge_port}");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(40)).pool_max_idle_per_host(64).build()?;
+    wait_http(&client, &format!("{edge}/health-check")).await?;
+    let purge = net::purge_gate(edge.clone(), purge_down.clone()).await?;
+
+    // The warmer.
+    let warmer = Arc::new(Warmer {
+        binary: args.warmer.clone(),
+        env: vec![
+            ("DATABASE_URL".to_owned(), direct.clone()),
+            (
+                "INVALIDATOR".to_owned(),
+                if args.broken == Some(Broken::NoInvalidation) { "none" } else { "purge" }.to_owned(),
+            ),
+            ("PURGE_URL".to_owned(), format!("http://{purge}")),
+            ("WARM_BASE_URL".to_owned(), edge.clone()),
+            ("WARMER_SETTLE".to_owned(), format!("{}ms", args.settle.as_millis())),
+            ("WARM_TIMEOUT".to_owned(), "2s".to_owned()),
+            ("INVALIDATION_RETRY_BASE".to_owned(), "100ms".to_owned()),
+            ("INVALIDATION_RETRY_ATTEMPTS".to_owned(), "2".to_owned()),
+            ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ],
+        log: args.run_dir.join("warmer.log"),
+        every: args.tick,
+        child: tokio::sync::Mutex::new(None),
+        ticks: Arc::default(),
+        restarts: AtomicU64::new(0),
+    });
+    warmer.start().await?;
+
+    // Writers.
+    let running = Arc::new(AtomicBool::new(true));
+    let shared = writers::Shared {
+        history: history.clone(),
+        epoch,
+        running: running.clone(),
+        newest_created: Arc::default(),
+        seq: Arc::default(),
+        writes: Arc::default(),
+        unknown: Arc::default(),
+    };
+    let mut tasks = vec![
+        tokio::spawn(writers::hot(shared.clone(), direct.clone(), args.seed ^ 11)),
+        tokio::spawn(writers::long(shared.clone(), direct.clone(), 0, args.seed ^ 12)),
+        tokio::spawn(writers::long(shared.clone(), direct.clone(), 1, args.seed ^ 13)),
+        tokio::spawn(writers::bulk(shared.clone(), direct.clone(), all_formations, args.seed ^ 14)),
+        tokio::spawn(writers::deletes(shared.clone(), direct.clone(), args.seed ^ 15)),
+    ];
+
+    // Database connections, sampled.
+    let connections = Arc::new(Mutex::new(Connections::default()));
+    let caps = (args.reserved as i64, args.pool_size);
+    let monitor = tokio::spawn(monitor(
+        admin.clone(),
+        database,
+        caps,
+        connections.clone(),
+        front.clone(),
+        running.clone(),
+        epoch,
+    ));
+
+    // Faults.
+    let plan = if args.no_faults && args.broken != Some(Broken::Lag) {
+        Vec::new()
+    } else if args.broken == Some(Broken::Lag) {
+        // Only feed locks: the fault a too-long lag lets through.
+        (0..)
+            .map(|i| faults::Planned {
+                kind: Kind::FeedLock,
+                at: Duration::from_secs(8 + 10 * i),
+                length: Duration::from_secs(6),
+            })
+            .take_while(|p| p.at + p.length + Duration::from_secs(5) < args.duration)
+            .collect()
+    } else {
+        faults::schedule(args.seed, args.duration, Duration::from_secs(8), Duration::from_secs(12))
+    };
+    let happened: Arc<Mutex<Vec<Happened>>> = Arc::default();
+    let injector = {
+        let context = FaultContext {
+            epoch,
+            warmer: warmer.clone(),
+            front: front.clone(),
+            hole: hole.clone(),
+            purge_down: purge_down.clone(),
+            restart_postgres: args.restart_postgres.clone(),
+            restart_pgbouncer: args.restart_pgbouncer.clone(),
+            direct: direct.clone(),
+            pooled: pooled.clone(),
+            happened: happened.clone(),
+        };
+        let plan = plan.clone();
+        tokio::spawn(async move {
+            for planned in plan {
+                tokio::time::sleep_until((epoch + planned.at).into()).await;
+                context.inject(planned).await;
+            }
+        })
+    };
+
+    // Viewers.
+    let (today, _) = crate::workload::service_days()?;
+    // Every page the checker judges, and today's operations (read, not judged).
+    let mut paths = crate::workload::urls(&[]);
+    paths.push(format!("/v1/operations/{today}"));
+    let mut rng = fastrand::Rng::with_seed(args.seed);
+    rng.shuffle(&mut paths);
+    let extra = paths.len();
+    let paths = Arc::new(Mutex::new(paths));
+    let zipf = Arc::new(crate::workload::Zipf::new(extra, 1.1));
+    let reads: Arc<Mutex<Vec<Read>>> = Arc::default();
+    let started = Instant::now();
+    let viewers: Vec<_> = (0..args.viewers)
+        .map(|v| {
+            let (client, edge, paths, zipf, reads, shared) =
+                (client.clone(), edge.clone(), paths.clone(), zipf.clone(), reads.clone(), shared.clone());
+            let front = format!("http://{front_addr}");
+            let (duration, direct_share, seed) = (args.duration, args.direct_share, args.seed);
+            tokio::spawn(async move {
+                let mut rng = fastrand::Rng::with_seed(seed * 1000 + v as u64);
+                let mut mine = Vec::new();
+                while started.elapsed() < duration {
+                    let newest = shared.newest_created.load(Ordering::Relaxed);
+                    let (index, path) = {
+                        let mut paths = lock(&paths);
+                        if newest > 0 && rng.f64() < 0.05 {
+                            let n = newest.saturating_sub(rng.u64(0..6)).max(1);
+                            let path = format!("/v1/formations/SK{n}");
+                            let index = paths.iter().position(|p| *p == path).unwrap_or_else(|| {
+                                paths.push(path.clone());
+                                paths.len() - 1
+                            });
+                            (index, path)
+                        } else {
+                            let i = zipf.sample(&mut rng);
+                            (i, paths[i].clone())
+                        }
+                    };
+                    let layer = if rng.f64() < direct_share { Layer::Instance } else { Layer::Edge };
+                    let base = if layer == Layer::Edge { &edge } else { &front };
+                    let at = epoch.elapsed().as_secs_f64();
+                    let sent = Instant::now();
+                    let answer = client.get(format!("{base}{path}")).send().await;
+                    let mut read = Read {
+                        instance: None,
+                        at,
+                        latency_ms: 0.0,
+                        layer,
+                        status: 0,
+                        stale: false,
+                        edge_hit: false,
+                        path: index as u32,
+                        facts: None,
+                    };
+                    if let Ok(res) = answer {
+                        let header =
+                            |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                        read.status = res.status().as_u16();
+                        read.instance = header("x-soak-instance").map(String::into_boxed_str);
+                        let x_cache = header("x-cache");
+                        read.edge_hit = x_cache.as_deref() == Some("Hit");
+                        read.stale =
+                            header("x-local-cache").as_deref() == Some("stale") || x_cache.as_deref() == Some("Stale");
+                        let body = res.bytes().await.unwrap_or_default();
+                        read.latency_ms = sent.elapsed().as_secs_f32() * 1e3;
+                        read.facts = writers::observe(&path, read.status, &body, newest, &shared.history);
+                    } else {
+                        read.latency_ms = sent.elapsed().as_secs_f32() * 1e3;
+                    }
+                    mine.push(read);
+                }
+                lock(&reads).extend(mine);
+            })
+        })
+        .collect();
+    for viewer in viewers {
+        let _ = viewer.await;
+    }
+    let wall = started.elapsed();
+    injector.abort();
+    running.store(false, Ordering::Relaxed);
+    for task in tasks.drain(..) {
+        let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+    }
+    let _ = monitor.await;
+    // End every fault still in force.
+    hole.set(false);
+    purge_down.set(false);
+    signal(warmer.pid().await, Signal::SIGCONT);
+    warmer.kill().await;
+    front.shutdown().await;
+    let _ = varnish.kill().await;
+
+    // Judge. A fault still in force when the viewers stopped ended then.
+    let stopped = epoch.elapsed().as_secs_f64();
+    let happened: Vec<Happened> = lock(&happened)
+        .iter()
+        .cloned()
+        .map(|mut h| {
+            h.end = h.end.min(stopped);
+            h
+        })
+        .collect();
+    let edge_bound = args.tick.max(args.settle + args.tick_work) + args.settle + args.tick_work;
+    let rules = Rules {
+        instance_bound: args.change_max_lag.as_secs_f64(),
+        edge_bound: edge_bound.as_secs_f64(),
+        edge_outages: happened.iter().filter(|h| h.kind.stops_invalidation()).map(|h| (h.start, h.end)).collect(),
+        db_outages: happened.iter().filter(|h| h.kind.database_unavailable()).map(|h| (h.start, h.end)).collect(),
+        // A load that began in the outage gives up within its statement timeout (5 s) plus 1.25 s;
+        // after the database is back, loads fail fast for 1 s more.
+        instance_stale_slack: 7.5,
+        // The edge may keep an instance's stale answer for its s-maxage (5 s).
+        edge_stale_slack: 12.5,
+    };
+    let reads = std::mem::take(&mut *lock(&reads));
+    let history = lock(&history);
+    let paths = lock(&paths).clone();
+    let verdict = judge_all(&reads, &history, &rules, &paths);
+    let ticks = lock(&warmer.ticks).clone();
+    let tick_ms: Vec<f64> = ticks.iter().filter_map(|t| t["duration_ms"].as_f64()).collect();
+    let connections = lock(&connections).clone();
+    let stats = front.stats();
+    let deploy_windows: Vec<(f64, f64)> =
+        happened.iter().filter(|h| h.kind == Kind::Deploy).map(|h| (h.start, h.start + 10.0)).collect();
+
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for h in &happened {
+        *counts.entry(kind_name(h.kind)).or_default() += 1;
+    }
+    let mut failure_counts = verdict.failure_counts.clone();
+    if !connections.over_cap.is_empty() {
+        failure_counts.insert("database connections above the cap", connections.over_cap.len());
+    }
+    let (leaked, errors) = (stats.lingering_connections, stats.function_errors + stats.timeouts + stats.crashed);
+    if leaked > 0 {
+        failure_counts.insert("connections left open by a retired instance", leaked as usize);
+    }
+    if errors > 0 {
+        failure_counts.insert("invocations without an answer", errors as usize);
+    }
+    let report = json!({
+        "date": chrono::Utc::now().to_rfc3339(),
+        "seed": args.seed,
+        "broken": args.broken.map(|b| format!("{b:?}")),
+        "duration_s": wall.as_secs_f64(),
+        "settings": {
+            "reserved_concurrency": args.reserved,
+            "idle_retire_s": args.idle_retire.as_secs_f64(),
+            "change_max_lag_s": args.change_max_lag.as_secs_f64(),
+            "instances_change_max_lag_s": lag.as_secs_f64(),
+            "tick_s": args.tick.as_secs_f64(),
+            "settle_s": args.settle.as_secs_f64(),
+            "tick_work_s": args.tick_work.as_secs_f64(),
+            "viewers": args.viewers,
+            "direct_share": args.direct_share,
+        },
+        "bounds_s": { "instance": rules.instance_bound, "edge": rules.edge_bound },
+        "reads": reads.len(),
+        "reads_per_s": reads.len() as f64 / wall.as_secs_f64(),
+        "layers": verdict.layers,
+        "failures": failure_counts.values().sum::<usize>(),
+        "failures_by_kind": failure_counts,
+        "failures_per_second": verdict.failure_seconds,
+        "first_failures": first_of_each(&verdict.failures, 3),
+        "writes": shared.writes.load(Ordering::Relaxed),
+        "writes_unknown_outcome": shared.unknown.load(Ordering::Relaxed),
+        "faults": happened,
+        "fault_counts": counts,
+        "fleet": stats,
+        "connections": {
+            "peak_direct": connections.peak_direct,
+            "direct_cap": args.reserved,
+            "peak_pooled": connections.peak_pooled,
+            "pooled_cap": args.pool_size,
+            "peak_warmer": connections.peak_warmer,
+            "peak_total": connections.peak_total,
+            "peak_per_instance": connections.peak_per_instance.0,
+            "peak_per_instance_at": connections.peak_per_instance.1,
+            "over_cap_at": connections.over_cap,
+            "samples": connections.samples,
+        },
+        "warmer": {
+            "ticks": ticks.len(),
+            "failed_ticks": ticks.iter().filter(|t| !t["error"].is_null()).count(),
+            "restarts": warmer.restarts.load(Ordering::Relaxed),
+            "tick_ms": { "p50": pct(&tick_ms, 50.0), "p99": pct(&tick_ms, 99.0), "max": pct(&tick_ms, 100.0) },
+            "tick_allowance_ms": (args.settle + args.tick_work).as_millis() as u64,
+        },
+        "latency_ms": latency(&reads, &deploy_windows),
+        "staleness_series": verdict.series,
+    });
+    crate::write_json(&args.out, &report)?;
+    let violations = verdict.violations;
+    eprintln!(
+        "soak: {} reads, {} violations, failures: {:?}; report in {}",
+        reads.len(),
+        violations,
+        failure_counts,
+        args.out.display()
+    );
+    match args.broken {
+        Some(_) => anyhow::ensure!(violations > 0, "the checker found no violation in a setup broken on purpose"),
+        None => anyhow::ensure!(failure_counts.is_empty(), "the soak failed: {failure_counts:?}"),
+    }
+    Ok(())
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::WarmerKill => "warmer-kill",
+        Kind::WarmerStop => "warmer-stop",
+        Kind::InstanceFreeze => "instance-freeze",
+        Kind::PostgresRestart => "postgres-restart",
+        Kind::PgbouncerRestart => "pgbouncer-restart",
+        Kind::FeedLock => "feed-lock",
+        Kind::BlackHole => "black-hole",
+        Kind::PurgeDown => "purge-down",
+        Kind::Deploy => "deploy",
+    }
+}
+
+fn pct(samples: &[f64], p: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    if sorted.is_empty() { 0.0 } else { crate::percentile(&sorted, p) }
+}
+
+struct FaultContext {
+    epoch: Instant,
+    warmer: Arc<Warmer>,
+    front: fleet::Front,
+    hole: net::Switch,
+    purge_down: net::Switch,
+    restart_postgres: String,
+    restart_pgbouncer: String,
+    direct: String,
+    pooled: String,
+    happened: Arc<Mutex<Vec<Happened>>>,
+}
+
+impl FaultContext {
+    fn now(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
+    /// Provokes `planned`. It is recorded as it starts (and its end when it ends), so a fault the
+    /// end of the soak cut short still counts.
+    async fn inject(&self, planned: faults::Planned) {
+        let start = self.now();
+        let index = {
+            let mut happened = lock(&self.happened);
+            happened.push(Happened { kind: planned.kind, start, end: f64::INFINITY, detail: String::new() });
+            happened.len() - 1
+        };
+        let mut detail = String::new();
+        match planned.kind {
+            Kind::WarmerKill => {
+                self.warmer.kill().await;
+                tokio::time::sleep(planned.length).await;
+                if let Err(e) = self.warmer.start().await {
+                    detail = format!("restart failed: {e:#}");
+                }
+                self.warmer.restarts.fetch_add(1, Ordering::Relaxed);
+            }
+            Kind::WarmerStop => {
+                let pid = self.warmer.pid().await;
+                signal(pid, Signal::SIGSTOP);
+                tokio::time::sleep(planned.length).await;
+                signal(pid, Signal::SIGCONT);
+            }
+            Kind::InstanceFreeze => {
+                let held = self.front.hold(usize::MAX, planned.length);
+                detail = format!("{held} idle instances held frozen");
+                tokio::time::sleep(planned.length).await;
+            }
+            Kind::PostgresRestart => {
+                if let Err(e) = shell(&self.restart_postgres).await {
+                    detail = format!("{e:#}");
+                }
+                until_connects(&self.direct, Duration::from_secs(30)).await;
+            }
+            Kind::PgbouncerRestart => {
+                if let Err(e) = shell(&self.restart_pgbouncer).await {
+                    detail = format!("{e:#}");
+                }
+                until_connects(&self.pooled, Duration::from_secs(30)).await;
+            }
+            Kind::FeedLock => {
+                detail = match self.lock_feed(planned.length).await {
+                    Ok(()) => String::new(),
+                    Err(e) => format!("{e:#}"),
+                };
+            }
+            Kind::BlackHole => {
+                self.hole.set(true);
+                tokio::time::sleep(planned.length).await;
+                self.hole.set(false);
+            }
+            Kind::PurgeDown => {
+                self.purge_down.set(true);
+                tokio::time::sleep(planned.length).await;
+                self.purge_down.set(false);
+            }
+            Kind::Deploy => {
+                let n = self.front.stats().deploys + 2;
+                self.front.deploy(&format!("soak-{n}"));
+                detail = format!("build soak-{n}");
+            }
+        }
+        let end = self.now();
+        let mut happened = lock(&self.happened);
+        happened[index].end = end;
+        happened[index].detail = detail;
+    }
+
+    async fn lock_feed(&self, length: Duration) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&self.direct).await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("SET LOCAL lock_timeout = '10s'").execute(&mut *tx).await?;
+        sqlx::query("LOCK TABLE cache_changes IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await?;
+        tokio::time::sleep(length).await;
+        tx.rollback().await?;
+        Ok(())
+    }
+}
+
+/// Database connections seen in `pg_stat_activity`, by who holds them.
+#[derive(Debug, Clone, Default)]
+struct Connections {
+    /// Connections of instances that reach PostgreSQL directly (or through the proxy).
+    peak_direct: i64,
+    /// PgBouncer's server connections (named after the last instance they served).
+    peak_pooled: i64,
+    peak_warmer: i64,
+    peak_total: i64,
+    /// The most connections one instance held at once, and when.
+    peak_per_instance: (i64, f64),
+    /// `[t, direct, pooled, warmer, total, instances]` once a second.
+    samples: Vec<[f64; 6]>,
+    /// Samples in which the direct instances held more than the reserved concurrency, or
+    /// PgBouncer more than its pool.
+    over_cap: Vec<f64>,
+}
+
+async fn monitor(
+    url: String,
+    database: &'static str,
+    caps: (i64, i64),
+    connections: Arc<Mutex<Connections>>,
+    front: fleet::Front,
+    running: Arc<AtomicBool>,
+    epoch: Instant,
+) {
+    let mut conn: Option<sqlx::PgConnection> = None;
+    let mut last_sample = -1.0f64;
+    while running.load(Ordering::Relaxed) {
+        if conn.is_none() {
+            conn = tokio::time::timeout(Duration::from_secs(2), sqlx::PgConnection::connect(&url))
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        if let Some(c) = conn.as_mut() {
+            let counted: Result<Vec<(String, i64)>, _> = sqlx::query_as(
+                "SELECT application_name, count(*) FROM pg_stat_activity \
+                 WHERE datname = $1 AND backend_type = 'client backend' GROUP BY 1",
+            )
+            .bind(database)
+            .fetch_all(&mut *c)
+            .await;
+            match counted {
+                Ok(rows) => {
+                    let t = epoch.elapsed().as_secs_f64();
+                    let (mut direct, mut pooled, mut warmer, mut total, mut per_instance) = (0, 0, 0, 0, 0);
+                    for (name, n) in rows {
+                        total += n;
+                        if name.starts_with("edgerail-warmer-") {
+                            warmer += n;
+                        }
+                        let pid = name.strip_prefix("edgerail-api-").and_then(|p| p.parse::<u32>().ok());
+                        match pid.and_then(|pid| front.pooled(pid)) {
+                            Some(true) => pooled += n,
+                            Some(false) => {
+                                direct += n;
+                                per_instance = per_instance.max(n);
+                            }
+                            None => {}
+                        }
+                    }
+                    let mut seen = lock(&connections);
+                    seen.peak_direct = seen.peak_direct.max(direct);
+                    seen.peak_pooled = seen.peak_pooled.max(pooled);
+                    seen.peak_warmer = seen.peak_warmer.max(warmer);
+                    seen.peak_total = seen.peak_total.max(total);
+                    if per_instance > seen.peak_per_instance.0 {
+                        seen.peak_per_instance = (per_instance, t);
+                    }
+                    if direct > caps.0 || pooled > caps.1 {
+                        seen.over_cap.push(t);
+                    }
+                    if t - last_sample >= 1.0 {
+                        last_sample = t;
+                        seen.samples.push([
+                            t,
+                            direct as f64,
+                            pooled as f64,
+                            warmer as f64,
+                            total as f64,
+                            front.instances() as f64,
+                        ]);
+                    }
+                }
+                Err(_) => conn = None,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A read that broke a rule.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Failure {
+    kind: &'static str,
+    at: f64,
+    layer: Layer,
+    path: String,
+    status: u16,
+    detail: String,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+struct LayerVerdict {
+    reads: usize,
+    judged: usize,
+    fresh: usize,
+    violations: usize,
+    excused_by_outage: usize,
+    stale_answers: usize,
+    stale_answers_outside_outage: usize,
+    unreadable: usize,
+    by_status: BTreeMap<u16, usize>,
+    edge_hits: usize,
+    staleness_ms: BTreeMap<&'static str, f64>,
+}
+
+struct Verdict {
+    layers: HashMap<Layer, LayerVerdict>,
+    failures: Vec<Failure>,
+    failure_counts: BTreeMap<&'static str, usize>,
+    /// Per kind, failures per second of the soak.
+    failure_seconds: BTreeMap<&'static str, BTreeMap<u64, usize>>,
+    violations: usize,
+    /// `[t, edge max staleness, instance max staleness]` per second.
+    series: Vec<[f64; 3]>,
+}
+
+fn judge_all(reads: &[Read], history: &History, rules: &Rules, paths: &[String]) -> Verdict {
+    let mut layers: HashMap<Layer, LayerVerdict> = HashMap::new();
+    let mut failures = Vec::new();
+    let mut failure_counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut failure_seconds: BTreeMap<&'static str, BTreeMap<u64, usize>> = BTreeMap::new();
+    let mut staleness: HashMap<Layer, Vec<f64>> = HashMap::new();
+    let mut series: BTreeMap<u64, [f64; 2]> = BTreeMap::new();
+    let mut violations = 0;
+    for read in reads {
+        let path = paths.get(read.path as usize).cloned().unwrap_or_default();
+        let lv = layers.entry(read.layer).or_default();
+        lv.reads += 1;
+        *lv.by_status.entry(read.status).or_default() += 1;
+        lv.edge_hits += usize::from(read.edge_hit);
+        let mut fail = |kind: &'static str, detail: String| {
+            *failure_counts.entry(kind).or_default() += 1;
+            *failure_seconds.entry(kind).or_default().entry(read.at as u64).or_default() += 1;
+            let detail = match &read.instance {
+                Some(i) => format!("instance {i}; {detail}"),
+                None => detail,
+            };
+            failures.push(Failure {
+                kind,
+                at: read.at,
+                layer: read.layer,
+                path: path.clone(),
+                status: read.status,
+                detail,
+            });
+        };
+        let in_outage = rules.in_db_outage(read.layer, read.at);
+        match read.status {
+            0 => fail("no answer", String::new()),
+            429 if read.edge_hit => fail("429 served from the edge cache", String::new()),
+            503 if !in_outage => fail("503 outside a database outage", String::new()),
+            s if s >= 500 && s != 503 => fail("5xx other than 503", String::new()),
+            _ => {}
+        }
+        if read.stale {
+            lv.stale_answers += 1;
+            if !in_outage {
+                lv.stale_answers_outside_outage += 1;
+                fail("stale answer outside a database outage", String::new());
+            }
+        }
+        let Some(facts) = &read.facts else {
+            if read.status == 200 && is_judged(&path) {
+                lv.unreadable += 1;
+                fail("unreadable body", String::new());
+            }
+            continue;
+        };
+        lv.judged += 1;
+        let mut worst = Judgement::Fresh { staleness: 0.0 };
+        let mut worst_key = None;
+        for &(key, state) in facts {
+            let judgement = checker::judge(&history.histories[key as usize], rules, read.layer, read.at, state);
+            let rank = |j: &Judgement| match j {
+                Judgement::Fresh { staleness } => (0, *staleness),
+                Judgement::Excused { staleness } => (1, *staleness),
+                Judgement::Violation { staleness, .. } => (2, *staleness),
+            };
+            if rank(&judgement) > rank(&worst) {
+                worst = judgement;
+                worst_key = Some((key, state));
+            }
+        }
+        let s = match worst {
+            Judgement::Fresh { staleness } => {
+                lv.fresh += 1;
+                staleness
+            }
+            Judgement::Excused { staleness } => {
+                lv.excused_by_outage += 1;
+                staleness
+            }
+            Judgement::Violation { staleness, required } => {
+                if read.stale && in_outage {
+                    // Served stale on purpose while the database was down: counted, not judged.
+                    lv.excused_by_outage += 1;
+                } else {
+                    lv.violations += 1;
+                    violations += 1;
+                    let (key, state) = worst_key.unwrap_or_default();
+                    let h = &history.histories[key as usize];
+                    let entry = h.entries.get(required);
+                    fail(
+                        "freshness violation",
+                        format!(
+                            "{} showed {:?}; {:?} committed at {:.3} s (bound {:.1} s)",
+                            history.key_name(key),
+                            history.state_name(state),
+                            entry.map(|e| history.state_name(e.state)).unwrap_or_default(),
+                            entry.and_then(|e| e.committed).unwrap_or_default(),
+                            if read.layer == Layer::Edge { rules.edge_bound } else { rules.instance_bound },
+                        ),
+                    );
+                }
+                staleness
+            }
+        };
+        staleness.entry(read.layer).or_default().push(s * 1e3);
+        let slot = series.entry(read.at as u64).or_default();
+        let i = usize::from(read.layer == Layer::Instance);
+        slot[i] = slot[i].max(s);
+    }
+    for (layer, mut samples) in staleness {
+        samples.sort_by(f64::total_cmp);
+        let lv = layers.entry(layer).or_default();
+        for (name, p) in [("p50", 50.0), ("p99", 99.0), ("max", 100.0)] {
+            lv.staleness_ms.insert(name, crate::percentile(&samples, p));
+        }
+    }
+    Verdict {
+        layers,
+        failures,
+        failure_counts,
+        failure_seconds,
+        violations,
+        series: series.into_iter().map(|(t, [e, i])| [t as f64, e, i]).collect(),
+    }
+}
+
+/// The first `n` failures of each kind.
+fn first_of_each(failures: &[Failure], n: usize) -> Vec<&Failure> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    failures
+        .iter()
+        .filter(|f| {
+            let count = seen.entry(f.kind).or_default();
+            *count += 1;
+            *count <= n
+        })
+        .collect()
+}
+
+fn is_judged(path: &str) -> bool {
+    path == "/v1/formations"
+        || path == "/v1/lines"
+        || path == "/v1/sightings/latest"
+        || path.starts_with("/v1/formations/")
+        || path.starts_with("/v1/lines/")
+}
+
+/// Viewer latency per layer, and at the edge in the ten seconds after each deploy.
+fn latency(reads: &[Read], deploys: &[(f64, f64)]) -> Value {
+    let summarize = |samples: Vec<f64>| json!({ "n": samples.len(), "p50": pct(&samples, 50.0), "p99": pct(&samples, 99.0), "max": pct(&samples, 100.0) });
+    let of = |layer: Layer| reads.iter().filter(|r| r.layer == layer).map(|r| f64::from(r.latency_ms)).collect();
+    let flush = reads
+        .iter()
+        .filter(|r| r.layer == Layer::Edge && deploys.iter().any(|&(a, b)| r.at >= a && r.at <= b))
+        .map(|r| f64::from(r.latency_ms))
+        .collect();
+    json!({ "edge": summarize(of(Layer::Edge)), "instance": summarize(of(Layer::Instance)), "edge_after_deploy": summarize(flush) })
+}
