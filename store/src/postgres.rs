@@ -30,6 +30,18 @@ const RDS_CERTIFICATE_AUTHORITIES: &[u8] = include_bytes!("../certs/aws-rds-ca-b
 /// statement, so both come from the same snapshot).
 const SNAPSHOT: &str = "SELECT pg_current_snapshot()::text, COALESCE((SELECT max(id) FROM cache_changes), 0)";
 
+/// How long a cold instance's first read waits for the feed's lock before reading its data without
+/// the position: the position takes microseconds, unless something holds the change feed locked
+/// (`LOCK TABLE`, `VACUUM FULL`, a migration). Then its data is read alone, served once and not
+/// kept, rather than waiting behind the lock until the statement timeout and answering `503`.
+const POSITION_LOCK_WAIT: &str = "SET LOCAL lock_timeout = 100";
+const LOCK_WAIT_RESET: &str = "SET LOCAL lock_timeout TO DEFAULT";
+
+/// Whether `err` is PostgreSQL's `lock_not_available` (a `lock_timeout` ran out).
+fn lock_not_available(err: &StoreError) -> bool {
+    matches!(err, StoreError::Query(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03"))
+}
+
 /// The position [`SNAPSHOT`] returned.
 fn snapshot(rows: &[PgRow]) -> StoreResult<FeedCursor> {
     let (snapshot, last_id) =
@@ -249,13 +261,23 @@ impl PgStore {
             // The position first: in a read-committed transaction each statement sees at least
             // what the one before it saw, so whatever the data statements miss is not visible in
             // the position either, and the first poll from it reports it.
-            let mut with_start = Vec::with_capacity(N + 1);
-            with_start.push(SNAPSHOT.to_owned());
-            with_start.extend(statements);
-            let mut results = onemessage::run(conn, preamble, &with_start).await?;
-            let start = results.remove(0);
-            feed::start_read(snapshot(&start)?);
-            results
+            // Only the position waits at most POSITION_LOCK_WAIT for its lock.
+            let mut with_start = Vec::with_capacity(N + 3);
+            with_start.extend([POSITION_LOCK_WAIT, SNAPSHOT, LOCK_WAIT_RESET].map(str::to_owned));
+            with_start.extend(statements.iter().cloned());
+            match onemessage::run(conn, preamble, &with_start).await {
+                Ok(mut results) => {
+                    let start = results.drain(..3).nth(1).unwrap_or_default();
+                    feed::start_read(snapshot(&start)?);
+                    results
+                }
+                // The feed is locked: the data alone, without a position (so served once).
+                Err(err) if lock_not_available(&err) => {
+                    tracing::warn!("the change feed is locked: a cold read goes without its feed position");
+                    onemessage::run(conn, preamble, &statements).await?
+                }
+                Err(err) => return Err(err),
+            }
         } else {
             onemessage::run(conn, preamble, &statements).await?
         };

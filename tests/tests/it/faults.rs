@@ -74,6 +74,28 @@ async fn a_locked_feed_never_stalls_hits_and_the_freshness_bound_still_holds() {
     sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
 }
 
+/// A cold instance on PostgreSQL reads its feed position with its first data. While something
+/// holds the change feed locked, that read does not wait for the lock: the data is read alone and
+/// served (not a `503` once the statement timeout ends the wait), and not kept, since no position
+/// vouches for it. Once the lock is gone the next read takes the position and is kept. (The soak
+/// found it: instances started during a feed lock answered `503`s with the database up.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_instance_answers_while_the_feed_is_locked() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut locker = connect(&db).await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE cache_changes IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
+    let app = TestApp::with(db.clone(), &[]).await;
+    for _ in 0..2 {
+        let res = app.get("/v1/lines").await;
+        assert_eq!(res.status, 200, "a cold read waited for the locked feed");
+        assert_eq!(res.header("x-local-cache"), "miss", "kept without a feed position");
+        assert_eq!(minato_name(&res), "Minato Line");
+    }
+    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
+    assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "miss");
+    assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit");
+}
+
 fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
