@@ -47,8 +47,10 @@ impl Kind {
     }
 
     /// Whether the database is unavailable to (some) instances: stale answers and `503`s allowed.
+    /// A lock on the change feed is one too: writers wait behind it holding the locks they took,
+    /// and a `TRUNCATE` among them holds its table's, so reads of that table wait as long.
     pub fn database_unavailable(self) -> bool {
-        matches!(self, Self::PostgresRestart | Self::PgbouncerRestart | Self::BlackHole)
+        matches!(self, Self::PostgresRestart | Self::PgbouncerRestart | Self::BlackHole | Self::FeedLock)
     }
 }
 
