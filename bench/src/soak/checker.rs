@@ -178,13 +178,14 @@ impl Rules {
         deadline
     }
 
-    /// Whether `at` is inside a database outage (with the layer's slack after it).
-    pub fn in_db_outage(&self, layer: Layer, at: Time) -> bool {
+    /// Whether a read from `sent` to `answered` overlapped a database outage (with the layer's
+    /// slack after it): an answer can be cut short by an outage that began while it was on its way.
+    pub fn in_db_outage(&self, layer: Layer, sent: Time, answered: Time) -> bool {
         let slack = match layer {
             Layer::Edge => self.edge_stale_slack,
             Layer::Instance => self.instance_stale_slack,
         };
-        self.db_outages.iter().any(|&(start, end)| at >= start && at <= end + slack)
+        self.db_outages.iter().any(|&(start, end)| answered >= start && sent <= end + slack)
     }
 }
 
@@ -340,11 +341,14 @@ mod tests {
     #[test]
     fn stale_answers_are_allowed_only_in_a_database_outage_and_its_slack() {
         let r = rules();
-        assert!(r.in_db_outage(Layer::Instance, 201.0));
-        assert!(r.in_db_outage(Layer::Instance, 209.0));
-        assert!(!r.in_db_outage(Layer::Instance, 211.0));
-        assert!(r.in_db_outage(Layer::Edge, 214.0));
-        assert!(!r.in_db_outage(Layer::Edge, 199.0));
+        let at = |layer, t| r.in_db_outage(layer, t, t + 0.01);
+        assert!(at(Layer::Instance, 201.0));
+        assert!(at(Layer::Instance, 209.0));
+        assert!(!at(Layer::Instance, 211.0));
+        assert!(at(Layer::Edge, 214.0));
+        assert!(!at(Layer::Edge, 199.0));
+        // Sent just before the outage began, answered in it.
+        assert!(r.in_db_outage(Layer::Instance, 199.9, 200.1));
     }
 
     #[test]

@@ -934,7 +934,7 @@ fn judge_all(reads: &[Read], history: &History, rules: &Rules, paths: &[String])
                 detail,
             });
         };
-        let in_outage = rules.in_db_outage(read.layer, read.at);
+        let in_outage = rules.in_db_outage(read.layer, read.at, read.at + f64::from(read.latency_ms) / 1e3);
         match read.status {
             0 => fail("no answer", String::new()),
             429 if read.edge_hit => fail("429 served from the edge cache", String::new()),
