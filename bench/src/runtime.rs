@@ -60,16 +60,7 @@ impl LocalRuntime {
         let app = axum::Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
             .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
-            .route(
-                "/2020-01-01/extension/register",
-                post(|| async {
-                    (
-                        [("lambda-extension-identifier", "ext")],
-                        axum::Json(json!({"functionName": "api", "functionVersion": "1", "handler": "bootstrap"})),
-                    )
-                }),
-            )
-            .route("/2020-01-01/extension/event/next", get(std::future::pending::<&'static str>))
+            .merge(extensions_api())
             .with_state(shared);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -131,6 +122,22 @@ async fn response(State(shared): State<Shared>, Path(id): Path<String>, body: by
     let handler = handed.map_or(Duration::ZERO, |at| posted - at);
     let _ = shared.done.send(Invocation { handler, posted, response });
     "{}"
+}
+
+/// The Extensions API, as far as the api uses it: its graceful-shutdown handler registers an
+/// internal extension (so Lambda sends it SIGTERM), whose next event never comes while it runs.
+pub fn extensions_api<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
+    axum::Router::new()
+        .route(
+            "/2020-01-01/extension/register",
+            post(|| async {
+                (
+                    [("lambda-extension-identifier", "ext")],
+                    axum::Json(json!({"functionName": "api", "functionVersion": "1", "handler": "bootstrap"})),
+                )
+            }),
+        )
+        .route("/2020-01-01/extension/event/next", get(std::future::pending::<&'static str>))
 }
 
 /// A Function URL event for `GET path`, as CloudFront forwards it (compression on, so the

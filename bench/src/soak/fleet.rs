@@ -323,16 +323,7 @@ impl Front {
             .route("/2018-06-01/runtime/invocation/{id}/response", post(respond))
             .route("/2018-06-01/runtime/invocation/{id}/error", post(failed))
             .route("/2018-06-01/runtime/init/error", post(|| async { StatusCode::ACCEPTED }))
-            .route(
-                "/2020-01-01/extension/register",
-                post(|| async {
-                    (
-                        [("lambda-extension-identifier", "soak")],
-                        axum::Json(json!({"functionName": "api", "functionVersion": "1", "handler": "bootstrap"})),
-                    )
-                }),
-            )
-            .route("/2020-01-01/extension/event/next", get(std::future::pending::<&'static str>))
+            .merge(crate::runtime::extensions_api())
             .with_state(runtime.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

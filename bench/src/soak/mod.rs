@@ -589,7 +589,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         failure_counts.insert("invocations without an answer", errors as usize);
     }
     let report = json!({
-        "date": chrono::Utc::now().to_rfc3339(),
+        "date": chrono::Utc::now().format("%Y-%m-%dT%H:%MZ").to_string(),
         "seed": args.seed,
         "broken": args.broken.map(|b| format!("{b:?}")),
         "duration_s": wall.as_secs_f64(),

@@ -125,6 +125,21 @@ async fn connection<'a>(conn: &'a mut Option<PgConnection>, url: &str) -> Option
     conn.as_mut()
 }
 
+/// Records a write's outcome; after a failure the connection is dropped (the next write reconnects).
+fn outcome<T, E>(
+    shared: &Shared,
+    ids: &[(KeyId, usize)],
+    done: &Result<Result<T, E>, tokio::time::error::Elapsed>,
+    conn: &mut Option<PgConnection>,
+) -> bool {
+    let ok = matches!(done, Ok(Ok(_)));
+    shared.finish(ids, ok);
+    if !ok {
+        *conn = None;
+    }
+    ok
+}
+
 /// Waits `every` ± half.
 async fn pause(every: Duration, rng: &mut fastrand::Rng) {
     tokio::time::sleep(every.mul_f64(0.5 + rng.f64())).await;
@@ -144,11 +159,7 @@ pub async fn hot(shared: Shared, url: String, seed: u64) {
                 sqlx::query("UPDATE formations SET note = $1 WHERE id = $2").bind(&note).bind(id).execute(&mut *c),
             )
             .await;
-            let ok = matches!(done, Ok(Ok(_)));
-            shared.finish(&ids, ok);
-            if !ok {
-                conn = None;
-            }
+            outcome(&shared, &ids, &done, &mut conn);
         }
         pause(Duration::from_millis(150), &mut rng).await;
     }
@@ -188,11 +199,7 @@ pub async fn long(shared: Shared, url: String, set: usize, seed: u64) {
                 tx.commit().await
             })
             .await;
-            let ok = matches!(done, Ok(Ok(())));
-            shared.finish(&ids, ok);
-            if !ok {
-                conn = None;
-            }
+            outcome(&shared, &ids, &done, &mut conn);
         }
         pause(Duration::from_millis(500), &mut rng).await;
     }
@@ -237,11 +244,7 @@ pub async fn bulk(shared: Shared, url: String, all_formations: Vec<String>, seed
                 tx.commit().await
             })
             .await;
-            let ok = matches!(done, Ok(Ok(())));
-            shared.finish(&ids, ok);
-            if !ok {
-                conn = None;
-            }
+            outcome(&shared, &ids, &done, &mut conn);
         }
         pause(Duration::from_secs(3), &mut rng).await;
     }
@@ -257,7 +260,7 @@ pub async fn deletes(shared: Shared, url: String, seed: u64) {
         if let Some(c) = connection(&mut conn, &url).await {
             let seq = shared.next_seq();
             let create = alive.len() < 2 || (alive.len() < 5 && rng.bool());
-            let ok = if create {
+            if create {
                 // Created or not, an id is never reused.
                 created += 1;
                 let (id, note) = (format!("SK{created}"), format!("soak-{seq}"));
@@ -270,13 +273,10 @@ pub async fn deletes(shared: Shared, url: String, seed: u64) {
                         .execute(&mut *c),
                 )
                 .await;
-                let ok = matches!(done, Ok(Ok(_)));
-                shared.finish(&ids, ok);
                 shared.newest_created.store(created, Ordering::Relaxed);
-                if ok {
+                if outcome(&shared, &ids, &done, &mut conn) {
                     alive.push_back(created);
                 }
-                ok
             } else {
                 let n = alive.pop_front().unwrap_or_default();
                 let id = format!("SK{n}");
@@ -286,14 +286,9 @@ pub async fn deletes(shared: Shared, url: String, seed: u64) {
                     sqlx::query("DELETE FROM formations WHERE id = $1").bind(&id).execute(&mut *c),
                 )
                 .await;
-                let ok = matches!(done, Ok(Ok(_)));
                 // On failure the outcome is unknown: it is not deleted again (its history stays
                 // one writer's, in order), and may or may not exist.
-                shared.finish(&ids, ok);
-                ok
-            };
-            if !ok {
-                conn = None;
+                outcome(&shared, &ids, &done, &mut conn);
             }
         }
         pause(Duration::from_secs(1), &mut rng).await;
