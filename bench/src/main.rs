@@ -108,6 +108,11 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A duration argument (`500ms`, `2s`, `10m`), as the binaries spell them.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    cache_policy::parse_duration(text).map_err(|e| e.to_string())
+}
+
 /// Percentile of a sorted slice (nearest rank).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

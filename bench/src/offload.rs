@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     warmer: PathBuf,
     /// How long end users send requests.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
     duration: Duration,
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
@@ -31,18 +31,14 @@ pub struct Args {
     #[arg(long, default_value_t = 1.1)]
     s: f64,
     /// A formation is updated this often.
-    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = crate::parse_duration)]
     write_every: Duration,
     /// Warmer tick interval.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
     tick_every: Duration,
     /// Output JSON.
     #[arg(long)]
     out: PathBuf,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    cache_policy::parse_duration(text).map_err(|e| e.to_string())
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -264,7 +264,7 @@ impl PgStore {
             // Only the position waits at most POSITION_LOCK_WAIT for its lock.
             let mut with_start = Vec::with_capacity(N + 3);
             with_start.extend([POSITION_LOCK_WAIT, SNAPSHOT, LOCK_WAIT_RESET].map(str::to_owned));
-            with_start.extend(statements.iter().cloned());
+            with_start.extend(statements);
             match onemessage::run(conn, preamble, &with_start).await {
                 Ok(mut results) => {
                     let start = results.drain(..3).nth(1).unwrap_or_default();
@@ -274,7 +274,7 @@ impl PgStore {
                 // The feed is locked: the data alone, without a position (so served once).
                 Err(err) if lock_not_available(&err) => {
                     tracing::warn!("the change feed is locked: a cold read goes without its feed position");
-                    onemessage::run(conn, preamble, &statements).await?
+                    onemessage::run(conn, preamble, &with_start[3..]).await?
                 }
                 Err(err) => return Err(err),
             }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// A fault the soak provokes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// SIGKILL of the warmer (mid-tick: most of a tick is its settle wait), restarted after a pause.

@@ -27,6 +27,8 @@ use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::{lock, signal};
+
 /// How the fleet's instances are started.
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
@@ -139,16 +141,6 @@ struct Runtime {
     spawned: Instant,
     initialized: OnceLock<Duration>,
     timeout: Duration,
-}
-
-fn signal(pid: u32, signal: Signal) {
-    if pid != 0 {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Front {
@@ -429,19 +421,23 @@ impl Front {
     /// Whether connections named after `pid` are still open 10 s after it exited.
     async fn lingers(&self, pid: u32) -> bool {
         let name = format!("edgerail-api-{pid}");
+        // One connection for every look (reopened only if it fails, as in a database restart).
+        let mut conn: Option<sqlx::PgConnection> = None;
         for _ in 0..40 {
-            let open: Option<i64> = async {
-                let mut conn =
-                    <sqlx::PgConnection as sqlx::Connection>::connect(&self.config.monitor_url).await.ok()?;
-                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
-                    .bind(&name)
-                    .fetch_one(&mut conn)
-                    .await
-                    .ok()
+            if conn.is_none() {
+                conn = <sqlx::PgConnection as sqlx::Connection>::connect(&self.config.monitor_url).await.ok();
             }
-            .await;
-            if open == Some(0) {
-                return false;
+            if let Some(c) = conn.as_mut() {
+                let open: Result<i64, _> =
+                    sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                        .bind(&name)
+                        .fetch_one(&mut *c)
+                        .await;
+                match open {
+                    Ok(0) => return false,
+                    Ok(_) => {}
+                    Err(_) => conn = None,
+                }
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -33,10 +33,6 @@ use sqlx::Connection;
 use checker::{History, Judgement, Layer, Rules};
 use faults::Kind;
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    cache_policy::parse_duration(text).map_err(|e| e.to_string())
-}
-
 /// A setup broken on purpose, to show that the checker catches staleness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Broken {
@@ -77,7 +73,7 @@ pub struct Args {
     #[arg(long)]
     restart_pgbouncer: String,
     /// How long viewers read.
-    #[arg(long, default_value = "90s", value_parser = parse_duration)]
+    #[arg(long, default_value = "90s", value_parser = crate::parse_duration)]
     duration: Duration,
     /// Seeds the fault schedule, the viewers and the writers.
     #[arg(long, default_value_t = 1)]
@@ -92,20 +88,20 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     reserved: usize,
     /// An idle instance is retired after this.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
     idle_retire: Duration,
     /// The instances' CHANGE_MAX_LAG: the instance bound.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
     change_max_lag: Duration,
     /// The warmer's tick interval.
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
     tick: Duration,
     /// The warmer's WARMER_SETTLE (at least CHANGE_MAX_LAG).
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
     settle: Duration,
     /// What a tick may take beyond its settle wait (claim, invalidation, warming): part of the edge
     /// bound; the report compares it with the longest tick seen.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
     tick_work: Duration,
     /// No faults (with `--broken`, to show what the checker sees without them).
     #[arg(long)]
@@ -199,11 +195,11 @@ impl Warmer {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn signal(pid: u32, signal: Signal) {
+pub(crate) fn signal(pid: u32, signal: Signal) {
     if pid != 0 {
         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
     }
@@ -573,9 +569,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let deploy_windows: Vec<(f64, f64)> =
         happened.iter().filter(|h| h.kind == Kind::Deploy).map(|h| (h.start, h.start + 10.0)).collect();
 
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut counts: BTreeMap<Kind, usize> = BTreeMap::new();
     for h in &happened {
-        *counts.entry(kind_name(h.kind)).or_default() += 1;
+        *counts.entry(h.kind).or_default() += 1;
     }
     let mut failure_counts = verdict.failure_counts.clone();
     if !connections.over_cap.is_empty() {
@@ -653,20 +649,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => anyhow::ensure!(failure_counts.is_empty(), "the soak failed: {failure_counts:?}"),
     }
     Ok(())
-}
-
-fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::WarmerKill => "warmer-kill",
-        Kind::WarmerStop => "warmer-stop",
-        Kind::InstanceFreeze => "instance-freeze",
-        Kind::PostgresRestart => "postgres-restart",
-        Kind::PgbouncerRestart => "pgbouncer-restart",
-        Kind::FeedLock => "feed-lock",
-        Kind::BlackHole => "black-hole",
-        Kind::PurgeDown => "purge-down",
-        Kind::Deploy => "deploy",
-    }
 }
 
 fn pct(samples: &[f64], p: f64) -> f64 {
@@ -950,7 +932,7 @@ fn judge_all(reads: &[Read], history: &History, rules: &Rules, paths: &[String])
             }
         }
         let Some(facts) = &read.facts else {
-            if read.status == 200 && is_judged(&path) {
+            if read.status == 200 && writers::judged(&path) {
                 lv.unreadable += 1;
                 fail("unreadable body", String::new());
             }
@@ -1038,14 +1020,6 @@ fn first_of_each(failures: &[Failure], n: usize) -> Vec<&Failure> {
             *count <= n
         })
         .collect()
-}
-
-fn is_judged(path: &str) -> bool {
-    path == "/v1/formations"
-        || path == "/v1/lines"
-        || path == "/v1/sightings/latest"
-        || path.starts_with("/v1/formations/")
-        || path.starts_with("/v1/lines/")
 }
 
 /// Viewer latency per layer, and at the edge in the ten seconds after each deploy.

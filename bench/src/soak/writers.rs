@@ -49,7 +49,7 @@ pub struct Shared {
 
 impl Shared {
     fn history(&self) -> std::sync::MutexGuard<'_, History> {
-        self.history.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        super::lock(&self.history)
     }
 
     fn begin(&self, changes: &[(String, String)]) -> Vec<(KeyId, usize)> {
@@ -307,17 +307,21 @@ pub fn observe(
     history: &Mutex<History>,
 ) -> Option<Vec<(KeyId, StateId)>> {
     let facts = facts(path, status, body, newest_created)?;
-    let mut history = history.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut history = super::lock(history);
     Some(facts.iter().map(|(key, state)| (history.key(key), history.state(state))).collect())
 }
 
-fn facts(path: &str, status: u16, body: &[u8], newest_created: u64) -> Option<Vec<(String, String)>> {
-    let judged = path == "/v1/formations"
+/// Whether the checker judges the answers of `path` (the routes whose bodies show the facts above).
+pub fn judged(path: &str) -> bool {
+    path == "/v1/formations"
         || path == "/v1/lines"
         || path == "/v1/sightings/latest"
         || (path.starts_with("/v1/formations/") && path.matches('/').count() == 3)
-        || (path.starts_with("/v1/lines/") && path.ends_with("/stations"));
-    if !judged {
+        || (path.starts_with("/v1/lines/") && path.ends_with("/stations"))
+}
+
+fn facts(path: &str, status: u16, body: &[u8], newest_created: u64) -> Option<Vec<(String, String)>> {
+    if !judged(path) {
         return None;
     }
     let mut facts = Vec::new();
