@@ -12,8 +12,10 @@
 //! - [`model`]: the rows and answers ([`Line`] … [`Change`]).
 //! - [`Store`] (`read`): read access plus the change feed; [`FeedCursor`], [`FeedPage`] and
 //!   [`with_feed_start`] (`feed`).
-//! - `postgres` / `sqlite`: the two implementations; [`Db`] (`db`) is either; [`open`] picks one
-//!   from a URL with [`DbOptions`] (`options`).
+//! - [`Db`] (`db`): either backend, and the one primitive every statement goes through (a
+//!   read-only round trip, or a transaction); `postgres` / `sqlite`: the two backends' connections
+//!   and migrations; `sql`: every statement's text; [`open`] picks a backend from a URL with
+//!   [`DbOptions`] (`options`).
 //! - [`outbox`]: the warmer's side of the feed: claiming, completing, pruning, its records.
 //! - [`secret`]: the database URL from AWS Secrets Manager (`DATABASE_SECRET_ARN`).
 //! - [`calendar`]: service days and their rollover.

@@ -8,36 +8,30 @@
 //! would cost two round trips per unnamed statement (parse, then execute) plus `BEGIN` and
 //! `COMMIT`: six for a formation's page, which behind RDS Proxy or in a VPC is milliseconds.
 //!
-//! The simple protocol has no bound parameters, so values are spelled as literals: [`Literal`]
-//! escapes text as an `E'…'` string (correct whatever `standard_conforming_strings` says) and types
-//! dates, numbers and timestamps explicitly. Rows come back in text format, which sqlx decodes.
+//! The simple protocol has no bound parameters, so a [`Statement`]'s values are spelled as
+//! literals: text as an `E'…'` string (correct whatever `standard_conforming_strings` says), and
+//! dates, numbers and timestamps typed explicitly. Only the placeholders of a statement's constant
+//! text are replaced (the text cannot come from a request: [`Statement`] takes `&'static str`).
+//! Rows come back in text format, which sqlx decodes. (`postgres-protocol`'s `escape_literal`
+//! would do the text part, but not refuse NUL, which no PostgreSQL text can hold; a crate for a
+//! dozen lines is not worth it.)
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate};
 use futures_util::TryStreamExt;
 use sqlx::Either;
 use sqlx::postgres::{PgConnection, PgRow};
 
+use crate::db::{Statement, Value};
 use crate::error::{StoreError, StoreResult};
 
-/// A value to splice into a statement in place of a `$n` placeholder.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Literal<'a> {
-    /// Text.
-    Text(&'a str),
-    /// An integer.
-    Int(i64),
-    /// A date.
-    Date(NaiveDate),
-    /// An instant.
-    Time(DateTime<Utc>),
-}
-
-impl Literal<'_> {
+impl Value<'_> {
+    /// Writes the value as a PostgreSQL literal.
     fn write(self, out: &mut String) -> StoreResult<()> {
         match self {
-            Self::Text(text) => {
+            Self::OptText(None) => out.push_str("NULL"),
+            Self::Text(text) | Self::OptText(Some(text)) => {
                 if text.contains('\0') {
                     return Err(StoreError::Data("text with a NUL character cannot be sent".into()));
                 }
@@ -82,12 +76,13 @@ fn push_date(out: &mut String, date: NaiveDate) -> &'static str {
     era
 }
 
-/// `sql` with each `$n` replaced by `params[n - 1]`.
+/// The statement's text with each `$n` replaced by its value.
 ///
 /// # Errors
 ///
 /// A placeholder without a value, or a value that cannot be spelled.
-pub(crate) fn bind(sql: &str, params: &[Literal<'_>]) -> StoreResult<String> {
+pub(crate) fn spell(statement: &Statement<'_>) -> StoreResult<String> {
+    let (sql, params) = (statement.sql, &statement.values);
     let mut out = String::with_capacity(sql.len() + 32);
     let mut chars = sql.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -147,57 +142,42 @@ pub(crate) async fn run(
     Ok(results)
 }
 
-/// Decodes rows.
-///
-/// # Errors
-///
-/// A row does not fit `T`.
-pub(crate) fn decode<T>(rows: &[PgRow]) -> StoreResult<Vec<T>>
-where
-    T: for<'r> sqlx::FromRow<'r, PgRow>,
-{
-    rows.iter().map(|row| T::from_row(row).map_err(StoreError::from)).collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use chrono::{DateTime, Utc};
+
     use super::*;
 
     #[test]
     fn values_are_spelled_as_safe_typed_literals() {
-        let sql = "SELECT $1, $2, $3, $4, $10";
-        let params = [
-            Literal::Text("it's a \\ test"),
-            Literal::Int(-5),
-            Literal::Date(NaiveDate::from_ymd_opt(2026, 11, 28).unwrap()),
-            Literal::Time("2026-11-28T12:00:00Z".parse().unwrap()),
-            Literal::Int(0),
-            Literal::Int(0),
-            Literal::Int(0),
-            Literal::Int(0),
-            Literal::Int(0),
-            Literal::Text("tenth"),
-        ];
+        let mut statement = Statement::new("SELECT $1, $2, $3, $4, $10, $11")
+            .bind("it's a \\ test")
+            .bind(-5_i64)
+            .bind(NaiveDate::from_ymd_opt(2026, 11, 28).unwrap())
+            .bind("2026-11-28T12:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        for _ in 0..5 {
+            statement = statement.bind(0_i64);
+        }
+        let statement = statement.bind("tenth").bind(None::<&str>);
         assert_eq!(
-            bind(sql, &params).unwrap(),
-            "SELECT E'it''s a \\\\ test', -5, '2026-11-28'::date, '2026-11-28 12:00:00.000000+00'::timestamptz, E'tenth'"
+            spell(&statement).unwrap(),
+            "SELECT E'it''s a \\\\ test', -5, '2026-11-28'::date, '2026-11-28 12:00:00.000000+00'::timestamptz, \
+             E'tenth', NULL"
         );
-        assert!(bind("SELECT $2", &[Literal::Int(1)]).is_err(), "a missing value is an error");
-        assert!(bind("SELECT $1", &[Literal::Text("a\0b")]).is_err());
+        assert!(spell(&Statement::new("SELECT $2").bind(1_i64)).is_err(), "a missing value is an error");
+        assert!(spell(&Statement::new("SELECT $1").bind("a\0b")).is_err());
     }
 
     #[test]
     fn the_extreme_dates_are_spelled_as_postgres_reads_them() {
         let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
         let at = |d: NaiveDate| d.and_hms_opt(19, 0, 0).unwrap().and_utc();
-        let spelled = bind(
-            "$1 $2 $3 $4",
-            &[
-                Literal::Date(date(0, 1, 1)),
-                Literal::Time(at(date(0, 12, 31))),
-                Literal::Date(date(10_000, 1, 1)),
-                Literal::Time(at(date(10_000, 1, 1))),
-            ],
+        let spelled = spell(
+            &Statement::new("$1 $2 $3 $4")
+                .bind(date(0, 1, 1))
+                .bind(at(date(0, 12, 31)))
+                .bind(date(10_000, 1, 1))
+                .bind(at(date(10_000, 1, 1))),
         )
         .unwrap();
         assert_eq!(

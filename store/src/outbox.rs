@@ -16,110 +16,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-#[cfg(feature = "sqlite")]
-use sqlx::Sqlite;
-use sqlx::{Postgres, Transaction};
 
-use crate::db::Db;
+use crate::db::{Begin, Db, Statement, Tx};
 use crate::error::StoreResult;
-
-/// The statements whose spelling differs between the dialects (time arithmetic, JSON, snapshots).
-/// Everything else is one text for both.
-struct Dialect {
-    /// Starts a claim: SQLite must take the write lock up front.
-    claim_begin: &'static str,
-    /// Takes the pending changes visible at a mark: `$1` most distinct tags, `$2` visibility mark,
-    /// `$3` the claim's marker, written into `invalidation_id` until the claim completes.
-    claim: &'static str,
-    /// What the claim took, a row per tag: `$1` the claim's marker.
-    claimed: &'static str,
-    /// `$1` invalidation id, `$2` the claim's marker.
-    complete: &'static str,
-    /// The current visibility mark, as text.
-    visible_mark: &'static str,
-    /// Items sent to CloudFront since the start of this calendar month (UTC).
-    items_this_month: &'static str,
-    /// `$1` JSON array of `[path, status, x_cache]`.
-    record_warm: &'static str,
-    /// `$1` retention in seconds.
-    prune: &'static str,
-}
-
-const POSTGRES: Dialect = Dialect {
-    claim_begin: "BEGIN",
-    // SKIP LOCKED: rows another warmer's open claim holds are left to it. `processed_at = now()`
-    // (constant in a transaction) lets the later statements find the claim's rows by index.
-    claim: "UPDATE cache_changes SET processed_at = now(), invalidation_id = $3 WHERE id IN ( \
-                SELECT id FROM cache_changes \
-                WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
-                  AND tag IN (SELECT tag FROM cache_changes \
-                              WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
-                              GROUP BY tag ORDER BY min(id) LIMIT $1) \
-                FOR UPDATE SKIP LOCKED)",
-    claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id FROM cache_changes \
-              WHERE processed_at = now() AND invalidation_id = $1 GROUP BY tag ORDER BY min(id)",
-    complete: "UPDATE cache_changes SET invalidation_id = $1 WHERE processed_at = now() AND invalidation_id = $2",
-    visible_mark: "SELECT pg_current_snapshot()::text",
-    items_this_month: "SELECT COALESCE(SUM(items), 0)::BIGINT FROM cache_invalidations \
-                       WHERE backend = 'cloudfront' AND created_at >= date_trunc('month', now())",
-    record_warm: "INSERT INTO warm_state (path, warmed_at, status, x_cache) \
-                  SELECT value->>0, now(), (value->>1)::int, value->>2 FROM json_array_elements($1::json) \
-                  ON CONFLICT (path) DO UPDATE SET warmed_at = EXCLUDED.warmed_at, status = EXCLUDED.status, \
-                  x_cache = EXCLUDED.x_cache",
-    prune: "DELETE FROM cache_changes WHERE processed_at IS NOT NULL \
-            AND processed_at < now() - make_interval(secs => $1::float8)",
-};
-
-#[cfg(feature = "sqlite")]
-const SQLITE: Dialect = Dialect {
-    claim_begin: "BEGIN IMMEDIATE",
-    // The claim holds the write lock, so nothing else can take these rows meanwhile.
-    claim: "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), invalidation_id = $3 \
-            WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
-              AND tag IN (SELECT tag FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
-                          GROUP BY tag ORDER BY min(id) LIMIT $1)",
-    claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id FROM cache_changes WHERE invalidation_id = $1 \
-              GROUP BY tag ORDER BY min(id)",
-    complete: "UPDATE cache_changes SET invalidation_id = $1 WHERE invalidation_id = $2",
-    visible_mark: "SELECT CAST(COALESCE(MAX(id), 0) AS TEXT) FROM cache_changes",
-    items_this_month: "SELECT COALESCE(SUM(items), 0) FROM cache_invalidations \
-                       WHERE backend = 'cloudfront' AND created_at >= strftime('%Y-%m-01T00:00:00', 'now')",
-    record_warm: "INSERT INTO warm_state (path, warmed_at, status, x_cache) \
-                  SELECT value->>0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), value->>1, value->>2 FROM json_each($1) \
-                  WHERE true ON CONFLICT (path) DO UPDATE SET warmed_at = excluded.warmed_at, status = excluded.status, \
-                  x_cache = excluded.x_cache",
-    prune: "DELETE FROM cache_changes WHERE processed_at IS NOT NULL \
-            AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1))",
-};
-
-/// Records a sent invalidation.
-const RECORD_INVALIDATION: &str = "INSERT INTO cache_invalidations (id, backend, caller_reference, items, changes, status) \
-                                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING";
-
-/// Runs `$body` in a transaction on whichever backend `$db` is, with `$tx` the open transaction
-/// and `$sql` the backend's [`Dialect`]. The body is written once and compiled for both executor
-/// types.
-macro_rules! in_tx {
-    ($db:expr, |$tx:ident, $sql:ident| $body:block) => {
-        match $db {
-            Db::Postgres(s) => {
-                let $sql = &POSTGRES;
-                let mut $tx = s.pool().begin().await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-            #[cfg(feature = "sqlite")]
-            Db::Sqlite(s) => {
-                let $sql = &SQLITE;
-                let mut $tx = s.pool().begin().await?;
-                let out = $body;
-                $tx.commit().await?;
-                out
-            }
-        }
-    };
-}
+use crate::sql::RECORD_INVALIDATION;
 
 /// What the database could see at one moment: a PostgreSQL snapshot, or SQLite's last change id.
 /// A claim made with a mark takes only the changes visible at that moment.
@@ -136,8 +36,7 @@ pub struct VisibleMark(String);
 ///
 /// The database failed.
 pub async fn visible_mark(db: &Db) -> StoreResult<VisibleMark> {
-    let (mark,): (String,) =
-        in_tx!(db, |tx, sql| { sqlx::query_as(sql.visible_mark).persistent(false).fetch_one(&mut *tx).await? });
+    let (mark,) = db.fetch(Statement::new(db.sql().visible_mark)).await?.one::<(String,)>("visibility mark")?;
     Ok(VisibleMark(mark))
 }
 
@@ -166,16 +65,11 @@ pub struct ClaimedTag {
 #[derive(Debug)]
 pub struct Claim {
     /// The open transaction holding the claim.
-    tx: ClaimTx,
+    tx: Tx,
+    /// The statement that completes it, in its backend's dialect.
+    complete: &'static str,
     /// The claimed tags, ordered by their first change.
     pub tags: Vec<ClaimedTag>,
-}
-
-#[derive(Debug)]
-enum ClaimTx {
-    Postgres(Transaction<'static, Postgres>),
-    #[cfg(feature = "sqlite")]
-    Sqlite(Transaction<'static, Sqlite>),
 }
 
 /// What to record about an accepted invalidation.
@@ -200,29 +94,11 @@ pub struct Accepted<'a> {
 ///
 /// The database failed; nothing is claimed.
 pub async fn claim(db: &Db, max_tags: i64, mark: &VisibleMark) -> StoreResult<Claim> {
-    macro_rules! claim_on {
-        ($store:expr, $sql:expr, $variant:ident) => {{
-            let mut tx = $store.pool().begin_with($sql.claim_begin).await?;
-            sqlx::query($sql.claim)
-                .persistent(false)
-                .bind(max_tags.max(1))
-                .bind(&mark.0)
-                .bind(CLAIMING)
-                .execute(&mut *tx)
-                .await?;
-            let tags = sqlx::query_as::<_, ClaimedTag>($sql.claimed)
-                .persistent(false)
-                .bind(CLAIMING)
-                .fetch_all(&mut *tx)
-                .await?;
-            Ok(Claim { tx: ClaimTx::$variant(tx), tags })
-        }};
-    }
-    match db {
-        Db::Postgres(s) => claim_on!(s, POSTGRES, Postgres),
-        #[cfg(feature = "sqlite")]
-        Db::Sqlite(s) => claim_on!(s, SQLITE, Sqlite),
-    }
+    let sql = db.sql();
+    let mut tx = db.begin(Begin::Write).await?;
+    tx.execute(Statement::new(sql.claim).bind(max_tags.max(1)).bind(mark.0.as_str()).bind(CLAIMING)).await?;
+    let tags = tx.fetch(Statement::new(sql.claimed).bind(CLAIMING)).await?.decode()?;
+    Ok(Claim { tx, complete: sql.complete, tags })
 }
 
 impl Claim {
@@ -240,12 +116,7 @@ impl Claim {
     /// tick. (Dropping a claim does the same, but only once its connection is next used; this
     /// rolls back now, so SQLite's write lock is free at once.)
     pub async fn release(self) {
-        let result = match self.tx {
-            ClaimTx::Postgres(tx) => tx.rollback().await,
-            #[cfg(feature = "sqlite")]
-            ClaimTx::Sqlite(tx) => tx.rollback().await,
-        };
-        if let Err(err) = result {
+        if let Err(err) = self.tx.rollback().await {
             tracing::warn!(error = %err, "releasing a claim failed; the connection will roll back on reuse");
         }
     }
@@ -258,43 +129,24 @@ impl Claim {
     /// The database failed; the changes stay pending.
     pub async fn complete(self, accepted: &Accepted<'_>) -> StoreResult<()> {
         let changes = i64::try_from(self.changes()).unwrap_or(i64::MAX);
-        macro_rules! complete_on {
-            ($tx:expr, $sql:expr) => {{
-                let mut tx = $tx;
-                sqlx::query($sql.complete).persistent(false).bind(accepted.id).bind(CLAIMING).execute(&mut *tx).await?;
-                record(&mut *tx, accepted, changes).await?;
-                tx.commit().await?;
-            }};
-        }
-        match self.tx {
-            ClaimTx::Postgres(tx) => complete_on!(tx, POSTGRES),
-            #[cfg(feature = "sqlite")]
-            ClaimTx::Sqlite(tx) => complete_on!(tx, SQLITE),
-        }
-        Ok(())
+        let mut tx = self.tx;
+        tx.execute(Statement::new(self.complete).bind(accepted.id).bind(CLAIMING)).await?;
+        record(&mut tx, accepted, changes).await?;
+        tx.commit().await
     }
 }
 
-/// Inserts the record of an accepted invalidation (nothing when it had no id), on either backend.
-async fn record<'c, DB, E>(executor: E, accepted: &Accepted<'_>, changes: i64) -> Result<(), sqlx::Error>
-where
-    DB: sqlx::Database + sqlx::database::HasStatementCache,
-    E: sqlx::Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
+/// Inserts the record of an accepted invalidation (nothing when it had no id).
+async fn record(tx: &mut Tx, accepted: &Accepted<'_>, changes: i64) -> StoreResult<()> {
     let Some(id) = accepted.id else { return Ok(()) };
-    sqlx::query(RECORD_INVALIDATION)
-        .persistent(false)
+    let insert = Statement::new(RECORD_INVALIDATION)
         .bind(id)
         .bind(accepted.backend)
         .bind(accepted.caller_reference)
         .bind(i64::try_from(accepted.items).unwrap_or(i64::MAX))
         .bind(changes)
-        .bind(accepted.status)
-        .execute(executor)
-        .await?;
+        .bind(accepted.status);
+    tx.execute(insert).await?;
     Ok(())
 }
 
@@ -304,8 +156,9 @@ where
 ///
 /// The database failed.
 pub async fn record_invalidation(db: &Db, accepted: &Accepted<'_>) -> StoreResult<()> {
-    in_tx!(db, |tx, _sql| { record(&mut *tx, accepted, 0).await? });
-    Ok(())
+    let mut tx = db.begin(Begin::Deferred).await?;
+    record(&mut tx, accepted, 0).await?;
+    tx.commit().await
 }
 
 /// Invalidation items sent to CloudFront since the start of this calendar month (UTC), for the
@@ -315,9 +168,7 @@ pub async fn record_invalidation(db: &Db, accepted: &Accepted<'_>) -> StoreResul
 ///
 /// The database failed.
 pub async fn items_this_month(db: &Db) -> StoreResult<i64> {
-    let (n,): (i64,) =
-        in_tx!(db, |tx, sql| { sqlx::query_as(sql.items_this_month).persistent(false).fetch_one(&mut *tx).await? });
-    Ok(n)
+    Ok(db.fetch(Statement::new(db.sql().items_this_month)).await?.one::<(i64,)>("sum")?.0)
 }
 
 /// The pending part of the feed.
@@ -336,8 +187,7 @@ pub struct Pending {
 /// The database failed.
 pub async fn pending(db: &Db) -> StoreResult<Pending> {
     const SQL: &str = "SELECT COUNT(*), MIN(changed_at) FROM cache_changes WHERE processed_at IS NULL";
-    let (count, oldest): (i64, Option<DateTime<Utc>>) =
-        in_tx!(db, |tx, _sql| { sqlx::query_as(SQL).persistent(false).fetch_one(&mut *tx).await? });
+    let (count, oldest) = db.fetch(Statement::new(SQL)).await?.one::<(i64, Option<DateTime<Utc>>)>("count")?;
     Ok(Pending { count, oldest })
 }
 
@@ -348,10 +198,7 @@ pub async fn pending(db: &Db) -> StoreResult<Pending> {
 /// The database failed.
 pub async fn prune(db: &Db, retention: Duration) -> StoreResult<u64> {
     let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-    let deleted = in_tx!(db, |tx, sql| {
-        sqlx::query(sql.prune).persistent(false).bind(secs).execute(&mut *tx).await?.rows_affected()
-    });
-    Ok(deleted)
+    db.execute(Statement::new(db.sql().prune).bind(secs)).await
 }
 
 /// A sent invalidation, as recorded.
@@ -380,7 +227,7 @@ pub async fn recent_invalidations(db: &Db, n: i64) -> StoreResult<Vec<Invalidati
     const SQL: &str = "SELECT id, backend, CAST(items AS BIGINT), CAST(changes AS BIGINT), status, created_at \
                        FROM cache_invalidations ORDER BY created_at DESC, id DESC LIMIT $1";
     let rows: Vec<(String, String, i64, i64, String, DateTime<Utc>)> =
-        in_tx!(db, |tx, _sql| { sqlx::query_as(SQL).persistent(false).bind(n).fetch_all(&mut *tx).await? });
+        db.fetch(Statement::new(SQL).bind(n)).await?.decode()?;
     Ok(rows
         .into_iter()
         .map(|(id, backend, items, changes, status, created_at)| InvalidationRecord {
@@ -401,8 +248,7 @@ pub async fn recent_invalidations(db: &Db, n: i64) -> StoreResult<Vec<Invalidati
 /// The database failed.
 pub async fn warm_state(db: &Db) -> StoreResult<HashMap<String, DateTime<Utc>>> {
     const SQL: &str = "SELECT path, warmed_at FROM warm_state";
-    let rows: Vec<(String, DateTime<Utc>)> =
-        in_tx!(db, |tx, _sql| { sqlx::query_as(SQL).persistent(false).fetch_all(&mut *tx).await? });
+    let rows: Vec<(String, DateTime<Utc>)> = db.fetch(Statement::new(SQL)).await?.decode()?;
     Ok(rows.into_iter().collect())
 }
 
@@ -417,9 +263,7 @@ pub async fn record_warm(db: &Db, results: &[(String, u16, Option<String>)]) -> 
     }
     let rows: Vec<serde_json::Value> = results.iter().map(|(p, s, x)| serde_json::json!([p, s, x])).collect();
     let json = serde_json::Value::Array(rows).to_string();
-    in_tx!(db, |tx, sql| {
-        sqlx::query(sql.record_warm).persistent(false).bind(&json).execute(&mut *tx).await?;
-    });
+    db.execute(Statement::new(db.sql().record_warm).bind(json.as_str())).await?;
     Ok(())
 }
 
@@ -448,12 +292,8 @@ pub enum BuildSeen {
 ///
 /// The database failed.
 pub async fn build_status(db: &Db, build: &str) -> StoreResult<BuildSeen> {
-    let last: Option<(String, i64)> = in_tx!(db, |tx, _sql| {
-        sqlx::query_as("SELECT build, CAST(seen_seq AS BIGINT) FROM deploys ORDER BY seen_seq DESC LIMIT 1")
-            .persistent(false)
-            .fetch_optional(&mut *tx)
-            .await?
-    });
+    const SQL: &str = "SELECT build, CAST(seen_seq AS BIGINT) FROM deploys ORDER BY seen_seq DESC LIMIT 1";
+    let last: Option<(String, i64)> = db.fetch(Statement::new(SQL)).await?.first()?;
     Ok(match last {
         None => BuildSeen::First,
         Some((last, _)) if last == build => BuildSeen::Known,
@@ -467,18 +307,10 @@ pub async fn build_status(db: &Db, build: &str) -> StoreResult<BuildSeen> {
 ///
 /// The database failed.
 pub async fn record_build(db: &Db, build: &str, invalidation_id: Option<&str>) -> StoreResult<()> {
-    in_tx!(db, |tx, _sql| {
-        sqlx::query(
-            "INSERT INTO deploys (build, invalidation_id, seen_seq) \
-             VALUES ($1, $2, (SELECT COALESCE(MAX(seen_seq), 0) + 1 FROM deploys)) \
-             ON CONFLICT (build) DO UPDATE SET seen_seq = excluded.seen_seq, \
-             invalidation_id = COALESCE(excluded.invalidation_id, deploys.invalidation_id)",
-        )
-        .persistent(false)
-        .bind(build)
-        .bind(invalidation_id)
-        .execute(&mut *tx)
-        .await?;
-    });
+    const SQL: &str = "INSERT INTO deploys (build, invalidation_id, seen_seq) \
+                       VALUES ($1, $2, (SELECT COALESCE(MAX(seen_seq), 0) + 1 FROM deploys)) \
+                       ON CONFLICT (build) DO UPDATE SET seen_seq = excluded.seen_seq, \
+                       invalidation_id = COALESCE(excluded.invalidation_id, deploys.invalidation_id)";
+    db.execute(Statement::new(SQL).bind(build).bind(invalidation_id)).await?;
     Ok(())
 }

@@ -4,31 +4,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use crate::calendar::ServiceCalendar;
-use crate::demo::DemoData;
+use crate::db::{Limit, Rows, Statement};
 use crate::error::{StoreError, StoreResult};
-use crate::feed::{self, Cursor, FeedCursor, FeedPage, split_overflow};
-use crate::model::{
-    Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation,
-    OperationDetail, Sighting, Station,
-};
-use crate::onemessage::{self, Literal, bind, decode};
+use crate::feed;
+use crate::onemessage;
 use crate::options::DbOptions;
-use crate::read::Store;
-use crate::sql::{self, summaries};
+use crate::sql::POSTGRES;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The certificate authorities of Amazon RDS, Aurora and RDS Proxy, for `sslmode=verify-full`.
 const RDS_CERTIFICATE_AUTHORITIES: &[u8] = include_bytes!("../certs/aws-rds-ca-bundle.pem");
-
-/// The feed's present position: the statement's snapshot and the highest change id it sees (one
-/// statement, so both come from the same snapshot).
-const SNAPSHOT: &str = "SELECT pg_current_snapshot()::text, COALESCE((SELECT max(id) FROM cache_changes), 0)";
 
 /// How long a cold instance's first read waits for the feed's lock before reading its data without
 /// the position: the position takes microseconds, unless something holds the change feed locked
@@ -42,14 +32,7 @@ fn lock_not_available(err: &StoreError) -> bool {
     matches!(err, StoreError::Query(sqlx::Error::Database(db)) if db.code().as_deref() == Some("55P03"))
 }
 
-/// The position [`SNAPSHOT`] returned.
-fn snapshot(rows: &[PgRow]) -> StoreResult<FeedCursor> {
-    let (snapshot, last_id) =
-        decode::<(String, i64)>(rows)?.pop().ok_or_else(|| StoreError::Data("no snapshot".into()))?;
-    Ok(FeedCursor(Cursor::Snapshot { snapshot, last_id }))
-}
-
-/// The PostgreSQL implementation of [`Store`]. Clones share everything (requests clone it).
+/// The PostgreSQL backend of [`crate::Db`]. Clones share everything (requests clone it).
 #[derive(Debug, Clone)]
 pub struct PgStore {
     /// Lazily connecting pool: nothing touches the network until the first query. Replaced by a
@@ -199,14 +182,37 @@ impl PgStore {
         self.pools.get().1
     }
 
-    /// One read: its statements in one message, one round trip (see `onemessage`).
-    async fn read<const N: usize>(&self, statements: [String; N]) -> StoreResult<[Vec<PgRow>; N]> {
-        self.run(&self.read_preamble, self.read_limit, statements).await
+    /// One read: its statements in one message, one round trip (see `onemessage`), under the
+    /// statement timeout or the feed's.
+    pub(crate) async fn read(&self, limit: Limit, statements: &[Statement<'_>]) -> StoreResult<Vec<Vec<PgRow>>> {
+        let statements = statements.iter().map(onemessage::spell).collect::<StoreResult<Vec<_>>>()?;
+        match limit {
+            Limit::Data => self.run(&self.read_preamble, self.read_limit, statements).await,
+            Limit::Feed => self.run(&self.feed_preamble, self.feed_limit, statements).await,
+        }
     }
 
-    /// A change-feed read, under the feed timeout.
-    async fn read_feed<const N: usize>(&self, statements: [String; N]) -> StoreResult<[Vec<PgRow>; N]> {
-        self.run(&self.feed_preamble, self.feed_limit, statements).await
+    /// Applies the embedded migrations and records the service calendar the triggers use.
+    pub(crate) async fn migrate(&self, calendar: &ServiceCalendar) -> StoreResult<()> {
+        let pool = self.pool();
+        MIGRATOR.run(&pool).await?;
+        sqlx::query("UPDATE service_calendar SET time_zone = $1, day_start = make_interval(mins => $2)")
+            .persistent(false)
+            .bind(calendar.zone_name())
+            .bind(calendar.day_start_minutes())
+            .execute(&pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Closes every connection.
+    pub(crate) async fn close(&self) {
+        self.pool().close().await;
+    }
+
+    /// Read round trips started so far.
+    pub(crate) fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// Runs one read on a pooled connection, bounded by `limit` once the connection is acquired.
@@ -216,12 +222,7 @@ impl PgStore {
     /// the pool, sqlx would check it with no time limit in a task that keeps its pool slot, and a
     /// one-connection instance would then answer every miss `503` until the kernel gave up on the
     /// socket, many minutes later. Dropped, the next read opens a fresh connection.
-    async fn run<const N: usize>(
-        &self,
-        preamble: &str,
-        limit: Duration,
-        statements: [String; N],
-    ) -> StoreResult<[Vec<PgRow>; N]> {
+    async fn run(&self, preamble: &str, limit: Duration, statements: Vec<String>) -> StoreResult<Vec<Vec<PgRow>>> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let (generation, pool) = self.pools.get();
         let mut conn = match pool.acquire().await {
@@ -251,24 +252,24 @@ impl PgStore {
         result
     }
 
-    async fn run_on<const N: usize>(
+    async fn run_on(
         conn: &mut sqlx::pool::PoolConnection<Postgres>,
         preamble: &str,
-        statements: [String; N],
-    ) -> StoreResult<[Vec<PgRow>; N]> {
+        statements: Vec<String>,
+    ) -> StoreResult<Vec<Vec<PgRow>>> {
         let conn = &mut **conn;
-        let results = if feed::start_wanted() {
+        Ok(if feed::start_wanted() {
             // The position first: in a read-committed transaction each statement sees at least
             // what the one before it saw, so whatever the data statements miss is not visible in
             // the position either, and the first poll from it reports it.
             // Only the position waits at most POSITION_LOCK_WAIT for its lock.
-            let mut with_start = Vec::with_capacity(N + 3);
-            with_start.extend([POSITION_LOCK_WAIT, SNAPSHOT, LOCK_WAIT_RESET].map(str::to_owned));
+            let mut with_start = Vec::with_capacity(statements.len() + 3);
+            with_start.extend([POSITION_LOCK_WAIT, POSTGRES.feed_start, LOCK_WAIT_RESET].map(str::to_owned));
             with_start.extend(statements);
             match onemessage::run(conn, preamble, &with_start).await {
                 Ok(mut results) => {
                     let start = results.drain(..3).nth(1).unwrap_or_default();
-                    feed::start_read(snapshot(&start)?);
+                    feed::start_read(feed::position(&Rows::Postgres(start))?);
                     results
                 }
                 // The feed is locked: the data alone, without a position (so served once).
@@ -280,8 +281,7 @@ impl PgStore {
             }
         } else {
             onemessage::run(conn, preamble, &statements).await?
-        };
-        results.try_into().map_err(|_| StoreError::Data("a result per statement".into()))
+        })
     }
 }
 
@@ -292,7 +292,7 @@ impl PgStore {
 /// index. An array it cannot see is the one estimate of this plan it must guess, and under the
 /// poll's `LIMIT` a guess of many rows makes a walk of the primary key look cheaper: the
 /// long-open-writer test once measured three polls reading every row of a two-million-row feed.
-fn in_progress(snapshot: &str) -> StoreResult<String> {
+pub(crate) fn in_progress(snapshot: &str) -> StoreResult<String> {
     let malformed = || StoreError::Data(format!("malformed snapshot {snapshot:?}"));
     let xip = snapshot.splitn(3, ':').nth(2).ok_or_else(malformed)?;
     let mut list = String::from("{");
@@ -305,214 +305,6 @@ fn in_progress(snapshot: &str) -> StoreResult<String> {
     }
     list.push('}');
     Ok(list)
-}
-
-impl Store for PgStore {
-    async fn lines(&self) -> StoreResult<Vec<Line>> {
-        let [lines] = self.read([sql::LINES.to_owned()]).await?;
-        decode(&lines)
-    }
-
-    async fn line_stations(&self, line_id: &str) -> StoreResult<Option<LineStations>> {
-        let id = [Literal::Text(line_id)];
-        let [line, stations] = self.read([bind(sql::LINE, &id)?, bind(sql::STATIONS, &id)?]).await?;
-        let Some(line) = decode::<Line>(&line)?.pop() else { return Ok(None) };
-        Ok(Some(LineStations { line, stations: decode::<Station>(&stations)? }))
-    }
-
-    async fn formations(&self) -> StoreResult<Vec<FormationSummary>> {
-        let [formations, latest] =
-            self.read([sql::FORMATIONS.to_owned(), sql::LATEST_PER_FORMATION.to_owned()]).await?;
-        Ok(summaries(decode::<Formation>(&formations)?, decode::<Sighting>(&latest)?))
-    }
-
-    async fn formation(&self, id: &str) -> StoreResult<Option<FormationDetail>> {
-        let [formation, sightings] = self
-            .read([
-                bind(sql::FORMATION, &[Literal::Text(id)])?,
-                bind(sql::FORMATION_SIGHTINGS, &[Literal::Text(id), Literal::Int(FORMATION_SIGHTINGS)])?,
-            ])
-            .await?;
-        let Some(formation) = decode::<Formation>(&formation)?.pop() else { return Ok(None) };
-        Ok(Some(FormationDetail { formation, sightings: decode(&sightings)? }))
-    }
-
-    async fn operations(&self, date: NaiveDate) -> StoreResult<Vec<Operation>> {
-        let [ops] = self.read([bind(sql::OPERATIONS, &[Literal::Date(date)])?]).await?;
-        decode(&ops)
-    }
-
-    async fn operation(
-        &self,
-        date: NaiveDate,
-        number: &str,
-        from: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> StoreResult<Option<OperationDetail>> {
-        let [operation, sightings] = self
-            .read([
-                bind(sql::OPERATION, &[Literal::Date(date), Literal::Text(number)])?,
-                bind(sql::OPERATION_SIGHTINGS, &[Literal::Text(number), Literal::Time(from), Literal::Time(until)])?,
-            ])
-            .await?;
-        let Some(operation) = decode::<Operation>(&operation)?.pop() else { return Ok(None) };
-        Ok(Some(OperationDetail { operation, sightings: decode(&sightings)? }))
-    }
-
-    async fn latest_sightings(&self, limit: i64) -> StoreResult<Vec<Sighting>> {
-        let [rows] = self.read([bind(sql::LATEST_SIGHTINGS, &[Literal::Int(limit)])?]).await?;
-        decode(&rows)
-    }
-
-    async fn feed_start(&self) -> StoreResult<FeedCursor> {
-        let [rows] = self.read_feed([SNAPSHOT.to_owned()]).await?;
-        snapshot(&rows)
-    }
-
-    async fn feed_since(&self, cursor: &FeedCursor, limit: usize) -> StoreResult<FeedPage> {
-        let FeedCursor(Cursor::Snapshot { snapshot: since, last_id }) = cursor else {
-            return Err(StoreError::Data("a SQLite feed cursor was given to PostgreSQL".into()));
-        };
-        // One statement, so the rows and the new cursor come from the same snapshot. What became
-        // visible since the cursor is in two places (see `Cursor::Snapshot`): ids above the last
-        // one seen, by the primary key, and the changes of the transactions the cursor's snapshot
-        // had in progress, by the xid index (see `in_progress`). Neither walks the rows since the
-        // oldest open transaction, so a writer left open for hours costs a poll nothing. The visibility test
-        // against the cursor only guards the second set's rows against being reported twice.
-        let statement = bind(
-            "SELECT cur.s::text, cur.m, c.id, c.tag \
-             FROM (SELECT pg_current_snapshot() AS s, \
-                          GREATEST($2, COALESCE((SELECT max(id) FROM cache_changes), 0)) AS m) cur \
-             LEFT JOIN LATERAL ( \
-                 SELECT id, tag FROM ( \
-                     SELECT id, tag, xid FROM cache_changes WHERE id > $2 \
-                     UNION ALL \
-                     SELECT id, tag, xid FROM cache_changes \
-                     WHERE xid = ANY ($4::xid8[]) AND id <= $2 \
-                 ) n WHERE NOT pg_visible_in_snapshot(n.xid, $1::text::pg_snapshot) \
-                 LIMIT $3) c ON true",
-            &[
-                Literal::Text(since),
-                Literal::Int(*last_id),
-                Literal::Int(i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1),
-                Literal::Text(&in_progress(since)?),
-            ],
-        )?;
-        let [rows] = self.read_feed([statement]).await?;
-        let rows: Vec<(String, i64, Option<i64>, Option<String>)> = decode(&rows)?;
-        let (snapshot, last_id) =
-            rows.first().map(|r| (r.0.clone(), r.1)).ok_or_else(|| StoreError::Data("no snapshot".into()))?;
-        let mut changes: Vec<Change> =
-            rows.into_iter().filter_map(|(_, _, id, tag)| Some(Change { id: id?, tag: tag? })).collect();
-        changes.sort_by_key(|c| c.id);
-        let (changes, overflow) = split_overflow(changes, limit);
-        Ok(FeedPage { changes, cursor: FeedCursor(Cursor::Snapshot { snapshot, last_id }), overflow })
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        self.read(["SELECT 1".to_owned()]).await?;
-        Ok(())
-    }
-
-    async fn migrate(&self, calendar: &ServiceCalendar) -> StoreResult<()> {
-        let pool = self.pool();
-        MIGRATOR.run(&pool).await?;
-        sqlx::query("UPDATE service_calendar SET time_zone = $1, day_start = make_interval(mins => $2)")
-            .persistent(false)
-            .bind(calendar.zone_name())
-            .bind(calendar.day_start_minutes())
-            .execute(&pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn trigger_calendar(&self) -> StoreResult<(String, i32)> {
-        let [rows] = self
-            .read(["SELECT time_zone, (EXTRACT(EPOCH FROM day_start) / 60)::int FROM service_calendar".to_owned()])
-            .await?;
-        decode(&rows)?.pop().ok_or_else(|| StoreError::Data("no service calendar".into()))
-    }
-
-    async fn has_data(&self) -> StoreResult<bool> {
-        let [rows] = self.read([sql::HAS_DATA.to_owned()]).await?;
-        Ok(decode::<(bool,)>(&rows)?.pop().is_some_and(|(exists,)| exists))
-    }
-
-    async fn load_demo(&self, data: &DemoData, progress: &(dyn Fn(u64) + Send + Sync)) -> StoreResult<()> {
-        const CHUNK: usize = 10_000;
-        let mut tx = self.pool().begin().await?;
-        let (before,): (i64,) = sqlx::query_as(sql::MAX_CHANGE).fetch_one(&mut *tx).await?;
-        for table in ["sightings", "operations", "stations", "formations", "lines"] {
-            sqlx::query(&format!("DELETE FROM {table}")).execute(&mut *tx).await?;
-        }
-
-        // One statement per table and chunk: arrays bound as parameters, unnested server-side.
-        let lines = &data.lines;
-        sqlx::query("INSERT INTO lines (id, name, color) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[])")
-            .bind(lines.iter().map(|l| l.id.clone()).collect::<Vec<_>>())
-            .bind(lines.iter().map(|l| l.name.clone()).collect::<Vec<_>>())
-            .bind(lines.iter().map(|l| l.color.clone()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-        progress(lines.len() as u64);
-        let stations = &data.stations;
-        sqlx::query(
-            "INSERT INTO stations (id, line_id, name, position) SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int[])",
-        )
-        .bind(stations.iter().map(|s| s.id.clone()).collect::<Vec<_>>())
-        .bind(stations.iter().map(|s| s.line_id.clone()).collect::<Vec<_>>())
-        .bind(stations.iter().map(|s| s.name.clone()).collect::<Vec<_>>())
-        .bind(stations.iter().map(|s| s.position).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        progress(stations.len() as u64);
-        let formations = &data.formations;
-        sqlx::query(
-            "INSERT INTO formations (id, series, cars, note) SELECT * FROM UNNEST($1::text[], $2::text[], $3::int[], $4::text[])",
-        )
-        .bind(formations.iter().map(|f| f.id.clone()).collect::<Vec<_>>())
-        .bind(formations.iter().map(|f| f.series.clone()).collect::<Vec<_>>())
-        .bind(formations.iter().map(|f| f.cars).collect::<Vec<_>>())
-        .bind(formations.iter().map(|f| f.note.clone()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        progress(formations.len() as u64);
-        for chunk in data.operations.chunks(CHUNK) {
-            sqlx::query(
-                "INSERT INTO operations (service_date, number, formation_id) SELECT * FROM UNNEST($1::date[], $2::text[], $3::text[])",
-            )
-            .bind(chunk.iter().map(|o| o.service_date).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|o| o.number.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|o| o.formation_id.clone()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-            progress(chunk.len() as u64);
-        }
-        for chunk in data.sightings.chunks(CHUNK) {
-            sqlx::query(
-                "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
-                 SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[])",
-            )
-            .bind(chunk.iter().map(|s| s.formation_id.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|s| s.operation_number.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|s| s.station_id.clone()).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|s| s.seen_at).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await?;
-            progress(chunk.len() as u64);
-        }
-        sql::compact_changes::<Postgres>(&mut tx, before).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn close(&self) {
-        self.pool().close().await;
-    }
-
-    fn reads(&self) -> u64 {
-        self.reads.load(Ordering::Relaxed)
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,5 @@
-//! Query text both backends share (standard SQL that PostgreSQL and SQLite accept alike), and
-//! the assembly of multi-query answers.
-
-use sqlx::{Database, Encode, Executor, IntoArguments, Type};
+//! Every statement's text: those both backends share (standard SQL that PostgreSQL and SQLite
+//! accept alike), and in [`Dialect`] the few each spells its own way.
 
 use crate::model::{Formation, FormationSummary, Sighting};
 
@@ -34,6 +32,17 @@ pub(crate) const COMPACT_CHANGES_INSERT: &str =
     "INSERT INTO cache_changes (tag) SELECT DISTINCT tag FROM cache_changes WHERE id > $1 AND id <= $2";
 /// … then the per-row originals go.
 pub(crate) const COMPACT_CHANGES_DELETE: &str = "DELETE FROM cache_changes WHERE id > $1 AND id <= $2";
+/// What the demo loader replaces, children first.
+pub(crate) const DEMO_TABLES: [&str; 5] = [
+    "DELETE FROM sightings",
+    "DELETE FROM operations",
+    "DELETE FROM stations",
+    "DELETE FROM formations",
+    "DELETE FROM lines",
+];
+/// Records a sent invalidation.
+pub(crate) const RECORD_INVALIDATION: &str = "INSERT INTO cache_invalidations \
+     (id, backend, caller_reference, items, changes, status) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING";
 
 /// Merges per-formation latest sightings into summaries, keeping the formation order.
 pub(crate) fn summaries(formations: Vec<Formation>, latest: Vec<Sighting>) -> Vec<FormationSummary> {
@@ -45,19 +54,106 @@ pub(crate) fn summaries(formations: Vec<Formation>, latest: Vec<Sighting>) -> Ve
         .collect()
 }
 
-/// A bulk load records the same tags many times; keep one row per distinct tag recorded after
-/// `before`, so API instances and the warmer still see every touched tag without processing
-/// thousands of duplicates. Runs inside the load's transaction, on either backend.
-pub(crate) async fn compact_changes<DB>(conn: &mut DB::Connection, before: i64) -> Result<(), sqlx::Error>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'q> i64: Encode<'q, DB> + Type<DB>,
-    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
-{
-    let (last,): (i64,) = sqlx::query_as(MAX_CHANGE).fetch_one(&mut *conn).await?;
-    sqlx::query(COMPACT_CHANGES_INSERT).bind(before).bind(last).execute(&mut *conn).await?;
-    sqlx::query(COMPACT_CHANGES_DELETE).bind(before).bind(last).execute(&mut *conn).await?;
-    Ok(())
+/// The statements whose spelling differs between the dialects (time arithmetic, JSON, snapshots,
+/// the catalogue). Everything else is one text for both.
+#[derive(Debug)]
+pub(crate) struct Dialect {
+    /// The feed's present position: the snapshot as text (`NULL` on SQLite, whose one writer at a
+    /// time makes ids visible in order) and the highest change id it sees, from one statement.
+    pub(crate) feed_start: &'static str,
+    /// Whether the schema exists (`lines` is there).
+    pub(crate) has_schema: &'static str,
+    /// The calendar the triggers use: time zone and day start in minutes.
+    pub(crate) trigger_calendar: &'static str,
+    /// The demo loader's inserts, a JSON array of rows in `$1`, in the order of
+    /// [`crate::demo::DemoData`]'s tables.
+    pub(crate) demo_inserts: [&'static str; 5],
+    /// Takes the pending changes visible at a mark: `$1` most distinct tags, `$2` visibility mark,
+    /// `$3` the claim's marker, written into `invalidation_id` until the claim completes.
+    pub(crate) claim: &'static str,
+    /// What the claim took, a row per tag: `$1` the claim's marker.
+    pub(crate) claimed: &'static str,
+    /// `$1` invalidation id, `$2` the claim's marker.
+    pub(crate) complete: &'static str,
+    /// The current visibility mark, as text.
+    pub(crate) visible_mark: &'static str,
+    /// Items sent to CloudFront since the start of this calendar month (UTC).
+    pub(crate) items_this_month: &'static str,
+    /// `$1` JSON array of `[path, status, x_cache]`.
+    pub(crate) record_warm: &'static str,
+    /// `$1` retention in seconds.
+    pub(crate) prune: &'static str,
 }
+
+pub(crate) const POSTGRES: Dialect = Dialect {
+    feed_start: "SELECT pg_current_snapshot()::text, COALESCE((SELECT max(id) FROM cache_changes), 0)",
+    has_schema: "SELECT to_regclass('lines') IS NOT NULL",
+    trigger_calendar: "SELECT time_zone, (EXTRACT(EPOCH FROM day_start) / 60)::int FROM service_calendar",
+    demo_inserts: [
+        "INSERT INTO lines (id, name, color) SELECT value->>0, value->>1, value->>2 FROM json_array_elements($1::json)",
+        "INSERT INTO stations (id, line_id, name, position) \
+         SELECT value->>0, value->>1, value->>2, (value->>3)::int FROM json_array_elements($1::json)",
+        "INSERT INTO formations (id, series, cars, note) \
+         SELECT value->>0, value->>1, (value->>2)::int, value->>3 FROM json_array_elements($1::json)",
+        "INSERT INTO operations (service_date, number, formation_id) \
+         SELECT (value->>0)::date, value->>1, value->>2 FROM json_array_elements($1::json)",
+        "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
+         SELECT value->>0, value->>1, value->>2, (value->>3)::timestamptz FROM json_array_elements($1::json)",
+    ],
+    // SKIP LOCKED: rows another warmer's open claim holds are left to it. `processed_at = now()`
+    // (constant in a transaction) lets the later statements find the claim's rows by index.
+    claim: "UPDATE cache_changes SET processed_at = now(), invalidation_id = $3 WHERE id IN ( \
+                SELECT id FROM cache_changes \
+                WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
+                  AND tag IN (SELECT tag FROM cache_changes \
+                              WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
+                              GROUP BY tag ORDER BY min(id) LIMIT $1) \
+                FOR UPDATE SKIP LOCKED)",
+    claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id FROM cache_changes \
+              WHERE processed_at = now() AND invalidation_id = $1 GROUP BY tag ORDER BY min(id)",
+    complete: "UPDATE cache_changes SET invalidation_id = $1 WHERE processed_at = now() AND invalidation_id = $2",
+    visible_mark: "SELECT pg_current_snapshot()::text",
+    items_this_month: "SELECT COALESCE(SUM(items), 0)::BIGINT FROM cache_invalidations \
+                       WHERE backend = 'cloudfront' AND created_at >= date_trunc('month', now())",
+    record_warm: "INSERT INTO warm_state (path, warmed_at, status, x_cache) \
+                  SELECT value->>0, now(), (value->>1)::int, value->>2 FROM json_array_elements($1::json) \
+                  ON CONFLICT (path) DO UPDATE SET warmed_at = EXCLUDED.warmed_at, status = EXCLUDED.status, \
+                  x_cache = EXCLUDED.x_cache",
+    prune: "DELETE FROM cache_changes WHERE processed_at IS NOT NULL \
+            AND processed_at < now() - make_interval(secs => $1::float8)",
+};
+
+#[cfg(feature = "sqlite")]
+pub(crate) const SQLITE: Dialect = Dialect {
+    feed_start: "SELECT NULL, COALESCE(MAX(id), 0) FROM cache_changes",
+    has_schema: "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lines')",
+    trigger_calendar: "SELECT time_zone, day_start_min FROM service_calendar",
+    demo_inserts: [
+        "INSERT INTO lines (id, name, color) SELECT value->>0, value->>1, value->>2 FROM json_each($1)",
+        "INSERT INTO stations (id, line_id, name, position) \
+         SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each($1)",
+        "INSERT INTO formations (id, series, cars, note) \
+         SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each($1)",
+        "INSERT INTO operations (service_date, number, formation_id) \
+         SELECT value->>0, value->>1, value->>2 FROM json_each($1)",
+        "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
+         SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each($1)",
+    ],
+    // The claim holds the write lock, so nothing else can take these rows meanwhile.
+    claim: "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), invalidation_id = $3 \
+            WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
+              AND tag IN (SELECT tag FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
+                          GROUP BY tag ORDER BY min(id) LIMIT $1)",
+    claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id FROM cache_changes \
+              WHERE invalidation_id = $1 GROUP BY tag ORDER BY min(id)",
+    complete: "UPDATE cache_changes SET invalidation_id = $1 WHERE invalidation_id = $2",
+    visible_mark: "SELECT CAST(COALESCE(MAX(id), 0) AS TEXT) FROM cache_changes",
+    items_this_month: "SELECT COALESCE(SUM(items), 0) FROM cache_invalidations \
+                       WHERE backend = 'cloudfront' AND created_at >= strftime('%Y-%m-01T00:00:00', 'now')",
+    record_warm: "INSERT INTO warm_state (path, warmed_at, status, x_cache) \
+                  SELECT value->>0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), value->>1, value->>2 FROM json_each($1) \
+                  WHERE true ON CONFLICT (path) DO UPDATE SET warmed_at = excluded.warmed_at, status = excluded.status, \
+                  x_cache = excluded.x_cache",
+    prune: "DELETE FROM cache_changes WHERE processed_at IS NOT NULL \
+            AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1))",
+};

@@ -267,9 +267,12 @@ async fn verify_full_refuses_a_certificate_no_rds_authority_signed() {
         application_name: "edgerail-test".into(),
     };
     use store::Store;
-    let encrypted = store::PgStore::connect_lazy(&format!("{}?sslmode=require", db.url), &options).unwrap();
+    let encrypted =
+        store::Db::Postgres(store::PgStore::connect_lazy(&format!("{}?sslmode=require", db.url), &options).unwrap());
     encrypted.ping().await.expect("the test server speaks TLS");
-    let verified = store::PgStore::connect_lazy(&format!("{}?sslmode=verify-full", db.url), &options).unwrap();
+    let verified = store::Db::Postgres(
+        store::PgStore::connect_lazy(&format!("{}?sslmode=verify-full", db.url), &options).unwrap(),
+    );
     let err = verified.ping().await.expect_err("a certificate from no RDS authority is refused");
     let chain = format!("{err:?}");
     assert!(chain.to_lowercase().contains("certificate") || chain.contains("Tls"), "{chain}");
