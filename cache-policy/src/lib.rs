@@ -2,7 +2,9 @@
 //!
 //! `policy.toml` (embedded at compile time) says, per route, how long browsers, the edge and the
 //! in-process cache may keep an answer, which query parameters exist, which cache tags an answer
-//! carries and whether the warmer keeps it warm. Every binary loads it through [`Policy::embedded`],
+//! carries and whether the warmer keeps it warm; and, per table, which tags a written row touches
+//! (the database's triggers are generated from that, and validation checks that the two sides
+//! name the same tags). Every binary loads it through [`Policy::embedded`],
 //! which validates it, so a policy mistake stops a deploy instead of mis-caching production.
 //!
 //! The crate is pure: no I/O, no clock, no async. That keeps the rules testable as plain functions.
@@ -34,7 +36,9 @@ pub mod template;
 use std::sync::LazyLock;
 
 pub use duration::{DurationError, format_duration, parse_duration};
-pub use model::{Policy, PolicyError, QueryKind, QueryParam, Route, negative_cache_control};
+pub use model::{
+    ColumnKind, Policy, PolicyError, QueryKind, QueryParam, Route, Table, TableTag, negative_cache_control,
+};
 pub use template::{ParamKind, PathTemplate, Segment, TagPart, TagTemplate, is_tag_char};
 
 /// The policy text compiled into every binary.
@@ -154,5 +158,50 @@ mod tests {
     fn longest_edge_ttl_is_reported() {
         let policy = Policy::embedded().unwrap();
         assert_eq!(policy.max_edge_ttl(), Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn routes_and_tables_name_the_same_tags() {
+        let policy = Policy::embedded().unwrap();
+        let tables: Vec<_> = policy.tables().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(tables, ["lines", "stations", "formations", "operations", "sightings"]);
+        let sightings = &policy.tables()[4];
+        assert_eq!(sightings.column_kind("seen_at"), ColumnKind::ServiceDay);
+        assert_eq!(sightings.column_kind("formation_id"), ColumnKind::Text);
+
+        // A route's tag changed alone: nothing would invalidate its answers.
+        let drifted = EMBEDDED_POLICY.replace(
+            r#"tags = ["line:{line_id}"]
+warm"#,
+            r#"tags = ["route-line:{line_id}"]
+warm"#,
+        );
+        assert_ne!(drifted, EMBEDDED_POLICY);
+        let err = Policy::from_toml(&drifted).unwrap_err().to_string();
+        assert!(err.contains(r#"route "line_stations" carries tag "route-line:{line_id}""#), "{err}");
+        assert!(err.contains("stations: line:{line_id}"), "names the other side: {err}");
+
+        // A table's tag changed alone: its writes touch what no answer carries.
+        let drifted = EMBEDDED_POLICY.replace(
+            "name = \"stations\"\ntags = [\"line:{line_id}\"]",
+            "name = \"stations\"\ntags = [\"station-line:{line_id}\"]",
+        );
+        assert_ne!(drifted, EMBEDDED_POLICY);
+        let err = Policy::from_toml(&drifted).unwrap_err().to_string();
+        assert!(err.contains(r#"table "stations" touches tag "station-line:{line_id}""#), "{err}");
+        assert!(err.contains("line_stations: line:{line_id}"), "names the other side: {err}");
+
+        // The same shape with the places swapped: a date where the route has the number.
+        let swapped = EMBEDDED_POLICY.replace("operation:{service_date}:{number}", "operation:{number}:{service_date}");
+        assert!(matches!(Policy::from_toml(&swapped), Err(PolicyError::Vocabulary(_))));
+        // A timestamp spelled as text cannot stand for a date parameter.
+        let untyped = EMBEDDED_POLICY.replace(r#"columns = { seen_at = "service_day" }"#, "");
+        assert!(matches!(Policy::from_toml(&untyped), Err(PolicyError::Vocabulary(_))));
+        // Names that the generated SQL would splice are plain identifiers.
+        let bad = EMBEDDED_POLICY.replace(r#"name = "stations""#, r#"name = "stations; DROP""#);
+        assert!(matches!(Policy::from_toml(&bad), Err(PolicyError::Table { .. })));
+        let bad = EMBEDDED_POLICY.replace("    \"formation:{formation_id}\",\n", "    \"formation:{Formation_Id}\",\n");
+        assert_ne!(bad, EMBEDDED_POLICY);
+        assert!(matches!(Policy::from_toml(&bad), Err(PolicyError::Table { .. })));
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::template::{ParamKind, PathTemplate, TagTemplate};
+use crate::template::{ParamKind, PathTemplate, TagPart, TagTemplate};
 use crate::{DurationError, parse_duration};
 
 /// Why a policy could not be loaded. Every variant names the route and field at fault.
@@ -32,6 +32,99 @@ pub enum PolicyError {
         /// What is wrong.
         message: String,
     },
+    /// A table declaration is malformed.
+    #[error("table {table:?}: {message}")]
+    Table {
+        /// Table name.
+        table: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The routes' tags and the tables' tags disagree: a tag a route carries that no write
+    /// touches (its answers would never be invalidated), or one a write touches that no route
+    /// carries (a table's declaration drifted from the routes). The message names both sides.
+    #[error("tag vocabulary: {0}")]
+    Vocabulary(String),
+}
+
+/// How a table's column is spelled in a tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    /// The value as text.
+    Text,
+    /// A date, as `YYYY-MM-DD`.
+    Date,
+    /// A timestamp, as the service day (`YYYY-MM-DD`) it falls in under the service calendar.
+    ServiceDay,
+}
+
+impl ColumnKind {
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "text" => Some(Self::Text),
+            "date" => Some(Self::Date),
+            "service_day" => Some(Self::ServiceDay),
+            _ => None,
+        }
+    }
+
+    /// Whether a route parameter of `kind` takes values of this column's spelling.
+    fn fits(self, kind: ParamKind) -> bool {
+        match self {
+            Self::Text => kind == ParamKind::Id,
+            Self::Date | Self::ServiceDay => matches!(kind, ParamKind::Date | ParamKind::DateOrToday),
+        }
+    }
+}
+
+/// A table the routes read: the tags a written row (inserted, updated from or to, deleted,
+/// replaced or truncated) touches. The database's triggers are generated from this declaration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    /// The table's name.
+    pub name: String,
+    /// How each column a tag uses is spelled (columns not listed are text).
+    pub columns: Vec<(String, ColumnKind)>,
+    /// The tags, bound to the row's columns.
+    pub tags: Vec<TableTag>,
+}
+
+/// One tag a table's written row touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableTag {
+    /// The template, bound to the row's columns. When a column it uses is `NULL` in the row, the
+    /// tag is not touched.
+    pub template: TagTemplate,
+    /// A column that must not be `NULL` for the tag to be touched, though the tag does not show it
+    /// (a sighting touches its day's operations only when it names an operation).
+    pub when: Option<String>,
+}
+
+impl Table {
+    /// How `column` is spelled in a tag.
+    pub fn column_kind(&self, column: &str) -> ColumnKind {
+        self.columns.iter().find(|(c, _)| c == column).map_or(ColumnKind::Text, |(_, k)| *k)
+    }
+}
+
+/// Whether `produced` (a table's tag) renders the same tags as `carried` (a route's): the same
+/// literal pieces in the same places, and each column spelled as the route parameter in its place
+/// is written.
+fn same_tag(table: &Table, produced: &TagTemplate, route: &Route, carried: &TagTemplate) -> bool {
+    produced.parts().len() == carried.parts().len()
+        && produced.parts().iter().zip(carried.parts()).all(|pair| match pair {
+            (TagPart::Literal(a), TagPart::Literal(b)) => a == b,
+            (TagPart::Param(column), TagPart::Param(param)) => {
+                route.param_kind(param).is_some_and(|kind| table.column_kind(column).fits(kind))
+            }
+            _ => false,
+        })
+}
+
+/// SQL identifiers the generated triggers may name: lower-case letters, digits and `_`.
+fn is_sql_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// A declared query parameter's type and bounds.
@@ -160,6 +253,8 @@ pub struct Policy {
     routes: Vec<Route>,
     /// Negative TTL for answers that belong to no route (unknown paths).
     default_negative_ttl: Duration,
+    /// The tables the routes read, with the tags their writes touch.
+    tables: Vec<Table>,
 }
 
 impl Policy {
@@ -264,7 +359,61 @@ impl Policy {
         if routes.is_empty() {
             return Err(PolicyError::Syntax("the policy declares no [[route]]".into()));
         }
-        Ok(Self { routes, default_negative_ttl })
+        let tables = raw.table.into_iter().map(Table::from_raw).collect::<Result<Vec<_>, _>>()?;
+        let policy = Self { routes, default_negative_ttl, tables };
+        if !policy.tables.is_empty() {
+            policy.check_vocabulary()?;
+        }
+        Ok(policy)
+    }
+
+    /// Every tag a route carries is touched by some table's writes, and every tag a table's
+    /// writes touch is carried by some route. (A policy without tables, such as a test's, has
+    /// nothing to check against.)
+    fn check_vocabulary(&self) -> Result<(), PolicyError> {
+        let mut names = HashSet::new();
+        if let Some(twice) = self.tables.iter().find(|t| !names.insert(t.name.as_str())) {
+            return Err(PolicyError::Table { table: twice.name.clone(), message: "declared twice".into() });
+        }
+        for route in &self.routes {
+            for carried in &route.tags {
+                if !self.tables.iter().any(|t| t.tags.iter().any(|p| same_tag(t, &p.template, route, carried))) {
+                    let declared: Vec<String> = self
+                        .tables
+                        .iter()
+                        .flat_map(|t| t.tags.iter().map(move |p| format!("{}: {}", t.name, p.template)))
+                        .collect();
+                    return Err(PolicyError::Vocabulary(format!(
+                        "route {:?} carries tag \"{carried}\", which no table's writes touch, so its answers would \
+                         never be invalidated (the tables touch: {})",
+                        route.name,
+                        declared.join(", ")
+                    )));
+                }
+            }
+        }
+        for table in &self.tables {
+            for produced in table.tags.iter().map(|t| &t.template) {
+                if !self.routes.iter().any(|r| r.tags.iter().any(|c| same_tag(table, produced, r, c))) {
+                    let carried: Vec<String> = self
+                        .routes
+                        .iter()
+                        .flat_map(|r| r.tags.iter().map(move |c| format!("{}: {c}", r.name)))
+                        .collect();
+                    return Err(PolicyError::Vocabulary(format!(
+                        "table {:?} touches tag \"{produced}\", which no route carries (the routes carry: {})",
+                        table.name,
+                        carried.join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The tables the routes read, with the tags their writes touch.
+    pub fn tables(&self) -> &[Table] {
+        &self.tables
     }
 
     /// All routes in declaration order.
@@ -297,6 +446,46 @@ fn duration(route: &str, field: &'static str, text: &str) -> Result<Duration, Po
     parse_duration(text).map_err(|source| PolicyError::Duration { route: route.to_owned(), field, source })
 }
 
+impl Table {
+    fn from_raw(raw: RawTable) -> Result<Self, PolicyError> {
+        let invalid = |message: String| PolicyError::Table { table: raw.name.clone(), message };
+        if !is_sql_name(&raw.name) {
+            return Err(invalid("a table name is a lower-case letter, then lower-case letters, digits or _".into()));
+        }
+        let mut columns = Vec::new();
+        for (column, kind) in &raw.columns {
+            if !is_sql_name(column) {
+                return Err(invalid(format!("column name {column:?} is not a plain SQL name")));
+            }
+            let kind = ColumnKind::from_name(kind).ok_or_else(|| {
+                invalid(format!("column `{column}` has unknown kind {kind:?} (text, date, service_day)"))
+            })?;
+            columns.push((column.clone(), kind));
+        }
+        let mut tags = Vec::new();
+        for raw_tag in &raw.tags {
+            let (text, when) = match raw_tag {
+                RawTableTag::Plain(text) => (text, None),
+                RawTableTag::Guarded { tag, when } => (tag, Some(when.clone())),
+            };
+            let template = TagTemplate::parse(text).map_err(invalid)?;
+            if let Some(bad) = template.params().chain(when.as_deref()).find(|c| !is_sql_name(c)) {
+                return Err(invalid(format!("tag {text:?} uses `{bad}`, which is not a plain SQL column name")));
+            }
+            tags.push(TableTag { template, when });
+        }
+        if let Some((unused, _)) =
+            columns.iter().find(|(c, _)| !tags.iter().any(|t| t.template.params().any(|p| p == c)))
+        {
+            return Err(invalid(format!("`columns` declares `{unused}`, which no tag uses")));
+        }
+        if tags.is_empty() {
+            return Err(invalid("a table's writes touch at least one tag".into()));
+        }
+        Ok(Self { name: raw.name, columns, tags })
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
@@ -304,6 +493,24 @@ struct RawPolicy {
     defaults: RawDefaults,
     #[serde(default)]
     route: Vec<RawRoute>,
+    #[serde(default)]
+    table: Vec<RawTable>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTable {
+    name: String,
+    #[serde(default)]
+    columns: BTreeMap<String, String>,
+    tags: Vec<RawTableTag>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawTableTag {
+    Plain(String),
+    Guarded { tag: String, when: String },
 }
 
 #[derive(Deserialize, Default)]

@@ -16,6 +16,8 @@
 //!   read-only round trip, or a transaction); `postgres` / `sqlite`: the two backends' connections
 //!   and migrations; `sql`: every statement's text; [`open`] picks a backend from a URL with
 //!   [`DbOptions`] (`options`).
+//! - `tags`: the triggers that record which tags a write touches, generated for both dialects from
+//!   the tables the cache policy declares.
 //! - [`outbox`]: the warmer's side of the feed: claiming, completing, pruning, its records.
 //! - [`secret`]: the database URL from AWS Secrets Manager (`DATABASE_SECRET_ARN`).
 //! - [`calendar`]: service days and their rollover.
@@ -59,6 +61,7 @@ pub mod secret;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod tags;
 
 pub use calendar::{CalendarError, ServiceCalendar};
 pub use db::Db;

@@ -14,6 +14,7 @@ use crate::feed;
 use crate::onemessage;
 use crate::options::DbOptions;
 use crate::sql::POSTGRES;
+use crate::tags;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -193,15 +194,27 @@ impl PgStore {
     }
 
     /// Applies the embedded migrations and records the service calendar the triggers use.
-    pub(crate) async fn migrate(&self, calendar: &ServiceCalendar) -> StoreResult<()> {
+    /// Applies the embedded migrations, installs the tag functions and triggers generated from
+    /// the policy's tables, and records the service calendar the triggers use: one transaction
+    /// after the migrations, serialised with any other `migrate` by an advisory lock.
+    pub(crate) async fn migrate(&self, calendar: &ServiceCalendar, tables: &[cache_policy::Table]) -> StoreResult<()> {
         let pool = self.pool();
         MIGRATOR.run(&pool).await?;
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('edgerail tag triggers'))")
+            .persistent(false)
+            .execute(&mut *tx)
+            .await?;
+        for statement in tags::postgres(tables) {
+            sqlx::query(&statement).persistent(false).execute(&mut *tx).await?;
+        }
         sqlx::query("UPDATE service_calendar SET time_zone = $1, day_start = make_interval(mins => $2)")
             .persistent(false)
             .bind(calendar.zone_name())
             .bind(calendar.day_start_minutes())
-            .execute(&pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use crate::calendar::ServiceCalendar;
 use crate::db::{Begin, Db, Limit, Statement, timestamp_text};
 use crate::demo::DemoData;
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::feed::{self, FeedCursor, FeedPage};
 use crate::model::{
     FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation, OperationDetail,
@@ -53,7 +53,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// A trivial round trip, for the deep health check.
     fn ping(&self) -> impl Future<Output = StoreResult<()>> + Send;
-    /// Applies the embedded migrations and records the service calendar the triggers use.
+    /// Applies the embedded migrations, installs the triggers that record the tags the policy's
+    /// tables declare (generated for this backend's dialect), and records the service calendar
+    /// the triggers use.
     fn migrate(&self, calendar: &ServiceCalendar) -> impl Future<Output = StoreResult<()>> + Send;
     /// The service calendar the database's triggers use (set by [`Store::migrate`]): time zone
     /// name and day start in minutes. A reader whose own calendar differs would look for changes
@@ -154,10 +156,11 @@ impl Store for Db {
     }
 
     async fn migrate(&self, calendar: &ServiceCalendar) -> StoreResult<()> {
+        let policy = cache_policy::Policy::embedded().map_err(|e| StoreError::Data(e.to_string()))?;
         match self {
-            Self::Postgres(s) => s.migrate(calendar).await,
+            Self::Postgres(s) => s.migrate(calendar, policy.tables()).await,
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(s) => s.migrate(calendar).await,
+            Self::Sqlite(s) => s.migrate(calendar, policy.tables()).await,
         }
     }
 

@@ -14,6 +14,7 @@ use sqlx::sqlite::{
 use crate::calendar::ServiceCalendar;
 use crate::db::{Statement, sqlite_query};
 use crate::error::StoreResult;
+use crate::tags;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -81,14 +82,30 @@ impl SqliteStore {
     }
 
     /// Applies the embedded migrations and records the service calendar the triggers use.
-    pub(crate) async fn migrate(&self, calendar: &ServiceCalendar) -> StoreResult<()> {
+    /// Applies the embedded migrations, installs the tag triggers generated from the policy's
+    /// tables, and records the service calendar the triggers use (one transaction after the
+    /// migrations).
+    pub(crate) async fn migrate(&self, calendar: &ServiceCalendar, tables: &[cache_policy::Table]) -> StoreResult<()> {
         MIGRATOR.run(&self.pool).await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut keys = std::collections::HashMap::new();
+        for table in tables {
+            let key: Vec<(String,)> = sqlx::query_as("SELECT name FROM pragma_table_info($1) WHERE pk > 0 ORDER BY pk")
+                .bind(&table.name)
+                .fetch_all(&mut *tx)
+                .await?;
+            keys.insert(table.name.as_str(), key.into_iter().map(|(c,)| c).collect::<Vec<_>>());
+        }
+        for statement in tags::sqlite(tables, |table| keys.get(table).cloned().unwrap_or_default()) {
+            sqlx::query(&statement).persistent(false).execute(&mut *tx).await?;
+        }
         sqlx::query("UPDATE service_calendar SET time_zone = $1, utc_offset_min = $2, day_start_min = $3")
             .bind(calendar.zone_name())
             .bind(calendar.utc_offset_minutes(Utc::now()))
             .bind(calendar.day_start_minutes())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -17,6 +17,7 @@ crate::both_backends!(
     reads_operations_of_a_service_day,
     reads_latest_sightings,
     triggers_record_the_tags_each_write_touches,
+    the_triggers_touch_exactly_what_the_policy_declares,
     change_feed_returns_what_became_visible_after_a_cursor,
     closed_store_reports_unavailable,
     a_claim_takes_only_what_was_visible_at_its_mark,
@@ -110,6 +111,103 @@ async fn tags_after<S: Store>(store: &S, after: &FeedCursor) -> BTreeSet<String>
 
 fn set(tags: &[&str]) -> BTreeSet<String> {
     tags.iter().map(|t| (*t).to_owned()).collect()
+}
+
+/// One row per declared table, as its columns' values (`None` is `NULL`), with the statement that
+/// inserts it. Every table the policy declares must have one here.
+const SAMPLE_ROWS: &[(&str, &str, &[(&str, Option<&str>)])] = &[
+    ("lines", "INSERT INTO lines (id, name) VALUES ('vocab', 'Vocabulary Line')", &[("id", Some("vocab"))]),
+    (
+        "stations",
+        "INSERT INTO stations (id, line_id, name, position) VALUES ('V01', 'minato', 'Vocabulary', 99)",
+        &[("id", Some("V01")), ("line_id", Some("minato"))],
+    ),
+    ("formations", "INSERT INTO formations (id, series, cars) VALUES ('V1F', '1', 1)", &[("id", Some("V1F"))]),
+    (
+        "operations",
+        "INSERT INTO operations (service_date, number) VALUES ('2030-02-03', '77V')",
+        &[("service_date", Some("2030-02-03")), ("number", Some("77V"))],
+    ),
+    (
+        "sightings",
+        "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
+         VALUES ('3001F', '77V', 'M01', '2030-02-03T18:30:00.000000Z')",
+        &[
+            ("formation_id", Some("3001F")),
+            ("operation_number", Some("77V")),
+            ("station_id", Some("M01")),
+            ("seen_at", Some("2030-02-03T18:30:00Z")),
+        ],
+    ),
+    (
+        "sightings",
+        "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
+         VALUES ('3001F', NULL, NULL, '2030-02-03T19:30:00.000000Z')",
+        &[
+            ("formation_id", Some("3001F")),
+            ("operation_number", None),
+            ("station_id", None),
+            ("seen_at", Some("2030-02-03T19:30:00Z")),
+        ],
+    ),
+];
+
+/// The tags a row touches by the policy's declaration of its table, computed here in Rust.
+fn declared_tags(table: &cache_policy::Table, row: &[(&str, Option<&str>)]) -> BTreeSet<String> {
+    let calendar = crate::helpers::calendar();
+    let value = |column: &str| -> Option<String> {
+        let raw = row.iter().find(|(c, _)| *c == column).unwrap_or_else(|| panic!("sample lacks {column}")).1?;
+        Some(match table.column_kind(column) {
+            cache_policy::ColumnKind::ServiceDay => {
+                calendar.service_date(raw.parse().expect("a sample timestamp")).format("%Y-%m-%d").to_string()
+            }
+            _ => raw.to_owned(),
+        })
+    };
+    table
+        .tags
+        .iter()
+        .filter(|tag| tag.when.as_deref().is_none_or(|column| value(column).is_some()))
+        .filter_map(|tag| {
+            let values: Vec<(String, Option<String>)> =
+                tag.template.params().map(|p| (p.to_owned(), value(p))).collect();
+            tag.template.render(|p| values.iter().find(|(n, _)| n == p).and_then(|(_, v)| v.as_deref()))
+        })
+        .collect()
+}
+
+/// The triggers are generated from the policy's table declarations: for a row of every declared
+/// table, inserted and then deleted, the database records exactly the tags the declaration gives
+/// (computed here independently of the SQL). A trigger edited by hand, or a generator that
+/// misspells a column, fails this; a route whose tags drift from the tables fails the policy's
+/// own validation.
+async fn the_triggers_touch_exactly_what_the_policy_declares(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let policy = cache_policy::Policy::embedded().unwrap();
+    for table in policy.tables() {
+        assert!(SAMPLE_ROWS.iter().any(|(t, _, _)| *t == table.name), "no sample row for table {}", table.name);
+    }
+    for (name, insert, row) in SAMPLE_ROWS {
+        let table = policy.tables().iter().find(|t| t.name == *name).unwrap();
+        let expected = declared_tags(table, row);
+        assert!(!expected.is_empty());
+        let mark = store.feed_start().await.unwrap();
+        app.db.exec(insert).await;
+        assert_eq!(tags_after(store, &mark).await, expected, "inserting into {name}");
+        let mark = store.feed_start().await.unwrap();
+        let key: Vec<String> = row
+            .iter()
+            .filter(|(c, _)| ["id", "service_date", "number"].contains(c) || (*name == "sightings" && *c == "seen_at"))
+            .map(|(c, v)| match v {
+                Some(v) if *c == "seen_at" => format!("{c} = '{}'", v.replace('Z', ".000000Z")),
+                Some(v) => format!("{c} = '{v}'"),
+                None => format!("{c} IS NULL"),
+            })
+            .collect();
+        app.db.exec(&format!("DELETE FROM {name} WHERE {}", key.join(" AND "))).await;
+        assert_eq!(tags_after(store, &mark).await, expected, "deleting from {name}");
+    }
 }
 
 async fn triggers_record_the_tags_each_write_touches(backend: Backend) {

@@ -1,0 +1,200 @@
+//! The triggers that record which cache tags a write touches, generated from the tables the policy
+//! declares (`[[table]]` in `cache-policy/policy.toml`), for both dialects. `migrate` installs
+//! them, so the tag vocabulary is written once: a route's tags and a table's tags are checked
+//! against each other when the policy loads, and the database records exactly what the table
+//! declares.
+//!
+//! A tag template's `{column}` becomes the row's value, spelled as the column's kind says; a tag
+//! whose column is `NULL` is not touched (SQL's `||` with `NULL` is `NULL`, and those rows are
+//! dropped).
+//!
+//! - PostgreSQL: one set-returning SQL function per table, `edgerail_tags_<table>(row)`, used by
+//!   the statement-level triggers with transition tables that the migrations create (and that
+//!   are created here for a table declared later), so a bulk write records each distinct tag once
+//!   and a `TRUNCATE` records the tags of the rows it removes. The service day of a timestamp is
+//!   `edgerail_day_of`, an expression the planner inlines, with the calendar read once per row in
+//!   a fenced subquery.
+//! - SQLite: row triggers after insert, update (old and new row) and delete, and before insert
+//!   for `INSERT OR REPLACE` (which deletes the row it replaces without firing delete triggers).
+
+use cache_policy::{ColumnKind, Table, TableTag, TagPart};
+
+/// How one dialect spells a tag's pieces for one row.
+trait Spelling {
+    /// A column of the row, as tag text.
+    fn column(&self, column: &str, kind: ColumnKind) -> String;
+}
+
+/// `tag` as an SQL text expression for one row: literals quoted, columns spelled by `spell`, and
+/// `NULL` when its `when` column is.
+fn expression(table: &Table, tag: &TableTag, row: &str, spell: &dyn Spelling) -> String {
+    let pieces: Vec<String> = tag
+        .template
+        .parts()
+        .iter()
+        .map(|part| match part {
+            // Tag literals are of CloudFront's tag alphabet (letters, digits, `-_.:/`): no quote.
+            TagPart::Literal(text) => format!("'{text}'"),
+            TagPart::Param(column) => spell.column(column, table.column_kind(column)),
+        })
+        .collect();
+    let text = pieces.join(" || ");
+    match &tag.when {
+        Some(column) => format!("CASE WHEN {row}.{column} IS NOT NULL THEN {text} END"),
+        None => text,
+    }
+}
+
+/// A PostgreSQL row `r` of the tag function, with its service days computed in `d`.
+struct PgRow;
+
+impl Spelling for PgRow {
+    fn column(&self, column: &str, kind: ColumnKind) -> String {
+        match kind {
+            ColumnKind::Text => format!("r.{column}::text"),
+            ColumnKind::Date => format!("to_char(r.{column}, 'YYYY-MM-DD')"),
+            ColumnKind::ServiceDay => format!("d.{column}"),
+        }
+    }
+}
+
+/// The statements that install PostgreSQL's tag functions and triggers, for `tables`.
+pub(crate) fn postgres(tables: &[Table]) -> Vec<String> {
+    let mut ddl = Vec::new();
+    for table in tables {
+        let name = &table.name;
+        let values: Vec<String> =
+            table.tags.iter().map(|t| format!("({})", expression(table, t, "r", &PgRow))).collect();
+        let days: Vec<String> = table
+            .columns
+            .iter()
+            .filter(|(_, kind)| *kind == ColumnKind::ServiceDay)
+            .map(|(column, _)| format!("edgerail_day_of(r.{column}, c.time_zone, c.day_start) AS {column}"))
+            .collect();
+        let source = if days.is_empty() {
+            String::new()
+        } else {
+            format!("(SELECT {} FROM service_calendar c OFFSET 0) d, LATERAL ", days.join(", "))
+        };
+        ddl.push(format!(
+            "CREATE OR REPLACE FUNCTION edgerail_tags_{name}(r {name}) RETURNS SETOF TEXT LANGUAGE sql STABLE AS $$ \
+             SELECT t FROM {source}(VALUES {}) v (t) WHERE t IS NOT NULL $$",
+            values.join(", ")
+        ));
+        let function = format!("'edgerail_tags_{name}'");
+        for (event, referencing, when) in [
+            ("insert", "REFERENCING NEW TABLE AS new_rows", "AFTER INSERT"),
+            ("update", "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows", "AFTER UPDATE"),
+            ("delete", "REFERENCING OLD TABLE AS old_rows", "AFTER DELETE"),
+        ] {
+            ddl.push(format!(
+                "CREATE OR REPLACE TRIGGER {name}_changes_{event} {when} ON {name} {referencing} \
+                 FOR EACH STATEMENT EXECUTE FUNCTION edgerail_record_changes({function})"
+            ));
+        }
+        ddl.push(format!(
+            "CREATE OR REPLACE TRIGGER {name}_changes_truncate BEFORE TRUNCATE ON {name} \
+             FOR EACH STATEMENT EXECUTE FUNCTION edgerail_record_truncate({function})"
+        ));
+    }
+    ddl
+}
+
+/// A SQLite row: `NEW`, `OLD`, or an alias.
+struct SqliteRow<'a>(&'a str);
+
+impl Spelling for SqliteRow<'_> {
+    fn column(&self, column: &str, kind: ColumnKind) -> String {
+        let row = self.0;
+        match kind {
+            // Dates are stored as `YYYY-MM-DD` text.
+            ColumnKind::Text | ColumnKind::Date => format!("{row}.{column}"),
+            // SQLite has no time zone database: the calendar holds the zone's UTC offset, kept in
+            // step with SERVICE_TZ by `api migrate` (a zone with daylight saving uses the offset
+            // at migrate time).
+            ColumnKind::ServiceDay => format!(
+                "date({row}.{column}, (SELECT printf('%+d minutes', utc_offset_min - day_start_min) FROM service_calendar))"
+            ),
+        }
+    }
+}
+
+/// The statements that install SQLite's tag triggers for `tables`; `primary_key` names a table's
+/// key columns (for the trigger that sees what `INSERT OR REPLACE` is about to delete).
+pub(crate) fn sqlite(tables: &[Table], primary_key: impl Fn(&str) -> Vec<String>) -> Vec<String> {
+    let mut ddl = Vec::new();
+    let values = |table: &Table, rows: &[&str]| -> String {
+        let values: Vec<String> = rows
+            .iter()
+            .flat_map(|row| table.tags.iter().map(move |t| format!("({})", expression(table, t, row, &SqliteRow(row)))))
+            .collect();
+        format!(
+            "INSERT INTO cache_changes (tag) SELECT DISTINCT column1 FROM (VALUES {}) WHERE column1 IS NOT NULL;",
+            values.join(", ")
+        )
+    };
+    for table in tables {
+        let name = &table.name;
+        for (event, when, rows) in [
+            ("insert", "AFTER INSERT", &["NEW"][..]),
+            ("update", "AFTER UPDATE", &["OLD", "NEW"][..]),
+            ("delete", "AFTER DELETE", &["OLD"][..]),
+        ] {
+            ddl.push(format!("DROP TRIGGER IF EXISTS {name}_changes_{event}"));
+            ddl.push(format!(
+                "CREATE TRIGGER {name}_changes_{event} {when} ON {name} BEGIN {} END",
+                values(table, rows)
+            ));
+        }
+        let key = primary_key(name);
+        ddl.push(format!("DROP TRIGGER IF EXISTS {name}_changes_replace"));
+        if !key.is_empty() {
+            let matches: Vec<String> = key.iter().map(|c| format!("r.{c} = NEW.{c}")).collect();
+            let selects: Vec<String> = table
+                .tags
+                .iter()
+                .map(|t| {
+                    format!(
+                        "SELECT {} AS t FROM {name} r WHERE {}",
+                        expression(table, t, "r", &SqliteRow("r")),
+                        matches.join(" AND ")
+                    )
+                })
+                .collect();
+            ddl.push(format!(
+                "CREATE TRIGGER {name}_changes_replace BEFORE INSERT ON {name} BEGIN \
+                 INSERT INTO cache_changes (tag) SELECT DISTINCT t FROM ({}) WHERE t IS NOT NULL; END",
+                selects.join(" UNION ALL ")
+            ));
+        }
+    }
+    ddl
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_statements_follow_the_declarations() {
+        let policy = cache_policy::Policy::embedded().unwrap();
+        let pg = postgres(policy.tables());
+        let sightings = pg.iter().find(|s| s.contains("FUNCTION edgerail_tags_sightings")).unwrap();
+        assert!(sightings.contains("edgerail_day_of(r.seen_at, c.time_zone, c.day_start) AS seen_at"), "{sightings}");
+        assert!(sightings.contains("('operation:' || d.seen_at || ':' || r.operation_number::text)"), "{sightings}");
+        assert!(
+            sightings.contains("(CASE WHEN r.operation_number IS NOT NULL THEN 'operations:' || d.seen_at END)"),
+            "{sightings}"
+        );
+        let operations = pg.iter().find(|s| s.contains("FUNCTION edgerail_tags_operations")).unwrap();
+        assert!(operations.contains("to_char(r.service_date, 'YYYY-MM-DD')"), "{operations}");
+        assert!(!operations.contains("service_calendar"), "no calendar without a service day: {operations}");
+        assert_eq!(pg.iter().filter(|s| s.contains("TRIGGER")).count(), 4 * policy.tables().len());
+
+        let lite = sqlite(policy.tables(), |_| vec!["id".to_owned()]);
+        let update = lite.iter().find(|s| s.starts_with("CREATE TRIGGER stations_changes_update")).unwrap();
+        assert!(update.contains("('line:' || OLD.line_id), ('line:' || NEW.line_id)"), "{update}");
+        let replace = lite.iter().find(|s| s.starts_with("CREATE TRIGGER stations_changes_replace")).unwrap();
+        assert!(replace.contains("FROM stations r WHERE r.id = NEW.id"), "{replace}");
+    }
+}
