@@ -286,8 +286,39 @@ fn plan_paths(policy: &Policy, tags: &BTreeSet<String>, limits: &Limits, context
         }
         collapse_at = (collapse_at / 2).max(2);
     }
+    // One wildcard per collection (`/v1/stations/*`): coarser than any grouping by parent, which
+    // cannot join paths whose parents all differ (`/v1/stations/{id}/sightings*`), but still not
+    // the whole site.
+    let items = collapse_collections(&paths);
+    if fits_cloudfront(&items) {
+        return Plan { items };
+    }
     // Nothing within CloudFront's limits: one wildcard for everything still covers every URL.
     Plan { items: vec!["/*".to_owned()] }
+}
+
+/// Replaces every group of two or more paths inside one collection (the first two segments,
+/// `/v1/stations/`) by the collection's wildcard, dropping what a wildcard covers.
+fn collapse_collections(paths: &BTreeSet<String>) -> Vec<String> {
+    let mut groups: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
+    for path in paths {
+        let collection = path.match_indices('/').nth(2).map_or(path.as_str(), |(i, _)| &path[..=i]);
+        groups.entry(collection).or_default().push(path);
+    }
+    let mut items = BTreeSet::new();
+    for (collection, members) in groups {
+        if members.len() >= 2 && collection.ends_with('/') && collection.matches('/').count() >= 3 {
+            items.insert(format!("{collection}*"));
+        } else {
+            items.extend(members.into_iter().cloned());
+        }
+    }
+    let wildcards: Vec<String> =
+        items.iter().filter(|i| i.ends_with('*')).map(|w| w.trim_end_matches('*').to_owned()).collect();
+    items
+        .into_iter()
+        .filter(|item| !wildcards.iter().any(|w| item.starts_with(w.as_str()) && item.trim_end_matches('*') != w))
+        .collect()
 }
 
 /// Replaces groups of at least `at` paths that share a parent prefix by `prefix*`, dropping paths
@@ -398,6 +429,16 @@ mod tests {
         assert_eq!(collapsed.items, ["/v1/formations/*"]);
         let few: BTreeSet<String> = (0..3).map(|i| format!("formation:{}F", 10_000 + i)).collect();
         assert_eq!(plan(policy(), &few, Mode::Paths, &Limits::default(), &today()).items.len(), 3);
+    }
+
+    #[test]
+    fn paths_whose_parents_all_differ_collapse_into_their_collection_not_the_site() {
+        let stations: Vec<String> = (1..=40).map(|n| format!("station:S{n:02}")).collect();
+        let stations: Vec<&str> = stations.iter().map(String::as_str).collect();
+        let plan = plan(policy(), &tags(&stations), Mode::Paths, &Limits::default(), &today());
+        assert_eq!(plan.items, ["/v1/stations/*"]);
+        let one = plan_paths(policy(), &tags(&["station:S01"]), &Limits::default(), &today());
+        assert_eq!(one.items, ["/v1/stations/S01/sightings*"], "one station stays precise");
     }
 
     #[test]
