@@ -183,8 +183,8 @@ warm"#,
 
         // A table's tag changed alone: its writes touch what no answer carries.
         let drifted = EMBEDDED_POLICY.replace(
-            "name = \"stations\"\ntags = [\"line:{line_id}\"]",
-            "name = \"stations\"\ntags = [\"station-line:{line_id}\"]",
+            "name = \"stations\"\ntags = [\"line:{line_id}\",",
+            "name = \"stations\"\ntags = [\"station-line:{line_id}\",",
         );
         assert_ne!(drifted, EMBEDDED_POLICY);
         let err = Policy::from_toml(&drifted).unwrap_err().to_string();

@@ -42,6 +42,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = StoreResult<Option<OperationDetail>>> + Send;
     /// The latest `limit` sightings, newest first.
     fn latest_sightings(&self, limit: i64) -> impl Future<Output = StoreResult<Vec<Sighting>>> + Send;
+    /// A station and the latest `limit` sightings there, newest first; `None` when the station
+    /// does not exist.
+    fn station_sightings(
+        &self,
+        station_id: &str,
+        limit: i64,
+    ) -> impl Future<Output = StoreResult<Option<(Station, Vec<Sighting>)>>> + Send;
 
     /// The present position of the change feed: a reader starting here sees every change that
     /// becomes visible from now on, including those of transactions open right now.
@@ -140,6 +147,22 @@ impl Store for Db {
     async fn latest_sightings(&self, limit: i64) -> StoreResult<Vec<Sighting>> {
         let [sightings] = self.read(Limit::Data, [Statement::new(sql::LATEST_SIGHTINGS).bind(limit)]).await?;
         sightings.decode()
+    }
+
+    async fn station_sightings(&self, station_id: &str, limit: i64) -> StoreResult<Option<(Station, Vec<Sighting>)>> {
+        const STATION: &str = "SELECT id, line_id, name, position FROM stations WHERE id = $1";
+        // The latest-sightings index walked newest first, keeping this station's: a station sees
+        // about one sighting in eighty, so a page of 50 reads a few thousand index entries.
+        const SIGHTINGS: &str = "SELECT s.id, s.formation_id, s.operation_number, s.station_id, s.seen_at \
+             FROM sightings s WHERE s.station_id = $1 ORDER BY s.seen_at DESC, s.id DESC LIMIT $2";
+        let [station, sightings] = self
+            .read(
+                Limit::Data,
+                [Statement::new(STATION).bind(station_id), Statement::new(SIGHTINGS).bind(station_id).bind(limit)],
+            )
+            .await?;
+        let Some(station) = station.first::<Station>()? else { return Ok(None) };
+        Ok(Some((station, sightings.decode()?)))
     }
 
     async fn feed_start(&self) -> StoreResult<FeedCursor> {

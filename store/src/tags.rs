@@ -101,8 +101,10 @@ pub(crate) fn postgres(tables: &[Table]) -> Vec<String> {
 }
 
 /// A SQLite row: `NEW`, `OLD`, or an alias.
+#[cfg(feature = "sqlite")]
 struct SqliteRow<'a>(&'a str);
 
+#[cfg(feature = "sqlite")]
 impl Spelling for SqliteRow<'_> {
     fn column(&self, column: &str, kind: ColumnKind) -> String {
         let row = self.0;
@@ -121,6 +123,7 @@ impl Spelling for SqliteRow<'_> {
 
 /// The statements that install SQLite's tag triggers for `tables`; `primary_key` names a table's
 /// key columns (for the trigger that sees what `INSERT OR REPLACE` is about to delete).
+#[cfg(feature = "sqlite")]
 pub(crate) fn sqlite(tables: &[Table], primary_key: impl Fn(&str) -> Vec<String>) -> Vec<String> {
     let mut ddl = Vec::new();
     let values = |table: &Table, rows: &[&str]| -> String {
@@ -191,9 +194,18 @@ mod tests {
         assert!(!operations.contains("service_calendar"), "no calendar without a service day: {operations}");
         assert_eq!(pg.iter().filter(|s| s.contains("TRIGGER")).count(), 4 * policy.tables().len());
 
+        #[cfg(feature = "sqlite")]
+        sqlite_statements(policy);
+    }
+
+    #[cfg(feature = "sqlite")]
+    fn sqlite_statements(policy: &cache_policy::Policy) {
         let lite = sqlite(policy.tables(), |_| vec!["id".to_owned()]);
         let update = lite.iter().find(|s| s.starts_with("CREATE TRIGGER stations_changes_update")).unwrap();
-        assert!(update.contains("('line:' || OLD.line_id), ('line:' || NEW.line_id)"), "{update}");
+        assert!(
+            update.contains("('line:' || OLD.line_id), ('station:' || OLD.id), ('line:' || NEW.line_id)"),
+            "{update}"
+        );
         let replace = lite.iter().find(|s| s.starts_with("CREATE TRIGGER stations_changes_replace")).unwrap();
         assert!(replace.contains("FROM stations r WHERE r.id = NEW.id"), "{replace}");
     }

@@ -62,6 +62,7 @@ fn samples() -> Vec<(&'static str, String, Vec<String>)> {
         ("operations", format!("/v1/operations/{day}"), vec![format!("operations:{day}")]),
         ("operation", format!("/v1/operations/{day}/01M"), vec![format!("operation:{day}:01M")]),
         ("sightings_latest", "/v1/sightings/latest?limit=3".into(), vec!["sightings".into()]),
+        ("station_sightings", "/v1/stations/M01/sightings?limit=3".into(), vec!["station:M01".into()]),
         ("openapi", "/openapi.json".into(), vec![]),
     ]
 }
@@ -88,6 +89,13 @@ fn check_body(route: &str, body: &serde_json::Value) {
             assert!(body["sightings"].is_array());
         }
         "sightings_latest" => assert_eq!(body["sightings"].as_array().unwrap().len(), 3),
+        "station_sightings" => {
+            assert_eq!(body["station"]["id"], "M01");
+            let sightings = body["sightings"].as_array().unwrap();
+            assert_eq!(sightings.len(), 3);
+            assert!(sightings.iter().all(|s| s["station_id"] == "M01"));
+            assert!(sightings.windows(2).all(|w| w[0]["seen_at"].as_str() >= w[1]["seen_at"].as_str()));
+        }
         "openapi" => assert_eq!(body["openapi"], "3.1.0"),
         other => panic!("no check for {other}"),
     }
@@ -141,6 +149,9 @@ async fn errors(client: &Client) {
         "/v1/sightings/latest?limit=201",
         "/v1/sightings/latest?limit=abc",
         "/v1/sightings/latest?limit=5&limit=6",
+        "/v1/stations/%27%3B%20DROP%20TABLE%20stations/sightings",
+        "/v1/stations/M01/sightings?limit=0",
+        "/v1/stations/M01/sightings?limit=x",
         "/health-check?deep=maybe",
     ];
     for uri in bad {

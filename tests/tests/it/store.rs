@@ -113,9 +113,12 @@ fn set(tags: &[&str]) -> BTreeSet<String> {
     tags.iter().map(|t| (*t).to_owned()).collect()
 }
 
+/// A sample row's columns and their values (`None` is `NULL`).
+type Columns = &'static [(&'static str, Option<&'static str>)];
+
 /// One row per declared table, as its columns' values (`None` is `NULL`), with the statement that
 /// inserts it. Every table the policy declares must have one here.
-const SAMPLE_ROWS: &[(&str, &str, &[(&str, Option<&str>)])] = &[
+const SAMPLE_ROWS: &[(&str, &str, Columns)] = &[
     ("lines", "INSERT INTO lines (id, name) VALUES ('vocab', 'Vocabulary Line')", &[("id", Some("vocab"))]),
     (
         "stations",
@@ -221,7 +224,7 @@ async fn triggers_record_the_tags_each_write_touches(backend: Backend) {
 
     let mark = store.feed_start().await.unwrap();
     db.exec("INSERT INTO stations (id, line_id, name, position) VALUES ('M17', 'minato', 'Newport', 17)").await;
-    assert_eq!(tags_after(store, &mark).await, set(&["line:minato"]));
+    assert_eq!(tags_after(store, &mark).await, set(&["line:minato", "station:M17"]));
 
     let mark = store.feed_start().await.unwrap();
     db.exec("UPDATE formations SET note = 'Wrapped' WHERE id = '10701F'").await;
@@ -240,7 +243,14 @@ async fn triggers_record_the_tags_each_write_touches(backend: Backend) {
     .await;
     assert_eq!(
         tags_after(store, &mark).await,
-        set(&["sightings", "formations", "formation:10701F", "operations:2030-01-03", "operation:2030-01-03:12M"])
+        set(&[
+            "sightings",
+            "formations",
+            "formation:10701F",
+            "operations:2030-01-03",
+            "operation:2030-01-03:12M",
+            "station:M01"
+        ])
     );
     // 03:30 local is still the previous service day.
     let mark = store.feed_start().await.unwrap();
@@ -370,7 +380,7 @@ async fn sqlite_insert_or_replace_records_the_replaced_rows_tags() {
     app.db
         .exec("INSERT OR REPLACE INTO stations (id, line_id, name, position) VALUES ('M01', 'sakura', 'Shiodome', 99)")
         .await;
-    assert_eq!(tags_after(store, &mark).await, set(&["line:minato", "line:sakura"]));
+    assert_eq!(tags_after(store, &mark).await, set(&["line:minato", "line:sakura", "station:M01"]));
 }
 
 /// An import that empties a table with `TRUNCATE` records the tags of every row it removed, as a
