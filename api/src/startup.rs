@@ -30,7 +30,7 @@ pub enum StartupError {
     Open(#[from] store::OpenError),
     /// DATABASE_SECRET_ARN gave no database URL.
     #[error(transparent)]
-    Secret(#[from] store::secret::SecretError),
+    Secret(#[from] secret::SecretError),
     /// Local I/O (creating the SQLite directory, binding the port).
     #[error("{context}: {source}")]
     Io {
@@ -57,7 +57,7 @@ pub enum StartupError {
 /// The secret could not be read or holds no database URL.
 pub async fn resolve_database_url(config: &mut Config) -> Result<(), StartupError> {
     if let (None, Some(secret)) = (&config.database_url, &config.database_secret_arn) {
-        config.database_url = Some(store::secret::database_url(secret).await?);
+        config.database_url = Some(secret::database_url(secret, &secret::Credentials::from_env()?).await?);
         tracing::info!("database URL read from its secret");
     }
     Ok(())

@@ -19,7 +19,6 @@
 //! - `tags`: the triggers that record which tags a write touches, generated for both dialects from
 //!   the tables the cache policy declares.
 //! - [`outbox`]: the warmer's side of the feed: claiming, completing, pruning, its records.
-//! - [`secret`]: the database URL from AWS Secrets Manager (`DATABASE_SECRET_ARN`).
 //! - [`calendar`]: service days and their rollover.
 //! - [`demo`]: realistic demo data, generated deterministically and loaded in bulk.
 //! - [`StoreError`]: why a call failed, split into "unavailable, retry later" and the rest.
@@ -57,7 +56,6 @@ mod options;
 pub mod outbox;
 mod postgres;
 mod read;
-pub mod secret;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;

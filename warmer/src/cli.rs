@@ -149,7 +149,7 @@ pub enum SetupError {
     Invalid(String),
     /// The database secret gave no URL.
     #[error(transparent)]
-    Secret(#[from] store::secret::SecretError),
+    Secret(#[from] secret::SecretError),
 }
 
 impl DatabaseArgs {
@@ -177,6 +177,34 @@ pub fn calendar(db: &DatabaseArgs) -> Result<ServiceCalendar, SetupError> {
     ServiceCalendar::new(&db.service_tz, &db.service_day_start).map_err(|e| SetupError::Invalid(e.to_string()))
 }
 
+/// Credentials for the database secret from the standard AWS chain: the environment,
+/// `AWS_PROFILE` (SSO and credential processes included), the container or instance role, as
+/// for CloudFront.
+///
+/// # Errors
+///
+/// No credentials or no region could be found.
+async fn chain_credentials() -> Result<secret::Credentials, SetupError> {
+    use aws_credential_types::provider::ProvideCredentials as _;
+
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(crate::backend::https_client())
+        .load()
+        .await;
+    let region = match config.region() {
+        Some(region) => region.to_string(),
+        None => secret::region_from_env()?,
+    };
+    let provider = config
+        .credentials_provider()
+        .ok_or(SetupError::Missing("AWS credentials for DATABASE_SECRET_ARN (none in the standard chain)"))?;
+    let identity = provider
+        .provide_credentials()
+        .await
+        .map_err(|e| SetupError::Invalid(format!("no AWS credentials for DATABASE_SECRET_ARN: {e}")))?;
+    Ok(secret::Credentials { identity, region })
+}
+
 /// Opens the database (lazily, two connections: the warmer is one more client of a small
 /// database). Statements are proxy-safe: the warmer may reach the database through RDS Proxy or
 /// PgBouncer.
@@ -187,7 +215,7 @@ pub fn calendar(db: &DatabaseArgs) -> Result<ServiceCalendar, SetupError> {
 pub async fn open_db(args: &DatabaseArgs) -> Result<Db, SetupError> {
     let url = match (&args.database_url, &args.database_secret_arn) {
         (Some(url), _) => url.clone(),
-        (None, Some(secret)) => store::secret::database_url(secret).await?,
+        (None, Some(secret)) => secret::database_url(secret, &chain_credentials().await?).await?,
         (None, None) => return Err(SetupError::Missing("DATABASE_URL or DATABASE_SECRET_ARN is required")),
     };
     let url = url.as_str();

@@ -4,15 +4,19 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use store::secret::{Credentials, SignedRequest};
+use secret::Credentials;
 
 use crate::helpers::{Backend, TestDb, binary, env};
 
 fn credentials() -> Credentials {
     Credentials {
-        access_key_id: "testing".into(),
-        secret_access_key: "testing".into(),
-        session_token: Some("testing-session".into()),
+        identity: aws_credential_types::Credentials::new(
+            "testing",
+            "testing",
+            Some("testing-session".into()),
+            None,
+            "test",
+        ),
         region: "us-east-1".into(),
     }
 }
@@ -20,20 +24,20 @@ fn credentials() -> Credentials {
 /// Stores a secret in moto (through the same signed request the binaries make) and returns its ARN.
 async fn create_secret(value: &str) -> String {
     let moto = env("TEST_MOTO_URL");
-    let host = moto.trim_start_matches("http://").to_owned();
     let name = format!("edgerail/test/{:x}", fastrand());
     let body = serde_json::json!({ "Name": name, "SecretString": value }).to_string();
-    let signed = SignedRequest::new(
+    let uri: http::Uri = format!("{moto}/").parse().unwrap();
+    let signed = secret::signed_request(
         &credentials(),
-        "secretsmanager",
-        &host,
+        &uri,
         "secretsmanager.CreateSecret",
-        &body,
-        chrono::Utc::now(),
-    );
+        body.clone(),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
     let mut request = reqwest::Client::new().post(format!("{moto}/")).body(body);
     for (name, value) in signed.headers() {
-        request = request.header(name, value);
+        request = request.header(name.as_str(), value.to_str().unwrap());
     }
     let answer: serde_json::Value = request.send().await.unwrap().error_for_status().unwrap().json().await.unwrap();
     answer["ARN"].as_str().unwrap().to_owned()
@@ -248,6 +252,51 @@ async fn the_warmer_reads_the_same_secret() {
     assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert!(status.get("pending").is_some(), "{status}");
+}
+
+/// `cachectl` signs with the standard credential chain: an operator's `AWS_PROFILE` (here a
+/// profile with static keys in `AWS_CONFIG_FILE`; SSO sessions and credential processes resolve
+/// through the same chain) reads the secret with no `AWS_ACCESS_KEY_ID` in the environment, and
+/// without the profile the command stops with an error that says what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cachectl_reads_the_secret_with_the_operators_aws_profile() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let secret = create_secret(&serde_json::json!({ "url": db.url }).to_string()).await;
+    let dir = std::env::temp_dir().join(format!("edgerail-profile-{:x}", fastrand()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("config");
+    std::fs::write(
+        &config,
+        "[profile operator]\nregion = us-east-1\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+    )
+    .unwrap();
+    let status = |profile: Option<&str>| {
+        let mut command = tokio::process::Command::new(binary("cachectl"));
+        command
+            .args(["status", "--json"])
+            .env_clear()
+            .env("DATABASE_SECRET_ARN", &secret)
+            .env("AWS_CONFIG_FILE", &config)
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("none"))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_ENDPOINT_URL", env("TEST_MOTO_URL"))
+            .env("INVALIDATOR", "none");
+        if let Some(profile) = profile {
+            command.env("AWS_PROFILE", profile);
+        }
+        command.output()
+    };
+    let output = status(Some("operator")).await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let status_json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(status_json.get("pending").is_some(), "{status_json}");
+
+    let output = status(None).await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("AWS_REGION") || stderr.contains("credentials"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// `sslmode=verify-full` without a root certificate checks the server against the RDS authorities

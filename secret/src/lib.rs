@@ -1,22 +1,25 @@
 //! The database URL from AWS Secrets Manager, read once when a process starts.
 //!
 //! A deployment can keep the URL out of its configuration: `DATABASE_SECRET_ARN` names a secret,
-//! and the process asks Secrets Manager for it with the function's own credentials (Lambda puts
-//! them in the environment). The secret is either `{"url": "postgres://…"}` or the shape RDS
-//! gives database credentials, `{"username", "password", "host", "port", "dbname"}`; for an RDS
-//! host the URL asks for `sslmode=verify-full`, which [`crate::PgStore`] checks against the
-//! embedded RDS certificate authorities.
+//! and the process asks Secrets Manager for it. The secret is either `{"url": "postgres://…"}` or
+//! the shape RDS gives database credentials, `{"username", "password", "host", "port", "dbname"}`;
+//! for an RDS host the URL asks for `sslmode=verify-full`, which the store checks against the RDS
+//! certificate authorities it embeds.
 //!
-//! One `GetSecretValue` call, signed with Signature Version 4 here rather than through the AWS
-//! SDK, which would more than double the API's binary for this one request, and sent with hyper
-//! (which the Lambda runtime already links) over rustls with the system's certificate store: a
-//! general HTTP client would add ~0.1 MB to a zip for one request per cold start. The endpoint
-//! follows the SDKs' conventions (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_ENDPOINT_URL`, else the
-//! region's), so tests point it at moto.
+//! One `GetSecretValue` call, signed by the AWS SDK's own Signature Version 4 signer
+//! (`aws-sigv4`) and sent with hyper (which the Lambda runtime already links) over rustls with the
+//! system's certificate store. The whole SDK client, or a general HTTP client, would be a large
+//! share of the API's zip for one request per cold start. The endpoint follows the SDKs'
+//! conventions (`AWS_ENDPOINT_URL_SECRETS_MANAGER`, `AWS_ENDPOINT_URL`, else the region's), so
+//! tests point it at moto.
+//!
+//! Credentials are the caller's to find: [`Credentials::from_env`] reads the variables Lambda
+//! sets (the API, whose zip has no room for the SDK's credential chain), and a binary that links
+//! `aws-config` passes what its chain resolved (profiles, SSO, the container or instance role).
 
 use std::fmt::Write as _;
+use std::time::SystemTime;
 
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 /// Why the secret gave no database URL. Never carries the secret's value.
@@ -34,6 +37,9 @@ pub enum SecretError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The request could not be signed with these credentials.
+    #[error("cannot sign the Secrets Manager request: {0}")]
+    Signing(String),
     /// Secrets Manager refused (no such secret, access denied, …).
     #[error("Secrets Manager refused the database secret: {status} {code}")]
     Refused {
@@ -49,42 +55,50 @@ pub enum SecretError {
     Shape(&'static str),
 }
 
-/// AWS credentials and region, as Lambda provides them.
+/// AWS credentials and the region to ask.
 #[derive(Clone)]
 pub struct Credentials {
-    /// `AWS_ACCESS_KEY_ID`.
-    pub access_key_id: String,
-    /// `AWS_SECRET_ACCESS_KEY`.
-    pub secret_access_key: String,
-    /// `AWS_SESSION_TOKEN` (temporary credentials, as on Lambda).
-    pub session_token: Option<String>,
+    /// The key, secret and session token.
+    pub identity: aws_credential_types::Credentials,
     /// `AWS_REGION` (or `AWS_DEFAULT_REGION`).
     pub region: String,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("access_key_id", &self.access_key_id).field("region", &self.region).finish()
+        // The SDK's type redacts the secret parts itself.
+        f.debug_struct("Credentials").field("identity", &self.identity).field("region", &self.region).finish()
     }
 }
 
 impl Credentials {
-    /// From the environment.
+    /// From the environment, as Lambda provides them (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION`).
     ///
     /// # Errors
     ///
     /// A variable is missing.
     pub fn from_env() -> Result<Self, SecretError> {
         let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        Ok(Self {
-            access_key_id: var("AWS_ACCESS_KEY_ID").ok_or(SecretError::Environment("AWS_ACCESS_KEY_ID"))?,
-            secret_access_key: var("AWS_SECRET_ACCESS_KEY").ok_or(SecretError::Environment("AWS_SECRET_ACCESS_KEY"))?,
-            session_token: var("AWS_SESSION_TOKEN"),
-            region: var("AWS_REGION")
-                .or_else(|| var("AWS_DEFAULT_REGION"))
-                .ok_or(SecretError::Environment("AWS_REGION"))?,
-        })
+        let identity = aws_credential_types::Credentials::new(
+            var("AWS_ACCESS_KEY_ID").ok_or(SecretError::Environment("AWS_ACCESS_KEY_ID"))?,
+            var("AWS_SECRET_ACCESS_KEY").ok_or(SecretError::Environment("AWS_SECRET_ACCESS_KEY"))?,
+            var("AWS_SESSION_TOKEN"),
+            None,
+            "environment",
+        );
+        Ok(Self { identity, region: region_from_env()? })
     }
+}
+
+/// `AWS_REGION`, else `AWS_DEFAULT_REGION`.
+///
+/// # Errors
+///
+/// Neither is set.
+pub fn region_from_env() -> Result<String, SecretError> {
+    let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).ok_or(SecretError::Environment("AWS_REGION"))
 }
 
 /// The Secrets Manager endpoint: the SDKs' override variables, else the region's.
@@ -104,16 +118,13 @@ fn endpoint(region: &str) -> String {
 /// # Errors
 ///
 /// [`SecretError`]: no credentials, no answer, a refusal, or a secret of another shape.
-pub async fn database_url(secret_id: &str) -> Result<String, SecretError> {
-    let credentials = Credentials::from_env()?;
+pub async fn database_url(secret_id: &str, credentials: &Credentials) -> Result<String, SecretError> {
     let endpoint = endpoint(&credentials.region);
     let body = serde_json::json!({ "SecretId": secret_id }).to_string();
     let unreachable = |source: BoxError| SecretError::Unreachable { endpoint: endpoint.clone(), source };
     let uri: http::Uri = format!("{endpoint}/").parse().map_err(|e: http::uri::InvalidUri| unreachable(e.into()))?;
-    let host = uri.authority().map(|a| a.as_str().to_owned()).unwrap_or_default();
-    let request =
-        SignedRequest::new(&credentials, "secretsmanager", &host, "secretsmanager.GetSecretValue", &body, Utc::now());
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), post(&uri, &request, body))
+    let request = signed_request(credentials, &uri, "secretsmanager.GetSecretValue", body, SystemTime::now())?;
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(10), post(&uri, request))
         .await
         .map_err(|elapsed| unreachable(elapsed.into()))?;
     let (status, text) = answer.map_err(unreachable)?;
@@ -139,12 +150,11 @@ pub async fn database_url(secret_id: &str) -> Result<String, SecretError> {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// `POST /` with the signed headers, over HTTPS (the system's certificate authorities) or, for a
-/// local stand-in such as moto, plain HTTP; the status and body.
+/// Sends the signed `request` to `uri`'s host, over HTTPS (the system's certificate authorities)
+/// or, for a local stand-in such as moto, plain HTTP; the status and body.
 async fn post(
     uri: &http::Uri,
-    signed: &SignedRequest,
-    body: String,
+    request: http::Request<http_body_util::Full<bytes::Bytes>>,
 ) -> Result<(http::StatusCode, bytes::Bytes), BoxError> {
     let host = uri.host().ok_or("the endpoint has no host")?;
     let bare_host = host.trim_matches(['[', ']']);
@@ -155,11 +165,6 @@ async fn post(
     };
     let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
     let tcp = tokio::net::TcpStream::connect((bare_host, port)).await?;
-    let mut request = http::Request::post("/");
-    for (name, value) in signed.headers() {
-        request = request.header(name, value);
-    }
-    let request = request.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
     if tls {
         let name = rustls::pki_types::ServerName::try_from(bare_host.to_owned())?;
         let stream = tls_connector()?.connect(name, tcp).await?;
@@ -269,78 +274,46 @@ fn encode(text: &str) -> String {
     out
 }
 
-/// A JSON-protocol AWS request signed with Signature Version 4: its headers.
-#[derive(Debug)]
-pub struct SignedRequest {
-    headers: Vec<(&'static str, String)>,
-}
+/// `POST /` of a JSON-protocol call (`target`, e.g. `secretsmanager.GetSecretValue`) to `uri`,
+/// signed for Secrets Manager with Signature Version 4 as of `now`. The request carries its own
+/// `Host` header: hyper's connection-level client writes none itself.
+///
+/// # Errors
+///
+/// [`SecretError::Signing`]: the signer refused the request or the credentials.
+pub fn signed_request(
+    credentials: &Credentials,
+    uri: &http::Uri,
+    target: &str,
+    body: String,
+    now: SystemTime,
+) -> Result<http::Request<http_body_util::Full<bytes::Bytes>>, SecretError> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 
-impl SignedRequest {
-    /// Signs `POST /` with `body` for `service` at `host`, as of `now`.
-    pub fn new(
-        credentials: &Credentials,
-        service: &str,
-        host: &str,
-        target: &str,
-        body: &str,
-        now: DateTime<Utc>,
-    ) -> Self {
-        let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
-        let date = &amz_date[..8];
-        let mut headers: Vec<(&'static str, String)> = vec![
-            ("content-type", "application/x-amz-json-1.1".to_owned()),
-            ("host", host.to_owned()),
-            ("x-amz-date", amz_date.clone()),
-        ];
-        if let Some(token) = &credentials.session_token {
-            headers.push(("x-amz-security-token", token.clone()));
-        }
-        headers.push(("x-amz-target", target.to_owned()));
-        // Already in the canonical (sorted) order.
-        let signed: Vec<&str> = headers.iter().map(|(n, _)| *n).collect();
-        let signed = signed.join(";");
-        let mut canonical = String::from("POST\n/\n\n");
-        for (name, value) in &headers {
-            let _ = writeln!(canonical, "{name}:{}", value.trim());
-        }
-        let _ = write!(
-            canonical,
-            "\n{signed}\n{}",
-            hex(ring::digest::digest(&ring::digest::SHA256, body.as_bytes()).as_ref())
-        );
-        let scope = format!("{date}/{}/{service}/aws4_request", credentials.region);
-        let to_sign = format!(
-            "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-            hex(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()).as_ref())
-        );
-        let mac = |key: &[u8], data: &str| {
-            ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), data.as_bytes()).as_ref().to_vec()
-        };
-        let key = [date, credentials.region.as_str(), service, "aws4_request"]
-            .iter()
-            .fold(format!("AWS4{}", credentials.secret_access_key).into_bytes(), |key, part| mac(&key, part));
-        let signature = hex(&mac(&key, &to_sign));
-        headers.push((
-            "authorization",
-            format!(
-                "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={signed}, Signature={signature}",
-                credentials.access_key_id
-            ),
-        ));
-        Self { headers }
+    let signing = |e: &dyn std::fmt::Display| SecretError::Signing(e.to_string());
+    let host = uri.authority().map(|a| a.as_str().to_owned()).ok_or_else(|| signing(&"the endpoint has no host"))?;
+    let headers = [("content-type", "application/x-amz-json-1.1"), ("host", host.as_str()), ("x-amz-target", target)];
+    let identity = credentials.identity.clone().into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(&credentials.region)
+        .name("secretsmanager")
+        .time(now)
+        .settings(SigningSettings::default())
+        .build()
+        .map_err(|e| signing(&e))?
+        .into();
+    let signable =
+        SignableRequest::new("POST", uri.to_string(), headers.into_iter(), SignableBody::Bytes(body.as_bytes()))
+            .map_err(|e| signing(&e))?;
+    let (instructions, _) = sign(signable, &params).map_err(|e| signing(&e))?.into_parts();
+    let mut request = http::Request::post("/");
+    for (name, value) in headers {
+        request = request.header(name, value);
     }
-
-    /// The headers to send, Host included (hyper's connection-level client writes none itself).
-    pub fn headers(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        self.headers.iter().map(|(n, v)| (*n, v.as_str()))
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    let mut request = request.body(http_body_util::Full::new(bytes::Bytes::from(body))).map_err(|e| signing(&e))?;
+    instructions.apply_to_request_http1x(&mut request);
+    Ok(request)
 }
 
 #[cfg(test)]
@@ -368,51 +341,33 @@ mod tests {
         }
     }
 
-    /// The signature agrees with the AWS SDK's own signer for the same request.
+    /// The request carries what Secrets Manager checks: the SDK's signature over the host, the
+    /// target and the session token.
     #[test]
-    fn requests_are_signed_as_the_aws_sdk_signs_them() {
-        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-
+    fn requests_carry_a_signature_over_host_target_and_session_token() {
         let credentials = Credentials {
-            access_key_id: "AKIDEXAMPLE".into(),
-            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
-            session_token: Some("session/token+value=".into()),
+            identity: aws_credential_types::Credentials::new(
+                "AKIDEXAMPLE",
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+                Some("session/token+value=".into()),
+                None,
+                "test",
+            ),
             region: "eu-west-1".into(),
         };
-        let now: DateTime<Utc> = "2026-11-28T12:34:56Z".parse().unwrap();
-        let (host, target, body) =
-            ("secretsmanager.eu-west-1.amazonaws.com", "secretsmanager.GetSecretValue", r#"{"SecretId":"db"}"#);
-        let ours = SignedRequest::new(&credentials, "secretsmanager", host, target, body, now);
-        let authorization = ours.headers().find(|(n, _)| *n == "authorization").unwrap().1.to_owned();
-
-        let identity = aws_credential_types::Credentials::new(
-            &credentials.access_key_id,
-            &credentials.secret_access_key,
-            credentials.session_token.clone(),
-            None,
-            "test",
-        )
-        .into();
-        let params = aws_sigv4::sign::v4::SigningParams::builder()
-            .identity(&identity)
-            .region("eu-west-1")
-            .name("secretsmanager")
-            .time(std::time::SystemTime::from(now))
-            .settings(SigningSettings::default())
-            .build()
-            .unwrap()
-            .into();
-        let headers = [("content-type", "application/x-amz-json-1.1"), ("host", host), ("x-amz-target", target)];
-        let request = SignableRequest::new(
-            "POST",
-            format!("https://{host}/"),
-            headers.into_iter(),
-            SignableBody::Bytes(body.as_bytes()),
-        )
-        .unwrap();
-        let (_, signature) = sign(request, &params).unwrap().into_parts();
-        assert!(authorization.ends_with(&format!("Signature={signature}")), "{authorization} vs {signature}");
-        assert!(authorization.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target"));
+        let uri: http::Uri = "https://secretsmanager.eu-west-1.amazonaws.com/".parse().unwrap();
+        let now = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        let request = signed_request(&credentials, &uri, "secretsmanager.GetSecretValue", "{}".into(), now).unwrap();
+        let header = |name: &str| request.headers().get(name).unwrap().to_str().unwrap().to_owned();
+        assert_eq!(header("host"), "secretsmanager.eu-west-1.amazonaws.com");
+        assert_eq!(header("x-amz-security-token"), "session/token+value=");
+        let authorization = header("authorization");
+        assert!(authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"), "{authorization}");
+        assert!(authorization.contains("/eu-west-1/secretsmanager/aws4_request"), "{authorization}");
+        for signed in ["content-type", "host", "x-amz-date", "x-amz-security-token", "x-amz-target"] {
+            assert!(authorization.contains(signed), "{signed} is signed: {authorization}");
+        }
+        assert!(!format!("{credentials:?}").contains("wJalrXUtnFEMI"), "Debug hides the secret key");
     }
 
     #[test]
