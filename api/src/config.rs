@@ -8,7 +8,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 pub use process::LogFormat;
-use store::{CalendarError, DbOptions, ServiceCalendar};
+use process::settings::{MetricsMode, parse_duration};
+use store::{CalendarError, CalendarSettings, DatabaseSettings, DbOptions, ServiceCalendar};
 
 /// The `api` command line.
 #[derive(Debug, Parser)]
@@ -49,43 +50,22 @@ fn parse_scale(text: &str) -> Result<f64, String> {
     }
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    cache_policy::parse_duration(text).map_err(|e| e.to_string())
-}
-
-/// Whether metrics are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MetricsMode {
-    /// Embedded Metric Format lines on stdout.
-    Emf,
-    /// None.
-    Off,
-}
-
 /// Every setting of the API. Defaults depend on where it runs: Lambda gets one connection per
 /// instance, proxy-safe statements and JSON logs; a local server a normal pool and readable logs.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
-    /// PostgreSQL URL (`postgres://…`) or SQLite URL (`sqlite://…`). Unset: the embedded SQLite
-    /// file at SQLITE_PATH, created and seeded on first run. Required on Lambda.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when
-    /// DATABASE_URL is unset (see the README for the shapes understood).
-    #[arg(long, env = "DATABASE_SECRET_ARN")]
-    pub database_secret_arn: Option<String>,
+    /// Where the database is.
+    #[command(flatten)]
+    pub database: DatabaseSettings,
     /// SQLite file used when DATABASE_URL is unset.
     #[arg(long, env = "SQLITE_PATH", default_value = "./data/edgerail.sqlite")]
     pub sqlite_path: PathBuf,
     /// Address of the local HTTP server.
     #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:3000")]
     pub bind_addr: SocketAddr,
-    /// IANA time zone of the timetable.
-    #[arg(long, env = "SERVICE_TZ", default_value = "Asia/Tokyo")]
-    pub service_tz: String,
-    /// Local time (HH:MM) at which a service day starts.
-    #[arg(long, env = "SERVICE_DAY_START", default_value = "04:00")]
-    pub service_day_start: String,
+    /// The service calendar.
+    #[command(flatten)]
+    pub service_calendar: CalendarSettings,
     /// Response header that carries cache tags (CloudFront's CacheTagConfig, Varnish xkey).
     #[arg(long, env = "CACHE_TAG_HEADER", default_value = "Cache-Tag")]
     pub cache_tag_header: String,
@@ -218,7 +198,7 @@ impl Config {
 
     /// Whether metrics are written.
     pub fn metrics_enabled(&self) -> bool {
-        self.metrics.map_or(self.on_lambda(), |m| m == MetricsMode::Emf)
+        MetricsMode::enabled(self.metrics, self.on_lambda())
     }
 
     /// Pool settings in effect.
@@ -240,7 +220,7 @@ impl Config {
     ///
     /// An unknown zone or malformed day start.
     pub fn calendar(&self) -> Result<ServiceCalendar, ConfigError> {
-        Ok(ServiceCalendar::new(&self.service_tz, &self.service_day_start)?)
+        Ok(self.service_calendar.calendar()?)
     }
 
     /// The tag header name.
@@ -261,8 +241,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.calendar()?;
         self.tag_header()?;
-        match self.database_url.as_deref() {
-            None if self.on_lambda() && self.database_secret_arn.is_none() => {
+        match self.database.database_url.as_deref() {
+            None if self.on_lambda() && self.database.database_secret_arn.is_none() => {
                 return Err(ConfigError::MissingDatabaseUrl);
             }
             Some(url) if !["postgres://", "postgresql://", "sqlite:"].iter().any(|p| url.starts_with(p)) => {

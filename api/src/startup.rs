@@ -56,8 +56,8 @@ pub enum StartupError {
 ///
 /// The secret could not be read or holds no database URL.
 pub async fn resolve_database_url(config: &mut Config) -> Result<(), StartupError> {
-    if let (None, Some(secret)) = (&config.database_url, &config.database_secret_arn) {
-        config.database_url = Some(secret::database_url(secret, &secret::Credentials::from_env()?).await?);
+    if let (None, Some(secret)) = (&config.database.database_url, &config.database.database_secret_arn) {
+        config.database.database_url = Some(secret::database_url(secret, &secret::Credentials::from_env()?).await?);
         tracing::info!("database URL read from its secret");
     }
     Ok(())
@@ -69,7 +69,7 @@ pub async fn resolve_database_url(config: &mut Config) -> Result<(), StartupErro
 ///
 /// A malformed `DATABASE_URL`, or the SQLite directory cannot be created.
 pub fn open_store(config: &Config) -> Result<Db, StartupError> {
-    Ok(store::open(config.database_url.as_deref(), &config.sqlite_path, &config.db_options())?)
+    Ok(store::open(config.database.database_url.as_deref(), &config.sqlite_path, &config.db_options())?)
 }
 
 /// Builds the shared state from configuration and an opened store.
@@ -106,7 +106,7 @@ pub fn build_state(config: &Config, store: Db) -> Result<AppState, StartupError>
 /// Migration or seeding failed.
 #[cfg(feature = "sqlite")]
 pub async fn prepare_embedded_default(config: &Config, store: &Db) -> Result<(), StartupError> {
-    if config.database_url.is_some() {
+    if config.database.database_url.is_some() {
         return Ok(());
     }
     let calendar = config.calendar()?;

@@ -10,8 +10,10 @@
 //!   `AWS_LAMBDA_LOG_LEVEL`.
 //! - [`shutdown_signal`]: resolves on SIGTERM or Ctrl-C.
 //! - [`emf`]: metrics as CloudWatch Embedded Metric Format lines on stdout.
+//! - [`settings`]: the duration parser and `METRICS` mode both binaries' settings use.
 
 pub mod emf;
+pub mod settings;
 
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::Targets;

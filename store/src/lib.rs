@@ -19,7 +19,8 @@
 //! - `tags`: the triggers that record which tags a write touches, generated for both dialects from
 //!   the tables the cache policy declares.
 //! - [`outbox`]: the warmer's side of the feed: claiming, completing, pruning, its records.
-//! - [`calendar`]: service days and their rollover.
+//! - [`calendar`]: service days and their rollover; [`CalendarSettings`] and
+//!   [`DatabaseSettings`] (`settings`): the binaries' shared clap settings for both.
 //! - [`demo`]: realistic demo data, generated deterministically and loaded in bulk.
 //! - [`StoreError`]: why a call failed, split into "unavailable, retry later" and the rest.
 //!
@@ -56,6 +57,7 @@ mod options;
 pub mod outbox;
 mod postgres;
 mod read;
+mod settings;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -73,5 +75,6 @@ pub use open::{OpenError, open};
 pub use options::DbOptions;
 pub use postgres::PgStore;
 pub use read::Store;
+pub use settings::{CalendarSettings, DatabaseSettings};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

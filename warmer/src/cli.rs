@@ -6,15 +6,12 @@ use cache_policy::Policy;
 use cache_policy::cost::BudgetPolicy;
 use cache_policy::plan::Limits;
 use clap::{Args, Parser, Subcommand};
+use process::settings::{MetricsMode, parse_duration};
 use store::{Db, DbOptions, ServiceCalendar, Store};
 
 use crate::backend::{CloudFront, Invalidator, Purge};
 use crate::config::{BackendArgs, DatabaseArgs, InvalidatorKind, WarmArgs};
 use crate::tick::Warmer;
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    cache_policy::parse_duration(text).map_err(|e| e.to_string())
-}
 
 /// `warmer`: one tick, a loop, or (with AWS_LAMBDA_RUNTIME_API) a scheduled Lambda function.
 #[derive(Debug, Parser)]
@@ -41,15 +38,6 @@ pub struct WarmerCli {
     /// Warming settings.
     #[command(flatten)]
     pub warm: WarmArgs,
-}
-
-/// Whether metrics are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum MetricsMode {
-    /// Embedded Metric Format lines on stdout.
-    Emf,
-    /// None.
-    Off,
 }
 
 /// `cachectl`: the operator's CLI for the edge cache.
@@ -155,7 +143,7 @@ pub enum SetupError {
 impl DatabaseArgs {
     /// Whether a database is configured (a URL, or a secret holding one).
     pub fn is_configured(&self) -> bool {
-        self.database_url.is_some() || self.database_secret_arn.is_some()
+        self.database.is_configured()
     }
 }
 
@@ -174,7 +162,7 @@ pub fn policy() -> Result<&'static Policy, SetupError> {
 ///
 /// Invalid zone or day start.
 pub fn calendar(db: &DatabaseArgs) -> Result<ServiceCalendar, SetupError> {
-    ServiceCalendar::new(&db.service_tz, &db.service_day_start).map_err(|e| SetupError::Invalid(e.to_string()))
+    db.service_calendar.calendar().map_err(|e| SetupError::Invalid(e.to_string()))
 }
 
 /// Credentials for the database secret from the standard AWS chain: the environment,
@@ -213,7 +201,7 @@ async fn chain_credentials() -> Result<secret::Credentials, SetupError> {
 ///
 /// DATABASE_URL is missing or malformed.
 pub async fn open_db(args: &DatabaseArgs) -> Result<Db, SetupError> {
-    let url = match (&args.database_url, &args.database_secret_arn) {
+    let url = match (&args.database.database_url, &args.database.database_secret_arn) {
         (Some(url), _) => url.clone(),
         (None, Some(secret)) => secret::database_url(secret, &chain_credentials().await?).await?,
         (None, None) => return Err(SetupError::Missing("DATABASE_URL or DATABASE_SECRET_ARN is required")),

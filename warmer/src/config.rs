@@ -3,10 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    cache_policy::parse_duration(text).map_err(|e| e.to_string())
-}
+use process::settings::parse_duration;
 
 /// Which invalidation backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,19 +93,12 @@ pub struct WarmArgs {
 /// The database and the service calendar (for `today`).
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL or SQLite URL of the API's database (the change feed lives there).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when
-    /// DATABASE_URL is unset (see the README for the shapes understood).
-    #[arg(long, env = "DATABASE_SECRET_ARN")]
-    pub database_secret_arn: Option<String>,
-    /// IANA time zone of the timetable.
-    #[arg(long, env = "SERVICE_TZ", default_value = "Asia/Tokyo")]
-    pub service_tz: String,
-    /// Local time (HH:MM) at which a service day starts.
-    #[arg(long, env = "SERVICE_DAY_START", default_value = "04:00")]
-    pub service_day_start: String,
+    /// The API's database (the change feed lives there).
+    #[command(flatten)]
+    pub database: store::DatabaseSettings,
+    /// The service calendar (the same as the API's).
+    #[command(flatten)]
+    pub service_calendar: store::CalendarSettings,
     /// Most distinct tags one tick claims; it takes every pending change that carries them, so
     /// one tick drains any backlog of those tags, however many rows it has.
     #[arg(long, env = "WARMER_BATCH", default_value_t = 10_000)]

@@ -265,6 +265,27 @@ fn api_concurrency_is_capped_below_the_database_connection_limit() {
     assert!(instances * per_instance + warmer <= 40, "{instances} × {per_instance} + {warmer} connections");
 }
 
+/// The warmer refills the edge only after every API instance has evicted a change: the stack sets
+/// the API's CHANGE_MAX_LAG and the warmer's WARMER_SETTLE from one parameter, and the binaries'
+/// own defaults keep WARMER_SETTLE ≥ CHANGE_MAX_LAG for a deployment that sets neither.
+#[test]
+fn the_warmer_settles_at_least_as_long_as_an_instance_may_lag() {
+    let t = template();
+    let api = at(&t, &["Resources", "ApiFunction", "Properties", "Environment", "Variables"]);
+    let warmer = at(&t, &["Resources", "WarmerFunction", "Properties", "Environment", "Variables"]);
+    assert_eq!(at(api, &["CHANGE_MAX_LAG"]).as_str(), Some("FreshnessBound"));
+    assert_eq!(at(warmer, &["WARMER_SETTLE"]).as_str(), Some("FreshnessBound"));
+    let bound = at(&t, &["Parameters", "FreshnessBound", "Default"]).as_str().unwrap().to_owned();
+    let bound = cache_policy::parse_duration(&bound).unwrap();
+    let lag = api::config::Cli::try_parse_from(["api"]).unwrap().config.change_max_lag;
+    let settle = warmer::cli::WarmerCli::try_parse_from(["warmer"]).unwrap().db.settle;
+    assert!(settle >= lag, "defaults: WARMER_SETTLE {settle:?} < CHANGE_MAX_LAG {lag:?}");
+    assert_eq!(bound, lag, "the stack's bound is the API's default");
+    // The API refuses a bound it cannot keep with its poll settings.
+    let too_short = api::config::Cli::try_parse_from(["api", "--change-max-lag", "1s"]).unwrap().config;
+    assert!(too_short.validate().is_err());
+}
+
 /// Each function reads the database secret itself, and may read only that secret: one
 /// `secretsmanager:GetSecretValue` on `DatabaseSecretArn`, present only when a secret is used.
 #[test]

@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let on_lambda = args.lambda_runtime_api.is_some();
     process::init_logging(LogFormat::resolve(None, on_lambda));
     let mut warmer = cli::warmer(&args.db, &args.backend, &args.warm).await?;
-    warmer.metrics = args.metrics.map_or(on_lambda, |m| m == cli::MetricsMode::Emf);
+    warmer.metrics = process::settings::MetricsMode::enabled(args.metrics, on_lambda);
 
     if on_lambda {
         let warmer = &warmer;
