@@ -300,48 +300,31 @@ fn plan_paths(policy: &Policy, tags: &BTreeSet<String>, limits: &Limits, context
 /// Replaces every group of two or more paths inside one collection (the first two segments,
 /// `/v1/stations/`) by the collection's wildcard, dropping what a wildcard covers.
 fn collapse_collections(paths: &BTreeSet<String>) -> Vec<String> {
-    let mut groups: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
-    for path in paths {
-        let collection = path.match_indices('/').nth(2).map_or(path.as_str(), |(i, _)| &path[..=i]);
-        groups.entry(collection).or_default().push(path);
-    }
-    let mut items = BTreeSet::new();
-    for (collection, members) in groups {
-        if members.len() >= 2 && collection.ends_with('/') && collection.matches('/').count() >= 3 {
-            items.insert(format!("{collection}*"));
-        } else {
-            items.extend(members.into_iter().cloned());
-        }
-    }
-    let wildcards: Vec<String> =
-        items.iter().filter(|i| i.ends_with('*')).map(|w| w.trim_end_matches('*').to_owned()).collect();
-    items
-        .into_iter()
-        .filter(|item| !wildcards.iter().any(|w| item.starts_with(w.as_str()) && item.trim_end_matches('*') != w))
-        .collect()
+    collapse_by(paths, 2, |path| path.match_indices('/').nth(2).map_or(path, |(i, _)| &path[..=i]))
 }
 
 /// Replaces groups of at least `at` paths that share a parent prefix by `prefix*`, dropping paths
 /// that a wildcard in the set already covers.
 fn collapse(paths: &BTreeSet<String>, at: usize) -> Vec<String> {
-    let mut groups: BTreeMap<String, Vec<&String>> = BTreeMap::new();
+    collapse_by(paths, at, |path| path.trim_end_matches('*').rfind('/').map_or("/", |i| &path[..=i]))
+}
+
+/// Groups `paths` by the prefix `group` gives each (ending in `/`), replaces every group of at
+/// least `at` by `prefix*`, and drops the paths a wildcard in the result covers.
+fn collapse_by<'p>(paths: &'p BTreeSet<String>, at: usize, group: impl Fn(&'p str) -> &'p str) -> Vec<String> {
+    let mut groups: BTreeMap<&str, Vec<&String>> = BTreeMap::new();
     for path in paths {
-        let parent = match path.trim_end_matches('*').rfind('/') {
-            Some(i) => path[..=i].to_owned(),
-            None => "/".to_owned(),
-        };
-        groups.entry(parent).or_default().push(path);
+        groups.entry(group(path)).or_default().push(path);
     }
     let mut items: BTreeSet<String> = BTreeSet::new();
-    for (parent, members) in groups {
+    for (prefix, members) in groups {
         // A collection (`/v1/formations/`) may collapse; `/` or `/v1/` would be the whole site.
-        if members.len() >= at && parent.matches('/').count() >= 3 {
-            items.insert(format!("{parent}*"));
+        if members.len() >= at && prefix.ends_with('/') && prefix.matches('/').count() >= 3 {
+            items.insert(format!("{prefix}*"));
         } else {
             items.extend(members.into_iter().cloned());
         }
     }
-    // Drop items covered by a wildcard.
     let wildcards: Vec<String> =
         items.iter().filter(|i| i.ends_with('*')).map(|w| w.trim_end_matches('*').to_owned()).collect();
     items
