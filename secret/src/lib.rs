@@ -79,7 +79,6 @@ impl Credentials {
     ///
     /// A variable is missing.
     pub fn from_env() -> Result<Self, SecretError> {
-        let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let identity = aws_credential_types::Credentials::new(
             var("AWS_ACCESS_KEY_ID").ok_or(SecretError::Environment("AWS_ACCESS_KEY_ID"))?,
             var("AWS_SECRET_ACCESS_KEY").ok_or(SecretError::Environment("AWS_SECRET_ACCESS_KEY"))?,
@@ -91,13 +90,17 @@ impl Credentials {
     }
 }
 
+/// A variable of the environment, unless unset or empty.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
 /// `AWS_REGION`, else `AWS_DEFAULT_REGION`.
 ///
 /// # Errors
 ///
 /// Neither is set.
 pub fn region_from_env() -> Result<String, SecretError> {
-    let var = |name: &'static str| std::env::var(name).ok().filter(|v| !v.is_empty());
     var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")).ok_or(SecretError::Environment("AWS_REGION"))
 }
 

@@ -160,7 +160,14 @@ impl Rows {
     ///
     /// The row does not fit `T`.
     pub(crate) fn first<T: FromRows>(&self) -> StoreResult<Option<T>> {
-        Ok(self.decode::<T>()?.into_iter().next())
+        fn row<R: sqlx::Row, T: for<'r> FromRow<'r, R>>(rows: &[R]) -> StoreResult<Option<T>> {
+            rows.first().map(|row| T::from_row(row).map_err(StoreError::from)).transpose()
+        }
+        match self {
+            Self::Postgres(rows) => row(rows),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(rows) => row(rows),
+        }
     }
 
     /// The one row a statement always returns (an aggregate).
