@@ -76,7 +76,8 @@ pub struct Config {
     /// all while the last poll took longer than this, or failed).
     #[arg(long, env = "CHANGE_POLL_WAIT", default_value = "50ms", value_parser = parse_duration)]
     pub change_poll_wait: Duration,
-    /// How long one change poll may take (a locked or slow feed fails the poll, not requests).
+    /// How long one change poll's statement may run (a locked or slow feed fails the poll, not
+    /// requests).
     #[arg(long, env = "CHANGE_POLL_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub change_poll_timeout: Duration,
     /// The freshness bound: a cached answer not vouched for by a successful change poll within

@@ -17,6 +17,7 @@
 //! dozen lines is not worth it.)
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use chrono::{Datelike, NaiveDate};
 use futures_util::TryStreamExt;
@@ -109,13 +110,20 @@ pub(crate) fn spell(statement: &Statement<'_>) -> StoreResult<String> {
 
 /// Runs `statements` after `preamble` as one message and returns each statement's rows.
 ///
+/// `silence` bounds the wait for each message from the server (a row, or the end of a
+/// statement's results), not the whole read: the server ends any statement within its timeout,
+/// so a longer silence means the connection is dead, while a large result that keeps arriving is
+/// alive however long it takes to transfer.
+///
 /// # Errors
 ///
-/// The database failed; the implicit transaction was rolled back.
+/// The database failed (the implicit transaction was rolled back), or the server went silent
+/// for longer than `silence` ([`StoreError::TimedOut`]; the connection is then unusable).
 pub(crate) async fn run(
     conn: &mut PgConnection,
     preamble: &str,
     statements: &[String],
+    silence: Duration,
 ) -> StoreResult<Vec<Vec<PgRow>>> {
     let mut text = String::with_capacity(preamble.len() + statements.iter().map(|s| s.len() + 2).sum::<usize>());
     text.push_str(preamble);
@@ -126,10 +134,14 @@ pub(crate) async fn run(
     let mut results: Vec<Vec<PgRow>> = Vec::with_capacity(statements.len() + 2);
     let mut rows = Vec::new();
     let mut stream = sqlx::raw_sql(&text).fetch_many(conn);
-    while let Some(step) = stream.try_next().await? {
-        match step {
-            Either::Left(_) => results.push(std::mem::take(&mut rows)),
-            Either::Right(row) => rows.push(row),
+    loop {
+        let Ok(step) = tokio::time::timeout(silence, stream.try_next()).await else {
+            return Err(StoreError::TimedOut);
+        };
+        match step? {
+            Some(Either::Left(_)) => results.push(std::mem::take(&mut rows)),
+            Some(Either::Right(row)) => rows.push(row),
+            None => break,
         }
     }
     drop(stream);

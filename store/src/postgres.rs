@@ -47,9 +47,9 @@ pub struct PgStore {
     feed_preamble: Arc<str>,
     /// Read transactions started, shared by clones.
     reads: Arc<AtomicU64>,
-    /// Client-side bound of a read once it has its connection: the server's statement timeout
-    /// plus [`SILENCE_MARGIN`]. Past it the server would have ended the read itself, so the
-    /// connection has gone silent.
+    /// Client-side bound of the server's silence during a read, once it has its connection: the
+    /// statement timeout plus [`SILENCE_MARGIN`]. The server ends each statement within its
+    /// timeout, so no message for longer means the connection has gone silent.
     read_limit: Duration,
     /// The same for change-feed reads.
     feed_limit: Duration,
@@ -127,8 +127,8 @@ impl Drop for Held<'_> {
     }
 }
 
-/// How much longer than its statement timeout a read may take before its connection is taken for
-/// dead. Shorter than the margins the API's cache puts on a load and on a poll, so the store sees
+/// How much longer than its statement timeout the server may be silent during a read before its
+/// connection is taken for dead. Shorter than the margins the API's cache puts on a load and on a poll, so the store sees
 /// a silent connection first and can drop it.
 const SILENCE_MARGIN: Duration = Duration::from_millis(250);
 
@@ -228,13 +228,19 @@ impl PgStore {
         self.reads.load(Ordering::Relaxed)
     }
 
-    /// Runs one read on a pooled connection, bounded by `limit` once the connection is acquired.
+    /// Runs one read on a pooled connection; once the connection is acquired, the server may be
+    /// silent for at most `limit` between two of its messages.
     ///
     /// A connection that goes silent (a failover or a dropped route black-holes it, and no TCP
     /// reset ever comes) is detached from the pool and dropped when the limit passes. Returned to
     /// the pool, sqlx would check it with no time limit in a task that keeps its pool slot, and a
     /// one-connection instance would then answer every miss `503` until the kernel gave up on the
     /// socket, many minutes later. Dropped, the next read opens a fresh connection.
+    ///
+    /// Silence, not the read's whole duration, is what is bounded: a change-feed page of
+    /// thousands of tags (a `TRUNCATE` records every tag the table's rows carried) still arriving
+    /// on a busy machine is a live connection, and taking it for dead would trip the API's
+    /// breaker and serve stale answers while the database is up.
     async fn run(&self, preamble: &str, limit: Duration, statements: Vec<String>) -> StoreResult<Vec<Vec<PgRow>>> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let (generation, pool) = self.pools.get();
@@ -248,18 +254,13 @@ impl PgStore {
             }
         };
         let held = Held::new(&self.pools.held);
-        let outcome = tokio::time::timeout(limit, Self::run_on(&mut conn, preamble, statements)).await;
-        let result = match outcome {
-            Ok(results) => {
-                drop(conn);
-                results
-            }
-            Err(_) => {
-                drop(conn.detach());
-                tracing::warn!(?limit, "a database connection went silent: dropped");
-                Err(StoreError::TimedOut)
-            }
-        };
+        let result = Self::run_on(&mut conn, preamble, statements, limit).await;
+        if matches!(result, Err(StoreError::TimedOut)) {
+            drop(conn.detach());
+            tracing::warn!(?limit, "a database connection went silent: dropped");
+        } else {
+            drop(conn);
+        }
         // Only once the connection is handed back: until then it is ours, not stuck.
         drop(held);
         result
@@ -269,6 +270,7 @@ impl PgStore {
         conn: &mut sqlx::pool::PoolConnection<Postgres>,
         preamble: &str,
         statements: Vec<String>,
+        silence: Duration,
     ) -> StoreResult<Vec<Vec<PgRow>>> {
         let conn = &mut **conn;
         Ok(if feed::start_wanted() {
@@ -279,7 +281,7 @@ impl PgStore {
             let mut with_start = Vec::with_capacity(statements.len() + 3);
             with_start.extend([POSITION_LOCK_WAIT, POSTGRES.feed_start, LOCK_WAIT_RESET].map(str::to_owned));
             with_start.extend(statements);
-            match onemessage::run(conn, preamble, &with_start).await {
+            match onemessage::run(conn, preamble, &with_start, silence).await {
                 Ok(mut results) => {
                     let start = results.drain(..3).nth(1).unwrap_or_default();
                     feed::start_read(feed::position(&Rows::Postgres(start))?);
@@ -288,12 +290,12 @@ impl PgStore {
                 // The feed is locked: the data alone, without a position (so served once).
                 Err(err) if lock_not_available(&err) => {
                     tracing::warn!("the change feed is locked: a cold read goes without its feed position");
-                    onemessage::run(conn, preamble, &with_start[3..]).await?
+                    onemessage::run(conn, preamble, &with_start[3..], silence).await?
                 }
                 Err(err) => return Err(err),
             }
         } else {
-            onemessage::run(conn, preamble, &statements).await?
+            onemessage::run(conn, preamble, &statements, silence).await?
         })
     }
 }

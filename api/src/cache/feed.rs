@@ -48,7 +48,8 @@ pub(crate) struct FeedSettings {
     pub(crate) poll_interval: Duration,
     /// How long a request waits for a due or just-started poll before answering anyway.
     pub(crate) poll_wait: Duration,
-    /// How long a poll may take before it is abandoned (the database's own limit is the same).
+    /// The database's limit on a poll's statement; a cold instance waits this long for its first
+    /// poll. (A connection silent for longer is taken for dead by the store.)
     pub(crate) poll_timeout: Duration,
     /// The freshness bound: the longest a hit may go unverified by a successful poll.
     pub(crate) max_lag: Duration,

@@ -338,20 +338,19 @@ impl LocalCache {
         self.feed.health(Instant::now())
     }
 
-    /// One poll, bounded by the follower's timeout whatever the connection does.
+    /// One poll. It needs no time limit of its own: the database bounds its statement, waiting
+    /// for a connection is bounded by the pool, and the store takes a connection silent for
+    /// longer than the statement's limit for dead. A large page still arriving is not a failure,
+    /// and timing it out would trip the breaker while the database is up.
     async fn poll(&self, store: &Db) {
         let started = Instant::now();
         let cursor = self.feed.cursor();
-        let read = async {
-            match &cursor {
-                None => store.feed_start().await.map(Polled::Started),
-                Some(cursor) => store.feed_since(cursor, FEED_LIMIT).await.map(Polled::Page),
-            }
+        let read = match &cursor {
+            None => store.feed_start().await.map(Polled::Started),
+            Some(cursor) => store.feed_since(cursor, FEED_LIMIT).await.map(Polled::Page),
         };
-        // The database enforces the same limit; the client-side one covers a silent connection.
-        let limit = self.feed.settings.poll_timeout + Duration::from_millis(500);
-        match tokio::time::timeout(limit, read).await {
-            Ok(Ok(polled)) => {
+        match read {
+            Ok(polled) => {
                 match polled.apply() {
                     Apply::Nothing => {}
                     Apply::Evict(tags) => self.evict(tags),
@@ -364,18 +363,13 @@ impl LocalCache {
                 }
                 self.feed.succeeded(started, Instant::now(), &polled);
             }
-            Ok(Err(err)) => {
+            Err(err) => {
                 tracing::warn!(error = %err, cause = ?std::error::Error::source(&err), "change feed poll failed");
-                // An unreachable database fails loads fast too; a locked or slow feed does not
-                // (the data tables may be fine).
+                // An unreachable database (a silent connection among them) fails loads fast too;
+                // a locked or slow feed does not (the data tables may be fine).
                 if err.is_unreachable() {
                     self.breaker.trip();
                 }
-                self.feed.failed();
-            }
-            Err(_) => {
-                tracing::warn!(timeout = ?limit, "change feed poll timed out");
-                self.breaker.trip();
                 self.feed.failed();
             }
         }

@@ -176,36 +176,46 @@ async fn a_transaction_open_when_an_instance_starts_is_not_missed() {
 /// A TCP forwarder to PostgreSQL that can go silent: connections stay open, bytes stop flowing,
 /// like a dropped route or a frozen NAT entry. Nothing ever answers, nothing ever closes. Either
 /// everything goes silent ([`Self::go_silent`]), or only the connections open at that moment
-/// ([`Self::silence_existing`]), as after a failover: new connections reach the new server.
+/// ([`Self::silence_existing`]), as after a failover: new connections reach the new server. Or
+/// it can be slow without ever being silent ([`Self::go_slow`]): the server's bytes keep
+/// arriving, a little at a time, like a busy machine or a thin link.
 struct SilentProxy {
     addr: SocketAddr,
     silent: Arc<AtomicBool>,
+    slow: Arc<AtomicBool>,
     /// Connections accepted before this generation are silent.
     generation: Arc<AtomicU64>,
 }
 
 impl SilentProxy {
+    /// While slow, the server's bytes are passed on this many at a time, one piece per [`Self::PACE`].
+    const PIECE: usize = 4 * 1024;
+    const PACE: Duration = Duration::from_millis(20);
+
     async fn start(target: SocketAddr) -> Self {
         let silent: Arc<AtomicBool> = Arc::default();
+        let slow: Arc<AtomicBool> = Arc::default();
         let generation: Arc<AtomicU64> = Arc::default();
-        let (flag, current) = (silent.clone(), generation.clone());
+        let (flag, slowed, current) = (silent.clone(), slow.clone(), generation.clone());
         let addr = crate::helpers::forward(target, move |client_read, client_write, server_read, server_write| {
-            let (flag, current) = (flag.clone(), current.clone());
+            let (flag, slowed, current) = (flag.clone(), slowed.clone(), current.clone());
             let born = current.load(Ordering::SeqCst);
             async move {
                 let silenced = move || flag.load(Ordering::SeqCst) || current.load(Ordering::SeqCst) != born;
-                tokio::spawn(Self::pump(client_read, server_write, silenced.clone()));
-                Self::pump(server_read, client_write, silenced).await;
+                let never = || false;
+                tokio::spawn(Self::pump(client_read, server_write, silenced.clone(), never));
+                Self::pump(server_read, client_write, silenced, move || slowed.load(Ordering::SeqCst)).await;
             }
         })
         .await;
-        Self { addr, silent, generation }
+        Self { addr, silent, slow, generation }
     }
 
     async fn pump(
         mut from: impl AsyncReadExt + Unpin,
         mut to: impl AsyncWriteExt + Unpin,
         silenced: impl Fn() -> bool,
+        slowed: impl Fn() -> bool,
     ) {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -217,10 +227,20 @@ impl SilentProxy {
                 // Swallow everything from now on, keeping both sockets open.
                 std::future::pending::<()>().await;
             }
-            if to.write_all(&buf[..n]).await.is_err() {
-                return;
+            let pieces: Vec<&[u8]> = if slowed() { buf[..n].chunks(Self::PIECE).collect() } else { vec![&buf[..n]] };
+            for piece in pieces {
+                if slowed() {
+                    tokio::time::sleep(Self::PACE).await;
+                }
+                if to.write_all(piece).await.is_err() {
+                    return;
+                }
             }
         }
+    }
+
+    fn go_slow(&self) {
+        self.slow.store(true, Ordering::SeqCst);
     }
 
     fn go_silent(&self) {
@@ -285,6 +305,40 @@ async fn a_silent_connection_is_replaced_and_misses_recover_within_seconds() {
         );
     }
     assert_eq!(app.get("/v1/formations").await.status, 200);
+}
+
+/// A `TRUNCATE` records every tag its rows carried: a change-feed page of thousands of rows.
+/// Arriving slowly (a busy machine, a thin link) but steadily, it comes over a live connection:
+/// the poll succeeds and evicts, and no reader is answered stale or `503` while the database is up.
+/// (Bounding the whole read instead of the server's silence took the connection for dead, and the
+/// breaker then served stale answers, every poll re-reading the same page.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_feed_page_arriving_slowly_is_not_a_dead_connection() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let proxy = SilentProxy::start(server(&db)).await;
+    // A bound long enough that hits stay vouched for while the page arrives: the only connection
+    // is the poll's until then.
+    let flags = [ONE_CONNECTION, &["--change-max-lag", "15s"]].concat();
+    let app = TestApp::with_url(db.clone(), &proxy.url(&db), &flags).await;
+    let page = "/v1/formations/3001F";
+    assert!(!app.get(page).await.json()["sightings"].as_array().unwrap().is_empty());
+    assert_eq!(app.get(page).await.header("x-local-cache"), "hit");
+
+    proxy.go_slow();
+    sqlx::query("TRUNCATE sightings").execute(&mut connect(&db).await).await.unwrap();
+    let truncated = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let res = app.get(page).await;
+        assert_eq!(res.status, 200, "{:?} after the TRUNCATE", truncated.elapsed());
+        assert_ne!(res.header("x-local-cache"), "stale", "{:?} after the TRUNCATE", truncated.elapsed());
+        if res.json()["sightings"].as_array().unwrap().is_empty() {
+            break;
+        }
+        assert!(truncated.elapsed() < Duration::from_secs(14), "the TRUNCATE was never seen");
+    }
+    // The page took longer than the old whole-read limit (the statement timeout and a margin).
+    assert!(truncated.elapsed() > Duration::from_millis(1_500), "{:?}: not slow enough", truncated.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
