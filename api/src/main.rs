@@ -11,9 +11,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = cli.config;
     process::init_logging(config.log_format());
+    // Once, before the secret is read: a setting that cannot work fails before any network call.
+    // The URL a secret yields is built by the secret reader and checked when the store opens it.
     config.validate()?;
     startup::resolve_database_url(&mut config).await?;
-    config.validate()?;
     let store = startup::open_store(&config)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {

@@ -72,13 +72,13 @@ pub fn open_store(config: &Config) -> Result<Db, StartupError> {
     Ok(store::open(config.database.database_url.as_deref(), &config.sqlite_path, &config.db_options())?)
 }
 
-/// Builds the shared state from configuration and an opened store.
+/// Builds the shared state from configuration the caller has validated ([`Config::validate`],
+/// once at start) and an opened store.
 ///
 /// # Errors
 ///
-/// Invalid configuration or policy.
+/// The embedded policy does not load, or a setting `validate` checks is invalid after all.
 pub fn build_state(config: &Config, store: Db) -> Result<AppState, StartupError> {
-    config.validate()?;
     let policy = cache_policy::Policy::embedded().map_err(StartupError::Policy)?;
     let cache = LocalCache::new(&LocalCacheConfig {
         max_bytes: config.cache_max_bytes(),

@@ -52,6 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "--local-cache-max-bytes",
             "0",
         ])?;
+        cli.config.validate()?;
         let store = startup::open_store(&cli.config)?;
         apps.push(api::app(startup::build_state(&cli.config, store)?));
     }

@@ -158,6 +158,7 @@ impl TestApp {
     /// An app over `db`, connecting through `url` (a proxy, PgBouncer, a dead port).
     pub async fn with_url(db: TestDb, url: &str, extra: &[&str]) -> Self {
         let config = config(url, extra);
+        config.validate().expect("valid configuration");
         let store = startup::open_store(&config).expect("open store");
         let state = startup::build_state(&config, store).expect("build state");
         let router = app(state.clone());
