@@ -10,7 +10,7 @@ use process::settings::{MetricsMode, parse_duration};
 use store::{Db, DbOptions, ServiceCalendar, Store};
 
 use crate::backend::{CloudFront, Invalidator, Purge};
-use crate::config::{BackendArgs, DatabaseArgs, InvalidatorKind, WarmArgs};
+use crate::config::{BackendArgs, DatabaseArgs, InvalidatorKind, OutboxArgs, WarmArgs};
 use crate::tick::Warmer;
 
 /// `warmer`: one tick, a loop, or (with AWS_LAMBDA_RUNTIME_API) a scheduled Lambda function.
@@ -32,6 +32,9 @@ pub struct WarmerCli {
     /// Database settings.
     #[command(flatten)]
     pub db: DatabaseArgs,
+    /// How each tick drains the outbox.
+    #[command(flatten)]
+    pub outbox: OutboxArgs,
     /// Invalidation settings.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -259,7 +262,12 @@ pub fn budget(args: &BackendArgs) -> BudgetPolicy {
 /// # Errors
 ///
 /// Missing or invalid settings.
-pub async fn warmer(db: &DatabaseArgs, backend: &BackendArgs, warm: &WarmArgs) -> Result<Warmer, SetupError> {
+pub async fn warmer(
+    db: &DatabaseArgs,
+    outbox: &OutboxArgs,
+    backend: &BackendArgs,
+    warm: &WarmArgs,
+) -> Result<Warmer, SetupError> {
     let http = reqwest::Client::builder()
         .timeout(warm.timeout)
         .user_agent(concat!("edgerail-warmer/", env!("CARGO_PKG_VERSION")))
@@ -274,9 +282,9 @@ pub async fn warmer(db: &DatabaseArgs, backend: &BackendArgs, warm: &WarmArgs) -
         mode: backend.mode.into(),
         limits: limits(backend),
         budget: budget(backend),
-        batch: db.batch.max(1),
-        settle: db.settle,
-        retention: db.retention,
+        batch: outbox.batch.max(1),
+        settle: outbox.settle,
+        retention: outbox.retention,
         warm: warm.clone(),
         wait_timeout: backend.wait_timeout,
         poll_interval: backend.poll_interval,

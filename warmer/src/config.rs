@@ -90,7 +90,8 @@ pub struct WarmArgs {
     pub timeout: Duration,
 }
 
-/// The database and the service calendar (for `today`).
+/// The database and the service calendar (for `today`): what every command that reads the
+/// database shares.
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
     /// The API's database (the change feed lives there).
@@ -99,6 +100,11 @@ pub struct DatabaseArgs {
     /// The service calendar (the same as the API's).
     #[command(flatten)]
     pub service_calendar: store::CalendarSettings,
+}
+
+/// How a tick drains the outbox: the warmer's own settings, not the database's.
+#[derive(Debug, Clone, Args)]
+pub struct OutboxArgs {
     /// Most distinct tags one tick claims; it takes every pending change that carries them, so
     /// one tick drains any backlog of those tags, however many rows it has.
     #[arg(long, env = "WARMER_BATCH", default_value_t = 10_000)]
@@ -110,6 +116,18 @@ pub struct DatabaseArgs {
     /// Processed changes older than this are deleted.
     #[arg(long, env = "WARMER_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,
+}
+
+impl OutboxArgs {
+    /// The defaults, for commands that warm without draining the outbox.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: OutboxArgs,
+        }
+        <Only as clap::Parser>::parse_from(["defaults"]).args
+    }
 }
 
 impl BackendArgs {

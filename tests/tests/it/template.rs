@@ -278,7 +278,7 @@ fn the_warmer_settles_at_least_as_long_as_an_instance_may_lag() {
     let bound = at(&t, &["Parameters", "FreshnessBound", "Default"]).as_str().unwrap().to_owned();
     let bound = cache_policy::parse_duration(&bound).unwrap();
     let lag = api::config::Cli::try_parse_from(["api"]).unwrap().config.change_max_lag;
-    let settle = warmer::cli::WarmerCli::try_parse_from(["warmer"]).unwrap().db.settle;
+    let settle = warmer::cli::WarmerCli::try_parse_from(["warmer"]).unwrap().outbox.settle;
     assert!(settle >= lag, "defaults: WARMER_SETTLE {settle:?} < CHANGE_MAX_LAG {lag:?}");
     assert_eq!(bound, lag, "the stack's bound is the API's default");
     // The API refuses a bound it cannot keep with its poll settings.

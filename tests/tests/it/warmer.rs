@@ -316,7 +316,7 @@ async fn an_eventbridge_scheduled_event_runs_a_tick() {
         "0s",
     ])
     .unwrap();
-    let warmer = warmer::cli::warmer(&cli.db, &cli.backend, &cli.warm).await.unwrap();
+    let warmer = warmer::cli::warmer(&cli.db, &cli.outbox, &cli.backend, &cli.warm).await.unwrap();
     let event: ScheduledEvent = serde_json::from_value(serde_json::json!({
         "version": "0",
         "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa",
@@ -462,7 +462,7 @@ async fn warming_is_cost_aware_and_one_failing_path_does_not_fail_the_tick() {
         "500",
     ])
     .unwrap();
-    let warmer = warmer::cli::warmer(&cli.db, &cli.backend, &cli.warm).await.unwrap();
+    let warmer = warmer::cli::warmer(&cli.db, &cli.outbox, &cli.backend, &cli.warm).await.unwrap();
 
     let first = warmer.tick().await.unwrap();
     // Lines, formations, latest sightings, 5 stations pages, 100 formations, today's operations twice.

@@ -14,7 +14,7 @@ use store::Store;
 use store::outbox::{self, Accepted};
 use warmer::backend::{Invalidator, is_completed};
 use warmer::cli::{self, CachectlCli, CachectlCommand, Target};
-use warmer::config::{BackendArgs, DatabaseArgs, InvalidatorKind, WarmArgs};
+use warmer::config::{BackendArgs, DatabaseArgs, InvalidatorKind, OutboxArgs, WarmArgs};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -173,7 +173,7 @@ async fn wait_for(
 /// `cachectl warm`: the whole warm set through the edge, now.
 async fn warm(settings: &WarmArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
     let base = settings.base_url.clone().context("WARM_BASE_URL (or --base-url) is required")?;
-    let warmer = cli::warmer(db, &BackendArgs::defaults(), settings).await?;
+    let warmer = cli::warmer(db, &OutboxArgs::defaults(), &BackendArgs::defaults(), settings).await?;
     let fetched = warmer.warm_everything(&base).await.context("cannot warm")?;
     let mut failures = 0;
     for f in &fetched {

@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let args = WarmerCli::parse();
     let on_lambda = args.lambda_runtime_api.is_some();
     process::init_logging(LogFormat::resolve(None, on_lambda));
-    let mut warmer = cli::warmer(&args.db, &args.backend, &args.warm).await?;
+    let mut warmer = cli::warmer(&args.db, &args.outbox, &args.backend, &args.warm).await?;
     warmer.metrics = process::settings::MetricsMode::enabled(args.metrics, on_lambda);
 
     if on_lambda {
