@@ -53,10 +53,11 @@ sub vcl_recv {
     if (req.method != "GET" && req.method != "HEAD") {
         return (pass);
     }
-    # The distribution keys on the declared query parameters only: keep `limit` under
-    # /v1/sightings/, drop every other query string.
+    # The distribution keys on the declared query parameters only: keep `limit` on the routes
+    # that declare it (the latest sightings, and a station's), drop every other query string.
+    # (A test checks every route's declared query against this.)
     if (req.url ~ "\?") {
-        if (req.url ~ "^/v1/sightings/" && req.url ~ "[?&]limit=") {
+        if (req.url ~ "^/v1/(sightings/|stations/[^/?]+/sightings[?])" && req.url ~ "[?&]limit=") {
             set req.http.x-keep = regsub(req.url, "^.*[?&](limit=[^&]*).*$", "\1");
             set req.url = regsub(req.url, "\?.*$", "") + "?" + req.http.x-keep;
             unset req.http.x-keep;
