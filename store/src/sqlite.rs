@@ -96,6 +96,15 @@ impl SqliteStore {
                 .await?;
             keys.insert(table.name.as_str(), key.into_iter().map(|(c,)| c).collect::<Vec<_>>());
         }
+        // A table no longer declared stops recording changes.
+        let undeclared: Vec<(String,)> =
+            sqlx::query_as(&tags::sqlite_undeclared(tables)).persistent(false).fetch_all(&mut *tx).await?;
+        for (trigger,) in undeclared {
+            sqlx::query(&format!("DROP TRIGGER \"{}\"", trigger.replace('"', "\"\"")))
+                .persistent(false)
+                .execute(&mut *tx)
+                .await?;
+        }
         for statement in tags::sqlite(tables, |table| keys.get(table).cloned().unwrap_or_default()) {
             sqlx::query(&statement).persistent(false).execute(&mut *tx).await?;
         }

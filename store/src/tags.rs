@@ -58,9 +58,24 @@ impl Spelling for PgRow {
     }
 }
 
-/// The statements that install PostgreSQL's tag functions and triggers, for `tables`.
+/// The statements that install PostgreSQL's tag functions and triggers, for `tables`, after
+/// dropping those of any table no longer declared (a table taken out of the policy would
+/// otherwise keep filling the outbox with tags no answer carries).
 pub(crate) fn postgres(tables: &[Table]) -> Vec<String> {
-    let mut ddl = Vec::new();
+    let declared = declared(tables);
+    let mut ddl = vec![format!(
+        "DO $$ DECLARE o record; BEGIN \
+         FOR o IN SELECT t.tgname, t.tgrelid::regclass AS tbl FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid \
+                  WHERE NOT t.tgisinternal AND p.proname IN ('edgerail_record_changes', 'edgerail_record_truncate') \
+                    AND t.tgrelid::regclass::text <> ALL (ARRAY[{declared}]::text[]) LOOP \
+             EXECUTE format('DROP TRIGGER %I ON %s', o.tgname, o.tbl); \
+         END LOOP; \
+         FOR o IN SELECT p.oid::regprocedure AS f FROM pg_proc p \
+                  WHERE p.proname LIKE 'edgerail\\_tags\\_%' \
+                    AND substr(p.proname, 15) <> ALL (ARRAY[{declared}]::text[]) LOOP \
+             EXECUTE format('DROP FUNCTION %s', o.f); \
+         END LOOP; END $$"
+    )];
     for table in tables {
         let name = &table.name;
         let values: Vec<String> =
@@ -98,6 +113,23 @@ pub(crate) fn postgres(tables: &[Table]) -> Vec<String> {
         ));
     }
     ddl
+}
+
+/// The declared tables' names as a list of SQL string literals (names are identifiers, checked
+/// when the policy loads: no quote can occur).
+fn declared(tables: &[Table]) -> String {
+    tables.iter().map(|t| format!("'{}'", t.name)).collect::<Vec<_>>().join(", ")
+}
+
+/// The statement that lists, on SQLite, the change triggers of tables no longer declared: every
+/// trigger that writes to `cache_changes` on another table.
+#[cfg(feature = "sqlite")]
+pub(crate) fn sqlite_undeclared(tables: &[Table]) -> String {
+    format!(
+        "SELECT name FROM sqlite_master WHERE type = 'trigger' AND sql LIKE '%INSERT INTO cache_changes%' \
+         AND tbl_name NOT IN ({})",
+        declared(tables)
+    )
 }
 
 /// A SQLite row: `NEW`, `OLD`, or an alias.
@@ -192,7 +224,8 @@ mod tests {
         let operations = pg.iter().find(|s| s.contains("FUNCTION edgerail_tags_operations")).unwrap();
         assert!(operations.contains("to_char(r.service_date, 'YYYY-MM-DD')"), "{operations}");
         assert!(!operations.contains("service_calendar"), "no calendar without a service day: {operations}");
-        assert_eq!(pg.iter().filter(|s| s.contains("TRIGGER")).count(), 4 * policy.tables().len());
+        assert_eq!(pg.iter().filter(|s| s.starts_with("CREATE OR REPLACE TRIGGER")).count(), 4 * policy.tables().len());
+        assert!(pg[0].contains("<> ALL (ARRAY['lines', "), "undeclared tables' triggers go first: {}", pg[0]);
 
         #[cfg(feature = "sqlite")]
         sqlite_statements(policy);

@@ -22,6 +22,7 @@ crate::both_backends!(
     closed_store_reports_unavailable,
     a_claim_takes_only_what_was_visible_at_its_mark,
     processed_changes_older_than_the_retention_are_pruned,
+    migrate_drops_the_change_triggers_of_tables_no_longer_declared,
 );
 
 async fn app(backend: Backend) -> TestApp {
@@ -523,4 +524,44 @@ async fn a_released_claim_leaves_everything_pending(backend: Backend) {
     assert_eq!(outbox::pending(store).await.unwrap().count, before);
     let again = outbox::claim(store, 10_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
     assert_eq!(i64::try_from(again.changes()).unwrap(), before, "the same changes, claimable again");
+}
+
+/// A table the policy no longer declares (here one an earlier release tagged) stops recording
+/// changes once `migrate` runs: its triggers and tag function go, the declared tables' stay.
+async fn migrate_drops_the_change_triggers_of_tables_no_longer_declared(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let db = &app.db;
+    db.exec(match backend {
+        Backend::Postgres => {
+            "CREATE TABLE depots (id TEXT PRIMARY KEY); \
+             CREATE FUNCTION edgerail_tags_depots(r depots) RETURNS SETOF TEXT LANGUAGE sql STABLE \
+                 AS $$ SELECT 'depot:' || r.id $$; \
+             CREATE TRIGGER depots_changes_insert AFTER INSERT ON depots REFERENCING NEW TABLE AS new_rows \
+                 FOR EACH STATEMENT EXECUTE FUNCTION edgerail_record_changes('edgerail_tags_depots')"
+        }
+        Backend::Sqlite => {
+            "CREATE TABLE depots (id TEXT PRIMARY KEY); \
+             CREATE TRIGGER depots_changes_insert AFTER INSERT ON depots BEGIN \
+                 INSERT INTO cache_changes (tag) VALUES ('depot:' || NEW.id); END"
+        }
+    })
+    .await;
+    let mark = store.feed_start().await.unwrap();
+    db.exec("INSERT INTO depots (id) VALUES ('north')").await;
+    assert_eq!(tags_after(store, &mark).await, set(&["depot:north"]), "the earlier release's trigger records");
+
+    store.migrate(&crate::helpers::calendar()).await.unwrap();
+    let mark = store.feed_start().await.unwrap();
+    db.exec("INSERT INTO depots (id) VALUES ('south')").await;
+    db.exec("UPDATE formations SET note = 'Wrapped' WHERE id = '10701F'").await;
+    assert_eq!(tags_after(store, &mark).await, set(&["formations", "formation:10701F"]));
+    if backend == Backend::Postgres {
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+        let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_proc WHERE proname = 'edgerail_tags_depots'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "the tag function of the undeclared table is dropped");
+    }
 }
