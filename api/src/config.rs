@@ -85,7 +85,7 @@ pub struct Config {
     #[arg(long, env = "CHANGE_MAX_LAG", default_value = "3s", value_parser = parse_duration)]
     pub change_max_lag: Duration,
     /// Byte bound of the in-process cache, its fresh entries and stale-if-error copies together;
-    /// 0 turns it off.
+    /// 0 turns it off [default: a quarter of the function's memory on Lambda, 64 MiB locally].
     #[arg(long, env = "LOCAL_CACHE_MAX_BYTES")]
     pub local_cache_max_bytes: Option<u64>,
     /// Pooled PostgreSQL connections [default: 1 on Lambda, 10 locally].

@@ -1,6 +1,7 @@
-//! The docs against the code: every setting a binary reads is in the README's configuration
-//! tables and every variable there is read by some binary, and every relative link in README.md
-//! and docs/ leads to a file that exists.
+//! The docs against the code: `docs/configuration.md` is generated from the binaries' clap
+//! definitions (and fails here when it differs from what they say), every variable the README's
+//! tables name is read by some binary, and every relative link in README.md and docs/ leads to a
+//! file that exists.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -32,11 +33,17 @@ fn is_variable(text: &str) -> bool {
     text.len() > 2 && text.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
-/// The variables named in the first column of the README's tables.
+/// The variables named in the first column of the tables of the README and of docs/.
 fn documented() -> BTreeSet<String> {
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut text = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for entry in std::fs::read_dir(root().join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            text.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
     let mut names = BTreeSet::new();
-    for line in readme.lines().filter(|l| l.starts_with("| `")) {
+    for line in text.lines().filter(|l| l.starts_with("| `")) {
         let first = line.split('|').nth(1).unwrap_or("");
         names.extend(first.split('`').skip(1).step_by(2).filter(|t| is_variable(t)).map(str::to_owned));
     }
@@ -50,9 +57,11 @@ fn every_setting_is_documented_and_every_documented_one_is_read() {
     let read = |hidden| commands.iter().flat_map(|c| env_names(c, hidden)).collect::<BTreeSet<_>>();
     let documented = documented();
     let undocumented: Vec<_> = read(false).difference(&documented).cloned().collect();
-    assert!(undocumented.is_empty(), "read by a binary but not in the README's tables: {undocumented:?}");
-    let unread: Vec<_> = documented.difference(&read(true)).cloned().collect();
-    assert!(unread.is_empty(), "in the README's tables but read by no binary: {unread:?}");
+    assert!(undocumented.is_empty(), "read by a binary but in no table of the docs: {undocumented:?}");
+    let mut read_at_all = read(true);
+    read_at_all.extend(OUTSIDE_CLAP.iter().map(|(env, _, _)| (*env).to_owned()));
+    let unread: Vec<_> = documented.difference(&read_at_all).cloned().collect();
+    assert!(unread.is_empty(), "in a table of the docs but read by no binary: {unread:?}");
 }
 
 /// Relative link targets (`[text](target)`) in a markdown file, without their `#fragment`.
@@ -87,4 +96,153 @@ fn every_relative_link_in_the_docs_resolves() {
     }
     assert!(broken.is_empty(), "links to nothing: {broken:?}");
     assert_eq!(relative_links("[a](docs/x.md#y) [b](https://e.x) [c](#here)"), ["docs/x.md"]);
+}
+
+/// Variables read outside clap (set by Lambda, or AWS conventions), with what reads them.
+const OUTSIDE_CLAP: &[(&str, &str, &str)] = &[
+    ("RUST_LOG", "all", "log filter: a level, or `target=level` pairs such as `warn,store=debug`"),
+    ("AWS_LAMBDA_LOG_LEVEL", "all", "set by Lambda: the log level when `RUST_LOG` is unset (else `info`)"),
+    ("AWS_LAMBDA_LOG_FORMAT", "all", "set by Lambda: `JSON` or `Text`, the default of `LOG_FORMAT` there"),
+    ("AWS_LAMBDA_FUNCTION_NAME", "all", "set by Lambda: the function dimension of the metrics (`local` elsewhere)"),
+    (
+        "AWS_ACCESS_KEY_ID",
+        "api",
+        "with `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN` (set by Lambda): the credentials `api` reads \
+         `DATABASE_SECRET_ARN` with (`warmer` and `cachectl` use the standard AWS chain)",
+    ),
+    ("AWS_SECRET_ACCESS_KEY", "api", "see `AWS_ACCESS_KEY_ID`"),
+    ("AWS_SESSION_TOKEN", "api", "see `AWS_ACCESS_KEY_ID`"),
+    ("AWS_REGION", "all", "the region of the secret and of CloudFront's API (else `AWS_DEFAULT_REGION`)"),
+    ("AWS_DEFAULT_REGION", "all", "see `AWS_REGION`"),
+    (
+        "AWS_ENDPOINT_URL_SECRETS_MANAGER",
+        "all",
+        "the Secrets Manager endpoint, else `AWS_ENDPOINT_URL`, else the region's (tests point it at a local server)",
+    ),
+    ("AWS_ENDPOINT_URL", "all", "see `AWS_ENDPOINT_URL_SECRETS_MANAGER`"),
+];
+
+/// One row of the reference: a setting and the commands that read it.
+struct Setting {
+    env: String,
+    flag: String,
+    default: String,
+    meaning: String,
+    commands: Vec<String>,
+}
+
+/// The settings `command` (and its subcommands, named `prefix sub`) read from the environment.
+fn settings(command: &clap::Command, name: &str, rows: &mut Vec<Setting>) {
+    for arg in command.get_arguments() {
+        let Some(env) = arg.get_env() else { continue };
+        let env = env.to_string_lossy().into_owned();
+        if let Some(row) = rows.iter_mut().find(|r| r.env == env) {
+            if !row.commands.iter().any(|c| c == name) {
+                row.commands.push(name.to_owned());
+            }
+            continue;
+        }
+        let help = arg.get_long_help().or_else(|| arg.get_help()).map(ToString::to_string).unwrap_or_default();
+        // A default that depends on the build or the place (a hash of the code, Lambda or not) is
+        // stated in the help text instead.
+        let defaults: Vec<String> = if help.contains("[default:") {
+            Vec::new()
+        } else {
+            arg.get_default_values().iter().map(|v| format!("`{}`", v.to_string_lossy())).collect()
+        };
+        rows.push(Setting {
+            env,
+            flag: arg.get_long().map(|l| format!("`--{l}`")).unwrap_or_default(),
+            default: defaults.join(", "),
+            meaning: help.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|"),
+            commands: vec![name.to_owned()],
+        });
+    }
+    for sub in command.get_subcommands() {
+        settings(sub, &format!("{name} {}", sub.get_name()), rows);
+    }
+}
+
+/// The reference page, generated from the clap definitions of `api`, `warmer` and `cachectl`.
+fn configuration_reference() -> String {
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Generated from the binaries' command-line definitions by the test \
+         `docs::the_configuration_reference_is_generated_from_the_clap_definitions` \
+         (`tests/tests/it/docs.rs`); regenerate with\n\n\
+         ```sh\n\
+         EDGERAIL_BLESS=1 cargo nextest run --workspace -E 'test(the_configuration_reference)'\n\
+         ```\n\n\
+         Every setting is an environment variable and a flag. Durations are a whole number with `ms`, \
+         `s`, `m`, `h` or `d`. A default in brackets depends on where the binary runs.\n",
+    );
+    for (title, command, name) in [
+        ("`api`", api::config::Cli::command(), "api"),
+        ("`warmer`", warmer::cli::WarmerCli::command(), "warmer"),
+        ("`cachectl`", warmer::cli::CachectlCli::command(), "cachectl"),
+    ] {
+        let mut rows = Vec::new();
+        settings(&command, name, &mut rows);
+        out.push_str(&format!(
+            "\n## {title}\n\n| variable | flag | default | read by | meaning |\n|---|---|---|---|---|\n"
+        ));
+        for row in rows {
+            let commands: Vec<String> = row.commands.iter().map(|c| format!("`{c}`")).collect();
+            out.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} |\n",
+                row.env,
+                row.flag,
+                row.default,
+                commands.join(", "),
+                row.meaning
+            ));
+        }
+    }
+    out.push_str("\n## Read outside the command line\n\n| variable | read by | meaning |\n|---|---|---|\n");
+    for (env, by, meaning) in OUTSIDE_CLAP {
+        let by = if *by == "all" { "every binary".to_owned() } else { format!("`{by}`") };
+        out.push_str(&format!("| `{env}` | {by} | {meaning} |\n"));
+    }
+    out
+}
+
+#[test]
+fn the_configuration_reference_is_generated_from_the_clap_definitions() {
+    let path = root().join("docs/configuration.md");
+    let generated = configuration_reference();
+    if std::env::var_os("EDGERAIL_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/configuration.md differs from the clap definitions: regenerate it (EDGERAIL_BLESS=1, see its header)"
+    );
+}
+
+#[test]
+fn every_variable_read_outside_clap_is_read_by_the_code() {
+    let mut sources = String::new();
+    for dir in ["api/src", "warmer/src", "process/src", "secret/src", "store/src"] {
+        for entry in walk(&root().join(dir)) {
+            sources.push_str(&std::fs::read_to_string(entry).unwrap());
+        }
+    }
+    for (env, _, _) in OUTSIDE_CLAP {
+        assert!(sources.contains(&format!("\"{env}\"")), "{env} is documented but no binary's code names it");
+    }
+}
+
+/// The `.rs` files under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
 }
