@@ -120,7 +120,8 @@ pub struct Args {
 /// One read, as the viewer saw it.
 #[derive(Debug)]
 struct Read {
-    /// The instance that answered (the front's `x-soak-instance`), for the failures' details.
+    /// The instance that answered (the front's `x-soak-instance`) and its `x-local-cache`, for
+    /// the failures' details.
     instance: Option<Box<str>>,
     /// Seconds from the soak's epoch to when the request was sent.
     at: f64,
@@ -501,7 +502,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         let header =
                             |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
                         read.status = res.status().as_u16();
-                        read.instance = header("x-soak-instance").map(String::into_boxed_str);
+                        // The instance and how its cache answered (`hit`, `miss`, `stale`): what a
+                        // failure's detail needs to tell a cache fault from a database one.
+                        read.instance = header("x-soak-instance").map(|instance| {
+                            match header("x-local-cache") {
+                                Some(local) => format!("{instance} ({local})"),
+                                None => instance,
+                            }
+                            .into_boxed_str()
+                        });
                         let x_cache = header("x-cache");
                         read.edge_hit = x_cache.as_deref() == Some("Hit");
                         read.stale =
