@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The deploy build, proven here: runs the README's `sam build` exactly as documented (with what the
+# The deploy build, proven here: runs docs/deploy.md's `sam build` exactly as documented (with what the
 # committed samconfig.toml supplies), then checks what it made:
 #
 #   - every function's bootstrap is an aarch64 ELF (Lambda runs them on arm64, Graviton);
@@ -28,7 +28,7 @@ rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup ta
 export PATH="$EDGERAIL_VENV/bin:$PATH"
 log "$(sam --version), $(cargo lambda --version)"
 
-log "sam build (as the README says)"
+log "sam build (as docs/deploy.md says)"
 started=$(date +%s)
 sam build
 log "sam build took $(( $(date +%s) - started )) s"

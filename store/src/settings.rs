@@ -15,7 +15,7 @@ pub struct DatabaseSettings {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when
-    /// DATABASE_URL is unset (see the README for the shapes understood).
+    /// DATABASE_URL is unset (docs/deploy.md lists the shapes understood).
     #[arg(long, env = "DATABASE_SECRET_ARN")]
     pub database_secret_arn: Option<String>,
 }

@@ -1,7 +1,7 @@
 //! The change-feed follower: when to poll, what a poll means for the cache, and whether the cache
 //! can still vouch for an entry.
 //!
-//! The rules, which the README states as the instance's freshness bound:
+//! The rules, which docs/freshness.md states as the instance's freshness bound:
 //!
 //! - An instance polls at most once per `poll_interval`, and only while it serves requests (an
 //!   idle or frozen Lambda instance does no database work).

@@ -134,7 +134,7 @@ pub type Window = (Time, Time);
 pub struct Rules {
     /// `CHANGE_MAX_LAG`.
     pub instance_bound: f64,
-    /// The edge bound (see the README's formula).
+    /// The edge bound (docs/freshness.md gives its formula).
     pub edge_bound: f64,
     /// Outages of the invalidation path: they push edge deadlines.
     pub edge_outages: Vec<Window>,
