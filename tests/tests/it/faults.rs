@@ -2,6 +2,7 @@
 //! burned change ids, a transaction open when an instance starts, a database connection that goes
 //! silent. Each test provokes the fault and checks what a reader sees, and how fast.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -440,4 +441,45 @@ async fn a_long_open_writer_costs_polls_nothing_and_is_seen_when_it_commits() {
         }
     }
     assert!(seen, "the long writer's change was not seen within 5 s of its commit (the bound here is 60 s)");
+}
+
+/// A writer that begins while the feed is locked takes its transaction id at once but its change
+/// ids only when the lock goes; a poll between the two, and one after its commit, must still
+/// report its change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_began_while_the_feed_was_locked_is_seen_when_it_commits() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let app = TestApp::with(db.clone(), &[]).await;
+    let store = app.store();
+    let mut cursor = store.feed_start().await.unwrap();
+    let mut locker = connect(&db).await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE cache_changes IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
+    let (mut writer, mut other) = (connect(&db).await, connect(&db).await);
+    let write = async {
+        sqlx::raw_sql("BEGIN; UPDATE lines SET name = 'Tama Line (locked)' WHERE id = 'tama'")
+            .execute(&mut writer)
+            .await
+            .unwrap();
+    };
+    // Others write meanwhile, and commit once the lock goes, after the writer took its id.
+    let others = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        sqlx::raw_sql("UPDATE formations SET note = 'other' WHERE id = '3001F'").execute(&mut other).await.unwrap();
+    };
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
+    };
+    tokio::join!(write, others, release);
+    let mut seen = BTreeSet::new();
+    for _ in 0..3 {
+        let page = store.feed_since(&cursor, 10_000).await.unwrap();
+        seen.extend(page.changes.into_iter().map(|c| c.tag));
+        cursor = page.cursor;
+    }
+    assert!(!seen.contains("line:tama"), "not committed yet: {seen:?}");
+    sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
+    let page = store.feed_since(&cursor, 10_000).await.unwrap();
+    let tags: BTreeSet<String> = page.changes.into_iter().map(|c| c.tag).collect();
+    assert!(tags.contains("line:tama"), "the writer's change, after its commit: {tags:?} (before: {seen:?})");
 }
