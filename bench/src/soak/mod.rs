@@ -344,7 +344,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .kill_on_drop(true)
         .spawn()?;
     let edge = format!("http://127.0.0.1:{edge_port}");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(40)).pool_max_idle_per_host(64).build()?;
+    // Idle connections are dropped well before Varnish closes them (its `timeout_idle`, 5 s): a
+    // request on a connection the server is closing fails with no answer, which a browser would
+    // retry and the soak would count as a failure.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .pool_max_idle_per_host(64)
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()?;
     wait_http(&client, &format!("{edge}/health-check")).await?;
     let purge = net::purge_gate(edge.clone(), purge_down.clone()).await?;
 
