@@ -128,8 +128,8 @@ impl Drop for Held<'_> {
 }
 
 /// How much longer than its statement timeout the server may be silent during a read before its
-/// connection is taken for dead. Shorter than the margins the API's cache puts on a load and on a poll, so the store sees
-/// a silent connection first and can drop it.
+/// connection is taken for dead. Shorter than the margin the API's cache puts on a load, so the
+/// store sees a silent connection first and can drop it.
 const SILENCE_MARGIN: Duration = Duration::from_millis(250);
 
 impl PgStore {

@@ -33,15 +33,21 @@ fn is_variable(text: &str) -> bool {
     text.len() > 2 && text.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
+/// README.md and the markdown pages of docs/.
+fn markdown_files() -> Vec<PathBuf> {
+    let mut files = vec![root().join("README.md")];
+    files.extend(
+        std::fs::read_dir(root().join("docs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|f| f.extension().is_some_and(|e| e == "md")),
+    );
+    files
+}
+
 /// The variables named in the first column of the tables of the README and of docs/.
 fn documented() -> BTreeSet<String> {
-    let mut text = std::fs::read_to_string(root().join("README.md")).unwrap();
-    for entry in std::fs::read_dir(root().join("docs")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "md") {
-            text.push_str(&std::fs::read_to_string(path).unwrap());
-        }
-    }
+    let text: String = markdown_files().iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
     let mut names = BTreeSet::new();
     for line in text.lines().filter(|l| l.starts_with("| `")) {
         let first = line.split('|').nth(1).unwrap_or("");
@@ -82,11 +88,9 @@ fn relative_links(markdown: &str) -> Vec<String> {
 
 #[test]
 fn every_relative_link_in_the_docs_resolves() {
-    let mut files = vec![root().join("README.md")];
-    files.extend(std::fs::read_dir(root().join("docs")).unwrap().map(|e| e.unwrap().path()));
     let mut broken = Vec::new();
-    for file in files.iter().filter(|f| f.extension().is_some_and(|e| e == "md")) {
-        let text = std::fs::read_to_string(file).unwrap();
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
         let dir = file.parent().unwrap_or(Path::new("."));
         for link in relative_links(&text) {
             if !dir.join(&link).exists() {

@@ -228,9 +228,9 @@ impl SilentProxy {
                 // Swallow everything from now on, keeping both sockets open.
                 std::future::pending::<()>().await;
             }
-            let pieces: Vec<&[u8]> = if slowed() { buf[..n].chunks(Self::PIECE).collect() } else { vec![&buf[..n]] };
-            for piece in pieces {
-                if slowed() {
+            let slow = slowed();
+            for piece in buf[..n].chunks(if slow { Self::PIECE } else { n }) {
+                if slow {
                     tokio::time::sleep(Self::PACE).await;
                 }
                 if to.write_all(piece).await.is_err() {
