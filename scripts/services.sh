@@ -170,8 +170,8 @@ logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
     # The role's SCRAM secret rather than its password when the server is local and lets us read it:
-    # with a plain password PgBouncer derives SCRAM keys (4096 HMAC rounds) at every login, about
-    # 5 ms of its CPU per client connection here, which a cold Lambda instance would wait for; with
+    # with a plain password PgBouncer derives SCRAM keys (4096 HMAC rounds) at every login, CPU a
+    # cold Lambda instance would wait for at each new client connection; with
     # the server's own secret it only checks the proof, and passes the client's keys on to the
     # server when it opens a server connection.
     local secret=""

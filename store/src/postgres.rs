@@ -306,7 +306,7 @@ impl PgStore {
 /// evaluated at run time), so the planner sees how few they are and reads them through the xid
 /// index. An array it cannot see is the one estimate of this plan it must guess, and under the
 /// poll's `LIMIT` a guess of many rows makes a walk of the primary key look cheaper: the
-/// long-open-writer test once measured three polls reading every row of a two-million-row feed.
+/// long-open-writer test once caught polls reading every row of a feed of millions.
 pub(crate) fn in_progress(snapshot: &str) -> StoreResult<String> {
     let malformed = || StoreError::Data(format!("malformed snapshot {snapshot:?}"));
     let xip = snapshot.splitn(3, ':').nth(2).ok_or_else(malformed)?;

@@ -460,8 +460,8 @@ async fn the_triggers_and_the_api_agree_on_service_days_across_clock_changes() {
 
 /// A bulk write's tags (and a TRUNCATE's, computed while it holds the table's exclusive lock) are
 /// computed in one set-based plan: no tag function calls a function PostgreSQL cannot inline, a
-/// SQL function whose body reads a table, which would run once per row. The soak measured the one
-/// that did: 7 s of TRUNCATE for 30,000 sightings, every read of the table waiting behind it.
+/// SQL function whose body reads a table, which would run once per row. One that did held a
+/// TRUNCATE of the soak's sightings for seconds, every read of the table waiting behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tag_functions_call_only_functions_the_planner_inlines() {
     let app = app(Backend::Postgres).await;
