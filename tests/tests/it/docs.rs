@@ -1,7 +1,7 @@
-//! The docs against the code: `docs/configuration.md` is generated from the binaries' clap
-//! definitions (and fails here when it differs from what they say), every variable the README's
-//! tables name is read by some binary, and every relative link in README.md and docs/ leads to a
-//! file that exists.
+//! The docs against the code: `docs/configuration.md`, the shell completions and the man pages
+//! are generated from the binaries' clap definitions (and fail here when they differ from what
+//! those say), every variable the README's tables name is read by some binary, and every relative
+//! link in README.md and docs/ leads to a file that exists.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -249,4 +249,72 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// The shell completions and man pages of the binaries, by path under `contrib/`: what an
+/// operator installs beside `cachectl` (and `api`, `warmer` for local runs). They are generated
+/// from the clap definitions here, outside every binary, so the Lambda build links none of it.
+fn cli_pages() -> std::collections::BTreeMap<String, Vec<u8>> {
+    use clap_complete::Shell;
+    let mut files = std::collections::BTreeMap::new();
+    for (name, command) in [
+        ("api", api::config::Cli::command()),
+        ("warmer", warmer::cli::WarmerCli::command()),
+        ("cachectl", warmer::cli::CachectlCli::command()),
+    ] {
+        for (shell, file) in
+            [(Shell::Bash, format!("{name}.bash")), (Shell::Zsh, format!("_{name}")), (Shell::Fish, format!("{name}.fish"))]
+        {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut command.clone(), name, &mut out);
+            files.insert(format!("completions/{file}"), out);
+        }
+        // One page per command and subcommand (`cachectl-plan.1`), as `man cachectl-plan` expects.
+        let mut root = command.disable_help_subcommand(true);
+        root.build();
+        let mut pending = vec![root];
+        while let Some(command) = pending.pop() {
+            pending.extend(command.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+            let man = clap_mangen::Man::new(command);
+            let mut out = Vec::new();
+            man.render(&mut out).unwrap();
+            files.insert(format!("man/{}", man.get_filename()), out);
+        }
+    }
+    files
+}
+
+#[test]
+fn the_shell_completions_and_man_pages_are_generated_from_the_clap_definitions() {
+    let dir = root().join("contrib");
+    let generated = cli_pages();
+    if std::env::var_os("EDGERAIL_BLESS").is_some() {
+        for sub in ["completions", "man"] {
+            let _ = std::fs::remove_dir_all(dir.join(sub));
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        for (path, bytes) in &generated {
+            std::fs::write(dir.join(path), bytes).unwrap();
+        }
+    }
+    let mut committed = std::collections::BTreeMap::new();
+    for sub in ["completions", "man"] {
+        for entry in std::fs::read_dir(dir.join(sub)).into_iter().flatten() {
+            let path = entry.unwrap().path();
+            let name = format!("{sub}/{}", path.file_name().unwrap().to_string_lossy());
+            committed.insert(name, std::fs::read(&path).unwrap());
+        }
+    }
+    let differ: Vec<&String> = generated
+        .keys()
+        .chain(committed.keys())
+        .filter(|k| generated.get(*k) != committed.get(*k))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "contrib/ differs from the clap definitions in {differ:?}: regenerate it with \
+         EDGERAIL_BLESS=1 cargo nextest run --workspace -E 'test(the_shell_completions)'"
+    );
 }
