@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # edgerail benchmarks: builds with the deploy profile (what Lambda runs), runs every measurement,
 # prints a markdown report and writes it (with the JSON results and SVG plots) to target/bench/.
+# It then publishes the report: bench/RESULTS.md (date, machine, commit), its plots in
+# bench/results/, and the summary between the markers in README.md; commit those as they are.
 # Not part of CI; about 20 minutes after the build (the soak is ten of them).
 #
 #   ./bench/run.sh
@@ -23,11 +25,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-ensure_debs wrk zip varnish varnish-modules pgbouncer curl
+ensure_debs wrk zip varnish varnish-modules pgbouncer curl valgrind
 PG_VERSION=$(pg_version)
 log "building (deploy profile)"
 cargo build --profile deploy -p api -p warmer -p bench --quiet
-BIN=target/deploy
+BIN=${CARGO_TARGET_DIR:-target}/deploy
 API=$BIN/api
 BENCH=$BIN/bench
 
@@ -62,6 +64,7 @@ as_root chmod -R a+rwX "$RUN"
     echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
     echo "- machine: $(uname -sm), $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(free -g | awk '/Mem:/ {print $2}') GiB"
     echo "- rustc: $(rustc --version)"
+    echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/RESULTS.md' ':!bench/results' ':!README.md' || echo ' with uncommitted changes')"
 } > "$OUT/machine.txt"
 
 wait_http() { for _ in $(seq 1 200); do curl -fs "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "$1 did not answer" >&2; return 1; }
@@ -94,6 +97,13 @@ $BENCH hot-path --rounds 9 --duration 3s --wrk-cpus "$LOAD_CPUS" --postmaster "$
     --out "$OUT/hotpath.json"
 cleanup; pids=()
 as_root taskset -a -p -c "0-$SERVER_CPU" "$POSTMASTER" >/dev/null
+
+# Instructions per request under Callgrind: what settles the hit-against-bare-axum ratio, since a
+# count does not move with the machine's load as CPU time does (bench/src/instructions.rs).
+log "hot path (instructions per request under Callgrind, 2 rounds)"
+# /v1/lines keeps its in-process entry for a minute: a run under Callgrind outlasts a formation's.
+$BENCH instructions --api $API --database-url "$PG" --route /v1/lines --route-template /v1/lines \
+    --rounds 2 --requests 2000 --work-dir "$RUN/callgrind" --out "$OUT/instructions.json"
 
 # --- Cold start --------------------------------------------------------------------------------
 log "cold start (20 runs each)"
@@ -153,5 +163,5 @@ log "size"
     printf ']}\n'
 } > "$OUT/size.json"
 
-$BENCH report --dir "$OUT"
-log "report: $OUT/report.md"
+$BENCH report --dir "$OUT" --publish .
+log "report: $OUT/report.md, published to bench/RESULTS.md"

@@ -8,6 +8,7 @@
 //! - `ceiling`: a bare axum app serving static bytes at one route template (the framework ceiling
 //!   for the hot path: axum's routing of the same URL, no work of edgerail's).
 //! - `hot-path`: CPU time per request of pinned servers under wrk, in interleaved rounds.
+//! - `instructions`: instructions per request of a cached hit and of the ceiling, under Callgrind.
 //! - `cold-start`: exec → first `200`, peak RSS, and a Lambda-mode start against a local Runtime API.
 //! - `lambda`: handler time per invocation and peak memory, in Lambda mode (`runtime`: the local
 //!   Runtime API; `workload`: the demo URLs and their Zipf popularity).
@@ -23,6 +24,7 @@
 mod coldstart;
 mod connections;
 mod hotpath;
+mod instructions;
 mod invoke;
 mod lambda;
 mod offload;
@@ -56,9 +58,15 @@ enum Command {
         /// same URL the way the api does.
         #[arg(long)]
         route: String,
+        /// A response header (`name: value`) to send with every answer (repeatable): the floor
+        /// of the instruction count sends the headers a hit carries.
+        #[arg(long = "header")]
+        headers: Vec<String>,
     },
     /// CPU time per request of running servers under wrk.
     HotPath(hotpath::Args),
+    /// Instructions per request of a cached hit and of the ceiling, under Callgrind.
+    Instructions(instructions::Args),
     /// Cold starts of the api binary.
     ColdStart(coldstart::Args),
     /// Handler time and memory in Lambda mode.
@@ -77,26 +85,59 @@ enum Command {
     Report {
         #[arg(long)]
         dir: PathBuf,
+        /// A repository root: also write bench/RESULTS.md, its plots and the README's summary there.
+        #[arg(long)]
+        publish: Option<PathBuf>,
     },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Ceiling { addr, bytes, route } => {
+        Command::Ceiling { addr, bytes, route, headers } => {
             let body = bytes::Bytes::from(vec![b'x'; bytes]);
-            let app = axum::Router::new().route(
-                &route,
+            let mut fixed = http::HeaderMap::new();
+            for header in &headers {
+                let (name, value) =
+                    header.split_once(':').ok_or_else(|| anyhow::anyhow!("not `name: value`: {header}"))?;
+                fixed.append(http::HeaderName::try_from(name.trim())?, http::HeaderValue::try_from(value.trim())?);
+            }
+            let handler = if fixed.is_empty() {
                 axum::routing::get(move || {
                     let body = body.clone();
                     async move { ([("content-type", "application/json")], body) }
-                }),
-            );
+                })
+            } else {
+                // Each header inserted once into the response's own map, as a handler that
+                // computed them would.
+                axum::routing::get(move || {
+                    let mut response = axum::response::Response::new(axum::body::Body::from(body.clone()));
+                    let headers = response.headers_mut();
+                    headers.reserve(fixed.len() + 1);
+                    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+                    for (name, value) in &fixed {
+                        headers.insert(name.clone(), value.clone());
+                    }
+                    std::future::ready(response)
+                })
+            };
+            let app = axum::Router::new().route(&route, handler);
             let listener = tokio::net::TcpListener::bind(addr).await?;
-            axum::serve(listener, app).await?;
+            // SIGTERM ends it by returning from `main`, so a profiler around it writes its totals.
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                        Ok(mut term) => {
+                            term.recv().await;
+                        }
+                        Err(_) => std::future::pending().await,
+                    }
+                })
+                .await?;
             Ok(())
         }
         Command::HotPath(args) => tokio::task::spawn_blocking(move || hotpath::run(&args)).await?,
+        Command::Instructions(args) => tokio::task::spawn_blocking(move || instructions::run(&args)).await?,
         Command::ColdStart(args) => coldstart::run(args).await,
         Command::Lambda(args) => lambda::run(args).await,
         Command::Invoke(args) => invoke::run(args).await,
@@ -104,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Connections(args) => connections::run(args).await,
         Command::Offload(args) => offload::run(args).await,
         Command::Soak(args) => soak::run(*args).await,
-        Command::Report { dir } => report::run(&dir),
+        Command::Report { dir, publish } => report::run(&dir, publish.as_deref()),
     }
 }
 

@@ -262,9 +262,11 @@ fn cli_pages() -> std::collections::BTreeMap<String, Vec<u8>> {
         ("warmer", warmer::cli::WarmerCli::command()),
         ("cachectl", warmer::cli::CachectlCli::command()),
     ] {
-        for (shell, file) in
-            [(Shell::Bash, format!("{name}.bash")), (Shell::Zsh, format!("_{name}")), (Shell::Fish, format!("{name}.fish"))]
-        {
+        for (shell, file) in [
+            (Shell::Bash, format!("{name}.bash")),
+            (Shell::Zsh, format!("_{name}")),
+            (Shell::Fish, format!("{name}.fish")),
+        ] {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut command.clone(), name, &mut out);
             files.insert(format!("completions/{file}"), out);
@@ -317,4 +319,24 @@ fn the_shell_completions_and_man_pages_are_generated_from_the_clap_definitions()
         "contrib/ differs from the clap definitions in {differ:?}: regenerate it with \
          EDGERAIL_BLESS=1 cargo nextest run --workspace -E 'test(the_shell_completions)'"
     );
+}
+
+/// The part of `text` between the bench's summary markers (`bench/src/report.rs`).
+fn bench_summary(text: &str) -> Option<&str> {
+    let start = text.find("<!-- bench summary: written by bench/run.sh -->")?;
+    let end = text[start..].find("<!-- end of bench summary -->")? + start;
+    Some(&text[start..end])
+}
+
+#[test]
+fn the_readme_figures_are_the_last_bench_reports() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let results = std::fs::read_to_string(root().join("bench/RESULTS.md")).unwrap();
+    let ours = bench_summary(&readme).expect("README.md has no bench summary");
+    let theirs = bench_summary(&results).expect("bench/RESULTS.md has no bench summary");
+    assert!(ours.lines().count() > 3, "the README's bench summary is empty: run bench/run.sh");
+    assert_eq!(ours, theirs, "README.md's figures differ from bench/RESULTS.md: bench/run.sh writes both");
+    for line in ["- date: ", "- machine: ", "- commit: "] {
+        assert!(results.contains(line), "bench/RESULTS.md does not say its {line:?}");
+    }
 }
