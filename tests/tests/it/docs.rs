@@ -251,6 +251,19 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// `command` with what depends on the build or on the machine left out of what is generated: the
+/// defaults whose help text states them instead (the api's build id, a hash of its sources), as
+/// the configuration reference does, and the values of variables set where the pages are made.
+/// The pages then change only when the command line does.
+fn stable_defaults(command: clap::Command) -> clap::Command {
+    let command = command.mut_args(|arg| {
+        let help = arg.get_long_help().or_else(|| arg.get_help()).map(ToString::to_string).unwrap_or_default();
+        let arg = arg.hide_env_values(true);
+        if help.contains("[default:") { arg.hide_default_value(true) } else { arg }
+    });
+    command.mut_subcommands(stable_defaults)
+}
+
 /// The shell completions and man pages of the binaries, by path under `contrib/`: what an
 /// operator installs beside `cachectl` (and `api`, `warmer` for local runs). They are generated
 /// from the clap definitions here, outside every binary, so the Lambda build links none of it.
@@ -262,6 +275,7 @@ fn cli_pages() -> std::collections::BTreeMap<String, Vec<u8>> {
         ("warmer", warmer::cli::WarmerCli::command()),
         ("cachectl", warmer::cli::CachectlCli::command()),
     ] {
+        let command = stable_defaults(command);
         for (shell, file) in [
             (Shell::Bash, format!("{name}.bash")),
             (Shell::Zsh, format!("_{name}")),
