@@ -516,7 +516,7 @@ fn soak_section(md: &mut String, soak: &Value) {
         "## Soak: a Lambda-shaped fleet under faults, every read checked ({:.0} s, seed {}, {})\n\n\
          Bounds: **{} s** for what an instance answers (`CHANGE_MAX_LAG`), **{} s** at the edge \
          (`max(tick, settle + work) + settle + work`, propagation 0 locally). {} reads ({:.0}/s), {} writes \
-         ({} of unknown outcome, after a fault). Plot: `soak.svg`.\n",
+         ({} of unknown outcome, after a fault).\n\n![soak: staleness over time against the fault windows](soak.svg)\n",
         soak["duration_s"].as_f64().unwrap_or(0.0),
         soak["seed"],
         soak["date"].as_str().unwrap_or(""),
