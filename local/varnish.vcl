@@ -7,9 +7,9 @@
 # - No health probe, as CloudFront has none: every miss reaches the API, which serves its own
 #   stale copies while the database is down. A probe would mark the API sick during a database
 #   restart and answer every miss 503 without asking it.
-# - Cache key: path plus the declared query parameters only: `limit` under /v1/sightings/ (the
-#   only routes that declare it, like the distribution's /v1/sightings/* behaviour); every other
-#   path keys on no query string at all.
+# - Cache key: path plus the query parameters its route declares in the policy (the block marked
+#   "query keys" in vcl_recv is generated from it, as the distribution's behaviours are); every
+#   other parameter, and every query string of a route that declares none, is dropped.
 # - 404s are cached for their (short) s-maxage; 5xx, no-store answers and answers without
 #   max-age/s-maxage are not cached (the distribution's DefaultTTL is 0).
 # - Tags from the API's Cache-Tag header become xkey keys.
@@ -53,18 +53,26 @@ sub vcl_recv {
     if (req.method != "GET" && req.method != "HEAD") {
         return (pass);
     }
-    # The distribution keys on the declared query parameters only: keep `limit` on the routes
-    # that declare it (the latest sightings, and a station's), drop every other query string.
-    # (A test checks every route's declared query against this.)
+    # BEGIN query keys: generated from cache-policy/policy.toml by the test
+    # edge::the_edges_query_keys_are_the_policys (regenerate with EDGERAIL_BLESS=1); not edited by hand.
     if (req.url ~ "\?") {
-        if (req.url ~ "^/v1/(sightings/|stations/[^/?]+/sightings[?])" && req.url ~ "[?&]limit=") {
-            set req.http.x-keep = regsub(req.url, "^.*[?&](limit=[^&]*).*$", "\1");
-            set req.url = regsub(req.url, "\?.*$", "") + "?" + req.http.x-keep;
+        unset req.http.x-keep;
+        if (req.url ~ "^/v1/sightings/latest\?") {
+            if (req.url ~ "[?&]limit=") {
+                set req.http.x-keep = req.http.x-keep + "&" + regsub(req.url, "^.*[?&](limit=[^&]*).*$", "\1");
+            }
+        } elsif (req.url ~ "^/v1/stations/[^/?]+/sightings\?") {
+            if (req.url ~ "[?&]limit=") {
+                set req.http.x-keep = req.http.x-keep + "&" + regsub(req.url, "^.*[?&](limit=[^&]*).*$", "\1");
+            }
+        }
+        set req.url = regsub(req.url, "\?.*$", "");
+        if (req.http.x-keep) {
+            set req.url = req.url + "?" + regsub(req.http.x-keep, "^&", "");
             unset req.http.x-keep;
-        } else {
-            set req.url = regsub(req.url, "\?.*$", "");
         }
     }
+    # END query keys
     unset req.http.cookie;
     unset req.http.authorization;
     # (hash_always_miss outlives a restart: set it for each pass through here.)

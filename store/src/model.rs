@@ -5,6 +5,7 @@ use serde::Serialize;
 
 /// A railway line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Line {
     /// Stable identifier, e.g. `minato`.
     pub id: String,
@@ -16,6 +17,7 @@ pub struct Line {
 
 /// A station on a line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Station {
     /// Stable identifier.
     pub id: String,
@@ -29,6 +31,7 @@ pub struct Station {
 
 /// A line with its stations in order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct LineStations {
     /// The line.
     pub line: Line,
@@ -38,6 +41,7 @@ pub struct LineStations {
 
 /// A train formation (a fixed set of cars), e.g. `10701F` of series `10000`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Formation {
     /// Formation number.
     pub id: String,
@@ -51,6 +55,7 @@ pub struct Formation {
 
 /// A report that a formation was seen.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Sighting {
     /// Identifier, increasing with insertion.
     pub id: i64,
@@ -66,6 +71,7 @@ pub struct Sighting {
 
 /// A formation with its latest sighting (`/v1/formations`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct FormationSummary {
     /// The formation.
     #[serde(flatten)]
@@ -76,11 +82,13 @@ pub struct FormationSummary {
 
 /// A formation with its latest sightings (`/v1/formations/{id}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct FormationDetail {
     /// The formation.
     #[serde(flatten)]
     pub formation: Formation,
-    /// Its [`FORMATION_SIGHTINGS`] most recent sightings, newest first.
+    /// Its most recent sightings, newest first.
+    #[cfg_attr(feature = "openapi", schemars(length(max = FORMATION_SIGHTINGS)))]
     pub sightings: Vec<Sighting>,
 }
 
@@ -89,6 +97,7 @@ pub const FORMATION_SIGHTINGS: i64 = 20;
 
 /// One operation (a numbered daily working) of a service day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct Operation {
     /// The service day.
     pub service_date: NaiveDate,
@@ -100,6 +109,7 @@ pub struct Operation {
 
 /// An operation with the sightings reported for it that service day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
 pub struct OperationDetail {
     /// The operation.
     #[serde(flatten)]

@@ -15,11 +15,37 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/formations", get(list)).route("/v1/formations/{formation_id}", get(one))
 }
 
+// `/v1/formations`.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(inline))]
+struct Formations {
+    formations: Vec<FormationSummary>,
+}
+
+/// What these routes answer, for `openapi.json`.
+#[cfg(feature = "openapi")]
+pub(crate) fn document(docs: &mut crate::openapi::Docs) {
+    use crate::openapi::Route;
+    docs.route::<Formations>(Route {
+        name: "formations",
+        operation_id: "listFormations",
+        summary: "All formations with their latest sighting",
+        ok: "All formations, ordered by id",
+        not_found: false,
+        params: &[],
+    });
+    docs.route::<store::FormationDetail>(Route {
+        name: "formation",
+        operation_id: "getFormation",
+        summary: "One formation with its 20 latest sightings",
+        ok: "The formation",
+        not_found: true,
+        params: &[("formation_id", "Formation number, e.g. 10701F")],
+    });
+}
+
 async fn list(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    #[derive(Serialize)]
-    struct Formations {
-        formations: Vec<FormationSummary>,
-    }
     serve(&state, endpoint, "no such formation", |store, _| async move {
         json(&Formations { formations: store.formations().await? }).map(Some)
     })

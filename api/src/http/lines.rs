@@ -15,11 +15,37 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/lines", get(list)).route("/v1/lines/{line_id}/stations", get(stations))
 }
 
+// `/v1/lines`.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(inline))]
+struct Lines {
+    lines: Vec<Line>,
+}
+
+/// What these routes answer, for `openapi.json`.
+#[cfg(feature = "openapi")]
+pub(crate) fn document(docs: &mut crate::openapi::Docs) {
+    use crate::openapi::Route;
+    docs.route::<Lines>(Route {
+        name: "lines",
+        operation_id: "listLines",
+        summary: "All lines",
+        ok: "All lines, ordered by id",
+        not_found: false,
+        params: &[],
+    });
+    docs.route::<store::LineStations>(Route {
+        name: "line_stations",
+        operation_id: "lineStations",
+        summary: "A line's stations in order",
+        ok: "The line and its stations",
+        not_found: true,
+        params: &[("line_id", "Line id")],
+    });
+}
+
 async fn list(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    #[derive(Serialize)]
-    struct Lines {
-        lines: Vec<Line>,
-    }
     serve(
         &state,
         endpoint,

@@ -48,6 +48,28 @@ async fn health(State(state): State<AppState>, RawQuery(query): RawQuery) -> Res
     no_store(Json(serde_json::json!({ "status": "ok", "build": state.http.build_id })))
 }
 
+/// What `/openapi.json` answers, for the document itself (`/health-check` is not a policy route,
+/// and `crate::openapi` describes it).
+#[cfg(feature = "openapi")]
+pub(crate) fn document(docs: &mut crate::openapi::Docs) {
+    let body = serde_json::json!({
+        "type": "object",
+        "required": ["openapi", "info", "paths"],
+        "properties": { "openapi": { "type": "string", "pattern": "^3\\.1\\." } },
+    });
+    docs.route_with_schema(
+        crate::openapi::Route {
+            name: "openapi",
+            operation_id: "openapi",
+            summary: "This document",
+            ok: "OpenAPI 3.1 document",
+            not_found: false,
+            params: &[],
+        },
+        body,
+    );
+}
+
 fn no_store(response: impl IntoResponse) -> Response {
     let mut response = response.into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

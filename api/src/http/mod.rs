@@ -70,5 +70,15 @@ async fn method_not_allowed(method: http::Method) -> Response {
     ApiError::MethodNotAllowed.into_response()
 }
 
+/// Every route group's descriptions, for `openapi.json`.
+#[cfg(feature = "openapi")]
+pub(crate) fn document(docs: &mut crate::openapi::Docs) {
+    lines::document(docs);
+    formations::document(docs);
+    operations::document(docs);
+    sightings::document(docs);
+    meta::document(docs);
+}
+
 /// The methods every route answers.
 pub(crate) const ALLOWED_METHODS: &str = "GET, HEAD, OPTIONS";

@@ -16,12 +16,43 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/operations/{date}", get(day)).route("/v1/operations/{date}/{number}", get(one))
 }
 
+// `/v1/operations/{date}`.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(inline))]
+struct Day {
+    service_date: NaiveDate,
+    operations: Vec<Operation>,
+}
+
+/// A service day as a path parameter.
+#[cfg(feature = "openapi")]
+const DATE: (&str, &str) =
+    ("date", "A service day as a calendar date (YYYY-MM-DD), or `today` (the current service day)");
+
+/// What these routes answer, for `openapi.json`.
+#[cfg(feature = "openapi")]
+pub(crate) fn document(docs: &mut crate::openapi::Docs) {
+    use crate::openapi::Route;
+    docs.route::<Day>(Route {
+        name: "operations",
+        operation_id: "listOperations",
+        summary: "The operations of a service day",
+        ok: "The day's operations, ordered by number.",
+        not_found: false,
+        params: &[DATE],
+    });
+    docs.route::<store::OperationDetail>(Route {
+        name: "operation",
+        operation_id: "getOperation",
+        summary: "One operation and its sightings that day",
+        ok: "The operation.",
+        not_found: true,
+        params: &[DATE, ("number", "Operation number, e.g. 01M")],
+    });
+}
+
 async fn day(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    #[derive(Serialize)]
-    struct Day {
-        service_date: NaiveDate,
-        operations: Vec<Operation>,
-    }
     let date = endpoint.date("date");
     serve(&state, endpoint, "no such service day", |store, _| async move {
         json(&Day { service_date: date, operations: store.operations(date).await? }).map(Some)

@@ -17,11 +17,46 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/stations/{station_id}/sightings", get(at_station))
 }
 
+// `/v1/sightings/latest`.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(inline))]
+struct Latest {
+    sightings: Vec<Sighting>,
+}
+
+// `/v1/stations/{station_id}/sightings`.
+#[derive(Serialize)]
+#[cfg_attr(feature = "openapi", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "openapi", schemars(inline))]
+struct AtStation {
+    station: Station,
+    sightings: Vec<Sighting>,
+}
+
+/// What these routes answer, for `openapi.json`.
+#[cfg(feature = "openapi")]
+pub(crate) fn document(docs: &mut crate::openapi::Docs) {
+    use crate::openapi::Route;
+    docs.route::<Latest>(Route {
+        name: "sightings_latest",
+        operation_id: "latestSightings",
+        summary: "The latest sightings",
+        ok: "Newest first",
+        not_found: false,
+        params: &[],
+    });
+    docs.route::<AtStation>(Route {
+        name: "station_sightings",
+        operation_id: "stationSightings",
+        summary: "The latest sightings at a station",
+        ok: "Newest first",
+        not_found: true,
+        params: &[("station_id", "Station id")],
+    });
+}
+
 async fn latest(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    #[derive(Serialize)]
-    struct Latest {
-        sightings: Vec<Sighting>,
-    }
     let limit = endpoint.query_int("limit");
     serve(&state, endpoint, "no sightings", |store, _| async move {
         json(&Latest { sightings: store.latest_sightings(limit).await? }).map(Some)
@@ -30,11 +65,6 @@ async fn latest(State(state): State<AppState>, endpoint: Endpoint) -> Response {
 }
 
 async fn at_station(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    #[derive(Serialize)]
-    struct AtStation {
-        station: Station,
-        sightings: Vec<Sighting>,
-    }
     let limit = endpoint.query_int("limit");
     serve(&state, endpoint, "no such station", |store, endpoint| {
         let id = endpoint.param("station_id").to_owned();

@@ -522,3 +522,64 @@ async fn while_the_database_restarts_the_edge_forwards_misses_and_the_api_serves
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The part of `vcl_recv` that keeps, on each route, the query parameters the policy declares for
+/// it and drops every other one (and every query string of a route that declares none): what the
+/// distribution's cache key holds, and all the origin is asked for.
+fn query_keys_vcl(policy: &cache_policy::Policy) -> String {
+    let mut out = String::from(
+        "    # BEGIN query keys: generated from cache-policy/policy.toml by the test\n    \
+         # edge::the_edges_query_keys_are_the_policys (regenerate with EDGERAIL_BLESS=1); not edited by hand.\n    \
+         if (req.url ~ \"\\?\") {\n        unset req.http.x-keep;\n",
+    );
+    let mut first = true;
+    for route in policy.routes().iter().filter(|r| !r.query.is_empty()) {
+        let mut pattern = String::from("^");
+        for segment in route.path.segments() {
+            pattern.push('/');
+            match segment {
+                cache_policy::Segment::Literal(text) => pattern.push_str(&text.replace('.', "\\.")),
+                cache_policy::Segment::Param(_) => pattern.push_str("[^/?]+"),
+            }
+        }
+        let keyword = if first { "if" } else { "} elsif" };
+        first = false;
+        out.push_str(&format!("        {keyword} (req.url ~ \"{pattern}\\?\") {{\n"));
+        for param in &route.query {
+            let name = &param.name;
+            out.push_str(&format!(
+                "            if (req.url ~ \"[?&]{name}=\") {{\n                \
+                 set req.http.x-keep = req.http.x-keep + \"&\" + regsub(req.url, \"^.*[?&]({name}=[^&]*).*$\", \"\\1\");\n            \
+                 }}\n"
+            ));
+        }
+    }
+    if !first {
+        out.push_str("        }\n");
+    }
+    out.push_str(
+        "        set req.url = regsub(req.url, \"\\?.*$\", \"\");\n        \
+         if (req.http.x-keep) {\n            \
+         set req.url = req.url + \"?\" + regsub(req.http.x-keep, \"^&\", \"\");\n            \
+         unset req.http.x-keep;\n        }\n    }\n    # END query keys\n",
+    );
+    out
+}
+
+#[test]
+fn the_edges_query_keys_are_the_policys() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/varnish.vcl");
+    let vcl = std::fs::read_to_string(&path).unwrap();
+    let (start, end) = (vcl.find("    # BEGIN query keys").unwrap(), vcl.find("    # END query keys\n").unwrap());
+    let end = end + "    # END query keys\n".len();
+    let generated = query_keys_vcl(cache_policy::Policy::embedded().unwrap());
+    if std::env::var_os("EDGERAIL_BLESS").is_some() {
+        std::fs::write(&path, format!("{}{generated}{}", &vcl[..start], &vcl[end..])).unwrap();
+        return;
+    }
+    assert!(
+        vcl[start..end] == generated,
+        "local/varnish.vcl's query keys differ from the policy: regenerate them with \
+         EDGERAIL_BLESS=1 cargo nextest run --workspace -E 'test(the_edges_query_keys)'"
+    );
+}

@@ -1,6 +1,7 @@
-//! `openapi.json` cannot drift from the API: every answer the contract tests receive is validated
-//! against the document's schema for that path and status, and a request the document calls
-//! valid is never rejected (nor one it calls invalid accepted).
+//! `openapi.json` cannot drift from the API: it is generated from the policy and the answer types
+//! (`api::openapi::document`) and must equal what is committed, every answer the contract tests
+//! receive is validated against the document's schema for that path and status, and a request the
+//! document calls valid is never rejected (nor one it calls invalid accepted).
 
 use serde_json::Value;
 
@@ -112,4 +113,31 @@ async fn schema_valid_dates_are_accepted_and_invalid_ones_rejected(backend: Back
     for (value, ok) in [("10701F", true), ("a.b_c-d", true), ("a b", false), ("", false)] {
         assert_eq!(id.is_valid(&Value::from(value)), ok, "{value:?}");
     }
+}
+
+#[test]
+fn the_committed_document_is_the_one_built_from_the_policy_and_the_types() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/openapi.json");
+    let policy = cache_policy::Policy::embedded().unwrap();
+    let generated = serde_json::to_string_pretty(&api::openapi::document(policy).unwrap()).unwrap() + "\n";
+    if std::env::var_os("EDGERAIL_BLESS").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert!(
+        committed == generated,
+        "api/openapi.json differs from the policy and the answer types: regenerate it with \
+         EDGERAIL_BLESS=1 cargo nextest run --workspace -E 'test(the_committed_document)'"
+    );
+}
+
+#[test]
+fn a_route_the_handlers_do_not_describe_is_an_error_naming_it() {
+    let text = format!(
+        "{}\n[[route]]\nname = \"extra\"\npath = \"/v1/extra\"\nbrowser_ttl = \"1s\"\nedge_ttl = \"1s\"\nswr = \"1s\"\nsie = \"1s\"\nlocal_ttl = \"1s\"\ntags = [\"lines\"]\nwarm = false\n",
+        cache_policy::EMBEDDED_POLICY
+    );
+    let policy = cache_policy::Policy::from_toml(&text).unwrap();
+    let err = api::openapi::document(&policy).unwrap_err();
+    assert!(err.to_string().contains("`extra`"), "{err}");
 }

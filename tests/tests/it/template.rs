@@ -435,3 +435,100 @@ fn the_stack_carries_its_operations() {
     assert_eq!(at(on_failure, &["Type"]).as_str(), Some("SQS"));
     assert_eq!(at(resources, &["WarmerFailures", "Type"]).as_str(), Some("AWS::SQS::Queue"));
 }
+
+/// The distribution's query-keyed cache policies and behaviours, generated from the policy: one
+/// cache policy per distinct set of declared query parameters, keyed on exactly that set, and one
+/// behaviour per route that declares any (its path with each parameter a `*`). Routes that declare
+/// none fall to the default behaviour, which keys on no query string.
+fn query_blocks(policy: &Policy) -> (String, String) {
+    let mut groups: Vec<(Vec<String>, Vec<&cache_policy::Route>)> = Vec::new();
+    for route in policy.routes().iter().filter(|r| !r.query.is_empty()) {
+        let mut names: Vec<String> = route.query.iter().map(|q| q.name.clone()).collect();
+        names.sort();
+        match groups.iter_mut().find(|(n, _)| *n == names) {
+            Some((_, routes)) => routes.push(route),
+            None => groups.push((names, vec![route])),
+        }
+    }
+    let resource = |names: &[String]| {
+        let camel: String = names.iter().flat_map(|n| n.split('_')).map(|w| w[..1].to_uppercase() + &w[1..]).collect();
+        format!("ApiQuery{camel}CachePolicy")
+    };
+    let mut policies = String::from(
+        "  # BEGIN query cache policies: generated from cache-policy/policy.toml by the test\n  \
+         # template::the_query_behaviours_are_the_policys (regenerate with EDGERAIL_BLESS=1); not edited by hand.\n",
+    );
+    for (names, routes) in &groups {
+        let max_ttl = routes.iter().map(|r| r.edge_ttl.as_secs()).max().unwrap_or(0).max(86_400);
+        policies.push_str(&format!(
+            "  {}:\n    Type: AWS::CloudFront::CachePolicy\n    Properties:\n      CachePolicyConfig:\n        \
+             Name: !Sub \"${{AWS::StackName}}-api-query-{}\"\n        \
+             Comment: edgerail routes keyed on exactly their declared query parameters ({})\n        \
+             MinTTL: 0\n        DefaultTTL: 0\n        MaxTTL: {max_ttl}\n        \
+             ParametersInCacheKeyAndForwardedToOrigin:\n          EnableAcceptEncodingGzip: true\n          \
+             EnableAcceptEncodingBrotli: true\n          HeadersConfig:\n            HeaderBehavior: none\n          \
+             CookiesConfig:\n            CookieBehavior: none\n          QueryStringsConfig:\n            \
+             QueryStringBehavior: whitelist\n            QueryStrings: [{}]\n",
+            resource(names),
+            names.join("-").replace('_', "-"),
+            names.join(", "),
+            names.join(", "),
+        ));
+    }
+    policies.push_str("  # END query cache policies\n");
+    let mut behaviours =
+        String::from("        # BEGIN query behaviours: generated with the query cache policies above.\n");
+    if !groups.is_empty() {
+        behaviours.push_str("        CacheBehaviors:\n");
+    }
+    for (names, routes) in &groups {
+        for route in routes {
+            let pattern: String = route
+                .path
+                .segments()
+                .iter()
+                .map(|s| match s {
+                    cache_policy::Segment::Literal(text) => format!("/{text}"),
+                    cache_policy::Segment::Param(_) => "/*".to_owned(),
+                })
+                .collect();
+            behaviours.push_str(&format!(
+                "          - PathPattern: {pattern}\n            TargetOriginId: api\n            \
+                 ViewerProtocolPolicy: https-only\n            AllowedMethods: [GET, HEAD, OPTIONS]\n            \
+                 CachedMethods: [GET, HEAD, OPTIONS]\n            Compress: true\n            \
+                 CachePolicyId: !Ref {}\n            ResponseHeadersPolicyId: !Ref ApiResponseHeadersPolicy\n",
+                resource(names)
+            ));
+        }
+    }
+    behaviours.push_str("        # END query behaviours\n");
+    (policies, behaviours)
+}
+
+/// Replaces the lines from the one starting with `begin` to the one starting with `end`.
+fn splice(text: &str, begin: &str, end: &str, with: &str) -> (String, String) {
+    let start = text.find(begin).unwrap_or_else(|| panic!("no {begin:?}"));
+    let stop = start + text[start..].find(end).unwrap_or_else(|| panic!("no {end:?}"));
+    let stop = stop + text[stop..].find('\n').unwrap() + 1;
+    (text[start..stop].to_owned(), format!("{}{with}{}", &text[..start], &text[stop..]))
+}
+
+#[test]
+fn the_query_behaviours_are_the_policys() {
+    let path = root().join("template.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (policies, behaviours) = query_blocks(Policy::embedded().unwrap());
+    let (committed_policies, text_new) =
+        splice(&text, "  # BEGIN query cache policies", "  # END query cache policies", &policies);
+    let (committed_behaviours, text_new) =
+        splice(&text_new, "        # BEGIN query behaviours", "        # END query behaviours", &behaviours);
+    if std::env::var_os("EDGERAIL_BLESS").is_some() {
+        std::fs::write(&path, text_new).unwrap();
+        return;
+    }
+    assert!(
+        committed_policies == policies && committed_behaviours == behaviours,
+        "template.yaml's query-keyed behaviours differ from the policy: regenerate them with \
+         EDGERAIL_BLESS=1 cargo nextest run --workspace -E 'test(the_query_behaviours)'"
+    );
+}
