@@ -99,7 +99,7 @@ pub const SUMMARY_END: &str = "<!-- end of bench summary -->";
 pub fn run(dir: &Path, publish: Option<&Path>) -> anyhow::Result<()> {
     let mut md = String::new();
     let machine = std::fs::read_to_string(dir.join("machine.txt")).unwrap_or_default();
-    let summary = summary(dir);
+    let summary = summary(dir, &machine);
     let _ = writeln!(
         md,
         "# edgerail benchmarks\n\n{machine}\nEvery figure is measured in this one run, on this machine; ratios compare runs made minutes apart.\n\n\
@@ -466,12 +466,9 @@ fn publish_results(dir: &Path, root: &Path, md: &str, summary: &str) -> anyhow::
 }
 
 /// A few lines for the README: the walls a container moved to Lambda usually hits, and what this
-/// run measured for edgerail at each.
-fn summary(dir: &Path) -> String {
-    let date = std::fs::read_to_string(dir.join("machine.txt"))
-        .ok()
-        .and_then(|m| m.lines().find_map(|l| l.strip_prefix("- date: ").map(str::to_owned)))
-        .unwrap_or_default();
+/// run (`machine`: its `machine.txt`) measured for edgerail at each.
+fn summary(dir: &Path, machine: &str) -> String {
+    let date = machine.lines().find_map(|l| l.strip_prefix("- date: ")).unwrap_or_default();
     let mut rows = Vec::new();
     if let Some(cold) = load(dir, "coldstart.json") {
         rows.push(format!(
@@ -665,7 +662,6 @@ fn trips_text(v: &Value) -> String {
     format!("{} ({} network turns, authentication included)", v["protocol"], v["network"])
 }
 
-/// `median (min–max)` of a spread written by the hot-path measurement.
 /// The Callgrind section: instructions per request of a hit, of bare axum, and of bare axum
 /// sending the hit's headers (the floor), by round.
 fn instructions(md: &mut String, counted: &Value) {
@@ -726,6 +722,7 @@ fn instructions(md: &mut String, counted: &Value) {
     );
 }
 
+/// `median (min–max)` of a spread written by the hot-path measurement.
 fn spread(v: &Value) -> String {
     format!("{} ({}–{})", f(&v["median"]), f(&v["min"]), f(&v["max"]))
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 
+use crate::helpers::{assert_generated, blessing};
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -126,6 +128,17 @@ const OUTSIDE_CLAP: &[(&str, &str, &str)] = &[
     ("AWS_ENDPOINT_URL", "all", "see `AWS_ENDPOINT_URL_SECRETS_MANAGER`"),
 ];
 
+/// An argument's help, the long one where it has one.
+fn help_text(arg: &clap::Arg) -> String {
+    arg.get_long_help().or_else(|| arg.get_help()).map(ToString::to_string).unwrap_or_default()
+}
+
+/// Whether `help` states the argument's default itself: a default that depends on the build or
+/// the place (a hash of the code, Lambda or not), which no generated page should spell out.
+fn states_its_default(help: &str) -> bool {
+    help.contains("[default:")
+}
+
 /// One row of the reference: a setting and the commands that read it.
 struct Setting {
     env: String,
@@ -146,10 +159,8 @@ fn settings(command: &clap::Command, name: &str, rows: &mut Vec<Setting>) {
             }
             continue;
         }
-        let help = arg.get_long_help().or_else(|| arg.get_help()).map(ToString::to_string).unwrap_or_default();
-        // A default that depends on the build or the place (a hash of the code, Lambda or not) is
-        // stated in the help text instead.
-        let defaults: Vec<String> = if help.contains("[default:") {
+        let help = help_text(arg);
+        let defaults: Vec<String> = if states_its_default(&help) {
             Vec::new()
         } else {
             arg.get_default_values().iter().map(|v| format!("`{}`", v.to_string_lossy())).collect()
@@ -212,16 +223,7 @@ fn configuration_reference() -> String {
 
 #[test]
 fn the_configuration_reference_is_generated_from_the_clap_definitions() {
-    let path = root().join("docs/configuration.md");
-    let generated = configuration_reference();
-    if std::env::var_os("EDGERAIL_BLESS").is_some() {
-        std::fs::write(&path, &generated).unwrap();
-    }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        committed == generated,
-        "docs/configuration.md differs from the clap definitions: regenerate it (EDGERAIL_BLESS=1, see its header)"
-    );
+    assert_generated("docs/configuration.md", &configuration_reference(), "the_configuration_reference");
 }
 
 #[test]
@@ -257,9 +259,9 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// The pages then change only when the command line does.
 fn stable_defaults(command: clap::Command) -> clap::Command {
     let command = command.mut_args(|arg| {
-        let help = arg.get_long_help().or_else(|| arg.get_help()).map(ToString::to_string).unwrap_or_default();
+        let stated = states_its_default(&help_text(&arg));
         let arg = arg.hide_env_values(true);
-        if help.contains("[default:") { arg.hide_default_value(true) } else { arg }
+        if stated { arg.hide_default_value(true) } else { arg }
     });
     command.mut_subcommands(stable_defaults)
 }
@@ -304,7 +306,7 @@ fn cli_pages() -> std::collections::BTreeMap<String, Vec<u8>> {
 fn the_shell_completions_and_man_pages_are_generated_from_the_clap_definitions() {
     let dir = root().join("contrib");
     let generated = cli_pages();
-    if std::env::var_os("EDGERAIL_BLESS").is_some() {
+    if blessing() {
         for sub in ["completions", "man"] {
             let _ = std::fs::remove_dir_all(dir.join(sub));
             std::fs::create_dir_all(dir.join(sub)).unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp, TestDb, binary};
+use crate::helpers::{Backend, TestApp, TestDb, assert_generated, binary, splice};
 
 /// A varnishd of its own, in front of `api`, stopped on drop.
 struct Varnish {
@@ -568,18 +568,8 @@ fn query_keys_vcl(policy: &cache_policy::Policy) -> String {
 
 #[test]
 fn the_edges_query_keys_are_the_policys() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/varnish.vcl");
-    let vcl = std::fs::read_to_string(&path).unwrap();
-    let (start, end) = (vcl.find("    # BEGIN query keys").unwrap(), vcl.find("    # END query keys\n").unwrap());
-    let end = end + "    # END query keys\n".len();
+    let vcl = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/varnish.vcl")).unwrap();
     let generated = query_keys_vcl(cache_policy::Policy::embedded().unwrap());
-    if std::env::var_os("EDGERAIL_BLESS").is_some() {
-        std::fs::write(&path, format!("{}{generated}{}", &vcl[..start], &vcl[end..])).unwrap();
-        return;
-    }
-    assert!(
-        vcl[start..end] == generated,
-        "local/varnish.vcl's query keys differ from the policy: regenerate them with \
-         EDGERAIL_BLESS=1 cargo nextest run --workspace -E 'test(the_edges_query_keys)'"
-    );
+    let vcl = splice(&vcl, "    # BEGIN query keys", "    # END query keys", &generated);
+    assert_generated("local/varnish.vcl", &vcl, "the_edges_query_keys");
 }

@@ -238,6 +238,36 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Whether this run rewrites the generated files (`EDGERAIL_BLESS=1`) instead of only checking them.
+pub fn blessing() -> bool {
+    std::env::var_os("EDGERAIL_BLESS").is_some()
+}
+
+/// Checks that the committed file at `path` (relative to the repository) is `generated`, what the
+/// code it describes generates; with `EDGERAIL_BLESS=1` it writes it first. `test` names the test
+/// that regenerates it.
+pub fn assert_generated(path: &str, generated: &str, test: &str) {
+    let full = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+    if blessing() {
+        std::fs::write(&full, generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&full).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{path} differs from what generates it: regenerate it with \
+         EDGERAIL_BLESS=1 cargo nextest run --workspace -E 'test({test})'"
+    );
+}
+
+/// `text` with its block from the line starting with `begin` to the line starting with `end`
+/// (both included) replaced by `with`: a generated part of a hand-written file.
+pub fn splice(text: &str, begin: &str, end: &str, with: &str) -> String {
+    let start = text.find(begin).unwrap_or_else(|| panic!("no {begin:?}"));
+    let stop = start + text[start..].find(end).unwrap_or_else(|| panic!("no {end:?}"));
+    let stop = stop + text[stop..].find('\n').map_or(text.len() - stop, |n| n + 1);
+    format!("{}{with}{}", &text[..start], &text[stop..])
+}
+
 /// The service calendar the test apps run with (the API's defaults).
 pub fn calendar() -> store::ServiceCalendar {
     store::ServiceCalendar::new("Asia/Tokyo", "04:00").expect("the default calendar is valid")

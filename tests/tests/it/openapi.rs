@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{Backend, TestApp, assert_generated};
 
 fn document() -> Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../api/openapi.json")).unwrap();
@@ -117,18 +117,9 @@ async fn schema_valid_dates_are_accepted_and_invalid_ones_rejected(backend: Back
 
 #[test]
 fn the_committed_document_is_the_one_built_from_the_policy_and_the_types() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../api/openapi.json");
     let policy = cache_policy::Policy::embedded().unwrap();
     let generated = serde_json::to_string_pretty(&api::openapi::document(policy).unwrap()).unwrap() + "\n";
-    if std::env::var_os("EDGERAIL_BLESS").is_some() {
-        std::fs::write(path, &generated).unwrap();
-    }
-    let committed = std::fs::read_to_string(path).unwrap();
-    assert!(
-        committed == generated,
-        "api/openapi.json differs from the policy and the answer types: regenerate it with \
-         EDGERAIL_BLESS=1 cargo nextest run --workspace -E 'test(the_committed_document)'"
-    );
+    assert_generated("api/openapi.json", &generated, "the_committed_document");
 }
 
 #[test]

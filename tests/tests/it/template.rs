@@ -8,6 +8,8 @@ use cache_policy::Policy;
 use clap::{CommandFactory, Parser};
 use serde_yaml::Value;
 
+use crate::helpers::{assert_generated, splice};
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -505,30 +507,11 @@ fn query_blocks(policy: &Policy) -> (String, String) {
     (policies, behaviours)
 }
 
-/// Replaces the lines from the one starting with `begin` to the one starting with `end`.
-fn splice(text: &str, begin: &str, end: &str, with: &str) -> (String, String) {
-    let start = text.find(begin).unwrap_or_else(|| panic!("no {begin:?}"));
-    let stop = start + text[start..].find(end).unwrap_or_else(|| panic!("no {end:?}"));
-    let stop = stop + text[stop..].find('\n').unwrap() + 1;
-    (text[start..stop].to_owned(), format!("{}{with}{}", &text[..start], &text[stop..]))
-}
-
 #[test]
 fn the_query_behaviours_are_the_policys() {
-    let path = root().join("template.yaml");
-    let text = std::fs::read_to_string(&path).unwrap();
+    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
     let (policies, behaviours) = query_blocks(Policy::embedded().unwrap());
-    let (committed_policies, text_new) =
-        splice(&text, "  # BEGIN query cache policies", "  # END query cache policies", &policies);
-    let (committed_behaviours, text_new) =
-        splice(&text_new, "        # BEGIN query behaviours", "        # END query behaviours", &behaviours);
-    if std::env::var_os("EDGERAIL_BLESS").is_some() {
-        std::fs::write(&path, text_new).unwrap();
-        return;
-    }
-    assert!(
-        committed_policies == policies && committed_behaviours == behaviours,
-        "template.yaml's query-keyed behaviours differ from the policy: regenerate them with \
-         EDGERAIL_BLESS=1 cargo nextest run --workspace -E 'test(the_query_behaviours)'"
-    );
+    let text = splice(&text, "  # BEGIN query cache policies", "  # END query cache policies", &policies);
+    let text = splice(&text, "        # BEGIN query behaviours", "        # END query behaviours", &behaviours);
+    assert_generated("template.yaml", &text, "the_query_behaviours");
 }
