@@ -13,27 +13,13 @@ use schemars::JsonSchema;
 use schemars::generate::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
-/// What a handler says about one of its routes.
-#[derive(Debug)]
-struct RouteDoc {
-    operation_id: &'static str,
-    summary: &'static str,
-    /// The `200`'s description.
-    ok: &'static str,
-    /// The `200`'s body.
-    body: Value,
-    /// Whether the route answers `404` for a resource that does not exist.
-    not_found: bool,
-    /// Each path parameter's description, by name.
-    params: Vec<(&'static str, &'static str)>,
-}
-
 /// The descriptions the route groups give, collected by policy route name, and the schemas of the
 /// types they name.
 #[derive(Debug)]
 pub(crate) struct Docs {
     generator: SchemaGenerator,
-    routes: BTreeMap<&'static str, RouteDoc>,
+    /// Each route's description and its `200`'s body, by policy route name.
+    routes: BTreeMap<&'static str, (Route, Value)>,
     duplicates: Vec<&'static str>,
 }
 
@@ -75,15 +61,7 @@ impl Docs {
     }
 
     fn insert(&mut self, route: Route, body: Value) {
-        let doc = RouteDoc {
-            operation_id: route.operation_id,
-            summary: route.summary,
-            ok: route.ok,
-            body,
-            not_found: route.not_found,
-            params: route.params.to_vec(),
-        };
-        if self.routes.insert(route.name, doc).is_some() {
+        if self.routes.insert(route.name, (route, body)).is_some() {
             self.duplicates.push(route.name);
         }
     }
@@ -128,9 +106,9 @@ pub fn document(policy: &Policy) -> Result<Value, DocumentError> {
     let mut paths = Map::new();
     paths.insert("/health-check".into(), health_check());
     for route in policy.routes() {
-        let doc =
+        let (doc, body) =
             docs.routes.remove(route.name.as_str()).ok_or_else(|| DocumentError::Undocumented(route.name.clone()))?;
-        paths.insert(route.path.as_str().to_owned(), path_item(route, &doc)?);
+        paths.insert(route.path.as_str().to_owned(), path_item(route, &doc, body)?);
     }
     if let Some(name) = docs.routes.keys().next() {
         return Err(DocumentError::Unknown((*name).to_owned()));
@@ -161,7 +139,7 @@ pub fn document(policy: &Policy) -> Result<Value, DocumentError> {
 }
 
 /// One policy route's path item: its parameters from the policy, its answers by rule.
-fn path_item(route: &cache_policy::Route, doc: &RouteDoc) -> Result<Value, DocumentError> {
+fn path_item(route: &cache_policy::Route, doc: &Route, body: Value) -> Result<Value, DocumentError> {
     let problem =
         |param: &str, problem| DocumentError::Parameter { route: route.name.clone(), param: param.to_owned(), problem };
     let mut parameters = Vec::new();
@@ -213,7 +191,7 @@ fn path_item(route: &cache_policy::Route, doc: &RouteDoc) -> Result<Value, Docum
     let mut responses = Map::new();
     responses.insert(
         "200".into(),
-        json!({ "description": ok, "headers": headers, "content": { "application/json": { "schema": doc.body } } }),
+        json!({ "description": ok, "headers": headers, "content": { "application/json": { "schema": body } } }),
     );
     responses.insert("304".into(), json!({ "$ref": "#/components/responses/NotModified" }));
     if !route.params.is_empty() || !route.query.is_empty() {
@@ -243,27 +221,29 @@ fn param_schema(kind: ParamKind) -> Value {
     }
 }
 
-/// The headers every policy route's `200` carries: name, component, description, schema.
-const CACHE_HEADERS: [(&str, &str, &str, &str); 5] = [
+/// The headers every policy route's `200` carries: name, component, description, and the values a
+/// header with a closed set of them takes (a plain string otherwise).
+const CACHE_HEADERS: [(&str, &str, &str, &[&str]); 5] = [
     (
         "Cache-Control",
         "CacheControl",
         "public, max-age=B, s-maxage=E, stale-while-revalidate=S, stale-if-error=X from the route's policy",
-        "string",
+        &[],
     ),
-    ("ETag", "ETag", "Strong validator of the representation", "string"),
-    ("Cache-Tag", "CacheTag", "Comma-separated cache tags (header name configurable with CACHE_TAG_HEADER)", "string"),
-    ("x-local-cache", "XLocalCache", "In-process cache outcome", "outcome"),
-    ("Server-Timing", "ServerTiming", "Time spent in the database (db;dur=ms)", "string"),
+    ("ETag", "ETag", "Strong validator of the representation", &[]),
+    ("Cache-Tag", "CacheTag", "Comma-separated cache tags (header name configurable with CACHE_TAG_HEADER)", &[]),
+    ("x-local-cache", "XLocalCache", "In-process cache outcome", &["hit", "miss", "stale"]),
+    ("Server-Timing", "ServerTiming", "Time spent in the database (db;dur=ms)", &[]),
 ];
 
 fn cache_headers() -> Value {
     let headers: Map<String, Value> = CACHE_HEADERS
         .iter()
-        .map(|(_, component, description, schema)| {
-            let schema = match *schema {
-                "outcome" => json!({ "type": "string", "enum": ["hit", "miss", "stale"] }),
-                other => json!({ "type": other }),
+        .map(|(_, component, description, values)| {
+            let schema = if values.is_empty() {
+                json!({ "type": "string" })
+            } else {
+                json!({ "type": "string", "enum": values })
             };
             ((*component).to_owned(), json!({ "description": description, "schema": schema }))
         })
