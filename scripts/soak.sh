@@ -27,6 +27,9 @@ VERSION=$(pg_version)
 SOAK_PORT=${SOAK_PG_PORT:-5441}
 SOAK_POOLER_PORT=${SOAK_PGBOUNCER_PORT:-6441}
 ensure_cluster "$VERSION" soak "$SOAK_PORT" 40
+# Lock waits over a second are logged, with who waited: what a failure's diagnosis prints.
+as_root su postgres -c "psql -q -p $SOAK_PORT -c \"ALTER SYSTEM SET log_lock_waits = on\" \
+    -c \"ALTER SYSTEM SET log_line_prefix = '%m [%p] %a '\" -c 'SELECT pg_reload_conf()'" >/dev/null
 SOAK_PG="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$SOAK_PORT"
 POOLER_DIR=$EDGERAIL_RUN/soak-pgbouncer
 start_pgbouncer "$POOLER_DIR" "$SOAK_POOLER_PORT" "$SOAK_PG" 4
@@ -38,8 +41,38 @@ RESTART_POOLER="$sudo_prefix sh -c 'kill -9 \$(cat $POOLER_DIR/pgbouncer.pid) 2>
 
 mkdir -p "$EDGERAIL_RUN/soak" "$(dirname "$OUT")"
 log "soak ($*)"
+status=0
 "$BIN/bench" soak --api "$BIN/api" --warmer "$BIN/warmer" \
     --varnishd "$(command -v varnishd || echo /usr/sbin/varnishd)" --vcl local/varnish.vcl \
     --postgres "$SOAK_PG" --pgbouncer "postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$SOAK_POOLER_PORT" \
     --restart-postgres "$RESTART_PG" --restart-pgbouncer "$RESTART_POOLER" \
-    --run-dir "$EDGERAIL_RUN/soak" --out "$OUT" "$@"
+    --run-dir "$EDGERAIL_RUN/soak" --out "$OUT" "$@" || status=$?
+if [ "$status" -ne 0 ]; then
+    # A CI log keeps no files: what each part said around the first failure, beside the
+    # diagnosis the bench printed.
+    # The api's and the warmer's warnings from 10 s before the first failure to 2 s after it.
+    python3 - "$OUT" "$EDGERAIL_RUN/soak/api.log" "$EDGERAIL_RUN/soak/warmer.log" >&2 <<'PY' || true
+import datetime, json, re, sys
+report = json.load(open(sys.argv[1]))
+epoch = datetime.datetime.fromisoformat(report["epoch"].replace("Z", "+00:00"))
+first = min((f["at"] for f in report["first_failures"]), default=0.0)
+stamp = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?)\d*Z")
+for log in sys.argv[2:]:
+    print(f"--- {log}: warnings from t = {first - 10:.1f} s to {first + 2:.1f} s")
+    shown = 0
+    for line in open(log, errors="replace"):
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line).strip()
+        found = stamp.search(line)
+        if not found:
+            continue
+        at = datetime.datetime.fromisoformat(found.group(1) + "+00:00")
+        t = (at - epoch).total_seconds()
+        if first - 10 <= t <= first + 2 and shown < 80:
+            print(f"{t:8.2f} {line[:400]}")
+            shown += 1
+PY
+    echo "--- PostgreSQL (soak) lock waits and errors (last 60)" >&2
+    grep -E 'still waiting|acquired|ERROR|FATAL' "/var/log/postgresql/postgresql-$VERSION-soak.log" 2>/dev/null |
+        tail -n 60 >&2 || true
+fi
+exit "$status"

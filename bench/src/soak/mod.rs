@@ -270,6 +270,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     let epoch = Instant::now();
+    // The same moment on the wall clock, so a failure's time in the soak can be found in the logs.
+    let epoch_unix = chrono::Utc::now();
     let mut seeded = History::default();
     writers::seed_history(&direct, &mut seeded).await?;
     let history = Arc::new(Mutex::new(seeded));
@@ -603,6 +605,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let report = json!({
         "date": chrono::Utc::now().format("%Y-%m-%dT%H:%MZ").to_string(),
         "seed": args.seed,
+        "epoch": epoch_unix.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "broken": args.broken.map(|b| format!("{b:?}")),
         "duration_s": wall.as_secs_f64(),
         "settings": {
@@ -660,11 +663,48 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         failure_counts,
         args.out.display()
     );
+    if args.broken.is_none() && !failure_counts.is_empty() {
+        eprint!("{}", diagnosis(&report));
+    }
     match args.broken {
         Some(_) => anyhow::ensure!(violations > 0, "the checker found no violation in a setup broken on purpose"),
         None => anyhow::ensure!(failure_counts.is_empty(), "the soak failed: {failure_counts:?}"),
     }
     Ok(())
+}
+
+/// What a failed run needs to be understood from its console output alone (a CI log keeps no
+/// files): the faults as they happened, when each kind of failure occurred, and its first cases.
+fn diagnosis(report: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("soak diagnosis (t = 0 at {}):\n", report["epoch"].as_str().unwrap_or("?"));
+    for fault in report["faults"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  fault {:<18} {:>7.2}–{:<7.2} {}",
+            fault["kind"].as_str().unwrap_or("?"),
+            fault["start"].as_f64().unwrap_or(f64::NAN),
+            fault["end"].as_f64().unwrap_or(f64::NAN),
+            fault["detail"].as_str().unwrap_or("")
+        );
+    }
+    for (kind, seconds) in report["failures_per_second"].as_object().into_iter().flatten() {
+        let mut seconds: Vec<(u64, u64)> = seconds
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(t, n)| Some((t.parse().ok()?, n.as_u64()?)))
+            .collect();
+        seconds.sort_unstable();
+        let shown: Vec<String> = seconds.iter().take(30).map(|(t, n)| format!("{t}s×{n}")).collect();
+        let _ = writeln!(out, "  {kind} in the soak's seconds: {}", shown.join(" "));
+    }
+    for failure in report["first_failures"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  first: {failure}");
+    }
+    let _ = writeln!(out, "  fleet: {}", report["fleet"]);
+    let _ = writeln!(out, "  warmer: {}", report["warmer"]);
+    out
 }
 
 fn pct(samples: &[f64], p: f64) -> f64 {
