@@ -9,7 +9,7 @@
 //! the api's own.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -44,10 +44,6 @@ pub struct Args {
     out: PathBuf,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
-}
-
 /// One raw HTTP/1.1 GET; the status code, or `None` while nothing listens.
 fn status(addr: SocketAddr, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(addr).ok()?;
@@ -75,8 +71,7 @@ fn local_start_with(
     path: &str,
     extra_env: &[(&str, &str)],
 ) -> anyhow::Result<(f64, u64)> {
-    let port = free_port();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let addr = crate::free_addr()?;
     let started = Instant::now();
     let mut child = Command::new(&args.api)
         .env_clear()

@@ -16,7 +16,7 @@
 //! that of the code edgerail adds to the framework's, without the socket's system calls.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -146,7 +146,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 /// The api's hit for `route` (the second answer, after the miss that fills the cache), from a
 /// native run of it.
 fn native_hit(api: &Target, route: &str, dir: &Path) -> anyhow::Result<Answer> {
-    let addr = free_addr()?;
+    let addr = crate::free_addr()?;
     let mut child = spawn(Command::new(&api.program), api, addr, &dir.join("native.log"))?;
     let result = (|| {
         let mut connection = connect(addr, &mut child, Duration::from_secs(30))?;
@@ -163,7 +163,7 @@ fn native_hit(api: &Target, route: &str, dir: &Path) -> anyhow::Result<Answer> {
 
 /// Instructions Callgrind counts over one run of `target` that answers `requests` requests.
 fn count(target: &Target, route: &str, requests: usize, dir: &Path, round: usize) -> anyhow::Result<u64> {
-    let addr = free_addr()?;
+    let addr = crate::free_addr()?;
     let stem = format!("{}-{requests}-{round}", target.name);
     let out = dir.join(format!("callgrind.{stem}.out"));
     let mut valgrind = Command::new("valgrind");
@@ -225,10 +225,6 @@ fn stop(child: &mut Child) -> anyhow::Result<()> {
     }
     child.kill()?;
     bail!("a server did not stop within 120 s of SIGTERM")
-}
-
-fn free_addr() -> anyhow::Result<SocketAddr> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
 /// The first connection that succeeds: until the server listens, attempts are refused by the

@@ -145,6 +145,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     cache_policy::parse_duration(text).map_err(|e| e.to_string())
 }
 
+/// A loopback address no one listens on now, for a server the bench is about to start.
+pub fn free_addr() -> anyhow::Result<std::net::SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
 /// Percentile of a sorted slice (nearest rank).
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
