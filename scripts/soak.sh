@@ -48,9 +48,8 @@ status=0
     --restart-postgres "$RESTART_PG" --restart-pgbouncer "$RESTART_POOLER" \
     --run-dir "$EDGERAIL_RUN/soak" --out "$OUT" "$@" || status=$?
 if [ "$status" -ne 0 ]; then
-    # A CI log keeps no files: what each part said around the first failure, beside the
-    # diagnosis the bench printed.
-    # The api's and the warmer's warnings from 10 s before the first failure to 2 s after it.
+    # A CI log keeps no files. Beside the diagnosis the bench printed: the api's and the warmer's
+    # lines from 10 s before the first failure to 2 s after it, and PostgreSQL's lock waits.
     python3 - "$OUT" "$EDGERAIL_RUN/soak/api.log" "$EDGERAIL_RUN/soak/warmer.log" >&2 <<'PY' || true
 import datetime, json, re, sys
 report = json.load(open(sys.argv[1]))
@@ -72,7 +71,7 @@ for log in sys.argv[2:]:
             shown += 1
 PY
     echo "--- PostgreSQL (soak) lock waits and errors (last 60)" >&2
-    grep -E 'still waiting|acquired|ERROR|FATAL' "/var/log/postgresql/postgresql-$VERSION-soak.log" 2>/dev/null |
-        tail -n 60 >&2 || true
+    PG_LOG=$(pg_lsclusters -h | awk -v v="$VERSION" '$1 == v && $2 == "soak" {print $7}')
+    grep -E 'still waiting|acquired|ERROR|FATAL' "$PG_LOG" 2>/dev/null | tail -n 60 >&2 || true
 fi
 exit "$status"

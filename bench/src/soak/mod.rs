@@ -664,7 +664,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     if args.broken.is_none() && !failure_counts.is_empty() {
-        eprint!("{}", diagnosis(&report));
+        eprint!("{}", diagnosis(&report, &verdict.failure_seconds));
     }
     match args.broken {
         Some(_) => anyhow::ensure!(violations > 0, "the checker found no violation in a setup broken on purpose"),
@@ -674,8 +674,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// What a failed run needs to be understood from its console output alone (a CI log keeps no
-/// files): the faults as they happened, when each kind of failure occurred, and its first cases.
-fn diagnosis(report: &Value) -> String {
+/// files): the faults as they happened, when each kind of failure occurred (`per_second`, in
+/// order), and its first cases.
+fn diagnosis(report: &Value, per_second: &BTreeMap<&'static str, BTreeMap<u64, usize>>) -> String {
     use std::fmt::Write as _;
     let mut out = format!("soak diagnosis (t = 0 at {}):\n", report["epoch"].as_str().unwrap_or("?"));
     for fault in report["faults"].as_array().into_iter().flatten() {
@@ -688,14 +689,7 @@ fn diagnosis(report: &Value) -> String {
             fault["detail"].as_str().unwrap_or("")
         );
     }
-    for (kind, seconds) in report["failures_per_second"].as_object().into_iter().flatten() {
-        let mut seconds: Vec<(u64, u64)> = seconds
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(t, n)| Some((t.parse().ok()?, n.as_u64()?)))
-            .collect();
-        seconds.sort_unstable();
+    for (kind, seconds) in per_second {
         let shown: Vec<String> = seconds.iter().take(30).map(|(t, n)| format!("{t}s×{n}")).collect();
         let _ = writeln!(out, "  {kind} in the soak's seconds: {}", shown.join(" "));
     }
