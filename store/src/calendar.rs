@@ -83,13 +83,14 @@ impl ServiceCalendar {
         Timestamp::from_second(seconds).map_or(0, |t| self.tz.to_offset(t).seconds())
     }
 
-    /// The zone's UTC offset in minutes at `at` (for SQLite, which has no zone database).
+    /// The zone's UTC offset in minutes at `at` (SQLite's calendar row keeps it for the triggers
+    /// of versions before the runs of days).
     pub fn utc_offset_minutes(&self, at: DateTime<Utc>) -> i32 {
         self.offset_seconds(at) / 60
     }
 
     /// The service day that `at` belongs to: the one whose [`Self::day_bounds`] contain it, as the
-    /// database's triggers compute it when they tag a sighting (`edgerail_service_day`).
+    /// database's triggers find it in [`Self::day_runs`] when they tag a sighting.
     ///
     /// The wall clock alone would not do: where a day starts inside a fold, the repeated hour's
     /// second pass would read as the previous day again, and a sighting would be tagged with one
@@ -139,11 +140,80 @@ impl ServiceCalendar {
         (self.day_start_instant(date), self.day_start_instant(next))
     }
 
+    /// The calendar as data, for the database's triggers: the runs of 24-hour service days from
+    /// 0001-01-01 to the end of the zone's known rules (year 9999), in order.
+    ///
+    /// Between two clock changes every service day lasts exactly 86,400 s, so the whole calendar
+    /// is a short list: a day that does not start 24 hours after its predecessor begins a new run
+    /// (about two a year in a zone with daylight saving, a handful in Asia/Tokyo). `migrate`
+    /// writes the list to `service_day_starts`, and a trigger finds an instant's day as the last
+    /// run that started at or before it, plus the whole days since, but no later than the run's
+    /// last day (which lasts 25 hours when the clocks fall back). The rule itself (where a day
+    /// starts, inside a gap or a fold) is therefore written once, here, in
+    /// [`Self::day_start_instant`], and the database can only agree with [`Self::service_date`].
+    pub fn day_runs(&self) -> Vec<DayRun> {
+        const DAY: TimeDelta = TimeDelta::days(1);
+        let (Some(first), Some(last)) = (NaiveDate::from_ymd_opt(1, 1, 1), NaiveDate::from_ymd_opt(9999, 12, 31))
+        else {
+            return Vec::new();
+        };
+        let mut runs = vec![DayRun { starts_at: self.day_start_instant(first), day: first, last_day: last }];
+        let mut cursor = runs[0].starts_at;
+        while let Some(run) = runs.last().copied() {
+            let Some(change) = self.next_change(cursor) else { break };
+            // The day the change falls in, if days kept lasting 24 hours; it or the next one is
+            // the first to start elsewhere than the run's grid says (none, if only the zone's
+            // abbreviation changed).
+            let within = (change - run.starts_at).num_days();
+            let moved = (within..within + 3).find_map(|n| {
+                let day = run.day.checked_add_days(Days::new(u64::try_from(n).ok()?))?;
+                let starts_at = self.day_start_instant(day);
+                (starts_at != run.starts_at + DAY * i32::try_from(n).ok()?).then_some(DayRun {
+                    starts_at,
+                    day,
+                    last_day: last,
+                })
+            });
+            match moved {
+                Some(next) if next.day <= last => {
+                    cursor = next.starts_at.max(change);
+                    if let Some(ending) = runs.last_mut() {
+                        ending.last_day = next.day.pred_opt().unwrap_or(ending.day);
+                    }
+                    runs.push(next);
+                }
+                Some(_) => break,
+                None => cursor = change,
+            }
+        }
+        runs
+    }
+
+    /// The zone's first clock change strictly after `at`, if its rules have one before year 10000.
+    fn next_change(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let after = Timestamp::from_second(at.timestamp()).ok()?;
+        let change = self.tz.following(after).next()?.timestamp();
+        DateTime::from_timestamp(change.as_second(), change.subsec_nanosecond().try_into().ok()?)
+    }
+
     /// Time left in the service day containing `now`: how long an answer for `today` stays right.
     pub fn until_rollover(&self, now: DateTime<Utc>) -> Duration {
         let (_, end) = self.day_bounds(self.service_date(now));
         (end - now).to_std().unwrap_or(Duration::ZERO)
     }
+}
+
+/// A run of service days: `day` starts at `starts_at`, and each following day 86,400 s after the
+/// one before, up to `last_day`, which ends when the next run starts (it may be longer or shorter
+/// than 24 hours: the clocks change during it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayRun {
+    /// The instant the run's first day starts.
+    pub starts_at: DateTime<Utc>,
+    /// The run's first day.
+    pub day: NaiveDate,
+    /// The run's last day.
+    pub last_day: NaiveDate,
 }
 
 #[cfg(test)]
@@ -215,6 +285,66 @@ mod tests {
                 at += TimeDelta::minutes(1);
             }
         }
+    }
+
+    /// An instant's day as the triggers find it in [`ServiceCalendar::day_runs`]: the last run
+    /// started at or before it, plus the whole days since, at most its last day.
+    fn day_by_runs(runs: &[DayRun], at: DateTime<Utc>) -> Option<NaiveDate> {
+        let run = runs.get(runs.partition_point(|r| r.starts_at <= at).checked_sub(1)?)?;
+        let days = (at - run.starts_at).num_seconds().div_euclid(86_400);
+        Some(run.day.checked_add_days(Days::new(u64::try_from(days).ok()?))?.min(run.last_day))
+    }
+
+    #[test]
+    fn the_day_runs_give_every_instant_the_calendars_service_day() {
+        for (zone, start) in [
+            ("America/New_York", "01:30"),
+            ("America/New_York", "02:30"),
+            ("Europe/London", "01:00"),
+            ("Asia/Tokyo", "04:00"),
+            ("Australia/Lord_Howe", "02:00"),
+        ] {
+            let cal = ServiceCalendar::new(zone, start).unwrap();
+            let runs = cal.day_runs();
+            assert!(
+                runs.windows(2).all(|w| w[0].starts_at < w[1].starts_at && w[0].last_day.succ_opt() == Some(w[1].day)),
+                "{zone}"
+            );
+            // Each run's days are on its 24-hour grid, and the next run's first day is not.
+            for pair in runs.windows(2) {
+                let days = (pair[1].day - pair[0].day).num_days();
+                assert_ne!(pair[1].starts_at, pair[0].starts_at + TimeDelta::days(days), "{zone}: {pair:?}");
+            }
+            for year in [1948, 2026, 2100, 9998] {
+                let mut at = utc(&format!("{year}-01-01T00:00:00Z"));
+                let end = utc(&format!("{}-01-01T00:00:00Z", year + 1));
+                while at < end {
+                    assert_eq!(day_by_runs(&runs, at), Some(cal.service_date(at)), "{zone} {start}: {at}");
+                    at += TimeDelta::minutes(if year == 2026 { 5 } else { 37 });
+                }
+            }
+            // A day's first and last second.
+            for day in ["2026-03-08", "2026-03-29", "2026-10-25", "2026-11-01", "0001-01-02", "9999-12-30"] {
+                let (from, until) = cal.day_bounds(day.parse().unwrap());
+                assert_eq!(day_by_runs(&runs, from).unwrap().to_string(), day, "{zone} {start}");
+                assert_eq!(
+                    day_by_runs(&runs, until - TimeDelta::seconds(1)).unwrap().to_string(),
+                    day,
+                    "{zone} {start}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_zone_without_daylight_saving_is_a_few_runs_and_one_with_it_two_a_year() {
+        let tokyo = tokyo().day_runs();
+        assert!(tokyo.len() < 20, "{}", tokyo.len());
+        assert_eq!(tokyo.last().map(|r| r.day.year() < 1960), Some(true), "{tokyo:?}");
+        let new_york = ServiceCalendar::new("America/New_York", "04:00").unwrap().day_runs();
+        assert!((15_000..25_000).contains(&new_york.len()), "{}", new_york.len());
+        assert_eq!(new_york.first().map(|r| r.day.to_string()), Some("0001-01-01".to_owned()));
+        assert!(new_york.last().is_some_and(|r| r.day.year() == 9999), "{:?}", new_york.last());
     }
 
     #[test]

@@ -63,7 +63,7 @@ mod sql;
 mod sqlite;
 mod tags;
 
-pub use calendar::{CalendarError, ServiceCalendar};
+pub use calendar::{CalendarError, DayRun, ServiceCalendar};
 pub use db::Db;
 pub use error::{StoreError, StoreResult};
 pub use feed::{FeedCursor, FeedPage, with_feed_start};

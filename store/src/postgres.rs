@@ -193,10 +193,10 @@ impl PgStore {
         }
     }
 
-    /// Applies the embedded migrations and records the service calendar the triggers use.
     /// Applies the embedded migrations, installs the tag functions and triggers generated from
-    /// the policy's tables, and records the service calendar the triggers use: one transaction
-    /// after the migrations, serialised with any other `migrate` by an advisory lock.
+    /// the policy's tables, and records the service calendar the triggers use (its name, and its
+    /// days as runs): one transaction after the migrations, serialised with any other `migrate`
+    /// by an advisory lock.
     pub(crate) async fn migrate(&self, calendar: &ServiceCalendar, tables: &[cache_policy::Table]) -> StoreResult<()> {
         let pool = self.pool();
         MIGRATOR.run(&pool).await?;
@@ -214,6 +214,18 @@ impl PgStore {
             .bind(calendar.day_start_minutes())
             .execute(&mut *tx)
             .await?;
+        let runs = calendar.day_runs();
+        sqlx::query("DELETE FROM service_day_runs").persistent(false).execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO service_day_runs (starts_at, day, last_day) \
+             SELECT * FROM unnest($1::timestamptz[], $2::date[], $3::date[])",
+        )
+        .persistent(false)
+        .bind(runs.iter().map(|r| r.starts_at).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.day).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.last_day).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

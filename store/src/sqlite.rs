@@ -12,7 +12,7 @@ use sqlx::sqlite::{
 };
 
 use crate::calendar::ServiceCalendar;
-use crate::db::{Statement, sqlite_query};
+use crate::db::{Statement, sqlite_query, timestamp_text};
 use crate::error::StoreResult;
 use crate::tags;
 
@@ -114,6 +114,17 @@ impl SqliteStore {
             .bind(calendar.day_start_minutes())
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM service_day_runs").execute(&mut *tx).await?;
+        for chunk in calendar.day_runs().chunks(1000) {
+            let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!("INSERT INTO service_day_runs (starts_at, day, last_day) VALUES {rows}");
+            let mut insert = sqlx::query(&sql).persistent(false);
+            for run in chunk {
+                insert =
+                    insert.bind(timestamp_text(run.starts_at)).bind(run.day.to_string()).bind(run.last_day.to_string());
+            }
+            insert.execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(())
     }

@@ -12,8 +12,8 @@
 //!   the statement-level triggers with transition tables that the migrations create (and that
 //!   are created here for a table declared later), so a bulk write records each distinct tag once
 //!   and a `TRUNCATE` records the tags of the rows it removes. The service day of a timestamp is
-//!   `edgerail_day_of`, an expression the planner inlines, with the calendar read once per row in
-//!   a fenced subquery.
+//!   looked up in `service_day_runs` (the calendar as data, written by `migrate` from the API's
+//!   own rule), once per row in a fenced subquery the planner keeps inside the one plan.
 //! - SQLite: row triggers after insert, update (old and new row) and delete, and before insert
 //!   for `INSERT OR REPLACE` (which deletes the row it replaces without firing delete triggers).
 
@@ -84,13 +84,15 @@ pub(crate) fn postgres(tables: &[Table]) -> Vec<String> {
             .columns
             .iter()
             .filter(|(_, kind)| *kind == ColumnKind::ServiceDay)
-            .map(|(column, _)| format!("edgerail_day_of(r.{column}, c.time_zone, c.day_start) AS {column}"))
+            .map(|(column, _)| {
+                format!(
+                    "(SELECT to_char(LEAST(s.day + floor((extract(epoch FROM r.{column}) - extract(epoch FROM s.starts_at)) / 86400)::int, s.last_day), 'YYYY-MM-DD') \
+                     FROM service_day_runs s WHERE s.starts_at <= r.{column} ORDER BY s.starts_at DESC LIMIT 1) AS {column}"
+                )
+            })
             .collect();
-        let source = if days.is_empty() {
-            String::new()
-        } else {
-            format!("(SELECT {} FROM service_calendar c OFFSET 0) d, LATERAL ", days.join(", "))
-        };
+        let source =
+            if days.is_empty() { String::new() } else { format!("(SELECT {} OFFSET 0) d, LATERAL ", days.join(", ")) };
         ddl.push(format!(
             "CREATE OR REPLACE FUNCTION edgerail_tags_{name}(r {name}) RETURNS SETOF TEXT LANGUAGE sql STABLE AS $$ \
              SELECT t FROM {source}(VALUES {}) v (t) WHERE t IS NOT NULL $$",
@@ -112,6 +114,9 @@ pub(crate) fn postgres(tables: &[Table]) -> Vec<String> {
              FOR EACH STATEMENT EXECUTE FUNCTION edgerail_record_truncate({function})"
         ));
     }
+    // The service-day rule earlier versions wrote in SQL; no tag function calls it any more.
+    ddl.push("DROP FUNCTION IF EXISTS edgerail_service_day(timestamptz)".to_owned());
+    ddl.push("DROP FUNCTION IF EXISTS edgerail_day_of(timestamptz, text, interval)".to_owned());
     ddl
 }
 
@@ -143,11 +148,12 @@ impl Spelling for SqliteRow<'_> {
         match kind {
             // Dates are stored as `YYYY-MM-DD` text.
             ColumnKind::Text | ColumnKind::Date => format!("{row}.{column}"),
-            // SQLite has no time zone database: the calendar holds the zone's UTC offset, kept in
-            // step with SERVICE_TZ by `api migrate` (a zone with daylight saving uses the offset
-            // at migrate time).
+            // The run of days the instant falls in, then whole days since its start, counted in
+            // whole seconds with the fraction cut off as text: SQLite keeps times to the
+            // millisecond, and would round 03:59:59.9999 up into the next day.
             ColumnKind::ServiceDay => format!(
-                "date({row}.{column}, (SELECT printf('%+d minutes', utc_offset_min - day_start_min) FROM service_calendar))"
+                "(SELECT min(date(s.day, printf('%+d days', (unixepoch(substr({row}.{column}, 1, 19)) - unixepoch(s.starts_at)) / 86400)), s.last_day) \
+                 FROM service_day_runs s WHERE s.starts_at <= {row}.{column} ORDER BY s.starts_at DESC LIMIT 1)"
             ),
         }
     }
@@ -215,7 +221,7 @@ mod tests {
         let policy = cache_policy::Policy::embedded().unwrap();
         let pg = postgres(policy.tables());
         let sightings = pg.iter().find(|s| s.contains("FUNCTION edgerail_tags_sightings")).unwrap();
-        assert!(sightings.contains("edgerail_day_of(r.seen_at, c.time_zone, c.day_start) AS seen_at"), "{sightings}");
+        assert!(sightings.contains("FROM service_day_runs s WHERE s.starts_at <= r.seen_at"), "{sightings}");
         assert!(sightings.contains("('operation:' || d.seen_at || ':' || r.operation_number::text)"), "{sightings}");
         assert!(
             sightings.contains("(CASE WHEN r.operation_number IS NOT NULL THEN 'operations:' || d.seen_at END)"),
@@ -223,7 +229,7 @@ mod tests {
         );
         let operations = pg.iter().find(|s| s.contains("FUNCTION edgerail_tags_operations")).unwrap();
         assert!(operations.contains("to_char(r.service_date, 'YYYY-MM-DD')"), "{operations}");
-        assert!(!operations.contains("service_calendar"), "no calendar without a service day: {operations}");
+        assert!(!operations.contains("service_day_runs"), "no calendar without a service day: {operations}");
         assert_eq!(pg.iter().filter(|s| s.starts_with("CREATE OR REPLACE TRIGGER")).count(), 4 * policy.tables().len());
         assert!(pg[0].contains("<> ALL (ARRAY['lines', "), "undeclared tables' triggers go first: {}", pg[0]);
 
