@@ -110,6 +110,13 @@ pub struct Config {
     /// How often the metrics of an instance that is serving are written.
     #[arg(long, env = "METRICS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
     pub metrics_interval: Duration,
+    /// How often an instance that is serving adds the paths it answered for the edge to the
+    /// learned warm set (one statement); 0 turns learning off.
+    #[arg(long, env = "LEARN_FLUSH_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub learn_flush_interval: Duration,
+    /// Most distinct paths an instance counts between two flushes (the rest are not counted).
+    #[arg(long, env = "LEARN_MAX_PATHS", default_value_t = 1000)]
+    pub learn_max_paths: usize,
     /// Log format [default: AWS_LAMBDA_LOG_FORMAT on Lambda, else json there and text locally].
     /// Filter with RUST_LOG (else AWS_LAMBDA_LOG_LEVEL, else info).
     #[arg(long, env = "LOG_FORMAT", value_enum)]

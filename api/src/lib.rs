@@ -14,6 +14,7 @@
 //! - `cache`: the cached response value, the in-process cache, and the change-feed follower that
 //!   keeps it fresh.
 //! - [`metrics`]: per-route counters written as CloudWatch Embedded Metric Format lines.
+//! - [`learn`]: the paths this instance answered for the edge, flushed for the warmer.
 //! - `openapi` (feature `openapi`): `openapi.json` built from the policy and the answer types.
 //!
 //! Only what the binary and the end-to-end tests need is public.
@@ -21,6 +22,7 @@
 mod cache;
 pub mod config;
 mod http;
+pub mod learn;
 pub mod metrics;
 #[cfg(feature = "openapi")]
 pub mod openapi;

@@ -14,6 +14,7 @@ use crate::cache::feed::FeedSettings;
 use crate::cache::{LocalCache, LocalCacheConfig};
 use crate::config::{Config, ConfigError};
 use crate::http::{AppState, HttpSettings, app};
+use crate::learn::Learner;
 use crate::metrics::Metrics;
 
 /// Why the application could not start.
@@ -95,7 +96,8 @@ pub fn build_state(config: &Config, store: Db) -> Result<AppState, StartupError>
     let http = HttpSettings::new(policy, config.calendar()?, config.tag_header()?, config.build_id.clone());
     let metrics =
         Metrics::new(config.metrics_enabled(), policy.routes().iter().map(|r| r.name.clone()), config.metrics_interval);
-    Ok(AppState::new(store, cache, http, metrics))
+    let learner = Learner::new(config.learn_flush_interval, config.learn_max_paths);
+    Ok(AppState::new(store, cache, http, metrics, learner))
 }
 
 /// The embedded default (no DATABASE_URL): migrate, and seed demo data on first run, so
@@ -214,6 +216,9 @@ impl Application {
             }
         };
         self.state.flush_metrics();
+        if tokio::time::timeout(Duration::from_secs(1), self.state.flush_learned()).await.is_err() {
+            tracing::warn!("flushing the learned paths timed out: dropped");
+        }
         self.state.store().close().await;
         tracing::info!("database pool closed");
         result
@@ -232,7 +237,11 @@ pub async fn run_lambda(state: AppState) -> Result<(), lambda_http::Error> {
     lambda_runtime::spawn_graceful_shutdown_handler(move || async move {
         // What the last window counted, before the instance goes.
         flushing.flush_metrics();
-        // Lambda sends SIGKILL 500 ms after SIGTERM; leave margin for the process to exit.
+        // Lambda sends SIGKILL 500 ms after SIGTERM: what was learned gets a short try, and the
+        // pool's close and the process's exit the rest.
+        if tokio::time::timeout(Duration::from_millis(100), flushing.flush_learned()).await.is_err() {
+            tracing::warn!("flushing the learned paths timed out: dropped");
+        }
         if tokio::time::timeout(Duration::from_millis(300), store.close()).await.is_err() {
             tracing::warn!("closing the database pool timed out");
         } else {

@@ -41,6 +41,11 @@ pub use model::{
 };
 pub use template::{ParamKind, PathTemplate, Segment, TagPart, TagTemplate, is_tag_char};
 
+/// The request header that marks the warmer's own fetches. The edge forwards it to the origin
+/// (it is not part of any cache key), and the API does not count such a fetch in the learned warm
+/// set, which would otherwise feed on itself.
+pub const WARM_HEADER: &str = "x-edgerail-warm";
+
 /// The policy text compiled into every binary.
 pub const EMBEDDED_POLICY: &str = include_str!("../policy.toml");
 
@@ -152,6 +157,19 @@ mod tests {
         );
         assert!(zero_local.unwrap_err().to_string().contains("local_ttl must be non-zero"));
         assert!(Policy::from_toml("").unwrap_err().to_string().contains("no [[route]]"));
+    }
+
+    #[test]
+    fn a_route_parameter_takes_its_values_from_the_table_whose_tag_it_shares() {
+        let policy = Policy::embedded().unwrap();
+        let source = |route: &str, param: &str| {
+            policy.value_source(policy.route(route).unwrap(), param).map(|(t, c)| format!("{}.{c}", t.name))
+        };
+        assert_eq!(source("line_stations", "line_id").as_deref(), Some("lines.id"));
+        assert_eq!(source("formation", "formation_id").as_deref(), Some("formations.id"));
+        assert_eq!(source("station_sightings", "station_id").as_deref(), Some("stations.id"));
+        assert_eq!(source("operation", "number").as_deref(), Some("operations.number"));
+        assert_eq!(source("lines", "line_id"), None, "a route without the parameter");
     }
 
     #[test]

@@ -426,6 +426,23 @@ impl Policy {
         self.routes.iter().find(|r| r.name == name)
     }
 
+    /// Where the values of a route's parameter live: the table and column whose tag is the
+    /// route's tag in which the parameter appears (`line:{line_id}` is `lines`' `line:{id}`), the
+    /// first declared. So the warmer can list a warm route's paths from the tag vocabulary alone.
+    pub fn value_source(&self, route: &Route, param: &str) -> Option<(&Table, &str)> {
+        route.tags.iter().find_map(|carried| {
+            let at = carried.parts().iter().position(|p| matches!(p, TagPart::Param(name) if name == param))?;
+            self.tables.iter().find_map(|table| {
+                table.tags.iter().filter(|t| same_tag(table, &t.template, route, carried)).find_map(|t| {
+                    match t.template.parts().get(at) {
+                        Some(TagPart::Param(column)) => Some((table, column.as_str())),
+                        _ => None,
+                    }
+                })
+            })
+        })
+    }
+
     /// The route whose template matches a concrete path, with the parameter bindings.
     pub fn match_path<'p>(&self, path: &'p str) -> Option<(&Route, Vec<(&str, &'p str)>)> {
         self.routes.iter().find_map(|r| r.path.matches(path).map(|bound| (r, bound)))

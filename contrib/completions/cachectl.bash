@@ -423,7 +423,7 @@ _cachectl() {
             return 0
             ;;
         cachectl__subcmd__warm)
-            opts="-h --base-url --max-paths --concurrency --timeout --database-url --database-secret-arn --service-tz --service-day-start --help"
+            opts="-h --base-url --max-paths --warm-budget --learned-max --learned-max-age --concurrency --timeout --database-url --database-secret-arn --service-tz --service-day-start --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -434,6 +434,18 @@ _cachectl() {
                     return 0
                     ;;
                 --max-paths)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warm-budget)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --learned-max)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --learned-max-age)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -23,7 +23,7 @@ _warmer() {
 
     case "${cmd}" in
         warmer)
-            opts="-h -V --once --every --lambda-runtime-api --metrics --database-url --database-secret-arn --service-tz --service-day-start --batch --settle --retention --invalidator --distribution-id --purge-url --mode --path-budget --over-budget-every --collapse-at --retry-base --retry-attempts --wait-timeout --poll-interval --base-url --max-paths --concurrency --timeout --help --version"
+            opts="-h -V --once --every --lambda-runtime-api --metrics --database-url --database-secret-arn --service-tz --service-day-start --batch --settle --retention --invalidator --distribution-id --purge-url --mode --path-budget --over-budget-every --collapse-at --retry-base --retry-attempts --wait-timeout --poll-interval --base-url --max-paths --warm-budget --learned-max --learned-max-age --concurrency --timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -118,6 +118,18 @@ _warmer() {
                     return 0
                     ;;
                 --max-paths)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warm-budget)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --learned-max)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --learned-max-age)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

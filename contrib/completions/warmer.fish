@@ -24,7 +24,10 @@ complete -c warmer -l retry-attempts -d 'Attempts when CloudFront says too many 
 complete -c warmer -l wait-timeout -d 'How long to wait for an invalidation to complete before warming (CloudFront)' -r
 complete -c warmer -l poll-interval -d 'How often to ask CloudFront whether an invalidation completed' -r
 complete -c warmer -l base-url -d 'Base URL warm requests go to: the distribution, or the local edge. Unset: no warming' -r
-complete -c warmer -l max-paths -d 'Upper bound of the warm set (policy routes with `warm = true`, expanded with ids)' -r
+complete -c warmer -l max-paths -d 'Upper bound of the warm set\'s floor (policy routes with `warm = true`, expanded with ids)' -r
+complete -c warmer -l warm-budget -d 'Most warm requests one tick sends: what invalidations emptied first, then what is due' -r
+complete -c warmer -l learned-max -d 'Most learned paths kept and warmed (the most fetched stay)' -r
+complete -c warmer -l learned-max-age -d 'A learned path the edge has not fetched from the origin for this long is forgotten' -r
 complete -c warmer -l concurrency -d 'Warm requests in flight at once' -r
 complete -c warmer -l timeout -d 'Timeout of one warm request' -r
 complete -c warmer -l once -d 'Run one tick and exit'

@@ -303,6 +303,9 @@ pub(crate) enum Limit {
     Data,
     /// A change-feed read: the shorter feed timeout, so a locked feed fails a poll quickly.
     Feed,
+    /// A write from a serving instance (its learned paths): the statement timeout, in a round
+    /// trip bounded like a read's, so a silent connection is dropped rather than held.
+    Write,
 }
 
 impl Db {
@@ -322,6 +325,21 @@ impl Db {
             Self::Sqlite(s) => s.read(&statements).await?.into_iter().map(Rows::Sqlite).collect(),
         };
         rows.try_into().map_err(|_| StoreError::Data("a result per statement".into()))
+    }
+
+    /// Runs one write in a round trip of its own, bounded like a read: on PostgreSQL its
+    /// connection may be silent for at most the statement timeout and is dropped, not kept, when
+    /// it is. The path of a serving instance's writes, which must never hold its one connection.
+    ///
+    /// # Errors
+    ///
+    /// The database failed; nothing was written.
+    pub(crate) async fn write_bounded(&self, statement: Statement<'_>) -> StoreResult<()> {
+        match self {
+            Self::Postgres(s) => s.read(Limit::Write, &[statement]).await.map(drop),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => self.execute(statement).await.map(drop),
+        }
     }
 
     /// Opens a transaction.

@@ -21,6 +21,9 @@ pub enum StoreError {
     /// A value read from the database does not fit the model (e.g. a malformed date text in SQLite).
     #[error("unexpected data in the database: {0}")]
     Data(String),
+    /// A table or column the cache policy does not declare was asked for.
+    #[error("{0} is not declared in the cache policy")]
+    Undeclared(String),
 }
 
 impl StoreError {

@@ -50,6 +50,7 @@ mod db;
 pub mod demo;
 mod error;
 mod feed;
+pub mod learned;
 pub mod model;
 mod onemessage;
 mod open;

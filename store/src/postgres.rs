@@ -45,6 +45,8 @@ pub struct PgStore {
     read_preamble: Arc<str>,
     /// The same with the (shorter) feed timeout, for change-feed reads.
     feed_preamble: Arc<str>,
+    /// The same for a write (the API's learned paths): not read-only.
+    write_preamble: Arc<str>,
     /// Read transactions started, shared by clones.
     reads: Arc<AtomicU64>,
     /// Client-side bound of the server's silence during a read, once it has its connection: the
@@ -160,18 +162,20 @@ impl PgStore {
             .idle_timeout(Some(options.idle_timeout))
             .max_lifetime(Some(Duration::from_secs(30 * 60)))
             .test_before_acquire(false);
-        let preamble = |timeout: Duration| {
+        let settings = |timeout: Duration| {
             format!(
-                "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = 'UTC'; \
-                 SET LOCAL DateStyle = 'ISO'; SET LOCAL jit = off",
+                "SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO'; \
+                 SET LOCAL jit = off",
                 timeout.as_millis().max(1)
             )
         };
+        let preamble = |timeout: Duration| format!("SET TRANSACTION READ ONLY; {}", settings(timeout));
         let feed_timeout = options.feed_timeout.min(options.statement_timeout);
         Ok(Self {
             pools: Arc::new(Pools::new(pool_options, connect)),
             read_preamble: preamble(options.statement_timeout).into(),
             feed_preamble: preamble(feed_timeout).into(),
+            write_preamble: settings(options.statement_timeout).into(),
             reads: Arc::default(),
             read_limit: options.statement_timeout + SILENCE_MARGIN,
             feed_limit: feed_timeout + SILENCE_MARGIN,
@@ -183,13 +187,17 @@ impl PgStore {
         self.pools.get().1
     }
 
-    /// One read: its statements in one message, one round trip (see `onemessage`), under the
-    /// statement timeout or the feed's.
+    /// One read (or a serving instance's one write): its statements in one message, one round
+    /// trip (see `onemessage`), under the statement timeout or the feed's.
     pub(crate) async fn read(&self, limit: Limit, statements: &[Statement<'_>]) -> StoreResult<Vec<Vec<PgRow>>> {
         let statements = statements.iter().map(onemessage::spell).collect::<StoreResult<Vec<_>>>()?;
+        if limit != Limit::Write {
+            self.reads.fetch_add(1, Ordering::Relaxed);
+        }
         match limit {
             Limit::Data => self.run(&self.read_preamble, self.read_limit, statements).await,
             Limit::Feed => self.run(&self.feed_preamble, self.feed_limit, statements).await,
+            Limit::Write => self.run(&self.write_preamble, self.read_limit, statements).await,
         }
     }
 
@@ -254,7 +262,6 @@ impl PgStore {
     /// on a busy machine is a live connection, and taking it for dead would trip the API's
     /// breaker and serve stale answers while the database is up.
     async fn run(&self, preamble: &str, limit: Duration, statements: Vec<String>) -> StoreResult<Vec<Vec<PgRow>>> {
-        self.reads.fetch_add(1, Ordering::Relaxed);
         let (generation, pool) = self.pools.get();
         let mut conn = match pool.acquire().await {
             Ok(conn) => conn,

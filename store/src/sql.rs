@@ -83,6 +83,12 @@ pub(crate) struct Dialect {
     pub(crate) record_warm: &'static str,
     /// `$1` retention in seconds.
     pub(crate) prune: &'static str,
+    /// `$1` JSON array of `[path, fetches, last_fetched_at]`, added to `learned_paths`.
+    pub(crate) record_learned: &'static str,
+    /// The `$1` most fetched learned paths.
+    pub(crate) learned_top: &'static str,
+    /// `$1` max age in seconds, `$2` how many of the most fetched stay.
+    pub(crate) prune_learned: &'static str,
 }
 
 pub(crate) const POSTGRES: Dialect = Dialect {
@@ -121,6 +127,14 @@ pub(crate) const POSTGRES: Dialect = Dialect {
                   x_cache = EXCLUDED.x_cache",
     prune: "DELETE FROM cache_changes WHERE processed_at IS NOT NULL \
             AND processed_at < now() - make_interval(secs => $1::float8)",
+    record_learned: "INSERT INTO learned_paths (path, fetches, last_fetched_at) \
+                     SELECT value->>0, (value->>1)::bigint, (value->>2)::timestamptz FROM json_array_elements($1::json) \
+                     ON CONFLICT (path) DO UPDATE SET fetches = learned_paths.fetches + EXCLUDED.fetches, \
+                     last_fetched_at = GREATEST(learned_paths.last_fetched_at, EXCLUDED.last_fetched_at)",
+    learned_top: "SELECT path, fetches, last_fetched_at FROM learned_paths \
+                  ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $1",
+    prune_learned: "DELETE FROM learned_paths WHERE last_fetched_at < now() - make_interval(secs => $1::float8) \
+                    OR path NOT IN (SELECT path FROM learned_paths ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $2)",
 };
 
 #[cfg(feature = "sqlite")]
@@ -156,4 +170,13 @@ pub(crate) const SQLITE: Dialect = Dialect {
                   x_cache = excluded.x_cache",
     prune: "DELETE FROM cache_changes WHERE processed_at IS NOT NULL \
             AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1))",
+    record_learned: "INSERT INTO learned_paths (path, fetches, last_fetched_at) \
+                     SELECT value->>0, value->>1, value->>2 FROM json_each($1) \
+                     WHERE true ON CONFLICT (path) DO UPDATE SET fetches = learned_paths.fetches + excluded.fetches, \
+                     last_fetched_at = max(learned_paths.last_fetched_at, excluded.last_fetched_at)",
+    learned_top: "SELECT path, fetches, last_fetched_at FROM learned_paths \
+                  ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $1",
+    prune_learned: "DELETE FROM learned_paths \
+                    WHERE last_fetched_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) \
+                    OR path NOT IN (SELECT path FROM learned_paths ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $2)",
 };

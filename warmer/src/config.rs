@@ -79,9 +79,18 @@ pub struct WarmArgs {
     /// Base URL warm requests go to: the distribution, or the local edge. Unset: no warming.
     #[arg(long = "base-url", env = "WARM_BASE_URL")]
     pub base_url: Option<String>,
-    /// Upper bound of the warm set (policy routes with `warm = true`, expanded with ids).
+    /// Upper bound of the warm set's floor (policy routes with `warm = true`, expanded with ids).
     #[arg(long, env = "WARM_MAX_PATHS", default_value_t = 200)]
     pub max_paths: usize,
+    /// Most warm requests one tick sends: what invalidations emptied first, then what is due.
+    #[arg(long = "warm-budget", env = "WARM_BUDGET", default_value_t = 200)]
+    pub budget: usize,
+    /// Most learned paths kept and warmed (the most fetched stay).
+    #[arg(long, env = "WARM_LEARNED_MAX", default_value_t = 1000)]
+    pub learned_max: usize,
+    /// A learned path the edge has not fetched from the origin for this long is forgotten.
+    #[arg(long, env = "WARM_LEARNED_MAX_AGE", default_value = "1h", value_parser = parse_duration)]
+    pub learned_max_age: Duration,
     /// Warm requests in flight at once.
     #[arg(long, env = "WARM_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,

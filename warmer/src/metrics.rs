@@ -16,6 +16,11 @@ pub const NAMES: &[&str] = &[
     "WarmHits",
     "WarmMisses",
     "WarmFailures",
+    "WarmSkipped",
+    "LearnedPaths",
+    "LearnedRewarmed",
+    "LearnedSkipped",
+    "LearnedFailed",
     "ItemsThisMonth",
     "PathBudget",
     "TickFailedRetryable",
@@ -55,6 +60,11 @@ pub fn record(summary: &Summary) -> Record {
         .metric("WarmHits", Unit::Count, count(summary.warm_hits))
         .metric("WarmMisses", Unit::Count, count(summary.warm_misses))
         .metric("WarmFailures", Unit::Count, count(summary.failures))
+        .metric("WarmSkipped", Unit::Count, count(summary.warm_skipped))
+        .metric("LearnedPaths", Unit::Count, count(summary.learned))
+        .metric("LearnedRewarmed", Unit::Count, count(summary.learned_rewarmed))
+        .metric("LearnedSkipped", Unit::Count, count(summary.learned_skipped))
+        .metric("LearnedFailed", Unit::Count, count(summary.learned_failed))
         .metric("TickFailedRetryable", Unit::Count, flag(failed && retryable))
         .metric("TickFailedNonRetryable", Unit::Count, flag(failed && !retryable))
         .metric("DeployInvalidations", Unit::Count, flag(summary.deploy_invalidation.is_some()));

@@ -8,6 +8,7 @@ use cache_policy::cost::BudgetPolicy;
 use cache_policy::plan::{Context, Limits, Mode, plan};
 use chrono::Utc;
 use serde::Serialize;
+use store::learned;
 use store::outbox::{self, Accepted, BuildSeen};
 use store::{Db, ServiceCalendar, Store, StoreError};
 
@@ -54,6 +55,18 @@ pub struct Summary {
     pub warm_misses: usize,
     /// Warm requests that failed.
     pub failures: usize,
+    /// Paths due or emptied that this tick's warm budget left for the next.
+    pub warm_skipped: usize,
+    /// Learned paths in the warm set.
+    pub learned: usize,
+    /// Of the paths warmed, learned ones.
+    pub learned_rewarmed: usize,
+    /// Of the paths skipped over budget, learned ones.
+    pub learned_skipped: usize,
+    /// Of the warm requests that failed, for learned paths.
+    pub learned_failed: usize,
+    /// Learned paths forgotten for age or rank.
+    pub learned_pruned: u64,
     /// Tick duration in milliseconds.
     pub duration_ms: u64,
     /// Why the tick failed, if it did (the changes stay pending).
@@ -168,6 +181,10 @@ impl Warmer {
         {
             tracing::warn!(error = %error_chain(&err), "warming failed");
             summary.failures += 1;
+        }
+        match learned::prune(&self.db, self.warm.learned_max_age, self.warm.learned_max).await {
+            Ok(pruned) => summary.learned_pruned = pruned,
+            Err(err) => tracing::warn!(error = %error_chain(&err), "could not prune the learned paths"),
         }
         if let Ok(pending) = outbox::pending(&self.db).await {
             summary.pending = pending.count;
@@ -329,29 +346,49 @@ impl Warmer {
         }
     }
 
+    /// Warms, within the tick's budget: first what this tick's invalidations emptied (the floor's
+    /// paths they cover, and the learned paths they cover that the edge held), then the paths
+    /// near the end of their edge TTL (the floor's, then the learned ones, most fetched first).
     async fn warm(&self, today: &str, changed: &BTreeSet<String>, summary: &mut Summary) -> Result<(), StoreError> {
         let Some(base) = self.warm.base_url.as_deref() else { return Ok(()) };
         let now = Utc::now();
-        let set = warm::warm_set(self.policy, &self.db, &self.calendar, now, self.warm.max_paths).await?;
-        let affected = warm::affected(self.policy, changed, today, &set);
+        let floor = warm::warm_set(self.policy, &self.db, &self.calendar, now, self.warm.max_paths).await?;
+        let learned = warm::learned_set(self.policy, &self.db, self.warm.learned_max).await?;
+        summary.learned = learned.len();
         let state = outbox::warm_state(&self.db).await?;
-        let mut seen = HashSet::new();
-        let mut due: Vec<WarmPath> = Vec::new();
-        // After a deploy invalidation every path of the warm set is due.
+        let warmed = |path: &str| state.get(path).copied();
+        // After a deploy invalidation the edge holds nothing: all of it is emptied.
         let everything = summary.deploy_invalidation.is_some();
-        for path in affected
-            .into_iter()
-            .chain(set.iter().filter(|p| everything || warm::is_due(p, state.get(&p.path).copied(), now)).cloned())
-        {
-            if seen.insert(path.path.clone()) {
-                due.push(path);
-            }
+        let held: Vec<WarmPath> =
+            learned.iter().filter(|l| l.held(warmed(&l.warm.path), now)).map(|l| l.warm.clone()).collect();
+        let emptied = if everything {
+            floor.iter().cloned().chain(held).collect()
+        } else {
+            let mut emptied = warm::affected(self.policy, changed, today, &floor);
+            emptied.extend(warm::affected(self.policy, changed, today, &held));
+            emptied
+        };
+        let due_floor = floor.iter().filter(|p| warm::is_due(p, warmed(&p.path), now)).cloned();
+        let due_learned = learned
+            .iter()
+            .filter(|l| warm::is_due(&l.warm, Some(l.last_fetch(warmed(&l.warm.path))), now))
+            .map(|l| l.warm.clone());
+        let mut seen = HashSet::new();
+        let mut due: Vec<WarmPath> =
+            emptied.into_iter().chain(due_floor).chain(due_learned).filter(|p| seen.insert(p.path.clone())).collect();
+        let is_learned: HashSet<&str> = learned.iter().map(|l| l.warm.path.as_str()).collect();
+        if due.len() > self.warm.budget {
+            let skipped = due.split_off(self.warm.budget);
+            summary.warm_skipped = skipped.len();
+            summary.learned_skipped = skipped.iter().filter(|p| is_learned.contains(p.path.as_str())).count();
         }
         let fetched = warm::fetch_all(&self.http, base, &due, self.warm.concurrency).await;
         let mut record = Vec::new();
         for f in &fetched {
+            let learned = is_learned.contains(f.path.as_str());
             if f.ok() {
                 summary.warmed += 1;
+                summary.learned_rewarmed += usize::from(learned);
                 if f.hit() {
                     summary.warm_hits += 1;
                 } else {
@@ -360,6 +397,7 @@ impl Warmer {
                 record.push((f.path.clone(), f.status.unwrap_or_default(), f.x_cache.clone()));
             } else {
                 summary.failures += 1;
+                summary.learned_failed += usize::from(learned);
                 tracing::warn!(path = %f.path, status = ?f.status, error = ?f.error, "warm request failed");
             }
         }
@@ -372,7 +410,10 @@ impl Warmer {
     ///
     /// The warm set could not be read, or the results not recorded.
     pub async fn warm_everything(&self, base: &str) -> Result<Vec<warm::Fetched>, StoreError> {
-        let set = warm::warm_set(self.policy, &self.db, &self.calendar, Utc::now(), self.warm.max_paths).await?;
+        let mut set = warm::warm_set(self.policy, &self.db, &self.calendar, Utc::now(), self.warm.max_paths).await?;
+        let learned = warm::learned_set(self.policy, &self.db, self.warm.learned_max).await?;
+        let mut seen: HashSet<String> = set.iter().map(|p| p.path.clone()).collect();
+        set.extend(learned.into_iter().map(|l| l.warm).filter(|p| seen.insert(p.path.clone())));
         let fetched = warm::fetch_all(&self.http, base, &set, self.warm.concurrency).await;
         let record: Vec<_> = fetched
             .iter()

@@ -1,26 +1,34 @@
-//! Warming: the warm set (policy routes with `warm = true`, expanded with ids from the store),
-//! which of its paths are due, and fetching them through the edge with bounded concurrency.
+//! Warming: the warm set, which of its paths are due, and fetching them through the edge with
+//! bounded concurrency.
+//!
+//! The warm set has two parts:
+//! - the **floor**: the policy's `warm = true` routes, expanded with every value their
+//!   parameters take (ids from the table whose tag the route's tag is, dates as today), warmed
+//!   even before anything was learned;
+//! - the **learned** paths: what the edge fetched from the origin for viewers, as the API
+//!   instances recorded it (`store::learned`), the most fetched first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use cache_policy::Policy;
 use cache_policy::plan::{Context, covers, route_paths};
+use cache_policy::{ParamKind, Policy, WARM_HEADER};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use store::{Db, ServiceCalendar, Store, StoreError};
+use store::learned::{self, LearnedPath};
+use store::{Db, ServiceCalendar, StoreError};
 
 /// A path of the warm set and the edge TTL of its route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WarmPath {
-    /// The URL path.
+    /// The URL path (and query, for a learned path that has one).
     pub path: String,
     /// How long the edge keeps it: it need not be fetched more often than this.
     pub edge_ttl: Duration,
 }
 
-/// Expands the warm set, at most `max` paths: parameterless routes first, then one path per line,
-/// formation and today's operations.
+/// Expands the floor of the warm set, at most `max` paths: parameterless routes first, then each
+/// route's paths with every combination of its parameters' values.
 ///
 /// # Errors
 ///
@@ -35,35 +43,49 @@ pub async fn warm_set(
     let today = calendar.service_date(now).to_string();
     let mut fixed = Vec::new();
     let mut expanded = Vec::new();
-    let mut lines: Option<Vec<String>> = None;
-    let mut formations: Option<Vec<String>> = None;
+    let mut ids: HashMap<(String, String), Vec<String>> = HashMap::new();
     for route in policy.routes().iter().filter(|r| r.warm) {
         let params: Vec<&str> = route.path.params().collect();
-        let values: Vec<Vec<String>> = match params.as_slice() {
-            [] => {
-                fixed.push(WarmPath { path: route.path.as_str().to_owned(), edge_ttl: route.edge_ttl });
-                continue;
-            }
-            ["line_id"] => {
-                if lines.is_none() {
-                    lines = Some(db.lines().await?.into_iter().map(|l| l.id).collect());
-                }
-                lines.clone().unwrap_or_default().into_iter().map(|v| vec![v]).collect()
-            }
-            ["formation_id"] => {
-                if formations.is_none() {
-                    formations = Some(db.formations().await?.into_iter().map(|f| f.formation.id).collect());
-                }
-                formations.clone().unwrap_or_default().into_iter().map(|v| vec![v]).collect()
-            }
-            ["date"] => vec![vec![today.clone()], vec!["today".to_owned()]],
-            _ => {
-                tracing::warn!(route = %route.name, "warm route has parameters the warmer cannot expand");
-                continue;
-            }
-        };
-        for value in values {
-            let lookup = |name: &str| params.iter().position(|p| *p == name).map(|i| value[i].as_str());
+        if params.is_empty() {
+            fixed.push(WarmPath { path: route.path.as_str().to_owned(), edge_ttl: route.edge_ttl });
+            continue;
+        }
+        // Each parameter's values, then every combination of them.
+        let mut combinations: Vec<Vec<String>> = vec![Vec::new()];
+        for param in &params {
+            let values = match route.param_kind(param) {
+                Some(ParamKind::Date) => vec![today.clone()],
+                Some(ParamKind::DateOrToday) => vec![today.clone(), "today".to_owned()],
+                Some(ParamKind::Id) => match policy.value_source(route, param) {
+                    Some((table, column)) => {
+                        let key = (table.name.clone(), column.to_owned());
+                        if !ids.contains_key(&key) {
+                            let values = learned::column_values(db, &table.name, column).await?;
+                            ids.insert(key.clone(), values);
+                        }
+                        ids.get(&key).cloned().unwrap_or_default()
+                    }
+                    None => {
+                        tracing::warn!(route = %route.name, param, "no table's tag names this warm route's parameter");
+                        Vec::new()
+                    }
+                },
+                None => Vec::new(),
+            };
+            combinations = combinations
+                .into_iter()
+                .flat_map(|prefix| {
+                    values.iter().map(move |v| {
+                        let mut next = prefix.clone();
+                        next.push(v.clone());
+                        next
+                    })
+                })
+                .take(max)
+                .collect();
+        }
+        for values in combinations {
+            let lookup = |name: &str| params.iter().position(|p| *p == name).map(|i| values[i].as_str());
             if let Some(path) = route.path.render(lookup) {
                 expanded.push(WarmPath { path, edge_ttl: route.edge_ttl });
             }
@@ -72,6 +94,47 @@ pub async fn warm_set(
     fixed.extend(expanded);
     fixed.truncate(max);
     Ok(fixed)
+}
+
+/// A learned path, with its route's edge TTL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Learned {
+    /// The path, as the warm set fetches it.
+    pub warm: WarmPath,
+    /// What the API instances counted.
+    pub seen: LearnedPath,
+}
+
+impl Learned {
+    /// Whether the edge may still hold it: fetched from the origin (by a viewer, or by the warmer
+    /// at `warmed`) within its edge TTL.
+    pub fn held(&self, warmed: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+        let last = warmed.map_or(self.seen.last_fetched_at, |w| w.max(self.seen.last_fetched_at));
+        (now - last).to_std().unwrap_or(Duration::ZERO) < self.warm.edge_ttl
+    }
+
+    /// When the edge last fetched it, from a viewer or from the warmer.
+    pub fn last_fetch(&self, warmed: Option<DateTime<Utc>>) -> DateTime<Utc> {
+        warmed.map_or(self.seen.last_fetched_at, |w| w.max(self.seen.last_fetched_at))
+    }
+}
+
+/// The `max` most fetched learned paths that belong to a route of the policy (a path of a route
+/// since removed is ignored), most fetched first.
+///
+/// # Errors
+///
+/// The database failed.
+pub async fn learned_set(policy: &Policy, db: &Db, max: usize) -> Result<Vec<Learned>, StoreError> {
+    let rows = learned::top(db, max).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|seen| {
+            let path = seen.path.split_once('?').map_or(seen.path.as_str(), |(p, _)| p);
+            let (route, _) = policy.match_path(path)?;
+            Some(Learned { warm: WarmPath { path: seen.path.clone(), edge_ttl: route.edge_ttl }, seen })
+        })
+        .collect())
 }
 
 /// Paths of the warm set that the changed `tags` affect.
@@ -146,7 +209,9 @@ pub async fn fetch_all(client: &reqwest::Client, base: &str, paths: &[WarmPath],
     let base = base.trim_end_matches('/');
     futures_util::stream::iter(paths.iter().map(|p| async move {
         // Browsers ask for compressed answers, and the edge keys on the normalized encoding.
-        match client.get(format!("{base}{}", p.path)).header("accept-encoding", "br, gzip").send().await {
+        let request = client.get(format!("{base}{}", p.path)).header("accept-encoding", "br, gzip");
+        // Marked, so the API does not count it among what viewers made the edge fetch.
+        match request.header(WARM_HEADER, "1").send().await {
             Ok(res) => {
                 let status = res.status().as_u16();
                 let x_cache = res.headers().get("x-cache").and_then(|v| v.to_str().ok()).map(str::to_owned);

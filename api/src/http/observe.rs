@@ -1,4 +1,5 @@
-//! [`ObserveLayer`]: the request counted in the metrics, and a `debug` span naming its route.
+//! [`ObserveLayer`]: the request counted in the metrics and, if the edge fetched it for a viewer,
+//! in the learned warm set ([`crate::learn`]); and a `debug` span naming its route.
 //!
 //! The span is `debug`, not `info`: at the production level (`info`) an enabled span costs every
 //! request its creation and the formatting of its fields, a large share of what a cached hit costs
@@ -25,6 +26,7 @@ use tracing::instrument::Instrumented;
 
 use super::respond::Served;
 use super::state::AppState;
+use crate::learn::WARM_HEADER;
 use crate::metrics::Observation;
 
 /// Wraps every route of the router (`Router::layer`, so the matched route is known).
@@ -71,11 +73,15 @@ where
         let matched = request.extensions().get::<MatchedPath>();
         let span = tracing::debug_span!("request", method = %request.method(), route = matched.map_or("-", MatchedPath::as_str));
         let index = matched.and_then(|m| self.state.http.index.get(m.as_str()).copied());
+        // A policy route's GET, not the warmer's: what the edge fetched for a viewer.
+        let learn = index
+            .filter(|_| request.method() == http::Method::GET && !request.headers().contains_key(WARM_HEADER))
+            .and_then(|_| request.uri().path_and_query().cloned());
         let inner = {
             let _entered = span.enter();
             self.inner.call(request)
         };
-        ObserveFuture { inner: inner.instrument(span), state: self.state.clone(), index }
+        ObserveFuture { inner: inner.instrument(span), state: self.state.clone(), index, learn }
     }
 }
 
@@ -88,6 +94,8 @@ pin_project_lite::pin_project! {
         state: AppState,
         // The route's position in the policy, for its metrics (`None`: not a policy route).
         index: Option<usize>,
+        // The path and query to count as fetched by the edge, if the answer is one it keeps.
+        learn: Option<http::uri::PathAndQuery>,
     }
 }
 
@@ -108,6 +116,11 @@ where
         if state.metrics.due() {
             state.flush_metrics();
         }
+        // An answer the edge keeps (a `304` refreshes what it holds); not a `400` or a redirect.
+        if let Some(path) = this.learn.as_ref().filter(|_| matches!(status, 200 | 304 | 404)) {
+            state.learner.record(path.as_str());
+        }
+        state.flush_learned_if_due();
         Poll::Ready(Ok(response))
     }
 }

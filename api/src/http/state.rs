@@ -10,6 +10,7 @@ use http::{HeaderName, HeaderValue};
 use store::{Db, ServiceCalendar};
 
 use crate::cache::LocalCache;
+use crate::learn::Learner;
 use crate::metrics::Metrics;
 
 /// Precomputed header values of one route, so the hot path formats nothing.
@@ -39,6 +40,8 @@ pub struct Shared {
     pub(super) http: Arc<HttpSettings>,
     /// Per-route counters, written as metrics.
     pub(super) metrics: Metrics,
+    /// What this instance answered for the edge, for the warmer.
+    pub(super) learner: Learner,
 }
 
 impl std::ops::Deref for AppState {
@@ -98,8 +101,21 @@ impl HttpSettings {
 
 impl AppState {
     /// Assembles the state.
-    pub(crate) fn new(store: Db, cache: LocalCache, http: HttpSettings, metrics: Metrics) -> Self {
-        Self(Arc::new(Shared { store, cache: Arc::new(cache), http: Arc::new(http), metrics }))
+    pub(crate) fn new(store: Db, cache: LocalCache, http: HttpSettings, metrics: Metrics, learner: Learner) -> Self {
+        Self(Arc::new(Shared { store, cache: Arc::new(cache), http: Arc::new(http), metrics, learner }))
+    }
+
+    /// Writes what was learned since the last flush (at shutdown, so a last window is kept).
+    pub async fn flush_learned(&self) {
+        self.learner.flush(&self.store).await;
+    }
+
+    /// Starts a flush of what was learned in a task of its own, when one is due.
+    pub(crate) fn flush_learned_if_due(&self) {
+        if self.learner.due() {
+            let state = self.clone();
+            tokio::spawn(async move { state.flush_learned().await });
+        }
     }
 
     /// Writes the metrics gathered since the last flush (at shutdown, so none are lost).

@@ -172,6 +172,11 @@ async fn until_origin(app: &TestApp, path: &str, fresh: impl Fn(&Value) -> bool)
 }
 
 async fn warmer_purge(db: &TestDb, edge: &Varnish, mode: &str) -> Value {
+    warmer_purge_with(db, edge, mode, &[]).await
+}
+
+/// One warmer tick purging `edge` and warming through it, with extra settings.
+async fn warmer_purge_with(db: &TestDb, edge: &Varnish, mode: &str, settings: &[(&str, &str)]) -> Value {
     let out = tokio::process::Command::new(binary("warmer"))
         .arg("--once")
         .env_clear()
@@ -181,6 +186,7 @@ async fn warmer_purge(db: &TestDb, edge: &Varnish, mode: &str) -> Value {
         .env("PURGE_URL", edge.url(""))
         .env("INVALIDATION_MODE", mode)
         .env("WARM_BASE_URL", edge.url(""))
+        .envs(settings.iter().copied())
         .output()
         .await
         .unwrap();
@@ -219,6 +225,50 @@ async fn the_purge_backend_invalidates_the_edge_and_rewarms_it() {
     }
     // An unrelated page stayed cached throughout.
     assert_eq!(get(&client, &edge.url("/v1/lines")).await.x_cache, "Hit");
+}
+
+/// The learned warm set through the edge: a page no `warm = true` route declares, once a viewer
+/// made the edge fetch it, is re-warmed by the warmer right after the purge that a write to it
+/// caused, so the next viewer finds it at the edge. The warmer's own fetches teach nothing, and a
+/// tick sends no more warm requests than its budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learned_page_is_rewarmed_after_its_purge_and_warming_keeps_to_its_budget() {
+    let app = TestApp::with(
+        TestDb::new(Backend::Postgres).await,
+        &["--change-poll-interval", "100ms", "--learn-flush-interval", "1ms"],
+    )
+    .await;
+    let (addr, _stop) = app.serve().await;
+    let edge = Varnish::start(addr).await;
+    let client = reqwest::Client::new();
+
+    let budgeted = warmer_purge_with(&app.db, &edge, "tags", &[("WARM_BUDGET", "3")]).await;
+    assert_eq!(budgeted["warmed"], 3, "{budgeted}");
+    assert!(budgeted["warm_skipped"].as_u64().unwrap() > 100, "the rest of the floor waits: {budgeted}");
+    let full = warmer_purge(&app.db, &edge, "tags").await;
+    assert!(full["warmed"].as_u64().unwrap() > 100, "{full}");
+    app.state.flush_learned().await;
+    let learned = store::learned::top(app.store(), 1000).await.unwrap();
+    assert!(learned.is_empty(), "the warmer's fetches are not learned: {learned:?}");
+
+    let page = "/v1/stations/M01/sightings?limit=5";
+    assert_eq!(get(&client, &edge.url(page)).await.x_cache, "Miss");
+    crate::learn::learned_once(&app, |rows| crate::learn::fetches(rows, page) == Some(1)).await;
+    app.db
+        .exec("INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) VALUES ('3001F', NULL, 'M01', '2099-01-01T00:00:00Z')")
+        .await;
+    let newest = |v: &Value| v["sightings"][0]["seen_at"].as_str().is_some_and(|t| t.starts_with("2099"));
+    until_origin(&app, page, newest).await;
+    let summary = warmer_purge(&app.db, &edge, "tags").await;
+    assert_eq!(summary["learned"], 1, "{summary}");
+    assert_eq!(summary["learned_rewarmed"], 1, "{summary}");
+    assert_eq!(summary["failures"], 0, "{summary}");
+    let next = get(&client, &edge.url(page)).await;
+    assert_eq!(next.x_cache, "Hit", "the next viewer finds the page warm: {summary}");
+    assert!(newest(&next.body), "with the write in it");
+    // Not fetched again until the edge's copy nears the end of its TTL.
+    let idle = warmer_purge(&app.db, &edge, "tags").await;
+    assert_eq!(idle["learned_rewarmed"], 0, "{idle}");
 }
 
 /// Every query parameter a route declares reaches the origin through the edge and keys the edge's

@@ -308,6 +308,35 @@ async fn a_silent_connection_is_replaced_and_misses_recover_within_seconds() {
     assert_eq!(app.get("/v1/formations").await.status, 200);
 }
 
+/// The learned paths' flush meets a database gone silent: the request that started it is
+/// answered from the cache at once (the flush runs in a task of its own), the flush gives up
+/// within the store's limits and its tally is dropped, not retried, and once the database answers
+/// again the next tally is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_of_learned_paths_into_a_silent_database_holds_no_request_and_is_dropped() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let proxy = SilentProxy::start(server(&db)).await;
+    let flags: Vec<&str> = ONE_CONNECTION.iter().copied().chain(["--learn-flush-interval", "1ms"]).collect();
+    let app = TestApp::with_url(db.clone(), &proxy.url(&db), &flags).await;
+    assert_eq!(app.get("/v1/lines").await.status, 200);
+    crate::learn::learned_once(&app, |rows| crate::learn::fetches(rows, "/v1/lines") == Some(1)).await;
+
+    proxy.silence_existing();
+    let (hit, took) = timed(&app, "/v1/lines").await;
+    assert_eq!((hit.status.as_u16(), hit.header("x-local-cache")), (200, "hit"));
+    assert!(took < FAST, "{took:?}: a flush into the silent database held the request");
+
+    // The silent connection is dropped within the store's limits; misses then recover.
+    let recovered = Instant::now();
+    while app.get("/v1/formations/3001F").await.status != 200 {
+        assert!(recovered.elapsed() < Duration::from_secs(10), "misses never recovered");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let rows =
+        crate::learn::learned_once(&app, |rows| crate::learn::fetches(rows, "/v1/formations/3001F").is_some()).await;
+    assert_eq!(crate::learn::fetches(&rows, "/v1/lines"), Some(1), "the failed flush's tally was dropped: {rows:?}");
+}
+
 /// A `TRUNCATE` records every tag its rows carried: a change-feed page of thousands of rows.
 /// Arriving slowly (a busy machine, a thin link) but steadily, it comes over a live connection:
 /// the poll succeeds and evicts, and no reader is answered stale or `503` while the database is up.

@@ -13,6 +13,7 @@ mod failures;
 mod faults;
 mod freshness;
 mod lambda;
+mod learn;
 mod openapi;
 mod pgbouncer;
 mod quickstart;

@@ -70,13 +70,19 @@ fn every_route_is_keyed_on_exactly_its_declared_query_parameters() {
             .find(|b| glob(b["PathPattern"].as_str().unwrap(), &path))
             .unwrap_or_else(|| at(dist, &["DefaultCacheBehavior"]));
         let cache_policy = behavior["CachePolicyId"].as_str().map_or(default_policy.clone(), str::to_owned);
-        // The origin receives what the cache key holds and nothing more: an origin request policy
-        // would forward viewer query strings (or headers) the key does not separate, and the API
-        // could then store under one key an answer made for other parameters.
-        assert!(
-            behavior.get("OriginRequestPolicyId").is_none(),
-            "{} ({path}): the origin must receive only the cache key's values",
-            route.name
+        // The origin receives what the cache key holds and the warmer's mark, nothing more: a
+        // viewer query string (or header) the key does not separate could make the API store under
+        // one key an answer made for other parameters.
+        let origin_policy = behavior["OriginRequestPolicyId"].as_str();
+        assert_eq!(origin_policy, Some("ApiOriginRequestPolicy"), "{} ({path})", route.name);
+        let forwarded = at(&t, &["Resources", "ApiOriginRequestPolicy", "Properties", "OriginRequestPolicyConfig"]);
+        assert_eq!(at(forwarded, &["QueryStringsConfig", "QueryStringBehavior"]).as_str(), Some("none"));
+        assert_eq!(at(forwarded, &["CookiesConfig", "CookieBehavior"]).as_str(), Some("none"));
+        assert_eq!(at(forwarded, &["HeadersConfig", "HeaderBehavior"]).as_str(), Some("whitelist"));
+        assert_eq!(
+            strings(at(forwarded, &["HeadersConfig", "Headers"])),
+            BTreeSet::from([cache_policy::WARM_HEADER.to_owned()]),
+            "only the warmer's mark"
         );
         let config = at(&t, &["Resources", cache_policy.as_str(), "Properties", "CachePolicyConfig"]);
         let max_ttl = at(config, &["MaxTTL"]).as_u64().unwrap();
@@ -498,7 +504,8 @@ fn query_blocks(policy: &Policy) -> (String, String) {
                 "          - PathPattern: {pattern}\n            TargetOriginId: api\n            \
                  ViewerProtocolPolicy: https-only\n            AllowedMethods: [GET, HEAD, OPTIONS]\n            \
                  CachedMethods: [GET, HEAD, OPTIONS]\n            Compress: true\n            \
-                 CachePolicyId: !Ref {}\n            ResponseHeadersPolicyId: !Ref ApiResponseHeadersPolicy\n",
+                 CachePolicyId: !Ref {}\n            OriginRequestPolicyId: !Ref ApiOriginRequestPolicy\n            \
+                 ResponseHeadersPolicyId: !Ref ApiResponseHeadersPolicy\n",
                 resource(names)
             ));
         }

@@ -193,8 +193,8 @@ async fn warm(settings: &WarmArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `cachectl status`: pending changes and their age, this month's items against the budget, and
-/// the latest invalidations.
+/// `cachectl status`: pending changes and their age, this month's items against the budget, the
+/// most fetched learned paths, and the latest invalidations.
 async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
     let store = cli::open_db(db).await?;
     cli::check_schema(&store).await?;
@@ -202,6 +202,7 @@ async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow:
     let oldest_age = pending.oldest.map(|t| (chrono::Utc::now() - t).to_std().unwrap_or(Duration::ZERO));
     let used = outbox::items_this_month(&store).await.context("cannot read this month's invalidations")?;
     let recent = outbox::recent_invalidations(&store, 10).await.context("cannot read recent invalidations")?;
+    let learned = store::learned::top(&store, 10).await.context("cannot read the learned paths")?;
     let calendar = cli::calendar(db)?;
     let (trigger_zone, trigger_start) = store.trigger_calendar().await.context("cannot read the trigger calendar")?;
     let mismatch = calendar.mismatch(&trigger_zone, trigger_start);
@@ -215,6 +216,7 @@ async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow:
             "items_this_month": used,
             "budget": backend.path_budget,
             "recent_invalidations": recent,
+            "top_learned_paths": learned,
         });
         println!("{out}");
         return Ok(());
@@ -227,6 +229,14 @@ async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow:
     println!("invalidation items this month (cloudfront): {used} of a {} budget", backend.path_budget);
     if let Some(mismatch) = mismatch {
         println!("warning: {mismatch}: run `api migrate` with the right calendar");
+    }
+    if learned.is_empty() {
+        println!("no learned paths yet");
+    } else {
+        println!("{:<48} {:>8} last fetched by the edge", "top learned path", "fetches");
+        for l in &learned {
+            println!("{:<48} {:>8} {}", l.path, l.fetches, l.last_fetched_at.to_rfc3339());
+        }
     }
     if recent.is_empty() {
         println!("no invalidations yet");
