@@ -403,7 +403,14 @@ async fn paths_mode_reaches_query_variants_and_non_canonical_spellings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_clears_what_the_old_code_left_at_the_edge() {
     let db = TestDb::new(Backend::Postgres).await;
-    let old = TestApp::with(db.clone(), &["--change-poll-interval", "100ms", "--build-id", "one"]).await;
+    // The old code learns nothing: the 404 it served would otherwise be learned (flushed when it
+    // stops) and re-warmed from the new code right after the deploy's purge, and this test looks
+    // for the purge itself.
+    let old = TestApp::with(
+        db.clone(),
+        &["--change-poll-interval", "100ms", "--build-id", "one", "--learn-flush-interval", "0s"],
+    )
+    .await;
     let (addr, stop_old) = old.serve().await;
     let edge = Varnish::start(addr).await;
     let client = reqwest::Client::new();
