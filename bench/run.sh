@@ -142,6 +142,21 @@ $BENCH offload --edge http://127.0.0.1:6181 --database-url "$PG" --warmer $BIN/w
     --duration 30s --out "$OUT/offload.json"
 cleanup; pids=()
 
+# --- The warm set, fixed against learned ---------------------------------------------------------
+# The same kind of workload over every demo URL, once warming only the declared routes and once with
+# what the API learned; the API flushes what it learned every 5 s (60 s by default) so a one-minute
+# arm has learned something.
+log "warm set (fixed against learned, through Varnish)"
+BIND_ADDR=127.0.0.1:3202 DATABASE_URL=$PG LEARN_FLUSH_INTERVAL=5s $API 2>>"$RUN/api.log" & pids+=($!)
+wait_http http://127.0.0.1:3202/health-check
+sed 's/\.port = "3000";/.port = "3202";/' local/varnish.vcl > "$RUN/edge-warmset.vcl"
+rm -rf "$RUN/varnish-warmset"
+varnishd -F -n "$RUN/varnish-warmset" -a 127.0.0.1:6182 -f "$RUN/edge-warmset.vcl" -s malloc,256m >/dev/null 2>&1 & pids+=($!)
+wait_http http://127.0.0.1:6182/health-check
+$BENCH warmset --edge http://127.0.0.1:6182 --database-url "$PG" --warmer $BIN/warmer \
+    --duration 60s --out "$OUT/warmset.json"
+cleanup; pids=()
+
 # --- Soak ------------------------------------------------------------------------------------------
 # Ten minutes of the deploy build as Lambda runs it, every fault kind provoked several times, every
 # read checked (bench/src/soak). SOAK_SECONDS and SOAK_SEED change the run.

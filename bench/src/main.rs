@@ -17,6 +17,7 @@
 //!   and checks its answers (`scripts/package.sh`).
 //! - `connections`: K simulated Lambda instances through PgBouncer, or straight to PostgreSQL.
 //! - `offload`: a Zipf workload through the local edge with writes and warmer ticks.
+//! - `warmset`: the same through the edge, once with the fixed warm set and once with the learned one.
 //! - `soak`: the system run as Lambda runs it, with seeded faults, and every read checked against
 //!   the commit history (`soak::checker`).
 //! - `report`: the markdown report.
@@ -31,6 +32,7 @@ mod offload;
 mod report;
 mod runtime;
 mod soak;
+mod warmset;
 mod wire;
 mod workload;
 
@@ -79,6 +81,8 @@ enum Command {
     Connections(connections::Args),
     /// Zipf workload through the edge, with writes and warmer ticks.
     Offload(offload::Args),
+    /// The warm set, fixed against learned, in one run (found warm, edge misses, origin load).
+    Warmset(warmset::Args),
     /// The soak: a Lambda-shaped fleet under faults, every read checked (scripts/soak.sh).
     Soak(Box<soak::Args>),
     /// Assemble the markdown report from the JSON results.
@@ -135,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Wire(args) => wire::run(args).await,
         Command::Connections(args) => connections::run(args).await,
         Command::Offload(args) => offload::run(args).await,
+        Command::Warmset(args) => warmset::run(args).await,
         Command::Soak(args) => soak::run(*args).await,
         Command::Report { dir, publish } => report::run(&dir, publish.as_deref()),
     }

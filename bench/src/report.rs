@@ -385,6 +385,52 @@ pub fn run(dir: &Path, publish: Option<&Path>) -> anyhow::Result<()> {
         let _ = writeln!(md, "![offload](offload.svg)\n![staleness](staleness.svg)\n");
     }
 
+    if let Some(ws) = load(dir, "warmset.json") {
+        let (fixed, learned) = (&ws["arms"]["fixed"], &ws["arms"]["learned"]);
+        let share = |arm: &Value| arm["found_warm_share"].as_f64();
+        let pct = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{:.1}%", v * 100.0));
+        let _ = writeln!(
+            md,
+            "## The warm set: fixed against learned (Zipf s = {} over {} URLs, {} s each, {} writes/s)\n",
+            ws["zipf_s"], ws["urls"], ws["duration_s"], ws["writes_per_s"]
+        );
+        let _ = writeln!(
+            md,
+            "| figure | fixed | learned | goal |\n|---|---:|---:|---|\n\
+             | found warm (held when invalidated, asked again > 5 s later: next request an edge hit) | {} of {} ({}) | {} of {} ({}) | {} learned ≥ 95% |\n\
+             | edge miss ratio of viewer requests | {} | {} | {} learned ≤ fixed |\n\
+             | origin requests per viewer request, warm fetches included | {} | {} | {} learned ≤ fixed |\n\
+             | most warm requests in one tick (budget {}) | {} | {} | {} within |\n\
+             | learned paths (most) / re-warmed in all | {} / {} | {} / {} | |\n\
+             | viewer requests / errors | {} / {} | {} / {} | |\n",
+            fixed["found_warm"],
+            fixed["invalidated_then_asked"],
+            pct(share(fixed)),
+            learned["found_warm"],
+            learned["invalidated_then_asked"],
+            pct(share(learned)),
+            mark(share(learned).is_some_and(|s| s >= 0.95)),
+            f(&fixed["edge_miss_ratio"]),
+            f(&learned["edge_miss_ratio"]),
+            mark(learned["edge_miss_ratio"].as_f64() <= fixed["edge_miss_ratio"].as_f64()),
+            f(&fixed["origin_per_viewer_request"]),
+            f(&learned["origin_per_viewer_request"]),
+            mark(learned["origin_per_viewer_request"].as_f64() <= fixed["origin_per_viewer_request"].as_f64()),
+            ws["warm_budget"],
+            fixed["warm_requests_per_tick_max"],
+            learned["warm_requests_per_tick_max"],
+            mark(fixed["within_budget"].as_bool() == Some(true) && learned["within_budget"].as_bool() == Some(true)),
+            fixed["learned_paths_max"],
+            fixed["learned_rewarmed"],
+            learned["learned_paths_max"],
+            learned["learned_rewarmed"],
+            fixed["viewer_requests"],
+            fixed["errors"],
+            learned["viewer_requests"],
+            learned["errors"],
+        );
+    }
+
     let mut conns = Vec::new();
     for name in ["connections-pgbouncer-50.json", "connections-pgbouncer-200.json", "connections-direct-200.json"] {
         if let Some(c) = load(dir, name) {
