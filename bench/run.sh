@@ -131,13 +131,20 @@ $BENCH connections --label "direct (max_connections = 50)" --url "$PG" \
 
 # --- Origin offload ------------------------------------------------------------------------------
 log "origin offload (Zipf workload through Varnish, writes, warmer ticks)"
+# The API on 127.0.0.1:$1 (with the settings after $3), and Varnish with local/varnish.vcl on $2
+# in front of it; $3 names their state directory.
+edge_stack() {
+    local api_port=$1 edge_port=$2 name=$3
+    shift 3
+    env BIND_ADDR=127.0.0.1:$api_port DATABASE_URL=$PG "$@" $API 2>>"$RUN/api.log" & pids+=($!)
+    wait_http http://127.0.0.1:$api_port/health-check
+    sed "s/\.port = \"3000\";/.port = \"$api_port\";/" local/varnish.vcl > "$RUN/$name.vcl"
+    rm -rf "$RUN/$name"
+    varnishd -F -n "$RUN/$name" -a 127.0.0.1:$edge_port -f "$RUN/$name.vcl" -s malloc,256m >/dev/null 2>&1 & pids+=($!)
+    wait_http http://127.0.0.1:$edge_port/health-check
+}
 DATABASE_URL=$PG WARMER_SETTLE=0s $BIN/warmer --once >/dev/null 2>&1 || true
-BIND_ADDR=127.0.0.1:3201 DATABASE_URL=$PG $API 2>>"$RUN/api.log" & pids+=($!)
-wait_http http://127.0.0.1:3201/health-check
-sed 's/\.port = "3000";/.port = "3201";/' local/varnish.vcl > "$RUN/edge.vcl"
-rm -rf "$RUN/varnish"
-varnishd -F -n "$RUN/varnish" -a 127.0.0.1:6181 -f "$RUN/edge.vcl" -s malloc,256m >/dev/null 2>&1 & pids+=($!)
-wait_http http://127.0.0.1:6181/health-check
+edge_stack 3201 6181 varnish
 $BENCH offload --edge http://127.0.0.1:6181 --database-url "$PG" --warmer $BIN/warmer \
     --duration 30s --out "$OUT/offload.json"
 cleanup; pids=()
@@ -147,12 +154,7 @@ cleanup; pids=()
 # what the API learned; the API flushes what it learned every 5 s (60 s by default) so a one-minute
 # arm has learned something.
 log "warm set (fixed against learned, through Varnish)"
-BIND_ADDR=127.0.0.1:3202 DATABASE_URL=$PG LEARN_FLUSH_INTERVAL=5s $API 2>>"$RUN/api.log" & pids+=($!)
-wait_http http://127.0.0.1:3202/health-check
-sed 's/\.port = "3000";/.port = "3202";/' local/varnish.vcl > "$RUN/edge-warmset.vcl"
-rm -rf "$RUN/varnish-warmset"
-varnishd -F -n "$RUN/varnish-warmset" -a 127.0.0.1:6182 -f "$RUN/edge-warmset.vcl" -s malloc,256m >/dev/null 2>&1 & pids+=($!)
-wait_http http://127.0.0.1:6182/health-check
+edge_stack 3202 6182 varnish-warmset LEARN_FLUSH_INTERVAL=5s
 $BENCH warmset --edge http://127.0.0.1:6182 --database-url "$PG" --warmer $BIN/warmer \
     --duration 60s --out "$OUT/warmset.json"
 cleanup; pids=()

@@ -12,15 +12,9 @@ use serde_json::json;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Base URL of the edge (Varnish).
-    #[arg(long)]
-    edge: String,
-    /// Database the API reads (writes go here).
-    #[arg(long)]
-    database_url: String,
-    /// The warmer binary; it ticks every `tick_every`.
-    #[arg(long)]
-    warmer: PathBuf,
+    /// The edge, the database and the warmer (it ticks every `tick_every`).
+    #[command(flatten)]
+    through: crate::workload::Edge,
     /// How long end users send requests.
     #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
     duration: Duration,
@@ -62,8 +56,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             running.clone(),
             staleness.clone(),
             client.clone(),
-            args.edge.clone(),
-            args.database_url.clone(),
+            args.through.edge.clone(),
+            args.through.database_url.clone(),
         );
         let every = args.write_every;
         tokio::spawn(async move {
@@ -118,30 +112,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // Warmer ticks.
     let ticker = {
-        let (running, warmer, edge, url) =
-            (running.clone(), args.warmer.clone(), args.edge.clone(), args.database_url.clone());
+        let (running, through) = (running.clone(), args.through.clone());
         let every = args.tick_every;
         tokio::spawn(async move {
             let (mut ticks, mut warm_origin) = (0u64, 0u64);
             while running.load(std::sync::atomic::Ordering::Relaxed) {
-                let out = tokio::process::Command::new(&warmer)
-                    .arg("--once")
-                    .env_clear()
-                    .env("DATABASE_URL", &url)
-                    .env("INVALIDATOR", "purge")
-                    .env("PURGE_URL", &edge)
-                    .env("WARM_BASE_URL", &edge)
-                    .env("WARMER_SETTLE", "1s")
-                    .stderr(std::process::Stdio::null())
-                    .output()
-                    .await;
                 // Warm requests that the edge passed to the origin are origin load too.
-                if let Ok(out) = out {
-                    let line = String::from_utf8_lossy(&out.stdout);
-                    if let Ok(summary) = serde_json::from_str::<serde_json::Value>(line.trim()) {
-                        warm_origin += summary["warm_misses"].as_u64().unwrap_or(0);
-                    }
-                }
+                warm_origin += through.tick(&[]).await["warm_misses"].as_u64().unwrap_or(0);
                 ticks += 1;
                 tokio::time::sleep(every).await;
             }
@@ -152,8 +129,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let duration = args.duration;
     let results = futures_util::future::join_all((0..args.concurrency).map(|c| {
-        let (urls, zipf, versions, requested, client, edge) =
-            (urls.clone(), zipf.clone(), versions.clone(), requested.clone(), client.clone(), args.edge.clone());
+        let (urls, zipf, versions, requested, client, edge) = (
+            urls.clone(),
+            zipf.clone(),
+            versions.clone(),
+            requested.clone(),
+            client.clone(),
+            args.through.edge.clone(),
+        );
         async move {
             let mut rng = fastrand::Rng::with_seed(c as u64 + 1);
             let (mut origin, mut db, mut errors, mut sent) = (0usize, 0usize, 0usize, 0usize);

@@ -22,15 +22,9 @@ use serde_json::{Value, json};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Base URL of the edge (Varnish with local/varnish.vcl, which accepts PURGE from loopback).
-    #[arg(long)]
-    edge: String,
-    /// Database the API reads (writes go here).
-    #[arg(long)]
-    database_url: String,
-    /// The warmer binary; it ticks every `tick_every`.
-    #[arg(long)]
-    warmer: PathBuf,
+    /// The edge, the database and the warmer (it ticks every `tick_every`).
+    #[command(flatten)]
+    through: crate::workload::Edge,
     /// How long viewers send requests, per arm.
     #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
     duration: Duration,
@@ -109,32 +103,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn reset(args: &Args) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let purge = reqwest::Method::from_bytes(b"PURGE")?;
-    client.request(purge, format!("{}/*", args.edge)).send().await?.error_for_status()?;
+    client.request(purge, format!("{}/*", args.through.edge)).send().await?.error_for_status()?;
     tick(args, 0).await;
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&args.database_url).await?;
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&args.through.database_url).await?;
     sqlx::query("DELETE FROM learned_paths").execute(&mut conn).await?;
     sqlx::query("DELETE FROM warm_state").execute(&mut conn).await?;
     Ok(())
 }
 
-/// One warmer tick with the purge backend; its summary (`null` if it printed none).
+/// One warmer tick, keeping `learned_max` learned paths; its summary.
 async fn tick(args: &Args, learned_max: usize) -> Value {
-    let out = tokio::process::Command::new(&args.warmer)
-        .arg("--once")
-        .env_clear()
-        .env("DATABASE_URL", &args.database_url)
-        .env("INVALIDATOR", "purge")
-        .env("PURGE_URL", &args.edge)
-        .env("WARM_BASE_URL", &args.edge)
-        .env("WARMER_SETTLE", "1s")
-        .env("WARM_BUDGET", args.warm_budget.to_string())
-        .env("WARM_LEARNED_MAX", learned_max.to_string())
-        .stderr(std::process::Stdio::null())
-        .output()
-        .await;
-    out.ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().last().and_then(|l| serde_json::from_str(l).ok()))
-        .unwrap_or(Value::Null)
+    let settings = [("WARM_BUDGET", args.warm_budget.to_string()), ("WARM_LEARNED_MAX", learned_max.to_string())];
+    args.through.tick(&settings).await
 }
 
 /// The URLs (by index) whose answers a write touching `tags` changes.
@@ -215,7 +195,7 @@ async fn arm(
             writes.clone(),
             urls.clone(),
             zipf.clone(),
-            args.database_url.clone(),
+            args.through.database_url.clone(),
             args.write_every,
             today.to_owned(),
         );
@@ -256,7 +236,7 @@ async fn arm(
 
     let duration = args.duration;
     let viewers = futures_util::future::join_all((0..args.concurrency).map(|c| {
-        let (urls, zipf, client, edge) = (urls.clone(), zipf.clone(), client.clone(), args.edge.clone());
+        let (urls, zipf, client, edge) = (urls.clone(), zipf.clone(), client.clone(), args.through.edge.clone());
         async move {
             let mut rng = fastrand::Rng::with_seed(c as u64 + 1);
             let mut seen = Vec::new();

@@ -61,3 +61,40 @@ impl Zipf {
         self.cdf.partition_point(|&p| p < x).min(self.cdf.len().saturating_sub(1))
     }
 }
+
+/// Where a workload through the local edge runs: the edge, the database the API reads (writes go
+/// there too) and the warmer that ticks meanwhile.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Edge {
+    /// Base URL of the edge (Varnish with local/varnish.vcl, which accepts PURGE from loopback).
+    #[arg(long)]
+    pub edge: String,
+    /// Database the API reads (writes go here).
+    #[arg(long)]
+    pub database_url: String,
+    /// The warmer binary.
+    #[arg(long)]
+    pub warmer: std::path::PathBuf,
+}
+
+impl Edge {
+    /// One warmer tick with the purge backend against the edge, `settings` added; its summary line
+    /// (`null` if it printed none).
+    pub async fn tick(&self, settings: &[(&str, String)]) -> serde_json::Value {
+        let out = tokio::process::Command::new(&self.warmer)
+            .arg("--once")
+            .env_clear()
+            .env("DATABASE_URL", &self.database_url)
+            .env("INVALIDATOR", "purge")
+            .env("PURGE_URL", &self.edge)
+            .env("WARM_BASE_URL", &self.edge)
+            .env("WARMER_SETTLE", "1s")
+            .envs(settings.iter().map(|(k, v)| (*k, v.as_str())))
+            .stderr(std::process::Stdio::null())
+            .output()
+            .await;
+        out.ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().last().and_then(|l| serde_json::from_str(l).ok()))
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
