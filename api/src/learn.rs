@@ -95,13 +95,19 @@ impl Learner {
             && self.now_ms().saturating_sub(self.window_ms.load(Ordering::Relaxed)) >= self.interval_ms
     }
 
-    /// Takes the tally and starts a new window, unless another caller just did (then `None`).
-    fn take(&self) -> Option<Vec<LearnedPath>> {
+    /// Starts a new window if a flush is due: true for exactly one caller per interval, however
+    /// many requests find it due at once, so at most one flush is spawned per interval.
+    pub(crate) fn claim(&self) -> bool {
+        if !self.due() {
+            return false;
+        }
         let start = self.window_ms.load(Ordering::Relaxed);
         let now = self.now_ms().max(start + 1);
-        if self.window_ms.compare_exchange(start, now, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-            return None;
-        }
+        self.window_ms.compare_exchange(start, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Takes the tally.
+    fn take(&self) -> Option<Vec<LearnedPath>> {
         let taken = std::mem::take(&mut *self.tally.lock().ok()?);
         Some(
             taken
@@ -112,7 +118,8 @@ impl Learner {
     }
 
     /// Writes the tally to the database in one statement; on failure it is dropped. At most one
-    /// flush writes at a time.
+    /// flush writes at a time. The interval is the caller's to keep ([`Self::claim`]); at shutdown
+    /// the last tally is written whenever it is.
     pub(crate) async fn flush(&self, db: &Db) {
         if self.flushing.swap(true, Ordering::AcqRel) {
             return;
@@ -165,9 +172,10 @@ mod tests {
         let learner = Learner::new(Duration::from_secs(60), 10);
         learner.record("/v1/lines");
         assert!(!learner.due(), "a new instance flushes an interval after it started, not at its first request");
+        assert!(!learner.claim());
         let off = Learner::new(Duration::ZERO, 10);
         off.record("/v1/lines");
-        assert!(!off.due());
+        assert!(!off.due() && !off.claim());
         assert!(off.tally.lock().unwrap().is_empty());
     }
 }

@@ -109,8 +109,7 @@ impl Learned {
     /// Whether the edge may still hold it: fetched from the origin (by a viewer, or by the warmer
     /// at `warmed`) within its edge TTL.
     pub fn held(&self, warmed: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-        let last = warmed.map_or(self.seen.last_fetched_at, |w| w.max(self.seen.last_fetched_at));
-        (now - last).to_std().unwrap_or(Duration::ZERO) < self.warm.edge_ttl
+        (now - self.last_fetch(warmed)).to_std().unwrap_or(Duration::ZERO) < self.warm.edge_ttl
     }
 
     /// When the edge last fetched it, from a viewer or from the warmer.

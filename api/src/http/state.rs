@@ -110,9 +110,10 @@ impl AppState {
         self.learner.flush(&self.store).await;
     }
 
-    /// Starts a flush of what was learned in a task of its own, when one is due.
+    /// Starts a flush of what was learned in a task of its own, when one is due (one task per
+    /// interval, however many requests find it due at once).
     pub(crate) fn flush_learned_if_due(&self) {
-        if self.learner.due() {
+        if self.learner.claim() {
             let state = self.clone();
             tokio::spawn(async move { state.flush_learned().await });
         }

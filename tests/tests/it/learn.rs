@@ -14,9 +14,10 @@ use crate::helpers::{Backend, TestApp, TestDb};
 /// `app` counted since, unless a flush is writing.
 pub(crate) async fn learned_once(app: &TestApp, done: impl Fn(&[LearnedPath]) -> bool) -> Vec<LearnedPath> {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let db = store_of(&app.db);
     loop {
         app.state.flush_learned().await;
-        let rows = learned::top(&store_of(&app.db).await, 1000).await.unwrap();
+        let rows = learned::top(&db, 1000).await.unwrap();
         if done(&rows) {
             return rows;
         }
@@ -26,7 +27,7 @@ pub(crate) async fn learned_once(app: &TestApp, done: impl Fn(&[LearnedPath]) ->
 }
 
 /// A store of its own on `db`: the app's may be cut off from the database by a test's proxy.
-pub(crate) async fn store_of(db: &TestDb) -> store::Db {
+fn store_of(db: &TestDb) -> store::Db {
     let config = crate::helpers::config(&db.url, &[]);
     api::startup::open_store(&config).expect("open store")
 }
