@@ -103,6 +103,10 @@ pub struct Args {
     /// bound; the report compares it with the longest tick seen.
     #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
     tick_work: Duration,
+    /// The fault kinds to schedule (default: every kind), e.g. `--faults feed-lock` to provoke
+    /// one kind again and again.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    faults: Vec<Kind>,
     /// No faults (with `--broken`, to show what the checker sees without them).
     #[arg(long)]
     no_faults: bool,
@@ -428,7 +432,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .take_while(|p| p.at + p.length + Duration::from_secs(5) < args.duration)
             .collect()
     } else {
-        faults::schedule(args.seed, args.duration, Duration::from_secs(8), Duration::from_secs(12))
+        let kinds = if args.faults.is_empty() { faults::ALL.to_vec() } else { args.faults.clone() };
+        faults::schedule(args.seed, args.duration, Duration::from_secs(8), Duration::from_secs(12), &kinds)
     };
     let happened: Arc<Mutex<Vec<Happened>>> = Arc::default();
     let injector = {
