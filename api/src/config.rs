@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-pub use process::LogFormat;
-use process::settings::{MetricsMode, parse_duration};
-use store::{CalendarError, CalendarSettings, DatabaseSettings, DbOptions, ServiceCalendar};
+pub use plumbing::LogFormat;
+use plumbing::settings::{CalendarSettings, DatabaseSettings, MetricsMode, parse_duration};
+use store::{CalendarError, DbOptions, ServiceCalendar};
 
 /// The `api` command line.
 #[derive(Debug, Parser)]
@@ -228,7 +228,8 @@ impl Config {
     ///
     /// An unknown zone or malformed day start.
     pub fn calendar(&self) -> Result<ServiceCalendar, ConfigError> {
-        Ok(self.service_calendar.calendar()?)
+        let settings = &self.service_calendar;
+        Ok(ServiceCalendar::new(&settings.service_tz, &settings.service_day_start)?)
     }
 
     /// The tag header name.

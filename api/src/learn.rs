@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use store::Db;
-use store::learned::{self, LearnedPath};
+use store::learned::LearnedPath;
 
 pub use cache_policy::WARM_HEADER;
 
@@ -125,7 +125,7 @@ impl Learner {
             return;
         }
         if let Some(tally) = self.take().filter(|t| !t.is_empty()) {
-            match learned::record(db, &tally).await {
+            match db.record_learned(&tally).await {
                 Ok(()) => {
                     let (dropped, failed) = self.losses();
                     tracing::debug!(paths = tally.len(), dropped, failed, "learned paths flushed");

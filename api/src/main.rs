@@ -1,16 +1,14 @@
 //! `api`: serve (locally or on Lambda), migrate, or seed demo data. All logic is in the library.
 
-use anyhow::Context;
 use api::config::{Cli, Command};
 use api::startup::{self, Application};
 use clap::Parser;
-use store::Store;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut config = cli.config;
-    process::init_logging(config.log_format());
+    plumbing::init_logging(config.log_format());
     // Once, before the secret is read: a setting that cannot work fails before any network call.
     // The URL a secret yields is built by the secret reader and checked when the store opens it.
     config.validate()?;
@@ -18,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
     let store = startup::open_store(&config)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
-            store.migrate(&config.calendar()?).await.context("migration failed")?;
+            startup::migrate(&store, &config.calendar()?).await?;
             tracing::info!("migrations applied");
         }
         #[cfg(feature = "seed")]
@@ -37,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
             let state = startup::build_state(&config, store)?;
             let app = Application::bind(config.bind_addr, state, config.shutdown_timeout).await?;
             tracing::info!(address = %app.local_addr(), "listening");
-            app.run_until_stopped(process::shutdown_signal()).await?;
+            app.run_until_stopped(plumbing::shutdown_signal()).await?;
         }
     }
     Ok(())

@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use process::emf::{Record, Unit};
+use plumbing::emf::{Record, Unit};
 
 /// Every metric name the API emits (the template's alarms may only use these).
 pub const NAMES: &[&str] = &[
@@ -77,7 +77,7 @@ impl Metrics {
         names.push("other".into());
         let routes = names.iter().map(|_| RouteCounters::default()).collect();
         let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
-        let function = process::emf::function_name();
+        let function = plumbing::emf::function_name();
         Self { enabled, names, function, routes, interval_ms, epoch: Instant::now(), window_ms: AtomicU64::new(0) }
     }
 

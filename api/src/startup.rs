@@ -7,7 +7,7 @@ use std::time::Duration;
 
 #[cfg(feature = "seed")]
 use indicatif::{ProgressBar, ProgressStyle};
-use store::{Db, Store, StoreError};
+use store::{Db, StoreError};
 use tokio::net::TcpListener;
 
 use crate::cache::feed::FeedSettings;
@@ -116,10 +116,7 @@ pub async fn prepare_embedded_default(config: &Config, store: &Db) -> Result<(),
         .has_data()
         .await
         .map_err(|source| StartupError::Store { context: "cannot read the embedded database", source })?;
-    store
-        .migrate(&calendar)
-        .await
-        .map_err(|source| StartupError::Store { context: "cannot migrate the embedded database", source })?;
+    migrate(store, &calendar).await?;
     if fresh {
         tracing::info!(path = %config.sqlite_path.display(), "first run: loading demo data into the embedded database");
         seed_demo(store, &calendar, 1.0).await?;
@@ -133,8 +130,8 @@ pub async fn prepare_embedded_default(config: &Config, store: &Db) -> Result<(),
 ///
 /// Migration or loading failed.
 #[cfg(feature = "seed")]
-pub async fn seed_demo<S: Store>(store: &S, calendar: &store::ServiceCalendar, scale: f64) -> Result<(), StartupError> {
-    store.migrate(calendar).await.map_err(|source| StartupError::Store { context: "migration failed", source })?;
+pub async fn seed_demo(store: &Db, calendar: &store::ServiceCalendar, scale: f64) -> Result<(), StartupError> {
+    migrate(store, calendar).await?;
     let data = store::demo::generate(calendar, chrono::Utc::now(), scale);
     let progress = ProgressBar::new(data.row_count());
     progress.set_style(
@@ -157,6 +154,19 @@ pub async fn seed_demo<S: Store>(store: &S, calendar: &store::ServiceCalendar, s
         "demo data loaded"
     );
     Ok(())
+}
+
+/// Applies the embedded migrations, with the triggers the embedded policy's tables declare.
+///
+/// # Errors
+///
+/// The policy does not load, or migrating failed.
+pub async fn migrate(store: &Db, calendar: &store::ServiceCalendar) -> Result<(), StartupError> {
+    let policy = cache_policy::Policy::embedded().map_err(StartupError::Policy)?;
+    store
+        .migrate(calendar, policy.tables())
+        .await
+        .map_err(|source| StartupError::Store { context: "migration failed", source })
 }
 
 /// The local HTTP server: bound, ready to run.

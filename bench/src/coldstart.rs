@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde_json::json;
-use store::Store;
 
 use crate::runtime::{LocalRuntime, function_url_event, lambda_env};
 
@@ -128,11 +127,12 @@ async fn conversation(url: &str) -> anyhow::Result<f64> {
     let config = ApiSettings::try_parse_from(["api", "--database-url", url])?.config;
     let db = store::open(Some(url), &config.sqlite_path, &config.db_options())?;
     let started = Instant::now();
-    let (lines, position) = store::with_feed_start(db.lines()).await;
+    let read = db.lines(store::Position::Take).await;
     let elapsed = started.elapsed();
     db.close().await;
+    let read = read?;
     anyhow::ensure!(
-        !lines?.is_empty() && position.is_some(),
+        !read.value.is_empty() && read.position.is_some(),
         "the first read of {url} returned no lines or no position"
     );
     Ok(elapsed.as_secs_f64() * 1e3)

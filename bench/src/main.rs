@@ -128,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             let app = axum::Router::new().route(&route, handler);
             let listener = tokio::net::TcpListener::bind(addr).await?;
             // SIGTERM ends it by returning from `main`, so a profiler around it writes its totals.
-            axum::serve(listener, app).with_graceful_shutdown(process::shutdown_signal()).await?;
+            axum::serve(listener, app).with_graceful_shutdown(plumbing::shutdown_signal()).await?;
             Ok(())
         }
         Command::HotPath(args) => tokio::task::spawn_blocking(move || hotpath::run(&args)).await?,

@@ -1,34 +1,36 @@
 //! [`Db`]: the configured backend, and the one primitive every statement of this crate goes
 //! through.
 //!
-//! Everything above this module (each read, each step of the change feed and of the warmer's
-//! outbox, the demo loader) is written once, as [`Statement`]s: constant SQL text with typed
-//! values. Only two things differ between the backends, and both live here:
+//! Everything above this module (each read, each step of the change feed, of the warmer's outbox
+//! and of the learned paths, the demo loader) is written once, as [`Statement`]s, in a method of
+//! `Db` in the module that owns its tables. Only two things differ between the backends, and both
+//! live here:
 //!
-//! - [`Db::read`]: statements in one read-only round trip, each with its rows. On PostgreSQL that
-//!   is one simple-query message with the values spelled as literals (`onemessage`); on SQLite a
-//!   transaction with bound parameters.
+//! - [`Db::read`] and [`Db::read_at`]: statements in one read-only round trip, each with its rows,
+//!   and with `read_at` the change feed's position their data is at least as new as. On
+//!   PostgreSQL that is one simple-query message with the values spelled as literals
+//!   (`onemessage`); on SQLite a transaction with bound parameters.
 //! - [`Db::begin`] and [`Tx`]: an explicit transaction of unnamed statements with bound
-//!   parameters, for writes and for the warmer's claims, which stay open across a call to the
-//!   CDN.
+//!   parameters, for writes and for the warmer's claims.
 //!
 //! Where the SQL itself must be spelled differently (time arithmetic, JSON, snapshots), the
 //! statement takes its text from the backend's [`Dialect`].
 
-use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::postgres::PgRow;
-#[cfg(feature = "sqlite")]
-use sqlx::sqlite::SqliteRow;
-use sqlx::{FromRow, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 
+use crate::cursor::FeedCursor;
 use crate::error::{StoreError, StoreResult};
-use crate::postgres::PgStore;
+use crate::postgres::{self, PgStore};
 #[cfg(feature = "sqlite")]
-use crate::sqlite::SqliteStore;
+use crate::sqlite::{self, SqliteStore};
+use crate::statement::{Limit, Rows, Statement};
+
+pub(crate) use crate::sql::Dialect;
 
 /// The configured store: PostgreSQL in production, SQLite as the embedded default.
 ///
-/// An enum rather than `dyn Store` keeps the trait's async methods free of boxing.
+/// One type over both backends, rather than a trait with an implementation each: every statement
+/// is written once, on the primitive below, and the same test suite runs it on both.
 #[derive(Debug, Clone)]
 pub enum Db {
     /// PostgreSQL (RDS, RDS Proxy, PgBouncer, local).
@@ -36,148 +38,6 @@ pub enum Db {
     /// SQLite file.
     #[cfg(feature = "sqlite")]
     Sqlite(SqliteStore),
-}
-
-/// A value a [`Statement`] carries for one of its `$n` placeholders.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Value<'a> {
-    /// Text.
-    Text(&'a str),
-    /// Text or `NULL`.
-    OptText(Option<&'a str>),
-    /// An integer.
-    Int(i64),
-    /// A date.
-    Date(NaiveDate),
-    /// An instant.
-    Time(DateTime<Utc>),
-}
-
-impl<'a> From<&'a str> for Value<'a> {
-    fn from(text: &'a str) -> Self {
-        Self::Text(text)
-    }
-}
-
-impl<'a> From<Option<&'a str>> for Value<'a> {
-    fn from(text: Option<&'a str>) -> Self {
-        Self::OptText(text)
-    }
-}
-
-impl From<i64> for Value<'_> {
-    fn from(n: i64) -> Self {
-        Self::Int(n)
-    }
-}
-
-impl From<NaiveDate> for Value<'_> {
-    fn from(date: NaiveDate) -> Self {
-        Self::Date(date)
-    }
-}
-
-impl From<DateTime<Utc>> for Value<'_> {
-    fn from(at: DateTime<Utc>) -> Self {
-        Self::Time(at)
-    }
-}
-
-/// One statement: SQL text that only a constant can provide (so no value is ever spliced into it
-/// but through [`Statement::bind`]), and its values in placeholder order (`$1`, `$2`, …).
-#[derive(Debug, Clone)]
-pub(crate) struct Statement<'a> {
-    /// The text, with `$n` placeholders.
-    pub(crate) sql: &'static str,
-    /// `values[n - 1]` is `$n`.
-    pub(crate) values: Vec<Value<'a>>,
-}
-
-impl<'a> Statement<'a> {
-    /// A statement without values (yet).
-    pub(crate) const fn new(sql: &'static str) -> Self {
-        Self { sql, values: Vec::new() }
-    }
-
-    /// Adds the value of the next placeholder.
-    pub(crate) fn bind(mut self, value: impl Into<Value<'a>>) -> Self {
-        self.values.push(value.into());
-        self
-    }
-}
-
-/// What a row type must decode from: a row of either backend.
-#[cfg(feature = "sqlite")]
-pub(crate) trait FromRows: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> {}
-#[cfg(feature = "sqlite")]
-impl<T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow>> FromRows for T {}
-/// What a row type must decode from: a row of either backend.
-#[cfg(not(feature = "sqlite"))]
-pub(crate) trait FromRows: for<'r> FromRow<'r, PgRow> {}
-#[cfg(not(feature = "sqlite"))]
-impl<T: for<'r> FromRow<'r, PgRow>> FromRows for T {}
-
-/// The rows one statement returned.
-pub(crate) enum Rows {
-    /// PostgreSQL rows (text format).
-    Postgres(Vec<PgRow>),
-    /// SQLite rows.
-    #[cfg(feature = "sqlite")]
-    Sqlite(Vec<SqliteRow>),
-}
-
-impl std::fmt::Debug for Rows {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rows = match self {
-            Self::Postgres(rows) => rows.len(),
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(rows) => rows.len(),
-        };
-        f.debug_struct("Rows").field("rows", &rows).finish()
-    }
-}
-
-impl Rows {
-    /// Every row as a `T`.
-    ///
-    /// # Errors
-    ///
-    /// A row does not fit `T`.
-    pub(crate) fn decode<T: FromRows>(&self) -> StoreResult<Vec<T>> {
-        fn all<R: sqlx::Row, T: for<'r> FromRow<'r, R>>(rows: &[R]) -> StoreResult<Vec<T>> {
-            rows.iter().map(|row| T::from_row(row).map_err(StoreError::from)).collect()
-        }
-        match self {
-            Self::Postgres(rows) => all(rows),
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(rows) => all(rows),
-        }
-    }
-
-    /// The first row as a `T`, if there is one.
-    ///
-    /// # Errors
-    ///
-    /// The row does not fit `T`.
-    pub(crate) fn first<T: FromRows>(&self) -> StoreResult<Option<T>> {
-        fn row<R: sqlx::Row, T: for<'r> FromRow<'r, R>>(rows: &[R]) -> StoreResult<Option<T>> {
-            rows.first().map(|row| T::from_row(row).map_err(StoreError::from)).transpose()
-        }
-        match self {
-            Self::Postgres(rows) => row(rows),
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(rows) => row(rows),
-        }
-    }
-
-    /// The one row a statement always returns (an aggregate).
-    ///
-    /// # Errors
-    ///
-    /// No row, or it does not fit `T`.
-    pub(crate) fn one<T: FromRows>(&self, what: &str) -> StoreResult<T> {
-        self.first()?.ok_or_else(|| StoreError::Data(format!("no {what}")))
-    }
 }
 
 /// How a transaction from [`Db::begin`] starts.
@@ -200,46 +60,6 @@ pub(crate) enum Tx {
     Sqlite(Transaction<'static, sqlx::Sqlite>),
 }
 
-/// An instant as fixed-width UTC text (`2026-11-28T12:00:00.000000Z`): how SQLite stores
-/// timestamps, so that text order is time order, and how the demo loader sends them to either.
-pub(crate) fn timestamp_text(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-}
-
-/// `statement` as an unnamed PostgreSQL statement with bound parameters (never prepared by name,
-/// so it works behind transaction pooling).
-fn pg_query<'q>(statement: &'q Statement<'q>) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
-    let mut query = sqlx::query(statement.sql).persistent(false);
-    for value in &statement.values {
-        query = match *value {
-            Value::Text(text) => query.bind(text),
-            Value::OptText(text) => query.bind(text),
-            Value::Int(n) => query.bind(n),
-            Value::Date(date) => query.bind(date),
-            Value::Time(at) => query.bind(at),
-        };
-    }
-    query
-}
-
-/// `statement` for SQLite: instants as fixed-width UTC text, so text order is time order.
-#[cfg(feature = "sqlite")]
-pub(crate) fn sqlite_query<'q>(
-    statement: &'q Statement<'q>,
-) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    let mut query = sqlx::query(statement.sql);
-    for value in &statement.values {
-        query = match *value {
-            Value::Text(text) => query.bind(text),
-            Value::OptText(text) => query.bind(text),
-            Value::Int(n) => query.bind(n),
-            Value::Date(date) => query.bind(date),
-            Value::Time(at) => query.bind(timestamp_text(at)),
-        };
-    }
-    query
-}
-
 impl Tx {
     /// Runs `statement`; returns the rows it affected.
     ///
@@ -248,9 +68,9 @@ impl Tx {
     /// The database failed; the transaction is then aborted.
     pub(crate) async fn execute(&mut self, statement: Statement<'_>) -> StoreResult<u64> {
         Ok(match self {
-            Self::Postgres(tx) => pg_query(&statement).execute(&mut **tx).await?.rows_affected(),
+            Self::Postgres(tx) => postgres::query(&statement).execute(&mut **tx).await?.rows_affected(),
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(tx) => sqlite_query(&statement).execute(&mut **tx).await?.rows_affected(),
+            Self::Sqlite(tx) => sqlite::query(&statement).execute(&mut **tx).await?.rows_affected(),
         })
     }
 
@@ -261,9 +81,9 @@ impl Tx {
     /// The database failed; the transaction is then aborted.
     pub(crate) async fn fetch(&mut self, statement: Statement<'_>) -> StoreResult<Rows> {
         Ok(match self {
-            Self::Postgres(tx) => Rows::Postgres(pg_query(&statement).fetch_all(&mut **tx).await?),
+            Self::Postgres(tx) => Rows::Postgres(postgres::query(&statement).fetch_all(&mut **tx).await?),
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(tx) => Rows::Sqlite(sqlite_query(&statement).fetch_all(&mut **tx).await?),
+            Self::Sqlite(tx) => Rows::Sqlite(sqlite::query(&statement).fetch_all(&mut **tx).await?),
         })
     }
 
@@ -296,16 +116,9 @@ impl Tx {
     }
 }
 
-/// Which feed timeout a [`Db::read`] runs under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Limit {
-    /// A data read: the statement timeout.
-    Data,
-    /// A change-feed read: the shorter feed timeout, so a locked feed fails a poll quickly.
-    Feed,
-    /// A write from a serving instance (its learned paths): the statement timeout, in a round
-    /// trip bounded like a read's, so a silent connection is dropped rather than held.
-    Write,
+/// `N` results, one per statement.
+fn each<const N: usize>(rows: Vec<Rows>) -> StoreResult<[Rows; N]> {
+    rows.try_into().map_err(|_| StoreError::Data("a result per statement".into()))
 }
 
 impl Db {
@@ -319,12 +132,43 @@ impl Db {
         limit: Limit,
         statements: [Statement<'_>; N],
     ) -> StoreResult<[Rows; N]> {
-        let rows: Vec<Rows> = match self {
-            Self::Postgres(s) => s.read(limit, &statements).await?.into_iter().map(Rows::Postgres).collect(),
+        Ok(self.read_maybe_at(limit, false, statements).await?.0)
+    }
+
+    /// [`Db::read`], reading first, in the same round trip, the change feed's position: every
+    /// change at or before it is in the data the statements return, so a reader that follows the
+    /// feed from it misses nothing. `None` when the position could not be read without waiting
+    /// (something holds the feed locked): the data is then read alone.
+    ///
+    /// # Errors
+    ///
+    /// The database failed or did not answer within the limit.
+    pub(crate) async fn read_at<const N: usize>(
+        &self,
+        limit: Limit,
+        statements: [Statement<'_>; N],
+    ) -> StoreResult<([Rows; N], Option<FeedCursor>)> {
+        self.read_maybe_at(limit, true, statements).await
+    }
+
+    async fn read_maybe_at<const N: usize>(
+        &self,
+        limit: Limit,
+        position: bool,
+        statements: [Statement<'_>; N],
+    ) -> StoreResult<([Rows; N], Option<FeedCursor>)> {
+        let (rows, at) = match self {
+            Self::Postgres(s) => {
+                let (rows, at) = s.read(limit, position, &statements).await?;
+                (rows.into_iter().map(Rows::Postgres).collect(), at.map(Rows::Postgres))
+            }
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(s) => s.read(&statements).await?.into_iter().map(Rows::Sqlite).collect(),
+            Self::Sqlite(s) => {
+                let (rows, at) = s.read(position, &statements).await?;
+                (rows.into_iter().map(Rows::Sqlite).collect(), at.map(Rows::Sqlite))
+            }
         };
-        rows.try_into().map_err(|_| StoreError::Data("a result per statement".into()))
+        Ok((each(rows)?, at.as_ref().map(FeedCursor::from_rows).transpose()?))
     }
 
     /// Runs one write in a round trip of its own, bounded like a read: on PostgreSQL its
@@ -336,7 +180,7 @@ impl Db {
     /// The database failed; nothing was written.
     pub(crate) async fn write_bounded(&self, statement: Statement<'_>) -> StoreResult<()> {
         match self {
-            Self::Postgres(s) => s.read(Limit::Write, &[statement]).await.map(drop),
+            Self::Postgres(s) => s.read(Limit::Write, false, &[statement]).await.map(drop),
             #[cfg(feature = "sqlite")]
             Self::Sqlite(_) => self.execute(statement).await.map(drop),
         }
@@ -395,12 +239,39 @@ impl Db {
         }
     }
 
-    /// Whether a read inside [`crate::with_feed_start`] also reads the feed's position in the same
-    /// round trip (PostgreSQL). SQLite reads a local file, where a separate
-    /// [`crate::Store::feed_start`] costs microseconds.
+    /// Whether a read can take the feed's position in the same round trip as its data at no
+    /// extra cost to a reader (PostgreSQL: one message). On SQLite, a local file, a reader polls
+    /// for its first position instead, which costs microseconds.
     pub fn reads_feed_start_with_data(&self) -> bool {
         matches!(self, Self::Postgres(_))
     }
-}
 
-pub(crate) use crate::sql::Dialect;
+    /// A trivial round trip, for the deep health check.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.read(Limit::Data, [Statement::new("SELECT 1")]).await?;
+        Ok(())
+    }
+
+    /// Closes every connection; later calls fail as unavailable.
+    pub async fn close(&self) {
+        match self {
+            Self::Postgres(s) => s.close().await,
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(s) => s.close().await,
+        }
+    }
+
+    /// Read round trips started so far (data and change feed): observability for tests and
+    /// benchmarks ("database queries per origin request").
+    pub fn reads(&self) -> u64 {
+        match self {
+            Self::Postgres(s) => s.reads(),
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(s) => s.reads(),
+        }
+    }
+}

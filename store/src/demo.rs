@@ -2,13 +2,17 @@
 //! service days around today, and sightings over the past days (≥100k at scale 1).
 //!
 //! Generation is pure and deterministic for a given `today` and scale, so tests can reason about it;
-//! loading is [`crate::Store::load_demo`]'s job, which reports progress through a callback so that
-//! the caller chooses how to show it (a progress bar, a log line, nothing).
+//! loading is [`Db::load_demo`]'s job, which reports progress through a callback so that the
+//! caller chooses how to show it (a progress bar, a log line, nothing).
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
 use crate::calendar::ServiceCalendar;
+use crate::db::{Begin, Db};
+use crate::error::StoreResult;
 use crate::model::{Formation, Line, Operation, Station};
+use crate::sql;
+use crate::statement::{Statement, timestamp_text};
 
 /// A sighting to insert (the database assigns the id).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,6 +239,53 @@ pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64) -> D
     sightings.sort_by_key(|s| s.seen_at);
     data.sightings = sightings;
     data
+}
+
+impl Db {
+    /// Replaces all data with `data` in one transaction, calling `progress` with the number of
+    /// rows written after each chunk.
+    ///
+    /// # Errors
+    ///
+    /// The database failed; nothing was replaced.
+    pub async fn load_demo(&self, data: &DemoData, progress: &(dyn Fn(u64) + Send + Sync)) -> StoreResult<()> {
+        const CHUNK: usize = 10_000;
+        // Rows travel as one JSON array per chunk and table, unpacked server-side: one statement
+        // per chunk instead of one per row.
+        let tables: [Vec<serde_json::Value>; 5] = [
+            data.lines.iter().map(|l| serde_json::json!([l.id, l.name, l.color])).collect(),
+            data.stations.iter().map(|s| serde_json::json!([s.id, s.line_id, s.name, s.position])).collect(),
+            data.formations.iter().map(|f| serde_json::json!([f.id, f.series, f.cars, f.note])).collect(),
+            data.operations
+                .iter()
+                .map(|o| serde_json::json!([o.service_date.to_string(), o.number, o.formation_id]))
+                .collect(),
+            data.sightings
+                .iter()
+                .map(|s| {
+                    serde_json::json!([s.formation_id, s.operation_number, s.station_id, timestamp_text(s.seen_at)])
+                })
+                .collect(),
+        ];
+        let mut tx = self.begin(Begin::Write).await?;
+        let before = tx.fetch(Statement::new(sql::MAX_CHANGE)).await?.one::<(i64,)>("change id")?.0;
+        for delete in sql::DEMO_TABLES {
+            tx.execute(Statement::new(delete)).await?;
+        }
+        for (insert, rows) in self.sql().demo_inserts.into_iter().zip(&tables) {
+            for chunk in rows.chunks(CHUNK) {
+                let json = serde_json::Value::Array(chunk.to_vec()).to_string();
+                tx.execute(Statement::new(insert).bind(json.as_str())).await?;
+                progress(chunk.len() as u64);
+            }
+        }
+        // The triggers recorded the touched tags once per statement (PostgreSQL) or per row
+        // (SQLite): keep one row per distinct tag.
+        let last = tx.fetch(Statement::new(sql::MAX_CHANGE)).await?.one::<(i64,)>("change id")?.0;
+        tx.execute(Statement::new(sql::COMPACT_CHANGES_INSERT).bind(before).bind(last)).await?;
+        tx.execute(Statement::new(sql::COMPACT_CHANGES_DELETE).bind(before).bind(last)).await?;
+        tx.commit().await
+    }
 }
 
 #[cfg(test)]

@@ -1,42 +1,12 @@
-//! The change feed's position and pages (see the crate documentation for why the position is a
-//! snapshot on PostgreSQL).
+//! The change feed: its present position ([`Db::feed_start`]) and what became visible since a
+//! position ([`Db::feed_since`]). See the crate documentation for why the position is a snapshot
+//! on PostgreSQL.
 
-use std::cell::RefCell;
-use std::future::Future;
-
-use crate::db::{Db, Limit, Rows, Statement};
+use crate::cursor::{Cursor, FeedCursor, in_progress};
+use crate::db::Db;
 use crate::error::{StoreError, StoreResult};
 use crate::model::Change;
-use crate::postgres::in_progress;
-
-/// A position in the change feed: what a reader has seen so far. Opaque; only the store that made
-/// it can interpret it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedCursor(pub(crate) Cursor);
-
-impl FeedCursor {
-    /// The position before the first change of a SQLite feed. Readers get their positions from
-    /// [`crate::Store::feed_start`]; this one serves tests of code that only carries cursors around.
-    pub fn sqlite_origin() -> Self {
-        Self(Cursor::Id(0))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Cursor {
-    /// SQLite: the highest change id seen (ids become visible in order there).
-    Id(i64),
-    /// PostgreSQL: the snapshot of the last read, and the highest change id visible in it.
-    Snapshot {
-        /// `pg_current_snapshot()` as text.
-        snapshot: String,
-        /// The highest change id the snapshot saw. A change that becomes visible later either
-        /// has a higher id (its writer took the id after this snapshot was taken, since ids come
-        /// from a sequence handing out one value at a time) or was written by a transaction the
-        /// snapshot lists as in progress. Those two sets are all a poll has to read.
-        last_id: i64,
-    },
-}
+use crate::statement::{Limit, Statement};
 
 /// What one read of the change feed returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,16 +26,6 @@ fn split_overflow(mut changes: Vec<Change>, limit: usize) -> (Vec<Change>, bool)
     let overflow = changes.len() > limit;
     changes.truncate(limit);
     (changes, overflow)
-}
-
-/// The position the dialect's `feed_start` statement returned: a snapshot and the highest id it
-/// sees (PostgreSQL), or the highest id alone (SQLite).
-pub(crate) fn position(rows: &Rows) -> StoreResult<FeedCursor> {
-    let (snapshot, last_id) = rows.one::<(Option<String>, i64)>("feed position")?;
-    Ok(FeedCursor(match snapshot {
-        Some(snapshot) => Cursor::Snapshot { snapshot, last_id },
-        None => Cursor::Id(last_id),
-    }))
 }
 
 /// A PostgreSQL poll: one statement, so the rows and the new cursor come from the same snapshot.
@@ -91,14 +51,32 @@ const POLL_SNAPSHOT: &str = "SELECT cur.s::text, cur.m, c.id, c.tag \
 /// exact. `$1` last id, `$2` limit + 1.
 const POLL_ID: &str = "SELECT id, tag FROM cache_changes WHERE id > $1 ORDER BY id LIMIT $2";
 
-/// [`crate::Store::feed_start`].
-pub(crate) async fn start(db: &Db) -> StoreResult<FeedCursor> {
-    let [rows] = db.read(Limit::Feed, [Statement::new(db.sql().feed_start)]).await?;
-    position(&rows)
+impl Db {
+    /// The present position of the change feed: a reader starting here sees every change that
+    /// becomes visible from now on, including those of transactions open right now.
+    ///
+    /// # Errors
+    ///
+    /// The database failed, or did not answer within the feed timeout.
+    pub async fn feed_start(&self) -> StoreResult<FeedCursor> {
+        let [rows] = self.read(Limit::Feed, [Statement::new(self.sql().feed_start)]).await?;
+        FeedCursor::from_rows(&rows)
+    }
+
+    /// The changes that became visible after `cursor`, at most `limit` of them (see
+    /// [`FeedPage::overflow`]). On PostgreSQL it runs under the store's feed timeout, which is
+    /// shorter than the statement timeout: a locked feed fails the poll quickly.
+    ///
+    /// # Errors
+    ///
+    /// The database failed or did not answer in time, or `cursor` is the other backend's.
+    pub async fn feed_since(&self, cursor: &FeedCursor, limit: usize) -> StoreResult<FeedPage> {
+        since(self, cursor, limit).await
+    }
 }
 
-/// [`crate::Store::feed_since`].
-pub(crate) async fn since(db: &Db, cursor: &FeedCursor, limit: usize) -> StoreResult<FeedPage> {
+/// [`Db::feed_since`].
+async fn since(db: &Db, cursor: &FeedCursor, limit: usize) -> StoreResult<FeedPage> {
     let asked = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
     if db.reads_feed_start_with_data() != matches!(cursor.0, Cursor::Snapshot { .. }) {
         return Err(StoreError::Data("a feed cursor of the other backend".into()));
@@ -125,50 +103,12 @@ pub(crate) async fn since(db: &Db, cursor: &FeedCursor, limit: usize) -> StoreRe
                 )
                 .await?;
             let (changes, overflow) = split_overflow(changes.decode()?, limit);
-            let last = if overflow { position(&present)?.last_id() } else { changes.last().map_or(*after, |c| c.id) };
+            let last = if overflow {
+                FeedCursor::from_rows(&present)?.last_id()
+            } else {
+                changes.last().map_or(*after, |c| c.id)
+            };
             Ok(FeedPage { changes, cursor: FeedCursor(Cursor::Id(last)), overflow })
         }
     }
-}
-
-impl FeedCursor {
-    /// The highest change id the position has seen.
-    fn last_id(&self) -> i64 {
-        match self.0 {
-            Cursor::Id(id) | Cursor::Snapshot { last_id: id, .. } => id,
-        }
-    }
-}
-
-tokio::task_local! {
-    /// Set while [`with_feed_start`] runs: the feed position read with the first read, once read.
-    static START: RefCell<Option<FeedCursor>>;
-}
-
-/// Runs `read` and also returns the feed's position as of just before its data was read, when the
-/// store could read it in the same round trip (PostgreSQL: the first read message inside `read`
-/// begins with `pg_current_snapshot()`). `None` when it could not (SQLite, or `read` never
-/// reached the database); then [`crate::Store::feed_start`] is the way to a position.
-///
-/// This is how a cold instance starts following the feed without a round trip of its own: a
-/// change the read did not see is not visible in the position either, so the first poll from it
-/// reports that change, and the answer can be kept.
-pub async fn with_feed_start<F: Future>(read: F) -> (F::Output, Option<FeedCursor>) {
-    START
-        .scope(RefCell::new(None), async {
-            let output = read.await;
-            (output, START.with(|start| start.borrow_mut().take()))
-        })
-        .await
-}
-
-/// Whether the running read should also read the feed position (inside [`with_feed_start`], and
-/// not read yet).
-pub(crate) fn start_wanted() -> bool {
-    START.try_with(|start| start.borrow().is_none()).unwrap_or(false)
-}
-
-/// Hands the position read with the data to [`with_feed_start`].
-pub(crate) fn start_read(cursor: FeedCursor) {
-    let _ = START.try_with(|start| *start.borrow_mut() = Some(cursor));
 }

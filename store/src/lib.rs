@@ -1,28 +1,34 @@
 //! Everything edgerail keeps in its database, for the API and the warmer alike.
 //!
-//! The railway data is read through the [`Store`] trait, implemented for PostgreSQL (production,
-//! behind RDS Proxy or PgBouncer) and SQLite (the embedded default). Both implementations pass one
-//! test suite, so the default behaves like production. The crate also owns every statement on the
+//! One type, [`Db`], over PostgreSQL (production, behind RDS Proxy or PgBouncer) and SQLite (the
+//! embedded default); every statement is written once on one primitive, and one test suite runs
+//! on both backends, so the default behaves like production. The crate also owns every statement on the
 //! change feed (`cache_changes`, filled by database triggers so no writer has to know about
 //! caching) and on the warmer's bookkeeping tables, the embedded migrations that create them, the
 //! service calendar, and the demo data set.
 //!
 //! # Layout
 //!
-//! - [`model`]: the rows and answers ([`Line`] … [`Change`]).
-//! - [`Store`] (`read`): read access plus the change feed; [`FeedCursor`], [`FeedPage`] and
-//!   [`with_feed_start`] (`feed`).
-//! - [`Db`] (`db`): either backend, and the one primitive every statement goes through (a
-//!   read-only round trip, or a transaction); `postgres` / `sqlite`: the two backends' connections
-//!   and migrations; `sql`: every statement's text; [`open`] picks a backend from a URL with
-//!   [`DbOptions`] (`options`).
-//! - `tags`: the triggers that record which tags a write touches, generated for both dialects from
-//!   the tables the cache policy declares.
+//! Every statement is a method of [`Db`], written once, in the module that owns its tables:
+//!
+//! - `read`: the railway data ([`Db::lines`] … [`Db::station_sightings`]), each read taking a
+//!   [`Position`] and returning a [`Read`].
+//! - `feed`: the change feed ([`Db::feed_start`], [`Db::feed_since`]) and its [`FeedPage`];
+//!   `cursor`: [`FeedCursor`].
 //! - [`outbox`]: the warmer's side of the feed: claiming, completing, pruning, its records.
-//! - [`calendar`]: service days and their rollover; [`CalendarSettings`] and
-//!   [`DatabaseSettings`] (`settings`): the binaries' shared clap settings for both.
-//! - [`demo`]: realistic demo data, generated deterministically and loaded in bulk.
-//! - [`StoreError`]: why a call failed, split into "unavailable, retry later" and the rest.
+//! - [`learned`]: the learned warm set.
+//! - `schema`: migrations and what binaries check of the schema; `tags`: the triggers that
+//!   record which tags a write touches, generated for both dialects from the tables the policy
+//!   declares; [`demo`]: realistic demo data and its loader.
+//!
+//! Beneath them, the one primitive: `db` ([`Db`] itself: a read-only round trip, or a
+//! transaction), on `postgres` and `sqlite` (each backend's connections and migrations) and
+//! `onemessage` (PostgreSQL's single-message reads), all built on `statement` (a statement and
+//! its rows), which depends on nothing of the crate. `sql` holds every statement's text. [`open`]
+//! picks a backend from a URL with [`DbOptions`]; [`calendar`] is the service calendar;
+//! [`StoreError`] says why a call failed, split into "unavailable, retry later" and the rest.
+//! Settings and the cache policy come from the caller: this crate parses no command line and
+//! reads no global policy.
 //!
 //! # The change feed
 //!
@@ -46,6 +52,7 @@
 //! function always reads PostgreSQL, and SQLite is a fifth of its zip.
 
 mod calendar;
+mod cursor;
 mod db;
 pub mod demo;
 mod error;
@@ -58,16 +65,18 @@ mod options;
 pub mod outbox;
 mod postgres;
 mod read;
-mod settings;
+mod schema;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod statement;
 mod tags;
 
 pub use calendar::{CalendarError, DayRun, ServiceCalendar};
+pub use cursor::FeedCursor;
 pub use db::Db;
 pub use error::{StoreError, StoreResult};
-pub use feed::{FeedCursor, FeedPage, with_feed_start};
+pub use feed::FeedPage;
 pub use model::{
     Change, FORMATION_SIGHTINGS, Formation, FormationDetail, FormationSummary, Line, LineStations, Operation,
     OperationDetail, Sighting, Station,
@@ -75,7 +84,6 @@ pub use model::{
 pub use open::{OpenError, open};
 pub use options::DbOptions;
 pub use postgres::PgStore;
-pub use read::Store;
-pub use settings::{CalendarSettings, DatabaseSettings};
+pub use read::{Position, Read};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;

@@ -24,8 +24,8 @@ use futures_util::TryStreamExt;
 use sqlx::Either;
 use sqlx::postgres::{PgConnection, PgRow};
 
-use crate::db::{Statement, Value};
 use crate::error::{StoreError, StoreResult};
+use crate::statement::{Statement, Value};
 
 impl Value<'_> {
     /// Writes the value as a PostgreSQL literal.
@@ -83,7 +83,7 @@ fn push_date(out: &mut String, date: NaiveDate) -> &'static str {
 ///
 /// A placeholder without a value, or a value that cannot be spelled.
 pub(crate) fn spell(statement: &Statement<'_>) -> StoreResult<String> {
-    let (sql, params) = (statement.sql, &statement.values);
+    let (sql, params) = (&*statement.sql, &statement.values);
     let mut out = String::with_capacity(sql.len() + 32);
     let mut chars = sql.char_indices().peekable();
     while let Some((i, c)) = chars.next() {

@@ -17,28 +17,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::db::{Begin, Db, Statement, Tx};
+use crate::db::{Begin, Db, Tx};
 use crate::error::StoreResult;
 use crate::sql::RECORD_INVALIDATION;
+use crate::statement::Statement;
 
 /// What the database could see at one moment: a PostgreSQL snapshot, or SQLite's last change id.
 /// A claim made with a mark takes only the changes visible at that moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VisibleMark(String);
-
-/// The present [`VisibleMark`].
-///
-/// The warmer takes a mark, waits its settle time, then claims what the mark saw: every claimed
-/// change has then been visible (committed) for at least the settle time, whenever its transaction
-/// started, so every API instance has had time to evict it before the edge is refilled.
-///
-/// # Errors
-///
-/// The database failed.
-pub async fn visible_mark(db: &Db) -> StoreResult<VisibleMark> {
-    let (mark,) = db.fetch(Statement::new(db.sql().visible_mark)).await?.one::<(String,)>("visibility mark")?;
-    Ok(VisibleMark(mark))
-}
 
 /// What a claim holds in `invalidation_id` until it completes. Only the claim's own transaction
 /// ever sees it: completing replaces it before the commit, and releasing rolls it back. So one
@@ -85,20 +72,6 @@ pub struct Accepted<'a> {
     pub items: usize,
     /// Status reported by the backend.
     pub status: &'a str,
-}
-
-/// Claims the pending changes that were visible at `mark`, of at most `max_tags` distinct tags
-/// (the earliest changed first; the rest wait for the next tick).
-///
-/// # Errors
-///
-/// The database failed; nothing is claimed.
-pub async fn claim(db: &Db, max_tags: i64, mark: &VisibleMark) -> StoreResult<Claim> {
-    let sql = db.sql();
-    let mut tx = db.begin(Begin::Write).await?;
-    tx.execute(Statement::new(sql.claim).bind(max_tags.max(1)).bind(mark.0.as_str()).bind(CLAIMING)).await?;
-    let tags = tx.fetch(Statement::new(sql.claimed).bind(CLAIMING)).await?.decode()?;
-    Ok(Claim { tx, complete: sql.complete, tags })
 }
 
 impl Claim {
@@ -150,27 +123,6 @@ async fn record(tx: &mut Tx, accepted: &Accepted<'_>, changes: i64) -> StoreResu
     Ok(())
 }
 
-/// Records an invalidation that covers no claimed change (`cachectl invalidate`).
-///
-/// # Errors
-///
-/// The database failed.
-pub async fn record_invalidation(db: &Db, accepted: &Accepted<'_>) -> StoreResult<()> {
-    let mut tx = db.begin(Begin::Deferred).await?;
-    record(&mut tx, accepted, 0).await?;
-    tx.commit().await
-}
-
-/// Invalidation items sent to CloudFront since the start of this calendar month (UTC), for the
-/// path budget.
-///
-/// # Errors
-///
-/// The database failed.
-pub async fn items_this_month(db: &Db) -> StoreResult<i64> {
-    Ok(db.fetch(Statement::new(db.sql().items_this_month)).await?.one::<(i64,)>("sum")?.0)
-}
-
 /// The pending part of the feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pending {
@@ -178,27 +130,6 @@ pub struct Pending {
     pub count: i64,
     /// When the oldest of them was recorded.
     pub oldest: Option<DateTime<Utc>>,
-}
-
-/// Pending changes: how many, and when the oldest was recorded.
-///
-/// # Errors
-///
-/// The database failed.
-pub async fn pending(db: &Db) -> StoreResult<Pending> {
-    const SQL: &str = "SELECT COUNT(*), MIN(changed_at) FROM cache_changes WHERE processed_at IS NULL";
-    let (count, oldest) = db.fetch(Statement::new(SQL)).await?.one::<(i64, Option<DateTime<Utc>>)>("count")?;
-    Ok(Pending { count, oldest })
-}
-
-/// Deletes processed changes older than `retention`; returns how many went.
-///
-/// # Errors
-///
-/// The database failed.
-pub async fn prune(db: &Db, retention: Duration) -> StoreResult<u64> {
-    let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-    db.execute(Statement::new(db.sql().prune).bind(secs)).await
 }
 
 /// A sent invalidation, as recorded.
@@ -218,55 +149,6 @@ pub struct InvalidationRecord {
     pub created_at: DateTime<Utc>,
 }
 
-/// The latest `n` invalidations.
-///
-/// # Errors
-///
-/// The database failed.
-pub async fn recent_invalidations(db: &Db, n: i64) -> StoreResult<Vec<InvalidationRecord>> {
-    const SQL: &str = "SELECT id, backend, CAST(items AS BIGINT), CAST(changes AS BIGINT), status, created_at \
-                       FROM cache_invalidations ORDER BY created_at DESC, id DESC LIMIT $1";
-    let rows: Vec<(String, String, i64, i64, String, DateTime<Utc>)> =
-        db.fetch(Statement::new(SQL).bind(n)).await?.decode()?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, backend, items, changes, status, created_at)| InvalidationRecord {
-            id,
-            backend,
-            items,
-            changes,
-            status,
-            created_at,
-        })
-        .collect())
-}
-
-/// When each path was last warmed.
-///
-/// # Errors
-///
-/// The database failed.
-pub async fn warm_state(db: &Db) -> StoreResult<HashMap<String, DateTime<Utc>>> {
-    const SQL: &str = "SELECT path, warmed_at FROM warm_state";
-    let rows: Vec<(String, DateTime<Utc>)> = db.fetch(Statement::new(SQL)).await?.decode()?;
-    Ok(rows.into_iter().collect())
-}
-
-/// Records warm results: `(path, status, x_cache)`.
-///
-/// # Errors
-///
-/// The database failed.
-pub async fn record_warm(db: &Db, results: &[(String, u16, Option<String>)]) -> StoreResult<()> {
-    if results.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<serde_json::Value> = results.iter().map(|(p, s, x)| serde_json::json!([p, s, x])).collect();
-    let json = serde_json::Value::Array(rows).to_string();
-    db.execute(Statement::new(db.sql().record_warm).bind(json.as_str())).await?;
-    Ok(())
-}
-
 /// What the warmer knows of an API build it has just seen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildSeen {
@@ -283,34 +165,155 @@ pub enum BuildSeen {
     },
 }
 
-/// Whether `build` differs from the build seen last, without recording it (the warmer records it
-/// with [`record_build`] once the invalidation it calls for was accepted, so a failure is
-/// retried). Compared with the last build, not with every build ever seen: rolling back to an
-/// earlier build is a deploy as well.
-///
-/// # Errors
-///
-/// The database failed.
-pub async fn build_status(db: &Db, build: &str) -> StoreResult<BuildSeen> {
-    const SQL: &str = "SELECT build, CAST(seen_seq AS BIGINT) FROM deploys ORDER BY seen_seq DESC LIMIT 1";
-    let last: Option<(String, i64)> = db.fetch(Statement::new(SQL)).await?.first()?;
-    Ok(match last {
-        None => BuildSeen::First,
-        Some((last, _)) if last == build => BuildSeen::Known,
-        Some((_, sequence)) => BuildSeen::Deployed { sequence: sequence + 1 },
-    })
-}
+impl Db {
+    /// The present [`VisibleMark`].
+    ///
+    /// The warmer takes a mark, waits its settle time, then claims what the mark saw: every claimed
+    /// change has then been visible (committed) for at least the settle time, whenever its transaction
+    /// started, so every API instance has had time to evict it before the edge is refilled.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn visible_mark(&self) -> StoreResult<VisibleMark> {
+        let (mark,) = self.fetch(Statement::new(self.sql().visible_mark)).await?.one::<(String,)>("visibility mark")?;
+        Ok(VisibleMark(mark))
+    }
 
-/// Records `build` as the build seen last, with the invalidation sent for it, if any.
-///
-/// # Errors
-///
-/// The database failed.
-pub async fn record_build(db: &Db, build: &str, invalidation_id: Option<&str>) -> StoreResult<()> {
-    const SQL: &str = "INSERT INTO deploys (build, invalidation_id, seen_seq) \
-                       VALUES ($1, $2, (SELECT COALESCE(MAX(seen_seq), 0) + 1 FROM deploys)) \
-                       ON CONFLICT (build) DO UPDATE SET seen_seq = excluded.seen_seq, \
-                       invalidation_id = COALESCE(excluded.invalidation_id, deploys.invalidation_id)";
-    db.execute(Statement::new(SQL).bind(build).bind(invalidation_id)).await?;
-    Ok(())
+    /// Claims the pending changes that were visible at `mark`, of at most `max_tags` distinct tags
+    /// (the earliest changed first; the rest wait for the next tick).
+    ///
+    /// # Errors
+    ///
+    /// The database failed; nothing is claimed.
+    pub async fn claim(&self, max_tags: i64, mark: &VisibleMark) -> StoreResult<Claim> {
+        let sql = self.sql();
+        let mut tx = self.begin(Begin::Write).await?;
+        tx.execute(Statement::new(sql.claim).bind(max_tags.max(1)).bind(mark.0.as_str()).bind(CLAIMING)).await?;
+        let tags = tx.fetch(Statement::new(sql.claimed).bind(CLAIMING)).await?.decode()?;
+        Ok(Claim { tx, complete: sql.complete, tags })
+    }
+
+    /// Records an invalidation that covers no claimed change (`cachectl invalidate`).
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn record_invalidation(&self, accepted: &Accepted<'_>) -> StoreResult<()> {
+        let mut tx = self.begin(Begin::Deferred).await?;
+        record(&mut tx, accepted, 0).await?;
+        tx.commit().await
+    }
+
+    /// Invalidation items sent to CloudFront since the start of this calendar month (UTC), for the
+    /// path budget.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn items_this_month(&self) -> StoreResult<i64> {
+        Ok(self.fetch(Statement::new(self.sql().items_this_month)).await?.one::<(i64,)>("sum")?.0)
+    }
+
+    /// Pending changes: how many, and when the oldest was recorded.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn pending(&self) -> StoreResult<Pending> {
+        const SQL: &str = "SELECT COUNT(*), MIN(changed_at) FROM cache_changes WHERE processed_at IS NULL";
+        let (count, oldest) = self.fetch(Statement::new(SQL)).await?.one::<(i64, Option<DateTime<Utc>>)>("count")?;
+        Ok(Pending { count, oldest })
+    }
+
+    /// Deletes processed changes older than `retention`; returns how many went.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn prune_changes(&self, retention: Duration) -> StoreResult<u64> {
+        let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
+        self.execute(Statement::new(self.sql().prune).bind(secs)).await
+    }
+
+    /// The latest `n` invalidations.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn recent_invalidations(&self, n: i64) -> StoreResult<Vec<InvalidationRecord>> {
+        const SQL: &str = "SELECT id, backend, CAST(items AS BIGINT), CAST(changes AS BIGINT), status, created_at \
+                           FROM cache_invalidations ORDER BY created_at DESC, id DESC LIMIT $1";
+        let rows: Vec<(String, String, i64, i64, String, DateTime<Utc>)> =
+            self.fetch(Statement::new(SQL).bind(n)).await?.decode()?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, backend, items, changes, status, created_at)| InvalidationRecord {
+                id,
+                backend,
+                items,
+                changes,
+                status,
+                created_at,
+            })
+            .collect())
+    }
+
+    /// When each path was last warmed.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn warm_state(&self) -> StoreResult<HashMap<String, DateTime<Utc>>> {
+        const SQL: &str = "SELECT path, warmed_at FROM warm_state";
+        let rows: Vec<(String, DateTime<Utc>)> = self.fetch(Statement::new(SQL)).await?.decode()?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Records warm results: `(path, status, x_cache)`.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn record_warm(&self, results: &[(String, u16, Option<String>)]) -> StoreResult<()> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = results.iter().map(|(p, s, x)| serde_json::json!([p, s, x])).collect();
+        let json = serde_json::Value::Array(rows).to_string();
+        self.execute(Statement::new(self.sql().record_warm).bind(json.as_str())).await?;
+        Ok(())
+    }
+
+    /// Whether `build` differs from the build seen last, without recording it (the warmer records it
+    /// with [`record_build`] once the invalidation it calls for was accepted, so a failure is
+    /// retried). Compared with the last build, not with every build ever seen: rolling back to an
+    /// earlier build is a deploy as well.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn build_status(&self, build: &str) -> StoreResult<BuildSeen> {
+        const SQL: &str = "SELECT build, CAST(seen_seq AS BIGINT) FROM deploys ORDER BY seen_seq DESC LIMIT 1";
+        let last: Option<(String, i64)> = self.fetch(Statement::new(SQL)).await?.first()?;
+        Ok(match last {
+            None => BuildSeen::First,
+            Some((last, _)) if last == build => BuildSeen::Known,
+            Some((_, sequence)) => BuildSeen::Deployed { sequence: sequence + 1 },
+        })
+    }
+
+    /// Records `build` as the build seen last, with the invalidation sent for it, if any.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn record_build(&self, build: &str, invalidation_id: Option<&str>) -> StoreResult<()> {
+        const SQL: &str = "INSERT INTO deploys (build, invalidation_id, seen_seq) \
+                           VALUES ($1, $2, (SELECT COALESCE(MAX(seen_seq), 0) + 1 FROM deploys)) \
+                           ON CONFLICT (build) DO UPDATE SET seen_seq = excluded.seen_seq, \
+                           invalidation_id = COALESCE(excluded.invalidation_id, deploys.invalidation_id)";
+        self.execute(Statement::new(SQL).bind(build).bind(invalidation_id)).await?;
+        Ok(())
+    }
 }

@@ -8,12 +8,11 @@ use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use crate::calendar::ServiceCalendar;
-use crate::db::{Limit, Rows, Statement};
 use crate::error::{StoreError, StoreResult};
-use crate::feed;
 use crate::onemessage;
 use crate::options::DbOptions;
 use crate::sql::POSTGRES;
+use crate::statement::{Limit, Statement, Value};
 use crate::tags;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -188,17 +187,25 @@ impl PgStore {
     }
 
     /// One read (or a serving instance's one write): its statements in one message, one round
-    /// trip (see `onemessage`), under the statement timeout or the feed's.
-    pub(crate) async fn read(&self, limit: Limit, statements: &[Statement<'_>]) -> StoreResult<Vec<Vec<PgRow>>> {
+    /// trip (see `onemessage`), under the statement timeout or the feed's. With `position`, the
+    /// message first reads the change feed's position, returned as its own rows (`None` when the
+    /// feed was locked: see [`POSITION_LOCK_WAIT`]).
+    pub(crate) async fn read(
+        &self,
+        limit: Limit,
+        position: bool,
+        statements: &[Statement<'_>],
+    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
         let statements = statements.iter().map(onemessage::spell).collect::<StoreResult<Vec<_>>>()?;
         if limit != Limit::Write {
             self.reads.fetch_add(1, Ordering::Relaxed);
         }
-        match limit {
-            Limit::Data => self.run(&self.read_preamble, self.read_limit, statements).await,
-            Limit::Feed => self.run(&self.feed_preamble, self.feed_limit, statements).await,
-            Limit::Write => self.run(&self.write_preamble, self.read_limit, statements).await,
-        }
+        let (preamble, silence) = match limit {
+            Limit::Data => (&self.read_preamble, self.read_limit),
+            Limit::Feed => (&self.feed_preamble, self.feed_limit),
+            Limit::Write => (&self.write_preamble, self.read_limit),
+        };
+        self.run(preamble, silence, position, statements).await
     }
 
     /// Applies the embedded migrations, installs the tag functions and triggers generated from
@@ -261,7 +268,13 @@ impl PgStore {
     /// thousands of tags (a `TRUNCATE` records every tag the table's rows carried) still arriving
     /// on a busy machine is a live connection, and taking it for dead would trip the API's
     /// breaker and serve stale answers while the database is up.
-    async fn run(&self, preamble: &str, limit: Duration, statements: Vec<String>) -> StoreResult<Vec<Vec<PgRow>>> {
+    async fn run(
+        &self,
+        preamble: &str,
+        limit: Duration,
+        position: bool,
+        statements: Vec<String>,
+    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
         let (generation, pool) = self.pools.get();
         let mut conn = match pool.acquire().await {
             Ok(conn) => conn,
@@ -273,7 +286,7 @@ impl PgStore {
             }
         };
         let held = Held::new(&self.pools.held);
-        let result = Self::run_on(&mut conn, preamble, statements, limit).await;
+        let result = Self::run_on(&mut conn, preamble, position, statements, limit).await;
         if matches!(result, Err(StoreError::TimedOut)) {
             drop(conn.detach());
             tracing::warn!(?limit, "a database connection went silent: dropped");
@@ -288,69 +301,48 @@ impl PgStore {
     async fn run_on(
         conn: &mut sqlx::pool::PoolConnection<Postgres>,
         preamble: &str,
+        position: bool,
         statements: Vec<String>,
         silence: Duration,
-    ) -> StoreResult<Vec<Vec<PgRow>>> {
+    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
         let conn = &mut **conn;
-        Ok(if feed::start_wanted() {
-            // The position first: in a read-committed transaction each statement sees at least
-            // what the one before it saw, so whatever the data statements miss is not visible in
-            // the position either, and the first poll from it reports it.
-            // Only the position waits at most POSITION_LOCK_WAIT for its lock.
-            let mut with_start = Vec::with_capacity(statements.len() + 3);
-            with_start.extend([POSITION_LOCK_WAIT, POSTGRES.feed_start, LOCK_WAIT_RESET].map(str::to_owned));
-            with_start.extend(statements);
-            match onemessage::run(conn, preamble, &with_start, silence).await {
-                Ok(mut results) => {
-                    let start = results.drain(..3).nth(1).unwrap_or_default();
-                    feed::start_read(feed::position(&Rows::Postgres(start))?);
-                    results
-                }
-                // The feed is locked: the data alone, without a position (so served once).
-                Err(err) if lock_not_available(&err) => {
-                    tracing::warn!("the change feed is locked: a cold read goes without its feed position");
-                    onemessage::run(conn, preamble, &with_start[3..], silence).await?
-                }
-                Err(err) => return Err(err),
-            }
-        } else {
-            onemessage::run(conn, preamble, &statements, silence).await?
-        })
-    }
-}
-
-/// The transactions `snapshot` saw in progress, as an `xid8[]` literal (`{790,805}`). Spelled
-/// out rather than computed in the statement (`pg_snapshot_xip`), and cast from the untyped
-/// literal itself (`E'{790}'::xid8[]`, a constant once parsed, where `::text::xid8[]` is a cast
-/// evaluated at run time), so the planner sees how few they are and reads them through the xid
-/// index. An array it cannot see is the one estimate of this plan it must guess, and under the
-/// poll's `LIMIT` a guess of many rows makes a walk of the primary key look cheaper: the
-/// long-open-writer test once caught polls reading every row of a feed of millions.
-pub(crate) fn in_progress(snapshot: &str) -> StoreResult<String> {
-    let malformed = || StoreError::Data(format!("malformed snapshot {snapshot:?}"));
-    let xip = snapshot.splitn(3, ':').nth(2).ok_or_else(malformed)?;
-    let mut list = String::from("{");
-    for xid in xip.split(',').filter(|x| !x.is_empty()) {
-        let xid: u64 = xid.parse().map_err(|_| malformed())?;
-        if list.len() > 1 {
-            list.push(',');
+        if !position {
+            return Ok((onemessage::run(conn, preamble, &statements, silence).await?, None));
         }
-        list.push_str(&xid.to_string());
+        // The position first: in a read-committed transaction each statement sees at least what
+        // the one before it saw, so whatever the data statements miss is not visible in the
+        // position either, and the first poll from it reports it. Only the position waits at most
+        // POSITION_LOCK_WAIT for its lock.
+        let mut with_position = Vec::with_capacity(statements.len() + 3);
+        with_position.extend([POSITION_LOCK_WAIT, POSTGRES.feed_start, LOCK_WAIT_RESET].map(str::to_owned));
+        with_position.extend(statements);
+        match onemessage::run(conn, preamble, &with_position, silence).await {
+            Ok(mut results) => {
+                let position = results.drain(..3).nth(1).unwrap_or_default();
+                Ok((results, Some(position)))
+            }
+            // The feed is locked: the data alone, without a position.
+            Err(err) if lock_not_available(&err) => {
+                tracing::warn!("the change feed is locked: a read goes without its feed position");
+                Ok((onemessage::run(conn, preamble, &with_position[3..], silence).await?, None))
+            }
+            Err(err) => Err(err),
+        }
     }
-    list.push('}');
-    Ok(list)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_snapshots_in_progress_transactions_become_an_array_literal() {
-        assert_eq!(in_progress("790:792:790").unwrap(), "{790}");
-        assert_eq!(in_progress("790:805:790,801").unwrap(), "{790,801}");
-        assert_eq!(in_progress("805:805:").unwrap(), "{}");
-        assert!(in_progress("805:805:1;DROP").is_err());
-        assert!(in_progress("805").is_err());
+/// `statement` as an unnamed PostgreSQL statement with bound parameters (never prepared by name,
+/// so it works behind transaction pooling).
+pub(crate) fn query<'q>(statement: &'q Statement<'q>) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let mut query = sqlx::query(&statement.sql).persistent(false);
+    for value in &statement.values {
+        query = match *value {
+            Value::Text(text) => query.bind(text),
+            Value::OptText(text) => query.bind(text),
+            Value::Int(n) => query.bind(n),
+            Value::Date(date) => query.bind(date),
+            Value::Time(at) => query.bind(at),
+        };
     }
+    query
 }

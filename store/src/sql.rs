@@ -23,6 +23,11 @@ pub(crate) const OPERATION: &str =
 pub(crate) const OPERATION_SIGHTINGS: &str = "SELECT s.id, s.formation_id, s.operation_number, s.station_id, s.seen_at \
      FROM sightings s WHERE s.operation_number = $1 AND s.seen_at >= $2 AND s.seen_at < $3 \
      ORDER BY s.seen_at DESC, s.id DESC LIMIT 200";
+pub(crate) const STATION: &str = "SELECT id, line_id, name, position FROM stations WHERE id = $1";
+/// The latest-sightings index walked newest first, keeping this station's: a station sees about
+/// one sighting in eighty, so a page of 50 reads a few thousand index entries.
+pub(crate) const STATION_SIGHTINGS: &str = "SELECT s.id, s.formation_id, s.operation_number, s.station_id, s.seen_at \
+     FROM sightings s WHERE s.station_id = $1 ORDER BY s.seen_at DESC, s.id DESC LIMIT $2";
 pub(crate) const LATEST_SIGHTINGS: &str = "SELECT s.id, s.formation_id, s.operation_number, s.station_id, s.seen_at \
      FROM sightings s ORDER BY s.seen_at DESC, s.id DESC LIMIT $1";
 pub(crate) const MAX_CHANGE: &str = "SELECT COALESCE(MAX(id), 0) FROM cache_changes";

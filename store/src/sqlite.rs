@@ -12,8 +12,9 @@ use sqlx::sqlite::{
 };
 
 use crate::calendar::ServiceCalendar;
-use crate::db::{Statement, sqlite_query, timestamp_text};
 use crate::error::StoreResult;
+use crate::sql::SQLITE;
+use crate::statement::{Statement, Value, timestamp_text};
 use crate::tags;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -69,19 +70,29 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// One read: its statements in one transaction, each with its rows.
-    pub(crate) async fn read(&self, statements: &[Statement<'_>]) -> StoreResult<Vec<Vec<SqliteRow>>> {
+    /// One read: its statements in one transaction, each with its rows. With `position`, the
+    /// transaction first reads the change feed's position (the last change id: one writer at a
+    /// time commits, so ids become visible in order), which its data statements then see no less
+    /// than.
+    pub(crate) async fn read(
+        &self,
+        position: bool,
+        statements: &[Statement<'_>],
+    ) -> StoreResult<(Vec<Vec<SqliteRow>>, Option<Vec<SqliteRow>>)> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let mut tx = self.pool.begin().await?;
+        let at = match position {
+            true => Some(sqlx::query(SQLITE.feed_start).fetch_all(&mut *tx).await?),
+            false => None,
+        };
         let mut results = Vec::with_capacity(statements.len());
         for statement in statements {
-            results.push(sqlite_query(statement).fetch_all(&mut *tx).await?);
+            results.push(query(statement).fetch_all(&mut *tx).await?);
         }
         tx.commit().await?;
-        Ok(results)
+        Ok((results, at))
     }
 
-    /// Applies the embedded migrations and records the service calendar the triggers use.
     /// Applies the embedded migrations, installs the tag triggers generated from the policy's
     /// tables, and records the service calendar the triggers use (one transaction after the
     /// migrations).
@@ -138,4 +149,21 @@ impl SqliteStore {
     pub(crate) fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
     }
+}
+
+/// `statement` for SQLite: instants as fixed-width UTC text, so text order is time order.
+pub(crate) fn query<'q>(
+    statement: &'q Statement<'q>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    let mut query = sqlx::query(&statement.sql);
+    for value in &statement.values {
+        query = match *value {
+            Value::Text(text) => query.bind(text),
+            Value::OptText(text) => query.bind(text),
+            Value::Int(n) => query.bind(n),
+            Value::Date(date) => query.bind(date),
+            Value::Time(at) => query.bind(timestamp_text(at)),
+        };
+    }
+    query
 }

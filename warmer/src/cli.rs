@@ -6,8 +6,8 @@ use cache_policy::Policy;
 use cache_policy::cost::BudgetPolicy;
 use cache_policy::plan::Limits;
 use clap::{Args, Parser, Subcommand};
-use process::settings::{MetricsMode, parse_duration};
-use store::{Db, DbOptions, ServiceCalendar, Store};
+use plumbing::settings::{MetricsMode, parse_duration};
+use store::{Db, DbOptions, ServiceCalendar};
 
 use crate::backend::{CloudFront, Invalidator, Purge};
 use crate::config::{BackendArgs, DatabaseArgs, InvalidatorKind, OutboxArgs, WarmArgs};
@@ -165,7 +165,9 @@ pub fn policy() -> Result<&'static Policy, SetupError> {
 ///
 /// Invalid zone or day start.
 pub fn calendar(db: &DatabaseArgs) -> Result<ServiceCalendar, SetupError> {
-    db.service_calendar.calendar().map_err(|e| SetupError::Invalid(e.to_string()))
+    let settings = &db.service_calendar;
+    ServiceCalendar::new(&settings.service_tz, &settings.service_day_start)
+        .map_err(|e| SetupError::Invalid(e.to_string()))
 }
 
 /// Credentials for the database secret from the standard AWS chain: the environment,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use process::settings::parse_duration;
+use plumbing::settings::parse_duration;
 
 /// Which invalidation backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -105,10 +105,10 @@ pub struct WarmArgs {
 pub struct DatabaseArgs {
     /// The API's database (the change feed lives there).
     #[command(flatten)]
-    pub database: store::DatabaseSettings,
+    pub database: plumbing::settings::DatabaseSettings,
     /// The service calendar (the same as the API's).
     #[command(flatten)]
-    pub service_calendar: store::CalendarSettings,
+    pub service_calendar: plumbing::settings::CalendarSettings,
 }
 
 /// How a tick drains the outbox: the warmer's own settings, not the database's.

@@ -1,7 +1,7 @@
 //! The warmer's metrics: one CloudWatch Embedded Metric Format line per tick, written before the
 //! tick's JSON summary.
 
-use process::emf::{Record, Unit};
+use plumbing::emf::{Record, Unit};
 
 use crate::tick::{Summary, TickFailure};
 
@@ -50,7 +50,7 @@ pub fn record(summary: &Summary) -> Record {
     let failed = summary.error.is_some();
     let retryable = summary.retryable.unwrap_or(true);
     let mut record = Record::new(&[&["FunctionName"]])
-        .dimension("FunctionName", process::emf::function_name())
+        .dimension("FunctionName", plumbing::emf::function_name())
         .metric("Changes", Unit::Count, count(summary.changes))
         .metric("InvalidationItems", Unit::Count, count(summary.items))
         .metric("InvalidationsSent", Unit::Count, flag(summary.invalidation_id.is_some()))

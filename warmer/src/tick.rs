@@ -8,9 +8,8 @@ use cache_policy::cost::BudgetPolicy;
 use cache_policy::plan::{Context, Limits, Mode, plan};
 use chrono::Utc;
 use serde::Serialize;
-use store::learned;
-use store::outbox::{self, Accepted, BuildSeen};
-use store::{Db, ServiceCalendar, Store, StoreError};
+use store::outbox::{Accepted, BuildSeen};
+use store::{Db, ServiceCalendar, StoreError};
 
 use crate::backend::{InvalidationError, Invalidator, caller_reference};
 use crate::config::WarmArgs;
@@ -182,11 +181,11 @@ impl Warmer {
             tracing::warn!(error = %error_chain(&err), "warming failed");
             summary.failures += 1;
         }
-        match learned::prune(&self.db, self.warm.learned_max_age, self.warm.learned_max).await {
+        match self.db.prune_learned(self.warm.learned_max_age, self.warm.learned_max).await {
             Ok(pruned) => summary.learned_pruned = pruned,
             Err(err) => tracing::warn!(error = %error_chain(&err), "could not prune the learned paths"),
         }
-        if let Ok(pending) = outbox::pending(&self.db).await {
+        if let Ok(pending) = self.db.pending().await {
             summary.pending = pending.count;
             summary.oldest_pending_age_s =
                 pending.oldest.map(|t| (Utc::now() - t).to_std().unwrap_or(Duration::ZERO).as_secs_f64());
@@ -233,12 +232,14 @@ impl Warmer {
     ) -> Result<(), TickError> {
         // Only CloudFront bills per path; a purge or a dry run has no budget to respect.
         let used = match self.invalidator {
-            Invalidator::CloudFront(_) => Some(u64::try_from(outbox::items_this_month(&self.db).await?).unwrap_or(0)),
+            Invalidator::CloudFront(_) => Some(u64::try_from(self.db.items_this_month().await?).unwrap_or(0)),
             _ => None,
         };
         summary.items_this_month = used;
         if let Some(used) = used {
-            let since_last = outbox::recent_invalidations(&self.db, 1)
+            let since_last = self
+                .db
+                .recent_invalidations(1)
                 .await?
                 .first()
                 .filter(|r| r.backend == self.invalidator.name())
@@ -246,18 +247,18 @@ impl Warmer {
             if !self.budget.may_send(used, since_last) {
                 summary.deferred = true;
                 tracing::info!(used, budget = self.budget.budget, "over the month's budget: changes wait to coalesce");
-                summary.pruned = outbox::prune(&self.db, self.retention).await?;
+                summary.pruned = self.db.prune_changes(self.retention).await?;
                 return Ok(());
             }
         }
 
         // Claim what was visible `settle` ago: every API instance has evicted it by now, whenever
         // its transaction started. Waiting only when something is pending keeps idle ticks short.
-        let mark = outbox::visible_mark(&self.db).await?;
-        if !self.settle.is_zero() && outbox::pending(&self.db).await?.count > 0 {
+        let mark = self.db.visible_mark().await?;
+        if !self.settle.is_zero() && self.db.pending().await?.count > 0 {
             tokio::time::sleep(self.settle).await;
         }
-        let claim = outbox::claim(&self.db, self.batch, &mark).await?;
+        let claim = self.db.claim(self.batch, &mark).await?;
         *today = self.today();
         if !claim.is_empty() {
             summary.changes = claim.changes();
@@ -308,7 +309,7 @@ impl Warmer {
                 summary.invalidation_status = Some(status);
             }
         }
-        summary.pruned = outbox::prune(&self.db, self.retention).await?;
+        summary.pruned = self.db.prune_changes(self.retention).await?;
         Ok(())
     }
 
@@ -318,9 +319,9 @@ impl Warmer {
     async fn invalidate_deploy(&self, summary: &mut Summary) -> Result<(), TickError> {
         let Some(base) = self.warm.base_url.as_deref() else { return Ok(()) };
         let Some(build) = warm::build_id(&self.http, base).await else { return Ok(()) };
-        match outbox::build_status(&self.db, &build).await? {
+        match self.db.build_status(&build).await? {
             BuildSeen::Known => Ok(()),
-            BuildSeen::First => Ok(outbox::record_build(&self.db, &build, None).await?),
+            BuildSeen::First => Ok(self.db.record_build(&build, None).await?),
             BuildSeen::Deployed { sequence } => {
                 let items = vec!["/*".to_owned()];
                 let reference = format!("deploy-{build}-{sequence}");
@@ -332,8 +333,8 @@ impl Warmer {
                     items: items.len(),
                     status: &submitted.status,
                 };
-                outbox::record_invalidation(&self.db, &accepted).await?;
-                outbox::record_build(&self.db, &build, Some(&submitted.id)).await?;
+                self.db.record_invalidation(&accepted).await?;
+                self.db.record_build(&build, Some(&submitted.id)).await?;
                 tracing::info!(build, invalidation = %submitted.id, "new API build: the edge was invalidated");
                 if let Err(err) =
                     self.invalidator.wait(&submitted, self.poll_interval, self.wait_timeout, |_, _| {}).await
@@ -355,7 +356,7 @@ impl Warmer {
         let floor = warm::warm_set(self.policy, &self.db, &self.calendar, now, self.warm.max_paths).await?;
         let learned = warm::learned_set(self.policy, &self.db, self.warm.learned_max).await?;
         summary.learned = learned.len();
-        let state = outbox::warm_state(&self.db).await?;
+        let state = self.db.warm_state().await?;
         let warmed = |path: &str| state.get(path).copied();
         // After a deploy invalidation the edge holds nothing: all of it is emptied.
         let everything = summary.deploy_invalidation.is_some();
@@ -401,7 +402,7 @@ impl Warmer {
                 tracing::warn!(path = %f.path, status = ?f.status, error = ?f.error, "warm request failed");
             }
         }
-        outbox::record_warm(&self.db, &record).await
+        self.db.record_warm(&record).await
     }
 
     /// Warms the whole warm set now, regardless of cadence (`cachectl warm`).
@@ -420,7 +421,7 @@ impl Warmer {
             .filter(|f| f.ok())
             .map(|f| (f.path.clone(), f.status.unwrap_or_default(), f.x_cache.clone()))
             .collect();
-        outbox::record_warm(&self.db, &record).await?;
+        self.db.record_warm(&record).await?;
         Ok(fetched)
     }
 }

@@ -15,7 +15,7 @@ use cache_policy::plan::{Context, covers, route_paths};
 use cache_policy::{ParamKind, Policy, WARM_HEADER};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use store::learned::{self, LearnedPath};
+use store::learned::LearnedPath;
 use store::{Db, ServiceCalendar, StoreError};
 
 /// A path of the warm set and the edge TTL of its route.
@@ -60,7 +60,7 @@ pub async fn warm_set(
                     Some((table, column)) => {
                         let key = (table.name.clone(), column.to_owned());
                         if !ids.contains_key(&key) {
-                            let values = learned::column_values(db, &table.name, column).await?;
+                            let values = db.column_values(table, column).await?;
                             ids.insert(key.clone(), values);
                         }
                         ids.get(&key).cloned().unwrap_or_default()
@@ -125,7 +125,7 @@ impl Learned {
 ///
 /// The database failed.
 pub async fn learned_set(policy: &Policy, db: &Db, max: usize) -> Result<Vec<Learned>, StoreError> {
-    let rows = learned::top(db, max).await?;
+    let rows = db.learned_top(max).await?;
     Ok(rows
         .into_iter()
         .filter_map(|seen| {

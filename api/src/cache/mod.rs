@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
-use store::{Db, Store, StoreError};
+use store::{Db, FeedCursor, Position, StoreError};
 
 pub(crate) use breaker::BREAKER_OPEN;
 use breaker::Breaker;
@@ -75,6 +75,10 @@ impl Outcome {
         [Self::Hit, Self::Miss, Self::Stale].into_iter().find(|o| o.as_str().as_bytes() == value)
     }
 }
+
+/// What a load returns: the answer, and the feed position its data is at least as new as, when
+/// the load was asked to read it ([`Position::Take`]) and could.
+pub(crate) type Loaded = (CachedResponse, Option<FeedCursor>);
 
 /// Why a cached lookup produced no response.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -184,8 +188,9 @@ impl LocalCache {
 
     /// Returns the response for `key`, loading it with `load` on a miss.
     ///
-    /// `load` returns the response and how long to keep it; concurrent callers for one key share a
-    /// single call. An entry the change feed cannot vouch for any more is reloaded. When the load
+    /// `load` returns the response and how long to keep it, and reads the feed's position with its
+    /// data when it is given [`Position::Take`]; concurrent callers for one key share a single
+    /// call. An entry the change feed cannot vouch for any more is reloaded. When the load
     /// fails because the database is unavailable, an expired copy within its stale-if-error
     /// window is returned instead.
     ///
@@ -198,11 +203,13 @@ impl LocalCache {
         load: F,
     ) -> Result<(Arc<CachedResponse>, Outcome), LoadError>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<CachedResponse, StoreError>>,
+        F: FnOnce(Position) -> Fut,
+        Fut: Future<Output = Result<Loaded, StoreError>>,
     {
         if !self.enabled {
-            return Box::pin(self.load_uncached(key, load)).await.map(|r| (Arc::new(r), Outcome::Miss));
+            return Box::pin(self.load_uncached(key, Position::Skip, load))
+                .await
+                .map(|(r, _)| (Arc::new(r), Outcome::Miss));
         }
         if let Some(hit) = self.fresh.get(key).await {
             if self.feed.vouches_for(hit.loaded_at, Instant::now()) && self.unevicted(&hit) {
@@ -220,8 +227,8 @@ impl LocalCache {
     /// The miss path of [`Self::get_or_load`].
     async fn load<F, Fut>(&self, key: &str, load: F) -> Result<(Arc<CachedResponse>, Outcome), LoadError>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<CachedResponse, StoreError>>,
+        F: FnOnce(Position) -> Fut,
+        Fut: Future<Output = Result<Loaded, StoreError>>,
     {
         // Taken by whichever attempt runs the load; moka runs an attempt's load only when it holds
         // no value for the key.
@@ -236,12 +243,11 @@ impl LocalCache {
                 .try_get_with_by_ref(key, async {
                     let load = take().ok_or(LoadError::Internal)?;
                     let (mut response, covered) = if following || !self.feed.settings.start_with_first_read {
-                        (self.load_uncached(key, load).await?, following)
+                        (self.load_uncached(key, Position::Skip, load).await?.0, following)
                     } else {
                         // Cold on PostgreSQL: the read also reads the feed position (see `feed`).
                         let started = Instant::now();
-                        let (response, start) = store::with_feed_start(self.load_uncached(key, load)).await;
-                        let response = response?;
+                        let (response, start) = self.load_uncached(key, Position::Take, load).await?;
                         (response, start.is_some_and(|cursor| self.feed.adopt(started, cursor)))
                     };
                     response.generation = generation;
@@ -273,7 +279,7 @@ impl LocalCache {
         }
         // moka kept handing back the evicted answer: load this one without keeping it.
         let load = take().ok_or(LoadError::Internal)?;
-        self.load_uncached(key, load).await.map(|r| (Arc::new(r), Outcome::Miss))
+        self.load_uncached(key, Position::Skip, load).await.map(|(r, _)| (Arc::new(r), Outcome::Miss))
     }
 
     /// Whether no eviction of `response`'s tags came after its load started.
@@ -283,16 +289,16 @@ impl LocalCache {
 
     /// One load of `key`, bounded in time; its failures are logged naming the resource (the key,
     /// its parts space-separated: route name, parameters, declared query values).
-    async fn load_uncached<F, Fut>(&self, key: &str, load: F) -> Result<CachedResponse, LoadError>
+    async fn load_uncached<F, Fut>(&self, key: &str, position: Position, load: F) -> Result<Loaded, LoadError>
     where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<CachedResponse, StoreError>>,
+        F: FnOnce(Position) -> Fut,
+        Fut: Future<Output = Result<Loaded, StoreError>>,
     {
         if self.breaker.is_open() {
             return Err(LoadError::Unavailable);
         }
         let resource = || key.replace('\n', " ");
-        let Ok(result) = tokio::time::timeout(self.load_timeout, load()).await else {
+        let Ok(result) = tokio::time::timeout(self.load_timeout, load(position)).await else {
             self.breaker.trip();
             tracing::warn!(resource = %resource(), timeout = ?self.load_timeout, "database read timed out");
             return Err(LoadError::Unavailable);
@@ -472,16 +478,16 @@ mod tests {
     #[tokio::test]
     async fn the_stale_if_error_window_counts_from_the_latest_reload() {
         let cache = following_cache();
-        let (_, outcome) = cache.get_or_load("k", || async { Ok(response("v1")) }).await.unwrap();
+        let (_, outcome) = cache.get_or_load("k", |_| async { Ok((response("v1"), None)) }).await.unwrap();
         assert_eq!(outcome, Outcome::Miss);
         // Past the local TTL (400 ms): reloaded, which restarts the 800 ms stale window.
         tokio::time::sleep(600 * MS).await;
-        let (reloaded, outcome) = cache.get_or_load("k", || async { Ok(response("v2")) }).await.unwrap();
+        let (reloaded, outcome) = cache.get_or_load("k", |_| async { Ok((response("v2"), None)) }).await.unwrap();
         assert_eq!((outcome, &reloaded.body[..]), (Outcome::Miss, &b"v2"[..]));
         // 1.5 s after the first load, 0.9 s after the reload: counted from the first load the
         // window would be over; counted from the reload it runs until 1.8 s.
         tokio::time::sleep(900 * MS).await;
-        let (stale, outcome) = cache.get_or_load("k", || async { Err(unavailable()) }).await.unwrap();
+        let (stale, outcome) = cache.get_or_load("k", |_| async { Err(unavailable()) }).await.unwrap();
         assert_eq!((outcome, &stale.body[..]), (Outcome::Stale, &b"v2"[..]));
     }
 
@@ -489,16 +495,16 @@ mod tests {
     async fn an_eviction_during_a_load_keeps_its_answer_out_of_the_cache() {
         let cache = following_cache();
         let (_, outcome) = cache
-            .get_or_load("k", || async {
+            .get_or_load("k", |_| async {
                 cache.evict(HashSet::from(["lines".to_owned()]));
-                Ok(response("read before the change was evicted"))
+                Ok((response("read before the change was evicted"), None))
             })
             .await
             .unwrap();
         assert_eq!(outcome, Outcome::Miss);
-        let (_, outcome) = cache.get_or_load("k", || async { Ok(response("v2")) }).await.unwrap();
+        let (_, outcome) = cache.get_or_load("k", |_| async { Ok((response("v2"), None)) }).await.unwrap();
         assert_eq!(outcome, Outcome::Miss, "the overlapping load was served once, not kept");
-        let (_, outcome) = cache.get_or_load("k", || async { Ok(response("v3")) }).await.unwrap();
+        let (_, outcome) = cache.get_or_load("k", |_| async { Ok((response("v3"), None)) }).await.unwrap();
         assert_eq!(outcome, Outcome::Hit);
     }
 
@@ -522,7 +528,7 @@ mod tests {
                         for key in 0..KEYS {
                             let version = version.clone();
                             // The database read: it sees the version committed when it runs.
-                            let load = || async move { Ok(versioned(version.load(Ordering::SeqCst))) };
+                            let load = |_| async move { Ok((versioned(version.load(Ordering::SeqCst)), None)) };
                             let _ = cache.get_or_load(&format!("k{key}"), load).await;
                         }
                         tokio::task::yield_now().await;
@@ -540,7 +546,7 @@ mod tests {
             }
             let latest = version.load(Ordering::SeqCst);
             for key in 0..KEYS {
-                let load = || async move { Ok(versioned(latest)) };
+                let load = |_| async move { Ok((versioned(latest), None)) };
                 let (answer, outcome) = cache.get_or_load(&format!("k{key}"), load).await.unwrap();
                 assert_eq!(
                     std::str::from_utf8(&answer.body).unwrap(),
@@ -559,7 +565,7 @@ mod tests {
         let body = "x".repeat(1000);
         for i in 0..500 {
             let body = body.clone();
-            let _ = cache.get_or_load(&format!("k{i}"), || async move { Ok(answer(body)) }).await.unwrap();
+            let _ = cache.get_or_load(&format!("k{i}"), |_| async move { Ok((answer(body), None)) }).await.unwrap();
         }
         cache.fresh.run_pending_tasks().await;
         cache.stale.run_pending_tasks().await;

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::request::Endpoint;
 use super::respond::{json, serve};
 use super::state::AppState;
-use store::{FormationSummary, Store};
+use store::FormationSummary;
 
 /// The routes of this group.
 pub(crate) fn router() -> Router<AppState> {
@@ -46,16 +46,16 @@ pub(crate) fn document(docs: &mut crate::openapi::Docs) {
 }
 
 async fn list(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    serve(&state, endpoint, "no such formation", |store, _| async move {
-        json(&Formations { formations: store.formations().await? }).map(Some)
+    serve(&state, endpoint, "no such formation", |store, _, position| async move {
+        store.formations(position).await?.try_map(|formations| json(&Formations { formations }).map(Some))
     })
     .await
 }
 
 async fn one(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    serve(&state, endpoint, "no such formation", |store, endpoint| {
+    serve(&state, endpoint, "no such formation", |store, endpoint, position| {
         let id = endpoint.param("formation_id").to_owned();
-        async move { store.formation(&id).await?.map(|f| json(&f)).transpose() }
+        async move { store.formation(&id, position).await?.try_map(|f| f.map(|f| json(&f)).transpose()) }
     })
     .await
 }

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::request::Endpoint;
 use super::respond::{json, serve};
 use super::state::AppState;
-use store::{Line, Store};
+use store::Line;
 
 /// The routes of this group.
 pub(crate) fn router() -> Router<AppState> {
@@ -46,19 +46,16 @@ pub(crate) fn document(docs: &mut crate::openapi::Docs) {
 }
 
 async fn list(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    serve(
-        &state,
-        endpoint,
-        "no such line",
-        |store, _| async move { json(&Lines { lines: store.lines().await? }).map(Some) },
-    )
+    serve(&state, endpoint, "no such line", |store, _, position| async move {
+        store.lines(position).await?.try_map(|lines| json(&Lines { lines }).map(Some))
+    })
     .await
 }
 
 async fn stations(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    serve(&state, endpoint, "no such line", |store, endpoint| {
+    serve(&state, endpoint, "no such line", |store, endpoint, position| {
         let line_id = endpoint.param("line_id").to_owned();
-        async move { store.line_stations(&line_id).await?.map(|l| json(&l)).transpose() }
+        async move { store.line_stations(&line_id, position).await?.try_map(|l| l.map(|l| json(&l)).transpose()) }
     })
     .await
 }

@@ -10,7 +10,6 @@ use super::error::ApiError;
 use super::request::Endpoint;
 use super::respond::serve;
 use super::state::AppState;
-use store::Store;
 
 /// The OpenAPI 3.1 description of the API.
 pub(crate) const OPENAPI: &str = include_str!("../../openapi.json");
@@ -77,5 +76,8 @@ fn no_store(response: impl IntoResponse) -> Response {
 }
 
 async fn openapi(State(state): State<AppState>, endpoint: Endpoint) -> Response {
-    serve(&state, endpoint, "no such document", |_, _| async { Ok(Some(Bytes::from_static(OPENAPI.as_bytes()))) }).await
+    serve(&state, endpoint, "no such document", |_, _, _| async {
+        Ok(store::Read { value: Some(Bytes::from_static(OPENAPI.as_bytes())), position: None })
+    })
+    .await
 }

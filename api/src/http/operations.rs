@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::request::Endpoint;
 use super::respond::{json, serve};
 use super::state::AppState;
-use store::{Operation, Store};
+use store::Operation;
 
 /// The routes of this group.
 pub(crate) fn router() -> Router<AppState> {
@@ -54,18 +54,21 @@ pub(crate) fn document(docs: &mut crate::openapi::Docs) {
 
 async fn day(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     let date = endpoint.date("date");
-    serve(&state, endpoint, "no such service day", |store, _| async move {
-        json(&Day { service_date: date, operations: store.operations(date).await? }).map(Some)
+    serve(&state, endpoint, "no such service day", |store, _, position| async move {
+        store
+            .operations(date, position)
+            .await?
+            .try_map(|operations| json(&Day { service_date: date, operations }).map(Some))
     })
     .await
 }
 
 async fn one(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     let date = endpoint.date("date");
-    let (from, until) = state.http.calendar.day_bounds(date);
-    serve(&state, endpoint, "no such operation", |store, endpoint| {
+    let bounds = state.http.calendar.day_bounds(date);
+    serve(&state, endpoint, "no such operation", |store, endpoint, position| {
         let number = endpoint.param("number").to_owned();
-        async move { store.operation(date, &number, from, until).await?.map(|o| json(&o)).transpose() }
+        async move { store.operation(date, &number, bounds, position).await?.try_map(|o| o.map(|o| json(&o)).transpose()) }
     })
     .await
 }

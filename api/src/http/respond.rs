@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use serde::Serialize;
 
-use store::{Db, StoreError, StoreResult};
+use store::{Db, Position, Read, StoreError, StoreResult};
 
 use super::error::ApiError;
 use super::error::error_body;
@@ -45,32 +45,35 @@ pub(crate) fn json<T: Serialize>(value: &T) -> StoreResult<Bytes> {
 /// Answers a policy route: from the in-process cache, or by running `load` (once for all
 /// concurrent requests of the same key). `load` returns `None` for a resource that does not exist,
 /// which becomes a negatively cached `404` saying `not_found`. It is given the request, so a
-/// handler copies the parameters its query needs only on a miss (a hit allocates nothing for them).
+/// handler copies the parameters its query needs only on a miss (a hit allocates nothing for them),
+/// and whether the cache wants the feed's position read with the data.
 pub(crate) async fn serve<F, Fut>(state: &AppState, endpoint: Endpoint, not_found: &'static str, load: F) -> Response
 where
-    F: FnOnce(Db, &Endpoint) -> Fut,
-    Fut: Future<Output = StoreResult<Option<Bytes>>>,
+    F: FnOnce(Db, &Endpoint, Position) -> Fut,
+    Fut: Future<Output = StoreResult<Read<Option<Bytes>>>>,
 {
     state.cache.refresh(&state.store).await;
     let route = endpoint.route();
     let store = state.store.clone();
+    let request = &endpoint;
     let result = state
         .cache
-        .get_or_load(&endpoint.key, || async {
+        .get_or_load(&endpoint.key, |position| async move {
             let started = Instant::now();
-            let loaded = load(store, &endpoint).await?;
+            let Read { value: loaded, position } = load(store, request, position).await?;
             let db_time = started.elapsed();
-            let tags = endpoint.tags();
+            let tags = request.tags();
             let value = |status, body: Bytes| {
                 let hash = negotiate::body_hash(&body);
                 let etag = negotiate::etag(&hash, None);
                 CachedResponse::new(status, body, (hash, etag), tags, db_time, started)
             };
-            Ok(match loaded {
+            let answer = match loaded {
                 Some(body) => value(StatusCode::OK, body).with_lifetimes(route.local_ttl, route.sie),
                 None => value(StatusCode::NOT_FOUND, error_body("not_found", not_found))
                     .with_lifetimes(route.negative_ttl.min(route.local_ttl), Duration::ZERO),
-            })
+            };
+            Ok((answer, position))
         })
         .await;
     match result {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::request::Endpoint;
 use super::respond::{json, serve};
 use super::state::AppState;
-use store::{Sighting, Station, Store};
+use store::{Sighting, Station};
 
 /// The routes of this group.
 pub(crate) fn router() -> Router<AppState> {
@@ -58,19 +58,19 @@ pub(crate) fn document(docs: &mut crate::openapi::Docs) {
 
 async fn latest(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     let limit = endpoint.query_int("limit");
-    serve(&state, endpoint, "no sightings", |store, _| async move {
-        json(&Latest { sightings: store.latest_sightings(limit).await? }).map(Some)
+    serve(&state, endpoint, "no sightings", |store, _, position| async move {
+        store.latest_sightings(limit, position).await?.try_map(|sightings| json(&Latest { sightings }).map(Some))
     })
     .await
 }
 
 async fn at_station(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     let limit = endpoint.query_int("limit");
-    serve(&state, endpoint, "no such station", |store, endpoint| {
+    serve(&state, endpoint, "no such station", |store, endpoint, position| {
         let id = endpoint.param("station_id").to_owned();
         async move {
-            let found = store.station_sightings(&id, limit).await?;
-            found.map(|(station, sightings)| json(&AtStation { station, sightings })).transpose()
+            let found = store.station_sightings(&id, limit, position).await?;
+            found.try_map(|found| found.map(|(station, sightings)| json(&AtStation { station, sightings })).transpose())
         }
     })
     .await

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use store::Store;
 
 use crate::helpers::{Backend, TestApp, TestDb};
 

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use cache_policy::Policy;
 use chrono::Utc;
 use http::StatusCode;
-use store::Store;
 
 use crate::helpers::{Backend, TestApp, TestResponse};
 

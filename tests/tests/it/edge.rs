@@ -248,7 +248,7 @@ async fn a_learned_page_is_rewarmed_after_its_purge_and_warming_keeps_to_its_bud
     let full = warmer_purge(&app.db, &edge, "tags").await;
     assert!(full["warmed"].as_u64().unwrap() > 100, "{full}");
     app.state.flush_learned().await;
-    let learned = store::learned::top(app.store(), 1000).await.unwrap();
+    let learned = app.store().learned_top(1000).await.unwrap();
     assert!(learned.is_empty(), "the warmer's fetches are not learned: {learned:?}");
 
     let page = "/v1/stations/M01/sightings?limit=5";

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use store::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{Backend, TestApp, TestDb, TestResponse};

@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use store::Store;
-
 use crate::helpers::{Backend, TestApp, TestDb};
 
 const POLL: &str = "100ms";

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use http::Request;
-use store::learned::{self, LearnedPath};
+use store::learned::LearnedPath;
 
 use crate::helpers::{Backend, TestApp, TestDb};
 
@@ -17,7 +17,7 @@ pub(crate) async fn learned_once(app: &TestApp, done: impl Fn(&[LearnedPath]) ->
     let db = store_of(&app.db);
     loop {
         app.state.flush_learned().await;
-        let rows = learned::top(&db, 1000).await.unwrap();
+        let rows = db.learned_top(1000).await.unwrap();
         if done(&rows) {
             return rows;
         }
@@ -76,7 +76,7 @@ async fn with_learning_off_an_instance_writes_nothing() {
         assert_eq!(app.get("/v1/lines").await.status, 200);
     }
     app.state.flush_learned().await;
-    assert!(learned::top(app.store(), 10).await.unwrap().is_empty());
+    assert!(app.store().learned_top(10).await.unwrap().is_empty());
 }
 
 /// The instance's tallies add up in the table, and the warmer's pruning bounds it: by age, and to
@@ -91,19 +91,19 @@ async fn tallies_add_up_and_pruning_keeps_the_recent_and_most_fetched() {
         fetches,
         last_fetched_at: now - chrono::TimeDelta::minutes(minutes_ago),
     };
-    learned::record(db, &[row("/v1/lines", 2, 5), row("/v1/formations", 1, 0), row("/v1/formations/1F", 9, 120)])
+    db.record_learned(&[row("/v1/lines", 2, 5), row("/v1/formations", 1, 0), row("/v1/formations/1F", 9, 120)])
         .await
         .unwrap();
-    learned::record(db, &[row("/v1/lines", 3, 1), row("/v1/formations", 1, 30)]).await.unwrap();
-    let rows = learned::top(db, 10).await.unwrap();
+    db.record_learned(&[row("/v1/lines", 3, 1), row("/v1/formations", 1, 30)]).await.unwrap();
+    let rows = db.learned_top(10).await.unwrap();
     assert_eq!(fetches(&rows, "/v1/lines"), Some(5));
     let lines = rows.iter().find(|r| r.path == "/v1/lines").unwrap();
     assert!((now - lines.last_fetched_at - chrono::TimeDelta::minutes(1)).num_seconds().abs() < 1, "the later fetch");
     let formations = rows.iter().find(|r| r.path == "/v1/formations").unwrap();
     assert!((now - formations.last_fetched_at).num_seconds().abs() < 1, "the later fetch, not the later flush");
 
-    assert_eq!(learned::prune(db, Duration::from_secs(3600), 10).await.unwrap(), 1, "not fetched for two hours");
-    assert_eq!(learned::prune(db, Duration::from_secs(3600), 1).await.unwrap(), 1, "all but the most fetched");
-    let rows = learned::top(db, 10).await.unwrap();
+    assert_eq!(db.prune_learned(Duration::from_secs(3600), 10).await.unwrap(), 1, "not fetched for two hours");
+    assert_eq!(db.prune_learned(Duration::from_secs(3600), 1).await.unwrap(), 1, "all but the most fetched");
+    let rows = db.learned_top(10).await.unwrap();
     assert_eq!(rows.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(), ["/v1/lines"]);
 }

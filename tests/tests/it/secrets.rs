@@ -315,7 +315,6 @@ async fn verify_full_refuses_a_certificate_no_rds_authority_signed() {
         proxy_compat: false,
         application_name: "edgerail-test".into(),
     };
-    use store::Store;
     let encrypted =
         store::Db::Postgres(store::PgStore::connect_lazy(&format!("{}?sslmode=require", db.url), &options).unwrap());
     encrypted.ping().await.expect("the test server speaks TLS");

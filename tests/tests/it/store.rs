@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 use std::time::Duration;
 
-use store::{FeedCursor, Store, StoreError, outbox};
+use store::{FeedCursor, Position, StoreError, outbox};
 
 use crate::helpers::{Backend, TestApp};
 
@@ -33,23 +33,23 @@ async fn app(backend: Backend) -> TestApp {
 async fn reads_lines_and_stations(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
-    let lines = store.lines().await.unwrap();
+    let lines = store.lines(Position::Skip).await.unwrap().value;
     let ids: Vec<_> = lines.iter().map(|l| l.id.as_str()).collect();
     assert_eq!(ids, ["kaigan", "kawagoe", "minato", "sakura", "tama"]);
-    let minato = store.line_stations("minato").await.unwrap().unwrap();
+    let minato = store.line_stations("minato", Position::Skip).await.unwrap().value.unwrap();
     assert_eq!(minato.line.name, "Minato Line");
     assert_eq!(minato.stations.len(), 16);
     assert!(minato.stations.iter().enumerate().all(|(i, s)| s.position == i as i32 + 1 && s.line_id == "minato"));
-    assert!(store.line_stations("nowhere").await.unwrap().is_none());
+    assert!(store.line_stations("nowhere", Position::Skip).await.unwrap().value.is_none());
 }
 
 async fn reads_formations_with_latest_sightings(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
-    let formations = store.formations().await.unwrap();
+    let formations = store.formations(Position::Skip).await.unwrap().value;
     assert_eq!(formations.len(), 100);
     assert!(formations.windows(2).all(|w| w[0].formation.id < w[1].formation.id));
-    let detail = store.formation("10701F").await.unwrap().unwrap();
+    let detail = store.formation("10701F", Position::Skip).await.unwrap().value.unwrap();
     assert_eq!(detail.formation.series, "10000");
     assert_eq!(detail.formation.cars, 10);
     assert_eq!(detail.sightings.len(), 20);
@@ -57,7 +57,7 @@ async fn reads_formations_with_latest_sightings(backend: Backend) {
     assert!(detail.sightings.iter().all(|s| s.formation_id == "10701F"));
     let summary = formations.iter().find(|f| f.formation.id == "10701F").unwrap();
     assert_eq!(summary.latest_sighting.as_ref(), detail.sightings.first());
-    assert!(store.formation("99999F").await.unwrap().is_none());
+    assert!(store.formation("99999F", Position::Skip).await.unwrap().value.is_none());
 }
 
 async fn reads_operations_of_a_service_day(backend: Backend) {
@@ -65,7 +65,7 @@ async fn reads_operations_of_a_service_day(backend: Backend) {
     let store = app.store();
     let calendar = crate::helpers::calendar();
     let today = calendar.service_date(Utc::now());
-    let ops = store.operations(today).await.unwrap();
+    let ops = store.operations(today, Position::Skip).await.unwrap().value;
     assert_eq!(ops.len(), 300);
     assert!(ops.windows(2).all(|w| w[0].number < w[1].number));
     assert!(ops.iter().all(|o| o.service_date == today));
@@ -74,8 +74,9 @@ async fn reads_operations_of_a_service_day(backend: Backend) {
     let yesterday = today.pred_opt().unwrap();
     let (y_from, y_until) = calendar.day_bounds(yesterday);
     let mut checked = 0;
-    for op in store.operations(yesterday).await.unwrap().iter().take(60) {
-        let detail = store.operation(yesterday, &op.number, y_from, y_until).await.unwrap().unwrap();
+    for op in store.operations(yesterday, Position::Skip).await.unwrap().value.iter().take(60) {
+        let detail =
+            store.operation(yesterday, &op.number, (y_from, y_until), Position::Skip).await.unwrap().value.unwrap();
         assert_eq!(detail.operation, *op);
         for s in &detail.sightings {
             assert_eq!(s.operation_number.as_deref(), Some(op.number.as_str()));
@@ -84,15 +85,15 @@ async fn reads_operations_of_a_service_day(backend: Backend) {
         }
     }
     assert!(checked > 0, "yesterday's operations have sightings");
-    assert!(store.operation(today, "nope", from, until).await.unwrap().is_none());
-    let empty = store.operations("2001-01-01".parse().unwrap()).await.unwrap();
+    assert!(store.operation(today, "nope", (from, until), Position::Skip).await.unwrap().value.is_none());
+    let empty = store.operations("2001-01-01".parse().unwrap(), Position::Skip).await.unwrap().value;
     assert!(empty.is_empty());
 }
 
 async fn reads_latest_sightings(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
-    let latest = store.latest_sightings(7).await.unwrap();
+    let latest = store.latest_sightings(7, Position::Skip).await.unwrap().value;
     assert_eq!(latest.len(), 7);
     assert!(latest.windows(2).all(|w| (w[0].seen_at, w[0].id) >= (w[1].seen_at, w[1].id)));
     let at = (Utc::now() + chrono::Duration::seconds(5)).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
@@ -101,13 +102,13 @@ async fn reads_latest_sightings(backend: Backend) {
             "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) VALUES ('3001F', NULL, 'K01', '{at}')"
         ))
         .await;
-    let newest = &store.latest_sightings(1).await.unwrap()[0];
+    let newest = &store.latest_sightings(1, Position::Skip).await.unwrap().value[0];
     assert_eq!(newest.formation_id, "3001F");
     assert_eq!(newest.station_id.as_deref(), Some("K01"));
     assert_eq!(newest.operation_number, None);
 }
 
-async fn tags_after<S: Store>(store: &S, after: &FeedCursor) -> BTreeSet<String> {
+async fn tags_after(store: &store::Db, after: &FeedCursor) -> BTreeSet<String> {
     store.feed_since(after, 1000).await.unwrap().changes.into_iter().map(|c| c.tag).collect()
 }
 
@@ -303,7 +304,7 @@ async fn closed_store_reports_unavailable(backend: Backend) {
     let store = app.store();
     store.ping().await.unwrap();
     store.close().await;
-    let err = store.lines().await.unwrap_err();
+    let err = store.lines(Position::Skip).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
 
@@ -311,18 +312,18 @@ async fn a_claim_takes_only_what_was_visible_at_its_mark(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
     // Drain what the fixture left pending.
-    let drain = outbox::claim(store, 1_000_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    let drain = store.claim(1_000_000, &store.visible_mark().await.unwrap()).await.unwrap();
     drain.complete(&accepted()).await.unwrap();
 
-    let mark = outbox::visible_mark(store).await.unwrap();
+    let mark = store.visible_mark().await.unwrap();
     app.db.exec("UPDATE formations SET note = 'after the mark' WHERE id = '3001F'").await;
-    let claim = outbox::claim(store, 100, &mark).await.unwrap();
+    let claim = store.claim(100, &mark).await.unwrap();
     assert!(claim.is_empty(), "{:?}", claim.tags);
     claim.release().await;
-    let claim = outbox::claim(store, 100, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    let claim = store.claim(100, &store.visible_mark().await.unwrap()).await.unwrap();
     assert_eq!(claim.changes(), 2);
     claim.complete(&accepted()).await.unwrap();
-    assert_eq!(outbox::pending(store).await.unwrap().count, 0);
+    assert_eq!(store.pending().await.unwrap().count, 0);
 }
 
 fn accepted() -> outbox::Accepted<'static> {
@@ -332,13 +333,13 @@ fn accepted() -> outbox::Accepted<'static> {
 async fn processed_changes_older_than_the_retention_are_pruned(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
-    let claim = outbox::claim(store, 1_000_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    let claim = store.claim(1_000_000, &store.visible_mark().await.unwrap()).await.unwrap();
     let processed = claim.changes();
     assert!(processed > 0);
     claim.complete(&accepted()).await.unwrap();
     app.db.exec("UPDATE formations SET note = 'pending' WHERE id = '3001F'").await;
     // Nothing is old enough yet.
-    assert_eq!(outbox::prune(store, Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(store.prune_changes(Duration::from_secs(3600)).await.unwrap(), 0);
     let old = match backend {
         Backend::Postgres => {
             "UPDATE cache_changes SET processed_at = now() - interval '8 days' WHERE processed_at IS NOT NULL"
@@ -349,28 +350,28 @@ async fn processed_changes_older_than_the_retention_are_pruned(backend: Backend)
         }
     };
     app.db.exec(old).await;
-    assert_eq!(outbox::prune(store, Duration::from_secs(7 * 86_400)).await.unwrap(), processed as u64);
-    assert_eq!(outbox::pending(store).await.unwrap().count, 2, "pending changes are never pruned");
+    assert_eq!(store.prune_changes(Duration::from_secs(7 * 86_400)).await.unwrap(), processed as u64);
+    assert_eq!(store.pending().await.unwrap().count, 2, "pending changes are never pruned");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_waits_for_a_late_commit_to_settle_however_early_it_started() {
     let app = app(Backend::Postgres).await;
     let store = app.store();
-    let drain = outbox::claim(store, 1_000_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    let drain = store.claim(1_000_000, &store.visible_mark().await.unwrap()).await.unwrap();
     drain.complete(&accepted()).await.unwrap();
     // A transaction that started long before the mark but commits after it.
     let mut slow = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url).await.unwrap();
     sqlx::raw_sql("BEGIN; UPDATE formations SET note = 'slow' WHERE id = '3001F'").execute(&mut slow).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mark = outbox::visible_mark(store).await.unwrap();
+    let mark = store.visible_mark().await.unwrap();
     sqlx::raw_sql("COMMIT").execute(&mut slow).await.unwrap();
     // Its `changed_at` is old, but it was not visible at the mark: not claimed yet.
-    let early = outbox::claim(store, 100, &mark).await.unwrap();
+    let early = store.claim(100, &mark).await.unwrap();
     assert!(early.is_empty());
     early.release().await;
-    let later = outbox::visible_mark(store).await.unwrap();
-    assert_eq!(outbox::claim(store, 100, &later).await.unwrap().changes(), 2);
+    let later = store.visible_mark().await.unwrap();
+    assert_eq!(store.claim(100, &later).await.unwrap().changes(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -426,7 +427,7 @@ async fn the_triggers_and_the_api_agree_on_service_days_across_clock_changes(bac
     let store = app.store();
     for start in ["01:30", "02:30"] {
         let calendar = store::ServiceCalendar::new("America/New_York", start).unwrap();
-        store.migrate(&calendar).await.unwrap();
+        store.migrate(&calendar, cache_policy::Policy::embedded().unwrap().tables()).await.unwrap();
         let mut instants: Vec<DateTime<Utc>> = Vec::new();
         for (from, until) in
             [("2026-03-07T00:00:00Z", "2026-03-09T12:00:00Z"), ("2026-10-31T00:00:00Z", "2026-11-02T12:00:00Z")]
@@ -507,7 +508,7 @@ async fn the_tag_functions_call_only_functions_the_planner_inlines() {
 async fn one_claim_drains_a_backlog_of_any_size(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
-    let drain = outbox::claim(store, 1_000_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    let drain = store.claim(1_000_000, &store.visible_mark().await.unwrap()).await.unwrap();
     drain.complete(&accepted()).await.unwrap();
     let backlog = match backend {
         Backend::Postgres => "INSERT INTO cache_changes (tag) SELECT 'formation:3001F' FROM generate_series(1, 100000)",
@@ -519,29 +520,29 @@ async fn one_claim_drains_a_backlog_of_any_size(backend: Backend) {
     app.db.exec(backlog).await;
     app.db.exec("UPDATE lines SET color = '#000000' WHERE id = 'minato'").await;
     // A claim bounded to fewer tags than are pending takes whole tags, earliest first.
-    let first = outbox::claim(store, 1, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    let first = store.claim(1, &store.visible_mark().await.unwrap()).await.unwrap();
     assert_eq!(first.tags.len(), 1);
     assert_eq!((first.tags[0].tag.as_str(), first.tags[0].changes), ("formation:3001F", 100_000));
     first.release().await;
-    let claim = outbox::claim(store, 10_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    let claim = store.claim(10_000, &store.visible_mark().await.unwrap()).await.unwrap();
     let tags: BTreeSet<&str> = claim.tags.iter().map(|t| t.tag.as_str()).collect();
     assert_eq!(tags, BTreeSet::from(["formation:3001F", "lines", "line:minato"]));
     assert_eq!(claim.changes(), 100_002);
     claim.complete(&accepted()).await.unwrap();
-    assert_eq!(outbox::pending(store).await.unwrap().count, 0, "one claim drained the backlog");
+    assert_eq!(store.pending().await.unwrap().count, 0, "one claim drained the backlog");
 }
 
 /// A claim whose invalidation was not accepted leaves every change pending, unmarked.
 async fn a_released_claim_leaves_everything_pending(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
-    let before = outbox::pending(store).await.unwrap().count;
+    let before = store.pending().await.unwrap().count;
     assert!(before > 0);
-    let claim = outbox::claim(store, 10_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    let claim = store.claim(10_000, &store.visible_mark().await.unwrap()).await.unwrap();
     assert_eq!(i64::try_from(claim.changes()).unwrap(), before);
     claim.release().await;
-    assert_eq!(outbox::pending(store).await.unwrap().count, before);
-    let again = outbox::claim(store, 10_000, &outbox::visible_mark(store).await.unwrap()).await.unwrap();
+    assert_eq!(store.pending().await.unwrap().count, before);
+    let again = store.claim(10_000, &store.visible_mark().await.unwrap()).await.unwrap();
     assert_eq!(i64::try_from(again.changes()).unwrap(), before, "the same changes, claimable again");
 }
 
@@ -570,7 +571,7 @@ async fn migrate_drops_the_change_triggers_of_tables_no_longer_declared(backend:
     db.exec("INSERT INTO depots (id) VALUES ('north')").await;
     assert_eq!(tags_after(store, &mark).await, set(&["depot:north"]), "the earlier release's trigger records");
 
-    store.migrate(&crate::helpers::calendar()).await.unwrap();
+    store.migrate(&crate::helpers::calendar(), cache_policy::Policy::embedded().unwrap().tables()).await.unwrap();
     let mark = store.feed_start().await.unwrap();
     db.exec("INSERT INTO depots (id) VALUES ('south')").await;
     db.exec("UPDATE formations SET note = 'Wrapped' WHERE id = '10701F'").await;

@@ -8,10 +8,9 @@ use cache_policy::cost::{batch_cost_usd, billable_paths};
 use cache_policy::plan::{Context, plan, validate_batch};
 use cache_policy::{QueryKind, format_duration};
 use clap::Parser;
-use process::LogFormat;
+use plumbing::LogFormat;
 use serde_json::json;
-use store::Store;
-use store::outbox::{self, Accepted};
+use store::outbox::Accepted;
 use warmer::backend::{Invalidator, is_completed};
 use warmer::cli::{self, CachectlCli, CachectlCommand, Target};
 use warmer::config::{BackendArgs, DatabaseArgs, InvalidatorKind, OutboxArgs, WarmArgs};
@@ -19,7 +18,7 @@ use warmer::config::{BackendArgs, DatabaseArgs, InvalidatorKind, OutboxArgs, War
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = CachectlCli::parse();
-    process::init_logging(LogFormat::Text);
+    plumbing::init_logging(LogFormat::Text);
     match args.command {
         CachectlCommand::Policy => policy(),
         CachectlCommand::Plan { target, json, backend, db } => plan_cmd(&target, json, &backend, &db).await,
@@ -53,7 +52,7 @@ async fn used_this_month(db: &DatabaseArgs) -> anyhow::Result<Option<u64>> {
         return Ok(None);
     }
     let store = cli::open_db(db).await?;
-    let used = outbox::items_this_month(&store).await.context("cannot read this month's invalidations")?;
+    let used = store.items_this_month().await.context("cannot read this month's invalidations")?;
     Ok(Some(u64::try_from(used).unwrap_or(0)))
 }
 
@@ -135,7 +134,7 @@ async fn invalidate(
             items: items.len(),
             status: &submitted.status,
         };
-        outbox::record_invalidation(&store, &accepted).await.context("cannot record the invalidation")?;
+        store.record_invalidation(&accepted).await.context("cannot record the invalidation")?;
     }
     let mut status = submitted.status.clone();
     if wait {
@@ -198,11 +197,11 @@ async fn warm(settings: &WarmArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
 async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
     let store = cli::open_db(db).await?;
     cli::check_schema(&store).await?;
-    let pending = outbox::pending(&store).await.context("cannot read the change feed")?;
+    let pending = store.pending().await.context("cannot read the change feed")?;
     let oldest_age = pending.oldest.map(|t| (chrono::Utc::now() - t).to_std().unwrap_or(Duration::ZERO));
-    let used = outbox::items_this_month(&store).await.context("cannot read this month's invalidations")?;
-    let recent = outbox::recent_invalidations(&store, 10).await.context("cannot read recent invalidations")?;
-    let learned = store::learned::top(&store, 10).await.context("cannot read the learned paths")?;
+    let used = store.items_this_month().await.context("cannot read this month's invalidations")?;
+    let recent = store.recent_invalidations(10).await.context("cannot read recent invalidations")?;
+    let learned = store.learned_top(10).await.context("cannot read the learned paths")?;
     let calendar = cli::calendar(db)?;
     let (trigger_zone, trigger_start) = store.trigger_calendar().await.context("cannot read the trigger calendar")?;
     let mismatch = calendar.mismatch(&trigger_zone, trigger_start);

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use process::LogFormat;
+use plumbing::LogFormat;
 use warmer::cli::{self, WarmerCli};
 use warmer::lambda;
 use warmer::tick::Warmer;
@@ -12,9 +12,9 @@ use warmer::tick::Warmer;
 async fn main() -> anyhow::Result<ExitCode> {
     let args = WarmerCli::parse();
     let on_lambda = args.lambda_runtime_api.is_some();
-    process::init_logging(LogFormat::resolve(None, on_lambda));
+    plumbing::init_logging(LogFormat::resolve(None, on_lambda));
     let mut warmer = cli::warmer(&args.db, &args.outbox, &args.backend, &args.warm).await?;
-    warmer.metrics = process::settings::MetricsMode::enabled(args.metrics, on_lambda);
+    warmer.metrics = plumbing::settings::MetricsMode::enabled(args.metrics, on_lambda);
 
     if on_lambda {
         let warmer = &warmer;
@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Some(interval) => {
             let mut timer = tokio::time::interval(interval);
             timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let shutdown = process::shutdown_signal();
+            let shutdown = plumbing::shutdown_signal();
             tokio::pin!(shutdown);
             loop {
                 tokio::select! {

@@ -1,10 +1,36 @@
-//! The settings every binary that opens the database shares, declared once for clap: where the
-//! database is, and the service calendar. The API and the warmer flatten these into their own
-//! configuration, so a variable means the same in both and is documented once.
+//! The settings every binary reads, declared once for clap, so a variable means the same in each
+//! and is documented once. Libraries never see clap: the binaries turn these into the plain values
+//! the libraries take (a URL, a `ServiceCalendar`, a duration).
+
+use std::time::Duration;
 
 use clap::Args;
 
-use crate::calendar::{CalendarError, ServiceCalendar};
+/// A duration setting (`500ms`, `3s`, `5m`, `1h`, `7d`), as clap's value parser: the same grammar as
+/// the cache policy's durations.
+///
+/// # Errors
+///
+/// The text is not a duration, with the reason.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    cache_policy::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// Whether metrics are written (`METRICS`): unset, they are on Lambda and off elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetricsMode {
+    /// Embedded Metric Format lines on stdout.
+    Emf,
+    /// None.
+    Off,
+}
+
+impl MetricsMode {
+    /// Whether metrics are on, given the setting and whether the process runs on Lambda.
+    pub fn enabled(setting: Option<Self>, on_lambda: bool) -> bool {
+        setting.map_or(on_lambda, |mode| mode == Self::Emf)
+    }
+}
 
 /// Where the database is.
 #[derive(Debug, Clone, Default, Args)]
@@ -37,15 +63,4 @@ pub struct CalendarSettings {
     /// Local time (HH:MM) at which a service day starts.
     #[arg(long, env = "SERVICE_DAY_START", default_value = "04:00")]
     pub service_day_start: String,
-}
-
-impl CalendarSettings {
-    /// The calendar these settings describe.
-    ///
-    /// # Errors
-    ///
-    /// An unknown zone or a malformed day start.
-    pub fn calendar(&self) -> Result<ServiceCalendar, CalendarError> {
-        ServiceCalendar::new(&self.service_tz, &self.service_day_start)
-    }
 }

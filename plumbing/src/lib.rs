@@ -1,4 +1,5 @@
-//! Process plumbing shared by the `api`, `warmer` and `cachectl` binaries.
+//! The plumbing the `api`, `warmer` and `cachectl` binaries share at their edge: how a process
+//! logs, writes metrics, learns that it must stop, and reads the settings every binary has.
 //!
 //! It lives in a crate of its own so that the warmer can set up logging and wait for a shutdown
 //! signal without linking the API (axum, lambda_http, moka, compression).

@@ -5,7 +5,7 @@
 //! # Example
 //!
 //! ```
-//! use process::emf::{Record, Unit};
+//! use plumbing::emf::{Record, Unit};
 //! let line = Record::new(&[&["FunctionName", "Route"], &["FunctionName"]])
 //!     .dimension("FunctionName", "edgerail-api")
 //!     .dimension("Route", "lines")
