@@ -48,8 +48,10 @@ pub(crate) enum Cursor {
         snapshot: String,
         /// The highest change id the snapshot saw. A change that becomes visible later either
         /// has a higher id (its writer took the id after this snapshot was taken, since ids come
-        /// from a sequence handing out one value at a time) or was written by a transaction the
-        /// snapshot lists as in progress. Those two sets are all a poll has to read.
+        /// from a sequence handing out one value at a time) or was written by a transaction that
+        /// had not completed when the snapshot was taken: one the snapshot lists as running, or
+        /// one at or above its `xmax`, which is one past the latest *completed* transaction, so a
+        /// running one can be above it, unlisted. Those three sets are all a poll has to read.
         last_id: i64,
     },
 }
@@ -80,6 +82,18 @@ pub(crate) fn in_progress(snapshot: &str) -> StoreResult<String> {
     Ok(list)
 }
 
+/// The `xmax` of `snapshot` (`xmin:xmax:xip,…`), as a number's text: every transaction at or above
+/// it had not completed when the snapshot was taken, whether or not the snapshot lists it.
+///
+/// # Errors
+///
+/// `snapshot` is not `xmin:xmax:…` of numbers.
+pub(crate) fn snapshot_xmax(snapshot: &str) -> StoreResult<String> {
+    let malformed = || StoreError::Data(format!("malformed snapshot {snapshot:?}"));
+    let xmax: u64 = snapshot.split(':').nth(1).ok_or_else(malformed)?.parse().map_err(|_| malformed())?;
+    Ok(xmax.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +105,12 @@ mod tests {
         assert_eq!(in_progress("805:805:").unwrap(), "{}");
         assert!(in_progress("805:805:1;DROP").is_err());
         assert!(in_progress("805").is_err());
+    }
+
+    #[test]
+    fn a_snapshots_xmax_is_read_as_a_number() {
+        assert_eq!(snapshot_xmax("790:805:790,801").unwrap(), "805");
+        assert!(snapshot_xmax("790:8x5:").is_err());
+        assert!(snapshot_xmax("790").is_err());
     }
 }

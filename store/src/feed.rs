@@ -2,7 +2,7 @@
 //! position ([`Db::feed_since`]). See the crate documentation for why the position is a snapshot
 //! on PostgreSQL.
 
-use crate::cursor::{Cursor, FeedCursor, in_progress};
+use crate::cursor::{Cursor, FeedCursor, in_progress, snapshot_xmax};
 use crate::db::Db;
 use crate::error::{StoreError, StoreResult};
 use crate::model::Change;
@@ -29,12 +29,16 @@ fn split_overflow(mut changes: Vec<Change>, limit: usize) -> (Vec<Change>, bool)
 }
 
 /// A PostgreSQL poll: one statement, so the rows and the new cursor come from the same snapshot.
-/// What became visible since the cursor is in two places (see `Cursor::Snapshot`): ids above the
-/// last one seen, by the primary key, and the changes of the transactions the cursor's snapshot
-/// had in progress, by the xid index (see `in_progress`). Neither walks the rows since the oldest
-/// open transaction, so a writer left open for hours costs a poll nothing. The visibility test
-/// against the cursor only guards the second set's rows against being reported twice.
-/// `$1` snapshot, `$2` last id, `$3` limit + 1, `$4` the snapshot's in-progress xids.
+/// What became visible since the cursor is in three places (see `Cursor::Snapshot`): ids above
+/// the last one seen, by the primary key; the changes of the transactions the cursor's snapshot
+/// listed as running; and those of transactions at or above its `xmax`, which PostgreSQL does not
+/// list (its `xmax` is one past the latest *completed* transaction, so one still running can be
+/// above it, with a change written before the last id seen). The last two by the xid index, so
+/// none walks the rows since the oldest open transaction: a writer left open for hours costs a
+/// poll nothing. The visibility test against the cursor only guards the last two sets' rows
+/// against being reported twice.
+/// `$1` snapshot, `$2` last id, `$3` limit + 1, `$4` the snapshot's listed running xids, `$5` its
+/// `xmax`.
 const POLL_SNAPSHOT: &str = "SELECT cur.s::text, cur.m, c.id, c.tag \
      FROM (SELECT pg_current_snapshot() AS s, \
                   GREATEST($2, COALESCE((SELECT max(id) FROM cache_changes), 0)) AS m) cur \
@@ -44,6 +48,9 @@ const POLL_SNAPSHOT: &str = "SELECT cur.s::text, cur.m, c.id, c.tag \
              UNION ALL \
              SELECT id, tag, xid FROM cache_changes \
              WHERE xid = ANY ($4::xid8[]) AND id <= $2 \
+             UNION ALL \
+             SELECT id, tag, xid FROM cache_changes \
+             WHERE xid >= $5::xid8 AND id <= $2 \
          ) n WHERE NOT pg_visible_in_snapshot(n.xid, $1::text::pg_snapshot) \
          LIMIT $3) c ON true";
 
@@ -83,8 +90,9 @@ async fn since(db: &Db, cursor: &FeedCursor, limit: usize) -> StoreResult<FeedPa
     }
     match &cursor.0 {
         Cursor::Snapshot { snapshot: since, last_id } => {
-            let xids = in_progress(since)?;
-            let poll = Statement::new(POLL_SNAPSHOT).bind(since.as_str()).bind(*last_id).bind(asked).bind(&*xids);
+            let (xids, xmax) = (in_progress(since)?, snapshot_xmax(since)?);
+            let poll =
+                Statement::new(POLL_SNAPSHOT).bind(since.as_str()).bind(*last_id).bind(asked).bind(&*xids).bind(&*xmax);
             let [rows] = db.read(Limit::Feed, [poll]).await?;
             let rows: Vec<(String, i64, Option<i64>, Option<String>)> = rows.decode()?;
             let (snapshot, last_id) =
