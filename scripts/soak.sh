@@ -5,9 +5,11 @@
 #   scripts/soak.sh [--bin DIR] [--out FILE] [bench soak options…]
 #
 # DIR holds the api, warmer and bench binaries (default target/debug; bench/run.sh passes the
-# deploy build). The soak gets a PostgreSQL cluster of its own (`soak`, port 5441,
-# max_connections = 40), since it restarts it, and a PgBouncer of its own (6441, transaction
-# pooling, pool 4), since it kills it. Everything listens on loopback.
+# deploy build). It exits 1 when the product broke a rule, and 3 when the soak's own harness
+# failed (a fault it could not provoke or end): such a run is no verdict on the product. The soak
+# gets a PostgreSQL cluster of its own (`soak`, port 5441, max_connections = 40), since it
+# restarts it, and a PgBouncer of its own (6441, transaction pooling, pool 4), since it kills it.
+# Everything listens on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
@@ -37,7 +39,31 @@ start_pgbouncer "$POOLER_DIR" "$SOAK_POOLER_PORT" "$SOAK_PG" 4
 sudo_prefix=""
 [ "$(id -u)" -eq 0 ] || sudo_prefix="sudo"
 RESTART_PG="$sudo_prefix pg_ctlcluster $VERSION soak restart -m fast"
-RESTART_POOLER="$sudo_prefix sh -c 'kill -9 \$(cat $POOLER_DIR/pgbouncer.pid) 2>/dev/null; rm -f $POOLER_DIR/pgbouncer.pid; su postgres -s /bin/sh -c \"pgbouncer -d -q $POOLER_DIR/pgbouncer.ini\"'"
+# PgBouncer's restart as the fault runs it: killed, started again only once the killed process is
+# gone (a new one binding the port the old one still holds exits at once, and PgBouncer then stayed
+# down until the next restart), and started again until it accepts connections. It fails if
+# PgBouncer does not come back, which the soak reports as a failure of its harness.
+mkdir -p "$EDGERAIL_RUN"
+RESTART_POOLER_SCRIPT=$EDGERAIL_RUN/soak-restart-pgbouncer.sh
+cat > "$RESTART_POOLER_SCRIPT" <<SH
+#!/bin/sh
+pid=\$(cat "$POOLER_DIR/pgbouncer.pid" 2>/dev/null)
+if [ -n "\$pid" ]; then
+    kill -9 "\$pid" 2>/dev/null
+    while kill -0 "\$pid" 2>/dev/null; do sleep 0.05; done
+fi
+rm -f "$POOLER_DIR/pgbouncer.pid"
+for attempt in 1 2 3 4 5; do
+    su postgres -s /bin/sh -c "pgbouncer -d -q $POOLER_DIR/pgbouncer.ini" 2>/dev/null
+    for _ in \$(seq 1 40); do
+        pg_isready -q -h 127.0.0.1 -p $SOAK_POOLER_PORT && exit 0
+        sleep 0.05
+    done
+done
+echo "PgBouncer did not start again" >&2
+exit 1
+SH
+RESTART_POOLER="$sudo_prefix sh $RESTART_POOLER_SCRIPT"
 
 mkdir -p "$EDGERAIL_RUN/soak" "$(dirname "$OUT")"
 log "soak ($*)"

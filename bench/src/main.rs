@@ -95,9 +95,27 @@ enum Command {
     },
 }
 
+/// The exit status of a soak whose harness failed (a fault it could not provoke or end): distinct
+/// from a failed verdict (1), since such a run judged nothing about the product.
+const HARNESS_FAILED: u8 = 3;
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+async fn main() -> std::process::ExitCode {
+    match run(Cli::parse().command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("Error: {err:?}");
+            if err.downcast_ref::<soak::HarnessFailure>().is_some() {
+                std::process::ExitCode::from(HARNESS_FAILED)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Ceiling { addr, bytes, route, headers } => {
             let body = bytes::Bytes::from(vec![b'x'; bytes]);
             let mut fixed = http::HeaderMap::new();

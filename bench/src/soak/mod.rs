@@ -103,6 +103,9 @@ pub struct Args {
     /// bound; the report compares it with the longest tick seen.
     #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
     tick_work: Duration,
+    /// The instances' RUST_LOG (`warn,api::cache=debug` to follow their caches while diagnosing).
+    #[arg(long, default_value = "warn")]
+    api_log: String,
     /// The fault kinds to schedule (default: every kind), e.g. `--faults feed-lock` to provoke
     /// one kind again and again.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -216,6 +219,32 @@ async fn shell(command: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fault the soak could not provoke, or could not end, as it records it: the run's verdict would
+/// then describe another world than the one reported, so it is no verdict on the product at all.
+#[derive(Debug, thiserror::Error)]
+#[error("the soak's harness failed, so its verdict says nothing about the product: {0}")]
+pub struct HarnessFailure(pub String);
+
+/// How long a restarted service may take to accept connections again before the restart counts
+/// as failed.
+const RESTART_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs `command` (a restart of the server at `url`) and waits until `url` accepts a connection
+/// again, at most `limit`.
+///
+/// # Errors
+///
+/// The command failed, or the server did not come back in time: the outage would outlast the
+/// window the report records.
+async fn restart(command: &str, url: &str, limit: Duration) -> Result<(), String> {
+    shell(command).await.map_err(|e| format!("{e:#}"))?;
+    if until_connects(url, limit).await {
+        Ok(())
+    } else {
+        Err(format!("`{command}` ran, but the server did not accept a connection within {limit:?}"))
+    }
+}
+
 /// Waits until `url` accepts a connection (at most `limit`). Connects as the API does in proxy
 /// mode (no unusual startup parameter), which PgBouncer accepts.
 async fn until_connects(url: &str, limit: Duration) -> bool {
@@ -305,7 +334,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             pooled: vec![false, true, false],
             env: vec![
                 ("CHANGE_MAX_LAG".to_owned(), format!("{}ms", lag.as_millis())),
-                ("RUST_LOG".to_owned(), "warn".to_owned()),
+                ("RUST_LOG".to_owned(), args.api_log.clone()),
             ],
             reserved: args.reserved,
             idle_retire: args.idle_retire,
@@ -436,6 +465,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         faults::schedule(args.seed, args.duration, Duration::from_secs(8), Duration::from_secs(12), &kinds)
     };
     let happened: Arc<Mutex<Vec<Happened>>> = Arc::default();
+    // Harness failures, and the signal that ends the viewers early after one.
+    let harness: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
     let injector = {
         let context = FaultContext {
             epoch,
@@ -450,10 +482,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             happened: happened.clone(),
         };
         let plan = plan.clone();
+        let (harness, stop) = (harness.clone(), stop.clone());
         tokio::spawn(async move {
             for planned in plan {
                 tokio::time::sleep_until((epoch + planned.at).into()).await;
-                context.inject(planned).await;
+                if let Err(why) = context.inject(planned).await {
+                    // What follows would be judged against a world the report does not
+                    // describe: the run stops here.
+                    eprintln!("soak: harness failure: {why}");
+                    lock(&harness).push(why);
+                    stop.store(true, Ordering::SeqCst);
+                    break;
+                }
             }
         })
     };
@@ -472,14 +512,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let viewers: Vec<_> = (0..args.viewers)
         .map(|v| {
-            let (client, edge, paths, zipf, reads, shared) =
-                (client.clone(), edge.clone(), paths.clone(), zipf.clone(), reads.clone(), shared.clone());
+            let (client, edge, paths, zipf, reads, shared, stop) = (
+                client.clone(),
+                edge.clone(),
+                paths.clone(),
+                zipf.clone(),
+                reads.clone(),
+                shared.clone(),
+                stop.clone(),
+            );
             let front = format!("http://{front_addr}");
             let (duration, direct_share, seed) = (args.duration, args.direct_share, args.seed);
             tokio::spawn(async move {
                 let mut rng = fastrand::Rng::with_seed(seed * 1000 + v as u64);
                 let mut mine = Vec::new();
-                while started.elapsed() < duration {
+                while started.elapsed() < duration && !stop.load(Ordering::Relaxed) {
                     let newest = shared.newest_created.load(Ordering::Relaxed);
                     let (index, path) = {
                         let mut paths = lock(&paths);
@@ -632,6 +679,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "failures_by_kind": failure_counts,
         "failures_per_second": verdict.failure_seconds,
         "first_failures": first_of_each(&verdict.failures, 3),
+        "harness_errors": lock(&harness).clone(),
         "writes": shared.writes.load(Ordering::Relaxed),
         "writes_unknown_outcome": shared.unknown.load(Ordering::Relaxed),
         "faults": happened,
@@ -670,6 +718,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     if args.broken.is_none() && !failure_counts.is_empty() {
         eprint!("{}", diagnosis(&report, &verdict.failure_seconds));
+    }
+    let harness = lock(&harness).clone();
+    if !harness.is_empty() {
+        return Err(HarnessFailure(harness.join("; ")).into());
     }
     match args.broken {
         Some(_) => anyhow::ensure!(violations > 0, "the checker found no violation in a setup broken on purpose"),
@@ -732,7 +784,12 @@ impl FaultContext {
 
     /// Provokes `planned`. It is recorded as it starts (and its end when it ends), so a fault the
     /// end of the soak cut short still counts.
-    async fn inject(&self, planned: faults::Planned) {
+    ///
+    /// # Errors
+    ///
+    /// The fault could not be provoked, or not ended (a server that did not come back): the
+    /// harness failed, and the text says how.
+    async fn inject(&self, planned: faults::Planned) -> Result<(), String> {
         let start = self.now();
         let index = {
             let mut happened = lock(&self.happened);
@@ -740,12 +797,13 @@ impl FaultContext {
             happened.len() - 1
         };
         let mut detail = String::new();
+        let mut failed = None;
         match planned.kind {
             Kind::WarmerKill => {
                 self.warmer.kill().await;
                 tokio::time::sleep(planned.length).await;
                 if let Err(e) = self.warmer.start().await {
-                    detail = format!("restart failed: {e:#}");
+                    failed = Some(format!("the warmer did not start again: {e:#}"));
                 }
                 self.warmer.restarts.fetch_add(1, Ordering::Relaxed);
             }
@@ -761,22 +819,13 @@ impl FaultContext {
                 tokio::time::sleep(planned.length).await;
             }
             Kind::PostgresRestart => {
-                if let Err(e) = shell(&self.restart_postgres).await {
-                    detail = format!("{e:#}");
-                }
-                until_connects(&self.direct, Duration::from_secs(30)).await;
+                failed = restart(&self.restart_postgres, &self.direct, RESTART_LIMIT).await.err();
             }
             Kind::PgbouncerRestart => {
-                if let Err(e) = shell(&self.restart_pgbouncer).await {
-                    detail = format!("{e:#}");
-                }
-                until_connects(&self.pooled, Duration::from_secs(30)).await;
+                failed = restart(&self.restart_pgbouncer, &self.pooled, RESTART_LIMIT).await.err();
             }
             Kind::FeedLock => {
-                detail = match self.lock_feed(planned.length).await {
-                    Ok(()) => String::new(),
-                    Err(e) => format!("{e:#}"),
-                };
+                failed = self.lock_feed(planned.length).await.err().map(|e| format!("the feed lock failed: {e:#}"));
             }
             Kind::BlackHole => {
                 self.hole.set(true);
@@ -797,13 +846,21 @@ impl FaultContext {
         let end = self.now();
         let mut happened = lock(&self.happened);
         happened[index].end = end;
-        happened[index].detail = detail;
+        happened[index].detail = failed.clone().unwrap_or(detail);
+        match failed {
+            Some(why) => Err(format!("{:?} at {start:.2} s: {why}", planned.kind)),
+            None => Ok(()),
+        }
     }
 
     async fn lock_feed(&self, length: Duration) -> anyhow::Result<()> {
         let mut conn = sqlx::PgConnection::connect(&self.direct).await?;
         let mut tx = conn.begin().await?;
-        sqlx::query("SET LOCAL lock_timeout = '10s'").execute(&mut *tx).await?;
+        // A lock request waits for the transactions that hold the table, and everything that
+        // comes after it waits behind it: the feed is locked from the request on, as it is when a
+        // migration asks for the lock. Not being granted the lock within this long is a harness
+        // failure.
+        sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
         sqlx::query("LOCK TABLE cache_changes IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await?;
         tokio::time::sleep(length).await;
         tx.rollback().await?;
@@ -1087,4 +1144,20 @@ fn latency(reads: &[Read], deploys: &[(f64, f64)]) -> Value {
         .map(|r| f64::from(r.latency_ms))
         .collect();
     json!({ "edge": summarize(of(Layer::Edge)), "instance": summarize(of(Layer::Instance)), "edge_after_deploy": summarize(flush) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_restart_that_fails_or_leaves_the_server_down_is_a_harness_failure() {
+        // A port nothing listens on: the "restarted" server never comes back.
+        let down = format!("postgres://soak:soak@{}/soak", crate::free_addr().unwrap());
+        let limit = Duration::from_millis(300);
+        let err = restart("true", &down, limit).await.unwrap_err();
+        assert!(err.contains("did not accept a connection"), "{err}");
+        let err = restart("exit 3", &down, limit).await.unwrap_err();
+        assert!(err.contains("failed"), "{err}");
+    }
 }
