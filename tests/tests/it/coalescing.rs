@@ -9,6 +9,7 @@ use crate::helpers::{Backend, TestApp, TestDb};
 const CONCURRENT: usize = 64;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn concurrent_misses_make_one_query_postgres() {
     let app = TestApp::with(
         TestDb::new(Backend::Postgres).await,
@@ -50,6 +51,7 @@ async fn concurrent_misses_make_one_query_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn concurrent_misses_make_one_query_sqlite() {
     let app =
         TestApp::with(TestDb::new(Backend::Sqlite).await, &["--change-poll-interval", "1h", "--change-max-lag", "2h"])

@@ -319,6 +319,7 @@ async fn contract_in_process(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn contract_over_a_socket() {
     let app = TestApp::new(Backend::Postgres).await;
     let (addr, stop) = app.serve().await;
@@ -333,6 +334,7 @@ async fn contract_over_a_socket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn internal_errors_are_generic() {
     let app = TestApp::new(Backend::Postgres).await;
     app.db.exec("ALTER TABLE formations RENAME COLUMN series TO series_name").await;

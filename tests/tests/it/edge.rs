@@ -83,6 +83,7 @@ async fn stack() -> (TestApp, Varnish, tokio::sync::oneshot::Sender<()>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn the_edge_caches_by_s_maxage_and_negatively() {
     let (_app, edge, _stop) = stack().await;
     let client = reqwest::Client::new();
@@ -108,6 +109,7 @@ async fn the_edge_caches_by_s_maxage_and_negatively() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn cors_is_answered_at_the_edge_and_origin_never_splits_the_cache() {
     let (app, edge, _stop) = stack().await;
     let client = reqwest::Client::new();
@@ -143,6 +145,7 @@ async fn cors_is_answered_at_the_edge_and_origin_never_splits_the_cache() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn random_undeclared_query_strings_reach_the_origin_at_most_once() {
     let (_app, edge, _stop) = stack().await;
     let client = reqwest::Client::new();
@@ -195,6 +198,7 @@ async fn warmer_purge_with(db: &TestDb, edge: &Varnish, mode: &str, settings: &[
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn the_purge_backend_invalidates_the_edge_and_rewarms_it() {
     let (app, edge, _stop) = stack().await;
     let client = reqwest::Client::new();
@@ -232,6 +236,7 @@ async fn the_purge_backend_invalidates_the_edge_and_rewarms_it() {
 /// caused, so the next viewer finds it at the edge. The warmer's own fetches teach nothing, and a
 /// tick sends no more warm requests than its budget.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_learned_page_is_rewarmed_after_its_purge_and_warming_keeps_to_its_budget() {
     let app = TestApp::with(
         TestDb::new(Backend::Postgres).await,
@@ -276,6 +281,7 @@ async fn a_learned_page_is_rewarmed_after_its_purge_and_warming_keeps_to_its_bud
 /// route's default page. The VCL names the routes whose `limit` it keeps; a route added without
 /// it would be answered its default page under every viewer's URL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn the_edge_forwards_every_declared_query_parameter() {
     let (app, edge, _stop) = stack().await;
     let client = reqwest::Client::new();
@@ -348,6 +354,7 @@ async fn a_sighting_at_a_station_refreshes_that_stations_page_through_the_edge(b
 crate::both_backends!(a_sighting_at_a_station_refreshes_that_stations_page_through_the_edge);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn purge_is_refused_from_elsewhere_and_prefix_purges_work() {
     let (_app, edge, _stop) = stack().await;
     let client = reqwest::Client::new();
@@ -362,6 +369,7 @@ async fn purge_is_refused_from_elsewhere_and_prefix_purges_work() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn paths_mode_reaches_query_variants_and_non_canonical_spellings() {
     let (app, edge, _stop) = stack().await;
     let client = reqwest::Client::new();
@@ -401,6 +409,7 @@ async fn paths_mode_reaches_query_variants_and_non_canonical_spellings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_deploy_clears_what_the_old_code_left_at_the_edge() {
     let db = TestDb::new(Backend::Postgres).await;
     // The old code learns nothing: the 404 it served would otherwise be learned (flushed when it
@@ -473,6 +482,7 @@ async fn scripted_origin(failing: std::sync::Arc<std::sync::atomic::AtomicBool>)
 /// and when the origin fails (whatever its health check says) the stale copy is served within
 /// its stale-if-error window instead of the error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn the_edge_serves_its_stale_copy_when_the_origin_fails_a_refresh() {
     let failing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let origin = scripted_origin(failing.clone()).await;
@@ -540,6 +550,7 @@ impl Cuttable {
 /// still holds: the edge forwards its misses (it has no health probe to mark the API sick), and
 /// the API answers from its cache, stale copies included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn while_the_database_restarts_the_edge_forwards_misses_and_the_api_serves_its_copies() {
     let db = TestDb::new(Backend::Postgres).await;
     let server: SocketAddr = db.url.split('@').nth(1).unwrap().split('/').next().unwrap().parse().unwrap();

@@ -56,6 +56,7 @@ fn through(url: &str, proxy: SocketAddr) -> String {
 const ACQUIRE: &str = "500ms";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn database_stopping_mid_run_serves_stale_then_fast_503() {
     let db = TestDb::new(Backend::Postgres).await;
     let proxy = Proxy::start(pg_addr(&db.url)).await;
@@ -104,6 +105,7 @@ async fn answers_503_within_the_acquire_timeout(url: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn refused_connections_answer_503_fast() {
     // Nothing listens on a port we just released.
     let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
@@ -111,6 +113,7 @@ async fn refused_connections_answer_503_fast() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_database_that_never_answers_gives_503_not_a_hang() {
     // Accepts TCP connections and never says anything, like a saturated server or a dropped route.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

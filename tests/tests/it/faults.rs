@@ -33,6 +33,7 @@ async fn connect(db: &TestDb) -> sqlx::PgConnection {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_locked_feed_never_stalls_hits_and_the_freshness_bound_still_holds() {
     let db = TestDb::new(Backend::Postgres).await;
     let app = TestApp::with(db.clone(), &["--change-poll-interval", "200ms", "--change-max-lag", "1500ms"]).await;
@@ -80,6 +81,7 @@ async fn a_locked_feed_never_stalls_hits_and_the_freshness_bound_still_holds() {
 /// vouches for it. Once the lock is gone the next read takes the position and is kept. (The soak
 /// found it: instances started during a feed lock answered `503`s with the database up.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_cold_instance_answers_while_the_feed_is_locked() {
     let db = TestDb::new(Backend::Postgres).await;
     let mut locker = connect(&db).await;
@@ -103,6 +105,7 @@ fn rss_kib() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn millions_of_burned_change_ids_cost_no_memory_and_no_latency() {
     let db = TestDb::new(Backend::Postgres).await;
     // A long bound, so only the feed can make the change visible: the test checks that it does.
@@ -144,6 +147,7 @@ async fn millions_of_burned_change_ids_cost_no_memory_and_no_latency() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_transaction_open_when_an_instance_starts_is_not_missed() {
     let db = TestDb::new(Backend::Postgres).await;
     let mut slow = connect(&db).await;
@@ -280,6 +284,7 @@ const ONE_CONNECTION: &[&str] = &[
 /// designed; the silent connection is then dropped, not kept, and the next misses are answered
 /// over a fresh connection within seconds (not once the kernel gives up on the socket).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_silent_connection_is_replaced_and_misses_recover_within_seconds() {
     let db = TestDb::new(Backend::Postgres).await;
     let proxy = SilentProxy::start(server(&db)).await;
@@ -312,6 +317,7 @@ async fn a_silent_connection_is_replaced_and_misses_recover_within_seconds() {
 /// within the store's limits and its tally is dropped, not retried, and once the database answers
 /// again the next tally is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_flush_of_learned_paths_into_a_silent_database_holds_no_request_and_is_dropped() {
     let db = TestDb::new(Backend::Postgres).await;
     let proxy = SilentProxy::start(server(&db)).await;
@@ -342,6 +348,7 @@ async fn a_flush_of_learned_paths_into_a_silent_database_holds_no_request_and_is
 /// (Bounding the whole read instead of the server's silence took the connection for dead, and the
 /// breaker then served stale answers, every poll re-reading the same page.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_large_feed_page_arriving_slowly_is_not_a_dead_connection() {
     let db = TestDb::new(Backend::Postgres).await;
     let proxy = SilentProxy::start(server(&db)).await;
@@ -371,6 +378,7 @@ async fn a_large_feed_page_arriving_slowly_is_not_a_dead_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_silent_database_connection_never_holds_a_reader() {
     let db = TestDb::new(Backend::Postgres).await;
     let proxy = SilentProxy::start(server(&db)).await;
@@ -414,6 +422,7 @@ async fn change_rows_read(conn: &mut sqlx::PgConnection) -> i64 {
 /// handful of rows, not six million. So polls keep succeeding, hits stay fast, and the writer's
 /// own change is seen as soon as it commits, long before the freshness bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_long_open_writer_costs_polls_nothing_and_is_seen_when_it_commits() {
     let db = TestDb::new(Backend::Postgres).await;
     let mut writer = connect(&db).await;
@@ -475,6 +484,7 @@ async fn a_long_open_writer_costs_polls_nothing_and_is_seen_when_it_commits() {
 /// ids only when the lock goes; a poll between the two, and one after its commit, must still
 /// report its change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_writer_that_began_while_the_feed_was_locked_is_seen_when_it_commits() {
     let db = TestDb::new(Backend::Postgres).await;
     let app = TestApp::with(db.clone(), &[]).await;
@@ -522,6 +532,7 @@ async fn a_writer_that_began_while_the_feed_was_locked_is_seen_when_it_commits()
 /// interleaving common). Replayed exactly, retried when another test's commit moves `xmax` past
 /// the writer in the few milliseconds the scenario needs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_change_of_a_transaction_above_the_snapshots_xmax_is_not_missed() {
     let db = TestDb::new(Backend::Postgres).await;
     let app = TestApp::with(db.clone(), &[]).await;

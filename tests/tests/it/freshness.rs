@@ -79,6 +79,7 @@ async fn idle_instances_do_not_poll(backend: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn polls_at_most_once_per_interval() {
     let app = TestApp::with(
         TestDb::new(Backend::Postgres).await,

@@ -36,23 +36,23 @@ const SERVICES: &[(&str, &str)] = &[
     ("TEST_VARNISHD", "varnishd (Varnish 7 with varnish-modules)"),
 ];
 
-/// A service's setting. When one is missing (a plain `cargo test`), says which services are
-/// missing and how to get them, and ends the test run: every test that needs them would fail the
-/// same way, and none is skipped.
+/// A service's setting. When one is missing the test fails, saying which services are missing and
+/// how to get them: the service-backed tests are `#[ignore]`d for a plain `cargo test`, and the test
+/// command runs them with `--run-ignored all` after starting every service, so reaching this without
+/// one is a failure, never a skip.
 pub fn env(name: &str) -> String {
     if let Ok(value) = std::env::var(name) {
         return value;
     }
-    let mut message = String::from("\nedgerail's integration tests talk to real services, and these are not given:\n");
+    let mut message = String::from("edgerail's integration tests talk to real services, and these are not given:\n");
     for (var, what) in SERVICES.iter().filter(|(var, _)| std::env::var(var).is_err()) {
         message.push_str(&format!("  {var}: {what}\n"));
     }
     message.push_str(
         "Run ./scripts/test.sh [nextest filter…]: it installs and starts them (using any already given by these \
-         variables), then runs the tests.\n",
+         variables), then runs the tests.",
     );
-    eprintln!("{message}");
-    std::process::exit(2);
+    panic!("{message}");
 }
 
 fn unique(prefix: &str) -> String {

@@ -200,6 +200,7 @@ async fn application_connections(db: &TestDb, pid: u32) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn lambda_events_are_served_and_sigterm_closes_the_pool() {
     let db = TestDb::new(Backend::Postgres).await;
     let events = vec![
@@ -326,6 +327,7 @@ async fn lambda_events_are_served_and_sigterm_closes_the_pool() {
 /// A failed read is logged as JSON naming the resource it read, within the invocation's span (its
 /// request id); the API's own request span is `debug`, so at `info` no line carries it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_failed_read_is_logged_with_its_resource_and_request_id() {
     // A port nothing listens on: the connection is refused, as for a database that is down.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -353,6 +355,7 @@ async fn a_failed_read_is_logged_with_its_resource_and_request_id() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn missing_database_url_on_lambda_is_a_clear_init_error() {
     let (runtime, _responses) = start_runtime(Vec::new()).await;
     let output =

@@ -70,6 +70,7 @@ crate::both_backends!(an_instance_learns_what_the_edge_fetched_for_viewers_and_n
 
 /// With learning off (`LEARN_FLUSH_INTERVAL=0`), nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn with_learning_off_an_instance_writes_nothing() {
     let app = TestApp::with(TestDb::new(Backend::Postgres).await, &["--learn-flush-interval", "0s"]).await;
     for _ in 0..3 {
@@ -82,6 +83,7 @@ async fn with_learning_off_an_instance_writes_nothing() {
 /// The instance's tallies add up in the table, and the warmer's pruning bounds it: by age, and to
 /// the most fetched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn tallies_add_up_and_pruning_keeps_the_recent_and_most_fetched() {
     let app = TestApp::new(Backend::Postgres).await;
     let db = app.store();

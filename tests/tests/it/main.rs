@@ -1,7 +1,11 @@
 //! End-to-end tests of edgerail, in one test binary (one link, one build).
 //!
-//! They need the services `scripts/test.sh` starts (PostgreSQL, PgBouncer) and the fixtures it
-//! prepares; a missing service is a failure, never a skip.
+//! Two tiers. The checks of generated and hand-kept files (the configuration reference, the man
+//! pages, openapi.json, the template's query behaviours, the docs' links) need nothing and run in
+//! a plain `cargo test`. Every other test talks to the services `scripts/test.sh` starts
+//! (PostgreSQL, PgBouncer, moto, Varnish), the fixtures it prepares and the binaries it builds: those
+//! are `#[ignore = "needs services…"]`, so a plain `cargo test` lists them as ignored, and the test
+//! command runs them with `cargo nextest run --run-ignored all`, where a missing service fails them.
 
 mod helpers;
 
@@ -30,6 +34,7 @@ macro_rules! both_backends {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs services: run ./scripts/test.sh"]
                 async fn $name() {
                     super::$name($crate::helpers::Backend::Postgres).await
                 }
@@ -38,6 +43,7 @@ macro_rules! both_backends {
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs services: run ./scripts/test.sh"]
                 async fn $name() {
                     super::$name($crate::helpers::Backend::Sqlite).await
                 }

@@ -5,6 +5,7 @@ use futures_util::future::join_all;
 use crate::helpers::{Backend, TestApp, TestDb};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn every_route_works_through_pgbouncer_transaction_pooling() {
     let db = TestDb::new(Backend::Postgres).await;
     let direct = TestApp::with(db.clone(), &[]).await;

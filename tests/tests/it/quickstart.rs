@@ -9,6 +9,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::helpers::binary;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn first_run_creates_seeds_and_serves_the_embedded_database() {
     let dir = std::env::temp_dir().join(format!("edgerail-quickstart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -115,11 +115,13 @@ async fn count(through_pgbouncer: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_miss_costs_two_round_trips_direct() {
     count(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_miss_costs_two_round_trips_through_pgbouncer() {
     count(true).await;
 }

@@ -92,6 +92,7 @@ async fn first_answer(port: u16) -> Option<reqwest::Response> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn the_api_reads_its_database_url_from_an_rds_shaped_secret_once() {
     let db = TestDb::new(Backend::Postgres).await;
     let secret = create_secret(&rds_shaped(&db.url)).await;
@@ -104,6 +105,7 @@ async fn the_api_reads_its_database_url_from_an_rds_shaped_secret_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_missing_or_malformed_secret_stops_the_process_with_a_clear_error_and_no_secret_text() {
     let missing = "arn:aws:secretsmanager:us-east-1:123456789012:secret:edgerail/none-AbCdEf";
     let malformed = create_secret(r#"{"username": "u", "password": "hunter2-secret"}"#).await;
@@ -202,6 +204,7 @@ async fn tls_front_for_moto(cert: &std::path::Path, key: &std::path::Path) -> u1
 /// server is refused, with the endpoint named and nothing started, when the store lacks its
 /// authority.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn the_secret_is_read_over_https_trusting_the_system_certificate_store() {
     let dir = std::env::temp_dir().join(format!("edgerail-tls-{:x}", fastrand()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -233,6 +236,7 @@ async fn the_secret_is_read_over_https_trusting_the_system_certificate_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn the_warmer_reads_the_same_secret() {
     let db = TestDb::new(Backend::Postgres).await;
     let secret = create_secret(&serde_json::json!({ "url": db.url }).to_string()).await;
@@ -259,6 +263,7 @@ async fn the_warmer_reads_the_same_secret() {
 /// through the same chain) reads the secret with no `AWS_ACCESS_KEY_ID` in the environment, and
 /// without the profile the command stops with an error that says what is missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn cachectl_reads_the_secret_with_the_operators_aws_profile() {
     let db = TestDb::new(Backend::Postgres).await;
     let secret = create_secret(&serde_json::json!({ "url": db.url }).to_string()).await;
@@ -304,6 +309,7 @@ async fn cachectl_reads_the_secret_with_the_operators_aws_profile() {
 /// (here PostgreSQL's self-signed one) is refused, where `sslmode=require` (encrypted, unverified)
 /// connects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn verify_full_refuses_a_certificate_no_rds_authority_signed() {
     let db = TestDb::new(Backend::Postgres).await;
     let options = store::DbOptions {

@@ -355,6 +355,7 @@ async fn processed_changes_older_than_the_retention_are_pruned(backend: Backend)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_claim_waits_for_a_late_commit_to_settle_however_early_it_started() {
     let app = app(Backend::Postgres).await;
     let store = app.store();
@@ -375,6 +376,7 @@ async fn a_claim_waits_for_a_late_commit_to_settle_however_early_it_started() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn sqlite_insert_or_replace_records_the_replaced_rows_tags() {
     let app = app(Backend::Sqlite).await;
     let store = app.store();
@@ -389,6 +391,7 @@ async fn sqlite_insert_or_replace_records_the_replaced_rows_tags() {
 /// An import that empties a table with `TRUNCATE` records the tags of every row it removed, as a
 /// `DELETE` of each would: the pages those rows were on are evicted and invalidated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn truncate_records_the_tags_of_every_row_it_removes() {
     let app = app(Backend::Postgres).await;
     let store = app.store();
@@ -475,6 +478,7 @@ async fn the_triggers_and_the_api_agree_on_service_days_across_clock_changes(bac
 /// are read by a subquery of the tag function itself). One that did held a
 /// TRUNCATE of the soak's sightings for seconds, every read of the table waiting behind it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn the_tag_functions_call_only_functions_the_planner_inlines() {
     let app = app(Backend::Postgres).await;
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url).await.unwrap();

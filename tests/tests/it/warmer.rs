@@ -125,6 +125,7 @@ fn cloudfront_env<'a>(distribution: &'a str, endpoint: &'a str) -> Vec<(&'a str,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_write_to_each_table_becomes_a_cloudfront_invalidation() {
     let db = TestDb::new(Backend::Postgres).await;
     let distribution = moto_distribution();
@@ -180,6 +181,7 @@ async fn a_write_to_each_table_becomes_a_cloudfront_invalidation() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_failing_backend_leaves_changes_pending_and_the_retry_sends_once() {
     let db = TestDb::new(Backend::Postgres).await;
     let distribution = moto_distribution();
@@ -205,6 +207,7 @@ async fn a_failing_backend_leaves_changes_pending_and_the_retry_sends_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn two_warmers_at_once_process_each_change_exactly_once() {
     let db = TestDb::new(Backend::Postgres).await;
     let distribution = moto_distribution();
@@ -265,6 +268,7 @@ fn items() -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn too_many_invalidations_in_progress_is_retried_with_backoff() {
     let throttled = recorded("too-many-invalidations-in-progress.xml");
     let (endpoint, calls) =
@@ -282,6 +286,7 @@ async fn too_many_invalidations_in_progress_is_retried_with_backoff() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn rejected_batches_are_not_retried() {
     type Expect = fn(&InvalidationError) -> bool;
     let cases: [(u16, &str, Expect); 3] = [
@@ -304,6 +309,7 @@ async fn rejected_batches_are_not_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn an_eventbridge_scheduled_event_runs_a_tick() {
     let db = TestDb::new(Backend::Postgres).await;
     let cli = <warmer::cli::WarmerCli as clap::Parser>::try_parse_from([
@@ -358,6 +364,7 @@ async fn cachectl(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn cachectl_plan_prints_the_covering_items_in_both_modes() {
     let today =
         store::ServiceCalendar::new("Asia/Tokyo", "04:00").unwrap().service_date(chrono::Utc::now()).to_string();
@@ -380,6 +387,7 @@ async fn cachectl_plan_prints_the_covering_items_in_both_modes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn cachectl_invalidate_waits_for_completion() {
     let distribution = moto_distribution();
     let moto = moto();
@@ -411,6 +419,7 @@ async fn cachectl_invalidate_waits_for_completion() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn cachectl_status_reports_pending_changes_and_invalidations() {
     let db = TestDb::new(Backend::Postgres).await;
     let env = [("DATABASE_URL", db.url.as_str())];
@@ -447,6 +456,7 @@ async fn recording_edge(failing: &'static str) -> (String, Arc<std::sync::Mutex<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn warming_is_cost_aware_and_one_failing_path_does_not_fail_the_tick() {
     let db = TestDb::new(Backend::Postgres).await;
     let (edge, seen) = recording_edge("/v1/lines").await;
@@ -487,6 +497,7 @@ async fn warming_is_cost_aware_and_one_failing_path_does_not_fail_the_tick() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_batch_cloudfront_already_has_counts_as_accepted() {
     let (endpoint, calls) = replay(vec![(409, recorded("invalidation-batch-already-exists.xml"))]).await;
     let submitted = backend(&endpoint).submit(&items(), "edgerail-1-2-2-abc-def").await.unwrap();
@@ -503,6 +514,7 @@ async fn spend_the_month(db: &TestDb, items: i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn over_budget_a_small_change_stays_precise_and_batches_are_spaced() {
     let db = TestDb::new(Backend::Postgres).await;
     let distribution = moto_distribution();
@@ -543,6 +555,7 @@ async fn over_budget_a_small_change_stays_precise_and_batches_are_spaced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn the_warmer_works_through_pgbouncer_transaction_pooling() {
     let db = TestDb::new(Backend::Postgres).await;
     let distribution = moto_distribution();
@@ -566,6 +579,7 @@ async fn the_warmer_works_through_pgbouncer_transaction_pooling() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn cachectl_refuses_to_pretend_and_speaks_json() {
     let (ok, _, err) = cachectl(&["invalidate", "--path", "/v1/lines"], &[("INVALIDATOR", "none")]).await;
     assert!(!ok, "invalidate with INVALIDATOR=none must not report success");
@@ -582,6 +596,7 @@ async fn cachectl_refuses_to_pretend_and_speaks_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_calendar_that_differs_from_the_triggers_is_reported() {
     let db = TestDb::new(Backend::Postgres).await;
     let (ok, agreeing) = warmer_once(&db, &[("INVALIDATOR", "none")]).await;
@@ -600,6 +615,7 @@ async fn a_calendar_that_differs_from_the_triggers_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_tick_writes_its_metrics_line_before_its_summary() {
     let db = TestDb::new(Backend::Postgres).await;
     let distribution = moto_distribution();
@@ -635,6 +651,7 @@ async fn api_build(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_new_api_build_invalidates_the_distribution_once() {
     let db = TestDb::new(Backend::Postgres).await;
     let distribution = moto_distribution();
@@ -694,6 +711,7 @@ async fn drained() -> (TestDb, String, String) {
 /// rolls over and claims after it plans for the new day, so the new day's `today` alias is
 /// invalidated with that day's changes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_tick_that_straddles_the_rollover_plans_for_the_day_it_claims_in() {
     use chrono::{Duration as Days, Timelike, Utc};
     let (db, distribution, moto) = drained().await;
@@ -729,6 +747,7 @@ async fn a_tick_that_straddles_the_rollover_plans_for_the_day_it_claims_in() {
 /// does not grow with the write rate, and the coalesced batch stays precise (no site-wide
 /// wildcard for changes that touch a few collections).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn over_the_budget_one_tick_drains_the_whole_backlog() {
     let (db, distribution, moto) = drained().await;
     let mut env = cloudfront_env(&distribution, &moto);
@@ -756,6 +775,7 @@ async fn over_the_budget_one_tick_drains_the_whole_backlog() {
 /// Half a million pending rows of one tag, under the budget: one tick, one tag planned, nothing
 /// left pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
 async fn one_tick_drains_half_a_million_changes_of_one_tag() {
     let (db, distribution, moto) = drained().await;
     let env = cloudfront_env(&distribution, &moto);
