@@ -10,6 +10,7 @@
 //!   from `RUST_LOG` (a level, or `target=level` pairs such as `info,store=debug`), else Lambda's
 //!   `AWS_LAMBDA_LOG_LEVEL`.
 //! - [`shutdown_signal`]: resolves on SIGTERM or Ctrl-C.
+//! - [`error_chain`]: an error with its causes, the one form every binary logs errors in.
 //! - [`emf`]: metrics as CloudWatch Embedded Metric Format lines on stdout.
 //! - [`settings`]: the duration parser and `METRICS` mode both binaries' settings use.
 
@@ -94,6 +95,19 @@ pub fn init_logging(format: LogFormat) {
     }
 }
 
+/// An error with its chain of causes (`outer: cause: root cause`), for one log field or summary:
+/// every binary logs an error once, whole, in this one form.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Resolves on SIGTERM (what Lambda, systemd and container runtimes send) or Ctrl-C.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -122,6 +136,15 @@ mod tests {
     use tracing::level_filters::LevelFilter;
 
     use super::filter;
+
+    #[test]
+    fn an_error_is_written_with_every_cause() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::other("root"));
+        assert_eq!(super::error_chain(&err), "outer: root");
+    }
 
     #[test]
     fn rust_log_sets_levels_per_target() {

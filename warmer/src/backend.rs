@@ -184,7 +184,7 @@ impl CloudFront {
                         }
                     }
                 }
-                Err(other) => return Err(InvalidationError::Transport(describe(&other))),
+                Err(other) => return Err(InvalidationError::Transport(plumbing::error_chain(&other))),
             }
         }
         Err(InvalidationError::TooManyInProgress(self.retry_attempts))
@@ -203,20 +203,9 @@ impl CloudFront {
             .id(id)
             .send()
             .await
-            .map_err(|e| InvalidationError::Transport(describe(&e)))?;
+            .map_err(|e| InvalidationError::Transport(plumbing::error_chain(&e)))?;
         Ok(out.invalidation().map(|i| i.status().to_owned()).unwrap_or_default())
     }
-}
-
-fn describe<E: std::error::Error + 'static, R: std::fmt::Debug>(err: &SdkError<E, R>) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The purge backend: HTTP `PURGE` per path (a trailing `*` purges the prefix) and an xkey purge

@@ -4,7 +4,9 @@ use aws_lambda_events::eventbridge::EventBridgeEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 use crate::metrics::report;
-use crate::tick::{Summary, TickFailure, Warmer, error_chain};
+use plumbing::error_chain;
+
+use crate::tick::{Summary, TickFailure, Warmer};
 
 /// A failed tick as Lambda reports it. The error type says whether the next tick can succeed by
 /// itself (`Retryable`: throttling, network, database) or needs an operator (`NonRetryable`: a

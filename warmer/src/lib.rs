@@ -7,8 +7,6 @@
 //! scheduled Lambda (EventBridge) or locally (`warmer --once`, `warmer --every 60s`); `cachectl` is
 //! the operator's CLI for the same operations.
 //!
-//! # Layout
-//!
 //! The database side (claiming, completing and pruning changes, the warmer's records) lives in
 //! the `store` crate's `outbox`, next to the migrations that create those tables.
 //!
@@ -17,14 +15,17 @@
 //! - [`config`]: flags and environment variables shared by both binaries.
 //! - [`cli`]: the `warmer` and `cachectl` command lines, and building a [`tick::Warmer`] from them.
 //! - [`backend`]: CloudFront, purge and no-op invalidation backends.
-//! - [`warm`]: the warm set, cadence, and fetching through the edge.
-//! - [`tick`]: one tick, its typed error and its JSON summary.
+//! - [`decide`]: the tick's decisions as pure functions (the budget, what an invalidation emptied,
+//!   what is due, what to warm within the budget), tested without any service.
+//! - [`warm`]: reading the warm set, and fetching through the edge.
+//! - [`tick`]: one tick as a sequence of steps, its typed error and its JSON summary.
 //! - [`lambda`]: the scheduled Lambda handler.
 //! - [`metrics`]: the tick's Embedded Metric Format line.
 
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod decide;
 pub mod lambda;
 pub mod metrics;
 pub mod tick;

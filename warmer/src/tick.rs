@@ -1,19 +1,25 @@
-//! One warmer tick: claim changes, plan, invalidate, mark processed, prune, warm, summarize.
+//! One warmer tick, as a sequence of steps that each return what they did: check the calendar,
+//! invalidate what changed (budget, mark, settle, claim, plan, send, complete, prune), flush the
+//! edge if a new build answers, warm, bound the learned set, and sum it all up in one
+//! [`Summary`]. What each step decides is a function of [`crate::decide`]; here it only reads,
+//! calls and writes.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use cache_policy::Policy;
 use cache_policy::cost::BudgetPolicy;
 use cache_policy::plan::{Context, Limits, Mode, plan};
 use chrono::Utc;
+use plumbing::error_chain;
 use serde::Serialize;
-use store::outbox::{Accepted, BuildSeen};
+use store::outbox::{Accepted, BuildSeen, Pending};
 use store::{Db, ServiceCalendar, StoreError};
 
 use crate::backend::{InvalidationError, Invalidator, caller_reference};
 use crate::config::WarmArgs;
-use crate::warm::{self, WarmPath};
+use crate::decide::{self, Budget, Situation, Tally};
+use crate::warm;
 
 /// What one tick did: printed as one JSON line.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -107,18 +113,6 @@ pub struct TickFailure {
     pub error: TickError,
 }
 
-/// Formats an error with its chain of causes, for one log line or summary field.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Everything a tick needs.
 #[derive(Debug, Clone)]
 pub struct Warmer {
@@ -164,33 +158,44 @@ impl Warmer {
     #[tracing::instrument(name = "tick", skip_all, fields(changes, items, invalidation_id, warmed, failures))]
     pub async fn tick(&self) -> Result<Summary, TickFailure> {
         let started = Instant::now();
-        let mut summary = Summary::default();
-        // Set again when the changes are claimed: a tick that straddles the rollover (it waits
-        // out the settle time first) plans and warms for the day of its claim.
-        let mut today = self.today();
-        let mut changed = BTreeSet::new();
-        summary.calendar_mismatch = self.calendar_mismatch().await;
-        summary.path_budget = self.budget.budget;
-        let mut result = self.invalidate(&mut today, &mut summary, &mut changed).await;
-        if result.is_ok() {
-            result = self.invalidate_deploy(&mut summary).await;
-        }
-        if result.is_ok()
-            && let Err(err) = self.warm(&today, &changed, &mut summary).await
-        {
-            tracing::warn!(error = %error_chain(&err), "warming failed");
-            summary.failures += 1;
-        }
-        match self.db.prune_learned(self.warm.learned_max_age, self.warm.learned_max).await {
-            Ok(pruned) => summary.learned_pruned = pruned,
-            Err(err) => tracing::warn!(error = %error_chain(&err), "could not prune the learned paths"),
-        }
-        if let Ok(pending) = self.db.pending().await {
-            summary.pending = pending.count;
-            summary.oldest_pending_age_s =
-                pending.oldest.map(|t| (Utc::now() - t).to_std().unwrap_or(Duration::ZERO).as_secs_f64());
-        }
-        summary.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let calendar_mismatch = self.calendar_mismatch().await;
+        // Each step's future boxed: the tick's would otherwise nest them all inline.
+        let invalidated = Box::pin(self.invalidate()).await;
+        let deployed = match &invalidated {
+            Ok(_) => Box::pin(self.invalidate_deploy()).await,
+            Err(_) => Ok(None),
+        };
+        let warmed = match (&invalidated, &deployed) {
+            (Ok(invalidated), Ok(deployed)) => {
+                Box::pin(self.warm(&invalidated.changed, &invalidated.today, deployed.is_some())).await.unwrap_or_else(
+                    |err| {
+                        tracing::warn!(error = %error_chain(&err), "warming failed");
+                        Warmed { tally: Tally { failures: 1, ..Tally::default() }, ..Warmed::default() }
+                    },
+                )
+            }
+            _ => Warmed::default(),
+        };
+        let learned_pruned = match self.db.prune_learned(self.warm.learned_max_age, self.warm.learned_max).await {
+            Ok(pruned) => pruned,
+            Err(err) => {
+                tracing::warn!(error = %error_chain(&err), "could not prune the learned paths");
+                0
+            }
+        };
+        let pending = self.db.pending().await.ok();
+        let error = invalidated.as_ref().err().or(deployed.as_ref().err());
+        let summary = Summary::of(Tick {
+            calendar_mismatch,
+            invalidated: invalidated.as_ref().ok(),
+            deployed: deployed.as_ref().ok().cloned().flatten(),
+            warmed: &warmed,
+            learned_pruned,
+            pending,
+            path_budget: self.budget.budget,
+            duration: started.elapsed(),
+            error,
+        });
         let span = tracing::Span::current();
         span.record("changes", summary.changes);
         span.record("items", summary.items);
@@ -199,11 +204,9 @@ impl Warmer {
         if let Some(id) = &summary.invalidation_id {
             span.record("invalidation_id", id.as_str());
         }
-        match result {
-            Ok(()) => Ok(summary),
+        match invalidated.and(deployed) {
+            Ok(_) => Ok(summary),
             Err(error) => {
-                summary.error = Some(error_chain(&error));
-                summary.retryable = Some(error.retryable());
                 tracing::error!(error = %error_chain(&error), retryable = error.retryable(), "tick failed");
                 Err(TickFailure { summary, error })
             }
@@ -224,34 +227,39 @@ impl Warmer {
         self.calendar.service_date(Utc::now()).to_string()
     }
 
-    async fn invalidate(
-        &self,
-        today: &mut String,
-        summary: &mut Summary,
-        changed: &mut BTreeSet<String>,
-    ) -> Result<(), TickError> {
+    /// Turns what changed into an invalidation: within the month's budget, claims every change
+    /// visible a settle time ago, plans the batch, sends it, marks the changes processed once the
+    /// backend accepted it, and prunes old processed changes.
+    async fn invalidate(&self) -> Result<Invalidated, TickError> {
         // Only CloudFront bills per path; a purge or a dry run has no budget to respect.
         let used = match self.invalidator {
             Invalidator::CloudFront(_) => Some(u64::try_from(self.db.items_this_month().await?).unwrap_or(0)),
             _ => None,
         };
-        summary.items_this_month = used;
-        if let Some(used) = used {
-            let since_last = self
+        let since_last = match used {
+            Some(_) => self
                 .db
                 .recent_invalidations(1)
                 .await?
                 .first()
                 .filter(|r| r.backend == self.invalidator.name())
-                .map(|r| (Utc::now() - r.created_at).to_std().unwrap_or(Duration::ZERO));
-            if !self.budget.may_send(used, since_last) {
-                summary.deferred = true;
-                tracing::info!(used, budget = self.budget.budget, "over the month's budget: changes wait to coalesce");
-                summary.pruned = self.db.prune_changes(self.retention).await?;
-                return Ok(());
+                .map(|r| (Utc::now() - r.created_at).to_std().unwrap_or(Duration::ZERO)),
+            None => None,
+        };
+        let mut invalidated = Invalidated { items_this_month: used, today: self.today(), ..Invalidated::default() };
+        match decide::budget(&self.budget, used, since_last) {
+            Budget::Wait => {
+                invalidated.deferred = true;
+                tracing::info!(?used, budget = self.budget.budget, "over the month's budget: changes wait to coalesce");
             }
+            Budget::Send { remaining } => self.send(remaining, &mut invalidated).await?,
         }
+        invalidated.pruned = self.db.prune_changes(self.retention).await?;
+        Ok(invalidated)
+    }
 
+    /// Claims, plans, sends and completes (see [`Self::invalidate`]), filling in `invalidated`.
+    async fn send(&self, remaining: Option<usize>, invalidated: &mut Invalidated) -> Result<(), TickError> {
         // Claim what was visible `settle` ago: every API instance has evicted it by now, whenever
         // its transaction started. Waiting only when something is pending keeps idle ticks short.
         let mark = self.db.visible_mark().await?;
@@ -259,69 +267,71 @@ impl Warmer {
             tokio::time::sleep(self.settle).await;
         }
         let claim = self.db.claim(self.batch, &mark).await?;
-        *today = self.today();
-        if !claim.is_empty() {
-            summary.changes = claim.changes();
-            changed.extend(claim.tags.iter().map(|t| t.tag.clone()));
-            summary.tags = changed.len();
-            let budget_remaining = used.map(|u| usize::try_from(self.budget.budget.saturating_sub(u)).unwrap_or(0));
-            let limits = Limits { budget_remaining, ..self.limits };
-            let batch = plan(self.policy, changed, self.mode, &limits, &Context { today: Some(today.clone()) });
-            summary.items = batch.items.len();
-            let reference = caller_reference(&claim.tags, &batch.items);
-            if batch.items.is_empty() {
-                // Tags no route carries: nothing to invalidate, but they are handled.
-                let accepted = Accepted {
-                    id: None,
-                    backend: self.invalidator.name(),
-                    caller_reference: &reference,
-                    items: 0,
-                    status: "",
-                };
-                claim.complete(&accepted).await?;
-            } else {
-                let submitted = match self.invalidator.submit(&batch.items, &reference).await {
-                    Ok(submitted) => submitted,
-                    Err(err) => {
-                        // Not accepted: the changes stay pending for the next tick.
-                        claim.release().await;
-                        return Err(err.into());
-                    }
-                };
-                claim
-                    .complete(&Accepted {
-                        id: Some(&submitted.id),
-                        backend: self.invalidator.name(),
-                        caller_reference: &reference,
-                        items: batch.items.len(),
-                        status: &submitted.status,
-                    })
-                    .await?;
-                summary.invalidation_id = Some(submitted.id.clone());
-                let status = self
-                    .invalidator
-                    .wait(&submitted, self.poll_interval, self.wait_timeout, |_, _| {})
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::warn!(error = %error_chain(&e), "could not follow the invalidation");
-                        submitted.status.clone()
-                    });
-                summary.invalidation_status = Some(status);
-            }
+        // Planned for the day of the claim: a tick that straddles the rollover (it waited out the
+        // settle time first) plans and warms for the new day.
+        invalidated.today = self.today();
+        if claim.is_empty() {
+            claim.release().await;
+            return Ok(());
         }
-        summary.pruned = self.db.prune_changes(self.retention).await?;
+        invalidated.changes = claim.changes();
+        invalidated.changed = claim.tags.iter().map(|t| t.tag.clone()).collect();
+        let limits = Limits { budget_remaining: remaining, ..self.limits };
+        let context = Context { today: Some(invalidated.today.clone()) };
+        let batch = plan(self.policy, &invalidated.changed, self.mode, &limits, &context);
+        invalidated.items = batch.items.len();
+        let reference = caller_reference(&claim.tags, &batch.items);
+        if batch.items.is_empty() {
+            // Tags no route carries: nothing to invalidate, but they are handled.
+            let accepted = Accepted {
+                id: None,
+                backend: self.invalidator.name(),
+                caller_reference: &reference,
+                items: 0,
+                status: "",
+            };
+            claim.complete(&accepted).await?;
+            return Ok(());
+        }
+        let submitted = match self.invalidator.submit(&batch.items, &reference).await {
+            Ok(submitted) => submitted,
+            Err(err) => {
+                // Not accepted: the changes stay pending for the next tick.
+                claim.release().await;
+                return Err(err.into());
+            }
+        };
+        claim
+            .complete(&Accepted {
+                id: Some(&submitted.id),
+                backend: self.invalidator.name(),
+                caller_reference: &reference,
+                items: batch.items.len(),
+                status: &submitted.status,
+            })
+            .await?;
+        let status = self.invalidator.wait(&submitted, self.poll_interval, self.wait_timeout, |_, _| {}).await;
+        invalidated.invalidation_status = Some(status.unwrap_or_else(|e| {
+            tracing::warn!(error = %error_chain(&e), "could not follow the invalidation");
+            submitted.status.clone()
+        }));
+        invalidated.invalidation_id = Some(submitted.id);
         Ok(())
     }
 
     /// Invalidates the whole edge once when a new API build starts answering, so nothing the old
     /// code made outlives the deploy (one path: `/*`). The build is read from `/health-check`
     /// through the edge (never cached there); the warm step then re-warms the whole warm set.
-    async fn invalidate_deploy(&self, summary: &mut Summary) -> Result<(), TickError> {
-        let Some(base) = self.warm.base_url.as_deref() else { return Ok(()) };
-        let Some(build) = warm::build_id(&self.http, base).await else { return Ok(()) };
+    /// Returns the invalidation's id, if one was sent.
+    async fn invalidate_deploy(&self) -> Result<Option<String>, TickError> {
+        let Some(base) = self.warm.base_url.as_deref() else { return Ok(None) };
+        let Some(build) = warm::build_id(&self.http, base).await else { return Ok(None) };
         match self.db.build_status(&build).await? {
-            BuildSeen::Known => Ok(()),
-            BuildSeen::First => Ok(self.db.record_build(&build, None).await?),
+            BuildSeen::Known => Ok(None),
+            BuildSeen::First => {
+                self.db.record_build(&build, None).await?;
+                Ok(None)
+            }
             BuildSeen::Deployed { sequence } => {
                 let items = vec!["/*".to_owned()];
                 let reference = format!("deploy-{build}-{sequence}");
@@ -341,68 +351,40 @@ impl Warmer {
                 {
                     tracing::warn!(error = %error_chain(&err), "could not follow the deploy invalidation");
                 }
-                summary.deploy_invalidation = Some(submitted.id);
-                Ok(())
+                Ok(Some(submitted.id))
             }
         }
     }
 
-    /// Warms, within the tick's budget: first what this tick's invalidations emptied (the floor's
-    /// paths they cover, and the learned paths they cover that the edge held), then the paths
-    /// near the end of their edge TTL (the floor's, then the learned ones, most fetched first).
-    async fn warm(&self, today: &str, changed: &BTreeSet<String>, summary: &mut Summary) -> Result<(), StoreError> {
-        let Some(base) = self.warm.base_url.as_deref() else { return Ok(()) };
+    /// Warms what [`decide::choose`] picks, and records when each path was fetched.
+    async fn warm(&self, changed: &BTreeSet<String>, today: &str, everything: bool) -> Result<Warmed, StoreError> {
+        let Some(base) = self.warm.base_url.as_deref() else { return Ok(Warmed::default()) };
         let now = Utc::now();
         let floor = warm::warm_set(self.policy, &self.db, &self.calendar, now, self.warm.max_paths).await?;
         let learned = warm::learned_set(self.policy, &self.db, self.warm.learned_max).await?;
-        summary.learned = learned.len();
-        let state = self.db.warm_state().await?;
-        let warmed = |path: &str| state.get(path).copied();
-        // After a deploy invalidation the edge holds nothing: all of it is emptied.
-        let everything = summary.deploy_invalidation.is_some();
-        let held: Vec<WarmPath> =
-            learned.iter().filter(|l| l.held(warmed(&l.warm.path), now)).map(|l| l.warm.clone()).collect();
-        let emptied = if everything {
-            floor.iter().cloned().chain(held).collect()
-        } else {
-            let mut emptied = warm::affected(self.policy, changed, today, &floor);
-            emptied.extend(warm::affected(self.policy, changed, today, &held));
-            emptied
+        let warmed = self.db.warm_state().await?;
+        let situation = Situation {
+            floor: &floor,
+            learned: &learned,
+            warmed: &warmed,
+            changed,
+            today,
+            everything_emptied: everything,
+            now,
+            budget: self.warm.budget,
         };
-        let due_floor = floor.iter().filter(|p| warm::is_due(p, warmed(&p.path), now)).cloned();
-        let due_learned = learned
+        let chosen = decide::choose(self.policy, &situation);
+        let fetched = warm::fetch_all(&self.http, base, &chosen.fetch, self.warm.concurrency).await;
+        for f in fetched.iter().filter(|f| !f.ok()) {
+            tracing::warn!(path = %f.path, status = ?f.status, error = ?f.error, "warm request failed");
+        }
+        let record: Vec<_> = fetched
             .iter()
-            .filter(|l| warm::is_due(&l.warm, Some(l.last_fetch(warmed(&l.warm.path))), now))
-            .map(|l| l.warm.clone());
-        let mut seen = HashSet::new();
-        let mut due: Vec<WarmPath> =
-            emptied.into_iter().chain(due_floor).chain(due_learned).filter(|p| seen.insert(p.path.clone())).collect();
-        let is_learned: HashSet<&str> = learned.iter().map(|l| l.warm.path.as_str()).collect();
-        if due.len() > self.warm.budget {
-            let skipped = due.split_off(self.warm.budget);
-            summary.warm_skipped = skipped.len();
-            summary.learned_skipped = skipped.iter().filter(|p| is_learned.contains(p.path.as_str())).count();
-        }
-        let fetched = warm::fetch_all(&self.http, base, &due, self.warm.concurrency).await;
-        let mut record = Vec::new();
-        for f in &fetched {
-            let learned = is_learned.contains(f.path.as_str());
-            if f.ok() {
-                summary.warmed += 1;
-                summary.learned_rewarmed += usize::from(learned);
-                if f.hit() {
-                    summary.warm_hits += 1;
-                } else {
-                    summary.warm_misses += 1;
-                }
-                record.push((f.path.clone(), f.status.unwrap_or_default(), f.x_cache.clone()));
-            } else {
-                summary.failures += 1;
-                summary.learned_failed += usize::from(learned);
-                tracing::warn!(path = %f.path, status = ?f.status, error = ?f.error, "warm request failed");
-            }
-        }
-        self.db.record_warm(&record).await
+            .filter(|f| f.ok())
+            .map(|f| (f.path.clone(), f.status.unwrap_or_default(), f.x_cache.clone()))
+            .collect();
+        self.db.record_warm(&record).await?;
+        Ok(Warmed { tally: decide::tally(&fetched, &learned), chosen, learned: learned.len() })
     }
 
     /// Warms the whole warm set now, regardless of cadence (`cachectl warm`).
@@ -413,7 +395,7 @@ impl Warmer {
     pub async fn warm_everything(&self, base: &str) -> Result<Vec<warm::Fetched>, StoreError> {
         let mut set = warm::warm_set(self.policy, &self.db, &self.calendar, Utc::now(), self.warm.max_paths).await?;
         let learned = warm::learned_set(self.policy, &self.db, self.warm.learned_max).await?;
-        let mut seen: HashSet<String> = set.iter().map(|p| p.path.clone()).collect();
+        let mut seen: std::collections::HashSet<String> = set.iter().map(|p| p.path.clone()).collect();
         set.extend(learned.into_iter().map(|l| l.warm).filter(|p| seen.insert(p.path.clone())));
         let fetched = warm::fetch_all(&self.http, base, &set, self.warm.concurrency).await;
         let record: Vec<_> = fetched
@@ -423,5 +405,91 @@ impl Warmer {
             .collect();
         self.db.record_warm(&record).await?;
         Ok(fetched)
+    }
+}
+
+/// What the invalidation step did.
+#[derive(Debug, Clone, Default)]
+struct Invalidated {
+    /// Changes claimed.
+    changes: usize,
+    /// Their distinct tags.
+    changed: BTreeSet<String>,
+    /// Items sent.
+    items: usize,
+    /// Over the budget: nothing was claimed, the changes wait.
+    deferred: bool,
+    /// The backend's id of what was sent.
+    invalidation_id: Option<String>,
+    /// Its status after waiting for it.
+    invalidation_status: Option<String>,
+    /// Processed changes pruned.
+    pruned: u64,
+    /// CloudFront items sent this month before this tick.
+    items_this_month: Option<u64>,
+    /// The service day it was planned for.
+    today: String,
+}
+
+/// What the warm step did.
+#[derive(Debug, Clone, Default)]
+struct Warmed {
+    /// What was chosen.
+    chosen: decide::Warm,
+    /// What the requests did.
+    tally: Tally,
+    /// Learned paths in the warm set.
+    learned: usize,
+}
+
+/// Everything a tick's steps returned, for its summary.
+struct Tick<'a> {
+    calendar_mismatch: Option<String>,
+    invalidated: Option<&'a Invalidated>,
+    deployed: Option<String>,
+    warmed: &'a Warmed,
+    learned_pruned: u64,
+    pending: Option<Pending>,
+    path_budget: u64,
+    duration: Duration,
+    error: Option<&'a TickError>,
+}
+
+impl Summary {
+    /// The summary of a tick, assembled once from what its steps returned.
+    fn of(tick: Tick<'_>) -> Self {
+        let invalidated = tick.invalidated.cloned().unwrap_or_default();
+        let (warm, tally) = (&tick.warmed.chosen, &tick.warmed.tally);
+        Self {
+            changes: invalidated.changes,
+            tags: invalidated.changed.len(),
+            items: invalidated.items,
+            deferred: invalidated.deferred,
+            invalidation_id: invalidated.invalidation_id,
+            invalidation_status: invalidated.invalidation_status,
+            pruned: invalidated.pruned,
+            pending: tick.pending.map_or(0, |p| p.count),
+            oldest_pending_age_s: tick
+                .pending
+                .and_then(|p| p.oldest)
+                .map(|t| (Utc::now() - t).to_std().unwrap_or(Duration::ZERO).as_secs_f64()),
+            items_this_month: invalidated.items_this_month,
+            path_budget: tick.path_budget,
+            deploy_invalidation: tick.deployed,
+            calendar_mismatch: tick.calendar_mismatch,
+            warmed: tally.warmed,
+            warm_hits: tally.hits,
+            warm_misses: tally.misses,
+            failures: tally.failures,
+            warm_skipped: warm.skipped,
+            learned: tick.warmed.learned,
+            learned_rewarmed: tally.learned_rewarmed,
+            learned_skipped: warm.learned_skipped,
+            learned_failed: tally.learned_failed,
+            learned_pruned: tick.learned_pruned,
+            duration_ms: u64::try_from(tick.duration.as_millis()).unwrap_or(u64::MAX),
+            error: tick.error.map(|e| error_chain(e)),
+            retryable: tick.error.map(TickError::retryable),
+        }
     }
 }

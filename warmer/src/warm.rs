@@ -8,10 +8,9 @@
 //! - the **learned** paths: what the edge fetched from the origin for viewers, as the API
 //!   instances recorded it (`store::learned`), the most fetched first.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use cache_policy::plan::{Context, covers, route_paths};
 use cache_policy::{ParamKind, Policy, WARM_HEADER};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
@@ -105,19 +104,6 @@ pub struct Learned {
     pub seen: LearnedPath,
 }
 
-impl Learned {
-    /// Whether the edge may still hold it: fetched from the origin (by a viewer, or by the warmer
-    /// at `warmed`) within its edge TTL.
-    pub fn held(&self, warmed: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-        (now - self.last_fetch(warmed)).to_std().unwrap_or(Duration::ZERO) < self.warm.edge_ttl
-    }
-
-    /// When the edge last fetched it, from a viewer or from the warmer.
-    pub fn last_fetch(&self, warmed: Option<DateTime<Utc>>) -> DateTime<Utc> {
-        warmed.map_or(self.seen.last_fetched_at, |w| w.max(self.seen.last_fetched_at))
-    }
-}
-
 /// The `max` most fetched learned paths that belong to a route of the policy (a path of a route
 /// since removed is ignored), most fetched first.
 ///
@@ -134,28 +120,6 @@ pub async fn learned_set(policy: &Policy, db: &Db, max: usize) -> Result<Vec<Lea
             Some(Learned { warm: WarmPath { path: seen.path.clone(), edge_ttl: route.edge_ttl }, seen })
         })
         .collect())
-}
-
-/// Paths of the warm set that the changed `tags` affect.
-pub fn affected(policy: &Policy, tags: &BTreeSet<String>, today: &str, warm: &[WarmPath]) -> Vec<WarmPath> {
-    let context = Context { today: Some(today.to_owned()) };
-    let patterns: Vec<String> = tags
-        .iter()
-        .flat_map(|tag| policy.routes().iter().flat_map(|route| route_paths(route, tag, &context)))
-        .collect();
-    warm.iter().filter(|w| patterns.iter().any(|p| covers(p, &w.path))).cloned().collect()
-}
-
-/// Whether a path was last warmed long enough ago that the edge may have dropped it.
-pub fn is_due(path: &WarmPath, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-    match last {
-        None => true,
-        // Refresh at 90% of the edge TTL, so the copy never expires between ticks.
-        Some(at) => {
-            let age = (now - at).to_std().unwrap_or(Duration::ZERO);
-            age >= path.edge_ttl.mul_f64(0.9)
-        }
-    }
 }
 
 /// One warm request's outcome.
@@ -224,52 +188,4 @@ pub async fn fetch_all(client: &reqwest::Client, base: &str, paths: &[WarmPath],
     .buffer_unordered(concurrency.max(1))
     .collect()
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn path(p: &str, ttl: u64) -> WarmPath {
-        WarmPath { path: p.into(), edge_ttl: Duration::from_secs(ttl) }
-    }
-
-    #[test]
-    fn a_path_is_due_only_near_the_end_of_its_edge_ttl() {
-        let now: DateTime<Utc> = "2026-11-28T12:00:00Z".parse().unwrap();
-        let hourly = path("/v1/formations", 3600);
-        assert!(is_due(&hourly, None, now));
-        assert!(!is_due(&hourly, Some(now - chrono::Duration::minutes(30)), now));
-        assert!(!is_due(&hourly, Some(now - chrono::Duration::minutes(53)), now));
-        assert!(is_due(&hourly, Some(now - chrono::Duration::minutes(55)), now));
-    }
-
-    #[test]
-    fn affected_paths_follow_the_tags() {
-        let policy = Policy::embedded().unwrap();
-        let warm = vec![
-            path("/v1/lines", 86_400),
-            path("/v1/formations", 3600),
-            path("/v1/formations/10701F", 3600),
-            path("/v1/formations/3001F", 3600),
-            path("/v1/operations/2026-11-28", 3600),
-            path("/v1/operations/today", 3600),
-            path("/v1/sightings/latest", 60),
-        ];
-        let tags: BTreeSet<String> = ["formation:10701F", "formations", "operations:2026-11-28", "sightings"]
-            .iter()
-            .map(|s| (*s).into())
-            .collect();
-        let got: Vec<String> = affected(policy, &tags, "2026-11-28", &warm).into_iter().map(|w| w.path).collect();
-        assert_eq!(
-            got,
-            [
-                "/v1/formations",
-                "/v1/formations/10701F",
-                "/v1/operations/2026-11-28",
-                "/v1/operations/today",
-                "/v1/sightings/latest"
-            ]
-        );
-    }
 }

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
+use plumbing::error_chain;
 use store::{Db, FeedCursor, Position, StoreError};
 
 pub(crate) use breaker::BREAKER_OPEN;
@@ -304,13 +305,12 @@ impl LocalCache {
             return Err(LoadError::Unavailable);
         };
         result.map_err(|err| {
-            let cause = std::error::Error::source(&err);
             if err.is_unavailable() {
                 self.breaker.trip();
-                tracing::warn!(resource = %resource(), error = %err, cause = ?cause, "database unavailable");
+                tracing::warn!(resource = %resource(), error = %error_chain(&err), "database unavailable");
                 LoadError::Unavailable
             } else {
-                tracing::error!(resource = %resource(), error = %err, cause = ?cause, "load failed");
+                tracing::error!(resource = %resource(), error = %error_chain(&err), "load failed");
                 LoadError::Internal
             }
         })
@@ -370,7 +370,7 @@ impl LocalCache {
                 self.feed.succeeded(started, Instant::now(), &polled);
             }
             Err(err) => {
-                tracing::warn!(error = %err, cause = ?std::error::Error::source(&err), "change feed poll failed");
+                tracing::warn!(error = %error_chain(&err), "change feed poll failed");
                 // An unreachable database (a silent connection among them) fails loads fast too;
                 // a locked or slow feed does not (the data tables may be fine).
                 if err.is_unreachable() {

@@ -39,7 +39,7 @@ async fn health(State(state): State<AppState>, RawQuery(query): RawQuery) -> Res
     }
     if deep {
         if let Err(err) = state.store.ping().await {
-            tracing::warn!(error = %err, cause = ?std::error::Error::source(&err), "deep health check failed");
+            tracing::warn!(error = %plumbing::error_chain(&err), "deep health check failed");
             return ApiError::Unavailable.into_response();
         }
         return no_store(Json(serde_json::json!({ "status": "ok", "database": "ok", "build": state.http.build_id })));

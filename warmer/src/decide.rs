@@ -1,0 +1,343 @@
+//! The warmer's decisions, as functions over plain values: whether the month's budget lets a tick
+//! send now, which paths of the warm set an invalidation emptied, which are due, and what to warm
+//! in what order within a tick's budget. The tick reads what they need, calls them and does what
+//! they say; their tests need no database, edge or CDN.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use cache_policy::Policy;
+use cache_policy::cost::BudgetPolicy;
+use cache_policy::plan::{Context, covers, route_paths};
+use chrono::{DateTime, Utc};
+
+use crate::warm::{Fetched, Learned, WarmPath};
+
+/// What the month's path budget lets a tick do with the changes it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    /// Send now. The planner coarsens the batch within collections towards `remaining` paths
+    /// while some remain; `None` when no budget applies (a backend that does not bill by path),
+    /// or when it is spent: then batches stay precise.
+    Send {
+        /// Paths left this month, when some are.
+        remaining: Option<usize>,
+    },
+    /// Over the budget, and the last batch went out less than the over-budget interval ago: the
+    /// changes stay pending and coalesce into the next batch.
+    Wait,
+}
+
+/// The budget's decision, with `used` paths sent this month (`None`: the backend does not bill by
+/// path) and the last batch sent `since_last` ago (`None`: none this month).
+pub fn budget(policy: &BudgetPolicy, used: Option<u64>, since_last: Option<Duration>) -> Budget {
+    let Some(used) = used else { return Budget::Send { remaining: None } };
+    if !policy.may_send(used, since_last) {
+        return Budget::Wait;
+    }
+    let left = policy.budget.saturating_sub(used);
+    Budget::Send { remaining: (left > 0).then(|| usize::try_from(left).unwrap_or(usize::MAX)) }
+}
+
+/// Whether a path whose edge copy was last fetched from the origin at `last` (`None`: never, as
+/// far as the warmer knows) is due: at 90 % of its edge TTL, so the copy never expires between
+/// ticks.
+pub fn is_due(edge_ttl: Duration, last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    match last {
+        None => true,
+        Some(at) => (now - at).to_std().unwrap_or(Duration::ZERO) >= edge_ttl.mul_f64(0.9),
+    }
+}
+
+/// Whether the edge may still hold a learned path: fetched from the origin within its edge TTL,
+/// by a viewer or by the warmer at `warmed`.
+pub fn held(learned: &Learned, warmed: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    (now - last_fetch(learned, warmed)).to_std().unwrap_or(Duration::ZERO) < learned.warm.edge_ttl
+}
+
+/// When the edge last fetched a learned path from the origin, for a viewer or for the warmer.
+pub fn last_fetch(learned: &Learned, warmed: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    warmed.map_or(learned.seen.last_fetched_at, |w| w.max(learned.seen.last_fetched_at))
+}
+
+/// The paths of `warm` that the changed `tags` affect.
+pub fn affected(policy: &Policy, tags: &BTreeSet<String>, today: &str, warm: &[WarmPath]) -> Vec<WarmPath> {
+    let context = Context { today: Some(today.to_owned()) };
+    let patterns: Vec<String> = tags
+        .iter()
+        .flat_map(|tag| policy.routes().iter().flat_map(|route| route_paths(route, tag, &context)))
+        .collect();
+    warm.iter().filter(|w| patterns.iter().any(|p| covers(p, &w.path))).cloned().collect()
+}
+
+/// What a tick knows when it chooses what to warm.
+#[derive(Debug, Clone, Copy)]
+pub struct Situation<'a> {
+    /// The warm set's floor (the `warm = true` routes, expanded).
+    pub floor: &'a [WarmPath],
+    /// The learned paths, the most fetched first.
+    pub learned: &'a [Learned],
+    /// When the warmer last fetched each path.
+    pub warmed: &'a HashMap<String, DateTime<Utc>>,
+    /// The tags this tick invalidated.
+    pub changed: &'a BTreeSet<String>,
+    /// The service day the invalidation was planned for.
+    pub today: &'a str,
+    /// The whole edge was invalidated (a deploy): everything it held is gone.
+    pub everything_emptied: bool,
+    /// Now.
+    pub now: DateTime<Utc>,
+    /// Most warm requests this tick.
+    pub budget: usize,
+}
+
+/// What to warm this tick.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Warm {
+    /// The paths to fetch, in order: what the invalidation emptied, then the floor's due paths,
+    /// then the learned ones (most fetched first); each once.
+    pub fetch: Vec<WarmPath>,
+    /// Paths emptied or due that the budget left for a later tick.
+    pub skipped: usize,
+    /// Of those, learned ones.
+    pub learned_skipped: usize,
+}
+
+/// Chooses what to warm: first what the invalidation emptied (the floor's paths it covers, and
+/// the learned paths it covers that the edge held; after a deploy, all of those), then the paths
+/// near the end of their edge TTL, within the budget.
+pub fn choose(policy: &Policy, s: &Situation<'_>) -> Warm {
+    let warmed = |path: &str| s.warmed.get(path).copied();
+    let held: Vec<WarmPath> =
+        s.learned.iter().filter(|l| held(l, warmed(&l.warm.path), s.now)).map(|l| l.warm.clone()).collect();
+    let emptied: Vec<WarmPath> = if s.everything_emptied {
+        s.floor.iter().cloned().chain(held).collect()
+    } else {
+        let mut emptied = affected(policy, s.changed, s.today, s.floor);
+        emptied.extend(affected(policy, s.changed, s.today, &held));
+        emptied
+    };
+    let due_floor = s.floor.iter().filter(|p| is_due(p.edge_ttl, warmed(&p.path), s.now)).cloned();
+    let due_learned = s
+        .learned
+        .iter()
+        .filter(|l| is_due(l.warm.edge_ttl, Some(last_fetch(l, warmed(&l.warm.path))), s.now))
+        .map(|l| l.warm.clone());
+    let mut seen = HashSet::new();
+    let mut fetch: Vec<WarmPath> =
+        emptied.into_iter().chain(due_floor).chain(due_learned).filter(|p| seen.insert(p.path.clone())).collect();
+    let mut warm = Warm::default();
+    if fetch.len() > s.budget {
+        let skipped = fetch.split_off(s.budget);
+        let learned: HashSet<&str> = s.learned.iter().map(|l| l.warm.path.as_str()).collect();
+        warm.skipped = skipped.len();
+        warm.learned_skipped = skipped.iter().filter(|p| learned.contains(p.path.as_str())).count();
+    }
+    warm.fetch = fetch;
+    warm
+}
+
+/// What a tick's warm requests did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Answered (2xx, 3xx or 4xx: a `404` is cached negatively, which is warm too).
+    pub warmed: usize,
+    /// Of those, already held by the edge.
+    pub hits: usize,
+    /// Of those, fetched from the origin by the edge.
+    pub misses: usize,
+    /// Failed (no answer, or a `5xx`).
+    pub failures: usize,
+    /// Of the answered, learned paths.
+    pub learned_rewarmed: usize,
+    /// Of the failed, learned paths.
+    pub learned_failed: usize,
+}
+
+/// Counts what the warm requests did; `learned` names the learned paths among them.
+pub fn tally(fetched: &[Fetched], learned: &[Learned]) -> Tally {
+    let learned: HashSet<&str> = learned.iter().map(|l| l.warm.path.as_str()).collect();
+    let mut tally = Tally::default();
+    for f in fetched {
+        let is_learned = learned.contains(f.path.as_str());
+        if f.ok() {
+            tally.warmed += 1;
+            tally.learned_rewarmed += usize::from(is_learned);
+            if f.hit() {
+                tally.hits += 1;
+            } else {
+                tally.misses += 1;
+            }
+        } else {
+            tally.failures += 1;
+            tally.learned_failed += usize::from(is_learned);
+        }
+    }
+    tally
+}
+
+#[cfg(test)]
+mod tests {
+    use store::learned::LearnedPath;
+
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    fn path(p: &str, ttl: u64) -> WarmPath {
+        WarmPath { path: p.into(), edge_ttl: Duration::from_secs(ttl) }
+    }
+
+    fn learned(p: &str, ttl: u64, fetches: i64, last: &str) -> Learned {
+        Learned { warm: path(p, ttl), seen: LearnedPath { path: p.into(), fetches, last_fetched_at: at(last) } }
+    }
+
+    const NOW: &str = "2026-11-28T12:00:00Z";
+
+    #[test]
+    fn the_budget_sends_while_paths_remain_and_spaces_batches_once_spent() {
+        let policy = BudgetPolicy { budget: 1_000, over_budget_every: Duration::from_secs(300) };
+        assert_eq!(budget(&policy, None, None), Budget::Send { remaining: None }, "no billing, no budget");
+        assert_eq!(budget(&policy, Some(990), None), Budget::Send { remaining: Some(10) });
+        // Spent: the batch stays precise (no remainder to coarsen towards), at most once per interval.
+        assert_eq!(budget(&policy, Some(1_000), None), Budget::Send { remaining: None });
+        assert_eq!(budget(&policy, Some(1_200), Some(Duration::from_secs(60))), Budget::Wait);
+        assert_eq!(budget(&policy, Some(1_200), Some(Duration::from_secs(300))), Budget::Send { remaining: None });
+    }
+
+    #[test]
+    fn a_path_is_due_only_near_the_end_of_its_edge_ttl() {
+        let now = at(NOW);
+        let hour = Duration::from_secs(3600);
+        assert!(is_due(hour, None, now));
+        assert!(!is_due(hour, Some(now - chrono::Duration::minutes(30)), now));
+        assert!(!is_due(hour, Some(now - chrono::Duration::minutes(53)), now));
+        assert!(is_due(hour, Some(now - chrono::Duration::minutes(55)), now));
+    }
+
+    #[test]
+    fn a_learned_path_is_held_while_its_last_fetch_is_within_its_edge_ttl() {
+        let now = at(NOW);
+        let l = learned("/v1/formations/10701F", 3600, 5, "2026-11-28T10:30:00Z");
+        assert!(!held(&l, None, now), "a viewer's fetch 90 minutes ago has expired");
+        assert!(held(&l, Some(at("2026-11-28T11:30:00Z")), now), "the warmer fetched it since");
+        assert_eq!(last_fetch(&l, Some(at("2026-11-28T09:00:00Z"))), at("2026-11-28T10:30:00Z"));
+    }
+
+    #[test]
+    fn affected_paths_follow_the_tags() {
+        let policy = Policy::embedded().unwrap();
+        let warm = vec![
+            path("/v1/lines", 86_400),
+            path("/v1/formations", 3600),
+            path("/v1/formations/10701F", 3600),
+            path("/v1/formations/3001F", 3600),
+            path("/v1/operations/2026-11-28", 3600),
+            path("/v1/operations/today", 3600),
+            path("/v1/sightings/latest", 60),
+        ];
+        let tags: BTreeSet<String> = ["formation:10701F", "formations", "operations:2026-11-28", "sightings"]
+            .iter()
+            .map(|s| (*s).into())
+            .collect();
+        let got: Vec<String> = affected(policy, &tags, "2026-11-28", &warm).into_iter().map(|w| w.path).collect();
+        assert_eq!(
+            got,
+            [
+                "/v1/formations",
+                "/v1/formations/10701F",
+                "/v1/operations/2026-11-28",
+                "/v1/operations/today",
+                "/v1/sightings/latest"
+            ]
+        );
+    }
+
+    fn situation<'a>(
+        floor: &'a [WarmPath],
+        learned: &'a [Learned],
+        warmed: &'a HashMap<String, DateTime<Utc>>,
+        changed: &'a BTreeSet<String>,
+        budget: usize,
+    ) -> Situation<'a> {
+        Situation {
+            floor,
+            learned,
+            warmed,
+            changed,
+            today: "2026-11-28",
+            everything_emptied: false,
+            now: at(NOW),
+            budget,
+        }
+    }
+
+    #[test]
+    fn what_an_invalidation_emptied_comes_first_then_what_is_due_each_once_within_the_budget() {
+        let policy = Policy::embedded().unwrap();
+        let floor = [path("/v1/lines", 86_400), path("/v1/formations", 3600)];
+        let learned = [
+            // Held (fetched 10 minutes ago) and covered by the change: emptied.
+            learned("/v1/formations/10701F", 3600, 50, "2026-11-28T11:50:00Z"),
+            // Covered, but the edge had let it go: not emptied by the change, only due, so it comes
+            // with the due paths, in learned order.
+            learned("/v1/formations/3001F", 3600, 40, "2026-11-28T10:00:00Z"),
+            // Not covered, due (57 minutes old).
+            learned("/v1/formations/5051F", 3600, 30, "2026-11-28T11:03:00Z"),
+        ];
+        let warmed: HashMap<String, DateTime<Utc>> = [
+            ("/v1/lines".to_owned(), at("2026-11-28T11:00:00Z")),
+            ("/v1/formations".to_owned(), at("2026-11-28T11:59:00Z")),
+        ]
+        .into_iter()
+        .collect();
+        let changed: BTreeSet<String> =
+            ["formations", "formation:10701F", "formation:3001F"].iter().map(|t| (*t).to_owned()).collect();
+        let warm = choose(policy, &situation(&floor, &learned, &warmed, &changed, 10));
+        let order: Vec<&str> = warm.fetch.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(order, ["/v1/formations", "/v1/formations/10701F", "/v1/formations/3001F", "/v1/formations/5051F"]);
+        assert_eq!((warm.skipped, warm.learned_skipped), (0, 0));
+        // With room for two, what was emptied goes first, and the due learned paths wait.
+        let warm = choose(policy, &situation(&floor, &learned, &warmed, &changed, 2));
+        let order: Vec<&str> = warm.fetch.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(order, ["/v1/formations", "/v1/formations/10701F"]);
+        assert_eq!((warm.skipped, warm.learned_skipped), (2, 2));
+    }
+
+    #[test]
+    fn after_a_deploy_everything_the_edge_held_is_rewarmed() {
+        let policy = Policy::embedded().unwrap();
+        let floor = [path("/v1/lines", 86_400)];
+        let learned = [learned("/v1/formations/10701F", 3600, 50, "2026-11-28T11:50:00Z")];
+        let warmed = HashMap::from([("/v1/lines".to_owned(), at("2026-11-28T11:59:00Z"))]);
+        let changed = BTreeSet::new();
+        let mut s = situation(&floor, &learned, &warmed, &changed, 10);
+        assert!(choose(policy, &s).fetch.is_empty(), "nothing changed and nothing is due");
+        s.everything_emptied = true;
+        let order: Vec<String> = choose(policy, &s).fetch.into_iter().map(|p| p.path).collect();
+        assert_eq!(order, ["/v1/lines", "/v1/formations/10701F"]);
+    }
+
+    #[test]
+    fn the_tally_counts_hits_misses_and_failures_and_which_were_learned() {
+        let fetched = |path: &str, status: Option<u16>, x_cache: Option<&str>| Fetched {
+            path: path.into(),
+            status,
+            x_cache: x_cache.map(str::to_owned),
+            error: None,
+        };
+        let learned = [learned("/v1/formations/10701F", 3600, 1, NOW)];
+        let tally = tally(
+            &[
+                fetched("/v1/lines", Some(200), Some("Hit")),
+                fetched("/v1/formations/10701F", Some(200), Some("Miss from cloudfront")),
+                fetched("/v1/formations", Some(503), None),
+                fetched("/v1/formations/10701F", None, None),
+            ],
+            &learned,
+        );
+        assert_eq!(tally, Tally { warmed: 2, hits: 1, misses: 1, failures: 2, learned_rewarmed: 1, learned_failed: 1 });
+    }
+}
