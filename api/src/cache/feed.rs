@@ -15,7 +15,7 @@
 //!   finishes within it again: a slow feed costs hits nothing, and the freshness bound below does
 //!   not depend on the waiting.
 //! - On PostgreSQL a cold instance does not poll at all: its first loads read the feed position in
-//!   the same round trip as their data ([`store::with_feed_start`]), and the first position read
+//!   the same round trip as their data ([`store::Position::Take`]), and the first position read
 //!   is adopted ([`Follower::adopt`]). Its first answer then costs one database round trip, not a
 //!   poll followed by a read.
 //! - A successful poll that *started* at `P` has evicted every change visible before `P`. An entry

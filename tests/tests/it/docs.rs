@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 
-use crate::helpers::{assert_generated, blessing};
+use crate::helpers::{assert_generated, blessing, splice};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -355,4 +355,51 @@ fn the_readme_figures_are_the_last_bench_reports() {
     for line in ["- date: ", "- machine: ", "- commit: "] {
         assert!(results.contains(line), "bench/RESULTS.md does not say its {line:?}");
     }
+}
+
+/// The crate table of docs/design.md: each crate of the workspace, its own description (from its
+/// Cargo.toml) and the crates of the workspace it depends on, so the table cannot drift from the
+/// graph the compiler keeps.
+fn crate_table() -> String {
+    let manifest = |path: PathBuf| -> toml::Table {
+        std::fs::read_to_string(&path).unwrap().parse().unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let workspace = manifest(root().join("Cargo.toml"));
+    let members: Vec<String> =
+        workspace["workspace"]["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap().to_owned()).collect();
+    let crates: Vec<(String, String, toml::Table)> = members
+        .iter()
+        .map(|dir| {
+            let krate = manifest(root().join(dir).join("Cargo.toml"));
+            let package = krate["package"].as_table().unwrap();
+            (package["name"].as_str().unwrap().to_owned(), dir.clone(), krate)
+        })
+        .collect();
+    let names: BTreeSet<&str> = crates.iter().map(|(name, ..)| name.as_str()).collect();
+    let mut table = String::from("| crate | what it is | depends on |\n|---|---|---|\n");
+    for (name, dir, krate) in &crates {
+        let description =
+            krate["package"]["description"].as_str().unwrap_or_else(|| panic!("{dir} has no description"));
+        // Normal and development dependencies (the tests crate has only the latter).
+        let deps: BTreeSet<String> = ["dependencies", "dev-dependencies"]
+            .iter()
+            .filter_map(|kind| krate.get(*kind).and_then(toml::Value::as_table))
+            .flat_map(|deps| deps.keys().filter(|d| names.contains(d.as_str())).map(|d| format!("`{d}`")))
+            .collect();
+        let deps: Vec<String> = deps.into_iter().collect();
+        let deps = if deps.is_empty() { "—".to_owned() } else { deps.join(", ") };
+        table.push_str(&format!("| `{name}` (`{dir}/`) | {description} | {deps} |\n"));
+    }
+    table
+}
+
+#[test]
+fn the_crate_table_is_the_workspaces() {
+    let path = root().join("docs/design.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let begin = "<!-- BEGIN crates";
+    let marker = text.lines().find(|l| l.starts_with(begin)).unwrap().to_owned();
+    let generated =
+        splice(&text, begin, "<!-- END crates", &format!("{marker}\n{}<!-- END crates -->\n", crate_table()));
+    assert_generated("docs/design.md", &generated, "the_crate_table_is_the_workspaces");
 }
