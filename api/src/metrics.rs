@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use plumbing::emf::{Record, Unit};
 
+use crate::cache::Outcome;
+
 /// Every metric name the API emits (the template's alarms may only use these).
 pub const NAMES: &[&str] = &[
     "Hits",
@@ -37,17 +39,6 @@ struct RouteCounters {
     status: [AtomicU64; 4],
     /// Database time of the misses, in microseconds.
     db_micros: AtomicU64,
-}
-
-/// What a response contributes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Observation {
-    /// The HTTP status.
-    pub(crate) status: u16,
-    /// The `x-local-cache` outcome, if the route has one.
-    pub(crate) outcome: Option<&'static str>,
-    /// Time spent in the database, on a miss.
-    pub(crate) db_time: Option<Duration>,
 }
 
 /// The aggregator of one instance.
@@ -85,23 +76,37 @@ impl Metrics {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Counts one response of route `index` (out of range: `other`).
-    pub(crate) fn observe(&self, index: Option<usize>, seen: Observation) {
+    /// The counters of route `index` (out of range, or none: `other`).
+    fn route(&self, index: Option<usize>) -> &RouteCounters {
+        &self.routes[index.unwrap_or(usize::MAX).min(self.routes.len() - 1)]
+    }
+
+    /// Counts one response of route `index`, by its status.
+    pub(crate) fn observe(&self, index: Option<usize>, status: u16) {
         if !self.enabled {
             return;
         }
-        let counters = &self.routes[index.unwrap_or(usize::MAX).min(self.routes.len() - 1)];
-        let class = usize::from(seen.status / 100).saturating_sub(2).min(3);
-        counters.status[class].fetch_add(1, Ordering::Relaxed);
-        match seen.outcome {
-            Some("hit") => counters.hits.fetch_add(1, Ordering::Relaxed),
-            Some("miss") => counters.misses.fetch_add(1, Ordering::Relaxed),
-            Some("stale") => counters.stale.fetch_add(1, Ordering::Relaxed),
-            _ => 0,
-        };
-        if let Some(db) = seen.db_time {
-            counters.db_micros.fetch_add(u64::try_from(db.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let class = usize::from(status / 100).saturating_sub(2).min(3);
+        self.route(index).status[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts how the in-process cache answered a request of policy route `index`, and the
+    /// database time of a miss. Called by the route's handler, which holds both as values: the
+    /// layer that counts statuses would otherwise read them back out of the response.
+    pub(crate) fn served(&self, index: usize, outcome: Outcome, db_time: Duration) {
+        if !self.enabled {
+            return;
         }
+        let counters = self.route(Some(index));
+        match outcome {
+            Outcome::Hit => counters.hits.fetch_add(1, Ordering::Relaxed),
+            Outcome::Stale => counters.stale.fetch_add(1, Ordering::Relaxed),
+            Outcome::Miss => {
+                let micros = u64::try_from(db_time.as_micros()).unwrap_or(u64::MAX);
+                counters.db_micros.fetch_add(micros, Ordering::Relaxed);
+                counters.misses.fetch_add(1, Ordering::Relaxed)
+            }
+        };
     }
 
     /// Whether a flush is due.
@@ -169,18 +174,22 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    fn seen(status: u16, outcome: Option<&'static str>) -> Observation {
-        Observation { status, outcome, db_time: outcome.filter(|o| *o == "miss").map(|_| Duration::from_millis(4)) }
+    /// A response of route `index` with `status`, answered by the cache as `outcome`.
+    fn seen(m: &Metrics, index: Option<usize>, status: u16, outcome: Option<Outcome>) {
+        m.observe(index, status);
+        if let (Some(index), Some(outcome)) = (index, outcome) {
+            m.served(index, outcome, Duration::from_millis(4));
+        }
     }
 
     #[test]
     fn a_window_adds_up_to_what_was_served_and_starts_afresh() {
         let m = Metrics::new(true, ["lines".to_owned(), "formation".to_owned()], Duration::from_secs(10));
-        m.observe(Some(0), seen(200, Some("miss")));
-        m.observe(Some(0), seen(200, Some("hit")));
-        m.observe(Some(0), seen(304, Some("hit")));
-        m.observe(Some(1), seen(404, Some("miss")));
-        m.observe(None, seen(405, None));
+        seen(&m, Some(0), 200, Some(Outcome::Miss));
+        seen(&m, Some(0), 200, Some(Outcome::Hit));
+        seen(&m, Some(0), 304, Some(Outcome::Hit));
+        seen(&m, Some(1), 404, Some(Outcome::Miss));
+        seen(&m, None, 405, None);
         let lines: Vec<serde_json::Value> = m
             .records((2, Some(Duration::from_millis(1_500))))
             .iter()
@@ -207,7 +216,7 @@ mod tests {
     #[test]
     fn disabled_metrics_cost_nothing_and_say_nothing() {
         let m = Metrics::new(false, ["lines".to_owned()], Duration::ZERO);
-        m.observe(Some(0), seen(200, Some("hit")));
+        seen(&m, Some(0), 200, Some(Outcome::Hit));
         assert!(!m.due());
     }
 }

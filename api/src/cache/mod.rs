@@ -70,11 +70,6 @@ impl Outcome {
             Self::Stale => const { http::HeaderValue::from_static(Self::Stale.as_str()) },
         }
     }
-
-    /// The outcome an `x-local-cache` value names (the reverse of [`Self::as_str`]).
-    pub(crate) fn from_header(value: &[u8]) -> Option<Self> {
-        [Self::Hit, Self::Miss, Self::Stale].into_iter().find(|o| o.as_str().as_bytes() == value)
-    }
 }
 
 /// What a load returns: the answer, and the feed position its data is at least as new as, when

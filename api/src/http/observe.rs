@@ -1,5 +1,6 @@
-//! [`ObserveLayer`]: the request counted in the metrics and, if the edge fetched it for a viewer,
-//! in the learned warm set ([`crate::learn`]); and a `debug` span naming its route.
+//! [`ObserveLayer`]: the request's status counted in the metrics (how the in-process cache answered
+//! is counted by the handler, which has it as a value) and, if the edge fetched it for a viewer, in
+//! the learned warm set ([`crate::learn`]); and a `debug` span naming its route.
 //!
 //! The span is `debug`, not `info`: at the production level (`info`) an enabled span costs every
 //! request its creation and the formatting of its fields, a large share of what a cached hit costs
@@ -24,10 +25,8 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
-use super::respond::Served;
 use super::state::AppState;
 use crate::learn::WARM_HEADER;
-use crate::metrics::Observation;
 
 /// Wraps every route of the router (`Router::layer`, so the matched route is known).
 #[derive(Debug, Clone)]
@@ -109,10 +108,8 @@ where
         let this = self.project();
         let Ok(response) = ready!(this.inner.poll(cx));
         let status = response.status().as_u16();
-        let served = Served::from_headers(response.headers());
-        let outcome = served.map(|s| s.outcome.as_str());
         let state = &*this.state;
-        state.metrics.observe(*this.index, Observation { status, outcome, db_time: served.and_then(|s| s.db_time) });
+        state.metrics.observe(*this.index, status);
         if state.metrics.due() {
             state.flush_metrics();
         }

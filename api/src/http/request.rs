@@ -48,6 +48,11 @@ impl Endpoint {
         &self.settings.routes[self.index]
     }
 
+    /// The route's position in the policy.
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
     /// The route.
     pub(crate) fn route(&self) -> &'static Route {
         self.headers().route
