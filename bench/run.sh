@@ -28,7 +28,7 @@ trap cleanup EXIT INT TERM
 ensure_debs wrk zip varnish varnish-modules pgbouncer curl valgrind
 PG_VERSION=$(pg_version)
 log "building (deploy profile)"
-cargo build --profile deploy -p api -p warmer -p bench --quiet
+cargo build --profile deploy -p api -p warmer -p bench -p soak --quiet
 BIN=${CARGO_TARGET_DIR:-target}/deploy
 API=$BIN/api
 BENCH=$BIN/bench
@@ -161,7 +161,7 @@ cleanup; pids=()
 
 # --- Soak ------------------------------------------------------------------------------------------
 # Ten minutes of the deploy build as Lambda runs it, every fault kind provoked several times, every
-# read checked (bench/src/soak). SOAK_SECONDS and SOAK_SEED change the run.
+# read checked (soak/). SOAK_SECONDS and SOAK_SEED change the run.
 log "soak (${SOAK_SECONDS:-600} s, seed ${SOAK_SEED:-1})"
 scripts/soak.sh --bin "$BIN" --out "$OUT/soak.json" --duration "${SOAK_SECONDS:-600}s" --seed "${SOAK_SEED:-1}" \
     --viewers 16 --reserved 12 || log "the soak failed: see $OUT/soak.json"

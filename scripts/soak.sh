@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The soak (bench/src/soak): edgerail run as production runs it, under faults on a seeded schedule,
+# The soak (soak/, a crate of its own): edgerail run as production runs it, under faults on a seeded schedule,
 # with every read checked against what the database committed. Exits non-zero on any violation.
 #
-#   scripts/soak.sh [--bin DIR] [--out FILE] [bench soak options…]
+#   scripts/soak.sh [--bin DIR] [--out FILE] [soak options…]
 #
-# DIR holds the api, warmer and bench binaries (default target/debug; bench/run.sh passes the
+# DIR holds the api, warmer and soak binaries (default target/debug; bench/run.sh passes the
 # deploy build). It exits 1 when the product broke a rule, and 3 when the soak's own harness
 # failed (a fault it could not provoke or end): such a run is no verdict on the product. The soak
 # gets a PostgreSQL cluster of its own (`soak`, port 5441, max_connections = 40), since it
@@ -68,7 +68,7 @@ RESTART_POOLER="$sudo_prefix sh $RESTART_POOLER_SCRIPT"
 mkdir -p "$EDGERAIL_RUN/soak" "$(dirname "$OUT")"
 log "soak ($*)"
 status=0
-"$BIN/bench" soak --api "$BIN/api" --warmer "$BIN/warmer" \
+"$BIN/soak" --api "$BIN/api" --warmer "$BIN/warmer" \
     --varnishd "$(command -v varnishd || echo /usr/sbin/varnishd)" --vcl local/varnish.vcl \
     --postgres "$SOAK_PG" --pgbouncer "postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$SOAK_POOLER_PORT" \
     --restart-postgres "$RESTART_PG" --restart-pgbouncer "$RESTART_POOLER" \

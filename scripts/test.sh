@@ -46,7 +46,7 @@ fi
 cargo nextest run --workspace --run-ignored all --no-fail-fast "$@"
 
 if [ $# -eq 0 ]; then
-    # The soak (bench/src/soak): a Lambda-shaped fleet under seeded faults, every read checked
+    # The soak (soak/): a Lambda-shaped fleet under seeded faults, every read checked
     # against the commit history; then the same checker against a setup broken on purpose, which it
     # must catch. Run after the tests, alone: it restarts its own PostgreSQL and PgBouncer.
     log "soak: 90 s, seed 1 (every fault kind, every read checked)"

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::json;
 
-use crate::runtime::{LocalRuntime, function_url_event, lambda_env};
+use testbed::runtime::{LocalRuntime, function_url_event, lambda_env};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -70,7 +70,7 @@ fn local_start_with(
     path: &str,
     extra_env: &[(&str, &str)],
 ) -> anyhow::Result<(f64, u64)> {
-    let addr = crate::free_addr()?;
+    let addr = testbed::free_addr()?;
     let started = Instant::now();
     let mut child = Command::new(&args.api)
         .env_clear()
@@ -184,10 +184,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
     }
     let summary = |v: &[f64]| {
-        json!({ "runs": v.len(), "p50_ms": crate::percentile(v, 50.0), "p90_ms": crate::percentile(v, 90.0),
+        json!({ "runs": v.len(), "p50_ms": testbed::percentile(v, 50.0), "p90_ms": testbed::percentile(v, 90.0),
                 "max_ms": v.last(), "samples_ms": v })
     };
-    crate::write_json(
+    testbed::write_json(
         &args.out,
         &json!({
             "health_check": summary(&health),

@@ -100,7 +100,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let unavailable = all.iter().filter(|(s, _)| *s == 503).count();
     let mut latencies: Vec<f64> = all.iter().map(|(_, ms)| *ms).collect();
     latencies.sort_by(f64::total_cmp);
-    crate::write_json(
+    testbed::write_json(
         &args.out,
         &json!({
             "label": args.label,
@@ -108,8 +108,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "requests": all.len(),
             "errors": errors,
             "unavailable_503": unavailable,
-            "p50_ms": crate::percentile(&latencies, 50.0),
-            "p99_ms": crate::percentile(&latencies, 99.0),
+            "p50_ms": testbed::percentile(&latencies, 50.0),
+            "p99_ms": testbed::percentile(&latencies, 99.0),
             "max_ms": latencies.last(),
             "peak_server_connections": peak.load(Ordering::Relaxed),
             "wall_s": wall.as_secs_f64(),

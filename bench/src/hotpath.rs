@@ -119,7 +119,7 @@ fn wrk(args: &Args, url: &str) -> anyhow::Result<Value> {
 /// Median and spread of some samples.
 fn spread(mut v: Vec<f64>) -> Value {
     v.sort_by(f64::total_cmp);
-    json!({ "median": crate::percentile(&v, 50.0), "min": v.first(), "max": v.last(), "samples": v })
+    json!({ "median": testbed::percentile(&v, 50.0), "min": v.first(), "max": v.last(), "samples": v })
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -180,7 +180,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             .filter_map(|r| Some(r[a]["cpu_us_per_request"].as_f64()? / r[b]["cpu_us_per_request"].as_f64()?))
             .collect()
     };
-    crate::write_json(
+    testbed::write_json(
         &args.out,
         &json!({
             "rounds": rounds,

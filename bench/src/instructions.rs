@@ -130,7 +130,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "ratio_over_floor": of("cached") / of("ceiling_with_headers"),
         }));
     }
-    crate::write_json(
+    testbed::write_json(
         &args.out,
         &json!({
             "route": args.route,
@@ -146,7 +146,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 /// The api's hit for `route` (the second answer, after the miss that fills the cache), from a
 /// native run of it.
 fn native_hit(api: &Target, route: &str, dir: &Path) -> anyhow::Result<Answer> {
-    let addr = crate::free_addr()?;
+    let addr = testbed::free_addr()?;
     let mut child = spawn(Command::new(&api.program), api, addr, &dir.join("native.log"))?;
     let result = (|| {
         let mut connection = connect(addr, &mut child, Duration::from_secs(30))?;
@@ -163,7 +163,7 @@ fn native_hit(api: &Target, route: &str, dir: &Path) -> anyhow::Result<Answer> {
 
 /// Instructions Callgrind counts over one run of `target` that answers `requests` requests.
 fn count(target: &Target, route: &str, requests: usize, dir: &Path, round: usize) -> anyhow::Result<u64> {
-    let addr = crate::free_addr()?;
+    let addr = testbed::free_addr()?;
     let stem = format!("{}-{requests}-{round}", target.name);
     let out = dir.join(format!("callgrind.{stem}.out"));
     let mut valgrind = Command::new("valgrind");

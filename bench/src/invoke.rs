@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::runtime::{LocalRuntime, function_url_event, lambda_env};
+use testbed::runtime::{LocalRuntime, function_url_event, lambda_env};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

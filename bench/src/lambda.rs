@@ -1,5 +1,5 @@
 //! Lambda-mode cost per invocation, and memory at the smallest size: the api runs as it does on
-//! Lambda, against the local Runtime API ([`crate::runtime`]), reading PostgreSQL.
+//! Lambda, against the local Runtime API ([`testbed::runtime`]), reading PostgreSQL.
 //!
 //! - Handler time (event handed over → response posted), over `invocations` invocations of one
 //!   route: all hits on one instance, all misses on another with the in-process cache off.
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::runtime::{LocalRuntime, function_url_event, lambda_env};
+use testbed::runtime::{LocalRuntime, function_url_event, lambda_env};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -89,8 +89,8 @@ fn summary(mut samples: Vec<f64>, outcomes: &[String]) -> serde_json::Value {
     let count = |o: &str| outcomes.iter().filter(|x| *x == o).count();
     json!({
         "invocations": samples.len(), "mean_ms": mean,
-        "p50_ms": crate::percentile(&samples, 50.0), "p90_ms": crate::percentile(&samples, 90.0),
-        "p99_ms": crate::percentile(&samples, 99.0), "max_ms": samples.last(),
+        "p50_ms": testbed::percentile(&samples, 50.0), "p90_ms": testbed::percentile(&samples, 90.0),
+        "p99_ms": testbed::percentile(&samples, 99.0), "max_ms": samples.last(),
         "hits": count("hit"), "misses": count("miss"),
     })
 }
@@ -115,11 +115,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let miss = repeat(&mut uncached, &args.route, args.invocations).await?;
     drop(uncached);
 
-    let (_, days) = crate::workload::service_days()?;
-    let mut urls = crate::workload::urls(&days);
+    let (_, days) = testbed::workload::service_days()?;
+    let mut urls = testbed::workload::urls(&days);
     let mut rng = fastrand::Rng::with_seed(11);
     rng.shuffle(&mut urls);
-    let zipf = crate::workload::Zipf::new(urls.len(), args.s);
+    let zipf = testbed::workload::Zipf::new(urls.len(), args.s);
     let mut function = Function::start(&args, &[]).await?;
     let (mut samples, mut outcomes) = (Vec::new(), Vec::new());
     let mut distinct = std::collections::HashSet::new();
@@ -139,7 +139,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     workload["zipf_s"] = json!(args.s);
     workload["peak_rss_kib"] = json!(peak);
     workload["rss_kib_at_end"] = json!(now);
-    crate::write_json(
+    testbed::write_json(
         &args.out,
         &json!({ "memory_mb": args.memory, "route": args.route, "hit": hit, "miss": miss, "zipf": workload }),
     )

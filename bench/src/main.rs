@@ -2,6 +2,8 @@
 //!
 //! Every subcommand writes one JSON result; `report` turns them into `target/bench/report.md` (with
 //! SVG plots). Each figure is a ratio or distribution measured in the same run, on this machine.
+//! The local Runtime API, the demo workload and the local edge come from the `testbed` crate,
+//! which the soak (a crate of its own) shares.
 //!
 //! # Layout
 //!
@@ -10,16 +12,13 @@
 //! - `hot-path`: CPU time per request of pinned servers under wrk, in interleaved rounds.
 //! - `instructions`: instructions per request of a cached hit and of the ceiling, under Callgrind.
 //! - `cold-start`: exec → first `200`, peak RSS, and a Lambda-mode start against a local Runtime API.
-//! - `lambda`: handler time per invocation and peak memory, in Lambda mode (`runtime`: the local
-//!   Runtime API; `workload`: the demo URLs and their Zipf popularity).
+//! - `lambda`: handler time per invocation and peak memory, in Lambda mode.
 //! - `wire`: database round trips per request, and miss latency with a delay added to each.
 //! - `invoke`: runs a built bootstrap (e.g. the arm64 one under qemu) against the local Runtime API
 //!   and checks its answers (`scripts/package.sh`).
 //! - `connections`: K simulated Lambda instances through PgBouncer, or straight to PostgreSQL.
 //! - `offload`: a Zipf workload through the local edge with writes and warmer ticks.
 //! - `warmset`: the same through the edge, once with the fixed warm set and once with the learned one.
-//! - `soak`: the system run as Lambda runs it, with seeded faults, and every read checked against
-//!   the commit history (`soak::checker`).
 //! - `report`: the markdown report.
 
 mod coldstart;
@@ -30,11 +29,8 @@ mod invoke;
 mod lambda;
 mod offload;
 mod report;
-mod runtime;
-mod soak;
 mod warmset;
 mod wire;
-mod workload;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,8 +79,6 @@ enum Command {
     Offload(offload::Args),
     /// The warm set, fixed against learned, in one run (found warm, edge misses, origin load).
     Warmset(warmset::Args),
-    /// The soak: a Lambda-shaped fleet under faults, every read checked (scripts/soak.sh).
-    Soak(Box<soak::Args>),
     /// Assemble the markdown report from the JSON results.
     Report {
         #[arg(long)]
@@ -95,27 +89,9 @@ enum Command {
     },
 }
 
-/// The exit status of a soak whose harness failed (a fault it could not provoke or end): distinct
-/// from a failed verdict (1), since such a run judged nothing about the product.
-const HARNESS_FAILED: u8 = 3;
-
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
-    match run(Cli::parse().command).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("Error: {err:?}");
-            if err.downcast_ref::<soak::HarnessFailure>().is_some() {
-                std::process::ExitCode::from(HARNESS_FAILED)
-            } else {
-                std::process::ExitCode::FAILURE
-            }
-        }
-    }
-}
-
-async fn run(command: Command) -> anyhow::Result<()> {
-    match command {
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
         Command::Ceiling { addr, bytes, route, headers } => {
             let body = bytes::Bytes::from(vec![b'x'; bytes]);
             let mut fixed = http::HeaderMap::new();
@@ -158,32 +134,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Connections(args) => connections::run(args).await,
         Command::Offload(args) => offload::run(args).await,
         Command::Warmset(args) => warmset::run(args).await,
-        Command::Soak(args) => soak::run(*args).await,
         Command::Report { dir, publish } => report::run(&dir, publish.as_deref()),
     }
-}
-
-/// A duration argument (`500ms`, `2s`, `10m`), as the binaries spell them.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    cache_policy::parse_duration(text).map_err(|e| e.to_string())
-}
-
-/// A loopback address no one listens on now, for a server the bench is about to start.
-pub fn free_addr() -> anyhow::Result<std::net::SocketAddr> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
-}
-
-/// Percentile of a sorted slice (nearest rank).
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted[rank.min(sorted.len()) - 1]
-}
-
-/// Writes a JSON result.
-pub fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(value)?)?;
-    Ok(())
 }

@@ -14,9 +14,9 @@ use serde_json::json;
 pub struct Args {
     /// The edge, the database and the warmer (it ticks every `tick_every`).
     #[command(flatten)]
-    through: crate::workload::Edge,
+    through: testbed::workload::Edge,
     /// How long end users send requests.
-    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = testbed::parse_duration)]
     duration: Duration,
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
@@ -25,10 +25,10 @@ pub struct Args {
     #[arg(long, default_value_t = 1.1)]
     s: f64,
     /// A formation is updated this often.
-    #[arg(long, default_value = "500ms", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = testbed::parse_duration)]
     write_every: Duration,
     /// Warmer tick interval.
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = testbed::parse_duration)]
     tick_every: Duration,
     /// Output JSON.
     #[arg(long)]
@@ -36,12 +36,12 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let (today, _) = crate::workload::service_days()?;
-    let mut urls = crate::workload::urls(&[today]);
+    let (today, _) = testbed::workload::service_days()?;
+    let mut urls = testbed::workload::urls(&[today]);
     fastrand::seed(7);
     fastrand::shuffle(&mut urls);
     let urls = Arc::new(urls);
-    let zipf = Arc::new(crate::workload::Zipf::new(urls.len(), args.s));
+    let zipf = Arc::new(testbed::workload::Zipf::new(urls.len(), args.s));
     // Data version of each URL: bumped by every write that affects it.
     let versions: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let requested: Arc<Mutex<HashSet<(String, u32)>>> = Arc::default();
@@ -175,7 +175,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let minimum = requested.lock().map(|r| r.len()).unwrap_or(0);
     let mut stale: Vec<f64> = staleness.lock().map(|s| s.clone()).unwrap_or_default();
     stale.sort_by(f64::total_cmp);
-    crate::write_json(
+    testbed::write_json(
         &args.out,
         &json!({
             "requests": total,
@@ -190,7 +190,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "writes_per_s": 1.0 / args.write_every.as_secs_f64(),
             "warmer_ticks": ticks,
             "warm_origin_requests": warm_origin,
-            "staleness_ms": { "p50": crate::percentile(&stale, 50.0), "p99": crate::percentile(&stale, 99.0), "samples": stale },
+            "staleness_ms": { "p50": testbed::percentile(&stale, 50.0), "p99": testbed::percentile(&stale, 99.0), "samples": stale },
             "wall_s": wall.as_secs_f64(),
         }),
     )

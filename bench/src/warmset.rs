@@ -24,9 +24,9 @@ use serde_json::{Value, json};
 pub struct Args {
     /// The edge, the database and the warmer (it ticks every `tick_every`).
     #[command(flatten)]
-    through: crate::workload::Edge,
+    through: testbed::workload::Edge,
     /// How long viewers send requests, per arm.
-    #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "60s", value_parser = testbed::parse_duration)]
     duration: Duration,
     /// Concurrent viewers.
     #[arg(long, default_value_t = 8)]
@@ -35,10 +35,10 @@ pub struct Args {
     #[arg(long, default_value_t = 1.1)]
     s: f64,
     /// A write arrives this often, alternately to a popular and a uniformly chosen object.
-    #[arg(long, default_value = "500ms", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "500ms", value_parser = testbed::parse_duration)]
     write_every: Duration,
     /// Warmer tick interval.
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = testbed::parse_duration)]
     tick_every: Duration,
     /// The warmer's budget of warm requests per tick.
     #[arg(long, default_value_t = 200)]
@@ -70,8 +70,8 @@ struct Tick {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let policy = Policy::embedded().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (today, days) = crate::workload::service_days()?;
-    let mut urls = crate::workload::urls(&days);
+    let (today, days) = testbed::workload::service_days()?;
+    let mut urls = testbed::workload::urls(&days);
     fastrand::seed(11);
     fastrand::shuffle(&mut urls);
     let mut arms = serde_json::Map::new();
@@ -96,7 +96,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         "arms": arms,
     });
-    crate::write_json(&args.out, &summary)
+    testbed::write_json(&args.out, &summary)
 }
 
 /// Empties the edge, drains the pending changes, and clears what was learned and warmed.
@@ -181,7 +181,7 @@ async fn arm(
     today: &str,
     learned_max: usize,
 ) -> anyhow::Result<Value> {
-    let zipf = Arc::new(crate::workload::Zipf::new(urls.len(), args.s));
+    let zipf = Arc::new(testbed::workload::Zipf::new(urls.len(), args.s));
     let urls = Arc::new(urls.to_vec());
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let writes: Arc<Mutex<Vec<Written>>> = Arc::default();

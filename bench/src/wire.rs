@@ -213,9 +213,9 @@ async fn misses(args: &Args, api: &Path, delay: Duration) -> anyhow::Result<serd
     Ok(json!({
         "added_ms_per_round_trip": delay.as_secs_f64() * 1e3,
         "round_trips_per_miss": trips,
-        "p50_ms": crate::percentile(&samples, 50.0),
-        "p90_ms": crate::percentile(&samples, 90.0),
-        "p99_ms": crate::percentile(&samples, 99.0),
+        "p50_ms": testbed::percentile(&samples, 50.0),
+        "p90_ms": testbed::percentile(&samples, 90.0),
+        "p99_ms": testbed::percentile(&samples, 99.0),
     }))
 }
 
@@ -245,5 +245,5 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Some(api) => Some(measure(&args, api).await?),
         None => None,
     };
-    crate::write_json(&args.out, &json!({ "route": args.route, "edgerail": edgerail, "baseline": baseline }))
+    testbed::write_json(&args.out, &json!({ "route": args.route, "edgerail": edgerail, "baseline": baseline }))
 }

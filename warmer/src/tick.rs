@@ -378,12 +378,7 @@ impl Warmer {
         for f in fetched.iter().filter(|f| !f.ok()) {
             tracing::warn!(path = %f.path, status = ?f.status, error = ?f.error, "warm request failed");
         }
-        let record: Vec<_> = fetched
-            .iter()
-            .filter(|f| f.ok())
-            .map(|f| (f.path.clone(), f.status.unwrap_or_default(), f.x_cache.clone()))
-            .collect();
-        self.db.record_warm(&record).await?;
+        self.db.record_warm(&warm::answered(&fetched)).await?;
         Ok(Warmed { tally: decide::tally(&fetched, &learned), chosen, learned: learned.len() })
     }
 
@@ -398,12 +393,7 @@ impl Warmer {
         let mut seen: std::collections::HashSet<String> = set.iter().map(|p| p.path.clone()).collect();
         set.extend(learned.into_iter().map(|l| l.warm).filter(|p| seen.insert(p.path.clone())));
         let fetched = warm::fetch_all(&self.http, base, &set, self.warm.concurrency).await;
-        let record: Vec<_> = fetched
-            .iter()
-            .filter(|f| f.ok())
-            .map(|f| (f.path.clone(), f.status.unwrap_or_default(), f.x_cache.clone()))
-            .collect();
-        self.db.record_warm(&record).await?;
+        self.db.record_warm(&warm::answered(&fetched)).await?;
         Ok(fetched)
     }
 }

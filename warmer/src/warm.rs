@@ -147,6 +147,16 @@ impl Fetched {
     }
 }
 
+/// What the warm requests that were answered found, as the warm state records it: `(path,
+/// status, X-Cache)`.
+pub fn answered(fetched: &[Fetched]) -> Vec<(String, u16, Option<String>)> {
+    fetched
+        .iter()
+        .filter(|f| f.ok())
+        .map(|f| (f.path.clone(), f.status.unwrap_or_default(), f.x_cache.clone()))
+        .collect()
+}
+
 /// The build id the API reports at `base` (`/health-check`, never cached at the edge), or `None`
 /// when it cannot be read (then nothing is decided this tick).
 pub async fn build_id(client: &reqwest::Client, base: &str) -> Option<String> {

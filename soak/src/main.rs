@@ -1,5 +1,5 @@
-//! `bench soak`: edgerail run as production runs it, with faults on a seeded schedule, and every
-//! read checked against what the database committed.
+//! `soak`: edgerail run as production runs it, with faults on a seeded schedule, and every read
+//! checked against what the database committed.
 //!
 //! - A Lambda-shaped fleet of `api` instances (`fleet`) behind a Function-URL-like front, Varnish
 //!   with `local/varnish.vcl` in front of that, the warmer ticking with the purge backend, and
@@ -10,8 +10,10 @@
 //!   every read from its body and headers alone.
 //! - Faults (`faults`) one at a time; the report says which reads they excused.
 //!
-//! Exits non-zero when any read broke a bound or an answer broke a rule (see `Failure`), so a
-//! short run with a fixed seed is a test (`scripts/soak.sh`, from `./scripts/test.sh`).
+//! Exits 1 when any read broke a bound or an answer broke a rule (see `Failure`), so a short run
+//! with a fixed seed is a test (`scripts/soak.sh`, from `./scripts/test.sh`), and 3 when its own
+//! harness failed (a fault it could not provoke or end), which is no verdict on the product. The
+//! local Runtime API, the edge and the workload come from the `testbed` crate the benchmarks share.
 
 mod checker;
 mod faults;
@@ -43,7 +45,9 @@ pub enum Broken {
     Lag,
 }
 
-#[derive(Debug, clap::Args)]
+/// `soak`'s command line.
+#[derive(Debug, clap::Parser)]
+#[command(name = "soak", about = "edgerail under seeded faults, every read checked (scripts/soak.sh)")]
 pub struct Args {
     /// The api binary (run in Lambda mode).
     #[arg(long)]
@@ -73,7 +77,7 @@ pub struct Args {
     #[arg(long)]
     restart_pgbouncer: String,
     /// How long viewers read.
-    #[arg(long, default_value = "90s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "90s", value_parser = testbed::parse_duration)]
     duration: Duration,
     /// Seeds the fault schedule, the viewers and the writers.
     #[arg(long, default_value_t = 1)]
@@ -88,20 +92,20 @@ pub struct Args {
     #[arg(long, default_value_t = 10)]
     reserved: usize,
     /// An idle instance is retired after this.
-    #[arg(long, default_value = "10s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = testbed::parse_duration)]
     idle_retire: Duration,
     /// The instances' CHANGE_MAX_LAG: the instance bound.
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = testbed::parse_duration)]
     change_max_lag: Duration,
     /// The warmer's tick interval.
-    #[arg(long, default_value = "1s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = testbed::parse_duration)]
     tick: Duration,
     /// The warmer's WARMER_SETTLE (at least CHANGE_MAX_LAG).
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = testbed::parse_duration)]
     settle: Duration,
     /// What a tick may take beyond its settle wait (claim, invalidation, warming): part of the edge
     /// bound; the report compares it with the longest tick seen.
-    #[arg(long, default_value = "2s", value_parser = crate::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = testbed::parse_duration)]
     tick_work: Duration,
     /// The instances' RUST_LOG (`warn,api::cache=debug` to follow their caches while diagnosing).
     #[arg(long, default_value = "warn")]
@@ -261,17 +265,25 @@ async fn until_connects(url: &str, limit: Duration) -> bool {
     false
 }
 
-async fn wait_http(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
-    for _ in 0..300 {
-        if client.get(url).send().await.is_ok_and(|r| r.status().is_success()) {
-            return Ok(());
+/// The exit status of a run whose harness failed: distinct from a failed verdict (1).
+const HARNESS_FAILED: u8 = 3;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    match run(<Args as clap::Parser>::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("Error: {err:?}");
+            if err.downcast_ref::<HarnessFailure>().is_some() {
+                std::process::ExitCode::from(HARNESS_FAILED)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    anyhow::bail!("{url} did not answer")
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.run_dir)?;
     for log in ["api.log", "warmer.log"] {
         let _ = std::fs::remove_file(args.run_dir.join(log));
@@ -355,30 +367,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // Varnish in front of the front.
-    let edge_port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-        l.local_addr()?.port()
-    };
-    let vcl = std::fs::read_to_string(&args.vcl)?
-        .replace(".port = \"3000\";", &format!(".port = \"{}\";", front_addr.port()));
-    let vcl_path = args.run_dir.join("soak.vcl");
-    std::fs::write(&vcl_path, vcl)?;
-    let varnish_dir = args.run_dir.join("varnish");
-    let _ = std::fs::remove_dir_all(&varnish_dir);
-    let mut varnish = tokio::process::Command::new(&args.varnishd)
-        .arg("-F")
-        .arg("-n")
-        .arg(&varnish_dir)
-        .arg("-a")
-        .arg(format!("127.0.0.1:{edge_port}"))
-        .arg("-f")
-        .arg(std::fs::canonicalize(&vcl_path)?)
-        .args(["-s", "malloc,256m", "-p", "thread_pool_min=20"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let edge = format!("http://127.0.0.1:{edge_port}");
+    let varnish = testbed::edge::Varnish::start(&args.varnishd, &args.vcl, front_addr.port(), &args.run_dir, "soak")?;
+    let edge = varnish.url.clone();
     // Idle connections are dropped well before Varnish closes them (its `timeout_idle`, 5 s): a
     // request on a connection the server is closing fails with no answer, which a browser would
     // retry and the soak would count as a failure.
@@ -387,7 +377,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .pool_max_idle_per_host(64)
         .pool_idle_timeout(Duration::from_secs(2))
         .build()?;
-    wait_http(&client, &format!("{edge}/health-check")).await?;
+    testbed::edge::wait_http(&client, &format!("{edge}/health-check")).await?;
     let purge = net::purge_gate(edge.clone(), purge_down.clone()).await?;
 
     // The warmer.
@@ -499,15 +489,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // Viewers.
-    let (today, _) = crate::workload::service_days()?;
+    let (today, _) = testbed::workload::service_days()?;
     // Every page the checker judges, and today's operations (read, not judged).
-    let mut paths = crate::workload::urls(&[]);
+    let mut paths = testbed::workload::urls(&[]);
     paths.push(format!("/v1/operations/{today}"));
     let mut rng = fastrand::Rng::with_seed(args.seed);
     rng.shuffle(&mut paths);
     let extra = paths.len();
     let paths = Arc::new(Mutex::new(paths));
-    let zipf = Arc::new(crate::workload::Zipf::new(extra, 1.1));
+    let zipf = Arc::new(testbed::workload::Zipf::new(extra, 1.1));
     let reads: Arc<Mutex<Vec<Read>>> = Arc::default();
     let started = Instant::now();
     let viewers: Vec<_> = (0..args.viewers)
@@ -604,7 +594,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     signal(warmer.pid().await, Signal::SIGCONT);
     warmer.kill().await;
     front.shutdown().await;
-    let _ = varnish.kill().await;
+    varnish.stop().await;
 
     // Judge. A fault still in force when the viewers stopped ended then.
     let stopped = epoch.elapsed().as_secs_f64();
@@ -707,7 +697,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "latency_ms": latency(&reads, &deploy_windows),
         "staleness_series": verdict.series,
     });
-    crate::write_json(&args.out, &report)?;
+    testbed::write_json(&args.out, &report)?;
     let violations = verdict.violations;
     eprintln!(
         "soak: {} reads, {} violations, failures: {:?}; report in {}",
@@ -761,7 +751,7 @@ fn diagnosis(report: &Value, per_second: &BTreeMap<&'static str, BTreeMap<u64, u
 fn pct(samples: &[f64], p: f64) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() { 0.0 } else { crate::percentile(&sorted, p) }
+    if sorted.is_empty() { 0.0 } else { testbed::percentile(&sorted, p) }
 }
 
 struct FaultContext {
@@ -1108,7 +1098,7 @@ fn judge_all(reads: &[Read], history: &History, rules: &Rules, paths: &[String])
         samples.sort_by(f64::total_cmp);
         let lv = layers.entry(layer).or_default();
         for (name, p) in [("p50", 50.0), ("p99", 99.0), ("max", 100.0)] {
-            lv.staleness_ms.insert(name, crate::percentile(&samples, p));
+            lv.staleness_ms.insert(name, testbed::percentile(&samples, p));
         }
     }
     Verdict {
@@ -1153,7 +1143,7 @@ mod tests {
     #[tokio::test]
     async fn a_restart_that_fails_or_leaves_the_server_down_is_a_harness_failure() {
         // A port nothing listens on: the "restarted" server never comes back.
-        let down = format!("postgres://soak:soak@{}/soak", crate::free_addr().unwrap());
+        let down = format!("postgres://soak:soak@{}/soak", testbed::free_addr().unwrap());
         let limit = Duration::from_millis(300);
         let err = restart("true", &down, limit).await.unwrap_err();
         assert!(err.contains("did not accept a connection"), "{err}");

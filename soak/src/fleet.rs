@@ -315,7 +315,7 @@ impl Front {
             .route("/2018-06-01/runtime/invocation/{id}/response", post(respond))
             .route("/2018-06-01/runtime/invocation/{id}/error", post(failed))
             .route("/2018-06-01/runtime/init/error", post(|| async { StatusCode::ACCEPTED }))
-            .merge(crate::runtime::extensions_api())
+            .merge(testbed::runtime::extensions_api())
             .with_state(runtime.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -326,7 +326,7 @@ impl Front {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.config.log)?;
         let mut child = tokio::process::Command::new(&self.config.api)
             .env_clear()
-            .envs(crate::runtime::lambda_env(addr, self.config.memory_mb))
+            .envs(testbed::runtime::lambda_env(addr, self.config.memory_mb))
             .env("DATABASE_URL", &self.config.database_urls[n])
             .env("BUILD_ID", build)
             .envs(self.config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

@@ -39,6 +39,7 @@ struct Shared {
 }
 
 /// The Runtime API server, and the ends the benchmark drives it with.
+#[derive(Debug)]
 pub struct LocalRuntime {
     /// Give as `AWS_LAMBDA_RUNTIME_API`.
     pub addr: SocketAddr,
