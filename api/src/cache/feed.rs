@@ -264,12 +264,17 @@ impl Follower {
     /// Whether an entry loaded at `loaded_at` may be served as a hit at `now`: only while the
     /// changes it could be missing are younger than the freshness bound.
     pub(crate) fn vouches_for(&self, loaded_at: Instant, now: Instant) -> bool {
-        let max_lag = self.settings.max_lag;
+        self.vouches_within(loaded_at, now, self.settings.max_lag)
+    }
+
+    /// Whether the changes an entry loaded at `loaded_at` could be missing at `now` are all
+    /// younger than `bound`: it was loaded, or a successful poll started, within `bound`.
+    pub(crate) fn vouches_within(&self, loaded_at: Instant, now: Instant, bound: Duration) -> bool {
         // An entry younger than the bound needs no look at the feed at all (the common case).
-        if now.saturating_duration_since(loaded_at) <= max_lag {
+        if now.saturating_duration_since(loaded_at) <= bound {
             return true;
         }
-        self.state().verified_at.is_some_and(|verified| now.saturating_duration_since(verified) <= max_lag)
+        self.state().verified_at.is_some_and(|verified| now.saturating_duration_since(verified) <= bound)
     }
 }
 

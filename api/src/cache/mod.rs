@@ -72,6 +72,11 @@ impl Outcome {
     }
 }
 
+/// How much sooner than the freshness bound an answer's data must be for the edge to keep it: the
+/// time an answer may take from this instance to the edge's cache (see
+/// [`LocalCache::edge_may_keep`]).
+pub(crate) const EDGE_MARGIN: Duration = Duration::from_millis(500);
+
 /// What a load returns: the answer, and the feed position its data is at least as new as, when
 /// the load was asked to read it ([`Position::Take`]) and could.
 pub(crate) type Loaded = (CachedResponse, Option<FeedCursor>);
@@ -207,8 +212,9 @@ impl LocalCache {
                 .await
                 .map(|(r, _)| (Arc::new(r), Outcome::Miss));
         }
+        let requested = Instant::now();
         if let Some(hit) = self.fresh.get(key).await {
-            if self.feed.vouches_for(hit.loaded_at, Instant::now()) && self.unevicted(&hit) {
+            if self.feed.vouches_for(hit.loaded_at, requested) && self.unevicted(&hit) {
                 return Ok((hit, Outcome::Hit));
             }
             // Evicted (moka may not have removed it yet), or the feed has not been readable for
@@ -217,11 +223,16 @@ impl LocalCache {
         }
         // The miss path's future is large (moka's coalescing, the load, the feed position); boxed,
         // it stays out of every request's future, which the framework moves around by value.
-        Box::pin(self.load(key, load)).await
+        Box::pin(self.load(key, requested, load)).await
     }
 
-    /// The miss path of [`Self::get_or_load`].
-    async fn load<F, Fut>(&self, key: &str, load: F) -> Result<(Arc<CachedResponse>, Outcome), LoadError>
+    /// The miss path of [`Self::get_or_load`], for a request that arrived at `requested`.
+    async fn load<F, Fut>(
+        &self,
+        key: &str,
+        requested: Instant,
+        load: F,
+    ) -> Result<(Arc<CachedResponse>, Outcome), LoadError>
     where
         F: FnOnce(Position) -> Fut,
         Fut: Future<Output = Result<Loaded, StoreError>>,
@@ -247,11 +258,16 @@ impl LocalCache {
                         (response, start.is_some_and(|cursor| self.feed.adopt(started, cursor)))
                     };
                     response.generation = generation;
-                    if !covered || self.evictions.current() != generation {
-                        // Data changed while we read, or the feed position was not known when the
-                        // read started: serve this answer once, but do not keep it.
+                    if !self.unevicted(&response) {
+                        // Its data changed while we read: serve it once, and keep it neither as a
+                        // fresh entry nor as a stale copy (an older stale copy is evicted too).
                         response.ttl = Duration::ZERO;
                         response.stale_for = Duration::ZERO;
+                    } else if !covered && !response.tags.is_empty() {
+                        // The feed position was not known when the read started: serve it once,
+                        // not as a hit (an answer no change can touch needs no position). It is
+                        // as good a stale copy as any, though.
+                        response.ttl = Duration::ZERO;
                     }
                     let response = Arc::new(response);
                     self.stale.insert(key.to_owned(), response.clone()).await;
@@ -263,6 +279,16 @@ impl LocalCache {
                 // it yet) and handed it back without loading: drop it and load.
                 Ok(held) if !self.unevicted(&held) && slot().is_some() => {
                     self.fresh.invalidate(key).await;
+                }
+                // A load another request started (coalesced), or an answer moka held: good for
+                // this request only if it began no more than the freshness bound before it.
+                // Otherwise a change committed long before this request could be missing from it.
+                Ok(response) if !self.feed.vouches_for(response.loaded_at, requested) && slot().is_some() => {
+                    let load = take().ok_or(LoadError::Internal)?;
+                    return self
+                        .load_uncached(key, Position::Skip, load)
+                        .await
+                        .map(|(r, _)| (Arc::new(r), Outcome::Miss));
                 }
                 Ok(response) => return Ok((response, Outcome::Miss)),
                 Err(err) => {
@@ -276,6 +302,25 @@ impl LocalCache {
         // moka kept handing back the evicted answer: load this one without keeping it.
         let load = take().ok_or(LoadError::Internal)?;
         self.load_uncached(key, Position::Skip, load).await.map(|(r, _)| (Arc::new(r), Outcome::Miss))
+    }
+
+    /// Whether the edge may keep `response`, answered as `outcome`, for its route's TTL: only an
+    /// answer kept here (not one served once) whose data is younger than the freshness bound
+    /// less [`EDGE_MARGIN`]. Any change it lacks committed after its load began (or after the poll
+    /// that last vouched for it), and the warmer invalidates a change no sooner than its settle
+    /// time (at least the freshness bound) after it became visible: so the invalidation comes
+    /// after the edge stored this answer, and removes it. An answer whose load took longer (a
+    /// lock, a slow network) must not be stored: it could arrive after the invalidation of a
+    /// change it lacks, and the edge would keep it for the route's whole edge TTL.
+    pub(crate) fn edge_may_keep(&self, response: &CachedResponse, outcome: Outcome) -> bool {
+        let bound = self.feed.settings.max_lag.saturating_sub(EDGE_MARGIN);
+        let young = |response: &CachedResponse| self.feed.vouches_within(response.loaded_at, Instant::now(), bound);
+        match outcome {
+            // A hit was found kept and unevicted a moment ago.
+            Outcome::Hit => young(response),
+            Outcome::Miss => !response.ttl.is_zero() && young(response) && self.unevicted(response),
+            Outcome::Stale => false,
+        }
     }
 
     /// Whether no eviction of `response`'s tags came after its load started.
@@ -551,6 +596,101 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// An answer tagged `tags`, kept for `ttl` and a minute of stale-if-error.
+    fn tagged(body: &'static str, tags: &[&str], ttl: Duration) -> CachedResponse {
+        CachedResponse::new(
+            StatusCode::OK,
+            Bytes::from_static(body.as_bytes()),
+            (body.to_owned(), HeaderValue::from_static("\"x\"")),
+            tags.iter().map(|t| (*t).to_owned()).collect(),
+            Duration::ZERO,
+            Instant::now(),
+        )
+        .with_lifetimes(ttl, Duration::from_secs(60))
+    }
+
+    #[tokio::test]
+    async fn an_unrelated_eviction_during_a_reload_keeps_the_stale_copy() {
+        let cache = following_cache();
+        let short = 200 * MS;
+        cache.get_or_load("k", |_| async move { Ok((tagged("v1", &["lines"], short), None)) }).await.unwrap();
+        tokio::time::sleep(300 * MS).await;
+        // The reload overlaps an eviction of another tag: its answer is still good, and kept.
+        let (reloaded, _) = cache
+            .get_or_load("k", |_| async {
+                cache.evict(HashSet::from(["formations".to_owned()]));
+                Ok((tagged("v2", &["lines"], short), None))
+            })
+            .await
+            .unwrap();
+        assert_eq!(&reloaded.body[..], b"v2");
+        tokio::time::sleep(300 * MS).await;
+        // The database fails: the reloaded answer is there to be served stale.
+        let (stale, outcome) = cache.get_or_load("k", |_| async { Err(unavailable()) }).await.unwrap();
+        assert_eq!((outcome, &stale.body[..]), (Outcome::Stale, &b"v2"[..]));
+    }
+
+    #[tokio::test]
+    async fn the_edge_keeps_only_answers_younger_than_the_bound_less_the_margin() {
+        let cache = following(&LocalCacheConfig {
+            feed: FeedSettings { max_lag: 1_000 * MS, ..following_cache_config().feed },
+            ..following_cache_config()
+        });
+        let minute = Duration::from_secs(60);
+        let (quick, outcome) =
+            cache.get_or_load("quick", |_| async move { Ok((tagged("q", &["lines"], minute), None)) }).await.unwrap();
+        assert!(cache.edge_may_keep(&quick, outcome), "a quick load");
+        // A load that takes longer than the bound less the margin (a lock, a slow network).
+        let (slow, outcome) = cache
+            .get_or_load("slow", |_| async move {
+                let answer = tagged("s", &["lines"], minute);
+                tokio::time::sleep(600 * MS).await;
+                Ok((answer, None))
+            })
+            .await
+            .unwrap();
+        assert_eq!(outcome, Outcome::Miss);
+        assert!(!cache.edge_may_keep(&slow, outcome), "a slow load is served once by the edge too");
+        // A load whose data changed while it read is not kept anywhere.
+        let (overlapped, outcome) = cache
+            .get_or_load("overlapped", |_| async {
+                cache.evict(HashSet::from(["lines".to_owned()]));
+                Ok((tagged("o", &["lines"], minute), None))
+            })
+            .await
+            .unwrap();
+        assert!(!cache.edge_may_keep(&overlapped, outcome));
+        assert!(!cache.edge_may_keep(&quick, Outcome::Stale), "stale answers have their own short TTL");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_request_that_joins_a_load_begun_too_long_before_it_reads_afresh() {
+        let cache = Arc::new(following(&LocalCacheConfig {
+            feed: FeedSettings { max_lag: 300 * MS, ..following_cache_config().feed },
+            ..following_cache_config()
+        }));
+        let minute = Duration::from_secs(60);
+        // A load that takes a second, and a request that arrives half a second into it.
+        let first = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_load("k", |_| async move {
+                        let answer = tagged("old", &["lines"], minute);
+                        tokio::time::sleep(1_000 * MS).await;
+                        Ok((answer, None))
+                    })
+                    .await
+                    .map(|(r, _)| r.body.clone())
+            })
+        };
+        tokio::time::sleep(500 * MS).await;
+        let (joined, _) =
+            cache.get_or_load("k", |_| async move { Ok((tagged("new", &["lines"], minute), None)) }).await.unwrap();
+        assert_eq!(&joined.body[..], b"new", "the late request got the read it would have joined");
+        assert_eq!(&first.await.unwrap().unwrap()[..], b"old");
     }
 
     #[tokio::test]

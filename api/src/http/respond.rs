@@ -30,6 +30,10 @@ pub(crate) const SERVER_TIMING: HeaderName = HeaderName::from_static("server-tim
 /// How long the edge may keep a stale copy served because the database failed: briefly, so it
 /// asks again soon.
 const STALE_CACHE_CONTROL: &str = "public, max-age=0, s-maxage=5";
+/// An answer served once: its load took longer than the freshness bound allows, or overlapped a
+/// change of its data. No cache may keep it, the edge included: it could arrive there after the
+/// invalidation of a change it lacks.
+const ONCE_CACHE_CONTROL: &str = "public, max-age=0, s-maxage=0";
 /// The `s-maxage` of [`STALE_CACHE_CONTROL`].
 const STALE_EDGE_TTL: Duration = Duration::from_secs(5);
 
@@ -93,7 +97,8 @@ where
 /// Fixed header values are built in `const` blocks: `HeaderValue::from_static` called at run time
 /// checks its text byte by byte on every response.
 fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, outcome: Outcome) -> Response {
-    let cache_control = cache_control(endpoint.headers(), cached.status, outcome, endpoint.today_remaining);
+    let edge_keeps = state.cache.edge_may_keep(cached, outcome);
+    let cache_control = cache_control(endpoint.headers(), cached.status, outcome, edge_keeps, endpoint.today_remaining);
     let compressible = cached.body.len() >= MIN_COMPRESS;
     let encoded = endpoint.encoding.filter(|_| compressible).and_then(|enc| {
         let variant = cached.variant(enc.slot(), |c| Variant {
@@ -145,15 +150,19 @@ fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, o
 }
 
 /// The `Cache-Control` of an answer: the route's, cut short for `today` so no edge keeps it past
-/// the rollover (stale copies and `404`s included), the brief stale one, or the negative one.
+/// the rollover (stale copies and `404`s included), the brief stale one, the negative one, or, for
+/// an answer the edge must not keep (`edge_keeps` false: see `LocalCache::edge_may_keep`), one
+/// that no cache reuses.
 fn cache_control(
     route: &RouteHeaders,
     status: StatusCode,
     outcome: Outcome,
+    edge_keeps: bool,
     today_remaining: Option<Duration>,
 ) -> HeaderValue {
     let computed = |text: String| HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("no-store"));
     match (status, outcome, today_remaining) {
+        (_, Outcome::Hit | Outcome::Miss, _) if !edge_keeps => HeaderValue::from_static(ONCE_CACHE_CONTROL),
         (StatusCode::OK, Outcome::Stale, Some(remaining)) if remaining < STALE_EDGE_TTL => {
             computed(cache_policy::negative_cache_control(remaining))
         }
@@ -200,19 +209,19 @@ mod tests {
         let r = route();
         let soon = Some(Duration::from_secs(2));
         for outcome in [Outcome::Hit, Outcome::Miss, Outcome::Stale] {
-            let value = cache_control(&r, StatusCode::OK, outcome, soon);
+            let value = cache_control(&r, StatusCode::OK, outcome, true, soon);
             assert!(s_maxage(&value) <= 2, "{outcome:?}: {value:?}");
         }
         // Far from the rollover a stale copy keeps its brief edge TTL, a fresh one the route's.
         let later = Some(Duration::from_secs(3_600));
-        assert_eq!(cache_control(&r, StatusCode::OK, Outcome::Stale, later), STALE_CACHE_CONTROL);
-        assert_eq!(s_maxage(&cache_control(&r, StatusCode::OK, Outcome::Stale, None)), 5);
-        assert_eq!(cache_control(&r, StatusCode::OK, Outcome::Hit, None), r.cache_control);
-        assert_eq!(cache_control(&r, StatusCode::NOT_FOUND, Outcome::Hit, later), r.negative);
-        assert_eq!(cache_control(&r, StatusCode::NOT_FOUND, Outcome::Hit, None), r.negative);
+        assert_eq!(cache_control(&r, StatusCode::OK, Outcome::Stale, true, later), STALE_CACHE_CONTROL);
+        assert_eq!(s_maxage(&cache_control(&r, StatusCode::OK, Outcome::Stale, true, None)), 5);
+        assert_eq!(cache_control(&r, StatusCode::OK, Outcome::Hit, true, None), r.cache_control);
+        assert_eq!(cache_control(&r, StatusCode::NOT_FOUND, Outcome::Hit, true, later), r.negative);
+        assert_eq!(cache_control(&r, StatusCode::NOT_FOUND, Outcome::Hit, true, None), r.negative);
         // A 404 for `today` is not kept past the rollover either.
         for outcome in [Outcome::Hit, Outcome::Miss] {
-            assert!(s_maxage(&cache_control(&r, StatusCode::NOT_FOUND, outcome, soon)) <= 2, "{outcome:?}");
+            assert!(s_maxage(&cache_control(&r, StatusCode::NOT_FOUND, outcome, true, soon)) <= 2, "{outcome:?}");
         }
     }
 }

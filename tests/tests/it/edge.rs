@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
+use sqlx::Connection;
 
 use crate::helpers::{Backend, TestApp, TestDb, assert_generated, binary, splice};
 
@@ -180,15 +181,20 @@ async fn warmer_purge(db: &TestDb, edge: &Varnish, mode: &str) -> Value {
 
 /// One warmer tick purging `edge` and warming through it, with extra settings.
 async fn warmer_purge_with(db: &TestDb, edge: &Varnish, mode: &str, settings: &[(&str, &str)]) -> Value {
+    warmer_tick(db, &edge.url(""), mode, settings).await
+}
+
+/// One warmer tick purging the edge at `edge` and warming through it, with extra settings.
+async fn warmer_tick(db: &TestDb, edge: &str, mode: &str, settings: &[(&str, &str)]) -> Value {
     let out = tokio::process::Command::new(binary("warmer"))
         .arg("--once")
         .env_clear()
         .env("DATABASE_URL", &db.url)
         .env("WARMER_SETTLE", "0s")
         .env("INVALIDATOR", "purge")
-        .env("PURGE_URL", edge.url(""))
+        .env("PURGE_URL", edge)
         .env("INVALIDATION_MODE", mode)
-        .env("WARM_BASE_URL", edge.url(""))
+        .env("WARM_BASE_URL", edge)
         .envs(settings.iter().copied())
         .output()
         .await
@@ -640,4 +646,60 @@ fn the_edges_query_keys_are_the_policys() {
     let generated = query_keys_vcl(cache_policy::Policy::embedded().unwrap());
     let vcl = splice(&vcl, "    # BEGIN query keys", "    # END query keys", &generated);
     assert_generated("local/varnish.vcl", &vcl, "the_edges_query_keys");
+}
+
+/// A viewer's miss whose load waits behind a lock (an import holding `sightings`) for longer than
+/// the warmer's settle time, while a change to the same page commits and the warmer purges the
+/// edge. The load then finishes with the data it read before the change. It is served, but the
+/// edge must not keep it: stored after the purge, it would be served for the route's whole edge
+/// TTL (an hour) although the instance itself already answers the new data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_load_slower_than_the_bound_is_not_kept_by_the_edge_past_the_purge_of_a_change_it_lacks() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let app = TestApp::with(db.clone(), &["--change-poll-interval", "100ms", "--change-max-lag", "1s"]).await;
+    let (addr, _stop) = app.serve().await;
+    let edge = Varnish::start(addr).await;
+    let client = reqwest::Client::new();
+    let page = "/v1/formations/10701F";
+    // The fixture's pending changes out of the way, the instance following the feed, and the page
+    // in neither cache (the warmer's fetch put it in both; a write evicts the instance's copy).
+    warmer_purge(&db, &edge, "paths").await;
+    db.exec("UPDATE formations SET cars = cars WHERE id = '10701F'").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.get("/v1/lines").await;
+    assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit", "following the feed");
+    let purge = edge.url(page);
+    reqwest::Client::new().request(reqwest::Method::from_bytes(b"PURGE").unwrap(), &purge).send().await.unwrap();
+
+    let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE sightings IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
+    let viewer = {
+        let (client, url) = (client.clone(), edge.url(page));
+        tokio::spawn(async move {
+            let res = client.get(&url).send().await.unwrap();
+            let cache_control = res.headers()["cache-control"].to_str().unwrap().to_owned();
+            (cache_control, res.json::<Value>().await.unwrap())
+        })
+    };
+    // The load has read the formation and waits for its sightings; the note changes meanwhile,
+    // and the warmer settles, claims the change and purges the edge (its re-warm of the page then
+    // waits behind the same lock). The lock goes before the load's statement timeout.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.exec("UPDATE formations SET note = 'after the import' WHERE id = '10701F'").await;
+    let warmer = {
+        let (db, edge_url) = (db.clone(), edge.url(""));
+        tokio::spawn(async move { warmer_tick(&db, &edge_url, "paths", &[("WARMER_SETTLE", "1s")]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
+    let summary = warmer.await.unwrap();
+    assert!(summary["changes"].as_u64().unwrap() > 0, "the warmer purged the change: {summary}");
+
+    let (cache_control, served) = viewer.await.unwrap();
+    assert_eq!(served["id"], "10701F", "{served}");
+    assert_ne!(served["note"], "after the import", "the slow load read before the change");
+    assert!(cache_control.contains("s-maxage=0"), "no cache keeps a load slower than the bound: {cache_control}");
+    let after = get(&client, &edge.url(page)).await;
+    assert_eq!(after.body["note"], "after the import", "the edge kept the pre-change answer ({})", after.x_cache);
 }
