@@ -99,17 +99,19 @@ ensure_cluster() {
         sleep 0.2
     done
     pg_isready -h 127.0.0.1 -p "$port" >/dev/null || { echo "PostgreSQL ($name) did not start" >&2; return 1; }
+    # CREATEROLE: the rotation tests make roles of their own and change their passwords.
     as_root su postgres -c "psql -q -p $port -v ON_ERROR_STOP=1" <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_ROLE') THEN
-    CREATE ROLE $PG_ROLE LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+    CREATE ROLE $PG_ROLE LOGIN CREATEDB CREATEROLE PASSWORD '$PG_PASSWORD';
   END IF;
 END \$\$;
+ALTER ROLE $PG_ROLE CREATEROLE;
 SQL
 }
 
 # PostgreSQL for the tests: the one at TEST_DATABASE_URL when given (postgres://role:password@host:port,
-# a role that may create databases), else a cluster of our own (`pg_createcluster`, since initdb
+# a role that may create databases and roles), else a cluster of our own (`pg_createcluster`, since initdb
 # refuses root) of the newest installed version, with the test role. Exports TEST_DATABASE_URL.
 start_postgres() {
     if [ -n "${TEST_DATABASE_URL:-}" ]; then

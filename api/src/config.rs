@@ -219,6 +219,7 @@ impl Config {
             idle_timeout: self.idle_timeout(),
             proxy_compat: self.proxy_compat(),
             application_name: format!("edgerail-api-{}", std::process::id()),
+            url_source: None,
         }
     }
 

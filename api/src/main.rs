@@ -12,8 +12,8 @@ async fn main() -> anyhow::Result<()> {
     // Once, before the secret is read: a setting that cannot work fails before any network call.
     // The URL a secret yields is built by the secret reader and checked when the store opens it.
     config.validate()?;
-    startup::resolve_database_url(&mut config).await?;
-    let store = startup::open_store(&config)?;
+    let source = startup::resolve_database_url(&mut config).await?;
+    let store = startup::open_store(&config, source)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Migrate => {
             startup::migrate(&store, &config.calendar()?).await?;

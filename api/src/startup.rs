@@ -7,6 +7,7 @@ use std::time::Duration;
 
 #[cfg(feature = "seed")]
 use indicatif::{ProgressBar, ProgressStyle};
+use store::credentials::UrlSource;
 use store::{Db, StoreError};
 use tokio::net::TcpListener;
 
@@ -50,27 +51,43 @@ pub enum StartupError {
     },
 }
 
-/// Reads the database URL from DATABASE_SECRET_ARN when DATABASE_URL is unset: once per process
-/// (on Lambda, once per instance, during init; the only network call init makes).
+/// Reads the database URL from DATABASE_SECRET_ARN when DATABASE_URL is unset: at start (on
+/// Lambda, once per instance, during init; the only network call init makes), and again whenever
+/// the database refuses the credentials (a rotated password), through the source returned.
 ///
 /// # Errors
 ///
 /// The secret could not be read or holds no database URL.
-pub async fn resolve_database_url(config: &mut Config) -> Result<(), StartupError> {
-    if let (None, Some(secret)) = (&config.database.database_url, &config.database.database_secret_arn) {
-        config.database.database_url = Some(secret::database_url(secret, &secret::Credentials::from_env()?).await?);
-        tracing::info!("database URL read from its secret");
-    }
-    Ok(())
+pub async fn resolve_database_url(config: &mut Config) -> Result<Option<UrlSource>, StartupError> {
+    let (None, Some(secret)) = (&config.database.database_url, &config.database.database_secret_arn) else {
+        return Ok(None);
+    };
+    let source = secret_source(secret.clone(), secret::Credentials::from_env()?);
+    config.database.database_url = Some(secret::database_url(secret, &secret::Credentials::from_env()?).await?);
+    tracing::info!("database URL read from its secret");
+    Ok(Some(source))
 }
 
-/// Opens the configured store without connecting (the pool connects on first use).
+/// The secret as a source of the URL, read again after a refused login.
+fn secret_source(secret: String, credentials: secret::Credentials) -> UrlSource {
+    let (secret, credentials) = (std::sync::Arc::new(secret), std::sync::Arc::new(credentials));
+    UrlSource::new(move || {
+        let (secret, credentials) = (secret.clone(), credentials.clone());
+        Box::pin(
+            async move { secret::database_url(&secret, &credentials).await.map_err(|e| plumbing::error_chain(&e)) },
+        )
+    })
+}
+
+/// Opens the configured store without connecting (the pool connects on first use); `source`, if
+/// any, is where the URL is read again when the database refuses the credentials.
 ///
 /// # Errors
 ///
 /// A malformed `DATABASE_URL`, or the SQLite directory cannot be created.
-pub fn open_store(config: &Config) -> Result<Db, StartupError> {
-    Ok(store::open(config.database.database_url.as_deref(), &config.sqlite_path, &config.db_options())?)
+pub fn open_store(config: &Config, source: Option<UrlSource>) -> Result<Db, StartupError> {
+    let options = store::DbOptions { url_source: source, ..config.db_options() };
+    Ok(store::open(config.database.database_url.as_deref(), &config.sqlite_path, &options)?)
 }
 
 /// Builds the shared state from configuration the caller has validated ([`Config::validate`],

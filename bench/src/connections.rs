@@ -53,7 +53,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "0",
         ])?;
         cli.config.validate()?;
-        let store = startup::open_store(&cli.config)?;
+        let store = startup::open_store(&cli.config, None)?;
         apps.push(api::app(startup::build_state(&cli.config, store)?));
     }
 

@@ -196,7 +196,7 @@ impl Db {
             // Row locks are taken by the statements themselves (`FOR UPDATE SKIP LOCKED`).
             Self::Postgres(s) => Tx::Postgres({
                 let _ = begin;
-                s.pool().begin().await?
+                s.begin().await?
             }),
             #[cfg(feature = "sqlite")]
             Self::Sqlite(s) => Tx::Sqlite(match begin {

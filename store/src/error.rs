@@ -32,6 +32,12 @@ impl StoreError {
         matches!(self, Self::Unavailable(_) | Self::TimedOut)
     }
 
+    /// Whether the server refused our login (a rotated password, a removed role): the URL may be
+    /// worth reading again.
+    pub fn is_refused_login(&self) -> bool {
+        matches!(self, Self::Unavailable(sqlx::Error::Database(db)) if db.code().is_some_and(|c| refuses_login(&c)))
+    }
+
     /// Whether the database itself could not be reached (no connection, or the server refusing
     /// them), as opposed to a statement that was too slow or waited on a lock: the first says
     /// every other call will fail too, the second only that this one did.
@@ -48,10 +54,17 @@ impl StoreError {
     }
 }
 
-/// SQLSTATEs of a server that cannot serve anyone right now: 57P0x shutting down or not yet
-/// accepting connections, 53300 too many connections, 08xxx connection exceptions.
+/// SQLSTATEs of a server that cannot serve us right now: 57P0x shutting down or not yet
+/// accepting connections, 53300 too many connections, 08xxx connection exceptions, and 28xxx
+/// (28P01 a wrong password, 28000 no such role or no access): a rotated credential is an outage
+/// until the new one is in use, never an error of the request.
 fn refuses_connections(code: &str) -> bool {
-    code.starts_with("57P") || code == "53300" || code.starts_with("08")
+    code.starts_with("57P") || code == "53300" || code.starts_with("08") || refuses_login(code)
+}
+
+/// SQLSTATEs of a login the server refused (class 28).
+fn refuses_login(code: &str) -> bool {
+    code.starts_with("28")
 }
 
 impl From<sqlx::Error> for StoreError {

@@ -52,6 +52,7 @@
 //! function always reads PostgreSQL, and SQLite is a fifth of its zip.
 
 mod calendar;
+pub mod credentials;
 mod cursor;
 mod db;
 pub mod demo;

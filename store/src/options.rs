@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::credentials::UrlSource;
+
 /// Pool settings. Which values suit depends on the caller: an API instance on Lambda holds one
 /// connection, the warmer two, a local server ten.
 #[derive(Debug, Clone)]
@@ -22,4 +24,7 @@ pub struct DbOptions {
     pub proxy_compat: bool,
     /// Shown in `pg_stat_activity`, so operators can tell whose connections they see.
     pub application_name: String,
+    /// Where to read the URL again when the server refuses the credentials (a rotated
+    /// password); `None`: the URL is all there is, and a refused login stays an outage.
+    pub url_source: Option<UrlSource>,
 }

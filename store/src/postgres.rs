@@ -8,6 +8,7 @@ use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use crate::calendar::ServiceCalendar;
+use crate::credentials::URL_REREAD_EVERY;
 use crate::error::{StoreError, StoreResult};
 use crate::onemessage;
 use crate::options::DbOptions;
@@ -54,6 +55,10 @@ pub struct PgStore {
     read_limit: Duration,
     /// The same for change-feed reads.
     feed_limit: Duration,
+    /// How a URL becomes connect options (the settings applied to every URL).
+    options: DbOptions,
+    /// When the URL was last read again (see [`crate::credentials`]).
+    reread: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// The pool in use, and how to make another.
@@ -68,25 +73,59 @@ pub struct PgStore {
 /// (The database may then count that dead connection until its own keepalive closes it.)
 #[derive(Debug)]
 struct Pools {
-    /// The pool in use, and its generation (so concurrent failures replace it once).
-    current: std::sync::RwLock<(u64, PgPool)>,
+    /// The pool in use, its generation (so concurrent failures replace it once), and how it
+    /// connects (replaced when the URL is read again after a rotated password).
+    current: std::sync::RwLock<Current>,
     /// The settings every pool is built with.
     options: PgPoolOptions,
-    /// How every pool connects.
-    connect: PgConnectOptions,
     /// Connections our reads hold right now (over all generations).
     held: std::sync::atomic::AtomicUsize,
+}
+
+/// What [`Pools`] guards.
+#[derive(Debug)]
+struct Current {
+    generation: u64,
+    pool: PgPool,
+    connect: PgConnectOptions,
 }
 
 impl Pools {
     fn new(options: PgPoolOptions, connect: PgConnectOptions) -> Self {
         let pool = options.clone().connect_lazy_with(connect.clone());
-        Self { current: std::sync::RwLock::new((0, pool)), options, connect, held: Default::default() }
+        Self {
+            current: std::sync::RwLock::new(Current { generation: 0, pool, connect }),
+            options,
+            held: Default::default(),
+        }
+    }
+
+    fn current(&self) -> std::sync::RwLockWriteGuard<'_, Current> {
+        self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The pool in use.
     fn get(&self) -> (u64, PgPool) {
-        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (current.generation, current.pool.clone())
+    }
+
+    /// Replaces the pool in use by a fresh one that connects with `connect` (a new URL), unless
+    /// it connects that way already. Connections of the old pool go as they are returned.
+    fn reconnect(&self, connect: PgConnectOptions) -> bool {
+        let mut current = self.current();
+        if format!("{:?}", current.connect) == format!("{connect:?}") {
+            return false;
+        }
+        let pool = self.options.clone().connect_lazy_with(connect.clone());
+        let old = std::mem::replace(&mut current.pool, pool);
+        current.connect = connect;
+        current.generation += 1;
+        drop(current);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), old.close()).await;
+        });
+        true
     }
 
     /// Called after an acquire from pool `generation` timed out: replaces it if its slots are
@@ -97,13 +136,14 @@ impl Pools {
         if !stuck {
             return;
         }
-        let mut current = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if current.0 != generation {
+        let mut current = self.current();
+        if current.generation != generation {
             return;
         }
         tracing::warn!(connections = pool.size(), "database connections stuck being returned to the pool: replaced");
-        let old = std::mem::replace(&mut current.1, self.options.clone().connect_lazy_with(self.connect.clone()));
-        current.0 += 1;
+        let fresh = self.options.clone().connect_lazy_with(current.connect.clone());
+        let old = std::mem::replace(&mut current.pool, fresh);
+        current.generation += 1;
         drop(current);
         // Stop the old pool from handing out or opening anything; its stuck slot goes with it.
         tokio::spawn(async move {
@@ -140,20 +180,7 @@ impl PgStore {
     ///
     /// A malformed `url`.
     pub fn connect_lazy(url: &str, options: &DbOptions) -> Result<Self, sqlx::Error> {
-        let mut connect: PgConnectOptions = url.parse()?;
-        connect = connect.application_name(&options.application_name);
-        // A server to verify and no authority named: the RDS ones this binary carries (see
-        // store/certs/README.md), so a function needs no certificate file.
-        if matches!(connect.get_ssl_mode(), PgSslMode::VerifyCa | PgSslMode::VerifyFull)
-            && !url.contains("sslrootcert=")
-        {
-            connect = connect.ssl_root_cert_from_pem(RDS_CERTIFICATE_AUTHORITIES.to_vec());
-        }
-        if options.proxy_compat {
-            // PgBouncer rejects unknown startup parameters, and named statements would be prepared
-            // on one server connection and executed on another.
-            connect = connect.statement_cache_capacity(0).extra_float_digits(None);
-        }
+        let connect = connect_options(url, options)?;
         let pool_options = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .min_connections(0)
@@ -178,12 +205,58 @@ impl PgStore {
             reads: Arc::default(),
             read_limit: options.statement_timeout + SILENCE_MARGIN,
             feed_limit: feed_timeout + SILENCE_MARGIN,
+            options: options.clone(),
+            reread: Arc::default(),
         })
+    }
+
+    /// The server refused our credentials: reads the URL again from the source, if there is
+    /// one and it was not read within [`URL_REREAD_EVERY`], and connects with what it says from
+    /// then on. In the background: the failed call is not held for it.
+    fn reread_url(&self) {
+        let Some(source) = self.options.url_source.clone() else { return };
+        {
+            let mut last = self.reread.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.is_some_and(|at| at.elapsed() < URL_REREAD_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let (pools, options) = (self.pools.clone(), self.options.clone());
+        tokio::spawn(async move {
+            match source.url().await.and_then(|url| connect_options(&url, &options).map_err(|e| e.to_string())) {
+                Ok(connect) => {
+                    if pools.reconnect(connect) {
+                        tracing::info!("the database refused the credentials: read them again, reconnecting");
+                    } else {
+                        tracing::warn!("the database refused the credentials, and their source still has the same");
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "the database refused the credentials: reading them again failed")
+                }
+            }
+        });
     }
 
     /// The pool in use, for this crate's other statements (the warmer's outbox).
     pub(crate) fn pool(&self) -> PgPool {
         self.pools.get().1
+    }
+
+    /// Opens a transaction on a pooled connection.
+    ///
+    /// # Errors
+    ///
+    /// No connection could be had (a refused login reads the URL again: see `reread_url`).
+    pub(crate) async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
+        self.pool().begin().await.map_err(|err| {
+            let err = StoreError::from(err);
+            if err.is_refused_login() {
+                self.reread_url();
+            }
+            err
+        })
     }
 
     /// One read (or a serving instance's one write): its statements in one message, one round
@@ -282,7 +355,11 @@ impl PgStore {
                 if matches!(err, sqlx::Error::PoolTimedOut) {
                     self.pools.replace_if_stuck(generation, &pool);
                 }
-                return Err(err.into());
+                let err = StoreError::from(err);
+                if err.is_refused_login() {
+                    self.reread_url();
+                }
+                return Err(err);
             }
         };
         let held = Held::new(&self.pools.held);
@@ -329,6 +406,25 @@ impl PgStore {
             Err(err) => Err(err),
         }
     }
+}
+
+/// How every connection to `url` is made: named for `pg_stat_activity`, verifying RDS's
+/// certificates when the URL asks for verification and names no authority, and with nothing a
+/// pooler refuses in proxy mode.
+fn connect_options(url: &str, options: &DbOptions) -> Result<PgConnectOptions, sqlx::Error> {
+    let mut connect: PgConnectOptions = url.parse()?;
+    connect = connect.application_name(&options.application_name);
+    // A server to verify and no authority named: the RDS ones this binary carries (see
+    // store/certs/README.md), so a function needs no certificate file.
+    if matches!(connect.get_ssl_mode(), PgSslMode::VerifyCa | PgSslMode::VerifyFull) && !url.contains("sslrootcert=") {
+        connect = connect.ssl_root_cert_from_pem(RDS_CERTIFICATE_AUTHORITIES.to_vec());
+    }
+    if options.proxy_compat {
+        // PgBouncer rejects unknown startup parameters, and named statements would be prepared
+        // on one server connection and executed on another.
+        connect = connect.statement_cache_capacity(0).extra_float_digits(None);
+    }
+    Ok(connect)
 }
 
 /// `statement` as an unnamed PostgreSQL statement with bound parameters (never prepared by name,

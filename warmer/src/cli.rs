@@ -7,6 +7,7 @@ use cache_policy::cost::BudgetPolicy;
 use cache_policy::plan::Limits;
 use clap::{Args, Parser, Subcommand};
 use plumbing::settings::{MetricsMode, parse_duration};
+use store::credentials::UrlSource;
 use store::{Db, DbOptions, ServiceCalendar};
 
 use crate::backend::{CloudFront, Invalidator, Purge};
@@ -206,12 +207,15 @@ async fn chain_credentials() -> Result<secret::Credentials, SetupError> {
 ///
 /// DATABASE_URL is missing or malformed.
 pub async fn open_db(args: &DatabaseArgs) -> Result<Db, SetupError> {
-    let url = match (&args.database.database_url, &args.database.database_secret_arn) {
-        (Some(url), _) => url.clone(),
-        (None, Some(secret)) => secret::database_url(secret, &chain_credentials().await?).await?,
+    let (url, url_source) = match (&args.database.database_url, &args.database.database_secret_arn) {
+        (Some(url), _) => (url.clone(), None),
+        (None, Some(secret)) => {
+            let credentials = chain_credentials().await?;
+            let url = secret::database_url(secret, &credentials).await?;
+            (url, Some(secret_source(secret.clone(), credentials)))
+        }
         (None, None) => return Err(SetupError::Missing("DATABASE_URL or DATABASE_SECRET_ARN is required")),
     };
-    let url = url.as_str();
     let options = DbOptions {
         max_connections: 2,
         acquire_timeout: Duration::from_secs(5),
@@ -220,8 +224,21 @@ pub async fn open_db(args: &DatabaseArgs) -> Result<Db, SetupError> {
         idle_timeout: Duration::from_secs(30),
         proxy_compat: true,
         application_name: format!("edgerail-warmer-{}", std::process::id()),
+        url_source,
     };
-    store::open(Some(url), std::path::Path::new(""), &options).map_err(|e| SetupError::Invalid(e.to_string()))
+    store::open(Some(url.as_str()), std::path::Path::new(""), &options).map_err(|e| SetupError::Invalid(e.to_string()))
+}
+
+/// The secret as a source of the URL, read again when the database refuses the credentials (a
+/// rotated password), so a long-running warmer recovers without a restart.
+fn secret_source(secret: String, credentials: secret::Credentials) -> UrlSource {
+    let (secret, credentials) = (std::sync::Arc::new(secret), std::sync::Arc::new(credentials));
+    UrlSource::new(move || {
+        let (secret, credentials) = (secret.clone(), credentials.clone());
+        Box::pin(
+            async move { secret::database_url(&secret, &credentials).await.map_err(|e| plumbing::error_chain(&e)) },
+        )
+    })
 }
 
 /// Builds the configured invalidation backend.

@@ -27,7 +27,7 @@ pub enum Backend {
 const SERVICES: &[(&str, &str)] = &[
     (
         "TEST_DATABASE_URL",
-        "PostgreSQL 13 or later: postgres://role:password@host:port, a role that may create databases",
+        "PostgreSQL 13 or later: postgres://role:password@host:port, a role that may create databases and roles",
     ),
     ("TEST_PG_TEMPLATE", "the seeded template database on it (made by scripts/services.sh make_fixtures)"),
     ("TEST_PGBOUNCER_URL", "PgBouncer in transaction pooling mode in front of that PostgreSQL"),
@@ -159,7 +159,7 @@ impl TestApp {
     pub async fn with_url(db: TestDb, url: &str, extra: &[&str]) -> Self {
         let config = config(url, extra);
         config.validate().expect("valid configuration");
-        let store = startup::open_store(&config).expect("open store");
+        let store = startup::open_store(&config, None).expect("open store");
         let state = startup::build_state(&config, store).expect("build state");
         let router = app(state.clone());
         Self { db, state, router }

@@ -29,7 +29,7 @@ pub(crate) async fn learned_once(app: &TestApp, done: impl Fn(&[LearnedPath]) ->
 /// A store of its own on `db`: the app's may be cut off from the database by a test's proxy.
 fn store_of(db: &TestDb) -> store::Db {
     let config = crate::helpers::config(&db.url, &[]);
-    api::startup::open_store(&config).expect("open store")
+    api::startup::open_store(&config, None).expect("open store")
 }
 
 pub(crate) fn fetches(rows: &[LearnedPath], path: &str) -> Option<i64> {

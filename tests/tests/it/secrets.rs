@@ -21,6 +21,26 @@ fn credentials() -> Credentials {
     }
 }
 
+/// Calls Secrets Manager (moto) with a signed request, as the binaries do.
+async fn secrets_manager(target: &str, body: serde_json::Value) -> serde_json::Value {
+    let moto = env("TEST_MOTO_URL");
+    let body = body.to_string();
+    let uri: http::Uri = format!("{moto}/").parse().unwrap();
+    let signed =
+        secret::signed_request(&credentials(), &uri, target, body.clone(), std::time::SystemTime::now()).unwrap();
+    let mut request = reqwest::Client::new().post(format!("{moto}/")).body(body);
+    for (name, value) in signed.headers() {
+        request = request.header(name.as_str(), value.to_str().unwrap());
+    }
+    request.send().await.unwrap().error_for_status().unwrap().json().await.unwrap()
+}
+
+/// A new version of the secret `arn` (what a rotation's last step makes current).
+async fn put_secret(arn: &str, value: &str) {
+    secrets_manager("secretsmanager.PutSecretValue", serde_json::json!({ "SecretId": arn, "SecretString": value }))
+        .await;
+}
+
 /// Stores a secret in moto (through the same signed request the binaries make) and returns its ARN.
 async fn create_secret(value: &str) -> String {
     let moto = env("TEST_MOTO_URL");
@@ -320,6 +340,7 @@ async fn verify_full_refuses_a_certificate_no_rds_authority_signed() {
         idle_timeout: Duration::from_secs(5),
         proxy_compat: false,
         application_name: "edgerail-test".into(),
+        url_source: None,
     };
     let encrypted =
         store::Db::Postgres(store::PgStore::connect_lazy(&format!("{}?sslmode=require", db.url), &options).unwrap());
@@ -330,4 +351,140 @@ async fn verify_full_refuses_a_certificate_no_rds_authority_signed() {
     let err = verified.ping().await.expect_err("a certificate from no RDS authority is refused");
     let chain = format!("{err:?}");
     assert!(chain.to_lowercase().contains("certificate") || chain.contains("Tls"), "{chain}");
+}
+
+/// A login role of its own on the test database, that may do what the api and the warmer do, with
+/// `password`; the test role may terminate its connections (to make the next request log in
+/// again, as a new Lambda instance or a recycled connection would).
+async fn login_role(db: &TestDb, password: &str) -> String {
+    let role = format!("rot_{:x}", fastrand() % 0xffff_ffff);
+    db.exec(&format!(
+        "CREATE ROLE {role} LOGIN PASSWORD '{password}'; GRANT {role} TO CURRENT_USER; \
+         GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; \
+         GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"
+    ))
+    .await;
+    role
+}
+
+/// `db`'s URL, logging in as `role` with `password`.
+fn url_as(db: &TestDb, role: &str, password: &str) -> String {
+    let rest = db.url.split_once('@').unwrap().1;
+    format!("postgres://{role}:{password}@{rest}")
+}
+
+/// Changes `role`'s password and ends its open connections.
+async fn rotate(db: &TestDb, role: &str, password: &str) {
+    db.exec(&format!(
+        "ALTER ROLE {role} PASSWORD '{password}'; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"
+    ))
+    .await;
+}
+
+/// A rotated password without a secret: every miss is a `503` with `Retry-After` (an outage of the
+/// database, as the breaker and stale-if-error treat one), never a `500`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_rotated_password_without_a_secret_answers_503_never_500() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let role = login_role(&db, "before").await;
+    let app = crate::helpers::TestApp::with_url(db.clone(), &url_as(&db, &role, "before"), &[]).await;
+    assert_eq!(app.get("/v1/lines").await.status, 200);
+    rotate(&db, &role, "after").await;
+    for path in ["/v1/formations/10701F", "/v1/formations/3001F", "/v1/lines/minato/stations"] {
+        let res = app.get(path).await;
+        assert_eq!(res.status, 503, "{path}: {:?}", res.body);
+        assert_eq!(res.header("retry-after"), "1");
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+    }
+}
+
+/// The api on a secret, through the two ways RDS rotates one: a new password for the same user,
+/// and alternating between two users. While the database refuses the old credentials a miss is a
+/// `503` (never a `500`); once the secret's new version is current, the api reads it again and
+/// answers without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn the_api_and_the_warmer_recover_from_a_rotation_by_reading_the_secret_again() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let (user, clone) = (login_role(&db, "first").await, login_role(&db, "clone-first").await);
+    let secret = create_secret(&rds_shaped(&url_as(&db, &user, "first"))).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _api = api_with_secret(&secret, port).spawn().unwrap();
+    assert_eq!(first_answer(port).await.unwrap().status(), 200);
+    let warmer_out = std::env::temp_dir().join(format!("edgerail-rotation-{port}.jsonl"));
+    let mut warmer = tokio::process::Command::new(binary("warmer"));
+    warmer
+        .args(["--every", "400ms"])
+        .env_clear()
+        .env("DATABASE_SECRET_ARN", &secret)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_SESSION_TOKEN", "testing-session")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL", env("TEST_MOTO_URL"))
+        .env("WARMER_SETTLE", "0s")
+        .stdout(std::fs::File::create(&warmer_out).unwrap())
+        .stderr(std::fs::File::create(warmer_out.with_extension("log")).unwrap())
+        .kill_on_drop(true);
+    let _warmer = warmer.spawn().unwrap();
+    let ticks = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&warmer_out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    while ticks().is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(30), "the warmer never ticked");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("http://127.0.0.1:{port}{path}")).send();
+    // Misses of pages not cached yet, one formation after another.
+    let mut formations = (10_701..10_731).map(|n| format!("/v1/formations/{n}F"));
+    for (step, (role, old, new, secret_now)) in [
+        // Single user: its password changes, then the secret says so.
+        (user.clone(), "first", "second", url_as(&db, &user, "second")),
+        // Alternating users: the secret moves to the clone, whose password was set beforehand,
+        // and the user it left gets a new password.
+        (user.clone(), "second", "third", url_as(&db, &clone, "clone-first")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let _ = old;
+        rotate(&db, &role, new).await;
+        // Refused: an outage, not an error.
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let refused = get(&formations.next().unwrap()).await.unwrap();
+        assert_eq!(refused.status(), 503, "step {step}: {:?}", refused.text().await);
+        put_secret(&secret, &rds_shaped(&secret_now)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let res = get(&formations.next().unwrap()).await.unwrap();
+            assert_ne!(res.status(), 500, "step {step}");
+            if res.status() == 200 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "step {step}: the api never read the secret again");
+        }
+    }
+    // The warmer's ticks failed while the database refused it, and succeed again since.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ticks = ticks();
+        let failed = ticks.iter().position(|t| !t["error"].is_null());
+        let recovered = failed.is_some_and(|f| ticks[f..].iter().any(|t| t["error"].is_null()));
+        if recovered && ticks.last().is_some_and(|t| t["error"].is_null()) {
+            assert!(ticks.iter().all(|t| t["retryable"] != false), "a refused login is retryable");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the warmer never recovered: {ticks:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
