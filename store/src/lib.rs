@@ -17,6 +17,7 @@
 //!   `cursor`: [`FeedCursor`].
 //! - [`outbox`]: the warmer's side of the feed: claiming, completing, pruning, its records.
 //! - [`learned`]: the learned warm set.
+//! - [`explain`]: the data reads' statements as PostgreSQL receives them, to check their plans.
 //! - `schema`: migrations and what binaries check of the schema; `tags`: the triggers that
 //!   record which tags a write touches, generated for both dialects from the tables the policy
 //!   declares; [`demo`]: realistic demo data and its loader.
@@ -57,6 +58,7 @@ mod cursor;
 mod db;
 pub mod demo;
 mod error;
+pub mod explain;
 mod feed;
 pub mod learned;
 pub mod model;

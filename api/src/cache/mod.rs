@@ -18,7 +18,7 @@
 //!
 //! - [`response`]: the cached value.
 //! - [`feed`]: the change-feed follower and the freshness bound.
-//! - [`breaker`]: fail-fast after the database was found unavailable.
+//! - [`breaker`]: fail-fast after the database was found unavailable, for the instance or one route.
 //! - [`evictions`]: which tags were evicted when, so an answer outlives no eviction of its tags.
 
 mod breaker;
@@ -36,7 +36,7 @@ use plumbing::error_chain;
 use store::{Db, FeedCursor, Position, StoreError};
 
 pub(crate) use breaker::BREAKER_OPEN;
-use breaker::Breaker;
+use breaker::{Breaker, RouteBreakers};
 use evictions::Evictions;
 use feed::{Apply, FEED_LIMIT, FeedSettings, Follower, Polled, Step};
 pub(crate) use response::{CachedResponse, Variant};
@@ -146,8 +146,10 @@ pub(crate) struct LocalCache {
     /// Which tags were evicted when: an answer is served only while none of its tags was evicted
     /// after its load started, and a load that overlaps an eviction is not kept.
     evictions: Evictions,
-    /// Fail-fast after the database was found unavailable.
+    /// Fail-fast after the database was found unreachable: every route.
     breaker: Breaker,
+    /// Fail-fast after a route's reads ran out of time: that route.
+    route_breakers: RouteBreakers,
     /// Client-side bound of one load.
     load_timeout: Duration,
 }
@@ -183,6 +185,7 @@ impl LocalCache {
             feed: Follower::new(config.feed),
             evictions: Evictions::default(),
             breaker: Breaker::new(),
+            route_breakers: RouteBreakers::default(),
             load_timeout: config.load_timeout,
         }
     }
@@ -335,7 +338,9 @@ impl LocalCache {
         F: FnOnce(Position) -> Fut,
         Fut: Future<Output = Result<Loaded, StoreError>>,
     {
-        if self.breaker.is_open() {
+        // The key starts with the route's name.
+        let route = key.split('\n').next().unwrap_or(key);
+        if self.breaker.is_open() || self.route_breakers.is_open(route) {
             return Err(LoadError::Unavailable);
         }
         let resource = || key.replace('\n', " ");
@@ -346,7 +351,12 @@ impl LocalCache {
         };
         result.map_err(|err| {
             if err.is_unavailable() {
-                self.breaker.trip();
+                // Unreachable: every read fails. Out of time: this route's reads are slow.
+                if err.is_unreachable() {
+                    self.breaker.trip();
+                } else {
+                    self.route_breakers.trip(route);
+                }
                 tracing::warn!(resource = %resource(), error = %error_chain(&err), "database unavailable");
                 LoadError::Unavailable
             } else {

@@ -127,3 +127,28 @@ async fn a_database_that_never_answers_gives_503_not_a_hang() {
     answers_503_within_the_acquire_timeout(&format!("postgres://edgerail:edgerail@{addr}/x")).await;
     held.abort();
 }
+
+/// One route's reads running out of time (its table locked by an import) fail that route's
+/// requests, fast after the first, and leave every other route answering: a statement timeout
+/// says a route is slow, not that the database is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_routes_statement_timeout_does_not_take_the_other_routes_down() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let app = TestApp::with(db.clone(), &["--db-statement-timeout", "500ms"]).await;
+    assert_eq!(app.get("/v1/lines").await.status, 200, "following the feed");
+    let mut locker = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE sightings IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
+    let slow = app.get("/v1/stations/M01/sightings").await;
+    assert_eq!(slow.status, 503, "the locked route times out: {:?}", slow.body);
+    // Right after, within the breaker's second: the station route fails fast, the others answer.
+    let started = std::time::Instant::now();
+    assert_eq!(app.get("/v1/stations/M02/sightings").await.status, 503);
+    assert!(started.elapsed() < std::time::Duration::from_millis(400), "the slow route fails fast now");
+    for path in ["/v1/lines/minato/stations", "/v1/lines/sakura/stations", "/v1/operations/2026-01-01"] {
+        let res = app.get(path).await;
+        assert_eq!(res.status, 200, "{path} answers while another route's table is locked: {:?}", res.body);
+        assert_eq!(res.header("x-local-cache"), "miss");
+    }
+    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
+}

@@ -20,6 +20,7 @@ mod lambda;
 mod learn;
 mod openapi;
 mod pgbouncer;
+mod plans;
 mod quickstart;
 mod roundtrips;
 mod secrets;
