@@ -16,10 +16,35 @@ impl FeedCursor {
         Self(Cursor::Id(0))
     }
 
+    /// A PostgreSQL position from its snapshot's text (`xmin:xmax:xip,…`) and the highest change
+    /// id it saw. Readers get their positions from the store; this one serves tests of code that
+    /// compares them.
+    pub fn postgres(snapshot: &str, last_id: i64) -> Self {
+        Self(Cursor::Snapshot { snapshot: snapshot.to_owned(), last_id })
+    }
+
     /// The highest change id the position has seen.
     pub(crate) fn last_id(&self) -> i64 {
         match self.0 {
             Cursor::Id(id) | Cursor::Snapshot { last_id: id, .. } => id,
+        }
+    }
+
+    /// Whether every change visible at `other` is visible at this position too: a reader that
+    /// follows the feed from `other` then reports every change this position lacks. On
+    /// PostgreSQL, every transaction `other`'s snapshot sees as completed this one sees as
+    /// completed; on SQLite, this position's last id is at least `other`'s. A snapshot that cannot
+    /// be read sees nothing for sure.
+    pub fn sees_everything_at(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Cursor::Id(mine), Cursor::Id(theirs)) => mine >= theirs,
+            (Cursor::Snapshot { snapshot: mine, .. }, Cursor::Snapshot { snapshot: theirs, .. }) => {
+                match (Snapshot::parse(mine), Snapshot::parse(theirs)) {
+                    (Some(mine), Some(theirs)) => mine.sees_everything_at(&theirs),
+                    _ => false,
+                }
+            }
+            _ => false,
         }
     }
 
@@ -54,6 +79,39 @@ pub(crate) enum Cursor {
         /// running one can be above it, unlisted. Those three sets are all a poll has to read.
         last_id: i64,
     },
+}
+
+/// A PostgreSQL snapshot's parts: a transaction is seen as completed when it is below `xmax` and
+/// not listed in progress.
+struct Snapshot {
+    xmax: u64,
+    in_progress: Vec<u64>,
+}
+
+impl Snapshot {
+    /// `xmin:xmax:xip,…`, or `None`.
+    fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.splitn(3, ':');
+        let _xmin: u64 = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let in_progress =
+            parts.next()?.split(',').filter(|x| !x.is_empty()).map(str::parse).collect::<Result<_, _>>().ok()?;
+        Some(Self { xmax, in_progress })
+    }
+
+    fn completed(&self, xid: u64) -> bool {
+        xid < self.xmax && !self.in_progress.contains(&xid)
+    }
+
+    /// Whether every transaction `other` sees as completed, this one does too: those between this
+    /// snapshot's `xmax` and `other`'s must all be in progress for `other`, and those this one
+    /// has in progress must be in progress (or not yet begun) for `other`.
+    fn sees_everything_at(&self, other: &Self) -> bool {
+        let above = other.xmax.saturating_sub(self.xmax);
+        let above_completed = above > other.in_progress.len() as u64
+            || (self.xmax..other.xmax).any(|xid| !other.in_progress.contains(&xid));
+        !above_completed && !self.in_progress.iter().any(|&xid| other.completed(xid))
+    }
 }
 
 /// The transactions `snapshot` saw in progress, as an `xid8[]` literal (`{790,805}`). Spelled
@@ -105,6 +163,26 @@ mod tests {
         assert_eq!(in_progress("805:805:").unwrap(), "{}");
         assert!(in_progress("805:805:1;DROP").is_err());
         assert!(in_progress("805").is_err());
+    }
+
+    fn at(snapshot: &str) -> FeedCursor {
+        FeedCursor(Cursor::Snapshot { snapshot: snapshot.into(), last_id: 0 })
+    }
+
+    #[test]
+    fn a_position_sees_everything_at_another_when_no_transaction_completed_only_there() {
+        // The same snapshot, and a later one with nothing completed in between but more running.
+        assert!(at("790:805:790,801").sees_everything_at(&at("790:805:790,801")));
+        assert!(at("790:810:790,801,807").sees_everything_at(&at("790:805:790,801")));
+        // Transaction 801 completed in between: the later snapshot sees it, the earlier does not.
+        assert!(!at("790:805:790,801").sees_everything_at(&at("790:806:790")));
+        assert!(at("790:806:790").sees_everything_at(&at("790:805:790,801")));
+        // 805 and 806 began after this snapshot: fine while the other has them in progress.
+        assert!(at("790:805:790").sees_everything_at(&at("790:807:790,805,806")));
+        assert!(!at("790:805:790").sees_everything_at(&at("790:807:790,806")), "805 completed");
+        assert!(!at("790:805:").sees_everything_at(&at("not a snapshot")));
+        let ids = |id| FeedCursor(Cursor::Id(id));
+        assert!(ids(7).sees_everything_at(&ids(7)) && !ids(6).sees_everything_at(&ids(7)));
     }
 
     #[test]

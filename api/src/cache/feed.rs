@@ -223,12 +223,15 @@ impl Follower {
     }
 
     /// Adopts `cursor`, read together with a load that started at `started`, as the first
-    /// position, unless the follower has one already. Returns whether it did: only then may that
-    /// load be kept (a load covered by a later position could miss a change made between the two).
+    /// position, unless the follower has one already. Returns whether that load may be kept: its
+    /// position was adopted, or it sees everything the follower's position sees (changes after
+    /// that the next polls evict). A load whose snapshot is older than the follower's position
+    /// could lack a change committed between the two, which no poll reports: it is served once.
+    /// Concurrent cold loads usually read the same snapshot, so all of them can be kept.
     pub(crate) fn adopt(&self, started: Instant, cursor: FeedCursor) -> bool {
         let mut state = self.state();
-        if state.cursor.is_some() {
-            return false;
+        if let Some(current) = &state.cursor {
+            return cursor.sees_everything_at(current);
         }
         state.cursor = Some(cursor);
         state.verified_at = Some(started);
@@ -332,9 +335,13 @@ mod tests {
         // No poll of its own, and nothing to wait for.
         assert_eq!(f.step(t0), Step::Proceed);
         assert!(!f.following());
-        // Two cold loads race: the first position read is adopted, the other load is not kept.
-        assert!(f.adopt(t0 + 5 * MS, cursor_after_start()));
-        assert!(!f.adopt(t0, cursor_after_start()));
+        // Cold loads race: the first position read is adopted. Another that read the same
+        // snapshot, or a later one, may be kept too; one whose snapshot missed a transaction the
+        // adopted one saw completed (801) may not: no poll will report that transaction.
+        assert!(f.adopt(t0 + 5 * MS, FeedCursor::postgres("790:805:790,801", 40)));
+        assert!(f.adopt(t0, FeedCursor::postgres("790:805:790,801", 40)));
+        assert!(f.adopt(t0, FeedCursor::postgres("790:806:790,801,805", 40)));
+        assert!(!f.adopt(t0, FeedCursor::postgres("790:801:790", 39)));
         assert!(f.following());
         // The load vouches like a poll that started when it did; polls resume an interval later.
         assert!(f.vouches_for(t0, t0 + 3_005 * MS));
