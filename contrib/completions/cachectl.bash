@@ -171,7 +171,7 @@ _cachectl() {
             return 0
             ;;
         cachectl__subcmd__invalidate)
-            opts="-h --tag --path --wait --dry-run --json --invalidator --distribution-id --purge-url --mode --path-budget --over-budget-every --collapse-at --retry-base --retry-attempts --wait-timeout --poll-interval --database-url --database-secret-arn --service-tz --service-day-start --help"
+            opts="-h --tag --path --wait --dry-run --json --invalidator --distribution-id --purge-url --mode --path-budget --over-budget-every --collapse-at --retry-base --retry-attempts --wait-timeout --poll-interval --call-timeout --database-url --database-secret-arn --service-tz --service-day-start --db-statement-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -229,6 +229,10 @@ _cachectl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --call-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --database-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -242,6 +246,10 @@ _cachectl() {
                     return 0
                     ;;
                 --service-day-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db-statement-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -253,7 +261,7 @@ _cachectl() {
             return 0
             ;;
         cachectl__subcmd__plan)
-            opts="-h --tag --path --json --invalidator --distribution-id --purge-url --mode --path-budget --over-budget-every --collapse-at --retry-base --retry-attempts --wait-timeout --poll-interval --database-url --database-secret-arn --service-tz --service-day-start --help"
+            opts="-h --tag --path --json --invalidator --distribution-id --purge-url --mode --path-budget --over-budget-every --collapse-at --retry-base --retry-attempts --wait-timeout --poll-interval --call-timeout --database-url --database-secret-arn --service-tz --service-day-start --db-statement-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -311,6 +319,10 @@ _cachectl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --call-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --database-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -324,6 +336,10 @@ _cachectl() {
                     return 0
                     ;;
                 --service-day-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db-statement-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -349,7 +365,7 @@ _cachectl() {
             return 0
             ;;
         cachectl__subcmd__status)
-            opts="-h --json --invalidator --distribution-id --purge-url --mode --path-budget --over-budget-every --collapse-at --retry-base --retry-attempts --wait-timeout --poll-interval --database-url --database-secret-arn --service-tz --service-day-start --help"
+            opts="-h --json --invalidator --distribution-id --purge-url --mode --path-budget --over-budget-every --collapse-at --retry-base --retry-attempts --wait-timeout --poll-interval --call-timeout --database-url --database-secret-arn --service-tz --service-day-start --db-statement-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -399,6 +415,10 @@ _cachectl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --call-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --database-url)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -415,6 +435,10 @@ _cachectl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --db-statement-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -423,7 +447,7 @@ _cachectl() {
             return 0
             ;;
         cachectl__subcmd__warm)
-            opts="-h --base-url --max-paths --warm-budget --learned-max --learned-max-age --concurrency --timeout --database-url --database-secret-arn --service-tz --service-day-start --help"
+            opts="-h --base-url --max-paths --warm-budget --learned-max --learned-max-age --concurrency --timeout --database-url --database-secret-arn --service-tz --service-day-start --db-statement-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -470,6 +494,10 @@ _cachectl() {
                     return 0
                     ;;
                 --service-day-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db-statement-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -49,10 +49,12 @@ complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l retry-base -d
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l retry-attempts -d 'Attempts when CloudFront says too many invalidations are in progress' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l wait-timeout -d 'How long to wait for an invalidation to complete before warming (CloudFront)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l poll-interval -d 'How often to ask CloudFront whether an invalidation completed' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l call-timeout -d 'The longest one call to the invalidation API may take (CloudFront\'s, or a purge): one that accepts a request and never answers fails the call' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l database-url -d 'PostgreSQL URL (`postgres://…`) or SQLite URL (`sqlite://…`). The API, when it is unset, serves the embedded SQLite file at SQLITE_PATH (created and seeded on first run); on Lambda it is required, or DATABASE_SECRET_ARN' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l database-secret-arn -d 'AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when DATABASE_URL is unset (docs/deploy.md lists the shapes understood)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l service-tz -d 'IANA time zone of the timetable' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l service-day-start -d 'Local time (HH:MM) at which a service day starts' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l db-statement-timeout -d 'The longest one database round trip may take (a statement waiting on a lock, or a connection gone silent): past it the call fails, and with it the warmer\'s tick, which the next one retries' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l json -d 'Print one JSON object instead of text'
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l tag -d 'Cache tags, e.g. `formation:10701F` (repeatable)' -r
@@ -71,10 +73,12 @@ complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l retry-b
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l retry-attempts -d 'Attempts when CloudFront says too many invalidations are in progress' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l wait-timeout -d 'How long to wait for an invalidation to complete before warming (CloudFront)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l poll-interval -d 'How often to ask CloudFront whether an invalidation completed' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l call-timeout -d 'The longest one call to the invalidation API may take (CloudFront\'s, or a purge): one that accepts a request and never answers fails the call' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l database-url -d 'PostgreSQL URL (`postgres://…`) or SQLite URL (`sqlite://…`). The API, when it is unset, serves the embedded SQLite file at SQLITE_PATH (created and seeded on first run); on Lambda it is required, or DATABASE_SECRET_ARN' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l database-secret-arn -d 'AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when DATABASE_URL is unset (docs/deploy.md lists the shapes understood)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l service-tz -d 'IANA time zone of the timetable' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l service-day-start -d 'Local time (HH:MM) at which a service day starts' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l db-statement-timeout -d 'The longest one database round trip may take (a statement waiting on a lock, or a connection gone silent): past it the call fails, and with it the warmer\'s tick, which the next one retries' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l wait -d 'Show progress until the invalidation completes'
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l dry-run -d 'Print what would be sent and stop'
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l json -d 'Print one JSON object instead of text'
@@ -90,6 +94,7 @@ complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l database-url 
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l database-secret-arn -d 'AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when DATABASE_URL is unset (docs/deploy.md lists the shapes understood)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l service-tz -d 'IANA time zone of the timetable' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l service-day-start -d 'Local time (HH:MM) at which a service day starts' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l db-statement-timeout -d 'The longest one database round trip may take (a statement waiting on a lock, or a connection gone silent): past it the call fails, and with it the warmer\'s tick, which the next one retries' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -s h -l help -d 'Print help'
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l invalidator -d 'Invalidation backend' -r -f -a "cloudfront\t'CloudFront `CreateInvalidation` (DISTRIBUTION_ID)'
 purge\t'HTTP PURGE to a Varnish-style cache (PURGE_URL)'
@@ -105,10 +110,12 @@ complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l retry-base 
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l retry-attempts -d 'Attempts when CloudFront says too many invalidations are in progress' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l wait-timeout -d 'How long to wait for an invalidation to complete before warming (CloudFront)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l poll-interval -d 'How often to ask CloudFront whether an invalidation completed' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l call-timeout -d 'The longest one call to the invalidation API may take (CloudFront\'s, or a purge): one that accepts a request and never answers fails the call' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l database-url -d 'PostgreSQL URL (`postgres://…`) or SQLite URL (`sqlite://…`). The API, when it is unset, serves the embedded SQLite file at SQLITE_PATH (created and seeded on first run); on Lambda it is required, or DATABASE_SECRET_ARN' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l database-secret-arn -d 'AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when DATABASE_URL is unset (docs/deploy.md lists the shapes understood)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l service-tz -d 'IANA time zone of the timetable' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l service-day-start -d 'Local time (HH:MM) at which a service day starts' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l db-statement-timeout -d 'The longest one database round trip may take (a statement waiting on a lock, or a connection gone silent): past it the call fails, and with it the warmer\'s tick, which the next one retries' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l json -d 'Print one JSON object instead of text'
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm status help" -f -a "policy" -d 'Print the cache policy as a table'

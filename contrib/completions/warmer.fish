@@ -6,9 +6,11 @@ complete -c warmer -l database-url -d 'PostgreSQL URL (`postgres://…`) or SQLi
 complete -c warmer -l database-secret-arn -d 'AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when DATABASE_URL is unset (docs/deploy.md lists the shapes understood)' -r
 complete -c warmer -l service-tz -d 'IANA time zone of the timetable' -r
 complete -c warmer -l service-day-start -d 'Local time (HH:MM) at which a service day starts' -r
+complete -c warmer -l db-statement-timeout -d 'The longest one database round trip may take (a statement waiting on a lock, or a connection gone silent): past it the call fails, and with it the warmer\'s tick, which the next one retries' -r
 complete -c warmer -l batch -d 'Most distinct tags one tick claims; it takes every pending change that carries them, so one tick drains any backlog of those tags, however many rows it has' -r
 complete -c warmer -l settle -d 'How long a change must have been visible (committed) before it is claimed, so every API instance has evicted it before the edge refetches. At least the API\'s CHANGE_MAX_LAG' -r
 complete -c warmer -l retention -d 'Processed changes older than this are deleted' -r
+complete -c warmer -l lease -d 'The longest a tick holds the warmer\'s lease, at most one tick working at a time whatever invokes it. At least the longest a tick takes (the function\'s timeout on Lambda): a tick killed at its timeout blocks the next for at most this long' -r
 complete -c warmer -l invalidator -d 'Invalidation backend' -r -f -a "cloudfront\t'CloudFront `CreateInvalidation` (DISTRIBUTION_ID)'
 purge\t'HTTP PURGE to a Varnish-style cache (PURGE_URL)'
 none\t'Log only'"
@@ -23,6 +25,7 @@ complete -c warmer -l retry-base -d 'First delay when CloudFront says too many i
 complete -c warmer -l retry-attempts -d 'Attempts when CloudFront says too many invalidations are in progress' -r
 complete -c warmer -l wait-timeout -d 'How long to wait for an invalidation to complete before warming (CloudFront)' -r
 complete -c warmer -l poll-interval -d 'How often to ask CloudFront whether an invalidation completed' -r
+complete -c warmer -l call-timeout -d 'The longest one call to the invalidation API may take (CloudFront\'s, or a purge): one that accepts a request and never answers fails the call' -r
 complete -c warmer -l base-url -d 'Base URL warm requests go to: the distribution, or the local edge. Unset: no warming' -r
 complete -c warmer -l max-paths -d 'Upper bound of the warm set\'s floor (policy routes with `warm = true`, expanded with ids)' -r
 complete -c warmer -l warm-budget -d 'Most warm requests one tick sends: what invalidations emptied first, then what is due' -r

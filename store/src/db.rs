@@ -10,8 +10,9 @@
 //!   and with `read_at` the change feed's position their data is at least as new as. On
 //!   PostgreSQL that is one simple-query message with the values spelled as literals
 //!   (`onemessage`); on SQLite a transaction with bound parameters.
-//! - [`Db::begin`] and [`Tx`]: an explicit transaction of unnamed statements with bound
-//!   parameters, for writes and for the warmer's claims.
+//! - [`Db::write`]: statements as one transaction in one bounded round trip, for every write but
+//!   the demo loader's; [`Db::begin`] and [`Tx`]: an explicit transaction of unnamed statements
+//!   with bound parameters, for that one.
 //!
 //! Where the SQL itself must be spelled differently (time arithmetic, JSON, snapshots), the
 //! statement takes its text from the backend's [`Dialect`].
@@ -38,16 +39,6 @@ pub enum Db {
     /// SQLite file.
     #[cfg(feature = "sqlite")]
     Sqlite(SqliteStore),
-}
-
-/// How a transaction from [`Db::begin`] starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Begin {
-    /// As usual: locks are taken as statements need them.
-    Deferred,
-    /// SQLite takes its write lock up front (`BEGIN IMMEDIATE`), so a second writer waits at the
-    /// start rather than failing at its first write. PostgreSQL locks rows as usual.
-    Write,
 }
 
 /// An open transaction on either backend. Dropped without [`Tx::commit`], it rolls back.
@@ -97,20 +88,6 @@ impl Tx {
             Self::Postgres(tx) => tx.commit().await?,
             #[cfg(feature = "sqlite")]
             Self::Sqlite(tx) => tx.commit().await?,
-        }
-        Ok(())
-    }
-
-    /// Rolls back now (a dropped transaction rolls back only when its connection is next used).
-    ///
-    /// # Errors
-    ///
-    /// The rollback could not be sent; the connection rolls back when it is reused.
-    pub(crate) async fn rollback(self) -> StoreResult<()> {
-        match self {
-            Self::Postgres(tx) => tx.rollback().await?,
-            #[cfg(feature = "sqlite")]
-            Self::Sqlite(tx) => tx.rollback().await?,
         }
         Ok(())
     }
@@ -171,63 +148,39 @@ impl Db {
         Ok((each(rows)?, at.as_ref().map(FeedCursor::from_rows).transpose()?))
     }
 
-    /// Runs one write in a round trip of its own, bounded like a read: on PostgreSQL its
-    /// connection may be silent for at most the statement timeout and is dropped, not kept, when
-    /// it is. The path of a serving instance's writes, which must never hold its one connection.
+    /// Runs `statements` as one transaction and returns each one's rows: on PostgreSQL one message
+    /// and one round trip, in which the server may be silent for at most the statement timeout
+    /// (a silent connection is dropped, never held); on SQLite a short write transaction. The
+    /// path of every write the warmer and the api make: nothing holds a transaction open across a
+    /// call to anything else.
     ///
     /// # Errors
     ///
-    /// The database failed; nothing was written.
-    pub(crate) async fn write_bounded(&self, statement: Statement<'_>) -> StoreResult<()> {
-        match self {
-            Self::Postgres(s) => s.read(Limit::Write, false, &[statement]).await.map(drop),
+    /// The database failed or did not answer in time; nothing was written.
+    pub(crate) async fn write<const N: usize>(&self, statements: [Statement<'_>; N]) -> StoreResult<[Rows; N]> {
+        let rows: Vec<Rows> = match self {
+            Self::Postgres(s) => {
+                s.read(Limit::Write, false, &statements).await?.0.into_iter().map(Rows::Postgres).collect()
+            }
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(_) => self.execute(statement).await.map(drop),
-        }
+            Self::Sqlite(s) => s.write(&statements).await?.into_iter().map(Rows::Sqlite).collect(),
+        };
+        each(rows)
     }
 
-    /// Opens a transaction.
+    /// Opens a transaction for a long write (the demo loader's): SQLite takes its write lock up
+    /// front (`BEGIN IMMEDIATE`), so a second writer waits at the start rather than failing at its
+    /// first write.
     ///
     /// # Errors
     ///
     /// No connection could be had.
-    pub(crate) async fn begin(&self, begin: Begin) -> StoreResult<Tx> {
+    pub(crate) async fn begin(&self) -> StoreResult<Tx> {
         Ok(match self {
-            // Row locks are taken by the statements themselves (`FOR UPDATE SKIP LOCKED`).
-            Self::Postgres(s) => Tx::Postgres({
-                let _ = begin;
-                s.begin().await?
-            }),
+            Self::Postgres(s) => Tx::Postgres(s.begin().await?),
             #[cfg(feature = "sqlite")]
-            Self::Sqlite(s) => Tx::Sqlite(match begin {
-                Begin::Deferred => s.pool().begin().await?,
-                Begin::Write => s.pool().begin_with("BEGIN IMMEDIATE").await?,
-            }),
+            Self::Sqlite(s) => Tx::Sqlite(s.pool().begin_with("BEGIN IMMEDIATE").await?),
         })
-    }
-
-    /// Runs one statement in a transaction of its own; returns its rows.
-    ///
-    /// # Errors
-    ///
-    /// The database failed; nothing was kept.
-    pub(crate) async fn fetch(&self, statement: Statement<'_>) -> StoreResult<Rows> {
-        let mut tx = self.begin(Begin::Deferred).await?;
-        let rows = tx.fetch(statement).await?;
-        tx.commit().await?;
-        Ok(rows)
-    }
-
-    /// Runs one statement in a transaction of its own; returns the rows it affected.
-    ///
-    /// # Errors
-    ///
-    /// The database failed; nothing was kept.
-    pub(crate) async fn execute(&self, statement: Statement<'_>) -> StoreResult<u64> {
-        let mut tx = self.begin(Begin::Deferred).await?;
-        let affected = tx.execute(statement).await?;
-        tx.commit().await?;
-        Ok(affected)
     }
 
     /// The backend's spelling of the statements that differ.

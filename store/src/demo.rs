@@ -8,7 +8,7 @@
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
 use crate::calendar::ServiceCalendar;
-use crate::db::{Begin, Db};
+use crate::db::Db;
 use crate::error::StoreResult;
 use crate::model::{Formation, Line, Operation, Station};
 use crate::sql;
@@ -267,7 +267,7 @@ impl Db {
                 })
                 .collect(),
         ];
-        let mut tx = self.begin(Begin::Write).await?;
+        let mut tx = self.begin().await?;
         let before = tx.fetch(Statement::new(sql::MAX_CHANGE)).await?.one::<(i64,)>("change id")?.0;
         for delete in sql::DEMO_TABLES {
             tx.execute(Statement::new(delete)).await?;

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::db::Db;
 use crate::error::{StoreError, StoreResult};
-use crate::statement::{Statement, timestamp_text};
+use crate::statement::{Limit, Statement, timestamp_text};
 
 /// One learned path.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
@@ -49,7 +49,7 @@ impl Db {
         let json: Vec<serde_json::Value> =
             rows.iter().map(|r| serde_json::json!([r.path, r.fetches, timestamp_text(r.last_fetched_at)])).collect();
         let json = serde_json::Value::Array(json).to_string();
-        self.write_bounded(Statement::new(self.sql().record_learned).bind(json.as_str())).await
+        self.write([Statement::new(self.sql().record_learned).bind(json.as_str())]).await.map(drop)
     }
 
     /// The `limit` most fetched paths, the most fetched first (ties: the latest fetched first).
@@ -59,11 +59,13 @@ impl Db {
     /// The database failed.
     pub async fn learned_top(&self, limit: usize) -> StoreResult<Vec<LearnedPath>> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.fetch(Statement::new(self.sql().learned_top).bind(limit)).await?.decode()
+        let [top] = self.read(Limit::Data, [Statement::new(self.sql().learned_top).bind(limit)]).await?;
+        top.decode()
     }
 
     /// Bounds the table: deletes the paths not fetched within `max_age`, and all but the `keep`
-    /// most fetched. Returns how many rows went.
+    /// most fetched. Returns how many rows went. Reads first, and writes only when something is
+    /// to go: a tick with nothing to prune takes no write lock.
     ///
     /// # Errors
     ///
@@ -71,7 +73,12 @@ impl Db {
     pub async fn prune_learned(&self, max_age: Duration, keep: usize) -> StoreResult<u64> {
         let secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        self.execute(Statement::new(self.sql().prune_learned).bind(secs).bind(keep)).await
+        let [any] = self.read(Limit::Data, [Statement::new(self.sql().learned_prunable).bind(secs).bind(keep)]).await?;
+        if !any.one::<(bool,)>("prunable")?.0 {
+            return Ok(0);
+        }
+        let [gone] = self.write([Statement::new(self.sql().prune_learned).bind(secs).bind(keep)]).await?;
+        Ok(gone.decode::<(i64,)>()?.len() as u64)
     }
 
     /// The distinct values of a column that `table` names in its tags, as text, in order: the ids
@@ -86,7 +93,8 @@ impl Db {
             return Err(StoreError::Undeclared(format!("{}.{column}", table.name)));
         }
         const VALUES: &str = "SELECT DISTINCT CAST({1} AS TEXT) FROM {0} WHERE {1} IS NOT NULL ORDER BY 1";
-        let rows: Vec<(String,)> = self.fetch(Statement::naming(VALUES, &[&table.name, column])?).await?.decode()?;
+        let [rows] = self.read(Limit::Data, [Statement::naming(VALUES, &[&table.name, column])?]).await?;
+        let rows: Vec<(String,)> = rows.decode()?;
         Ok(rows.into_iter().map(|(v,)| v).collect())
     }
 }

@@ -1,36 +1,35 @@
-//! The warmer's side of the change feed: claiming pending `cache_changes` rows, marking them
-//! processed once the backend accepted their invalidation, pruning old ones, and the warmer's own
-//! bookkeeping (sent invalidations, warm state).
+//! The warmer's side of the change feed: its lease, claiming pending `cache_changes` rows, marking
+//! them processed once the backend accepted their invalidation, pruning, and the warmer's own
+//! bookkeeping (sent invalidations, warm state, builds seen).
 //!
-//! A claim is a database transaction that stays open while the backend is called. On PostgreSQL
-//! the rows are locked `FOR UPDATE SKIP LOCKED`, so a second warmer running at the same time skips
-//! them; on SQLite the claim takes the write lock (`BEGIN IMMEDIATE`), so a second warmer waits and
-//! then finds them processed. If the warmer fails or dies before completing, the transaction rolls
-//! back and the changes stay pending for the next tick: at-least-once, never lost.
+//! At most one tick works at a time: a tick with work takes the [lease](Db::take_lease) first,
+//! and a tick that finds it held ends at once. A row, not a session lock, so it holds behind
+//! transaction pooling; a lease a killed tick left expires.
 //!
-//! Every statement here runs inside an explicit transaction with unnamed statements: behind
-//! PgBouncer transaction pooling or RDS Proxy, the parse and the execution of one statement could
-//! otherwise land on two different server connections.
+//! A claim is committed, never a transaction held open: the claimed changes carry the claiming
+//! tick's token until the backend accepted their invalidation ([`Claim::complete`] marks them
+//! processed) or did not ([`Claim::release`] clears the token). A tick that dies in between
+//! leaves them pending, with a stale token the next tick's claim overwrites (the lease says no
+//! other tick is claiming): at-least-once, never lost, and no lock (SQLite's write lock, or
+//! PostgreSQL's row locks) is held while the backend is called.
+//!
+//! Every statement here is one bounded round trip (see [`Db::write`]): a silent connection fails
+//! the call within the statement timeout instead of holding the tick.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::db::{Begin, Db, Tx};
+use crate::db::Db;
 use crate::error::StoreResult;
 use crate::sql::RECORD_INVALIDATION;
-use crate::statement::Statement;
+use crate::statement::{Limit, Statement};
 
 /// What the database could see at one moment: a PostgreSQL snapshot, or SQLite's last change id.
 /// A claim made with a mark takes only the changes visible at that moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VisibleMark(String);
-
-/// What a claim holds in `invalidation_id` until it completes. Only the claim's own transaction
-/// ever sees it: completing replaces it before the commit, and releasing rolls it back. So one
-/// constant serves every claim.
-const CLAIMING: &str = "(claimed, not yet accepted)";
 
 /// One tag among the claimed changes, with the changes that carried it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -45,16 +44,15 @@ pub struct ClaimedTag {
     pub last_id: i64,
 }
 
-/// Claimed changes, held until [`Claim::complete`] or [`Claim::release`] (or drop).
+/// Claimed changes, until [`Claim::complete`] or [`Claim::release`].
 ///
 /// A claim takes every pending change its mark saw, coalesced by tag: a backlog of any size drains
 /// in one tick, and what a tick plans and sends grows with the distinct tags, never with rows.
 #[derive(Debug)]
+#[must_use = "a claim is completed or released"]
 pub struct Claim {
-    /// The open transaction holding the claim.
-    tx: Tx,
-    /// The statement that completes it, in its backend's dialect.
-    complete: &'static str,
+    /// The token the claimed changes carry.
+    token: String,
     /// The claimed tags, ordered by their first change.
     pub tags: Vec<ClaimedTag>,
 }
@@ -85,42 +83,48 @@ impl Claim {
         self.tags.is_empty()
     }
 
-    /// Releases the claim without processing anything: the changes stay pending for the next
-    /// tick. (Dropping a claim does the same, but only once its connection is next used; this
-    /// rolls back now, so SQLite's write lock is free at once.)
-    pub async fn release(self) {
-        if let Err(err) = self.tx.rollback().await {
-            tracing::warn!(error = %err, "releasing a claim failed; the connection will roll back on reuse");
-        }
-    }
-
-    /// Marks the claimed changes processed with the invalidation id (one statement, whatever
-    /// their number), records the invalidation, and releases the claim.
+    /// Leaves the claimed changes pending for the next tick (the backend did not accept them).
     ///
     /// # Errors
     ///
-    /// The database failed; the changes stay pending.
-    pub async fn complete(self, accepted: &Accepted<'_>) -> StoreResult<()> {
+    /// The database failed: they stay claimed by a token no tick uses, and the next tick's claim
+    /// takes them anyway.
+    pub async fn release(self, db: &Db) -> StoreResult<()> {
+        db.write([Statement::new(RELEASE).bind(self.token.as_str())]).await?;
+        Ok(())
+    }
+
+    /// Marks the claimed changes processed with the invalidation id and records the invalidation:
+    /// one transaction, whatever their number.
+    ///
+    /// # Errors
+    ///
+    /// The database failed; the changes stay pending (and are invalidated again by a later tick).
+    pub async fn complete(self, db: &Db, accepted: &Accepted<'_>) -> StoreResult<()> {
         let changes = i64::try_from(self.changes()).unwrap_or(i64::MAX);
-        let mut tx = self.tx;
-        tx.execute(Statement::new(self.complete).bind(accepted.id).bind(CLAIMING)).await?;
-        record(&mut tx, accepted, changes).await?;
-        tx.commit().await
+        let complete = Statement::new(db.sql().complete).bind(accepted.id).bind(self.token.as_str());
+        match record(accepted, changes) {
+            Some(record) => db.write([complete, record]).await.map(drop),
+            None => db.write([complete]).await.map(drop),
+        }
     }
 }
 
-/// Inserts the record of an accepted invalidation (nothing when it had no id).
-async fn record(tx: &mut Tx, accepted: &Accepted<'_>, changes: i64) -> StoreResult<()> {
-    let Some(id) = accepted.id else { return Ok(()) };
-    let insert = Statement::new(RECORD_INVALIDATION)
-        .bind(id)
-        .bind(accepted.backend)
-        .bind(accepted.caller_reference)
-        .bind(i64::try_from(accepted.items).unwrap_or(i64::MAX))
-        .bind(changes)
-        .bind(accepted.status);
-    tx.execute(insert).await?;
-    Ok(())
+/// Clears a claim's token from the changes it did not complete.
+const RELEASE: &str = "UPDATE cache_changes SET claim = NULL WHERE claim = $1 AND processed_at IS NULL";
+
+/// The statement recording an accepted invalidation (none when it had no id).
+fn record<'a>(accepted: &Accepted<'a>, changes: i64) -> Option<Statement<'a>> {
+    let id = accepted.id?;
+    Some(
+        Statement::new(RECORD_INVALIDATION)
+            .bind(id)
+            .bind(accepted.backend)
+            .bind(accepted.caller_reference)
+            .bind(i64::try_from(accepted.items).unwrap_or(i64::MAX))
+            .bind(changes)
+            .bind(accepted.status),
+    )
 }
 
 /// The pending part of the feed.
@@ -165,44 +169,135 @@ pub enum BuildSeen {
     },
 }
 
+/// Who holds the warmer's lease, when a tick could not take it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// Taken: this tick works, until the lease's expiry.
+    Taken,
+    /// Another tick holds it.
+    Held {
+        /// Its holder.
+        holder: String,
+        /// When it expires, unless released before.
+        until: Option<DateTime<Utc>>,
+    },
+}
+
+/// One row of the warm state: when the edge last fetched a path from the origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warmed {
+    /// The path.
+    pub path: String,
+    /// The status of the warmer's request.
+    pub status: u16,
+    /// The edge's `X-Cache` answer.
+    pub x_cache: Option<String>,
+    /// When the edge fetched it from the origin (its `Age` before the warmer's request).
+    pub fetched_at: DateTime<Utc>,
+}
+
 impl Db {
+    /// Takes the warmer's lease for `holder` until `ttl` from now, unless another holder has it
+    /// and it has not expired (the holder may take it again).
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn take_lease(&self, holder: &str, ttl: Duration) -> StoreResult<Lease> {
+        let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let [taken] = self.write([Statement::new(self.sql().take_lease).bind(holder).bind(secs)]).await?;
+        if taken.first::<(String,)>()?.is_some() {
+            return Ok(Lease::Taken);
+        }
+        const HOLDER: &str = "SELECT COALESCE(holder, ''), expires_at FROM warmer_lease WHERE id = 1";
+        let [held] = self.read(Limit::Data, [Statement::new(HOLDER)]).await?;
+        let (holder, until) = held.one::<(String, Option<DateTime<Utc>>)>("lease")?;
+        Ok(Lease::Held { holder, until })
+    }
+
+    /// Gives the lease back, if `holder` still has it.
+    ///
+    /// # Errors
+    ///
+    /// The database failed: the lease expires on its own.
+    pub async fn release_lease(&self, holder: &str) -> StoreResult<()> {
+        const RELEASE_LEASE: &str =
+            "UPDATE warmer_lease SET holder = NULL, expires_at = NULL WHERE id = 1 AND holder = $1";
+        self.write([Statement::new(RELEASE_LEASE).bind(holder)]).await.map(drop)
+    }
+
     /// The present [`VisibleMark`].
     ///
     /// The warmer takes a mark, waits its settle time, then claims what the mark saw: every claimed
-    /// change has then been visible (committed) for at least the settle time, whenever its transaction
-    /// started, so every API instance has had time to evict it before the edge is refilled.
+    /// change has then been visible (committed) for at least the settle time, whenever its
+    /// transaction started, so every API instance has had time to evict it before the edge is
+    /// refilled.
     ///
     /// # Errors
     ///
     /// The database failed.
     pub async fn visible_mark(&self) -> StoreResult<VisibleMark> {
-        let (mark,) = self.fetch(Statement::new(self.sql().visible_mark)).await?.one::<(String,)>("visibility mark")?;
-        Ok(VisibleMark(mark))
+        let [mark] = self.read(Limit::Data, [Statement::new(self.sql().visible_mark)]).await?;
+        Ok(VisibleMark(mark.one::<(String,)>("visibility mark")?.0))
     }
 
-    /// Claims the pending changes that were visible at `mark`, of at most `max_tags` distinct tags
-    /// (the earliest changed first; the rest wait for the next tick).
+    /// Whether any change was pending at `mark` (a read: an idle tick writes nothing).
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn pending_at(&self, mark: &VisibleMark) -> StoreResult<bool> {
+        let [any] = self.read(Limit::Data, [Statement::new(self.sql().pending_at).bind(mark.0.as_str())]).await?;
+        Ok(any.one::<(bool,)>("pending")?.0)
+    }
+
+    /// Claims, for the tick holding the lease, the pending changes that were visible at `mark`,
+    /// of at most `max_tags` distinct tags (the earliest changed first; the rest wait for the next
+    /// tick), under `token`. Committed at once: nothing stays locked meanwhile.
     ///
     /// # Errors
     ///
     /// The database failed; nothing is claimed.
-    pub async fn claim(&self, max_tags: i64, mark: &VisibleMark) -> StoreResult<Claim> {
+    pub async fn claim(&self, max_tags: i64, mark: &VisibleMark, token: &str) -> StoreResult<Claim> {
         let sql = self.sql();
-        let mut tx = self.begin(Begin::Write).await?;
-        tx.execute(Statement::new(sql.claim).bind(max_tags.max(1)).bind(mark.0.as_str()).bind(CLAIMING)).await?;
-        let tags = tx.fetch(Statement::new(sql.claimed).bind(CLAIMING)).await?.decode()?;
-        Ok(Claim { tx, complete: sql.complete, tags })
+        let [_, tags] = self
+            .write([
+                Statement::new(sql.claim).bind(max_tags.max(1)).bind(mark.0.as_str()).bind(token),
+                Statement::new(sql.claimed).bind(token),
+            ])
+            .await?;
+        Ok(Claim { token: token.to_owned(), tags: tags.decode()? })
     }
 
-    /// Records an invalidation that covers no claimed change (`cachectl invalidate`).
+    /// What tells this database's history from a restored copy of it, whose change ids rewind:
+    /// on PostgreSQL the cluster's system identifier, its timeline (a point-in-time restore starts
+    /// a new one) and the database's oid (a logical restore, or a copy, makes a new database).
+    /// Part of CloudFront's `CallerReference`, so a change after a restore is not taken for the
+    /// one before it with the same ids. `unknown` when the server will not say.
+    ///
+    /// # Errors
+    ///
+    /// Never: a server that will not say gives `unknown`.
+    pub async fn identity(&self) -> String {
+        match self.read(Limit::Data, [Statement::new(self.sql().identity)]).await {
+            Ok([rows]) => rows.one::<(String,)>("identity").map(|(id,)| id).unwrap_or_else(|_| "unknown".into()),
+            Err(err) => {
+                tracing::warn!(error = %err, "the database's identity is unknown: CallerReference cannot tell a restore");
+                "unknown".into()
+            }
+        }
+    }
+
+    /// Records an invalidation that covers no claimed change (`cachectl invalidate`, a deploy's).
     ///
     /// # Errors
     ///
     /// The database failed.
     pub async fn record_invalidation(&self, accepted: &Accepted<'_>) -> StoreResult<()> {
-        let mut tx = self.begin(Begin::Deferred).await?;
-        record(&mut tx, accepted, 0).await?;
-        tx.commit().await
+        match record(accepted, 0) {
+            Some(record) => self.write([record]).await.map(drop),
+            None => Ok(()),
+        }
     }
 
     /// Invalidation items sent to CloudFront since the start of this calendar month (UTC), for the
@@ -212,7 +307,8 @@ impl Db {
     ///
     /// The database failed.
     pub async fn items_this_month(&self) -> StoreResult<i64> {
-        Ok(self.fetch(Statement::new(self.sql().items_this_month)).await?.one::<(i64,)>("sum")?.0)
+        let [sum] = self.read(Limit::Data, [Statement::new(self.sql().items_this_month)]).await?;
+        Ok(sum.one::<(i64,)>("sum")?.0)
     }
 
     /// Pending changes: how many, and when the oldest was recorded.
@@ -222,18 +318,25 @@ impl Db {
     /// The database failed.
     pub async fn pending(&self) -> StoreResult<Pending> {
         const SQL: &str = "SELECT COUNT(*), MIN(changed_at) FROM cache_changes WHERE processed_at IS NULL";
-        let (count, oldest) = self.fetch(Statement::new(SQL)).await?.one::<(i64, Option<DateTime<Utc>>)>("count")?;
+        let [pending] = self.read(Limit::Data, [Statement::new(SQL)]).await?;
+        let (count, oldest) = pending.one::<(i64, Option<DateTime<Utc>>)>("count")?;
         Ok(Pending { count, oldest })
     }
 
-    /// Deletes processed changes older than `retention`; returns how many went.
+    /// Deletes processed changes older than `retention`; returns how many went. Reads first, and
+    /// writes only when something is to go: a tick with nothing to prune takes no write lock.
     ///
     /// # Errors
     ///
     /// The database failed.
     pub async fn prune_changes(&self, retention: Duration) -> StoreResult<u64> {
         let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-        self.execute(Statement::new(self.sql().prune).bind(secs)).await
+        let [any] = self.read(Limit::Data, [Statement::new(self.sql().prunable).bind(secs)]).await?;
+        if !any.one::<(bool,)>("prunable")?.0 {
+            return Ok(0);
+        }
+        let [gone] = self.write([Statement::new(self.sql().prune).bind(secs)]).await?;
+        Ok(gone.decode::<(i64,)>()?.len() as u64)
     }
 
     /// The latest `n` invalidations.
@@ -244,8 +347,8 @@ impl Db {
     pub async fn recent_invalidations(&self, n: i64) -> StoreResult<Vec<InvalidationRecord>> {
         const SQL: &str = "SELECT id, backend, CAST(items AS BIGINT), CAST(changes AS BIGINT), status, created_at \
                            FROM cache_invalidations ORDER BY created_at DESC, id DESC LIMIT $1";
-        let rows: Vec<(String, String, i64, i64, String, DateTime<Utc>)> =
-            self.fetch(Statement::new(SQL).bind(n)).await?.decode()?;
+        let [rows] = self.read(Limit::Data, [Statement::new(SQL).bind(n)]).await?;
+        let rows: Vec<(String, String, i64, i64, String, DateTime<Utc>)> = rows.decode()?;
         Ok(rows
             .into_iter()
             .map(|(id, backend, items, changes, status, created_at)| InvalidationRecord {
@@ -259,44 +362,68 @@ impl Db {
             .collect())
     }
 
-    /// When each path was last warmed.
+    /// When the edge last fetched each of `paths` from the origin, as far as the warmer knows:
+    /// only those paths are read, so a tick's work does not grow with the table's history.
     ///
     /// # Errors
     ///
     /// The database failed.
-    pub async fn warm_state(&self) -> StoreResult<HashMap<String, DateTime<Utc>>> {
-        const SQL: &str = "SELECT path, warmed_at FROM warm_state";
-        let rows: Vec<(String, DateTime<Utc>)> = self.fetch(Statement::new(SQL)).await?.decode()?;
+    pub async fn warm_state(&self, paths: &[&str]) -> StoreResult<HashMap<String, DateTime<Utc>>> {
+        if paths.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let json = serde_json::to_string(paths).unwrap_or_else(|_| "[]".into());
+        let [rows] = self.read(Limit::Data, [Statement::new(self.sql().warm_state).bind(json.as_str())]).await?;
+        let rows: Vec<(String, DateTime<Utc>)> = rows.decode()?;
         Ok(rows.into_iter().collect())
     }
 
-    /// Records warm results: `(path, status, x_cache)`.
+    /// Records what warm requests found.
     ///
     /// # Errors
     ///
     /// The database failed.
-    pub async fn record_warm(&self, results: &[(String, u16, Option<String>)]) -> StoreResult<()> {
-        if results.is_empty() {
+    pub async fn record_warm(&self, warmed: &[Warmed]) -> StoreResult<()> {
+        if warmed.is_empty() {
             return Ok(());
         }
-        let rows: Vec<serde_json::Value> = results.iter().map(|(p, s, x)| serde_json::json!([p, s, x])).collect();
+        let rows: Vec<serde_json::Value> = warmed
+            .iter()
+            .map(|w| serde_json::json!([w.path, w.status, w.x_cache, crate::statement::timestamp_text(w.fetched_at)]))
+            .collect();
         let json = serde_json::Value::Array(rows).to_string();
-        self.execute(Statement::new(self.sql().record_warm).bind(json.as_str())).await?;
-        Ok(())
+        self.write([Statement::new(self.sql().record_warm).bind(json.as_str())]).await.map(drop)
     }
 
-    /// Whether `build` differs from the build seen last, without recording it (the warmer records it
-    /// with [`record_build`] once the invalidation it calls for was accepted, so a failure is
-    /// retried). Compared with the last build, not with every build ever seen: rolling back to an
-    /// earlier build is a deploy as well.
+    /// Deletes the warm state of paths the edge has not fetched for `max_age` (past every edge
+    /// TTL, such a path is due anyway, and its row says nothing more); returns how many went.
+    /// Writes only when something is to go.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn prune_warm_state(&self, max_age: Duration) -> StoreResult<u64> {
+        let secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+        let [any] = self.read(Limit::Data, [Statement::new(self.sql().warm_state_prunable).bind(secs)]).await?;
+        if !any.one::<(bool,)>("prunable")?.0 {
+            return Ok(0);
+        }
+        let [gone] = self.write([Statement::new(self.sql().prune_warm_state).bind(secs)]).await?;
+        Ok(gone.decode::<(i64,)>()?.len() as u64)
+    }
+
+    /// Whether `build` differs from the build seen last, without recording it (the warmer records
+    /// it with [`Db::record_build`] once the invalidation it calls for was accepted, so a failure
+    /// is retried). Compared with the last build, not with every build ever seen: rolling back to
+    /// an earlier build is a deploy as well.
     ///
     /// # Errors
     ///
     /// The database failed.
     pub async fn build_status(&self, build: &str) -> StoreResult<BuildSeen> {
         const SQL: &str = "SELECT build, CAST(seen_seq AS BIGINT) FROM deploys ORDER BY seen_seq DESC LIMIT 1";
-        let last: Option<(String, i64)> = self.fetch(Statement::new(SQL)).await?.first()?;
-        Ok(match last {
+        let [last] = self.read(Limit::Data, [Statement::new(SQL)]).await?;
+        Ok(match last.first::<(String, i64)>()? {
             None => BuildSeen::First,
             Some((last, _)) if last == build => BuildSeen::Known,
             Some((_, sequence)) => BuildSeen::Deployed { sequence: sequence + 1 },
@@ -313,7 +440,6 @@ impl Db {
                            VALUES ($1, $2, (SELECT COALESCE(MAX(seen_seq), 0) + 1 FROM deploys)) \
                            ON CONFLICT (build) DO UPDATE SET seen_seq = excluded.seen_seq, \
                            invalidation_id = COALESCE(excluded.invalidation_id, deploys.invalidation_id)";
-        self.execute(Statement::new(SQL).bind(build).bind(invalidation_id)).await?;
-        Ok(())
+        self.write([Statement::new(SQL).bind(build).bind(invalidation_id)]).await.map(drop)
     }
 }

@@ -74,19 +74,36 @@ pub(crate) struct Dialect {
     /// [`crate::demo::DemoData`]'s tables.
     pub(crate) demo_inserts: [&'static str; 5],
     /// Takes the pending changes visible at a mark: `$1` most distinct tags, `$2` visibility mark,
-    /// `$3` the claim's marker, written into `invalidation_id` until the claim completes.
+    /// `$3` the claim's token.
     pub(crate) claim: &'static str,
-    /// What the claim took, a row per tag: `$1` the claim's marker.
+    /// What the claim took, a row per tag: `$1` the claim's token.
     pub(crate) claimed: &'static str,
-    /// `$1` invalidation id, `$2` the claim's marker.
+    /// `$1` invalidation id, `$2` the claim's token.
     pub(crate) complete: &'static str,
     /// The current visibility mark, as text.
     pub(crate) visible_mark: &'static str,
+    /// Whether a change was pending at mark `$1`.
+    pub(crate) pending_at: &'static str,
+    /// Takes the lease for holder `$1` for `$2` seconds, returning a row if it did.
+    pub(crate) take_lease: &'static str,
+    /// The database's identity across restores (`system:timeline:database`).
+    pub(crate) identity: &'static str,
     /// Items sent to CloudFront since the start of this calendar month (UTC).
     pub(crate) items_this_month: &'static str,
-    /// `$1` JSON array of `[path, status, x_cache]`.
+    /// `$1` JSON array of `[path, status, x_cache, fetched_at]`.
     pub(crate) record_warm: &'static str,
-    /// `$1` retention in seconds.
+    /// The warm state of the paths in JSON array `$1`.
+    pub(crate) warm_state: &'static str,
+    /// `$1` max age in seconds; a row per deleted path.
+    pub(crate) prune_warm_state: &'static str,
+    /// Whether a processed change is older than `$1` seconds.
+    pub(crate) prunable: &'static str,
+    /// Whether a warm state row is older than `$1` seconds.
+    pub(crate) warm_state_prunable: &'static str,
+    /// Whether a learned path is older than `$1` seconds, or more than `$2` are kept.
+    pub(crate) learned_prunable: &'static str,
+    /// `$1` retention in seconds; a row per deleted change, at most 5,000 a call (a tick's delete,
+    /// and on SQLite its hold of the write lock, stay short; a bigger backlog takes more ticks).
     pub(crate) prune: &'static str,
     /// `$1` JSON array of `[path, fetches, last_fetched_at]`, added to `learned_paths`.
     pub(crate) record_learned: &'static str,
@@ -111,27 +128,42 @@ pub(crate) const POSTGRES: Dialect = Dialect {
         "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
          SELECT value->>0, value->>1, value->>2, (value->>3)::timestamptz FROM json_array_elements($1::json)",
     ],
-    // SKIP LOCKED: rows another warmer's open claim holds are left to it. `processed_at = now()`
-    // (constant in a transaction) lets the later statements find the claim's rows by index.
-    claim: "UPDATE cache_changes SET processed_at = now(), invalidation_id = $3 WHERE id IN ( \
-                SELECT id FROM cache_changes \
-                WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
-                  AND tag IN (SELECT tag FROM cache_changes \
-                              WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
-                              GROUP BY tag ORDER BY min(id) LIMIT $1) \
-                FOR UPDATE SKIP LOCKED)",
+    // The lease says no other tick claims meanwhile: a token a dead tick left is overwritten.
+    claim: "UPDATE cache_changes SET claim = $3 \
+            WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
+              AND tag IN (SELECT tag FROM cache_changes \
+                          WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
+                          GROUP BY tag ORDER BY min(id) LIMIT $1)",
     claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id FROM cache_changes \
-              WHERE processed_at = now() AND invalidation_id = $1 GROUP BY tag ORDER BY min(id)",
-    complete: "UPDATE cache_changes SET invalidation_id = $1 WHERE processed_at = now() AND invalidation_id = $2",
+              WHERE claim = $1 AND processed_at IS NULL GROUP BY tag ORDER BY min(id)",
+    complete: "UPDATE cache_changes SET processed_at = now(), invalidation_id = $1, claim = NULL \
+               WHERE claim = $2 AND processed_at IS NULL",
     visible_mark: "SELECT pg_current_snapshot()::text",
+    pending_at: "SELECT EXISTS (SELECT 1 FROM cache_changes \
+                 WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $1::text::pg_snapshot))",
+    take_lease: "UPDATE warmer_lease SET holder = $1, expires_at = now() + make_interval(secs => $2::float8) \
+                 WHERE id = 1 AND (holder IS NULL OR holder = $1 OR expires_at < now()) RETURNING holder",
+    identity: "SELECT s.system_identifier::text || ':' || c.timeline_id::text || ':' || d.oid::text \
+               FROM pg_control_system() s, pg_control_checkpoint() c, pg_database d \
+               WHERE d.datname = current_database()",
     items_this_month: "SELECT COALESCE(SUM(items), 0)::BIGINT FROM cache_invalidations \
                        WHERE backend = 'cloudfront' AND created_at >= date_trunc('month', now())",
-    record_warm: "INSERT INTO warm_state (path, warmed_at, status, x_cache) \
-                  SELECT value->>0, now(), (value->>1)::int, value->>2 FROM json_array_elements($1::json) \
-                  ON CONFLICT (path) DO UPDATE SET warmed_at = EXCLUDED.warmed_at, status = EXCLUDED.status, \
+    record_warm: "INSERT INTO warm_state (path, status, x_cache, fetched_at) \
+                  SELECT value->>0, (value->>1)::int, value->>2, (value->>3)::timestamptz \
+                  FROM json_array_elements($1::json) ORDER BY 1 \
+                  ON CONFLICT (path) DO UPDATE SET fetched_at = EXCLUDED.fetched_at, status = EXCLUDED.status, \
                   x_cache = EXCLUDED.x_cache",
-    prune: "DELETE FROM cache_changes WHERE processed_at IS NOT NULL \
-            AND processed_at < now() - make_interval(secs => $1::float8)",
+    warm_state: "SELECT path, fetched_at FROM warm_state WHERE path IN (SELECT json_array_elements_text($1::json))",
+    prune_warm_state: "DELETE FROM warm_state WHERE fetched_at < now() - make_interval(secs => $1::float8) RETURNING CAST(1 AS BIGINT)",
+    prunable: "SELECT EXISTS (SELECT 1 FROM cache_changes WHERE processed_at IS NOT NULL \
+               AND processed_at < now() - make_interval(secs => $1::float8))",
+    warm_state_prunable: "SELECT EXISTS (SELECT 1 FROM warm_state \
+                          WHERE fetched_at < now() - make_interval(secs => $1::float8))",
+    learned_prunable: "SELECT EXISTS (SELECT 1 FROM learned_paths \
+                       WHERE last_fetched_at < now() - make_interval(secs => $1::float8)) \
+                       OR (SELECT count(*) FROM learned_paths) > $2",
+    prune: "DELETE FROM cache_changes WHERE id IN (SELECT id FROM cache_changes WHERE processed_at IS NOT NULL \
+            AND processed_at < now() - make_interval(secs => $1::float8) LIMIT 5000) RETURNING CAST(1 AS BIGINT)",
     record_learned: "INSERT INTO learned_paths (path, fetches, last_fetched_at) \
                      SELECT value->>0, (value->>1)::bigint, (value->>2)::timestamptz FROM json_array_elements($1::json) \
                      ON CONFLICT (path) DO UPDATE SET fetches = learned_paths.fetches + EXCLUDED.fetches, \
@@ -139,7 +171,8 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     learned_top: "SELECT path, fetches, last_fetched_at FROM learned_paths \
                   ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $1",
     prune_learned: "DELETE FROM learned_paths WHERE last_fetched_at < now() - make_interval(secs => $1::float8) \
-                    OR path NOT IN (SELECT path FROM learned_paths ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $2)",
+                    OR path NOT IN (SELECT path FROM learned_paths ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $2) \
+                    RETURNING CAST(1 AS BIGINT)",
 };
 
 #[cfg(feature = "sqlite")]
@@ -158,23 +191,40 @@ pub(crate) const SQLITE: Dialect = Dialect {
         "INSERT INTO sightings (formation_id, operation_number, station_id, seen_at) \
          SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each($1)",
     ],
-    // The claim holds the write lock, so nothing else can take these rows meanwhile.
-    claim: "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), invalidation_id = $3 \
+    // The lease says no other tick claims meanwhile: a token a dead tick left is overwritten.
+    claim: "UPDATE cache_changes SET claim = $3 \
             WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
               AND tag IN (SELECT tag FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
                           GROUP BY tag ORDER BY min(id) LIMIT $1)",
     claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id FROM cache_changes \
-              WHERE invalidation_id = $1 GROUP BY tag ORDER BY min(id)",
-    complete: "UPDATE cache_changes SET invalidation_id = $1 WHERE invalidation_id = $2",
+              WHERE claim = $1 AND processed_at IS NULL GROUP BY tag ORDER BY min(id)",
+    complete: "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), invalidation_id = $1, \
+               claim = NULL WHERE claim = $2 AND processed_at IS NULL",
     visible_mark: "SELECT CAST(COALESCE(MAX(id), 0) AS TEXT) FROM cache_changes",
+    pending_at: "SELECT EXISTS (SELECT 1 FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($1 AS INTEGER))",
+    take_lease: "UPDATE warmer_lease SET holder = $1, \
+                 expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('+%d seconds', $2)) \
+                 WHERE id = 1 AND (holder IS NULL OR holder = $1 OR expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+                 RETURNING holder",
+    identity: "SELECT 'sqlite'",
     items_this_month: "SELECT COALESCE(SUM(items), 0) FROM cache_invalidations \
                        WHERE backend = 'cloudfront' AND created_at >= strftime('%Y-%m-01T00:00:00', 'now')",
-    record_warm: "INSERT INTO warm_state (path, warmed_at, status, x_cache) \
-                  SELECT value->>0, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), value->>1, value->>2 FROM json_each($1) \
-                  WHERE true ON CONFLICT (path) DO UPDATE SET warmed_at = excluded.warmed_at, status = excluded.status, \
+    record_warm: "INSERT INTO warm_state (path, status, x_cache, fetched_at) \
+                  SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each($1) WHERE true ORDER BY 1 \
+                  ON CONFLICT (path) DO UPDATE SET fetched_at = excluded.fetched_at, status = excluded.status, \
                   x_cache = excluded.x_cache",
-    prune: "DELETE FROM cache_changes WHERE processed_at IS NOT NULL \
-            AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1))",
+    warm_state: "SELECT path, fetched_at FROM warm_state WHERE path IN (SELECT value FROM json_each($1))",
+    prune_warm_state: "DELETE FROM warm_state \
+                       WHERE fetched_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) RETURNING 1",
+    prunable: "SELECT EXISTS (SELECT 1 FROM cache_changes WHERE processed_at IS NOT NULL \
+               AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)))",
+    warm_state_prunable: "SELECT EXISTS (SELECT 1 FROM warm_state \
+                          WHERE fetched_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)))",
+    learned_prunable: "SELECT EXISTS (SELECT 1 FROM learned_paths \
+                       WHERE last_fetched_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1))) \
+                       OR (SELECT count(*) FROM learned_paths) > $2",
+    prune: "DELETE FROM cache_changes WHERE id IN (SELECT id FROM cache_changes WHERE processed_at IS NOT NULL \
+            AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) LIMIT 5000) RETURNING 1",
     record_learned: "INSERT INTO learned_paths (path, fetches, last_fetched_at) \
                      SELECT value->>0, value->>1, value->>2 FROM json_each($1) \
                      WHERE true ON CONFLICT (path) DO UPDATE SET fetches = learned_paths.fetches + excluded.fetches, \
@@ -183,5 +233,6 @@ pub(crate) const SQLITE: Dialect = Dialect {
                   ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $1",
     prune_learned: "DELETE FROM learned_paths \
                     WHERE last_fetched_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) \
-                    OR path NOT IN (SELECT path FROM learned_paths ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $2)",
+                    OR path NOT IN (SELECT path FROM learned_paths ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $2) \
+                    RETURNING 1",
 };

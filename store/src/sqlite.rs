@@ -93,6 +93,19 @@ impl SqliteStore {
         Ok((results, at))
     }
 
+    /// One write: its statements in one transaction that takes the write lock at once (`BEGIN
+    /// IMMEDIATE`, so a second writer waits at the start instead of failing later), each with its
+    /// rows. Held for the statements alone, never across anything else.
+    pub(crate) async fn write(&self, statements: &[Statement<'_>]) -> StoreResult<Vec<Vec<SqliteRow>>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut results = Vec::with_capacity(statements.len());
+        for statement in statements {
+            results.push(query(statement).fetch_all(&mut *tx).await?);
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
     /// Applies the embedded migrations, installs the tag triggers generated from the policy's
     /// tables, and records the service calendar the triggers use (one transaction after the
     /// migrations).

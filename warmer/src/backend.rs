@@ -86,10 +86,26 @@ pub struct CloudFront {
 impl CloudFront {
     /// A client from the standard AWS configuration: credentials chain, region (CloudFront is
     /// global: `us-east-1` when none is set), and `AWS_ENDPOINT_URL_CLOUDFRONT` / `AWS_ENDPOINT_URL`.
-    pub async fn from_env(distribution_id: String, retry_base: Duration, retry_attempts: u32) -> Self {
+    /// Every call is bounded by `timeout` (the SDK's own defaults set none on an operation): a
+    /// CloudFront API that accepts a request and never answers fails the call, not the tick's
+    /// whole lease.
+    pub async fn from_env(
+        distribution_id: String,
+        retry_base: Duration,
+        retry_attempts: u32,
+        timeout: Duration,
+    ) -> Self {
+        let timeouts = aws_config::timeout::TimeoutConfig::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .operation_attempt_timeout(timeout)
+            .operation_timeout(timeout)
+            .build();
         // The loader's own region chain, so that its providers use the same HTTP client.
-        let config =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(https_client()).load().await;
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(https_client())
+            .timeout_config(timeouts)
+            .load()
+            .await;
         let config = match config.region() {
             Some(_) => config,
             None => config.into_builder().region(aws_config::Region::new("us-east-1")).build(),
@@ -326,19 +342,23 @@ impl Invalidator {
     }
 }
 
-/// A caller reference derived from the claimed changes (per tag: how many, and the range of
-/// their ids) and the planned items.
+/// A caller reference derived from the database's identity, the claimed changes (per tag: how
+/// many, and the range of their ids) and the planned items.
 ///
 /// Retrying the same changes with the same batch is idempotent at CloudFront (it returns the
 /// existing invalidation instead of creating one). If the retry plans a different batch for the
 /// same changes (the month's budget or the service day moved on), the reference differs too:
 /// CloudFront would otherwise refuse it (`InvalidationBatchAlreadyExists`) on every tick, and the
-/// changes would never be processed.
-pub fn caller_reference(claimed: &[ClaimedTag], items: &[String]) -> String {
+/// changes would never be processed. `identity` (the database's system and timeline, see
+/// `store::Db::identity`) keeps a restored database, whose change ids rewind, from reusing the
+/// references of its past: CloudFront would answer with the old invalidation and purge nothing.
+pub fn caller_reference(identity: &str, claimed: &[ClaimedTag], items: &[String]) -> String {
     let first = claimed.iter().map(|t| t.first_id).min().unwrap_or(0);
     let last = claimed.iter().map(|t| t.last_id).max().unwrap_or(0);
     let changes: i64 = claimed.iter().map(|t| t.changes).sum();
-    let mut bytes = Vec::with_capacity(claimed.len() * 32);
+    let mut bytes = Vec::with_capacity(claimed.len() * 32 + identity.len());
+    bytes.extend_from_slice(identity.as_bytes());
+    bytes.push(0);
     for t in claimed {
         bytes.extend_from_slice(t.tag.as_bytes());
         bytes.push(0);
@@ -356,6 +376,27 @@ mod tests {
 
     fn tag(tag: &str, changes: i64, first_id: i64, last_id: i64) -> ClaimedTag {
         ClaimedTag { tag: tag.into(), changes, first_id, last_id }
+    }
+
+    /// `caller_reference` for the database identity the other tests share.
+    fn caller_reference(claimed: &[ClaimedTag], items: &[String]) -> String {
+        super::caller_reference("7716104371536365529:1", claimed, items)
+    }
+
+    #[test]
+    fn a_restored_database_does_not_reuse_the_references_of_its_past() {
+        let batch = ["/v1/lines".to_owned()];
+        let claimed = [tag("lines", 1, 40, 40)];
+        // The same change ids and items after a point-in-time restore: another timeline.
+        assert_ne!(
+            super::caller_reference("7716104371536365529:1", &claimed, &batch),
+            super::caller_reference("7716104371536365529:2", &claimed, &batch)
+        );
+        // A retry on the same history is the same request.
+        assert_eq!(
+            super::caller_reference("7716104371536365529:2", &claimed, &batch),
+            super::caller_reference("7716104371536365529:2", &claimed, &batch)
+        );
     }
 
     #[test]

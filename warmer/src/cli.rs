@@ -219,8 +219,8 @@ pub async fn open_db(args: &DatabaseArgs) -> Result<Db, SetupError> {
     let options = DbOptions {
         max_connections: 2,
         acquire_timeout: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(30),
-        feed_timeout: Duration::from_secs(30),
+        statement_timeout: args.statement_timeout,
+        feed_timeout: args.statement_timeout,
         idle_timeout: Duration::from_secs(30),
         proxy_compat: true,
         application_name: format!("edgerail-warmer-{}", std::process::id()),
@@ -253,14 +253,16 @@ pub async fn invalidator(args: &BackendArgs) -> Result<Invalidator, SetupError> 
                 .distribution_id
                 .clone()
                 .ok_or(SetupError::Missing("INVALIDATOR=cloudfront needs DISTRIBUTION_ID (or --distribution-id)"))?;
-            Invalidator::CloudFront(CloudFront::from_env(id, args.retry_base, args.retry_attempts).await)
+            Invalidator::CloudFront(
+                CloudFront::from_env(id, args.retry_base, args.retry_attempts, args.call_timeout).await,
+            )
         }
         InvalidatorKind::Purge => {
             let url = args
                 .purge_url
                 .as_deref()
                 .ok_or(SetupError::Missing("INVALIDATOR=purge needs PURGE_URL (or --purge-url)"))?;
-            Invalidator::Purge(Purge::new(url, Duration::from_secs(10)))
+            Invalidator::Purge(Purge::new(url, args.call_timeout))
         }
         InvalidatorKind::None => Invalidator::None,
     })
@@ -304,6 +306,7 @@ pub async fn warmer(
         batch: outbox.batch.max(1),
         settle: outbox.settle,
         retention: outbox.retention,
+        lease: outbox.lease,
         warm: warm.clone(),
         wait_timeout: backend.wait_timeout,
         poll_interval: backend.poll_interval,

@@ -71,6 +71,10 @@ pub struct BackendArgs {
     /// How often to ask CloudFront whether an invalidation completed.
     #[arg(long, env = "INVALIDATION_POLL", default_value = "2s", value_parser = parse_duration)]
     pub poll_interval: Duration,
+    /// The longest one call to the invalidation API may take (CloudFront's, or a purge): one
+    /// that accepts a request and never answers fails the call.
+    #[arg(long, env = "INVALIDATION_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub call_timeout: Duration,
 }
 
 /// How the edge is warmed.
@@ -109,6 +113,11 @@ pub struct DatabaseArgs {
     /// The service calendar (the same as the API's).
     #[command(flatten)]
     pub service_calendar: plumbing::settings::CalendarSettings,
+    /// The longest one database round trip may take (a statement waiting on a lock, or a
+    /// connection gone silent): past it the call fails, and with it the warmer's tick, which the
+    /// next one retries.
+    #[arg(long = "db-statement-timeout", env = "DB_STATEMENT_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
 }
 
 /// How a tick drains the outbox: the warmer's own settings, not the database's.
@@ -125,6 +134,11 @@ pub struct OutboxArgs {
     /// Processed changes older than this are deleted.
     #[arg(long, env = "WARMER_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,
+    /// The longest a tick holds the warmer's lease, at most one tick working at a time whatever
+    /// invokes it. At least the longest a tick takes (the function's timeout on Lambda): a tick
+    /// killed at its timeout blocks the next for at most this long.
+    #[arg(long, env = "WARMER_LEASE", default_value = "2m", value_parser = parse_duration)]
+    pub lease: Duration,
 }
 
 impl OutboxArgs {

@@ -218,6 +218,37 @@ mod tests {
     }
 
     #[test]
+    fn due_follows_the_edges_fetch_from_the_origin_not_the_warmers_request() {
+        let hour = Duration::from_secs(3600);
+        let minutes = |m: i64| at(NOW) + chrono::Duration::minutes(m);
+        let warm_request = |m: i64, x_cache: &str, age_s: u64| Fetched {
+            path: "/v1/formations".into(),
+            status: Some(200),
+            x_cache: Some(x_cache.into()),
+            age: (age_s > 0).then(|| Duration::from_secs(age_s)),
+            at: minutes(m),
+            error: None,
+        };
+        // The edge fetched the path at minute 0 (a miss, no Age); at minute 55 it is due.
+        let [fetched] = crate::warm::answered(&[warm_request(0, "Miss", 0)]).try_into().unwrap();
+        assert_eq!(fetched.fetched_at, minutes(0));
+        assert!(is_due(hour, Some(fetched.fetched_at), minutes(55)));
+        // The warm request at minute 55 is a hit of that copy (Age 55 minutes): it does not make
+        // the copy live longer, so the path stays due at the next tick, and the one after the
+        // copy expired makes the edge fetch it again.
+        let [hit] = crate::warm::answered(&[warm_request(55, "Hit", 55 * 60)]).try_into().unwrap();
+        assert_eq!(hit.fetched_at, minutes(0), "a hit is not a fetch");
+        assert!(is_due(hour, Some(hit.fetched_at), minutes(56)));
+        // Counting the hit as a fetch would have put the next warm at minute 109, 49 minutes after
+        // the copy expired.
+        assert!(!is_due(hour, Some(minutes(55)), minutes(108)));
+        // The refetch after expiry (a miss, or a stale copy refreshed: Age past the TTL) moves it.
+        let [miss] = crate::warm::answered(&[warm_request(61, "Miss", 0)]).try_into().unwrap();
+        assert!(!is_due(hour, Some(miss.fetched_at), minutes(100)));
+        assert!(is_due(hour, Some(miss.fetched_at), minutes(61 + 54)));
+    }
+
+    #[test]
     fn a_learned_path_is_held_while_its_last_fetch_is_within_its_edge_ttl() {
         let now = at(NOW);
         let l = learned("/v1/formations/10701F", 3600, 5, "2026-11-28T10:30:00Z");
@@ -326,6 +357,8 @@ mod tests {
             path: path.into(),
             status,
             x_cache: x_cache.map(str::to_owned),
+            age: None,
+            at: at(NOW),
             error: None,
         };
         let learned = [learned("/v1/formations/10701F", 3600, 1, NOW)];

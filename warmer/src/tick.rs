@@ -1,29 +1,49 @@
-//! One warmer tick, as a sequence of steps that each return what they did: check the calendar,
-//! invalidate what changed (budget, mark, settle, claim, plan, send, complete, prune), flush the
-//! edge if a new build answers, warm, bound the learned set, and sum it all up in one
+//! One warmer tick, as a sequence of steps that each return what they did, summed up in one
 //! [`Summary`]. What each step decides is a function of [`crate::decide`]; here it only reads,
 //! calls and writes.
+//!
+//! - **Survey**, reads only: the calendar check, the month's budget, whether changes are pending
+//!   (at a visibility mark), which build answers, the warm set and when the edge last fetched each
+//!   of its paths. With nothing to do, the tick ends there: an idle tick writes nothing, so on
+//!   SQLite it never takes the write lock.
+//! - **Lease**: a tick with work takes the warmer's lease ([`store::Db::take_lease`]) or, when
+//!   another tick holds it, ends at once and says so (`lease_held`): at most one tick works at a
+//!   time, whatever invokes them (a schedule whose runs overlap, an operator's `--once`). It
+//!   renews the lease before each step, and stops if it outlived it.
+//! - **Invalidate**: wait out the settle time since the mark, claim what the mark saw (committed
+//!   at once, under the tick's token), plan, send, then complete the claim (the changes are
+//!   processed) or release it (they stay pending). No transaction is open while the backend is
+//!   called, and every call has its bound: statements their timeout, the backend
+//!   `INVALIDATION_TIMEOUT`.
+//! - **Deploy flush**: one `/*` when a new build answers.
+//! - **Warm** what the invalidation emptied and what is due, and record when the edge fetched each.
+//! - **Prune** the warmer's tables (no lease needed; a write only when something is to go).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use cache_policy::Policy;
 use cache_policy::cost::BudgetPolicy;
 use cache_policy::plan::{Context, Limits, Mode, plan};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use plumbing::error_chain;
 use serde::Serialize;
-use store::outbox::{Accepted, BuildSeen, Pending};
+use store::outbox::{Accepted, BuildSeen, Lease, Pending, VisibleMark};
 use store::{Db, ServiceCalendar, StoreError};
 
 use crate::backend::{InvalidationError, Invalidator, caller_reference};
 use crate::config::WarmArgs;
 use crate::decide::{self, Budget, Situation, Tally};
-use crate::warm;
+use crate::warm::{self, Learned, WarmPath};
 
 /// What one tick did: printed as one JSON line.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
+    /// Nothing was to be done (no change pending, no new build, nothing due): the tick only read.
+    pub idle: bool,
+    /// Set when another tick held the warmer's lease (who, and until when): this tick did none of
+    /// the work, which that one does.
+    pub lease_held: Option<String>,
     /// Changes claimed.
     pub changes: usize,
     /// Distinct tags among them.
@@ -72,6 +92,8 @@ pub struct Summary {
     pub learned_failed: usize,
     /// Learned paths forgotten for age or rank.
     pub learned_pruned: u64,
+    /// Warm state rows deleted for being older than the longest edge TTL.
+    pub warm_state_pruned: u64,
     /// Tick duration in milliseconds.
     pub duration_ms: u64,
     /// Why the tick failed, if it did (the changes stay pending).
@@ -89,6 +111,10 @@ pub enum TickError {
     /// The backend did not accept the invalidation.
     #[error("invalidation")]
     Invalidation(#[from] InvalidationError),
+    /// The tick outlived its lease and another tick took it: this one stopped, the other does
+    /// the rest.
+    #[error("the lease expired during the tick and {0} took it")]
+    LeaseLost(String),
 }
 
 impl TickError {
@@ -96,7 +122,7 @@ impl TickError {
     /// or database outage do; a rejected batch or missing permission need an operator.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::Store(_) => true,
+            Self::Store(_) | Self::LeaseLost(_) => true,
             Self::Invalidation(e) => e.retryable(),
         }
     }
@@ -136,6 +162,8 @@ pub struct Warmer {
     pub settle: Duration,
     /// Processed changes older than this are pruned.
     pub retention: Duration,
+    /// The longest a tick holds the warmer's lease without renewing it.
+    pub lease: Duration,
     /// Warming settings.
     pub warm: WarmArgs,
     /// How long to wait for a CloudFront invalidation to complete before warming.
@@ -153,44 +181,48 @@ impl Warmer {
     ///
     /// # Errors
     ///
-    /// [`TickFailure`] when the invalidation step failed; its changes stay pending for the next
-    /// tick. Warming is best effort: its failures are counted in the summary, not raised.
+    /// [`TickFailure`] when the survey or the invalidation step failed; its changes stay pending
+    /// for the next tick. Warming is best effort: its failures are counted in the summary, not
+    /// raised.
     #[tracing::instrument(name = "tick", skip_all, fields(changes, items, invalidation_id, warmed, failures))]
     pub async fn tick(&self) -> Result<Summary, TickFailure> {
         let started = Instant::now();
         let calendar_mismatch = self.calendar_mismatch().await;
-        // Each step's future boxed: the tick's would otherwise nest them all inline.
-        let invalidated = Box::pin(self.invalidate()).await;
-        let deployed = match &invalidated {
-            Ok(_) => Box::pin(self.invalidate_deploy()).await,
-            Err(_) => Ok(None),
-        };
-        let warmed = match (&invalidated, &deployed) {
-            (Ok(invalidated), Ok(deployed)) => {
-                Box::pin(self.warm(&invalidated.changed, &invalidated.today, deployed.is_some())).await.unwrap_or_else(
-                    |err| {
-                        tracing::warn!(error = %error_chain(&err), "warming failed");
-                        Warmed { tally: Tally { failures: 1, ..Tally::default() }, ..Warmed::default() }
-                    },
-                )
+        let mut steps = Steps::default();
+        let worked = match Box::pin(self.survey()).await {
+            Ok(survey) => {
+                let deferred = survey.deferred();
+                if deferred {
+                    let used = survey.items_this_month;
+                    tracing::info!(
+                        ?used,
+                        budget = self.budget.budget,
+                        "over the month's budget: changes wait to coalesce"
+                    );
+                }
+                steps.invalidated = Some(Invalidated {
+                    items_this_month: survey.items_this_month,
+                    deferred,
+                    today: self.today(),
+                    ..Invalidated::default()
+                });
+                if survey.has_work() {
+                    Box::pin(self.under_lease(survey, &mut steps)).await
+                } else {
+                    steps.idle = true;
+                    Ok(())
+                }
             }
-            _ => Warmed::default(),
+            Err(err) => Err(err),
         };
-        let learned_pruned = match self.db.prune_learned(self.warm.learned_max_age, self.warm.learned_max).await {
-            Ok(pruned) => pruned,
-            Err(err) => {
-                tracing::warn!(error = %error_chain(&err), "could not prune the learned paths");
-                0
-            }
-        };
+        // Bounding the tables needs no lease (a delete is the same done twice) and writes only
+        // when something is to go.
+        steps.pruned = self.prune().await;
         let pending = self.db.pending().await.ok();
-        let error = invalidated.as_ref().err().or(deployed.as_ref().err());
+        let error = worked.as_ref().err();
         let summary = Summary::of(Tick {
             calendar_mismatch,
-            invalidated: invalidated.as_ref().ok(),
-            deployed: deployed.as_ref().ok().cloned().flatten(),
-            warmed: &warmed,
-            learned_pruned,
+            steps: &steps,
             pending,
             path_budget: self.budget.budget,
             duration: started.elapsed(),
@@ -204,8 +236,8 @@ impl Warmer {
         if let Some(id) = &summary.invalidation_id {
             span.record("invalidation_id", id.as_str());
         }
-        match invalidated.and(deployed) {
-            Ok(_) => Ok(summary),
+        match worked {
+            Ok(()) => Ok(summary),
             Err(error) => {
                 tracing::error!(error = %error_chain(&error), retryable = error.retryable(), "tick failed");
                 Err(TickFailure { summary, error })
@@ -227,10 +259,10 @@ impl Warmer {
         self.calendar.service_date(Utc::now()).to_string()
     }
 
-    /// Turns what changed into an invalidation: within the month's budget, claims every change
-    /// visible a settle time ago, plans the batch, sends it, marks the changes processed once the
-    /// backend accepted it, and prunes old processed changes.
-    async fn invalidate(&self) -> Result<Invalidated, TickError> {
+    /// What there is to do, read without writing anything: the budget, whether changes are
+    /// pending (and the mark they were seen at), whether a new build answers, what the warm set
+    /// holds and whether any of it is due.
+    async fn survey(&self) -> Result<Survey, TickError> {
         // Only CloudFront bills per path; a purge or a dry run has no budget to respect.
         let used = match self.invalidator {
             Invalidator::CloudFront(_) => Some(u64::try_from(self.db.items_this_month().await?).unwrap_or(0)),
@@ -246,32 +278,107 @@ impl Warmer {
                 .map(|r| (Utc::now() - r.created_at).to_std().unwrap_or(Duration::ZERO)),
             None => None,
         };
-        let mut invalidated = Invalidated { items_this_month: used, today: self.today(), ..Invalidated::default() };
-        match decide::budget(&self.budget, used, since_last) {
-            Budget::Wait => {
-                invalidated.deferred = true;
-                tracing::info!(?used, budget = self.budget.budget, "over the month's budget: changes wait to coalesce");
-            }
-            Budget::Send { remaining } => self.send(remaining, &mut invalidated).await?,
-        }
-        invalidated.pruned = self.db.prune_changes(self.retention).await?;
-        Ok(invalidated)
+        let budget = decide::budget(&self.budget, used, since_last);
+        let mark = self.db.visible_mark().await?;
+        let seen = Instant::now();
+        let mark = self.db.pending_at(&mark).await?.then_some((mark, seen));
+        let build = match self.warm.base_url.as_deref() {
+            Some(base) => match warm::build_id(&self.http, base).await {
+                Some(build) => Some((self.db.build_status(&build).await?, build)),
+                None => None,
+            },
+            None => None,
+        };
+        let warm = match self.warm.base_url.as_deref() {
+            Some(base) => Some(self.warm_inputs(base).await?),
+            None => None,
+        };
+        Ok(Survey { items_this_month: used, budget, mark, build, warm })
     }
 
-    /// Claims, plans, sends and completes (see [`Self::invalidate`]), filling in `invalidated`.
-    async fn send(&self, remaining: Option<usize>, invalidated: &mut Invalidated) -> Result<(), TickError> {
-        // Claim what was visible `settle` ago: every API instance has evicted it by now, whenever
-        // its transaction started. Waiting only when something is pending keeps idle ticks short.
-        let mark = self.db.visible_mark().await?;
-        if !self.settle.is_zero() && self.db.pending().await?.count > 0 {
-            tokio::time::sleep(self.settle).await;
+    /// The warm set and when the edge last fetched each of its paths.
+    async fn warm_inputs(&self, base: &str) -> Result<WarmInputs, StoreError> {
+        let today = self.today();
+        let floor = warm::warm_set(self.policy, &self.db, &self.calendar, Utc::now(), self.warm.max_paths).await?;
+        let learned = warm::learned_set(self.policy, &self.db, self.warm.learned_max).await?;
+        let paths: Vec<&str> =
+            floor.iter().map(|p| p.path.as_str()).chain(learned.iter().map(|l| l.warm.path.as_str())).collect();
+        let fetched = self.db.warm_state(&paths).await?;
+        Ok(WarmInputs { base: base.to_owned(), today, floor, learned, fetched })
+    }
+
+    /// Takes the lease, does the work the survey found, and gives the lease back; or, when
+    /// another tick holds it, does nothing and says so.
+    async fn under_lease(&self, survey: Survey, steps: &mut Steps) -> Result<(), TickError> {
+        let token = lease_token();
+        if let Lease::Held { holder, until } = self.db.take_lease(&token, self.lease).await? {
+            let until = until.map_or_else(|| "no expiry".to_owned(), |t| t.to_rfc3339());
+            let text = format!("another tick holds the lease ({holder}, until {until})");
+            tracing::info!(%text, "nothing done this tick");
+            steps.lease_held = Some(text);
+            return Ok(());
         }
-        let claim = self.db.claim(self.batch, &mark).await?;
+        let result = Box::pin(self.work(survey, &token, steps)).await;
+        if let Err(err) = self.db.release_lease(&token).await {
+            tracing::warn!(error = %error_chain(&err), "could not release the lease: it expires on its own");
+        }
+        result
+    }
+
+    /// Takes the lease again before a step, extending it; fails when another tick took it since
+    /// (this tick outlived its lease): then it stops, and leaves the rest to that one.
+    async fn renew(&self, token: &str) -> Result<(), TickError> {
+        match self.db.take_lease(token, self.lease).await? {
+            Lease::Taken => Ok(()),
+            Lease::Held { holder, .. } => Err(TickError::LeaseLost(holder)),
+        }
+    }
+
+    /// The steps of a tick that has work, under the lease `token`.
+    async fn work(&self, survey: Survey, token: &str, steps: &mut Steps) -> Result<(), TickError> {
+        let mut invalidated = steps.invalidated.take().unwrap_or_default();
+        if let (Budget::Send { remaining }, Some((mark, seen))) = (survey.budget, survey.mark)
+            && let Err(err) = Box::pin(self.send(remaining, mark, seen, token, &mut invalidated)).await
+        {
+            steps.invalidated = Some(invalidated);
+            return Err(err);
+        }
+        let (changed, today) = (invalidated.changed.clone(), invalidated.today.clone());
+        steps.invalidated = Some(invalidated);
+        if let Some((seen, build)) = survey.build {
+            self.renew(token).await?;
+            steps.deployed = Box::pin(self.invalidate_deploy(&build, seen)).await?;
+        }
+        if let Some(inputs) = survey.warm {
+            self.renew(token).await?;
+            let everything = steps.deployed.is_some();
+            steps.warmed = Box::pin(self.warm(inputs, &changed, &today, everything)).await.unwrap_or_else(|err| {
+                tracing::warn!(error = %error_chain(&err), "warming failed");
+                Warmed { tally: Tally { failures: 1, ..Tally::default() }, ..Warmed::default() }
+            });
+        }
+        Ok(())
+    }
+
+    /// Waits out the settle time since `mark` was seen, claims what it saw, plans the batch, sends
+    /// it, and marks the changes processed once the backend accepted it (or leaves them pending).
+    async fn send(
+        &self,
+        remaining: Option<usize>,
+        mark: VisibleMark,
+        seen: Instant,
+        token: &str,
+        invalidated: &mut Invalidated,
+    ) -> Result<(), TickError> {
+        // Claim what was visible `settle` ago: every API instance has evicted it by now, whenever
+        // its transaction started.
+        tokio::time::sleep(self.settle.saturating_sub(seen.elapsed())).await;
+        self.renew(token).await?;
+        let claim = self.db.claim(self.batch, &mark, token).await?;
         // Planned for the day of the claim: a tick that straddles the rollover (it waited out the
         // settle time first) plans and warms for the new day.
         invalidated.today = self.today();
         if claim.is_empty() {
-            claim.release().await;
             return Ok(());
         }
         invalidated.changes = claim.changes();
@@ -280,36 +387,30 @@ impl Warmer {
         let context = Context { today: Some(invalidated.today.clone()) };
         let batch = plan(self.policy, &invalidated.changed, self.mode, &limits, &context);
         invalidated.items = batch.items.len();
-        let reference = caller_reference(&claim.tags, &batch.items);
+        let reference = caller_reference(&self.db.identity().await, &claim.tags, &batch.items);
+        let accepted = |id, status| Accepted {
+            id,
+            backend: self.invalidator.name(),
+            caller_reference: &reference,
+            items: batch.items.len(),
+            status,
+        };
         if batch.items.is_empty() {
             // Tags no route carries: nothing to invalidate, but they are handled.
-            let accepted = Accepted {
-                id: None,
-                backend: self.invalidator.name(),
-                caller_reference: &reference,
-                items: 0,
-                status: "",
-            };
-            claim.complete(&accepted).await?;
+            claim.complete(&self.db, &accepted(None, "")).await?;
             return Ok(());
         }
         let submitted = match self.invalidator.submit(&batch.items, &reference).await {
             Ok(submitted) => submitted,
             Err(err) => {
                 // Not accepted: the changes stay pending for the next tick.
-                claim.release().await;
+                if let Err(release) = claim.release(&self.db).await {
+                    tracing::warn!(error = %error_chain(&release), "could not release the claim: the next tick takes it");
+                }
                 return Err(err.into());
             }
         };
-        claim
-            .complete(&Accepted {
-                id: Some(&submitted.id),
-                backend: self.invalidator.name(),
-                caller_reference: &reference,
-                items: batch.items.len(),
-                status: &submitted.status,
-            })
-            .await?;
+        claim.complete(&self.db, &accepted(Some(&submitted.id), &submitted.status)).await?;
         let status = self.invalidator.wait(&submitted, self.poll_interval, self.wait_timeout, |_, _| {}).await;
         invalidated.invalidation_status = Some(status.unwrap_or_else(|e| {
             tracing::warn!(error = %error_chain(&e), "could not follow the invalidation");
@@ -320,16 +421,14 @@ impl Warmer {
     }
 
     /// Invalidates the whole edge once when a new API build starts answering, so nothing the old
-    /// code made outlives the deploy (one path: `/*`). The build is read from `/health-check`
+    /// code made outlives the deploy (one path: `/*`). The build was read from `/health-check`
     /// through the edge (never cached there); the warm step then re-warms the whole warm set.
     /// Returns the invalidation's id, if one was sent.
-    async fn invalidate_deploy(&self) -> Result<Option<String>, TickError> {
-        let Some(base) = self.warm.base_url.as_deref() else { return Ok(None) };
-        let Some(build) = warm::build_id(&self.http, base).await else { return Ok(None) };
-        match self.db.build_status(&build).await? {
+    async fn invalidate_deploy(&self, build: &str, seen: BuildSeen) -> Result<Option<String>, TickError> {
+        match seen {
             BuildSeen::Known => Ok(None),
             BuildSeen::First => {
-                self.db.record_build(&build, None).await?;
+                self.db.record_build(build, None).await?;
                 Ok(None)
             }
             BuildSeen::Deployed { sequence } => {
@@ -344,7 +443,7 @@ impl Warmer {
                     status: &submitted.status,
                 };
                 self.db.record_invalidation(&accepted).await?;
-                self.db.record_build(&build, Some(&submitted.id)).await?;
+                self.db.record_build(build, Some(&submitted.id)).await?;
                 tracing::info!(build, invalidation = %submitted.id, "new API build: the edge was invalidated");
                 if let Err(err) =
                     self.invalidator.wait(&submitted, self.poll_interval, self.wait_timeout, |_, _| {}).await
@@ -356,30 +455,53 @@ impl Warmer {
         }
     }
 
-    /// Warms what [`decide::choose`] picks, and records when each path was fetched.
-    async fn warm(&self, changed: &BTreeSet<String>, today: &str, everything: bool) -> Result<Warmed, StoreError> {
-        let Some(base) = self.warm.base_url.as_deref() else { return Ok(Warmed::default()) };
-        let now = Utc::now();
-        let floor = warm::warm_set(self.policy, &self.db, &self.calendar, now, self.warm.max_paths).await?;
-        let learned = warm::learned_set(self.policy, &self.db, self.warm.learned_max).await?;
-        let warmed = self.db.warm_state().await?;
+    /// Warms what [`decide::choose`] picks, and records when the edge fetched each path.
+    async fn warm(
+        &self,
+        inputs: WarmInputs,
+        changed: &BTreeSet<String>,
+        today: &str,
+        everything: bool,
+    ) -> Result<Warmed, StoreError> {
+        // A tick that straddled the service day's rollover warms the new day's paths.
+        let inputs = if inputs.today == today { inputs } else { self.warm_inputs(&inputs.base).await? };
         let situation = Situation {
-            floor: &floor,
-            learned: &learned,
-            warmed: &warmed,
+            floor: &inputs.floor,
+            learned: &inputs.learned,
+            warmed: &inputs.fetched,
             changed,
             today,
             everything_emptied: everything,
-            now,
+            now: Utc::now(),
             budget: self.warm.budget,
         };
         let chosen = decide::choose(self.policy, &situation);
-        let fetched = warm::fetch_all(&self.http, base, &chosen.fetch, self.warm.concurrency).await;
+        let fetched = warm::fetch_all(&self.http, &inputs.base, &chosen.fetch, self.warm.concurrency).await;
         for f in fetched.iter().filter(|f| !f.ok()) {
             tracing::warn!(path = %f.path, status = ?f.status, error = ?f.error, "warm request failed");
         }
         self.db.record_warm(&warm::answered(&fetched)).await?;
-        Ok(Warmed { tally: decide::tally(&fetched, &learned), chosen, learned: learned.len() })
+        Ok(Warmed { tally: decide::tally(&fetched, &inputs.learned), chosen, learned: inputs.learned.len() })
+    }
+
+    /// Bounds the warmer's tables: processed changes past the retention, learned paths past their
+    /// age or rank, warm state past the longest edge TTL (such a path is due either way). Each
+    /// failure is logged, not raised: the next tick prunes again.
+    async fn prune(&self) -> Pruned {
+        let logged = |what: &str, result: Result<u64, StoreError>| {
+            result.unwrap_or_else(|err| {
+                tracing::warn!(error = %error_chain(&err), "could not prune the {what}");
+                0
+            })
+        };
+        Pruned {
+            changes: logged("processed changes", self.db.prune_changes(self.retention).await),
+            learned: logged(
+                "learned paths",
+                self.db.prune_learned(self.warm.learned_max_age, self.warm.learned_max).await,
+            ),
+            warm_state: logged("warm state", self.db.prune_warm_state(self.policy.max_edge_ttl()).await),
+        }
     }
 
     /// Warms the whole warm set now, regardless of cadence (`cachectl warm`).
@@ -398,6 +520,96 @@ impl Warmer {
     }
 }
 
+/// A token naming this tick as the lease's holder: where it runs (the Lambda instance's log
+/// stream, or the host), its process and when it started, so an operator can tell who held it.
+fn lease_token() -> String {
+    let place = std::env::var("AWS_LAMBDA_LOG_STREAM_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "local".to_owned());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{place}:{}:{nanos}", std::process::id())
+}
+
+/// What the survey found.
+struct Survey {
+    /// CloudFront items sent this month before this tick (CloudFront only).
+    items_this_month: Option<u64>,
+    /// What the budget lets the tick do.
+    budget: Budget,
+    /// The mark at which changes were pending, and when it was taken (`None`: none was).
+    mark: Option<(VisibleMark, Instant)>,
+    /// The build that answers, and what the warmer knows of it (`None`: no edge, or it did not
+    /// say).
+    build: Option<(BuildSeen, String)>,
+    /// The warm set (`None`: no edge to warm through).
+    warm: Option<WarmInputs>,
+}
+
+impl Survey {
+    /// Whether changes are pending but the month's budget makes them wait.
+    fn deferred(&self) -> bool {
+        self.mark.is_some() && self.budget == Budget::Wait
+    }
+
+    /// Whether the tick has anything to do: changes to claim, a build to record or flush for,
+    /// or a path to warm.
+    fn has_work(&self) -> bool {
+        (self.mark.is_some() && !self.deferred())
+            || matches!(self.build, Some((BuildSeen::First | BuildSeen::Deployed { .. }, _)))
+            || self.warm.as_ref().is_some_and(WarmInputs::any_due)
+    }
+}
+
+/// The warm set, as the survey read it.
+struct WarmInputs {
+    /// The edge's base URL.
+    base: String,
+    /// The service day it was read for.
+    today: String,
+    /// The floor.
+    floor: Vec<WarmPath>,
+    /// The learned paths.
+    learned: Vec<Learned>,
+    /// When the edge last fetched each of them from the origin, as far as the warmer knows.
+    fetched: HashMap<String, DateTime<Utc>>,
+}
+
+impl WarmInputs {
+    /// Whether any path is due now, with nothing changed.
+    fn any_due(&self) -> bool {
+        let now = Utc::now();
+        self.floor.iter().any(|p| decide::is_due(p.edge_ttl, self.fetched.get(&p.path).copied(), now))
+            || self.learned.iter().any(|l| {
+                decide::is_due(
+                    l.warm.edge_ttl,
+                    Some(decide::last_fetch(l, self.fetched.get(&l.warm.path).copied())),
+                    now,
+                )
+            })
+    }
+}
+
+/// What the prunes deleted.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pruned {
+    changes: u64,
+    learned: u64,
+    warm_state: u64,
+}
+
+/// What a tick's steps did.
+#[derive(Debug, Default)]
+struct Steps {
+    /// Nothing was to be done.
+    idle: bool,
+    /// Another tick held the lease: who, and until when.
+    lease_held: Option<String>,
+    invalidated: Option<Invalidated>,
+    deployed: Option<String>,
+    warmed: Warmed,
+    pruned: Pruned,
+}
+
 /// What the invalidation step did.
 #[derive(Debug, Clone, Default)]
 struct Invalidated {
@@ -413,8 +625,6 @@ struct Invalidated {
     invalidation_id: Option<String>,
     /// Its status after waiting for it.
     invalidation_status: Option<String>,
-    /// Processed changes pruned.
-    pruned: u64,
     /// CloudFront items sent this month before this tick.
     items_this_month: Option<u64>,
     /// The service day it was planned for.
@@ -435,10 +645,7 @@ struct Warmed {
 /// Everything a tick's steps returned, for its summary.
 struct Tick<'a> {
     calendar_mismatch: Option<String>,
-    invalidated: Option<&'a Invalidated>,
-    deployed: Option<String>,
-    warmed: &'a Warmed,
-    learned_pruned: u64,
+    steps: &'a Steps,
     pending: Option<Pending>,
     path_budget: u64,
     duration: Duration,
@@ -448,16 +655,19 @@ struct Tick<'a> {
 impl Summary {
     /// The summary of a tick, assembled once from what its steps returned.
     fn of(tick: Tick<'_>) -> Self {
-        let invalidated = tick.invalidated.cloned().unwrap_or_default();
-        let (warm, tally) = (&tick.warmed.chosen, &tick.warmed.tally);
+        let steps = tick.steps;
+        let invalidated = steps.invalidated.clone().unwrap_or_default();
+        let (warm, tally) = (&steps.warmed.chosen, &steps.warmed.tally);
         Self {
+            idle: steps.idle,
+            lease_held: steps.lease_held.clone(),
             changes: invalidated.changes,
             tags: invalidated.changed.len(),
             items: invalidated.items,
             deferred: invalidated.deferred,
             invalidation_id: invalidated.invalidation_id,
             invalidation_status: invalidated.invalidation_status,
-            pruned: invalidated.pruned,
+            pruned: steps.pruned.changes,
             pending: tick.pending.map_or(0, |p| p.count),
             oldest_pending_age_s: tick
                 .pending
@@ -465,18 +675,19 @@ impl Summary {
                 .map(|t| (Utc::now() - t).to_std().unwrap_or(Duration::ZERO).as_secs_f64()),
             items_this_month: invalidated.items_this_month,
             path_budget: tick.path_budget,
-            deploy_invalidation: tick.deployed,
+            deploy_invalidation: steps.deployed.clone(),
             calendar_mismatch: tick.calendar_mismatch,
             warmed: tally.warmed,
             warm_hits: tally.hits,
             warm_misses: tally.misses,
             failures: tally.failures,
             warm_skipped: warm.skipped,
-            learned: tick.warmed.learned,
+            learned: steps.warmed.learned,
             learned_rewarmed: tally.learned_rewarmed,
             learned_skipped: warm.learned_skipped,
             learned_failed: tally.learned_failed,
-            learned_pruned: tick.learned_pruned,
+            learned_pruned: steps.pruned.learned,
+            warm_state_pruned: steps.pruned.warm_state,
             duration_ms: u64::try_from(tick.duration.as_millis()).unwrap_or(u64::MAX),
             error: tick.error.map(|e| error_chain(e)),
             retryable: tick.error.map(TickError::retryable),

@@ -15,6 +15,7 @@ use cache_policy::{ParamKind, Policy, WARM_HEADER};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use store::learned::LearnedPath;
+use store::outbox::Warmed;
 use store::{Db, ServiceCalendar, StoreError};
 
 /// A path of the warm set and the edge TTL of its route.
@@ -131,6 +132,11 @@ pub struct Fetched {
     pub status: Option<u16>,
     /// The edge's `X-Cache` header (`Hit`/`Miss`, `Hit from cloudfront`, …).
     pub x_cache: Option<String>,
+    /// How long before the request the edge fetched its copy from the origin (its `Age`; none
+    /// on a copy fetched for this request).
+    pub age: Option<Duration>,
+    /// When the request was sent.
+    pub at: DateTime<Utc>,
     /// Why it failed, if it did.
     pub error: Option<String>,
 }
@@ -147,13 +153,19 @@ impl Fetched {
     }
 }
 
-/// What the warm requests that were answered found, as the warm state records it: `(path,
-/// status, X-Cache)`.
-pub fn answered(fetched: &[Fetched]) -> Vec<(String, u16, Option<String>)> {
+/// What the warm requests that were answered found, as the warm state records it: when the edge
+/// fetched each from the origin (the request's time less the copy's `Age`). A hit is not a fetch:
+/// it does not make the edge's copy live any longer.
+pub fn answered(fetched: &[Fetched]) -> Vec<Warmed> {
     fetched
         .iter()
         .filter(|f| f.ok())
-        .map(|f| (f.path.clone(), f.status.unwrap_or_default(), f.x_cache.clone()))
+        .map(|f| Warmed {
+            path: f.path.clone(),
+            status: f.status.unwrap_or_default(),
+            x_cache: f.x_cache.clone(),
+            fetched_at: f.at - chrono::Duration::from_std(f.age.unwrap_or_default()).unwrap_or_default(),
+        })
         .collect()
 }
 
@@ -183,16 +195,21 @@ pub async fn fetch_all(client: &reqwest::Client, base: &str, paths: &[WarmPath],
     futures_util::stream::iter(paths.iter().map(|p| async move {
         // Browsers ask for compressed answers, and the edge keys on the normalized encoding.
         let request = client.get(format!("{base}{}", p.path)).header("accept-encoding", "br, gzip");
+        let at = Utc::now();
         // Marked, so the API does not count it among what viewers made the edge fetch.
         match request.header(WARM_HEADER, "1").send().await {
             Ok(res) => {
                 let status = res.status().as_u16();
-                let x_cache = res.headers().get("x-cache").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let x_cache = header("x-cache");
+                let age = header("age").and_then(|a| a.trim().parse::<u64>().ok()).map(Duration::from_secs);
                 // Read the body so the edge finishes storing it.
                 let error = res.bytes().await.err().map(|e| e.to_string());
-                Fetched { path: p.path.clone(), status: Some(status), x_cache, error }
+                Fetched { path: p.path.clone(), status: Some(status), x_cache, age, at, error }
             }
-            Err(e) => Fetched { path: p.path.clone(), status: None, x_cache: None, error: Some(e.to_string()) },
+            Err(e) => {
+                Fetched { path: p.path.clone(), status: None, x_cache: None, age: None, at, error: Some(e.to_string()) }
+            }
         }
     }))
     .buffer_unordered(concurrency.max(1))

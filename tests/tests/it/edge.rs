@@ -703,3 +703,101 @@ async fn a_load_slower_than_the_bound_is_not_kept_by_the_edge_past_the_purge_of_
     let after = get(&client, &edge.url(page)).await;
     assert_eq!(after.body["note"], "after the import", "the edge kept the pre-change answer ({})", after.x_cache);
 }
+
+/// When the edge last fetched a path from the origin: `fetched_at` in the warm state.
+async fn fetched_at(db: &TestDb, path: &str) -> chrono::DateTime<chrono::Utc> {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query_scalar("SELECT fetched_at FROM warm_state WHERE path = $1")
+        .bind(path)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// A warm request the edge answers from its copy (a hit) does not make that copy live longer,
+/// so the warm state keeps when the edge fetched it (the request's time less the copy's `Age`),
+/// and the path falls due by the copy's age, not by the warmer's last request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_warm_hit_keeps_the_time_the_edge_fetched_the_copy() {
+    let (app, edge, _stop) = stack().await;
+    let first = warmer_purge(&app.db, &edge, "tags").await;
+    assert!(first["warm_misses"].as_u64().unwrap() > 100, "{first}");
+    let fetched = fetched_at(&app.db, "/v1/lines").await;
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let out = tokio::process::Command::new(binary("cachectl"))
+        .arg("warm")
+        .env_clear()
+        .env("DATABASE_URL", &app.db.url)
+        .env("WARM_BASE_URL", edge.url(""))
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.lines().any(|l| l.starts_with("200 Hit") && l.ends_with(" /v1/lines")), "{printed}");
+    let after = fetched_at(&app.db, "/v1/lines").await;
+    // Age counts whole seconds: the copy is 2 s old, so at most a second apart, where the time of
+    // the warmer's request would be 2.5 s later.
+    let moved = (after - fetched).num_milliseconds().abs();
+    assert!(moved < 1_000, "a hit is not a fetch: {fetched} -> {after}");
+}
+
+/// `warmer --every` on the embedded SQLite while another process writes: the warmer never holds
+/// the write lock for long (no transaction spans a backend call, an idle tick writes nothing), so
+/// every write succeeds within a short busy timeout, and every change reaches the edge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn on_sqlite_the_warmer_loop_never_locks_a_writer_out() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let app = TestApp::with(db.clone(), &["--change-poll-interval", "100ms"]).await;
+    let (addr, _stop) = app.serve().await;
+    let edge = Varnish::start(addr).await;
+    let mut warmer = tokio::process::Command::new(binary("warmer"))
+        .args(["--every", "300ms"])
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("WARMER_SETTLE", "500ms")
+        .env("INVALIDATOR", "purge")
+        .env("PURGE_URL", edge.url(""))
+        .env("WARM_BASE_URL", edge.url(""))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let ids = ["10701F", "3001F", "5051F"];
+    for id in ids {
+        get(&client, &edge.url(&format!("/v1/formations/{id}"))).await;
+    }
+    // A writer that gives up after 250 ms of waiting for the lock, as a web request would.
+    let options =
+        db.url.parse::<sqlx::sqlite::SqliteConnectOptions>().unwrap().busy_timeout(Duration::from_millis(250));
+    let mut writer = sqlx::SqliteConnection::connect_with(&options).await.unwrap();
+    let mut failed = Vec::new();
+    for i in 0..40 {
+        let id = ids[i % ids.len()];
+        let write = format!("UPDATE formations SET note = 'note {i}' WHERE id = '{id}'");
+        if let Err(err) = sqlx::raw_sql(&write).execute(&mut writer).await {
+            failed.push(format!("{i}: {err}"));
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(failed.is_empty(), "writes the warmer locked out: {failed:?}");
+    // Every formation's last note reaches the edge.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for (k, id) in ids.iter().enumerate() {
+        let last = (0..40).filter(|i| i % ids.len() == k).max().unwrap();
+        let want = format!("note {last}");
+        loop {
+            let got = get(&client, &edge.url(&format!("/v1/formations/{id}"))).await;
+            if got.body["note"] == want.as_str() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{id} never reached the edge: {}", got.body["note"]);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    warmer.start_kill().unwrap();
+}

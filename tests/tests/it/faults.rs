@@ -189,6 +189,9 @@ struct SilentProxy {
     slow: Arc<AtomicBool>,
     /// Connections accepted before this generation are silent.
     generation: Arc<AtomicU64>,
+    /// A connection that passes these bytes on to the server goes silent right after: the
+    /// server runs what they ask, and its answer never arrives.
+    trigger: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
 }
 
 impl SilentProxy {
@@ -200,19 +203,33 @@ impl SilentProxy {
         let silent: Arc<AtomicBool> = Arc::default();
         let slow: Arc<AtomicBool> = Arc::default();
         let generation: Arc<AtomicU64> = Arc::default();
-        let (flag, slowed, current) = (silent.clone(), slow.clone(), generation.clone());
+        let trigger: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
+        let (flag, slowed, current, pattern) = (silent.clone(), slow.clone(), generation.clone(), trigger.clone());
         let addr = crate::helpers::forward(target, move |client_read, client_write, server_read, server_write| {
-            let (flag, slowed, current) = (flag.clone(), slowed.clone(), current.clone());
+            let (flag, slowed, current, pattern) = (flag.clone(), slowed.clone(), current.clone(), pattern.clone());
             let born = current.load(Ordering::SeqCst);
+            let tripped: Arc<AtomicBool> = Arc::default();
             async move {
-                let silenced = move || flag.load(Ordering::SeqCst) || current.load(Ordering::SeqCst) != born;
+                let trips = tripped.clone();
+                let silenced = move || {
+                    flag.load(Ordering::SeqCst)
+                        || current.load(Ordering::SeqCst) != born
+                        || trips.load(Ordering::SeqCst)
+                };
                 let never = || false;
-                tokio::spawn(Self::pump(client_read, server_write, silenced.clone(), never));
-                Self::pump(server_read, client_write, silenced, move || slowed.load(Ordering::SeqCst)).await;
+                let sent = move |bytes: &[u8]| {
+                    let pattern = pattern.lock().unwrap();
+                    if pattern.as_deref().is_some_and(|p| bytes.windows(p.len()).any(|w| w == p)) {
+                        tripped.store(true, Ordering::SeqCst);
+                    }
+                };
+                tokio::spawn(Self::pump(client_read, server_write, silenced.clone(), never, sent));
+                Self::pump(server_read, client_write, silenced, move || slowed.load(Ordering::SeqCst), |_: &[u8]| {})
+                    .await;
             }
         })
         .await;
-        Self { addr, silent, slow, generation }
+        Self { addr, silent, slow, generation, trigger }
     }
 
     async fn pump(
@@ -220,6 +237,7 @@ impl SilentProxy {
         mut to: impl AsyncWriteExt + Unpin,
         silenced: impl Fn() -> bool,
         slowed: impl Fn() -> bool,
+        sent: impl Fn(&[u8]),
     ) {
         let mut buf = vec![0u8; 16 * 1024];
         loop {
@@ -240,7 +258,13 @@ impl SilentProxy {
                     return;
                 }
             }
+            sent(&buf[..n]);
         }
+    }
+
+    /// Silences each connection right after it passes `bytes` on to the server.
+    fn silence_after(&self, bytes: &str) {
+        *self.trigger.lock().unwrap() = Some(bytes.as_bytes().to_vec());
     }
 
     fn go_slow(&self) {
@@ -580,4 +604,80 @@ async fn a_change_of_a_transaction_above_the_snapshots_xmax_is_not_missed() {
 async fn current_xid(conn: &mut sqlx::PgConnection) -> u64 {
     let xid: String = sqlx::query_scalar("SELECT pg_current_xact_id()::text").fetch_one(conn).await.unwrap();
     xid.parse().unwrap()
+}
+
+/// A connection that goes silent just after it sent the warmer's claim: the claim commits, its
+/// answer never arrives. The tick fails within its statement bound (not the kernel's TCP
+/// timeout), says the failure is retryable, and leaves every change pending; the next tick
+/// takes the changes the lost claim marked and sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_connection_silent_after_the_claim_fails_the_tick_in_bound_and_the_next_proceeds() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let total = crate::warmer::pending(&db).await;
+    assert!(total > 0);
+    let proxy = SilentProxy::start(server(&db)).await;
+    proxy.silence_after("SET claim");
+    // In the clear, so the proxy can see which statement a connection sends.
+    let through = TestDb { url: format!("{}?sslmode=disable", proxy.url(&db)), ..db.clone() };
+    let started = Instant::now();
+    let (ok, failed) = crate::warmer::warmer_once(&through, &[("DB_STATEMENT_TIMEOUT", "2s")]).await;
+    let took = started.elapsed();
+    assert!(!ok, "{failed}");
+    assert_eq!(failed["retryable"], true, "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("database"), "{failed}");
+    assert!(took < Duration::from_secs(20), "bounded by the statement timeout, not TCP's: {took:?}");
+    assert_eq!(crate::warmer::pending(&db).await, total, "nothing was lost");
+    let mut conn = connect(&db).await;
+    let (claimed,): (i64,) = sqlx::query_as("SELECT count(*) FROM cache_changes WHERE claim IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(claimed, total, "the claim committed; only its answer was lost");
+
+    // The failed tick gave its lease back (or it expired): the next tick works.
+    let (ok, next) = crate::warmer::warmer_once(&db, &[("WARMER_LEASE", "2s")]).await;
+    let next = if next["lease_held"].is_string() {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        crate::warmer::warmer_once(&db, &[]).await.1
+    } else {
+        assert!(ok, "{next}");
+        next
+    };
+    assert_eq!(next["changes"].as_i64().unwrap(), total, "{next}");
+    assert_eq!(crate::warmer::pending(&db).await, 0);
+}
+
+/// A CloudFront API that accepts the connection and never answers: the call fails at
+/// INVALIDATION_TIMEOUT, the tick fails (retryable) with its changes pending and its lease given
+/// back, and the next tick, against an API that answers, sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_cloudfront_api_that_never_answers_fails_the_tick_in_bound_and_the_next_proceeds() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let total = crate::warmer::pending(&db).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let distribution = crate::warmer::moto_distribution();
+    let mut env = crate::warmer::cloudfront_env(&distribution, &stalled);
+    env.extend([("INVALIDATION_TIMEOUT", "1s"), ("INVALIDATION_RETRY_BASE", "10ms")]);
+    let started = Instant::now();
+    let (ok, failed) = crate::warmer::warmer_once(&db, &env).await;
+    let took = started.elapsed();
+    assert!(!ok, "{failed}");
+    assert_eq!(failed["retryable"], true, "{failed}");
+    assert!(took < Duration::from_secs(20), "bounded by INVALIDATION_TIMEOUT: {took:?}");
+    assert_eq!(crate::warmer::pending(&db).await, total);
+
+    let moto = crate::warmer::moto();
+    let (ok, next) = crate::warmer::warmer_once(&db, &crate::warmer::cloudfront_env(&distribution, &moto)).await;
+    assert!(ok && next["lease_held"].is_null(), "{next}");
+    assert_eq!(next["changes"].as_i64().unwrap(), total, "{next}");
+    assert_eq!(crate::warmer::pending(&db).await, 0);
 }

@@ -111,6 +111,23 @@ impl TestDb {
         }
     }
 
+    /// A copy of this PostgreSQL database as it is now, as a restore of a backup taken now would
+    /// make it: the same rows, the same sequences, another database.
+    pub async fn copy(&self) -> Self {
+        assert_eq!(self.backend, Backend::Postgres);
+        let admin = env("TEST_DATABASE_URL");
+        let name = unique("edgerail_t");
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&format!("{admin}/postgres")).await.unwrap();
+        let create = format!("CREATE DATABASE {name} TEMPLATE {}", self.name);
+        let mut attempts = 0;
+        while let Err(err) = sqlx::Executor::execute(&mut conn, create.as_str()).await {
+            attempts += 1;
+            assert!(attempts < 50 && err.to_string().contains("accessed by other users"), "copy: {err}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Self { backend: Backend::Postgres, url: format!("{admin}/{name}"), name }
+    }
+
     /// Runs SQL as an outside writer would (the site's write path, a person with psql).
     pub async fn exec(&self, sql: &str) {
         match self.backend {

@@ -312,17 +312,17 @@ async fn a_claim_takes_only_what_was_visible_at_its_mark(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
     // Drain what the fixture left pending.
-    let drain = store.claim(1_000_000, &store.visible_mark().await.unwrap()).await.unwrap();
-    drain.complete(&accepted()).await.unwrap();
+    let drain = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
+    drain.complete(store, &accepted()).await.unwrap();
 
     let mark = store.visible_mark().await.unwrap();
     app.db.exec("UPDATE formations SET note = 'after the mark' WHERE id = '3001F'").await;
-    let claim = store.claim(100, &mark).await.unwrap();
+    let claim = store.claim(100, &mark, "test").await.unwrap();
     assert!(claim.is_empty(), "{:?}", claim.tags);
-    claim.release().await;
-    let claim = store.claim(100, &store.visible_mark().await.unwrap()).await.unwrap();
+    claim.release(store).await.unwrap();
+    let claim = store.claim(100, &store.visible_mark().await.unwrap(), "test").await.unwrap();
     assert_eq!(claim.changes(), 2);
-    claim.complete(&accepted()).await.unwrap();
+    claim.complete(store, &accepted()).await.unwrap();
     assert_eq!(store.pending().await.unwrap().count, 0);
 }
 
@@ -333,10 +333,10 @@ fn accepted() -> outbox::Accepted<'static> {
 async fn processed_changes_older_than_the_retention_are_pruned(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
-    let claim = store.claim(1_000_000, &store.visible_mark().await.unwrap()).await.unwrap();
+    let claim = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
     let processed = claim.changes();
-    assert!(processed > 0);
-    claim.complete(&accepted()).await.unwrap();
+    assert!(processed > 5_000, "enough to take two prunes: {processed}");
+    claim.complete(store, &accepted()).await.unwrap();
     app.db.exec("UPDATE formations SET note = 'pending' WHERE id = '3001F'").await;
     // Nothing is old enough yet.
     assert_eq!(store.prune_changes(Duration::from_secs(3600)).await.unwrap(), 0);
@@ -350,7 +350,12 @@ async fn processed_changes_older_than_the_retention_are_pruned(backend: Backend)
         }
     };
     app.db.exec(old).await;
-    assert_eq!(store.prune_changes(Duration::from_secs(7 * 86_400)).await.unwrap(), processed as u64);
+    // At most 5,000 a call, so a tick's delete stays short; the next call takes the rest.
+    let first = store.prune_changes(Duration::from_secs(7 * 86_400)).await.unwrap();
+    assert_eq!(first, (processed as u64).min(5_000));
+    let rest = store.prune_changes(Duration::from_secs(7 * 86_400)).await.unwrap();
+    assert_eq!(first + rest, processed as u64);
+    assert_eq!(store.prune_changes(Duration::from_secs(7 * 86_400)).await.unwrap(), 0);
     assert_eq!(store.pending().await.unwrap().count, 2, "pending changes are never pruned");
 }
 
@@ -359,8 +364,8 @@ async fn processed_changes_older_than_the_retention_are_pruned(backend: Backend)
 async fn a_claim_waits_for_a_late_commit_to_settle_however_early_it_started() {
     let app = app(Backend::Postgres).await;
     let store = app.store();
-    let drain = store.claim(1_000_000, &store.visible_mark().await.unwrap()).await.unwrap();
-    drain.complete(&accepted()).await.unwrap();
+    let drain = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
+    drain.complete(store, &accepted()).await.unwrap();
     // A transaction that started long before the mark but commits after it.
     let mut slow = <sqlx::PgConnection as sqlx::Connection>::connect(&app.db.url).await.unwrap();
     sqlx::raw_sql("BEGIN; UPDATE formations SET note = 'slow' WHERE id = '3001F'").execute(&mut slow).await.unwrap();
@@ -368,11 +373,11 @@ async fn a_claim_waits_for_a_late_commit_to_settle_however_early_it_started() {
     let mark = store.visible_mark().await.unwrap();
     sqlx::raw_sql("COMMIT").execute(&mut slow).await.unwrap();
     // Its `changed_at` is old, but it was not visible at the mark: not claimed yet.
-    let early = store.claim(100, &mark).await.unwrap();
+    let early = store.claim(100, &mark, "test").await.unwrap();
     assert!(early.is_empty());
-    early.release().await;
+    early.release(store).await.unwrap();
     let later = store.visible_mark().await.unwrap();
-    assert_eq!(store.claim(100, &later).await.unwrap().changes(), 2);
+    assert_eq!(store.claim(100, &later, "test").await.unwrap().changes(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -512,8 +517,8 @@ async fn the_tag_functions_call_only_functions_the_planner_inlines() {
 async fn one_claim_drains_a_backlog_of_any_size(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
-    let drain = store.claim(1_000_000, &store.visible_mark().await.unwrap()).await.unwrap();
-    drain.complete(&accepted()).await.unwrap();
+    let drain = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
+    drain.complete(store, &accepted()).await.unwrap();
     let backlog = match backend {
         Backend::Postgres => "INSERT INTO cache_changes (tag) SELECT 'formation:3001F' FROM generate_series(1, 100000)",
         Backend::Sqlite => {
@@ -524,15 +529,15 @@ async fn one_claim_drains_a_backlog_of_any_size(backend: Backend) {
     app.db.exec(backlog).await;
     app.db.exec("UPDATE lines SET color = '#000000' WHERE id = 'minato'").await;
     // A claim bounded to fewer tags than are pending takes whole tags, earliest first.
-    let first = store.claim(1, &store.visible_mark().await.unwrap()).await.unwrap();
+    let first = store.claim(1, &store.visible_mark().await.unwrap(), "test").await.unwrap();
     assert_eq!(first.tags.len(), 1);
     assert_eq!((first.tags[0].tag.as_str(), first.tags[0].changes), ("formation:3001F", 100_000));
-    first.release().await;
-    let claim = store.claim(10_000, &store.visible_mark().await.unwrap()).await.unwrap();
+    first.release(store).await.unwrap();
+    let claim = store.claim(10_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
     let tags: BTreeSet<&str> = claim.tags.iter().map(|t| t.tag.as_str()).collect();
     assert_eq!(tags, BTreeSet::from(["formation:3001F", "lines", "line:minato"]));
     assert_eq!(claim.changes(), 100_002);
-    claim.complete(&accepted()).await.unwrap();
+    claim.complete(store, &accepted()).await.unwrap();
     assert_eq!(store.pending().await.unwrap().count, 0, "one claim drained the backlog");
 }
 
@@ -542,11 +547,11 @@ async fn a_released_claim_leaves_everything_pending(backend: Backend) {
     let store = app.store();
     let before = store.pending().await.unwrap().count;
     assert!(before > 0);
-    let claim = store.claim(10_000, &store.visible_mark().await.unwrap()).await.unwrap();
+    let claim = store.claim(10_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
     assert_eq!(i64::try_from(claim.changes()).unwrap(), before);
-    claim.release().await;
+    claim.release(store).await.unwrap();
     assert_eq!(store.pending().await.unwrap().count, before);
-    let again = store.claim(10_000, &store.visible_mark().await.unwrap()).await.unwrap();
+    let again = store.claim(10_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
     assert_eq!(i64::try_from(again.changes()).unwrap(), before, "the same changes, claimable again");
 }
 

@@ -18,7 +18,7 @@ use warmer::backend::{CloudFront, InvalidationError};
 
 use crate::helpers::{Backend, TestDb, binary};
 
-fn moto() -> String {
+pub(crate) fn moto() -> String {
     crate::helpers::env("TEST_MOTO_URL")
 }
 
@@ -35,7 +35,7 @@ fn client(endpoint: &str) -> aws_sdk_cloudfront::Client {
 }
 
 /// Creates a distribution in moto (through boto3, which moto ships with) and returns its id.
-fn moto_distribution() -> String {
+pub(crate) fn moto_distribution() -> String {
     let script = r#"
 import boto3, sys, uuid
 cf = boto3.client("cloudfront", endpoint_url=sys.argv[1], region_name="us-east-1",
@@ -54,7 +54,7 @@ print(d["Distribution"]["Id"])
 }
 
 /// Paths of every invalidation of a distribution in moto, newest first.
-async fn moto_invalidations(distribution: &str) -> Vec<Vec<String>> {
+pub(crate) async fn moto_invalidations(distribution: &str) -> Vec<Vec<String>> {
     let cf = client(&moto());
     let list = cf.list_invalidations().distribution_id(distribution).send().await.unwrap();
     let mut out = Vec::new();
@@ -73,7 +73,7 @@ async fn moto_invalidations(distribution: &str) -> Vec<Vec<String>> {
 }
 
 /// Runs `warmer --once` as a process with the given environment; returns (success, summary).
-async fn warmer_once(db: &TestDb, env: &[(&str, &str)]) -> (bool, Value) {
+pub(crate) async fn warmer_once(db: &TestDb, env: &[(&str, &str)]) -> (bool, Value) {
     let (ok, stdout) = warmer_once_output(db, env).await;
     let line = stdout.lines().last().unwrap_or_else(|| panic!("no summary: {stdout}"));
     let summary: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"));
@@ -81,7 +81,7 @@ async fn warmer_once(db: &TestDb, env: &[(&str, &str)]) -> (bool, Value) {
 }
 
 /// Runs `warmer --once`; returns (success, everything it printed on stdout).
-async fn warmer_once_output(db: &TestDb, env: &[(&str, &str)]) -> (bool, String) {
+pub(crate) async fn warmer_once_output(db: &TestDb, env: &[(&str, &str)]) -> (bool, String) {
     let mut cmd = tokio::process::Command::new(binary("warmer"));
     cmd.arg("--once")
         .env_clear()
@@ -104,7 +104,7 @@ async fn warmer_once_output(db: &TestDb, env: &[(&str, &str)]) -> (bool, String)
     (out.status.success(), stdout)
 }
 
-async fn pending(db: &TestDb) -> i64 {
+pub(crate) async fn pending(db: &TestDb) -> i64 {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
     let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM cache_changes WHERE processed_at IS NULL")
         .fetch_one(&mut conn)
@@ -120,7 +120,7 @@ async fn pending_tags(db: &TestDb) -> BTreeSet<String> {
     rows.into_iter().map(|(t,)| t).collect()
 }
 
-fn cloudfront_env<'a>(distribution: &'a str, endpoint: &'a str) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn cloudfront_env<'a>(distribution: &'a str, endpoint: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![("INVALIDATOR", "cloudfront"), ("DISTRIBUTION_ID", distribution), ("AWS_ENDPOINT_URL_CLOUDFRONT", endpoint)]
 }
 
@@ -206,24 +206,164 @@ async fn a_failing_backend_leaves_changes_pending_and_the_retry_sends_once() {
     assert_eq!(moto_invalidations(&distribution).await.len(), 1, "the retry started exactly one invalidation");
 }
 
+/// Two ticks started together, as an EventBridge schedule whose runs overlap starts them, with
+/// changes pending and the whole warm set due: one takes the warmer's lease and does all of it
+/// (one batch, every change, the warming); the other ends at once and says who holds the lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs services: run ./scripts/test.sh"]
-async fn two_warmers_at_once_process_each_change_exactly_once() {
+async fn two_ticks_at_once_one_does_the_work_and_the_other_says_why() {
     let db = TestDb::new(Backend::Postgres).await;
     let distribution = moto_distribution();
     for i in 0..40 {
         db.exec(&format!("UPDATE formations SET note = 'n{i}' WHERE id = '{}F'", 10701 + (i % 30))).await;
     }
     let total = pending(&db).await;
+    let app = crate::helpers::TestApp::with(db.clone(), &[]).await;
+    let (addr, _stop) = app.serve().await;
+    let base = format!("http://{addr}");
     let moto = moto();
-    let env = cloudfront_env(&distribution, &moto);
+    let mut env = cloudfront_env(&distribution, &moto);
+    // Long enough a settle that the second tick starts while the first holds the lease.
+    env.extend([("WARM_BASE_URL", base.as_str()), ("WARMER_SETTLE", "2s")]);
     let ((ok_a, a), (ok_b, b)) = tokio::join!(warmer_once(&db, &env), warmer_once(&db, &env));
     assert!(ok_a && ok_b, "{a} {b}");
-    let claimed = a["changes"].as_i64().unwrap() + b["changes"].as_i64().unwrap();
-    assert_eq!(claimed, total, "every change claimed by exactly one warmer: {a} {b}");
+    let (worked, stood_by) = if a["lease_held"].is_null() { (&a, &b) } else { (&b, &a) };
+    assert!(worked["lease_held"].is_null(), "{a} {b}");
+    assert_eq!(worked["changes"].as_i64().unwrap(), total, "{worked}");
+    assert!(worked["invalidation_id"].is_string(), "{worked}");
+    assert!(worked["warmed"].as_u64().unwrap() > 100, "{worked}");
+    let why = stood_by["lease_held"].as_str().unwrap_or_else(|| panic!("{stood_by}"));
+    assert!(why.contains("another tick holds the lease"), "{why}");
+    for field in ["changes", "items", "warmed", "warm_hits", "warm_misses"] {
+        assert_eq!(stood_by[field], 0, "{field}: {stood_by}");
+    }
+    assert!(stood_by["invalidation_id"].is_null(), "{stood_by}");
     assert_eq!(pending(&db).await, 0);
-    let sent = [&a, &b].iter().filter(|s| s["invalidation_id"].is_string()).count();
-    assert_eq!(moto_invalidations(&distribution).await.len(), sent);
+    assert_eq!(moto_invalidations(&distribution).await.len(), 1, "one batch");
+    // The lease was given back: the next tick is free to work at once.
+    db.exec("UPDATE formations SET note = 'after' WHERE id = '10701F'").await;
+    let (ok, next) = warmer_once(&db, &env).await;
+    assert!(ok && next["lease_held"].is_null() && next["changes"] == 2, "{next}");
+}
+
+/// A tick killed while it holds the lease (at the function's timeout, or by a person) blocks
+/// the ticks after it for at most the lease's expiry, then the next one does the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_killed_tick_blocks_the_next_for_at_most_its_lease() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let total = pending(&db).await;
+    assert!(total > 0);
+    let mut killed = tokio::process::Command::new(binary("warmer"))
+        .arg("--once")
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("WARMER_SETTLE", "30s")
+        .env("WARMER_LEASE", "3s")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Wait until it holds the lease (it then sleeps out its settle time), then kill it.
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (held,): (bool,) =
+            sqlx::query_as("SELECT holder IS NOT NULL FROM warmer_lease").fetch_one(&mut conn).await.unwrap();
+        if held {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the tick never took the lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    killed.start_kill().unwrap();
+    killed.wait().await.unwrap();
+    let killed_at = std::time::Instant::now();
+    let (ok, blocked) = warmer_once(&db, &[]).await;
+    assert!(ok, "{blocked}");
+    assert!(blocked["lease_held"].is_string(), "{blocked}");
+    assert_eq!(pending(&db).await, total, "nothing was claimed by either");
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(killed_at.elapsed()) + Duration::from_millis(200)).await;
+    let (ok, after) = warmer_once(&db, &[]).await;
+    assert!(ok && after["lease_held"].is_null(), "{after}");
+    assert_eq!(after["changes"].as_i64().unwrap(), total, "{after}");
+    assert_eq!(pending(&db).await, 0);
+}
+
+/// After a restore, change ids rewind: the same change of the same tags gets the same ids again
+/// and plans the same batch. Its `CallerReference` must still differ from the one sent before
+/// the restore, or CloudFront answers with that old, completed invalidation and purges nothing.
+/// (moto does not enforce `CallerReference`, so the reference itself is compared.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_restored_database_does_not_reuse_the_caller_references_of_its_past() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let distribution = moto_distribution();
+    let moto = moto();
+    let env = cloudfront_env(&distribution, &moto);
+    let (ok, drained) = warmer_once(&db, &env).await;
+    assert!(ok, "{drained}");
+    // The backup the restore brings back.
+    let restored = db.copy().await;
+    let change = "UPDATE formations SET note = 'Repainted' WHERE id = '10701F'";
+    let env = &env;
+    let sent = |db: TestDb| async move {
+        db.exec(change).await;
+        let (ok, summary) = warmer_once(&db, env).await;
+        assert!(ok && summary["invalidation_id"].is_string(), "{summary}");
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+        let row: (String, i64, i64) = sqlx::query_as(
+            "SELECT i.caller_reference, min(c.id), max(c.id) FROM cache_invalidations i \
+             JOIN cache_changes c ON c.invalidation_id = i.id WHERE i.id = $1 GROUP BY 1",
+        )
+        .bind(summary["invalidation_id"].as_str().unwrap())
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        row
+    };
+    let before = sent(db.clone()).await;
+    let after = sent(restored).await;
+    assert_eq!((before.1, before.2), (after.1, after.2), "the restore rewound the change ids");
+    assert_ne!(before.0, after.0, "the same reference would fetch the old invalidation");
+}
+
+/// The warm state is bounded: a row the edge has not fetched for longer than the longest edge
+/// TTL says nothing (its path is due either way) and goes; a tick reads only the rows of the
+/// paths it may warm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn the_warm_state_is_pruned_past_the_longest_edge_ttl() {
+    let db = TestDb::new(Backend::Postgres).await;
+    db.exec(
+        "INSERT INTO warm_state (path, status, x_cache, fetched_at) \
+         SELECT '/v1/formations/' || i || 'X', 404, 'Miss', now() - interval '25 hours' FROM generate_series(1, 5000) i; \
+         INSERT INTO warm_state (path, status, x_cache, fetched_at) VALUES ('/v1/lines', 200, 'Miss', now())",
+    )
+    .await;
+    let (ok, summary) = warmer_once(&db, &[]).await;
+    assert!(ok, "{summary}");
+    assert_eq!(summary["warm_state_pruned"], 5000, "{summary}");
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM warm_state").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(left, 1, "the recent row stays");
+}
+
+/// On the embedded database, a tick with nothing to do takes no write lock: with another writer
+/// holding SQLite's write lock, it still succeeds, and says it was idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn an_idle_tick_on_sqlite_writes_nothing() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (ok, drained) = warmer_once(&db, &[]).await;
+    assert!(ok && drained["changes"].as_u64().unwrap() > 0, "{drained}");
+    let mut writer = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN IMMEDIATE; UPDATE lines SET color = color WHERE 0").execute(&mut writer).await.unwrap();
+    let (ok, idle) = warmer_once(&db, &[]).await;
+    assert!(ok, "an idle tick must not need the write lock: {idle}");
+    assert_eq!(idle["idle"], true, "{idle}");
+    sqlx::raw_sql("COMMIT").execute(&mut writer).await.unwrap();
 }
 
 /// Serves recorded CloudFront responses in order, counting requests.
