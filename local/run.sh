@@ -20,6 +20,10 @@ WITH_WARMER=0
 ensure_debs varnish varnish-modules curl
 cargo build --release -p api -p warmer
 
+# The warmer's mark, shared by the API and the warmer so that the warmer's fetches are not learned
+# as a viewer's; random unless set.
+export WARM_SECRET=${WARM_SECRET:-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}
+
 run="$EDGERAIL_RUN/local"
 mkdir -p "$run"
 pids=()

@@ -117,6 +117,11 @@ pub struct Config {
     /// Most distinct paths an instance counts between two flushes (the rest are not counted).
     #[arg(long, env = "LEARN_MAX_PATHS", default_value_t = 1000)]
     pub learn_max_paths: usize,
+    /// The value of `x-edgerail-warm` that marks the warmer's own fetches (the warmer's
+    /// WARM_SECRET): they are not learned. A viewer cannot forge it; a request with any other
+    /// value is a viewer's. Unset: every fetch is learned, the warmer's too.
+    #[arg(long, env = "WARM_SECRET", hide_env_values = true)]
+    pub warm_secret: Option<String>,
     /// Log format [default: AWS_LAMBDA_LOG_FORMAT on Lambda, else json there and text locally].
     /// Filter with RUST_LOG (else AWS_LAMBDA_LOG_LEVEL, else info).
     #[arg(long, env = "LOG_FORMAT", value_enum)]
@@ -231,6 +236,21 @@ impl Config {
     pub fn calendar(&self) -> Result<ServiceCalendar, ConfigError> {
         let settings = &self.service_calendar;
         Ok(ServiceCalendar::new(&settings.service_tz, &settings.service_day_start)?)
+    }
+
+    /// A short hash of the settings that shape answers without changing the code: the service
+    /// calendar (every `today` and dated answer) and the tag header (what the edge purges by).
+    /// `/health-check` reports it beside the build id, and the warmer flushes the edge when either
+    /// changes: a deploy that only changes these changes answers the edge holds.
+    pub fn answer_settings(&self) -> String {
+        let settings = &self.service_calendar;
+        let text = format!(
+            "SERVICE_TZ={}\nSERVICE_DAY_START={}\nCACHE_TAG_HEADER={}",
+            settings.service_tz,
+            settings.service_day_start,
+            self.cache_tag_header.to_ascii_lowercase()
+        );
+        format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
     }
 
     /// The tag header name.

@@ -3,8 +3,10 @@
 //!
 //! Every request that reaches the API came from an edge that did not hold the answer (or was
 //! refreshing it), so what the API answers is an exact record of what the edge holds. A request
-//! carrying [`WARM_HEADER`] is the warmer's own fetch and is not counted: the learned set must not
-//! feed on itself.
+//! carrying [`WARM_HEADER`] with the warmer's secret (`WARM_SECRET`) is the warmer's own fetch and
+//! is not counted: the learned set must not feed on itself. The edge forwards the header from
+//! anyone, so its value, not its presence, tells the warmer: a viewer cannot opt out of the count.
+//! Each path is counted with whether its answer exists (a `404` does not), which ranks it.
 //!
 //! The tally is a capped map: at most `max_paths` distinct paths between two flushes, the rest
 //! dropped (and counted). At most once per `interval`, the request that finds the tally due
@@ -23,8 +25,8 @@ use store::learned::LearnedPath;
 
 pub use cache_policy::WARM_HEADER;
 
-/// Path → (fetches, latest fetch), since the last flush.
-type Tally = HashMap<Box<str>, (i64, DateTime<Utc>)>;
+/// Path → (fetches, latest fetch, whether the latest answer exists), since the last flush.
+type Tally = HashMap<Box<str>, (i64, DateTime<Utc>, bool)>;
 
 /// One instance's tally of the paths it answered since the last flush.
 #[derive(Debug)]
@@ -47,12 +49,15 @@ pub(crate) struct Learner {
     dropped: AtomicU64,
     /// Flushes that failed (their tally is dropped), since the instance started.
     failed: AtomicU64,
+    /// The value of [`WARM_HEADER`] that marks the warmer's fetches (`None`: none does).
+    warm_secret: Option<Box<[u8]>>,
 }
 
 impl Learner {
     /// A learner flushing at most once per `interval`, counting at most `max_paths` paths per
-    /// flush; either zero turns learning off.
-    pub(crate) fn new(interval: Duration, max_paths: usize) -> Self {
+    /// flush; either zero turns learning off. Requests whose [`WARM_HEADER`] is `warm_secret` are
+    /// the warmer's.
+    pub(crate) fn new(interval: Duration, max_paths: usize, warm_secret: Option<&str>) -> Self {
         Self {
             enabled: !interval.is_zero() && max_paths > 0,
             max_paths,
@@ -63,21 +68,33 @@ impl Learner {
             tally: Mutex::new(HashMap::new()),
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            warm_secret: warm_secret.filter(|s| !s.is_empty()).map(|s| s.as_bytes().into()),
         }
     }
 
-    /// Counts one answer to the edge for `path` (path and query as asked).
-    pub(crate) fn record(&self, path: &str) {
+    /// Whether a request whose [`WARM_HEADER`] is `value` is the warmer's own fetch: only with the
+    /// warmer's secret, compared in constant time (the answer must not tell a viewer how much of a
+    /// guess was right).
+    pub(crate) fn is_warmers(&self, value: Option<&http::HeaderValue>) -> bool {
+        let (Some(secret), Some(value)) = (&self.warm_secret, value) else { return false };
+        let value = value.as_bytes();
+        value.len() == secret.len() && value.iter().zip(secret.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+
+    /// Counts one answer to the edge for `path` (path and query as asked); `found`: it was an
+    /// answer that exists (not a `404`).
+    pub(crate) fn record(&self, path: &str, found: bool) {
         if !self.enabled {
             return;
         }
         let now = Utc::now();
         let Ok(mut tally) = self.tally.lock() else { return };
-        if let Some((fetches, last)) = tally.get_mut(path) {
+        if let Some((fetches, last, exists)) = tally.get_mut(path) {
             *fetches += 1;
             *last = now;
+            *exists = found;
         } else if tally.len() < self.max_paths {
-            tally.insert(path.into(), (1, now));
+            tally.insert(path.into(), (1, now, found));
         } else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -112,7 +129,12 @@ impl Learner {
         Some(
             taken
                 .into_iter()
-                .map(|(path, (fetches, last_fetched_at))| LearnedPath { path: path.into(), fetches, last_fetched_at })
+                .map(|(path, (fetches, last_fetched_at, found))| LearnedPath {
+                    path: path.into(),
+                    fetches,
+                    last_fetched_at,
+                    found,
+                })
                 .collect(),
         )
     }
@@ -157,24 +179,37 @@ mod tests {
 
     #[test]
     fn a_tally_counts_each_path_and_is_capped() {
-        let learner = Learner::new(Duration::from_secs(60), 2);
+        let learner = Learner::new(Duration::from_secs(60), 2, None);
         for path in ["/v1/lines", "/v1/formations/10701F", "/v1/lines", "/v1/formations"] {
-            learner.record(path);
+            learner.record(path, true);
         }
         assert_eq!(counts(&learner), [("/v1/formations/10701F".to_owned(), 1), ("/v1/lines".to_owned(), 2)]);
         assert_eq!(learner.losses(), (1, 0), "the third distinct path is dropped, not counted");
-        learner.record("/v1/formations");
+        learner.record("/v1/formations", true);
         assert_eq!(counts(&learner), [("/v1/formations".to_owned(), 1)], "a flush starts a new tally");
     }
 
     #[test]
+    fn only_the_warmers_secret_marks_a_fetch_as_the_warmers() {
+        let header = |v: &str| http::HeaderValue::from_str(v).unwrap();
+        let learner = Learner::new(Duration::from_secs(60), 10, Some("s3cret-value"));
+        assert!(learner.is_warmers(Some(&header("s3cret-value"))));
+        for forged in ["1", "s3cret-valuf", "s3cret-value2", ""] {
+            assert!(!learner.is_warmers(Some(&header(forged))), "{forged}");
+        }
+        assert!(!learner.is_warmers(None));
+        let without = Learner::new(Duration::from_secs(60), 10, None);
+        assert!(!without.is_warmers(Some(&header("1"))), "no secret: every fetch is a viewer's");
+    }
+
+    #[test]
     fn no_flush_is_due_before_the_interval_or_with_learning_off() {
-        let learner = Learner::new(Duration::from_secs(60), 10);
-        learner.record("/v1/lines");
+        let learner = Learner::new(Duration::from_secs(60), 10, None);
+        learner.record("/v1/lines", true);
         assert!(!learner.due(), "a new instance flushes an interval after it started, not at its first request");
         assert!(!learner.claim());
-        let off = Learner::new(Duration::ZERO, 10);
-        off.record("/v1/lines");
+        let off = Learner::new(Duration::ZERO, 10, None);
+        off.record("/v1/lines", true);
         assert!(!off.due() && !off.claim());
         assert!(off.tally.lock().unwrap().is_empty());
     }

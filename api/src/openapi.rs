@@ -303,13 +303,17 @@ fn health_check() -> Value {
                     "description": "Healthy",
                     "content": { "application/json": { "schema": {
                         "type": "object",
-                        "required": ["status", "build"],
+                        "required": ["status", "build", "settings"],
                         "properties": {
                             "status": { "const": "ok" },
                             "database": { "const": "ok" },
                             "build": {
                                 "type": "string",
                                 "description": "Build id of the code answering: a hash of its sources, or BUILD_ID",
+                            },
+                            "settings": {
+                                "type": "string",
+                                "description": "A hash of the settings that shape answers (the service calendar, the tag header)",
                             },
                         },
                     } } },

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::cache::feed::FeedSettings;
 use crate::cache::{LocalCache, LocalCacheConfig};
 use crate::config::{Config, ConfigError};
-use crate::http::{AppState, HttpSettings, app};
+use crate::http::{AppState, HttpSettings, Identity, app};
 use crate::learn::Learner;
 use crate::metrics::Metrics;
 
@@ -110,10 +110,11 @@ pub fn build_state(config: &Config, store: Db) -> Result<AppState, StartupError>
         // Waiting for a connection, then the statement, then a margin for the round trips.
         load_timeout: config.db_acquire_timeout + config.db_statement_timeout + Duration::from_secs(1),
     });
-    let http = HttpSettings::new(policy, config.calendar()?, config.tag_header()?, config.build_id.clone());
+    let identity = Identity { build: config.build_id.clone(), settings: config.answer_settings() };
+    let http = HttpSettings::new(policy, config.calendar()?, config.tag_header()?, identity);
     let metrics =
         Metrics::new(config.metrics_enabled(), policy.routes().iter().map(|r| r.name.clone()), config.metrics_interval);
-    let learner = Learner::new(config.learn_flush_interval, config.learn_max_paths);
+    let learner = Learner::new(config.learn_flush_interval, config.learn_max_paths, config.warm_secret.as_deref());
     Ok(AppState::new(store, cache, http, metrics, learner))
 }
 

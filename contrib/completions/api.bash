@@ -47,7 +47,7 @@ _api() {
 
     case "${cmd}" in
         api)
-            opts="-h -V --database-url --database-secret-arn --sqlite-path --bind-addr --service-tz --service-day-start --cache-tag-header --change-poll-interval --change-poll-wait --change-poll-timeout --change-max-lag --local-cache-max-bytes --db-max-connections --db-acquire-timeout --db-statement-timeout --db-idle-timeout --db-proxy-compat --metrics --metrics-interval --learn-flush-interval --learn-max-paths --log-format --shutdown-timeout --build-id --lambda-memory-mb --lambda-runtime-api --help --version serve migrate seed help"
+            opts="-h -V --database-url --database-secret-arn --sqlite-path --bind-addr --service-tz --service-day-start --cache-tag-header --change-poll-interval --change-poll-wait --change-poll-timeout --change-max-lag --local-cache-max-bytes --db-max-connections --db-acquire-timeout --db-statement-timeout --db-idle-timeout --db-proxy-compat --metrics --metrics-interval --learn-flush-interval --learn-max-paths --warm-secret --log-format --shutdown-timeout --build-id --lambda-memory-mb --lambda-runtime-api --help --version serve migrate seed help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -134,6 +134,10 @@ _api() {
                     return 0
                     ;;
                 --learn-max-paths)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warm-secret)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_api_global_optspecs
-    string join \n database-url= database-secret-arn= sqlite-path= bind-addr= service-tz= service-day-start= cache-tag-header= change-poll-interval= change-poll-wait= change-poll-timeout= change-max-lag= local-cache-max-bytes= db-max-connections= db-acquire-timeout= db-statement-timeout= db-idle-timeout= db-proxy-compat= metrics= metrics-interval= learn-flush-interval= learn-max-paths= log-format= shutdown-timeout= build-id= lambda-memory-mb= lambda-runtime-api= h/help V/version
+    string join \n database-url= database-secret-arn= sqlite-path= bind-addr= service-tz= service-day-start= cache-tag-header= change-poll-interval= change-poll-wait= change-poll-timeout= change-max-lag= local-cache-max-bytes= db-max-connections= db-acquire-timeout= db-statement-timeout= db-idle-timeout= db-proxy-compat= metrics= metrics-interval= learn-flush-interval= learn-max-paths= warm-secret= log-format= shutdown-timeout= build-id= lambda-memory-mb= lambda-runtime-api= h/help V/version
 end
 
 function __fish_api_needs_command
@@ -47,6 +47,7 @@ off\t'None'"
 complete -c api -n "__fish_api_needs_command" -l metrics-interval -d 'How often the metrics of an instance that is serving are written' -r
 complete -c api -n "__fish_api_needs_command" -l learn-flush-interval -d 'How often an instance that is serving adds the paths it answered for the edge to the learned warm set (one statement); 0 turns learning off' -r
 complete -c api -n "__fish_api_needs_command" -l learn-max-paths -d 'Most distinct paths an instance counts between two flushes (the rest are not counted)' -r
+complete -c api -n "__fish_api_needs_command" -l warm-secret -d 'The value of `x-edgerail-warm` that marks the warmer\'s own fetches (the warmer\'s WARM_SECRET): they are not learned. A viewer cannot forge it; a request with any other value is a viewer\'s. Unset: every fetch is learned, the warmer\'s too' -r
 complete -c api -n "__fish_api_needs_command" -l log-format -d 'Log format [default: AWS_LAMBDA_LOG_FORMAT on Lambda, else json there and text locally]. Filter with RUST_LOG (else AWS_LAMBDA_LOG_LEVEL, else info)' -r -f -a "json\t'One JSON object per line (CloudWatch Logs Insights can query it), with the current span\'s fields, so a line can be tied to its request or warmer tick'
 text\t'Human-readable lines'"
 complete -c api -n "__fish_api_needs_command" -l shutdown-timeout -d 'Local server: how long to wait for in-flight requests after SIGTERM/Ctrl-C' -r

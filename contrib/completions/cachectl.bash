@@ -447,7 +447,7 @@ _cachectl() {
             return 0
             ;;
         cachectl__subcmd__warm)
-            opts="-h --base-url --max-paths --warm-budget --learned-max --learned-max-age --concurrency --timeout --database-url --database-secret-arn --service-tz --service-day-start --db-statement-timeout --help"
+            opts="-h --base-url --max-paths --warm-budget --learned-max --learned-max-age --concurrency --timeout --warm-secret --database-url --database-secret-arn --service-tz --service-day-start --db-statement-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -478,6 +478,10 @@ _cachectl() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warm-secret)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -86,10 +86,11 @@ complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -s h -l he
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l base-url -d 'Base URL warm requests go to: the distribution, or the local edge. Unset: no warming' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l max-paths -d 'Upper bound of the warm set\'s floor (policy routes with `warm = true`, expanded with ids)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l warm-budget -d 'Most warm requests one tick sends: what invalidations emptied first, then what is due' -r
-complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l learned-max -d 'Most learned paths kept and warmed (the most fetched stay)' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l learned-max -d 'Most learned paths kept and warmed (those ranked first stay: paths that exist, then by recent fetches)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l learned-max-age -d 'A learned path the edge has not fetched from the origin for this long is forgotten' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l concurrency -d 'Warm requests in flight at once' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l timeout -d 'Timeout of one warm request' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l warm-secret -d 'Sent as `x-edgerail-warm` with every warm request, so the API (given the same WARM_SECRET) does not learn the warmer\'s own fetches. Unset: the header is not sent, and the API counts the warmer\'s fetches like a viewer\'s' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l database-url -d 'PostgreSQL URL (`postgres://…`) or SQLite URL (`sqlite://…`). The API, when it is unset, serves the embedded SQLite file at SQLITE_PATH (created and seeded on first run); on Lambda it is required, or DATABASE_SECRET_ARN' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l database-secret-arn -d 'AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when DATABASE_URL is unset (docs/deploy.md lists the shapes understood)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l service-tz -d 'IANA time zone of the timetable' -r

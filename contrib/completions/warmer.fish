@@ -29,10 +29,11 @@ complete -c warmer -l call-timeout -d 'The longest one call to the invalidation 
 complete -c warmer -l base-url -d 'Base URL warm requests go to: the distribution, or the local edge. Unset: no warming' -r
 complete -c warmer -l max-paths -d 'Upper bound of the warm set\'s floor (policy routes with `warm = true`, expanded with ids)' -r
 complete -c warmer -l warm-budget -d 'Most warm requests one tick sends: what invalidations emptied first, then what is due' -r
-complete -c warmer -l learned-max -d 'Most learned paths kept and warmed (the most fetched stay)' -r
+complete -c warmer -l learned-max -d 'Most learned paths kept and warmed (those ranked first stay: paths that exist, then by recent fetches)' -r
 complete -c warmer -l learned-max-age -d 'A learned path the edge has not fetched from the origin for this long is forgotten' -r
 complete -c warmer -l concurrency -d 'Warm requests in flight at once' -r
 complete -c warmer -l timeout -d 'Timeout of one warm request' -r
+complete -c warmer -l warm-secret -d 'Sent as `x-edgerail-warm` with every warm request, so the API (given the same WARM_SECRET) does not learn the warmer\'s own fetches. Unset: the header is not sent, and the API counts the warmer\'s fetches like a viewer\'s' -r
 complete -c warmer -l once -d 'Run one tick and exit'
 complete -c warmer -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c warmer -s V -l version -d 'Print version'

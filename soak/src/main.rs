@@ -156,6 +156,10 @@ struct Happened {
     detail: String,
 }
 
+/// The mark the fleet and the warmer share, as a deployed stack's: the warmer's fetches are not
+/// learned as viewers'.
+const WARM_SECRET: &str = "soak-warm-mark";
+
 /// The warmer process, which faults kill, stop and restart.
 struct Warmer {
     binary: PathBuf,
@@ -347,6 +351,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             env: vec![
                 ("CHANGE_MAX_LAG".to_owned(), format!("{}ms", lag.as_millis())),
                 ("RUST_LOG".to_owned(), args.api_log.clone()),
+                ("WARM_SECRET".to_owned(), WARM_SECRET.to_owned()),
             ],
             reserved: args.reserved,
             idle_retire: args.idle_retire,
@@ -396,6 +401,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ("INVALIDATION_RETRY_BASE".to_owned(), "100ms".to_owned()),
             ("INVALIDATION_RETRY_ATTEMPTS".to_owned(), "2".to_owned()),
             ("RUST_LOG".to_owned(), "warn".to_owned()),
+            ("WARM_SECRET".to_owned(), WARM_SECRET.to_owned()),
         ],
         log: args.run_dir.join("warmer.log"),
         every: args.tick,

@@ -75,6 +75,30 @@ impl ServiceCalendar {
         ))
     }
 
+    /// Compares `theirs`, the runs of days a database holds that overlap `from` to `to`, with this
+    /// calendar, day by day: where each day of the range starts. `None` when every day starts at
+    /// the same instant (so every instant falls in the same day), else the first day that differs.
+    pub fn runs_mismatch(&self, theirs: &[DayRun], from: NaiveDate, to: NaiveDate) -> Option<String> {
+        const DAY: TimeDelta = TimeDelta::days(1);
+        let mut day = from;
+        while day <= to {
+            let ours = self.day_start_instant(day);
+            let run = theirs.iter().find(|r| r.day <= day && day <= r.last_day);
+            let start = run.and_then(|r| Some(r.starts_at + DAY * i32::try_from((day - r.day).num_days()).ok()?));
+            if start != Some(ours) {
+                let theirs = start.map_or_else(|| "nowhere".to_owned(), |s| s.to_rfc3339());
+                return Some(format!(
+                    "the database's triggers start service day {day} at {theirs}, this process's {} calendar at {}: \
+                     its zone rules changed since `api migrate`",
+                    self.zone_name(),
+                    ours.to_rfc3339()
+                ));
+            }
+            day = day.succ_opt()?;
+        }
+        None
+    }
+
     /// The zone's UTC offset in seconds at `at`.
     fn offset_seconds(&self, at: DateTime<Utc>) -> i32 {
         // jiff's instants span years -9999..=9999; clamping outside them keeps the zone's
@@ -222,6 +246,29 @@ mod tests {
 
     fn tokyo() -> ServiceCalendar {
         ServiceCalendar::new("Asia/Tokyo", "04:00").unwrap()
+    }
+
+    #[test]
+    fn runs_that_a_rules_change_moved_are_a_mismatch() {
+        let london = ServiceCalendar::new("Europe/London", "04:00").unwrap();
+        let (from, to) = (NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), NaiveDate::from_ymd_opt(2027, 12, 31).unwrap());
+        let runs: Vec<DayRun> = london.day_runs().into_iter().filter(|r| r.last_day >= from && r.day <= to).collect();
+        assert!(runs.len() >= 4, "two clock changes a year: {runs:?}");
+        assert_eq!(london.runs_mismatch(&runs, from, to), None);
+        // A clock change a week later than the rules say now: the days of that week start an
+        // hour off.
+        let mut moved = runs.clone();
+        moved[0].last_day = moved[0].last_day + Days::new(7);
+        moved[1].starts_at += TimeDelta::days(7);
+        moved[1].day = moved[1].day + Days::new(7);
+        let text = london.runs_mismatch(&moved, from, to).unwrap();
+        assert!(text.contains(&format!("service day {}", runs[1].day)), "{text}");
+        // A clock change the database does not know at all.
+        let mut unknown = runs[..1].to_vec();
+        unknown[0].last_day = NaiveDate::from_ymd_opt(9999, 12, 31).unwrap();
+        assert!(london.runs_mismatch(&unknown, from, to).is_some());
+        // The same days described from an earlier run start agree.
+        assert_eq!(tokyo().runs_mismatch(&tokyo().day_runs(), from, to), None);
     }
 
     fn utc(text: &str) -> DateTime<Utc> {

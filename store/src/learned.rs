@@ -27,6 +27,9 @@ pub struct LearnedPath {
     pub fetches: i64,
     /// The latest of them.
     pub last_fetched_at: DateTime<Utc>,
+    /// Whether the latest answer was one that exists (not a `404`): paths that do not exist rank
+    /// below every path that does.
+    pub found: bool,
 }
 
 impl Db {
@@ -46,13 +49,17 @@ impl Db {
         }
         let mut rows: Vec<&LearnedPath> = tally.iter().collect();
         rows.sort_by(|a, b| a.path.cmp(&b.path));
-        let json: Vec<serde_json::Value> =
-            rows.iter().map(|r| serde_json::json!([r.path, r.fetches, timestamp_text(r.last_fetched_at)])).collect();
+        let json: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| serde_json::json!([r.path, r.fetches, timestamp_text(r.last_fetched_at), r.found]))
+            .collect();
         let json = serde_json::Value::Array(json).to_string();
         self.write([Statement::new(self.sql().record_learned).bind(json.as_str())]).await.map(drop)
     }
 
-    /// The `limit` most fetched paths, the most fetched first (ties: the latest fetched first).
+    /// The `limit` paths the edge fetched most lately, first: those that exist, by their decayed
+    /// count (a fetch ten minutes old weighs half of one now, an hour old a seventh), then those
+    /// answered `404`. Recent traffic wins, and ids that do not exist never displace a page.
     ///
     /// # Errors
     ///
@@ -64,7 +71,7 @@ impl Db {
     }
 
     /// Bounds the table: deletes the paths not fetched within `max_age`, and all but the `keep`
-    /// most fetched. Returns how many rows went. Reads first, and writes only when something is
+    /// ranked first (see [`Db::learned_top`]). Returns how many rows went. Reads first, and writes only when something is
     /// to go: a tick with nothing to prune takes no write lock.
     ///
     /// # Errors

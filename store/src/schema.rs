@@ -3,7 +3,9 @@
 
 use cache_policy::Table;
 
-use crate::calendar::ServiceCalendar;
+use chrono::{DateTime, Days, NaiveDate, Utc};
+
+use crate::calendar::{DayRun, ServiceCalendar};
 use crate::db::Db;
 use crate::error::StoreResult;
 use crate::sql;
@@ -35,6 +37,35 @@ impl Db {
     pub async fn trigger_calendar(&self) -> StoreResult<(String, i32)> {
         let [calendar] = self.read(Limit::Data, [Statement::new(self.sql().trigger_calendar)]).await?;
         calendar.one("service calendar")
+    }
+
+    /// Whether the database's triggers would put any instant within `window` of `now` in another
+    /// service day than `calendar` does: the calendar `migrate` recorded (zone and day start), and
+    /// the runs of days it wrote from the zone's rules then. A tzdata update since `migrate` that
+    /// moved a clock change shows in the runs only. `None` when they agree; else what differs.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn calendar_mismatch(
+        &self,
+        calendar: &ServiceCalendar,
+        now: DateTime<Utc>,
+        window: Days,
+    ) -> StoreResult<Option<String>> {
+        let (zone, day_start) = self.trigger_calendar().await?;
+        if let Some(text) = calendar.mismatch(&zone, day_start) {
+            return Ok(Some(text));
+        }
+        let today = calendar.service_date(now);
+        let (from, to) = (today - window, today + window);
+        let (first, last) = (from.to_string(), to.to_string());
+        let runs = Statement::new(self.sql().day_runs).bind(first.as_str()).bind(last.as_str());
+        let [rows] = self.read(Limit::Data, [runs]).await?;
+        let theirs: Vec<(DateTime<Utc>, NaiveDate, NaiveDate)> = rows.decode()?;
+        let theirs: Vec<DayRun> =
+            theirs.into_iter().map(|(starts_at, day, last_day)| DayRun { starts_at, day, last_day }).collect();
+        Ok(calendar.runs_mismatch(&theirs, from, to))
     }
 
     /// Whether the schema exists and holds any line (used to seed the embedded default once).

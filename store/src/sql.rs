@@ -70,6 +70,9 @@ pub(crate) struct Dialect {
     pub(crate) has_schema: &'static str,
     /// The calendar the triggers use: time zone and day start in minutes.
     pub(crate) trigger_calendar: &'static str,
+    /// The runs of service days `migrate` wrote that overlap the days `$1` to `$2` (`YYYY-MM-DD`),
+    /// in order: start, first day, last day.
+    pub(crate) day_runs: &'static str,
     /// The demo loader's inserts, a JSON array of rows in `$1`, in the order of
     /// [`crate::demo::DemoData`]'s tables.
     pub(crate) demo_inserts: [&'static str; 5],
@@ -105,7 +108,7 @@ pub(crate) struct Dialect {
     /// `$1` retention in seconds; a row per deleted change, at most 5,000 a call (a tick's delete,
     /// and on SQLite its hold of the write lock, stay short; a bigger backlog takes more ticks).
     pub(crate) prune: &'static str,
-    /// `$1` JSON array of `[path, fetches, last_fetched_at]`, added to `learned_paths`.
+    /// `$1` JSON array of `[path, fetches, last_fetched_at, found]`, added to `learned_paths`.
     pub(crate) record_learned: &'static str,
     /// The `$1` most fetched learned paths.
     pub(crate) learned_top: &'static str,
@@ -117,6 +120,8 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     feed_start: "SELECT pg_current_snapshot()::text, COALESCE((SELECT max(id) FROM cache_changes), 0)",
     has_schema: "SELECT to_regclass('lines') IS NOT NULL",
     trigger_calendar: "SELECT time_zone, (EXTRACT(EPOCH FROM day_start) / 60)::int FROM service_calendar",
+    day_runs: "SELECT starts_at, day, last_day FROM service_day_runs \
+               WHERE last_day >= $1::date AND day <= $2::date ORDER BY starts_at",
     demo_inserts: [
         "INSERT INTO lines (id, name, color) SELECT value->>0, value->>1, value->>2 FROM json_array_elements($1::json)",
         "INSERT INTO stations (id, line_id, name, position) \
@@ -164,14 +169,21 @@ pub(crate) const POSTGRES: Dialect = Dialect {
                        OR (SELECT count(*) FROM learned_paths) > $2",
     prune: "DELETE FROM cache_changes WHERE id IN (SELECT id FROM cache_changes WHERE processed_at IS NOT NULL \
             AND processed_at < now() - make_interval(secs => $1::float8) LIMIT 5000) RETURNING CAST(1 AS BIGINT)",
-    record_learned: "INSERT INTO learned_paths (path, fetches, last_fetched_at) \
-                     SELECT value->>0, (value->>1)::bigint, (value->>2)::timestamptz FROM json_array_elements($1::json) \
+    // The rank: the decayed score, what exists first (see the `learned_rank` migration).
+    record_learned: "INSERT INTO learned_paths (path, fetches, last_fetched_at, score, found) \
+                     SELECT value->>0, (value->>1)::bigint, (value->>2)::timestamptz, (value->>1)::float8, \
+                     (value->>3)::boolean FROM json_array_elements($1::json) \
                      ON CONFLICT (path) DO UPDATE SET fetches = learned_paths.fetches + EXCLUDED.fetches, \
+                     score = learned_paths.score * 600.0 / (600.0 + GREATEST(0, \
+                         extract(epoch FROM EXCLUDED.last_fetched_at - learned_paths.last_fetched_at))) + EXCLUDED.score, \
+                     found = EXCLUDED.found, \
                      last_fetched_at = GREATEST(learned_paths.last_fetched_at, EXCLUDED.last_fetched_at)",
-    learned_top: "SELECT path, fetches, last_fetched_at FROM learned_paths \
-                  ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $1",
+    learned_top: "SELECT path, fetches, last_fetched_at, found FROM learned_paths \
+                  ORDER BY found DESC, score * 600.0 / (600.0 + GREATEST(0, extract(epoch FROM now() - last_fetched_at))) DESC, \
+                  path LIMIT $1",
     prune_learned: "DELETE FROM learned_paths WHERE last_fetched_at < now() - make_interval(secs => $1::float8) \
-                    OR path NOT IN (SELECT path FROM learned_paths ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $2) \
+                    OR path NOT IN (SELECT path FROM learned_paths ORDER BY found DESC, \
+                        score * 600.0 / (600.0 + GREATEST(0, extract(epoch FROM now() - last_fetched_at))) DESC, path LIMIT $2) \
                     RETURNING CAST(1 AS BIGINT)",
 };
 
@@ -180,6 +192,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
     feed_start: "SELECT NULL, COALESCE(MAX(id), 0) FROM cache_changes",
     has_schema: "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lines')",
     trigger_calendar: "SELECT time_zone, day_start_min FROM service_calendar",
+    day_runs: "SELECT starts_at, day, last_day FROM service_day_runs WHERE last_day >= $1 AND day <= $2 ORDER BY starts_at",
     demo_inserts: [
         "INSERT INTO lines (id, name, color) SELECT value->>0, value->>1, value->>2 FROM json_each($1)",
         "INSERT INTO stations (id, line_id, name, position) \
@@ -225,14 +238,23 @@ pub(crate) const SQLITE: Dialect = Dialect {
                        OR (SELECT count(*) FROM learned_paths) > $2",
     prune: "DELETE FROM cache_changes WHERE id IN (SELECT id FROM cache_changes WHERE processed_at IS NOT NULL \
             AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) LIMIT 5000) RETURNING 1",
-    record_learned: "INSERT INTO learned_paths (path, fetches, last_fetched_at) \
-                     SELECT value->>0, value->>1, value->>2 FROM json_each($1) \
+    // The rank: the decayed score, what exists first (see the `learned_rank` migration).
+    record_learned: "INSERT INTO learned_paths (path, fetches, last_fetched_at, score, found) \
+                     SELECT value->>0, value->>1, value->>2, CAST(value->>1 AS REAL), value->>3 FROM json_each($1) \
                      WHERE true ON CONFLICT (path) DO UPDATE SET fetches = learned_paths.fetches + excluded.fetches, \
+                     score = learned_paths.score * 600.0 / (600.0 + max(0, \
+                         (julianday(excluded.last_fetched_at) - julianday(learned_paths.last_fetched_at)) * 86400.0)) \
+                         + excluded.score, \
+                     found = excluded.found, \
                      last_fetched_at = max(learned_paths.last_fetched_at, excluded.last_fetched_at)",
-    learned_top: "SELECT path, fetches, last_fetched_at FROM learned_paths \
-                  ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $1",
+    learned_top: "SELECT path, fetches, last_fetched_at, found FROM learned_paths \
+                  ORDER BY found DESC, \
+                  score * 600.0 / (600.0 + max(0, (julianday('now') - julianday(last_fetched_at)) * 86400.0)) DESC, \
+                  path LIMIT $1",
     prune_learned: "DELETE FROM learned_paths \
                     WHERE last_fetched_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) \
-                    OR path NOT IN (SELECT path FROM learned_paths ORDER BY fetches DESC, last_fetched_at DESC, path LIMIT $2) \
+                    OR path NOT IN (SELECT path FROM learned_paths ORDER BY found DESC, \
+                        score * 600.0 / (600.0 + max(0, (julianday('now') - julianday(last_fetched_at)) * 86400.0)) DESC, \
+                        path LIMIT $2) \
                     RETURNING 1",
 };

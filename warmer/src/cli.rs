@@ -289,9 +289,19 @@ pub async fn warmer(
     backend: &BackendArgs,
     warm: &WarmArgs,
 ) -> Result<Warmer, SetupError> {
+    // The warmer's mark on every request through the edge (the health check's too, which no one
+    // learns), marked sensitive so that no log prints it.
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(secret) = warm.warm_secret.as_deref().filter(|s| !s.is_empty()) {
+        let mut value = reqwest::header::HeaderValue::from_str(secret)
+            .map_err(|_| SetupError::Invalid("WARM_SECRET must be visible ASCII".into()))?;
+        value.set_sensitive(true);
+        headers.insert(cache_policy::WARM_HEADER, value);
+    }
     let http = reqwest::Client::builder()
         .timeout(warm.timeout)
         .user_agent(concat!("edgerail-warmer/", env!("CARGO_PKG_VERSION")))
+        .default_headers(headers)
         .build()
         .map_err(|e| SetupError::Invalid(e.to_string()))?;
     let store = open_db(db).await?;

@@ -89,7 +89,8 @@ pub struct WarmArgs {
     /// Most warm requests one tick sends: what invalidations emptied first, then what is due.
     #[arg(long = "warm-budget", env = "WARM_BUDGET", default_value_t = 200)]
     pub budget: usize,
-    /// Most learned paths kept and warmed (the most fetched stay).
+    /// Most learned paths kept and warmed (those ranked first stay: paths that exist, then by
+    /// recent fetches).
     #[arg(long, env = "WARM_LEARNED_MAX", default_value_t = 1000)]
     pub learned_max: usize,
     /// A learned path the edge has not fetched from the origin for this long is forgotten.
@@ -101,6 +102,11 @@ pub struct WarmArgs {
     /// Timeout of one warm request.
     #[arg(long, env = "WARM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub timeout: Duration,
+    /// Sent as `x-edgerail-warm` with every warm request, so the API (given the same WARM_SECRET)
+    /// does not learn the warmer's own fetches. Unset: the header is not sent, and the API counts
+    /// the warmer's fetches like a viewer's.
+    #[arg(long, env = "WARM_SECRET", hide_env_values = true)]
+    pub warm_secret: Option<String>,
 }
 
 /// The database and the service calendar (for `today`): what every command that reads the

@@ -191,7 +191,10 @@ mod tests {
     }
 
     fn learned(p: &str, ttl: u64, fetches: i64, last: &str) -> Learned {
-        Learned { warm: path(p, ttl), seen: LearnedPath { path: p.into(), fetches, last_fetched_at: at(last) } }
+        Learned {
+            warm: path(p, ttl),
+            seen: LearnedPath { path: p.into(), fetches, last_fetched_at: at(last), found: true },
+        }
     }
 
     const NOW: &str = "2026-11-28T12:00:00Z";

@@ -27,6 +27,7 @@ pub const NAMES: &[&str] = &[
     "TickFailedNonRetryable",
     "DeployInvalidations",
     "LeaseHeld",
+    "CalendarMismatch",
 ];
 
 /// Prints a tick's summary as one JSON line on stdout, whether the tick failed or not, after its
@@ -69,7 +70,8 @@ pub fn record(summary: &Summary) -> Record {
         .metric("TickFailedRetryable", Unit::Count, flag(failed && retryable))
         .metric("TickFailedNonRetryable", Unit::Count, flag(failed && !retryable))
         .metric("DeployInvalidations", Unit::Count, flag(summary.deploy_invalidation.is_some()))
-        .metric("LeaseHeld", Unit::Count, flag(summary.lease_held.is_some()));
+        .metric("LeaseHeld", Unit::Count, flag(summary.lease_held.is_some()))
+        .metric("CalendarMismatch", Unit::Count, flag(summary.calendar_mismatch.is_some()));
     if let Some(used) = summary.items_this_month {
         record = record.metric("ItemsThisMonth", Unit::Count, used as f64).metric(
             "PathBudget",

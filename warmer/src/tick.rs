@@ -69,8 +69,10 @@ pub struct Summary {
     /// The invalidation sent because a new API build started answering, if one was.
     pub deploy_invalidation: Option<String>,
     /// Set when the database's triggers compute service days with another calendar than this
-    /// warmer (and presumably the API) uses: `operations:{date}` tags then name the wrong day.
-    /// Fix it with `api migrate` under the right SERVICE_TZ / SERVICE_DAY_START.
+    /// warmer (and presumably the API) uses: another zone or day start, or, within 400 days of
+    /// today, other clock changes (the zone's rules changed since `migrate`). `operations:{date}`
+    /// tags then name the wrong day. Fix it with `api migrate` under the right SERVICE_TZ /
+    /// SERVICE_DAY_START, with the current zone rules.
     pub calendar_mismatch: Option<String>,
     /// Paths warmed successfully.
     pub warmed: usize,
@@ -245,11 +247,11 @@ impl Warmer {
         }
     }
 
-    /// Compares the triggers' calendar with this process's; `None` when they agree (or the
-    /// database cannot say, which the rest of the tick will report).
+    /// Compares the triggers' calendar with this process's, and the service days they put the
+    /// next and last 400 days in; `None` when they agree (or the database cannot say, which the
+    /// rest of the tick will report).
     async fn calendar_mismatch(&self) -> Option<String> {
-        let (zone, day_start) = self.db.trigger_calendar().await.ok()?;
-        let text = self.calendar.mismatch(&zone, day_start)?;
+        let text = self.db.calendar_mismatch(&self.calendar, Utc::now(), CALENDAR_WINDOW).await.ok()??;
         tracing::error!(mismatch = %text, "service calendar mismatch: run `api migrate` with the right SERVICE_TZ");
         Some(text)
     }
@@ -420,9 +422,11 @@ impl Warmer {
         Ok(())
     }
 
-    /// Invalidates the whole edge once when a new API build starts answering, so nothing the old
-    /// code made outlives the deploy (one path: `/*`). The build was read from `/health-check`
-    /// through the edge (never cached there); the warm step then re-warms the whole warm set.
+    /// Invalidates the whole edge once when a new API build, or the same build with other settings
+    /// that shape answers (the service calendar, the tag header), starts answering, so nothing the
+    /// old one made outlives the deploy (one path: `/*`). What answers was read from
+    /// `/health-check` through the edge (never cached there); the warm step then re-warms the
+    /// whole warm set.
     /// Returns the invalidation's id, if one was sent.
     async fn invalidate_deploy(&self, build: &str, seen: BuildSeen) -> Result<Option<String>, TickError> {
         match seen {
@@ -444,7 +448,7 @@ impl Warmer {
                 };
                 self.db.record_invalidation(&accepted).await?;
                 self.db.record_build(build, Some(&submitted.id)).await?;
-                tracing::info!(build, invalidation = %submitted.id, "new API build: the edge was invalidated");
+                tracing::info!(build, invalidation = %submitted.id, "a new API build or settings: the edge was invalidated");
                 if let Err(err) =
                     self.invalidator.wait(&submitted, self.poll_interval, self.wait_timeout, |_, _| {}).await
                 {
@@ -529,6 +533,10 @@ fn lease_token() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{place}:{}:{nanos}", std::process::id())
 }
+
+/// How far from today the calendar check compares service days, both ways: a year of dated
+/// answers and a margin.
+const CALENDAR_WINDOW: chrono::Days = chrono::Days::new(400);
 
 /// What the survey found.
 struct Survey {

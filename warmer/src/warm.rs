@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cache_policy::{ParamKind, Policy, WARM_HEADER};
+use cache_policy::{ParamKind, Policy};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use store::learned::LearnedPath;
@@ -169,8 +169,10 @@ pub fn answered(fetched: &[Fetched]) -> Vec<Warmed> {
         .collect()
 }
 
-/// The build id the API reports at `base` (`/health-check`, never cached at the edge), or `None`
-/// when it cannot be read (then nothing is decided this tick).
+/// What answers at `base`, as `/health-check` (never cached at the edge) reports it: the build id,
+/// and the hash of the settings that shape answers when the API reports one (`build+settings`).
+/// A change of either means the edge may hold answers the API no longer gives. `None` when it
+/// cannot be read (then nothing is decided this tick).
 pub async fn build_id(client: &reqwest::Client, base: &str) -> Option<String> {
     let url = format!("{}/health-check", base.trim_end_matches('/'));
     let response = match client.get(&url).send().await {
@@ -185,7 +187,11 @@ pub async fn build_id(client: &reqwest::Client, base: &str) -> Option<String> {
         }
     };
     let body: serde_json::Value = response.json().await.ok()?;
-    body["build"].as_str().filter(|b| !b.is_empty()).map(str::to_owned)
+    let build = body["build"].as_str().filter(|b| !b.is_empty())?;
+    Some(match body["settings"].as_str().filter(|s| !s.is_empty()) {
+        Some(settings) => format!("{build}+{settings}"),
+        None => build.to_owned(),
+    })
 }
 
 /// GETs every path through `base`, `concurrency` at a time, each bounded by the client's timeout.
@@ -196,8 +202,9 @@ pub async fn fetch_all(client: &reqwest::Client, base: &str, paths: &[WarmPath],
         // Browsers ask for compressed answers, and the edge keys on the normalized encoding.
         let request = client.get(format!("{base}{}", p.path)).header("accept-encoding", "br, gzip");
         let at = Utc::now();
-        // Marked, so the API does not count it among what viewers made the edge fetch.
-        match request.header(WARM_HEADER, "1").send().await {
+        // The client marks it (WARM_SECRET), so the API does not count it among what viewers
+        // made the edge fetch.
+        match request.send().await {
             Ok(res) => {
                 let status = res.status().as_u16();
                 let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);

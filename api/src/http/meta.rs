@@ -42,9 +42,13 @@ async fn health(State(state): State<AppState>, RawQuery(query): RawQuery) -> Res
             tracing::warn!(error = %plumbing::error_chain(&err), "deep health check failed");
             return ApiError::Unavailable.into_response();
         }
-        return no_store(Json(serde_json::json!({ "status": "ok", "database": "ok", "build": state.http.build_id })));
+        return no_store(Json(
+            serde_json::json!({ "status": "ok", "database": "ok", "build": state.http.identity.build, "settings": state.http.identity.settings }),
+        ));
     }
-    no_store(Json(serde_json::json!({ "status": "ok", "build": state.http.build_id })))
+    no_store(Json(
+        serde_json::json!({ "status": "ok", "build": state.http.identity.build, "settings": state.http.identity.settings }),
+    ))
 }
 
 /// What `/openapi.json` answers, for the document itself (`/health-check` is not a policy route,

@@ -33,7 +33,7 @@ use http::HeaderValue;
 use error::ApiError;
 use observe::ObserveLayer;
 pub use state::AppState;
-pub(crate) use state::HttpSettings;
+pub(crate) use state::{HttpSettings, Identity};
 
 /// The application: every route, the JSON 404 and 405 answers, one tracing span per request.
 pub fn app(state: AppState) -> Router {

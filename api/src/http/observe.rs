@@ -74,7 +74,10 @@ where
         let index = matched.and_then(|m| self.state.http.index.get(m.as_str()).copied());
         // A policy route's GET, not the warmer's: what the edge fetched for a viewer.
         let learn = index
-            .filter(|_| request.method() == http::Method::GET && !request.headers().contains_key(WARM_HEADER))
+            .filter(|_| {
+                request.method() == http::Method::GET
+                    && !self.state.learner.is_warmers(request.headers().get(WARM_HEADER))
+            })
             .and_then(|_| request.uri().path_and_query().cloned());
         let inner = {
             let _entered = span.enter();
@@ -115,7 +118,7 @@ where
         }
         // An answer the edge keeps (a `304` refreshes what it holds); not a `400` or a redirect.
         if let Some(path) = this.learn.as_ref().filter(|_| matches!(status, 200 | 304 | 404)) {
-            state.learner.record(path.as_str());
+            state.learner.record(path.as_str(), status != 404);
         }
         state.flush_learned_if_due();
         Poll::Ready(Ok(response))

@@ -65,8 +65,19 @@ pub(crate) struct HttpSettings {
     pub(crate) index: HashMap<&'static str, usize>,
     /// Negative caching of unknown paths.
     pub(crate) default_negative: HeaderValue,
-    /// The code's build id, reported by `/health-check`.
-    pub(crate) build_id: String,
+    /// What answers: the code's build and the settings that shape answers, reported by
+    /// `/health-check`.
+    pub(crate) identity: Identity,
+}
+
+/// What an instance answers with, as `/health-check` reports it: the warmer flushes the edge when
+/// either part changes.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    /// The build id (a hash of the code, or BUILD_ID).
+    pub(crate) build: String,
+    /// A hash of the settings that shape answers (see `Config::answer_settings`).
+    pub(crate) settings: String,
 }
 
 impl HttpSettings {
@@ -75,7 +86,7 @@ impl HttpSettings {
         policy: &'static Policy,
         calendar: ServiceCalendar,
         tag_header: HeaderName,
-        build_id: String,
+        identity: Identity,
     ) -> Self {
         let value = |text: String| HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("no-store"));
         let routes = policy
@@ -94,7 +105,7 @@ impl HttpSettings {
             routes,
             index,
             default_negative: value(cache_policy::negative_cache_control(policy.default_negative_ttl())),
-            build_id,
+            identity,
         }
     }
 }

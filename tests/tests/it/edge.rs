@@ -76,8 +76,15 @@ async fn get(client: &reqwest::Client, url: &str) -> Got {
     Got { status, x_cache, body }
 }
 
+/// The warmer's mark these tests' API and warmer share (`WARM_SECRET`).
+const WARM_SECRET: &str = "edge-test-mark";
+
 async fn stack() -> (TestApp, Varnish, tokio::sync::oneshot::Sender<()>) {
-    let app = TestApp::with(TestDb::new(Backend::Postgres).await, &["--change-poll-interval", "100ms"]).await;
+    let app = TestApp::with(
+        TestDb::new(Backend::Postgres).await,
+        &["--change-poll-interval", "100ms", "--warm-secret", WARM_SECRET],
+    )
+    .await;
     let (addr, stop) = app.serve().await;
     let edge = Varnish::start(addr).await;
     (app, edge, stop)
@@ -195,6 +202,7 @@ async fn warmer_tick(db: &TestDb, edge: &str, mode: &str, settings: &[(&str, &st
         .env("PURGE_URL", edge)
         .env("INVALIDATION_MODE", mode)
         .env("WARM_BASE_URL", edge)
+        .env("WARM_SECRET", WARM_SECRET)
         .envs(settings.iter().copied())
         .output()
         .await
@@ -246,7 +254,7 @@ async fn the_purge_backend_invalidates_the_edge_and_rewarms_it() {
 async fn a_learned_page_is_rewarmed_after_its_purge_and_warming_keeps_to_its_budget() {
     let app = TestApp::with(
         TestDb::new(Backend::Postgres).await,
-        &["--change-poll-interval", "100ms", "--learn-flush-interval", "1ms"],
+        &["--change-poll-interval", "100ms", "--learn-flush-interval", "1ms", "--warm-secret", WARM_SECRET],
     )
     .await;
     let (addr, _stop) = app.serve().await;

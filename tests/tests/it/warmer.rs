@@ -754,6 +754,39 @@ async fn a_calendar_that_differs_from_the_triggers_is_reported() {
     assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["calendar_matches"], true);
 }
 
+/// Zone rules that changed since `migrate` (here: the database learns of a clock change in a
+/// month that this process's rules do not have, as a tzdata update would move one) are a calendar
+/// mismatch although the zone and the day start agree: reported in the tick's summary, its
+/// `CalendarMismatch` metric, and `cachectl status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn service_day_runs_that_differ_from_the_zone_rules_are_reported() {
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        let db = TestDb::new(backend).await;
+        let (ok, agreeing) = warmer_once(&db, &[("INVALIDATOR", "none")]).await;
+        assert!(ok && agreeing["calendar_mismatch"].is_null(), "{agreeing}");
+        // Split the run in effect now: from the day thirty days ahead, days start an hour later.
+        let calendar = crate::helpers::calendar();
+        let day = calendar.service_date(chrono::Utc::now()) + chrono::Days::new(30);
+        let starts = calendar.day_start_instant(day) + chrono::TimeDelta::hours(1);
+        let (starts, previous) = (starts.format("%Y-%m-%dT%H:%M:%S%.3fZ"), day.pred_opt().unwrap());
+        db.exec(&format!(
+            "UPDATE service_day_runs SET last_day = '{previous}' WHERE day <= '{day}' AND last_day >= '{day}'; \
+             INSERT INTO service_day_runs (starts_at, day, last_day) VALUES ('{starts}', '{day}', '9999-12-31')"
+        ))
+        .await;
+        let (ok, out) = warmer_once_output(&db, &[("INVALIDATOR", "none"), ("METRICS", "emf")]).await;
+        assert!(ok, "{out}");
+        let lines: Vec<Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let [emf, summary] = &lines[..] else { panic!("{out}") };
+        let mismatch = summary["calendar_mismatch"].as_str().unwrap_or_else(|| panic!("{backend:?}: {summary}"));
+        assert!(mismatch.contains(&format!("service day {day}")), "{mismatch}");
+        assert_eq!(emf["CalendarMismatch"], 1.0, "{emf}");
+        let (_, out, _) = cachectl(&["status", "--json"], &[("DATABASE_URL", db.url.as_str())]).await;
+        assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["calendar_matches"], false, "{out}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_tick_writes_its_metrics_line_before_its_summary() {
@@ -834,6 +867,42 @@ async fn a_new_api_build_invalidates_the_distribution_once() {
     let (ok, again) = warmer_once(&db, &env).await;
     assert!(ok, "{again}");
     assert!(again["deploy_invalidation"].is_null(), "{again}");
+}
+
+/// A deploy that changes only the settings that shape answers (here the service day's start:
+/// every `today` and dated answer moves) flushes the edge like a new build: same code, one `/*`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_deploy_of_new_answer_settings_invalidates_the_distribution_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let distribution = moto_distribution();
+    let moto = moto();
+    let serve = |start: &'static str| {
+        let db = db.clone();
+        async move {
+            let app =
+                crate::helpers::TestApp::with(db, &["--build-id", "same-build", "--service-day-start", start]).await;
+            let (addr, stop) = app.serve().await;
+            (app, format!("http://{addr}"), stop)
+        }
+    };
+    let (_four, four, _stop_four) = serve("04:00").await;
+    let mut env = cloudfront_env(&distribution, &moto);
+    env.push(("WARM_BASE_URL", four.as_str()));
+    let (ok, first) = warmer_once(&db, &env).await;
+    assert!(ok && first["deploy_invalidation"].is_null(), "{first}");
+    let before = moto_invalidations(&distribution).await.len();
+
+    let (_five, five, _stop_five) = serve("05:00").await;
+    let mut env = cloudfront_env(&distribution, &moto);
+    env.push(("WARM_BASE_URL", five.as_str()));
+    let (ok, moved) = warmer_once(&db, &env).await;
+    assert!(ok && moved["deploy_invalidation"].is_string(), "{moved}");
+    let sent = moto_invalidations(&distribution).await;
+    assert_eq!(sent.len(), before + 1);
+    assert!(sent.contains(&vec!["/*".to_owned()]), "{sent:?}");
+    let (ok, again) = warmer_once(&db, &env).await;
+    assert!(ok && again["deploy_invalidation"].is_null(), "once: {again}");
 }
 
 /// A database, a moto distribution and its endpoint, after a first tick that drained what the

@@ -204,7 +204,10 @@ async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow:
     let learned = store.learned_top(10).await.context("cannot read the learned paths")?;
     let calendar = cli::calendar(db)?;
     let (trigger_zone, trigger_start) = store.trigger_calendar().await.context("cannot read the trigger calendar")?;
-    let mismatch = calendar.mismatch(&trigger_zone, trigger_start);
+    let mismatch = store
+        .calendar_mismatch(&calendar, chrono::Utc::now(), chrono::Days::new(400))
+        .await
+        .context("cannot read the trigger calendar")?;
     if json {
         let out = json!({
             "trigger_calendar": { "time_zone": trigger_zone, "day_start_minutes": trigger_start },
