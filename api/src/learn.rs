@@ -95,6 +95,14 @@ impl Learner {
             *exists = found;
         } else if tally.len() < self.max_paths {
             tally.insert(path.into(), (1, now, found));
+        } else if let Some(missing) =
+            found.then(|| tally.iter().find(|(_, (_, _, exists))| !exists).map(|(p, _)| p.clone())).flatten()
+        {
+            // Full: a page that exists takes the place of one that does not, so junk ids that
+            // arrive first cannot keep the pages that exist from being counted.
+            tally.remove(&missing);
+            tally.insert(path.into(), (1, now, found));
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -187,6 +195,23 @@ mod tests {
         assert_eq!(learner.losses(), (1, 0), "the third distinct path is dropped, not counted");
         learner.record("/v1/formations", true);
         assert_eq!(counts(&learner), [("/v1/formations".to_owned(), 1)], "a flush starts a new tally");
+    }
+
+    #[test]
+    fn a_full_tally_gives_a_found_page_the_place_of_a_missing_one() {
+        let learner = Learner::new(Duration::from_secs(60), 2, None);
+        learner.record("/v1/formations/JUNK1", false);
+        learner.record("/v1/formations/JUNK2", false);
+        learner.record("/v1/formations/JUNK3", false);
+        learner.record("/v1/lines", true);
+        let kept = counts(&learner);
+        assert!(kept.iter().any(|(p, _)| p == "/v1/lines"), "{kept:?}");
+        assert_eq!(kept.len(), 2);
+        // Pages that exist are never displaced by one another's latecomers, nor by junk.
+        learner.record("/v1/lines", true);
+        learner.record("/v1/stations", true);
+        learner.record("/v1/formations/JUNK4", false);
+        assert_eq!(counts(&learner), [("/v1/lines".to_owned(), 1), ("/v1/stations".to_owned(), 1)]);
     }
 
     #[test]

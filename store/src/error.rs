@@ -38,6 +38,11 @@ impl StoreError {
         matches!(self, Self::Unavailable(sqlx::Error::Database(db)) if db.code().is_some_and(|c| refuses_login(&c)))
     }
 
+    /// Whether the server refused the statement for want of a privilege (SQLSTATE 42501).
+    pub fn is_denied(&self) -> bool {
+        matches!(self, Self::Query(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42501"))
+    }
+
     /// Whether the database itself could not be reached (no connection, or the server refusing
     /// them), as opposed to a statement that was too slow or waited on a lock: the first says
     /// every other call will fail too, the second only that this one did.

@@ -110,6 +110,9 @@ impl Claim {
     }
 }
 
+/// Most processed changes one [`Db::prune_changes`] deletes.
+pub const PRUNE_BATCH: u64 = 5_000;
+
 /// Clears a claim's token from the changes it did not complete.
 const RELEASE: &str = "UPDATE cache_changes SET claim = NULL WHERE claim = $1 AND processed_at IS NULL";
 
@@ -215,6 +218,51 @@ impl Db {
         Ok(Lease::Held { holder, until })
     }
 
+    /// Extends the lease `holder` holds by `ttl` from now; `false` when it does not hold it any
+    /// more (it expired and another tick took it, whether or not that one has released it since).
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn renew_lease(&self, holder: &str, ttl: Duration) -> StoreResult<bool> {
+        let secs = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let [renewed] = self.write([Statement::new(self.sql().renew_lease).bind(holder).bind(secs)]).await?;
+        Ok(renewed.first::<(String,)>()?.is_some())
+    }
+
+    /// Whether anything is old enough to prune: processed changes past `retention`, learned
+    /// paths past `learned_max_age` or beyond the `learned_keep` ranked first, warm state past
+    /// `warm_max_age`. Reads only.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn anything_to_prune(
+        &self,
+        retention: Duration,
+        learned_max_age: Duration,
+        learned_keep: usize,
+        warm_max_age: Duration,
+    ) -> StoreResult<bool> {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let sql = self.sql();
+        let [changes, learned, warm] = self
+            .read(
+                Limit::Data,
+                [
+                    Statement::new(sql.prunable).bind(secs(retention)),
+                    Statement::new(sql.learned_prunable)
+                        .bind(secs(learned_max_age))
+                        .bind(i64::try_from(learned_keep).unwrap_or(i64::MAX)),
+                    Statement::new(sql.warm_state_prunable).bind(secs(warm_max_age)),
+                ],
+            )
+            .await?;
+        Ok(changes.one::<(bool,)>("prunable")?.0
+            || learned.one::<(bool,)>("prunable")?.0
+            || warm.one::<(bool,)>("prunable")?.0)
+    }
+
     /// Gives the lease back, if `holder` still has it.
     ///
     /// # Errors
@@ -270,21 +318,28 @@ impl Db {
     }
 
     /// What tells this database's history from a restored copy of it, whose change ids rewind:
-    /// on PostgreSQL the cluster's system identifier, its timeline (a point-in-time restore starts
-    /// a new one) and the database's oid (a logical restore, or a copy, makes a new database).
-    /// Part of CloudFront's `CallerReference`, so a change after a restore is not taken for the
-    /// one before it with the same ids. `unknown` when the server will not say.
+    /// on PostgreSQL the cluster's system identifier, the timeline it writes on (a point-in-time
+    /// restore starts a new one) and the database's oid (a logical restore, or a copy, makes a
+    /// new database). Part of CloudFront's `CallerReference`, so a change after a restore is not
+    /// taken for the one before it with the same ids. Where the server denies its control data
+    /// to the warmer's role, the database's oid alone (which tells logical restores and copies
+    /// apart, not a point-in-time restore of the same cluster).
     ///
     /// # Errors
     ///
-    /// Never: a server that will not say gives `unknown`.
-    pub async fn identity(&self) -> String {
-        match self.read(Limit::Data, [Statement::new(self.sql().identity)]).await {
-            Ok([rows]) => rows.one::<(String,)>("identity").map(|(id,)| id).unwrap_or_else(|_| "unknown".into()),
-            Err(err) => {
-                tracing::warn!(error = %err, "the database's identity is unknown: CallerReference cannot tell a restore");
-                "unknown".into()
+    /// The database failed: the tick fails rather than send a reference that could repeat one
+    /// of the past, or differ from a retry's.
+    pub async fn identity(&self) -> StoreResult<String> {
+        let read = |sql: &'static str| async move {
+            let [rows] = self.read(Limit::Data, [Statement::new(sql)]).await?;
+            rows.one::<(String,)>("identity").map(|(id,)| id)
+        };
+        match read(self.sql().identity).await {
+            Err(err) if err.is_denied() => {
+                tracing::warn!(error = %err, "the cluster's control data is denied: CallerReference cannot tell a point-in-time restore");
+                read(self.sql().identity_fallback).await
             }
+            other => other,
         }
     }
 
@@ -323,8 +378,9 @@ impl Db {
         Ok(Pending { count, oldest })
     }
 
-    /// Deletes processed changes older than `retention`; returns how many went. Reads first, and
-    /// writes only when something is to go: a tick with nothing to prune takes no write lock.
+    /// Deletes processed changes older than `retention`, at most [`PRUNE_BATCH`] of them (a short
+    /// statement, and on SQLite a short hold of the write lock; call again for more); returns
+    /// how many went. Reads first, and writes only when something is to go.
     ///
     /// # Errors
     ///

@@ -89,8 +89,12 @@ pub(crate) struct Dialect {
     pub(crate) pending_at: &'static str,
     /// Takes the lease for holder `$1` for `$2` seconds, returning a row if it did.
     pub(crate) take_lease: &'static str,
+    /// Extends the lease holder `$1` still holds by `$2` seconds from now, returning a row if so.
+    pub(crate) renew_lease: &'static str,
     /// The database's identity across restores (`system:timeline:database`).
     pub(crate) identity: &'static str,
+    /// The same, from what any role may read, where the server denies the cluster's control data.
+    pub(crate) identity_fallback: &'static str,
     /// Items sent to CloudFront since the start of this calendar month (UTC).
     pub(crate) items_this_month: &'static str,
     /// `$1` JSON array of `[path, status, x_cache, fetched_at]`.
@@ -148,9 +152,14 @@ pub(crate) const POSTGRES: Dialect = Dialect {
                  WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $1::text::pg_snapshot))",
     take_lease: "UPDATE warmer_lease SET holder = $1, expires_at = now() + make_interval(secs => $2::float8) \
                  WHERE id = 1 AND (holder IS NULL OR holder = $1 OR expires_at < now()) RETURNING holder",
-    identity: "SELECT s.system_identifier::text || ':' || c.timeline_id::text || ':' || d.oid::text \
-               FROM pg_control_system() s, pg_control_checkpoint() c, pg_database d \
-               WHERE d.datname = current_database()",
+    renew_lease: "UPDATE warmer_lease SET expires_at = now() + make_interval(secs => $2::float8) \
+                  WHERE id = 1 AND holder = $1 RETURNING holder",
+    // The timeline the server writes on now (the first part of its current WAL file's name):
+    // `pg_control_checkpoint()` shows the new one only after the first checkpoint since the
+    // promotion that started it.
+    identity: "SELECT s.system_identifier::text || ':' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) \
+               || ':' || d.oid::text FROM pg_control_system() s, pg_database d WHERE d.datname = current_database()",
+    identity_fallback: "SELECT 'database:' || oid::text FROM pg_database WHERE datname = current_database()",
     items_this_month: "SELECT COALESCE(SUM(items), 0)::BIGINT FROM cache_invalidations \
                        WHERE backend = 'cloudfront' AND created_at >= date_trunc('month', now())",
     record_warm: "INSERT INTO warm_state (path, status, x_cache, fetched_at) \
@@ -219,7 +228,10 @@ pub(crate) const SQLITE: Dialect = Dialect {
                  expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('+%d seconds', $2)) \
                  WHERE id = 1 AND (holder IS NULL OR holder = $1 OR expires_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
                  RETURNING holder",
+    renew_lease: "UPDATE warmer_lease SET expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('+%d seconds', $2)) \
+                  WHERE id = 1 AND holder = $1 RETURNING holder",
     identity: "SELECT 'sqlite'",
+    identity_fallback: "SELECT 'sqlite'",
     items_this_month: "SELECT COALESCE(SUM(items), 0) FROM cache_invalidations \
                        WHERE backend = 'cloudfront' AND created_at >= strftime('%Y-%m-01T00:00:00', 'now')",
     record_warm: "INSERT INTO warm_state (path, status, x_cache, fetched_at) \

@@ -38,12 +38,15 @@ pub enum InvalidationError {
     /// A required setting is missing.
     #[error("{0}")]
     Config(String),
+    /// The submission was still going (retrying a throttled one, say) when the tick had to end.
+    #[error("no answer before the tick's deadline")]
+    Deadline,
 }
 
 impl InvalidationError {
     /// Whether a later attempt can succeed without anyone changing anything.
     pub fn retryable(&self) -> bool {
-        matches!(self, Self::TooManyInProgress(_) | Self::Transport(_) | Self::Purge(_))
+        matches!(self, Self::TooManyInProgress(_) | Self::Transport(_) | Self::Purge(_) | Self::Deadline)
     }
 }
 
@@ -235,10 +238,14 @@ pub struct Purge {
 }
 
 impl Purge {
-    /// A purge backend for `base`.
-    pub fn new(base: &str, timeout: Duration) -> Self {
-        let client = reqwest::Client::builder().timeout(timeout).build().unwrap_or_default();
-        Self { client, base: base.trim_end_matches('/').to_owned() }
+    /// A purge backend for `base`, each request bounded by `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// The HTTP client could not be built (its TLS backend failed to start).
+    pub fn new(base: &str, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        Ok(Self { client, base: base.trim_end_matches('/').to_owned() })
     }
 
     /// Purges every item.

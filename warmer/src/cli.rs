@@ -262,7 +262,7 @@ pub async fn invalidator(args: &BackendArgs) -> Result<Invalidator, SetupError> 
                 .purge_url
                 .as_deref()
                 .ok_or(SetupError::Missing("INVALIDATOR=purge needs PURGE_URL (or --purge-url)"))?;
-            Invalidator::Purge(Purge::new(url, args.call_timeout))
+            Invalidator::Purge(Purge::new(url, args.call_timeout).map_err(|e| SetupError::Invalid(e.to_string()))?)
         }
         InvalidatorKind::None => Invalidator::None,
     })

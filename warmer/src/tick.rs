@@ -113,10 +113,10 @@ pub enum TickError {
     /// The backend did not accept the invalidation.
     #[error("invalidation")]
     Invalidation(#[from] InvalidationError),
-    /// The tick outlived its lease and another tick took it: this one stopped, the other does
+    /// The tick outlived its lease and another tick took it: this one stopped, the others do
     /// the rest.
-    #[error("the lease expired during the tick and {0} took it")]
-    LeaseLost(String),
+    #[error("the lease expired during the tick, and another tick took it")]
+    LeaseLost,
 }
 
 impl TickError {
@@ -124,7 +124,7 @@ impl TickError {
     /// or database outage do; a rejected batch or missing permission need an operator.
     pub fn retryable(&self) -> bool {
         match self {
-            Self::Store(_) | Self::LeaseLost(_) => true,
+            Self::Store(_) | Self::LeaseLost => true,
             Self::Invalidation(e) => e.retryable(),
         }
     }
@@ -189,6 +189,9 @@ impl Warmer {
     #[tracing::instrument(name = "tick", skip_all, fields(changes, items, invalidation_id, warmed, failures))]
     pub async fn tick(&self) -> Result<Summary, TickFailure> {
         let started = Instant::now();
+        // The tick ends before its lease would: every wait is cut to what is left of it.
+        let deadline =
+            Deadline(started + self.lease.saturating_sub(self.lease.div_f64(10.0).max(Duration::from_secs(1))));
         let calendar_mismatch = self.calendar_mismatch().await;
         let mut steps = Steps::default();
         let worked = match Box::pin(self.survey()).await {
@@ -209,7 +212,7 @@ impl Warmer {
                     ..Invalidated::default()
                 });
                 if survey.has_work() {
-                    Box::pin(self.under_lease(survey, &mut steps)).await
+                    Box::pin(self.under_lease(deadline, &mut steps)).await
                 } else {
                     steps.idle = true;
                     Ok(())
@@ -217,10 +220,8 @@ impl Warmer {
             }
             Err(err) => Err(err),
         };
-        // Bounding the tables needs no lease (a delete is the same done twice) and writes only
-        // when something is to go.
-        steps.pruned = self.prune().await;
-        let pending = self.db.pending().await.ok();
+        // After a failed survey the database may not answer at all: no more waiting on it.
+        let pending = if worked.is_ok() { self.db.pending().await.ok() } else { None };
         let error = worked.as_ref().err();
         let summary = Summary::of(Tick {
             calendar_mismatch,
@@ -295,7 +296,16 @@ impl Warmer {
             Some(base) => Some(self.warm_inputs(base).await?),
             None => None,
         };
-        Ok(Survey { items_this_month: used, budget, mark, build, warm })
+        let prunable = self
+            .db
+            .anything_to_prune(
+                self.retention,
+                self.warm.learned_max_age,
+                self.warm.learned_max,
+                self.policy.max_edge_ttl(),
+            )
+            .await?;
+        Ok(Survey { items_this_month: used, budget, mark, build, warm, prunable })
     }
 
     /// The warm set and when the edge last fetched each of its paths.
@@ -309,9 +319,10 @@ impl Warmer {
         Ok(WarmInputs { base: base.to_owned(), today, floor, learned, fetched })
     }
 
-    /// Takes the lease, does the work the survey found, and gives the lease back; or, when
-    /// another tick holds it, does nothing and says so.
-    async fn under_lease(&self, survey: Survey, steps: &mut Steps) -> Result<(), TickError> {
+    /// Takes the lease, surveys again (what another tick did up to a moment ago is done), does
+    /// the work found, and gives the lease back; or, when another tick holds it, does nothing
+    /// and says so.
+    async fn under_lease(&self, deadline: Deadline, steps: &mut Steps) -> Result<(), TickError> {
         let token = lease_token();
         if let Lease::Held { holder, until } = self.db.take_lease(&token, self.lease).await? {
             let until = until.map_or_else(|| "no expiry".to_owned(), |t| t.to_rfc3339());
@@ -320,44 +331,62 @@ impl Warmer {
             steps.lease_held = Some(text);
             return Ok(());
         }
-        let result = Box::pin(self.work(survey, &token, steps)).await;
+        let result = match Box::pin(self.survey()).await {
+            Ok(survey) => Box::pin(self.work(survey, &token, deadline, steps)).await,
+            Err(err) => Err(err),
+        };
         if let Err(err) = self.db.release_lease(&token).await {
             tracing::warn!(error = %error_chain(&err), "could not release the lease: it expires on its own");
         }
         result
     }
 
-    /// Takes the lease again before a step, extending it; fails when another tick took it since
-    /// (this tick outlived its lease): then it stops, and leaves the rest to that one.
+    /// Extends the lease before a step; fails when this tick does not hold it any more (it
+    /// outlived it, and another tick took it since): then it stops, and leaves the rest to others.
     async fn renew(&self, token: &str) -> Result<(), TickError> {
-        match self.db.take_lease(token, self.lease).await? {
-            Lease::Taken => Ok(()),
-            Lease::Held { holder, .. } => Err(TickError::LeaseLost(holder)),
-        }
+        if self.db.renew_lease(token, self.lease).await? { Ok(()) } else { Err(TickError::LeaseLost) }
     }
 
-    /// The steps of a tick that has work, under the lease `token`.
-    async fn work(&self, survey: Survey, token: &str, steps: &mut Steps) -> Result<(), TickError> {
+    /// The steps of a tick that has work, under the lease `token`, ending by `deadline`.
+    async fn work(&self, survey: Survey, token: &str, deadline: Deadline, steps: &mut Steps) -> Result<(), TickError> {
         let mut invalidated = steps.invalidated.take().unwrap_or_default();
-        if let (Budget::Send { remaining }, Some((mark, seen))) = (survey.budget, survey.mark)
-            && let Err(err) = Box::pin(self.send(remaining, mark, seen, token, &mut invalidated)).await
+        invalidated.items_this_month = survey.items_this_month;
+        invalidated.deferred = survey.deferred();
+        // A flush of the whole edge follows: no use waiting for this batch to complete first.
+        let flush = matches!(survey.build, Some((BuildSeen::Deployed { .. }, _)));
+        if let (Budget::Send { remaining }, Some(mark)) = (survey.budget, survey.mark.clone())
+            && let Err(err) = Box::pin(self.send(remaining, mark, token, deadline, !flush, &mut invalidated)).await
         {
             steps.invalidated = Some(invalidated);
             return Err(err);
         }
         let (changed, today) = (invalidated.changed.clone(), invalidated.today.clone());
         steps.invalidated = Some(invalidated);
-        if let Some((seen, build)) = survey.build {
+        if let Some((seen, build)) = &survey.build
+            && !matches!(seen, BuildSeen::Known)
+        {
             self.renew(token).await?;
-            steps.deployed = Box::pin(self.invalidate_deploy(&build, seen)).await?;
+            steps.deployed = Box::pin(self.invalidate_deploy(build, *seen, deadline)).await?;
         }
         if let Some(inputs) = survey.warm {
             self.renew(token).await?;
             let everything = steps.deployed.is_some();
-            steps.warmed = Box::pin(self.warm(inputs, &changed, &today, everything)).await.unwrap_or_else(|err| {
-                tracing::warn!(error = %error_chain(&err), "warming failed");
-                Warmed { tally: Tally { failures: 1, ..Tally::default() }, ..Warmed::default() }
-            });
+            let warming = self.warm(inputs, &changed, &today, everything);
+            steps.warmed = match tokio::time::timeout(deadline.left(), Box::pin(warming)).await {
+                Ok(Ok(warmed)) => warmed,
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %error_chain(&err), "warming failed");
+                    Warmed { tally: Tally { failures: 1, ..Tally::default() }, ..Warmed::default() }
+                }
+                Err(_) => {
+                    tracing::warn!("warming stopped at the tick's deadline");
+                    Warmed { tally: Tally { failures: 1, ..Tally::default() }, ..Warmed::default() }
+                }
+            };
+        }
+        if survey.prunable {
+            self.renew(token).await?;
+            steps.pruned = self.prune(deadline).await;
         }
         Ok(())
     }
@@ -367,9 +396,10 @@ impl Warmer {
     async fn send(
         &self,
         remaining: Option<usize>,
-        mark: VisibleMark,
-        seen: Instant,
+        (mark, seen): (VisibleMark, Instant),
         token: &str,
+        deadline: Deadline,
+        wait: bool,
         invalidated: &mut Invalidated,
     ) -> Result<(), TickError> {
         // Claim what was visible `settle` ago: every API instance has evicted it by now, whenever
@@ -389,7 +419,7 @@ impl Warmer {
         let context = Context { today: Some(invalidated.today.clone()) };
         let batch = plan(self.policy, &invalidated.changed, self.mode, &limits, &context);
         invalidated.items = batch.items.len();
-        let reference = caller_reference(&self.db.identity().await, &claim.tags, &batch.items);
+        let reference = caller_reference(&self.db.identity().await?, &claim.tags, &batch.items);
         let accepted = |id, status| Accepted {
             id,
             backend: self.invalidator.name(),
@@ -402,7 +432,12 @@ impl Warmer {
             claim.complete(&self.db, &accepted(None, "")).await?;
             return Ok(());
         }
-        let submitted = match self.invalidator.submit(&batch.items, &reference).await {
+        // Every call is bounded, and so is the whole submission, retries of a throttled one
+        // included: it ends by the tick's deadline.
+        let submitted = match tokio::time::timeout(deadline.left(), self.invalidator.submit(&batch.items, &reference))
+            .await
+            .unwrap_or(Err(InvalidationError::Deadline))
+        {
             Ok(submitted) => submitted,
             Err(err) => {
                 // Not accepted: the changes stay pending for the next tick.
@@ -413,11 +448,15 @@ impl Warmer {
             }
         };
         claim.complete(&self.db, &accepted(Some(&submitted.id), &submitted.status)).await?;
-        let status = self.invalidator.wait(&submitted, self.poll_interval, self.wait_timeout, |_, _| {}).await;
-        invalidated.invalidation_status = Some(status.unwrap_or_else(|e| {
-            tracing::warn!(error = %error_chain(&e), "could not follow the invalidation");
-            submitted.status.clone()
-        }));
+        invalidated.invalidation_status = Some(submitted.status.clone());
+        if wait {
+            let waited =
+                self.invalidator.wait(&submitted, self.poll_interval, deadline.cap(self.wait_timeout), |_, _| {});
+            match waited.await {
+                Ok(status) => invalidated.invalidation_status = Some(status),
+                Err(e) => tracing::warn!(error = %error_chain(&e), "could not follow the invalidation"),
+            }
+        }
         invalidated.invalidation_id = Some(submitted.id);
         Ok(())
     }
@@ -428,7 +467,12 @@ impl Warmer {
     /// `/health-check` through the edge (never cached there); the warm step then re-warms the
     /// whole warm set.
     /// Returns the invalidation's id, if one was sent.
-    async fn invalidate_deploy(&self, build: &str, seen: BuildSeen) -> Result<Option<String>, TickError> {
+    async fn invalidate_deploy(
+        &self,
+        build: &str,
+        seen: BuildSeen,
+        deadline: Deadline,
+    ) -> Result<Option<String>, TickError> {
         match seen {
             BuildSeen::Known => Ok(None),
             BuildSeen::First => {
@@ -437,8 +481,13 @@ impl Warmer {
             }
             BuildSeen::Deployed { sequence } => {
                 let items = vec!["/*".to_owned()];
-                let reference = format!("deploy-{build}-{sequence}");
-                let submitted = self.invalidator.submit(&items, &reference).await?;
+                // The database's identity too: a restore rewinds the sequence of builds seen.
+                let identity = self.db.identity().await?;
+                let reference =
+                    format!("deploy-{:016x}-{build}-{sequence}", xxhash_rust::xxh3::xxh3_64(identity.as_bytes()));
+                let submitted = tokio::time::timeout(deadline.left(), self.invalidator.submit(&items, &reference))
+                    .await
+                    .unwrap_or(Err(InvalidationError::Deadline))?;
                 let accepted = Accepted {
                     id: Some(&submitted.id),
                     backend: self.invalidator.name(),
@@ -449,8 +498,10 @@ impl Warmer {
                 self.db.record_invalidation(&accepted).await?;
                 self.db.record_build(build, Some(&submitted.id)).await?;
                 tracing::info!(build, invalidation = %submitted.id, "a new API build or settings: the edge was invalidated");
-                if let Err(err) =
-                    self.invalidator.wait(&submitted, self.poll_interval, self.wait_timeout, |_, _| {}).await
+                if let Err(err) = self
+                    .invalidator
+                    .wait(&submitted, self.poll_interval, deadline.cap(self.wait_timeout), |_, _| {})
+                    .await
                 {
                     tracing::warn!(error = %error_chain(&err), "could not follow the deploy invalidation");
                 }
@@ -491,15 +542,25 @@ impl Warmer {
     /// Bounds the warmer's tables: processed changes past the retention, learned paths past their
     /// age or rank, warm state past the longest edge TTL (such a path is due either way). Each
     /// failure is logged, not raised: the next tick prunes again.
-    async fn prune(&self) -> Pruned {
+    async fn prune(&self, deadline: Deadline) -> Pruned {
         let logged = |what: &str, result: Result<u64, StoreError>| {
             result.unwrap_or_else(|err| {
                 tracing::warn!(error = %error_chain(&err), "could not prune the {what}");
                 0
             })
         };
+        // Processed changes go a batch at a time (short statements, short holds of SQLite's write
+        // lock), as many batches as the tick has time for.
+        let mut changes = 0;
+        loop {
+            let gone = logged("processed changes", self.db.prune_changes(self.retention).await);
+            changes += gone;
+            if gone < store::outbox::PRUNE_BATCH || deadline.left().is_zero() {
+                break;
+            }
+        }
         Pruned {
-            changes: logged("processed changes", self.db.prune_changes(self.retention).await),
+            changes,
             learned: logged(
                 "learned paths",
                 self.db.prune_learned(self.warm.learned_max_age, self.warm.learned_max).await,
@@ -534,6 +595,22 @@ fn lease_token() -> String {
     format!("{place}:{}:{nanos}", std::process::id())
 }
 
+/// When a tick must be done: before its lease would expire (less a tenth, at least a second).
+#[derive(Debug, Clone, Copy)]
+struct Deadline(Instant);
+
+impl Deadline {
+    /// What is left until it.
+    fn left(self) -> Duration {
+        self.0.saturating_duration_since(Instant::now())
+    }
+
+    /// `wait`, or less if the deadline comes first.
+    fn cap(self, wait: Duration) -> Duration {
+        wait.min(self.left())
+    }
+}
+
 /// How far from today the calendar check compares service days, both ways: a year of dated
 /// answers and a margin.
 const CALENDAR_WINDOW: chrono::Days = chrono::Days::new(400);
@@ -551,6 +628,8 @@ struct Survey {
     build: Option<(BuildSeen, String)>,
     /// The warm set (`None`: no edge to warm through).
     warm: Option<WarmInputs>,
+    /// Something is old enough to prune.
+    prunable: bool,
 }
 
 impl Survey {
@@ -560,9 +639,10 @@ impl Survey {
     }
 
     /// Whether the tick has anything to do: changes to claim, a build to record or flush for,
-    /// or a path to warm.
+    /// a path to warm, or rows to prune.
     fn has_work(&self) -> bool {
         (self.mark.is_some() && !self.deferred())
+            || self.prunable
             || matches!(self.build, Some((BuildSeen::First | BuildSeen::Deployed { .. }, _)))
             || self.warm.as_ref().is_some_and(WarmInputs::any_due)
     }

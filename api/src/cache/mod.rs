@@ -345,7 +345,10 @@ impl LocalCache {
         }
         let resource = || key.replace('\n', " ");
         let Ok(result) = tokio::time::timeout(self.load_timeout, load(position)).await else {
-            self.breaker.trip();
+            // Slow, not unreachable (an unreachable database fails the acquire, or is caught as
+            // silent, before this): this route's breaker, not the instance's. A route whose
+            // statements are each under the statement timeout can still take longer together.
+            self.route_breakers.trip(route);
             tracing::warn!(resource = %resource(), timeout = ?self.load_timeout, "database read timed out");
             return Err(LoadError::Unavailable);
         };

@@ -665,13 +665,19 @@ async fn over_budget_a_small_change_stays_precise_and_batches_are_spaced() {
     assert!(ok, "{drained}");
     spend_the_month(&db, 5_000).await;
 
-    db.exec("UPDATE formations SET note = 'Over budget' WHERE id = '10701F'").await;
+    // Two formations change: each keeps its own path, not `/v1/formations/*` (a spent budget
+    // used to count as a budget of one path, coarsening any two).
+    db.exec("UPDATE formations SET note = 'Over budget' WHERE id IN ('10701F', '3001F')").await;
     let (ok, summary) = warmer_once(&db, &env).await;
     assert!(ok, "{summary}");
     let sent = moto_invalidations(&distribution).await;
     let latest = sent.iter().find(|items| items.iter().any(|i| i.contains("10701F"))).expect("the change was sent");
-    assert_eq!(latest, &["/v1/formations".to_owned(), "/v1/formations/10701F".to_owned()], "precise, not /*");
-    assert!(!sent.iter().flatten().any(|i| i == "/*"), "{sent:?}");
+    assert_eq!(
+        latest,
+        &["/v1/formations".to_owned(), "/v1/formations/10701F".to_owned(), "/v1/formations/3001F".to_owned()],
+        "precise, not /v1/formations/*"
+    );
+    assert!(!latest.iter().any(|i| i.ends_with('*')), "{sent:?}");
 
     // With the default spacing, a second batch right after waits: the change stays pending.
     db.exec("UPDATE formations SET note = 'Over budget again' WHERE id = '10701F'").await;
