@@ -681,3 +681,43 @@ async fn a_cloudfront_api_that_never_answers_fails_the_tick_in_bound_and_the_nex
     assert_eq!(next["changes"].as_i64().unwrap(), total, "{next}");
     assert_eq!(crate::warmer::pending(&db).await, 0);
 }
+
+/// A reload that overlaps the eviction of *another* tag keeps the key's stale-if-error copy: a
+/// database outage after it answers that copy, labelled stale, not `503`. (With one eviction
+/// generation for every tag, steady writes elsewhere cost every key its copy.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn an_eviction_of_other_tags_during_a_reload_keeps_the_stale_copy() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let proxy = SilentProxy::start(server(&db)).await;
+    let flags = ["--change-poll-interval", "100ms", "--db-statement-timeout", "2s"];
+    let app = TestApp::with_url(db.clone(), &proxy.url(&db), &flags).await;
+    let page = "/v1/formations/10701F";
+    assert_eq!(app.get(page).await.header("x-local-cache"), "miss");
+    // Past the route's local TTL (5 s), the next request reloads it.
+    tokio::time::sleep(Duration::from_millis(5_200)).await;
+    // The reload waits behind a lock on sightings while another formation changes and the
+    // instance evicts that formation's tags.
+    let mut locker = connect(&db).await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE sightings IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
+    let reload = {
+        let app = app.clone();
+        tokio::spawn(async move { app.get(page).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.exec("UPDATE formations SET note = 'elsewhere' WHERE id = '3001F'").await;
+    // Polls run on requests: these (of lines, which the lock does not hold up) make the instance
+    // read the change and evict the other formation's tags while the reload waits.
+    for _ in 0..8 {
+        assert_eq!(app.get("/v1/lines").await.status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!reload.is_finished(), "the reload must still be waiting on the lock");
+    sqlx::raw_sql("COMMIT").execute(&mut locker).await.unwrap();
+    assert_eq!(reload.await.unwrap().status, 200);
+    // The database goes silent; once the reloaded answer has expired, its copy is served.
+    proxy.go_silent();
+    tokio::time::sleep(Duration::from_millis(5_200)).await;
+    let res = app.get(page).await;
+    assert_eq!((res.status.as_u16(), res.header("x-local-cache")), (200, "stale"), "{:?}", res.body);
+}
