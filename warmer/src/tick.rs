@@ -9,7 +9,10 @@
 //! - **Lease**: a tick with work takes the warmer's lease ([`store::Db::take_lease`]) or, when
 //!   another tick holds it, ends at once and says so (`lease_held`): at most one tick works at a
 //!   time, whatever invokes them (a schedule whose runs overlap, an operator's `--once`). It
-//!   renews the lease before each step, and stops if it outlived it.
+//!   renews the lease before each step, and stops if it outlived it. It gives the lease back
+//!   whether it succeeded or failed, retrying while the lease would still be held: a tick that
+//!   failed because the database restarted must not leave every later tick, and so every
+//!   invalidation, waiting for the lease to expire.
 //! - **Invalidate**: wait out the settle time since the mark, claim what the mark saw (committed
 //!   at once, under the tick's token), plan, send, then complete the claim (the changes are
 //!   processed) or release it (they stay pending). No transaction is open while the backend is
@@ -324,6 +327,7 @@ impl Warmer {
     /// and says so.
     async fn under_lease(&self, deadline: Deadline, steps: &mut Steps) -> Result<(), TickError> {
         let token = lease_token();
+        let taken_at = Instant::now();
         if let Lease::Held { holder, until } = self.db.take_lease(&token, self.lease).await? {
             let until = until.map_or_else(|| "no expiry".to_owned(), |t| t.to_rfc3339());
             let text = format!("another tick holds the lease ({holder}, until {until})");
@@ -331,31 +335,59 @@ impl Warmer {
             steps.lease_held = Some(text);
             return Ok(());
         }
+        let held = Held { token, until: std::sync::Mutex::new(taken_at + self.lease) };
         let result = match Box::pin(self.survey()).await {
-            Ok(survey) => Box::pin(self.work(survey, &token, deadline, steps)).await,
+            Ok(survey) => Box::pin(self.work(survey, &held, deadline, steps)).await,
             Err(err) => Err(err),
         };
-        if let Err(err) = self.db.release_lease(&token).await {
-            tracing::warn!(error = %error_chain(&err), "could not release the lease: it expires on its own");
-        }
+        self.give_back(&held).await;
         result
+    }
+
+    /// Releases the lease, retrying while it would still be held: a tick that failed because the
+    /// database went away (a restart, a failover) usually finds it back within seconds, and a
+    /// lease left to expire would stop every tick, and so every invalidation, until it does.
+    async fn give_back(&self, held: &Held) {
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let left = held.left();
+            let attempt = tokio::time::timeout(left, self.db.release_lease(&held.token)).await;
+            let err = match attempt {
+                Ok(Ok(())) => return,
+                Ok(Err(err)) => error_chain(&err),
+                Err(_) => "no answer before the lease's expiry".to_owned(),
+            };
+            if held.left() <= pause {
+                tracing::warn!(error = %err, "could not release the lease: it expires on its own");
+                return;
+            }
+            tracing::debug!(error = %err, "could not release the lease yet: retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
     }
 
     /// Extends the lease before a step; fails when this tick does not hold it any more (it
     /// outlived it, and another tick took it since): then it stops, and leaves the rest to others.
-    async fn renew(&self, token: &str) -> Result<(), TickError> {
-        if self.db.renew_lease(token, self.lease).await? { Ok(()) } else { Err(TickError::LeaseLost) }
+    async fn renew(&self, held: &Held) -> Result<(), TickError> {
+        let asked = Instant::now();
+        if self.db.renew_lease(&held.token, self.lease).await? {
+            *held.until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = asked + self.lease;
+            Ok(())
+        } else {
+            Err(TickError::LeaseLost)
+        }
     }
 
-    /// The steps of a tick that has work, under the lease `token`, ending by `deadline`.
-    async fn work(&self, survey: Survey, token: &str, deadline: Deadline, steps: &mut Steps) -> Result<(), TickError> {
+    /// The steps of a tick that has work, under the lease `held`, ending by `deadline`.
+    async fn work(&self, survey: Survey, held: &Held, deadline: Deadline, steps: &mut Steps) -> Result<(), TickError> {
         let mut invalidated = steps.invalidated.take().unwrap_or_default();
         invalidated.items_this_month = survey.items_this_month;
         invalidated.deferred = survey.deferred();
         // A flush of the whole edge follows: no use waiting for this batch to complete first.
         let flush = matches!(survey.build, Some((BuildSeen::Deployed { .. }, _)));
         if let (Budget::Send { remaining }, Some(mark)) = (survey.budget, survey.mark.clone())
-            && let Err(err) = Box::pin(self.send(remaining, mark, token, deadline, !flush, &mut invalidated)).await
+            && let Err(err) = Box::pin(self.send(remaining, mark, held, deadline, !flush, &mut invalidated)).await
         {
             steps.invalidated = Some(invalidated);
             return Err(err);
@@ -365,11 +397,11 @@ impl Warmer {
         if let Some((seen, build)) = &survey.build
             && !matches!(seen, BuildSeen::Known)
         {
-            self.renew(token).await?;
+            self.renew(held).await?;
             steps.deployed = Box::pin(self.invalidate_deploy(build, *seen, deadline)).await?;
         }
         if let Some(inputs) = survey.warm {
-            self.renew(token).await?;
+            self.renew(held).await?;
             let everything = steps.deployed.is_some();
             let warming = self.warm(inputs, &changed, &today, everything);
             steps.warmed = match tokio::time::timeout(deadline.left(), Box::pin(warming)).await {
@@ -385,7 +417,7 @@ impl Warmer {
             };
         }
         if survey.prunable {
-            self.renew(token).await?;
+            self.renew(held).await?;
             steps.pruned = self.prune(deadline).await;
         }
         Ok(())
@@ -397,7 +429,7 @@ impl Warmer {
         &self,
         remaining: Option<usize>,
         (mark, seen): (VisibleMark, Instant),
-        token: &str,
+        held: &Held,
         deadline: Deadline,
         wait: bool,
         invalidated: &mut Invalidated,
@@ -405,8 +437,8 @@ impl Warmer {
         // Claim what was visible `settle` ago: every API instance has evicted it by now, whenever
         // its transaction started.
         tokio::time::sleep(self.settle.saturating_sub(seen.elapsed())).await;
-        self.renew(token).await?;
-        let claim = self.db.claim(self.batch, &mark, token).await?;
+        self.renew(held).await?;
+        let claim = self.db.claim(self.batch, &mark, &held.token).await?;
         // Planned for the day of the claim: a tick that straddles the rollover (it waited out the
         // settle time first) plans and warms for the new day.
         invalidated.today = self.today();
@@ -582,6 +614,20 @@ impl Warmer {
         let fetched = warm::fetch_all(&self.http, base, &set, self.warm.concurrency).await;
         self.db.record_warm(&warm::answered(&fetched)).await?;
         Ok(fetched)
+    }
+}
+
+/// The lease this tick holds: its token, and a time it is held until at least (measured from
+/// before the statement that took or last renewed it, so never later than the database's own).
+struct Held {
+    token: String,
+    until: std::sync::Mutex<Instant>,
+}
+
+impl Held {
+    /// What is left of the lease.
+    fn left(&self) -> Duration {
+        self.until.lock().unwrap_or_else(std::sync::PoisonError::into_inner).saturating_duration_since(Instant::now())
     }
 }
 
