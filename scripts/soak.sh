@@ -25,6 +25,9 @@ while [ $# -gt 0 ]; do
 done
 
 ensure_debs varnish varnish-modules pgbouncer
+# The secret some instances and the warmer read their database URL from, which the rotation fault
+# rotates: moto's Secrets Manager.
+start_moto
 VERSION=$(pg_version)
 SOAK_PORT=${SOAK_PG_PORT:-5441}
 SOAK_POOLER_PORT=${SOAK_PGBOUNCER_PORT:-6441}
@@ -71,7 +74,7 @@ status=0
 "$BIN/soak" --api "$BIN/api" --warmer "$BIN/warmer" \
     --varnishd "$(command -v varnishd || echo /usr/sbin/varnishd)" --vcl local/varnish.vcl \
     --postgres "$SOAK_PG" --pgbouncer "postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$SOAK_POOLER_PORT" \
-    --restart-postgres "$RESTART_PG" --restart-pgbouncer "$RESTART_POOLER" \
+    --restart-postgres "$RESTART_PG" --restart-pgbouncer "$RESTART_POOLER" --moto "$TEST_MOTO_URL" \
     --run-dir "$EDGERAIL_RUN/soak" --out "$OUT" "$@" || status=$?
 if [ "$status" -ne 0 ]; then
     # A CI log keeps no files. Beside the diagnosis the bench printed: the api's and the warmer's

@@ -558,13 +558,16 @@ fn soak_section(md: &mut String, soak: &Value) {
         md,
         "## Soak: a Lambda-shaped fleet under faults, every read checked ({:.0} s, seed {}, {})\n\n\
          Bounds: **{} s** for what an instance answers (`CHANGE_MAX_LAG`), **{} s** at the edge \
-         (`max(tick, settle + work) + settle + work`, propagation 0 locally). {} reads ({:.0}/s), {} writes \
+         (`period + 2 × (settle + work)`, the warmer on a schedule, propagation 0 locally). {} sightings \
+         (`--scale {}`). {} reads ({:.0}/s), {} writes \
          ({} of unknown outcome, after a fault).\n\n![soak: staleness over time against the fault windows](soak.svg)\n",
         soak["duration_s"].as_f64().unwrap_or(0.0),
         soak["seed"],
         soak["date"].as_str().unwrap_or(""),
         f(&soak["bounds_s"]["instance"]),
         f(&soak["bounds_s"]["edge"]),
+        soak["settings"]["sightings"],
+        soak["settings"]["scale"],
         soak["reads"],
         soak["reads_per_s"].as_f64().unwrap_or(0.0),
         soak["writes"],
@@ -608,7 +611,8 @@ fn soak_section(md: &mut String, soak: &Value) {
         "\n- {} failures: {}\n- faults: {faults}\n- fleet: {} invocations, {} cold starts, peak {} instances (reserved {}), {} `429`s, \
          {} retired ({} killed after the 500 ms window, {} left connections open)\n- database connections, peak: {} direct \
          (cap {}), {} PgBouncer server (pool {}), {} warmer, {} in all; most held by one instance: {}\n- edge latency in the \
-         10 s after a deploy: p50 {} ms, p99 {} ms ({} reads)\n- warmer: {} ticks ({} failed), tick p50 {} ms, max {} ms (allowance {} ms)\n",
+         10 s after a deploy: p50 {} ms, p99 {} ms ({} reads)\n- warmer: {} invocations ({} started two at once, {} killed by \
+         faults, {} at their timeout), {} ticks ({} failed, {} found the lease held), tick p50 {} ms, max {} ms (allowance {} ms)\n",
         mark(n(&soak["failures"]) == 0),
         if n(&soak["failures"]) == 0 { "none".to_owned() } else { soak["failures_by_kind"].to_string() },
         fleet["invocations"],
@@ -629,14 +633,30 @@ fn soak_section(md: &mut String, soak: &Value) {
         f(&deploy["p50"]),
         f(&deploy["p99"]),
         deploy["n"],
+        soak["warmer"]["invocations"],
+        soak["warmer"]["overlapping_starts"],
+        soak["warmer"]["killed_by_faults"],
+        soak["warmer"]["killed_at_timeout"],
         soak["warmer"]["ticks"],
         soak["warmer"]["failed_ticks"],
+        soak["warmer"]["lease_held"],
         f(&soak["warmer"]["tick_ms"]["p50"]),
         f(&soak["warmer"]["tick_ms"]["max"]),
         soak["warmer"]["tick_allowance_ms"],
     );
     for failure in soak["first_failures"].as_array().into_iter().flatten() {
         let _ = writeln!(md, "  - {failure}");
+    }
+    let _ = writeln!(
+        md,
+        "\n| fault | times | reads checked at the edge / at instances while in force | violations | `503`s | stale answers |\n|---|---:|---|---:|---:|---:|"
+    );
+    for (kind, row) in soak["by_fault"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {kind} | {} | {} / {} | {} | {} | {} |",
+            row["times"], row["checked_edge"], row["checked_instance"], row["violations"], row["503"], row["stale"]
+        );
     }
 }
 

@@ -25,9 +25,22 @@ pub enum Kind {
     PurgeDown,
     /// A new build id under load.
     Deploy,
+    /// Every other connection through the proxy gets each answer seconds late (`param`: the
+    /// delay in ms, 0.5–8 s): slow loads, some past the statement timeout.
+    SlowLinks,
+    /// `LOCK TABLE` sightings (`param` 0) or formations (1) `IN ACCESS EXCLUSIVE MODE`, held for
+    /// 1–4 s, as a migration or an import takes it: loads of that table wait.
+    TableLock,
+    /// Another client's burst of expensive queries, one per core and more: a starved database.
+    CpuBurst,
+    /// The purge endpoint takes requests and answers nothing, or answers seconds late.
+    PurgeStall,
+    /// The password of the role the secret names changes in PostgreSQL, and the secret (moto)
+    /// follows `length` later, as RDS rotates: one user (`param` 0) or alternating users (1).
+    Rotation,
 }
 
-pub const ALL: [Kind; 9] = [
+pub const ALL: [Kind; 14] = [
     Kind::WarmerKill,
     Kind::WarmerStop,
     Kind::InstanceFreeze,
@@ -37,20 +50,50 @@ pub const ALL: [Kind; 9] = [
     Kind::BlackHole,
     Kind::PurgeDown,
     Kind::Deploy,
+    Kind::SlowLinks,
+    Kind::TableLock,
+    Kind::CpuBurst,
+    Kind::PurgeStall,
+    Kind::Rotation,
 ];
 
 impl Kind {
     /// Whether edge deadlines are pushed past this fault: it stops the invalidation path (the
-    /// warmer, the database or the feed it claims from, the invalidation endpoint).
+    /// warmer, the database or the feed it claims from, the invalidation endpoint). A starved
+    /// database slows the warmer's every statement, and a rotation refuses its logins until it
+    /// reads the secret again.
     pub fn stops_invalidation(self) -> bool {
-        matches!(self, Self::WarmerKill | Self::WarmerStop | Self::PostgresRestart | Self::FeedLock | Self::PurgeDown)
+        matches!(
+            self,
+            Self::WarmerKill
+                | Self::WarmerStop
+                | Self::PostgresRestart
+                | Self::FeedLock
+                | Self::PurgeDown
+                | Self::PurgeStall
+                | Self::CpuBurst
+                | Self::Rotation
+        )
     }
 
     /// Whether the database is unavailable to (some) instances: stale answers and `503`s allowed.
     /// A lock on the change feed is one too: writers wait behind it holding the locks they took,
-    /// and a `TRUNCATE` among them holds its table's, so reads of that table wait as long.
+    /// and a `TRUNCATE` among them holds its table's, so reads of that table wait as long. So is
+    /// slowness beyond the acquire or statement timeouts (slow links, a table lock queued behind
+    /// a writer, a starved database), and a rotation for the instances on the secret until they
+    /// read it again.
     pub fn database_unavailable(self) -> bool {
-        matches!(self, Self::PostgresRestart | Self::PgbouncerRestart | Self::BlackHole | Self::FeedLock)
+        matches!(
+            self,
+            Self::PostgresRestart
+                | Self::PgbouncerRestart
+                | Self::BlackHole
+                | Self::FeedLock
+                | Self::SlowLinks
+                | Self::TableLock
+                | Self::CpuBurst
+                | Self::Rotation
+        )
     }
 }
 
@@ -62,7 +105,13 @@ pub struct Planned {
     pub at: Duration,
     /// How long it lasts (for kills and restarts: the pause before the restart).
     pub length: Duration,
+    /// What the kind says it means (a delay, a table, a strategy); 0 when it means nothing.
+    pub param: u64,
 }
+
+/// How long after the secret changed a rotation's instances have all read it again: the store
+/// reads it at most once per 10 s, on a refused login.
+pub const ROTATION_SETTLES: Duration = Duration::from_secs(12);
 
 /// Faults from `warmup` to `duration - cooldown`: gaps of 3–7 s between them.
 pub fn schedule(seed: u64, duration: Duration, warmup: Duration, cooldown: Duration, kinds: &[Kind]) -> Vec<Planned> {
@@ -82,17 +131,26 @@ pub fn schedule(seed: u64, duration: Duration, warmup: Duration, cooldown: Durat
         let kind = round.pop().unwrap_or(Kind::Deploy);
         let length = Duration::from_millis(match kind {
             Kind::WarmerKill | Kind::PgbouncerRestart => rng.u64(200..1500),
-            Kind::WarmerStop | Kind::PurgeDown => rng.u64(2000..8000),
+            Kind::WarmerStop | Kind::PurgeDown | Kind::PurgeStall | Kind::SlowLinks => rng.u64(2000..8000),
             Kind::InstanceFreeze => rng.u64(2000..10_000),
-            Kind::FeedLock | Kind::BlackHole => rng.u64(2000..6000),
+            Kind::FeedLock | Kind::BlackHole | Kind::CpuBurst => rng.u64(2000..6000),
+            Kind::TableLock => rng.u64(1000..4000),
+            Kind::Rotation => rng.u64(500..3000),
             Kind::PostgresRestart | Kind::Deploy => 0,
         });
-        if at + length > end {
+        let param = match kind {
+            Kind::SlowLinks => rng.u64(500..8000),
+            Kind::TableLock | Kind::Rotation => rng.u64(0..2),
+            _ => 0,
+        };
+        // A rotation lasts until the instances on the secret have read it again.
+        let lasts = length + if kind == Kind::Rotation { ROTATION_SETTLES } else { Duration::ZERO };
+        if at + lasts > end {
             break;
         }
-        planned.push(Planned { kind, at, length });
+        planned.push(Planned { kind, at, length, param });
         // Restarts take a moment of their own.
-        at += length
+        at += lasts
             + Duration::from_millis(rng.u64(3000..7000))
             + Duration::from_secs(u64::from(kind == Kind::PostgresRestart));
     }
@@ -103,17 +161,26 @@ pub fn schedule(seed: u64, duration: Duration, warmup: Duration, cooldown: Durat
 mod tests {
     use super::*;
 
+    /// The test command's soak (`scripts/test.sh`: seed 1, 160 s): long enough for a fault of
+    /// every kind.
+    const SHORT_RUN: Duration = Duration::from_secs(160);
+
     #[test]
     fn a_seed_gives_one_schedule_with_every_kind_each_round() {
         let a = schedule(7, Duration::from_secs(600), Duration::from_secs(10), Duration::from_secs(15), &ALL);
         let b = schedule(7, Duration::from_secs(600), Duration::from_secs(10), Duration::from_secs(15), &ALL);
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
+        let long = schedule(7, Duration::from_secs(900), Duration::from_secs(10), Duration::from_secs(15), &ALL);
         for kind in ALL {
-            assert!(a.iter().filter(|p| p.kind == kind).count() >= 5, "{kind:?} under 5 times in 10 minutes");
+            assert!(long.iter().filter(|p| p.kind == kind).count() >= 5, "{kind:?} under 5 times in 15 minutes");
         }
-        assert!(a.windows(2).all(|w| w[0].at + w[0].length < w[1].at), "faults overlap");
-        assert!(a.last().is_some_and(|p| p.at + p.length <= Duration::from_secs(585)));
-        let short = schedule(1, Duration::from_secs(90), Duration::from_secs(8), Duration::from_secs(12), &ALL);
-        assert!(short.len() >= 6, "a short run provokes few faults: {short:?}");
+        let lasts = |p: &Planned| p.length + if p.kind == Kind::Rotation { ROTATION_SETTLES } else { Duration::ZERO };
+        assert!(a.windows(2).all(|w| w[0].at + lasts(&w[0]) < w[1].at), "faults overlap");
+        assert!(a.last().is_some_and(|p| p.at + lasts(p) <= Duration::from_secs(585)));
+        // The test command's run (scripts/test.sh: seed 1, SHORT_RUN) provokes every kind.
+        let short = schedule(1, SHORT_RUN, Duration::from_secs(8), Duration::from_secs(12), &ALL);
+        for kind in ALL {
+            assert!(short.iter().any(|p| p.kind == kind), "{kind:?} missing from the short run: {short:?}");
+        }
     }
 }

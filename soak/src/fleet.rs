@@ -33,11 +33,9 @@ use super::{lock, signal};
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
     pub api: PathBuf,
-    /// Instance `n` reads `database_urls[n % len]` (direct, through the pooler, through a proxy).
-    pub database_urls: Vec<String>,
-    /// Which of `database_urls` go through the pooler (their server connections are shared, so a
-    /// retired instance's connections are not checked by name).
-    pub pooled: Vec<bool>,
+    /// Instance `n` reaches the database as `sources[n % len]` says (directly, through the pooler,
+    /// through a proxy, from a secret).
+    pub sources: Vec<Source>,
     /// Settings every instance gets.
     pub env: Vec<(String, String)>,
     /// Lambda's reserved concurrency: at most this many instances at once.
@@ -50,6 +48,25 @@ pub struct FleetConfig {
     pub log: PathBuf,
     /// A database URL the fleet may read `pg_stat_activity` with.
     pub monitor_url: String,
+}
+
+/// How an instance reaches the database.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Its name in failures' details and the report.
+    pub name: &'static str,
+    /// Settings that say where the database is (`DATABASE_URL`, or a secret's).
+    pub env: Vec<(String, String)>,
+    /// Through the pooler: its server connections are shared, so a retired instance's connections
+    /// are not checked by name.
+    pub pooled: bool,
+}
+
+impl Source {
+    /// An instance given `url`.
+    pub fn url(name: &'static str, url: &str, pooled: bool) -> Self {
+        Self { name, env: vec![("DATABASE_URL".to_owned(), url.to_owned())], pooled }
+    }
 }
 
 /// What the fleet did, for the report.
@@ -259,8 +276,7 @@ impl Front {
         let (reply, answer) = oneshot::channel();
         let _ = instance.runtime.sender.send(Pending { event, reply });
         let outcome = tokio::time::timeout(self.config.timeout, answer).await;
-        let route =
-            ["direct", "pooled", "proxied"].get(instance.id as usize % self.config.database_urls.len()).copied();
+        let route = self.config.sources[instance.id as usize % self.config.sources.len()].name;
         let mut fleet = lock(&self.fleet);
         let slot = fleet.slots.iter_mut().find(|s| s.instance.id == instance.id);
         match outcome {
@@ -271,7 +287,7 @@ impl Front {
                     slot.status = Status::Idle(Instant::now());
                     slot.last_used = Instant::now();
                 }
-                Ok((response, format!("{}/{}", instance.id, route.unwrap_or("?"))))
+                Ok((response, format!("{}/{}", instance.id, route)))
             }
             Ok(Ok(Reply::Error) | Err(_)) => {
                 if let Some(slot) = slot
@@ -322,12 +338,12 @@ impl Front {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        let n = id as usize % self.config.database_urls.len();
+        let source = &self.config.sources[id as usize % self.config.sources.len()];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.config.log)?;
         let mut child = tokio::process::Command::new(&self.config.api)
             .env_clear()
             .envs(testbed::runtime::lambda_env(addr, self.config.memory_mb))
-            .env("DATABASE_URL", &self.config.database_urls[n])
+            .envs(source.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("BUILD_ID", build)
             .envs(self.config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(std::process::Stdio::null())
@@ -337,7 +353,7 @@ impl Front {
             .spawn()?;
         let pid = child.id().unwrap_or(0);
         runtime.pid.store(pid, Ordering::Relaxed);
-        lock(&self.pids).insert(pid, self.config.pooled[n]);
+        lock(&self.pids).insert(pid, source.pooled);
         let (exit_tx, exited) = watch::channel(false);
         {
             let (runtime, front) = (runtime.clone(), self.clone());
@@ -362,7 +378,7 @@ impl Front {
                 }
             });
         }
-        Ok(Arc::new(Instance { id, build: build.to_owned(), pooled: self.config.pooled[n], runtime, exited }))
+        Ok(Arc::new(Instance { id, build: build.to_owned(), pooled: source.pooled, runtime, exited }))
     }
 
     /// Every 250 ms: ends holds, retires instances idle too long or of an old build.

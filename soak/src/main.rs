@@ -2,8 +2,10 @@
 //! checked against what the database committed.
 //!
 //! - A Lambda-shaped fleet of `api` instances (`fleet`) behind a Function-URL-like front, Varnish
-//!   with `local/varnish.vcl` in front of that, the warmer ticking with the purge backend, and
-//!   PostgreSQL reached directly, through PgBouncer (transaction pooling) and through a proxy.
+//!   with `local/varnish.vcl` in front of that, the warmer invoked as EventBridge invokes the
+//!   function (`scheduler`: every period, killed at its timeout, sometimes twice at once) with the
+//!   purge backend, and PostgreSQL reached directly, through PgBouncer (transaction pooling),
+//!   through a proxy, and with credentials from a secret (moto) that rotates (`rotation`).
 //! - Writers (`writers`) as other systems write: short updates, transactions held open, bulk
 //!   imports, deletes, `TRUNCATE` and reload. Each records when its COMMIT returned.
 //! - Viewers read through the edge and straight from the front; the checker (`checker`) judges
@@ -19,6 +21,8 @@ mod checker;
 mod faults;
 mod fleet;
 mod net;
+mod rotation;
+mod scheduler;
 mod writers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -67,6 +71,21 @@ pub struct Args {
     /// PgBouncer (transaction pooling) in front of that server.
     #[arg(long)]
     pgbouncer: String,
+    /// Local Secrets Manager (moto): some instances, and the warmer, read their database URL from a
+    /// secret there, and the rotation fault rotates it.
+    #[arg(long)]
+    moto: String,
+    /// Demo data scale the soak database is seeded with (1 = 100,000 sightings); the bulk writer
+    /// restores the volume each `TRUNCATE` removes.
+    #[arg(long, default_value_t = 0.3)]
+    scale: f64,
+    /// The warmer function's timeout: an invocation still running then is SIGKILLed. Its lease
+    /// (WARMER_LEASE) is as long, as the template sets it.
+    #[arg(long, default_value = "6s", value_parser = testbed::parse_duration)]
+    invocation_timeout: Duration,
+    /// Share of the schedule's periods that start two warmer invocations at once.
+    #[arg(long, default_value_t = 0.15)]
+    overlap: f64,
     /// PgBouncer's pool size (its server connections are capped by it).
     #[arg(long, default_value_t = 4)]
     pool_size: i64,
@@ -97,7 +116,7 @@ pub struct Args {
     /// The instances' CHANGE_MAX_LAG: the instance bound.
     #[arg(long, default_value = "2s", value_parser = testbed::parse_duration)]
     change_max_lag: Duration,
-    /// The warmer's tick interval.
+    /// The warmer's schedule: an invocation every this long.
     #[arg(long, default_value = "1s", value_parser = testbed::parse_duration)]
     tick: Duration,
     /// The warmer's WARMER_SETTLE (at least CHANGE_MAX_LAG).
@@ -159,57 +178,6 @@ struct Happened {
 /// The mark the fleet and the warmer share, as a deployed stack's: the warmer's fetches are not
 /// learned as viewers'.
 const WARM_SECRET: &str = "soak-warm-mark";
-
-/// The warmer process, which faults kill, stop and restart.
-struct Warmer {
-    binary: PathBuf,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    every: Duration,
-    child: tokio::sync::Mutex<Option<tokio::process::Child>>,
-    ticks: Arc<Mutex<Vec<Value>>>,
-    restarts: AtomicU64,
-}
-
-impl Warmer {
-    async fn start(&self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-        let mut child = tokio::process::Command::new(&self.binary)
-            .arg("--every")
-            .arg(format!("{}ms", self.every.as_millis()))
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()?;
-        if let Some(stdout) = child.stdout.take() {
-            let ticks = self.ticks.clone();
-            tokio::spawn(async move {
-                use tokio::io::AsyncBufReadExt as _;
-                let mut lines = tokio::io::BufReader::new(stdout).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if let Ok(summary) = serde_json::from_str::<Value>(&line) {
-                        lock(&ticks).push(summary);
-                    }
-                }
-            });
-        }
-        *self.child.lock().await = Some(child);
-        Ok(())
-    }
-
-    async fn kill(&self) {
-        if let Some(mut child) = self.child.lock().await.take() {
-            let _ = child.kill().await;
-        }
-    }
-
-    async fn pid(&self) -> u32 {
-        self.child.lock().await.as_ref().and_then(tokio::process::Child::id).unwrap_or(0)
-    }
-}
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -302,7 +270,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sqlx::query(&format!("CREATE DATABASE {database}")).execute(&mut conn).await?;
     }
     let seeded = tokio::process::Command::new(&args.api)
-        .args(["seed", "--demo", "--scale", "0.3"])
+        .args(["seed", "--demo", "--scale", &args.scale.to_string()])
         .env("DATABASE_URL", &direct)
         .stderr(std::process::Stdio::null())
         .status()
@@ -318,6 +286,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
     }
 
+    // The roles the secret rotates between, and the secret (in moto).
+    let run_tag = format!("{}-{}", args.seed, std::process::id());
+    let rotation = rotation::Rotation::set_up(&args.moto, &args.postgres, database, &run_tag).await?;
+    // The volume of sightings the bulk writer restores after each TRUNCATE.
+    let volume: i64 = {
+        let mut conn = sqlx::PgConnection::connect(&direct).await?;
+        sqlx::query_scalar("SELECT count(*) FROM sightings").fetch_one(&mut conn).await?
+    };
+
     let epoch = Instant::now();
     // The same moment on the wall clock, so a failure's time in the soak can be found in the logs.
     let epoch_unix = chrono::Utc::now();
@@ -330,12 +307,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
 
     // The network faults' switches and the proxy some instances reach PostgreSQL through.
-    let (hole, purge_down) = (net::Switch::default(), net::Switch::default());
+    let (hole, purge_down, purge_stalled) = (net::Switch::default(), net::Switch::default(), net::Switch::default());
+    let slow = net::Delay::default();
     let pg_addr: SocketAddr = {
         let authority = args.postgres.rsplit('@').next().unwrap_or_default();
         authority.parse()?
     };
-    let proxy = net::black_hole_proxy(pg_addr, hole.clone()).await?;
+    let proxy = net::proxy(pg_addr, hole.clone(), slow.clone()).await?;
     let proxied = direct.replace(&pg_addr.to_string(), &proxy.to_string());
 
     // The fleet and its front.
@@ -346,8 +324,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let front = fleet::Front::new(
         fleet::FleetConfig {
             api: args.api.clone(),
-            database_urls: vec![direct.clone(), pooled.clone(), proxied],
-            pooled: vec![false, true, false],
+            sources: vec![
+                fleet::Source::url("direct", &direct, false),
+                fleet::Source::url("pooled", &pooled, true),
+                fleet::Source::url("proxied", &proxied, false),
+                fleet::Source { name: "secret", env: rotation::secret_env(&args.moto, rotation.arn()), pooled: false },
+            ],
             env: vec![
                 ("CHANGE_MAX_LAG".to_owned(), format!("{}ms", lag.as_millis())),
                 ("RUST_LOG".to_owned(), args.api_log.clone()),
@@ -383,33 +365,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .pool_idle_timeout(Duration::from_secs(2))
         .build()?;
     testbed::edge::wait_http(&client, &format!("{edge}/health-check")).await?;
-    let purge = net::purge_gate(edge.clone(), purge_down.clone()).await?;
+    let purge = net::purge_gate(edge.clone(), purge_down.clone(), purge_stalled.clone()).await?;
 
-    // The warmer.
-    let warmer = Arc::new(Warmer {
+    // The warmer, as EventBridge invokes the function, on the rotating secret.
+    let mut warmer_env = rotation::secret_env(&args.moto, rotation.arn());
+    warmer_env.extend([
+        (
+            "INVALIDATOR".to_owned(),
+            if args.broken == Some(Broken::NoInvalidation) { "none" } else { "purge" }.to_owned(),
+        ),
+        ("PURGE_URL".to_owned(), format!("http://{purge}")),
+        ("WARM_BASE_URL".to_owned(), edge.clone()),
+        ("WARMER_SETTLE".to_owned(), format!("{}ms", args.settle.as_millis())),
+        ("WARM_TIMEOUT".to_owned(), "2s".to_owned()),
+        ("INVALIDATION_RETRY_BASE".to_owned(), "100ms".to_owned()),
+        ("INVALIDATION_RETRY_ATTEMPTS".to_owned(), "2".to_owned()),
+        ("RUST_LOG".to_owned(), "warn".to_owned()),
+        ("WARM_SECRET".to_owned(), WARM_SECRET.to_owned()),
+        // The template's: the lease as long as the function's timeout, each call to the
+        // invalidation API bounded.
+        ("WARMER_LEASE".to_owned(), format!("{}ms", args.invocation_timeout.as_millis())),
+        ("INVALIDATION_TIMEOUT".to_owned(), "2s".to_owned()),
+    ]);
+    let warmer = Arc::new(scheduler::Schedule {
         binary: args.warmer.clone(),
-        env: vec![
-            ("DATABASE_URL".to_owned(), direct.clone()),
-            (
-                "INVALIDATOR".to_owned(),
-                if args.broken == Some(Broken::NoInvalidation) { "none" } else { "purge" }.to_owned(),
-            ),
-            ("PURGE_URL".to_owned(), format!("http://{purge}")),
-            ("WARM_BASE_URL".to_owned(), edge.clone()),
-            ("WARMER_SETTLE".to_owned(), format!("{}ms", args.settle.as_millis())),
-            ("WARM_TIMEOUT".to_owned(), "2s".to_owned()),
-            ("INVALIDATION_RETRY_BASE".to_owned(), "100ms".to_owned()),
-            ("INVALIDATION_RETRY_ATTEMPTS".to_owned(), "2".to_owned()),
-            ("RUST_LOG".to_owned(), "warn".to_owned()),
-            ("WARM_SECRET".to_owned(), WARM_SECRET.to_owned()),
-        ],
+        env: warmer_env,
         log: args.run_dir.join("warmer.log"),
-        every: args.tick,
-        child: tokio::sync::Mutex::new(None),
+        period: args.tick,
+        timeout: args.invocation_timeout,
+        overlap: args.overlap,
+        running: Mutex::default(),
+        paused_until: Mutex::default(),
         ticks: Arc::default(),
-        restarts: AtomicU64::new(0),
+        timed_out: Mutex::default(),
+        invocations: AtomicU64::new(0),
+        overlapped: AtomicU64::new(0),
+        killed: AtomicU64::new(0),
     });
-    warmer.start().await?;
 
     // Writers.
     let running = Arc::new(AtomicBool::new(true));
@@ -423,10 +415,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         unknown: Arc::default(),
     };
     let mut tasks = vec![
+        tokio::spawn(warmer.clone().run(running.clone(), epoch, args.seed ^ 16)),
         tokio::spawn(writers::hot(shared.clone(), direct.clone(), args.seed ^ 11)),
         tokio::spawn(writers::long(shared.clone(), direct.clone(), 0, args.seed ^ 12)),
         tokio::spawn(writers::long(shared.clone(), direct.clone(), 1, args.seed ^ 13)),
-        tokio::spawn(writers::bulk(shared.clone(), direct.clone(), all_formations, args.seed ^ 14)),
+        tokio::spawn(writers::bulk(shared.clone(), direct.clone(), all_formations, volume, args.seed ^ 14)),
         tokio::spawn(writers::deletes(shared.clone(), direct.clone(), args.seed ^ 15)),
     ];
 
@@ -453,6 +446,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 kind: Kind::FeedLock,
                 at: Duration::from_secs(8 + 10 * i),
                 length: Duration::from_secs(6),
+                param: 0,
             })
             .take_while(|p| p.at + p.length + Duration::from_secs(5) < args.duration)
             .collect()
@@ -470,7 +464,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             warmer: warmer.clone(),
             front: front.clone(),
             hole: hole.clone(),
+            slow: slow.clone(),
             purge_down: purge_down.clone(),
+            purge_stalled: purge_stalled.clone(),
+            rotation: Arc::new(tokio::sync::Mutex::new(rotation)),
             restart_postgres: args.restart_postgres.clone(),
             restart_pgbouncer: args.restart_pgbouncer.clone(),
             direct: direct.clone(),
@@ -596,9 +593,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = monitor.await;
     // End every fault still in force.
     hole.set(false);
+    slow.set(Duration::ZERO);
     purge_down.set(false);
-    signal(warmer.pid().await, Signal::SIGCONT);
-    warmer.kill().await;
+    purge_stalled.set(false);
+    warmer.stop();
     front.shutdown().await;
     varnish.stop().await;
 
@@ -612,11 +610,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             h
         })
         .collect();
-    let edge_bound = args.tick.max(args.settle + args.tick_work) + args.settle + args.tick_work;
+    // On a schedule, a change waits at most a period plus the longest tick for a tick to take its
+    // mark (runs that find the lease held end at once), then that tick's own length.
+    let tick_length = args.settle + args.tick_work;
+    let edge_bound = args.tick + tick_length + tick_length;
+    // A killed or stopped invocation holds the lease until it expires (WARMER_LEASE, the timeout).
+    let lease = args.invocation_timeout.as_secs_f64();
+    let held = |kind: Kind| if matches!(kind, Kind::WarmerKill | Kind::WarmerStop) { lease } else { 0.0 };
+    let mut edge_outages: Vec<(f64, f64)> =
+        happened.iter().filter(|h| h.kind.stops_invalidation()).map(|h| (h.start, h.end + held(h.kind))).collect();
+    edge_outages.extend(lock(&warmer.timed_out).iter().map(|&t| (t, t + lease)));
     let rules = Rules {
         instance_bound: args.change_max_lag.as_secs_f64(),
         edge_bound: edge_bound.as_secs_f64(),
-        edge_outages: happened.iter().filter(|h| h.kind.stops_invalidation()).map(|h| (h.start, h.end)).collect(),
+        edge_outages,
         db_outages: happened.iter().filter(|h| h.kind.database_unavailable()).map(|h| (h.start, h.end)).collect(),
         // A load that began in the outage gives up within its statement timeout (5 s) plus 1.25 s;
         // after the database is back, loads fail fast for 1 s more.
@@ -662,6 +669,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "change_max_lag_s": args.change_max_lag.as_secs_f64(),
             "instances_change_max_lag_s": lag.as_secs_f64(),
             "tick_s": args.tick.as_secs_f64(),
+            "invocation_timeout_s": args.invocation_timeout.as_secs_f64(),
+            "overlap": args.overlap,
+            "scale": args.scale,
+            "sightings": volume,
             "settle_s": args.settle.as_secs_f64(),
             "tick_work_s": args.tick_work.as_secs_f64(),
             "viewers": args.viewers,
@@ -680,6 +691,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "writes_unknown_outcome": shared.unknown.load(Ordering::Relaxed),
         "faults": happened,
         "fault_counts": counts,
+        "by_fault": by_fault(&happened, &reads, &verdict.failures),
         "fleet": stats,
         "connections": {
             "peak_direct": connections.peak_direct,
@@ -696,9 +708,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "warmer": {
             "ticks": ticks.len(),
             "failed_ticks": ticks.iter().filter(|t| !t["error"].is_null()).count(),
-            "restarts": warmer.restarts.load(Ordering::Relaxed),
+            "invocations": warmer.invocations.load(Ordering::Relaxed),
+            "overlapping_starts": warmer.overlapped.load(Ordering::Relaxed),
+            "killed_by_faults": warmer.killed.load(Ordering::Relaxed),
+            "killed_at_timeout": lock(&warmer.timed_out).len(),
+            "lease_held": ticks.iter().filter(|t| t["lease_held"].is_string()).count(),
             "tick_ms": { "p50": pct(&tick_ms, 50.0), "p99": pct(&tick_ms, 99.0), "max": pct(&tick_ms, 100.0) },
-            "tick_allowance_ms": (args.settle + args.tick_work).as_millis() as u64,
+            "tick_allowance_ms": tick_length.as_millis() as u64,
         },
         "latency_ms": latency(&reads, &deploy_windows),
         "staleness_series": verdict.series,
@@ -754,18 +770,56 @@ fn diagnosis(report: &Value, per_second: &BTreeMap<&'static str, BTreeMap<u64, u
     out
 }
 
+/// Per fault kind, what happened while one was in force: reads checked (at the edge and at
+/// instances), freshness violations, `503`s and stale answers.
+fn by_fault(happened: &[Happened], reads: &[Read], failures: &[Failure]) -> BTreeMap<Kind, Value> {
+    let mut out: BTreeMap<Kind, [usize; 6]> = BTreeMap::new();
+    for h in happened {
+        let during = |t: f64| h.start <= t && t <= h.end;
+        let row = out.entry(h.kind).or_default();
+        row[0] += 1;
+        for read in reads.iter().filter(|r| during(r.at) && r.facts.is_some()) {
+            row[if read.layer == Layer::Edge { 1 } else { 2 }] += 1;
+        }
+        row[3] += failures.iter().filter(|f| f.kind == "freshness violation" && during(f.at)).count();
+        row[4] += reads.iter().filter(|r| during(r.at) && r.status == 503).count();
+        row[5] += reads.iter().filter(|r| during(r.at) && r.stale).count();
+    }
+    out.into_iter()
+        .map(|(kind, [times, edge, instance, violations, unavailable, stale])| {
+            (
+                kind,
+                json!({
+                    "times": times,
+                    "checked_edge": edge,
+                    "checked_instance": instance,
+                    "violations": violations,
+                    "503": unavailable,
+                    "stale": stale,
+                }),
+            )
+        })
+        .collect()
+}
+
 fn pct(samples: &[f64], p: f64) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     if sorted.is_empty() { 0.0 } else { testbed::percentile(&sorted, p) }
 }
 
+/// Queries of a CPU burst: more than the machine's two cores.
+const CPU_BURST: usize = 3;
+
 struct FaultContext {
     epoch: Instant,
-    warmer: Arc<Warmer>,
+    warmer: Arc<scheduler::Schedule>,
     front: fleet::Front,
     hole: net::Switch,
+    slow: net::Delay,
     purge_down: net::Switch,
+    purge_stalled: net::Switch,
+    rotation: Arc<tokio::sync::Mutex<rotation::Rotation>>,
     restart_postgres: String,
     restart_pgbouncer: String,
     direct: String,
@@ -796,18 +850,17 @@ impl FaultContext {
         let mut failed = None;
         match planned.kind {
             Kind::WarmerKill => {
-                self.warmer.kill().await;
+                // Whatever runs is killed mid-tick, and the schedule stops for a while.
+                let running = lock(&self.warmer.running).len();
+                self.warmer.kill_all(planned.length);
+                detail = format!("{running} invocations killed");
                 tokio::time::sleep(planned.length).await;
-                if let Err(e) = self.warmer.start().await {
-                    failed = Some(format!("the warmer did not start again: {e:#}"));
-                }
-                self.warmer.restarts.fetch_add(1, Ordering::Relaxed);
             }
             Kind::WarmerStop => {
-                let pid = self.warmer.pid().await;
-                signal(pid, Signal::SIGSTOP);
+                let stopped = self.warmer.signal_all(Signal::SIGSTOP);
+                detail = format!("{stopped} invocations stopped");
                 tokio::time::sleep(planned.length).await;
-                signal(pid, Signal::SIGCONT);
+                self.warmer.signal_all(Signal::SIGCONT);
             }
             Kind::InstanceFreeze => {
                 let held = self.front.hold(usize::MAX, planned.length);
@@ -838,6 +891,36 @@ impl FaultContext {
                 self.front.deploy(&format!("soak-{n}"));
                 detail = format!("build soak-{n}");
             }
+            Kind::SlowLinks => {
+                self.slow.set(Duration::from_millis(planned.param));
+                detail = format!("{} ms a round trip on every other proxied connection", planned.param);
+                tokio::time::sleep(planned.length).await;
+                self.slow.set(Duration::ZERO);
+            }
+            Kind::TableLock => {
+                let table = if planned.param == 0 { "sightings" } else { "formations" };
+                detail = format!("ACCESS EXCLUSIVE on {table}");
+                failed = self.lock_table(table, planned.length).await.err().map(|e| format!("the lock failed: {e:#}"));
+            }
+            Kind::CpuBurst => {
+                detail = format!("{CPU_BURST} expensive queries at once");
+                failed = self.burn(planned.length).await.err().map(|e| format!("the burst failed: {e:#}"));
+            }
+            Kind::PurgeStall => {
+                self.purge_stalled.set(true);
+                tokio::time::sleep(planned.length).await;
+                self.purge_stalled.set(false);
+            }
+            Kind::Rotation => {
+                let rotated = self.rotation.lock().await.rotate(planned.param == 1, planned.length).await;
+                match rotated {
+                    Ok(what) => {
+                        detail = what;
+                        tokio::time::sleep(faults::ROTATION_SETTLES).await;
+                    }
+                    Err(e) => failed = Some(format!("the rotation failed: {e:#}")),
+                }
+            }
         }
         let end = self.now();
         let mut happened = lock(&self.happened);
@@ -847,6 +930,39 @@ impl FaultContext {
             Some(why) => Err(format!("{:?} at {start:.2} s: {why}", planned.kind)),
             None => Ok(()),
         }
+    }
+
+    /// Takes `table` as a migration or an import does, for `length` once granted.
+    async fn lock_table(&self, table: &str, length: Duration) -> anyhow::Result<()> {
+        let mut conn = sqlx::PgConnection::connect(&self.direct).await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
+        sqlx::query(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")).execute(&mut *tx).await?;
+        tokio::time::sleep(length).await;
+        tx.rollback().await?;
+        Ok(())
+    }
+
+    /// Another client's expensive queries, more than the machine has cores, for `length`.
+    async fn burn(&self, length: Duration) -> anyhow::Result<()> {
+        let burns: Vec<_> = (0..CPU_BURST)
+            .map(|_| {
+                let url = self.direct.clone();
+                tokio::spawn(async move {
+                    let mut conn = sqlx::PgConnection::connect(&url).await?;
+                    let limit = format!("SET statement_timeout = {}", length.as_millis());
+                    sqlx::query(&limit).execute(&mut conn).await?;
+                    // Cancelled by its statement timeout: that ends the burst, it is no failure.
+                    let _ =
+                        sqlx::query("SELECT count(*) FROM generate_series(1, 10000000000)").execute(&mut conn).await;
+                    anyhow::Ok(())
+                })
+            })
+            .collect();
+        for burn in burns {
+            burn.await??;
+        }
+        Ok(())
     }
 
     async fn lock_feed(&self, length: Duration) -> anyhow::Result<()> {

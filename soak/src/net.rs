@@ -1,9 +1,10 @@
-//! The soak's network faults: a TCP proxy that can black-hole its connections, and a gate in front
-//! of the edge's purge endpoint that can refuse.
+//! The soak's network faults: a TCP proxy that can black-hole its connections or slow some of
+//! them down, and a gate in front of the edge's purge endpoint that can refuse, stall or answer
+//! slowly.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -33,15 +34,34 @@ impl Switch {
     }
 }
 
+/// A delay a fault sets for a while (zero: none).
+#[derive(Debug, Clone, Default)]
+pub struct Delay(Arc<AtomicU64>);
+
+impl Delay {
+    pub fn set(&self, delay: Duration) {
+        self.0.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::SeqCst))
+    }
+}
+
 /// Forwards TCP connections to `upstream`. While `hole` is on nothing moves in either direction,
 /// not even a close, and new connections are accepted but not connected onwards: a network
-/// partition as the two ends see it. When it ends, what was held is delivered.
-pub async fn black_hole_proxy(upstream: SocketAddr, hole: Switch) -> anyhow::Result<SocketAddr> {
+/// partition as the two ends see it. When it ends, what was held is delivered. While `slow` is
+/// set, every other connection delivers each piece the server sends that much later: a round
+/// trip that takes seconds, on some connections, as a congested link or an overloaded replica
+/// makes it.
+pub async fn proxy(upstream: SocketAddr, hole: Switch, slow: Delay) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
+        let mut accepted = 0u64;
         while let Ok((client, _)) = listener.accept().await {
-            let hole = hole.clone();
+            accepted += 1;
+            let (hole, slow) = (hole.clone(), accepted.is_multiple_of(2).then(|| slow.clone()));
             tokio::spawn(async move {
                 hole.pass().await;
                 let Ok(server) = TcpStream::connect(upstream).await else { return };
@@ -49,8 +69,8 @@ pub async fn black_hole_proxy(upstream: SocketAddr, hole: Switch) -> anyhow::Res
                 let _ = server.set_nodelay(true);
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                let up = tokio::spawn(pipe(client_read, server_write, hole.clone()));
-                let down = tokio::spawn(pipe(server_read, client_write, hole));
+                let up = tokio::spawn(pipe(client_read, server_write, hole.clone(), None));
+                let down = tokio::spawn(pipe(server_read, client_write, hole, slow));
                 let _ = tokio::join!(up, down);
             });
         }
@@ -58,7 +78,12 @@ pub async fn black_hole_proxy(upstream: SocketAddr, hole: Switch) -> anyhow::Res
     Ok(addr)
 }
 
-async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, hole: Switch) {
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    hole: Switch,
+    slow: Option<Delay>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
@@ -66,6 +91,9 @@ async fn pipe(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp:
             Ok(n) => n,
         };
         hole.pass().await;
+        if let Some(delay) = slow.as_ref().map(Delay::get).filter(|d| !d.is_zero()) {
+            tokio::time::sleep(delay).await;
+        }
         if to.write_all(&buf[..n]).await.is_err() {
             break;
         }
@@ -79,14 +107,18 @@ struct Gate {
     edge: String,
     client: reqwest::Client,
     down: Switch,
+    stalled: Switch,
+    requests: Arc<AtomicU64>,
 }
 
 /// Forwards the warmer's PURGE requests to the edge at `edge`; answers `503` while `down` is on
-/// (the invalidation API refusing).
-pub async fn purge_gate(edge: String, down: Switch) -> anyhow::Result<SocketAddr> {
+/// (the invalidation API refusing). While `stalled` is on, it takes each request and answers
+/// nothing until the stall ends (then `503`), or, every other request, forwards it two seconds
+/// late: an invalidation API that hangs, or crawls.
+pub async fn purge_gate(edge: String, down: Switch, stalled: Switch) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let gate = Gate { edge, client: reqwest::Client::new(), down };
+    let gate = Gate { edge, client: reqwest::Client::new(), down, stalled, requests: Arc::default() };
     let app = axum::Router::new().fallback(forward).with_state(gate);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -97,6 +129,13 @@ pub async fn purge_gate(edge: String, down: Switch) -> anyhow::Result<SocketAddr
 async fn forward(State(gate): State<Gate>, request: Request) -> Response {
     if gate.down.on() {
         return (StatusCode::SERVICE_UNAVAILABLE, "the invalidation endpoint is down (soak fault)").into_response();
+    }
+    if gate.stalled.on() {
+        if gate.requests.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+            gate.stalled.pass().await;
+            return (StatusCode::SERVICE_UNAVAILABLE, "the invalidation endpoint stalled (soak fault)").into_response();
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let url = format!("{}{}", gate.edge, request.uri().path_and_query().map_or("/", |p| p.as_str()));
     let mut forwarded = gate.client.request(request.method().clone(), url);

@@ -206,8 +206,12 @@ pub async fn long(shared: Shared, url: String, set: usize, seed: u64) {
 }
 
 /// Bulk imports of sightings (thousands of rows in one statement) for the bulk formations, and
-/// every fifth time a `TRUNCATE` of the table and a reload in one transaction.
-pub async fn bulk(shared: Shared, url: String, all_formations: Vec<String>, seed: u64) {
+/// every fifth time a `TRUNCATE` of the table and a reload in one transaction. After a `TRUNCATE`
+/// the volume it removed (`volume` rows, what the soak was seeded with) comes back, as an import
+/// would restore it: [`RELOAD_BATCH`] rows a statement, each committed on its own, so that no
+/// statement holds the table for long. Those rows are older than every sighting the checker
+/// follows, so they change no fact.
+pub async fn bulk(shared: Shared, url: String, all_formations: Vec<String>, volume: i64, seed: u64) {
     const INSERT: &str = "INSERT INTO sightings (formation_id, seen_at) \
         SELECT ($1::text[])[1 + g % 5], $2::timestamptz + ($3::bigint - g * 1000) * interval '1 microsecond' \
         FROM generate_series(0, $4::int - 1) g";
@@ -244,9 +248,40 @@ pub async fn bulk(shared: Shared, url: String, all_formations: Vec<String>, seed
                 tx.commit().await
             })
             .await;
-            outcome(&shared, &ids, &done, &mut conn);
+            let committed = outcome(&shared, &ids, &done, &mut conn);
+            if truncate && committed {
+                reload(&shared, &mut conn, &url, volume).await;
+            }
         }
         pause(Duration::from_secs(3), &mut rng).await;
+    }
+}
+
+/// Rows a reload statement inserts: about a tenth of a second of work, far inside the API's
+/// statement timeout.
+pub const RELOAD_BATCH: i64 = 10_000;
+
+/// Inserts `volume` rows of sightings from 2020 and before for the bulk formations, a batch per
+/// statement, while the soak runs.
+async fn reload(shared: &Shared, conn: &mut Option<sqlx::PgConnection>, url: &str, volume: i64) {
+    const FILLER: &str = "INSERT INTO sightings (formation_id, seen_at)         SELECT ($1::text[])[1 + g % 5], '2020-01-01 00:00:00+00'::timestamptz - ($2::bigint + g) * interval '1 second'         FROM generate_series(0, $3::bigint - 1) g";
+    let bulk: Vec<String> = BULK.iter().map(|f| (*f).to_owned()).collect();
+    let mut done = 0;
+    while done < volume && shared.running() {
+        let Some(c) = connection(conn, url).await else { return };
+        let rows = RELOAD_BATCH.min(volume - done);
+        let inserted = tokio::time::timeout(
+            Duration::from_secs(20),
+            sqlx::query(FILLER).bind(&bulk).bind(done).bind(rows).execute(&mut *c),
+        )
+        .await;
+        match inserted {
+            Ok(Ok(_)) => done += rows,
+            _ => {
+                *conn = None;
+                return;
+            }
+        }
     }
 }
 
