@@ -129,6 +129,10 @@ pub struct Args {
     /// The instances' RUST_LOG (`warn,api::cache=debug` to follow their caches while diagnosing).
     #[arg(long, default_value = "warn")]
     api_log: String,
+    /// Edge caches, as CloudFront's locations: viewers are spread over them, every purge reaches
+    /// each, and the warmer warms through the first only, as it reaches one location.
+    #[arg(long, default_value_t = 2)]
+    edge_caches: usize,
     /// The fault kinds to schedule (default: every kind), e.g. `--faults feed-lock` to provoke
     /// one kind again and again.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -354,8 +358,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // Varnish in front of the front.
-    let varnish = testbed::edge::Varnish::start(&args.varnishd, &args.vcl, front_addr.port(), &args.run_dir, "soak")?;
-    let edge = varnish.url.clone();
+    let varnishes = (0..args.edge_caches.max(1))
+        .map(|n| {
+            let name = if n == 0 { "soak".to_owned() } else { format!("soak-{n}") };
+            testbed::edge::Varnish::start(&args.varnishd, &args.vcl, front_addr.port(), &args.run_dir, &name)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let edges: Arc<Vec<String>> = Arc::new(varnishes.iter().map(|v| v.url.clone()).collect());
+    // The one the warmer reaches.
+    let edge = edges[0].clone();
     // Idle connections are dropped well before Varnish closes them (its `timeout_idle`, 5 s): a
     // request on a connection the server is closing fails with no answer, which a browser would
     // retry and the soak would count as a failure.
@@ -364,8 +375,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .pool_max_idle_per_host(64)
         .pool_idle_timeout(Duration::from_secs(2))
         .build()?;
-    testbed::edge::wait_http(&client, &format!("{edge}/health-check")).await?;
-    let purge = net::purge_gate(edge.clone(), purge_down.clone(), purge_stalled.clone()).await?;
+    for edge in edges.iter() {
+        testbed::edge::wait_http(&client, &format!("{edge}/health-check")).await?;
+    }
+    let purge = net::purge_gate(edges.to_vec(), purge_down.clone(), purge_stalled.clone()).await?;
 
     // The warmer, as EventBridge invokes the function, on the rotating secret.
     let mut warmer_env = rotation::secret_env(&args.moto, rotation.arn());
@@ -421,6 +434,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(writers::long(shared.clone(), direct.clone(), 1, args.seed ^ 13)),
         tokio::spawn(writers::bulk(shared.clone(), direct.clone(), all_formations, volume, args.seed ^ 14)),
         tokio::spawn(writers::deletes(shared.clone(), direct.clone(), args.seed ^ 15)),
+        tokio::spawn(writers::edits(shared.clone(), direct.clone(), args.seed ^ 17)),
     ];
 
     // Database connections, sampled.
@@ -505,9 +519,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let viewers: Vec<_> = (0..args.viewers)
         .map(|v| {
-            let (client, edge, paths, zipf, reads, shared, stop) = (
+            let (client, edges, paths, zipf, reads, shared, stop) = (
                 client.clone(),
-                edge.clone(),
+                edges.clone(),
                 paths.clone(),
                 zipf.clone(),
                 reads.clone(),
@@ -537,7 +551,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         }
                     };
                     let layer = if rng.f64() < direct_share { Layer::Instance } else { Layer::Edge };
-                    let base = if layer == Layer::Edge { &edge } else { &front };
+                    let base = if layer == Layer::Edge { &edges[rng.usize(..edges.len())] } else { &front };
                     let at = epoch.elapsed().as_secs_f64();
                     let sent = Instant::now();
                     let answer = client.get(format!("{base}{path}")).send().await;
@@ -598,7 +612,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     purge_stalled.set(false);
     warmer.stop();
     front.shutdown().await;
-    varnish.stop().await;
+    for varnish in varnishes {
+        varnish.stop().await;
+    }
 
     // Judge. A fault still in force when the viewers stopped ended then.
     let stopped = epoch.elapsed().as_secs_f64();

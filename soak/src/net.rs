@@ -104,21 +104,22 @@ async fn pipe(
 
 #[derive(Debug, Clone)]
 struct Gate {
-    edge: String,
+    edges: Vec<String>,
     client: reqwest::Client,
     down: Switch,
     stalled: Switch,
     requests: Arc<AtomicU64>,
 }
 
-/// Forwards the warmer's PURGE requests to the edge at `edge`; answers `503` while `down` is on
-/// (the invalidation API refusing). While `stalled` is on, it takes each request and answers
+/// Forwards the warmer's PURGE requests to every edge cache of `edges`, as an invalidation reaches
+/// every CloudFront location, and answers the first failure among theirs, if any; answers `503`
+/// while `down` is on (the invalidation API refusing). While `stalled` is on, it takes each request and answers
 /// nothing until the stall ends (then `503`), or, every other request, forwards it two seconds
 /// late: an invalidation API that hangs, or crawls.
-pub async fn purge_gate(edge: String, down: Switch, stalled: Switch) -> anyhow::Result<SocketAddr> {
+pub async fn purge_gate(edges: Vec<String>, down: Switch, stalled: Switch) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let gate = Gate { edge, client: reqwest::Client::new(), down, stalled, requests: Arc::default() };
+    let gate = Gate { edges, client: reqwest::Client::new(), down, stalled, requests: Arc::default() };
     let app = axum::Router::new().fallback(forward).with_state(gate);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -137,18 +138,22 @@ async fn forward(State(gate): State<Gate>, request: Request) -> Response {
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
-    let url = format!("{}{}", gate.edge, request.uri().path_and_query().map_or("/", |p| p.as_str()));
-    let mut forwarded = gate.client.request(request.method().clone(), url);
-    for (name, value) in request.headers() {
-        if name != "host" && name != "content-length" {
-            forwarded = forwarded.header(name, value);
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let purges = gate.edges.iter().map(|edge| {
+        let mut forwarded = gate.client.request(request.method().clone(), format!("{edge}{target}"));
+        for (name, value) in request.headers() {
+            if name != "host" && name != "content-length" {
+                forwarded = forwarded.header(name, value);
+            }
         }
-    }
-    match forwarded.send().await {
-        Ok(res) => {
-            let status = res.status();
-            (status, res.bytes().await.unwrap_or_default()).into_response()
+        async move {
+            match forwarded.send().await {
+                Ok(res) => (res.status(), res.bytes().await.unwrap_or_default()),
+                Err(_) => (StatusCode::BAD_GATEWAY, axum::body::Bytes::new()),
+            }
         }
-        Err(_) => StatusCode::BAD_GATEWAY.into_response(),
-    }
+    });
+    let answers = futures_util::future::join_all(purges).await;
+    let worst = answers.iter().position(|(status, _)| !status.is_success()).unwrap_or(0);
+    answers.into_iter().nth(worst).map_or_else(|| StatusCode::BAD_GATEWAY.into_response(), IntoResponse::into_response)
 }

@@ -6,7 +6,7 @@
 //!
 //! | key | written by | shown by |
 //! |---|---|---|
-//! | `note:{formation}` | short updates of hot rows; long transactions; create/delete | `/v1/formations`, `/v1/formations/{id}` (`absent`: no such formation, a `404`) |
+//! | `note:{formation}` | short updates of hot rows; long transactions; edits; create/delete | `/v1/formations`, `/v1/formations/{id}` (`absent`: no such formation, a `404`) |
 //! | `line:{line}` | long transactions | `/v1/lines`, `/v1/lines/{id}/stations` |
 //! | `top:{formation}` | bulk imports; `TRUNCATE` and reload | its latest sighting's time in both formation routes (`none`: no sighting) |
 //! | `latest` | bulk imports; `TRUNCATE` and reload | the first of `/v1/sightings/latest` |
@@ -25,6 +25,13 @@ use super::checker::{History, KeyId, StateId};
 /// Formations updated by short, frequent transactions.
 pub const HOT: [&str; 10] =
     ["10701F", "10702F", "10703F", "10704F", "10705F", "10706F", "10707F", "10708F", "10709F", "10710F"];
+/// Formations an operator edits now and then: a few updates seconds apart, then a rest of a minute
+/// or more. The rest is what lets a stale copy at the edge be seen: a hot row's next change would
+/// purge it again within seconds.
+pub const EDITED: [&str; 15] = [
+    "8101F", "8102F", "8103F", "8104F", "8105F", "8106F", "8107F", "8108F", "8109F", "8110F", "8111F", "8112F",
+    "8113F", "8114F", "8115F",
+];
 /// Formations (and lines) updated by transactions held open for seconds, in two disjoint sets.
 pub const LONG: [(&[&str], &[&str]); 2] =
     [(&["minato", "sakura", "kawagoe"], &["3001F", "3002F"]), (&["tama", "kaigan"], &["3003F", "3004F", "3005F"])];
@@ -162,6 +169,38 @@ pub async fn hot(shared: Shared, url: String, seed: u64) {
             outcome(&shared, &ids, &done, &mut conn);
         }
         pause(Duration::from_millis(150), &mut rng).await;
+    }
+}
+
+/// Edits: each of [`EDITED`] in a seeded order, updated two or three times 1.5–4.5 s apart, then
+/// left alone until its turn comes again (every 75 s or so).
+pub async fn edits(shared: Shared, url: String, seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut order = EDITED.to_vec();
+    let mut conn = None;
+    while shared.running() {
+        rng.shuffle(&mut order);
+        for id in &order {
+            for _ in 0..rng.usize(2..=3) {
+                if !shared.running() {
+                    return;
+                }
+                if let Some(c) = connection(&mut conn, &url).await {
+                    let note = format!("soak-{}", shared.next_seq());
+                    let ids = shared.begin(&[(format!("note:{id}"), note.clone())]);
+                    let done = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        sqlx::query("UPDATE formations SET note = $1 WHERE id = $2")
+                            .bind(&note)
+                            .bind(id)
+                            .execute(&mut *c),
+                    )
+                    .await;
+                    outcome(&shared, &ids, &done, &mut conn);
+                }
+                pause(Duration::from_millis(3000), &mut rng).await;
+            }
+        }
     }
 }
 
