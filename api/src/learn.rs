@@ -162,7 +162,7 @@ impl Learner {
                 }
                 Err(err) => {
                     self.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(paths = tally.len(), error = %err, "could not flush the learned paths: dropped");
+                    tracing::warn!(paths = tally.len(), error = %plumbing::error_chain(&err), "could not flush the learned paths: dropped");
                 }
             }
         }

@@ -182,7 +182,7 @@ pub async fn build_id(client: &reqwest::Client, base: &str) -> Option<String> {
             return None;
         }
         Err(err) => {
-            tracing::warn!(error = %err, "the API's health check failed: build unknown");
+            tracing::warn!(error = %plumbing::error_chain(&err), "the API's health check failed: build unknown");
             return None;
         }
     };
