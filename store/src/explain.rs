@@ -38,7 +38,7 @@ pub fn postgres_reads(asked: &Asked<'_>) -> StoreResult<Vec<(&'static str, Strin
         ("line_stations/line", Statement::new(sql::LINE).bind(asked.line)),
         ("line_stations/stations", Statement::new(sql::STATIONS).bind(asked.line)),
         ("formations/formations", Statement::new(sql::FORMATIONS)),
-        ("formations/latest", Statement::new(sql::LATEST_PER_FORMATION)),
+        ("formations/latest", Statement::new(sql::POSTGRES.latest_per_formation)),
         ("formation/formation", Statement::new(sql::FORMATION).bind(asked.formation)),
         (
             "formation/sightings",

@@ -96,7 +96,7 @@ impl Db {
     /// The database failed.
     pub async fn formations(&self, position: Position) -> StoreResult<Read<Vec<FormationSummary>>> {
         let ([formations, latest], position) = self
-            .read_data(position, [Statement::new(sql::FORMATIONS), Statement::new(sql::LATEST_PER_FORMATION)])
+            .read_data(position, [Statement::new(sql::FORMATIONS), Statement::new(self.sql().latest_per_formation)])
             .await?;
         Ok(Read { value: summaries(formations.decode::<Formation>()?, latest.decode::<Sighting>()?), position })
     }

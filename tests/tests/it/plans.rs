@@ -71,3 +71,41 @@ async fn every_read_of_the_large_tables_uses_an_index() {
     }
     assert!(failures.is_empty(), "sequential scans of a large table:\n{}", failures.join("\n"));
 }
+
+/// Right after a `TRUNCATE` and a reload, before anything analyzed the table again, the planner
+/// misjudges `sightings`: the list of formations must still read it only through its index (a
+/// plan that hashes the whole table made the busiest list read every sighting, seconds on a busy
+/// machine, and past the statement timeout on a large table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn the_formations_list_uses_the_index_after_a_truncate_and_reload() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::raw_sql(
+        "TRUNCATE sightings; \
+         INSERT INTO sightings (formation_id, seen_at) \
+           SELECT f.ids[1 + g % 5], TIMESTAMPTZ '2020-01-01 00:00+00' - g * INTERVAL '1 second' \
+           FROM (SELECT array_agg(id ORDER BY id) AS ids FROM formations) f, generate_series(1, 30000) g",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let asked = store::explain::Asked {
+        line: "minato",
+        formation: "10701F",
+        station: "M01",
+        day: (NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), "01M", chrono::Utc::now(), chrono::Utc::now()),
+        limit: 50,
+    };
+    let (_, statement) = store::explain::postgres_reads(&asked)
+        .unwrap()
+        .into_iter()
+        .find(|(read, _)| *read == "formations/latest")
+        .unwrap();
+    let explained: Value =
+        sqlx::query_scalar(&format!("EXPLAIN (FORMAT JSON) {statement}")).fetch_one(&mut *tx).await.unwrap();
+    let mut scans = Vec::new();
+    sequential_scans(&explained[0]["Plan"], &mut scans);
+    assert!(!scans.iter().any(|t| t == "sightings"), "{scans:?}\n{explained:#}");
+}
