@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
 use nix::sys::signal::Signal;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{lock, signal};
@@ -123,6 +123,8 @@ struct Fleet {
     starting: usize,
     next_id: u64,
     build: String,
+    /// The run is over: no invocation starts, those running finish.
+    closing: bool,
 }
 
 /// The front and the fleet behind it.
@@ -214,6 +216,21 @@ impl Front {
 
     /// Retires every instance (the end of the soak).
     pub async fn shutdown(&self) {
+        // As Lambda lets a running invocation finish: what is still in flight when the viewers
+        // stop (an edge's background refresh, a warm request) ends first, within the invocation
+        // timeout, and nothing new starts. Retiring a busy instance would drop its answer.
+        lock(&self.fleet).closing = true;
+        let until = Instant::now() + self.config.timeout;
+        while Instant::now() < until {
+            let busy = {
+                let fleet = lock(&self.fleet);
+                fleet.starting > 0 || fleet.slots.iter().any(|s| s.status == Status::Busy)
+            };
+            if !busy {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let instances: Vec<Arc<Instance>> = {
             let mut fleet = lock(&self.fleet);
             fleet.build = String::new();
@@ -228,6 +245,9 @@ impl Front {
         lock(&self.stats).invocations += 1;
         let chosen = {
             let mut fleet = lock(&self.fleet);
+            if fleet.closing {
+                return Err(StatusCode::SERVICE_UNAVAILABLE);
+            }
             let build = fleet.build.clone();
             let live = fleet.slots.len() + fleet.starting;
             let idle = fleet
@@ -487,15 +507,7 @@ async fn next(State(runtime): State<Arc<Runtime>>) -> Response {
         .saturating_add(runtime.timeout)
         .as_millis()
         .to_string();
-    (
-        [
-            ("lambda-runtime-aws-request-id", id.as_str()),
-            ("lambda-runtime-deadline-ms", deadline.as_str()),
-            ("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:api"),
-        ],
-        axum::Json(event),
-    )
-        .into_response()
+    testbed::runtime::invocation(&id, &deadline, event)
 }
 
 async fn respond(State(runtime): State<Arc<Runtime>>, Path(id): Path<String>, body: bytes::Bytes) -> StatusCode {
@@ -535,7 +547,6 @@ async fn front(State(front): State<Front>, request: Request) -> Response {
 }
 
 fn event_of(request: &Request) -> Value {
-    let (path, query) = (request.uri().path(), request.uri().query().unwrap_or(""));
     let mut headers = serde_json::Map::new();
     for (name, value) in request.headers() {
         let value = value.to_str().unwrap_or_default();
@@ -544,17 +555,8 @@ fn event_of(request: &Request) -> Value {
             .and_modify(|v| *v = Value::String(format!("{},{value}", v.as_str().unwrap_or_default())))
             .or_insert_with(|| Value::String(value.to_owned()));
     }
-    headers.insert("host".to_owned(), "x.lambda-url.us-east-1.on.aws".into());
-    let method = request.method().as_str();
-    json!({
-        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
-        "headers": headers,
-        "requestContext": {"accountId": "123456789012", "apiId": "x", "domainName": "x.lambda-url.us-east-1.on.aws",
-            "domainPrefix": "x", "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
-            "sourceIp": "198.51.100.7", "userAgent": "Amazon CloudFront"}, "requestId": "r", "routeKey": "$default",
-            "stage": "$default", "time": "01/Dec/2026:12:00:00 +0000", "timeEpoch": 0},
-        "isBase64Encoded": false
-    })
+    let uri = request.uri();
+    testbed::runtime::function_url_request(request.method().as_str(), uri.path(), uri.query().unwrap_or(""), headers)
 }
 
 fn answer_of(response: &Value) -> Response {
