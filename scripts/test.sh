@@ -34,7 +34,9 @@ log "cfn-lint template.yaml"
 cfn_lint template.yaml
 
 log "building"
-cargo build --workspace --bins --quiet
+# Bins and test targets in one invocation: with the test targets in it, dev-dependencies unify
+# features the same way the test run does, so the dependencies are not compiled a second time.
+cargo build --workspace --bins --tests --quiet
 make_fixtures target/debug/api
 
 log "running tests"
