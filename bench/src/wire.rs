@@ -164,7 +164,7 @@ async fn serve(
         .and_then(|rest| rest.split('/').next())
         .ok_or_else(|| anyhow::anyhow!("a postgres:// URL with a host"))?;
     let url = format!("{}?sslmode=disable", database_url.replace(authority, &proxy.addr.to_string()));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = testbed::free_addr()?.port();
     let mut command = tokio::process::Command::new(api);
     command
         .env_clear()

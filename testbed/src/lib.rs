@@ -7,14 +7,8 @@ pub mod edge;
 pub mod runtime;
 pub mod workload;
 
-/// A duration argument (`500ms`, `2s`, `10m`), as the binaries spell them.
-///
-/// # Errors
-///
-/// Not a duration, with the reason.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    cache_policy::parse_duration(text).map_err(|e| e.to_string())
-}
+/// A duration argument (`500ms`, `2s`, `10m`), as the binaries spell them (the binaries' own parser).
+pub use plumbing::settings::parse_duration;
 
 /// A loopback address no one listens on now, for a server about to start.
 ///

@@ -98,17 +98,23 @@ impl Drop for LocalRuntime {
 }
 
 async fn next(State(shared): State<Shared>) -> axum::response::Response {
-    use axum::response::IntoResponse;
     // No event: the function waits, as a frozen instance would.
     let Some(event) = shared.events.lock().await.recv().await else {
         return std::future::pending().await;
     };
     let id = format!("bench-{}", shared.next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     shared.handed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.clone(), Instant::now());
+    invocation(&id, "4102444800000", event)
+}
+
+/// An invocation as the Runtime API's `next` hands it to the function: `event`, with its request id
+/// and its deadline (milliseconds since the Unix epoch).
+pub fn invocation(id: &str, deadline_ms: &str, event: Value) -> axum::response::Response {
+    use axum::response::IntoResponse;
     (
         [
-            ("lambda-runtime-aws-request-id", id.as_str()),
-            ("lambda-runtime-deadline-ms", "4102444800000"),
+            ("lambda-runtime-aws-request-id", id),
+            ("lambda-runtime-deadline-ms", deadline_ms),
             ("lambda-runtime-invoked-function-arn", "arn:aws:lambda:us-east-1:123456789012:function:api"),
         ],
         axum::Json(event),
@@ -145,18 +151,32 @@ pub fn extensions_api<S: Clone + Send + Sync + 'static>() -> axum::Router<S> {
 /// encodings CloudFront normalises `Accept-Encoding` to).
 pub fn function_url_event(path: &str) -> Value {
     let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let headers = [
+        ("accept-encoding", "br,gzip"),
+        ("via", "2.0 bench.cloudfront.net (CloudFront)"),
+        ("x-forwarded-for", "198.51.100.7"),
+        ("x-forwarded-proto", "https"),
+        ("user-agent", "Amazon CloudFront"),
+    ];
+    let headers = headers.into_iter().map(|(name, value)| (name.to_owned(), Value::from(value))).collect();
+    function_url_request("GET", path, query, headers)
+}
+
+/// A Function URL event for any request: `method` on `path` with `query`, and `headers` as they
+/// arrived (a header sent more than once joined with commas), the Function URL's host in place of
+/// theirs.
+pub fn function_url_request(
+    method: &str,
+    path: &str,
+    query: &str,
+    mut headers: serde_json::Map<String, Value>,
+) -> Value {
+    headers.insert("host".to_owned(), "x.lambda-url.us-east-1.on.aws".into());
     json!({
         "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": query,
-        "headers": {
-            "host": "x.lambda-url.us-east-1.on.aws",
-            "accept-encoding": "br,gzip",
-            "via": "2.0 bench.cloudfront.net (CloudFront)",
-            "x-forwarded-for": "198.51.100.7",
-            "x-forwarded-proto": "https",
-            "user-agent": "Amazon CloudFront"
-        },
+        "headers": headers,
         "requestContext": {"accountId": "123456789012", "apiId": "x", "domainName": "x.lambda-url.us-east-1.on.aws",
-            "domainPrefix": "x", "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1",
+            "domainPrefix": "x", "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
             "sourceIp": "198.51.100.7", "userAgent": "Amazon CloudFront"}, "requestId": "r", "routeKey": "$default",
             "stage": "$default", "time": "28/Nov/2026:12:00:00 +0000", "timeEpoch": 0},
         "isBase64Encoded": false
