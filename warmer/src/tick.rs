@@ -196,8 +196,7 @@ impl Warmer {
         let deadline =
             Deadline(started + self.lease.saturating_sub(self.lease.div_f64(10.0).max(Duration::from_secs(1))));
         let calendar_mismatch = self.calendar_mismatch().await;
-        let mut steps = Steps::default();
-        let worked = match Box::pin(self.survey()).await {
+        let (steps, worked) = match Box::pin(self.survey()).await {
             Ok(survey) => {
                 let deferred = survey.deferred();
                 if deferred {
@@ -208,20 +207,21 @@ impl Warmer {
                         "over the month's budget: changes wait to coalesce"
                     );
                 }
-                steps.invalidated = Some(Invalidated {
+                let surveyed = Invalidated {
                     items_this_month: survey.items_this_month,
                     deferred,
                     today: self.today(),
                     ..Invalidated::default()
-                });
-                if survey.has_work() {
-                    Box::pin(self.under_lease(deadline, &mut steps)).await
+                };
+                let (mut steps, worked) = if survey.has_work() {
+                    Box::pin(self.under_lease(deadline)).await
                 } else {
-                    steps.idle = true;
-                    Ok(())
-                }
+                    (Steps { idle: true, ..Steps::default() }, Ok(()))
+                };
+                steps.invalidated.get_or_insert(surveyed);
+                (steps, worked)
             }
-            Err(err) => Err(err),
+            Err(err) => (Steps::default(), Err(err)),
         };
         // After a failed survey the database may not answer at all: no more waiting on it.
         let pending = if worked.is_ok() { self.db.pending().await.ok() } else { None };
@@ -325,23 +325,27 @@ impl Warmer {
     /// Takes the lease, surveys again (what another tick did up to a moment ago is done), does
     /// the work found, and gives the lease back; or, when another tick holds it, does nothing
     /// and says so.
-    async fn under_lease(&self, deadline: Deadline, steps: &mut Steps) -> Result<(), TickError> {
+    /// Returns what its steps did, and the error that stopped them if one did.
+    async fn under_lease(&self, deadline: Deadline) -> (Steps, Result<(), TickError>) {
         let token = lease_token();
         let taken_at = Instant::now();
-        if let Lease::Held { holder, until } = self.db.take_lease(&token, self.lease).await? {
-            let until = until.map_or_else(|| "no expiry".to_owned(), |t| t.to_rfc3339());
-            let text = format!("another tick holds the lease ({holder}, until {until})");
-            tracing::info!(%text, "nothing done this tick");
-            steps.lease_held = Some(text);
-            return Ok(());
+        match self.db.take_lease(&token, self.lease).await {
+            Ok(Lease::Taken) => {}
+            Ok(Lease::Held { holder, until }) => {
+                let until = until.map_or_else(|| "no expiry".to_owned(), |t| t.to_rfc3339());
+                let text = format!("another tick holds the lease ({holder}, until {until})");
+                tracing::info!(%text, "nothing done this tick");
+                return (Steps { lease_held: Some(text), ..Steps::default() }, Ok(()));
+            }
+            Err(err) => return (Steps::default(), Err(err.into())),
         }
         let held = Held { token, until: std::sync::Mutex::new(taken_at + self.lease) };
-        let result = match Box::pin(self.survey()).await {
-            Ok(survey) => Box::pin(self.work(survey, &held, deadline, steps)).await,
-            Err(err) => Err(err),
+        let done = match Box::pin(self.survey()).await {
+            Ok(survey) => Box::pin(self.work(survey, &held, deadline)).await,
+            Err(err) => (Steps::default(), Err(err)),
         };
         self.give_back(&held).await;
-        result
+        done
     }
 
     /// Releases the lease, retrying while it would still be held: a tick that failed because the
@@ -379,52 +383,67 @@ impl Warmer {
         }
     }
 
-    /// The steps of a tick that has work, under the lease `held`, ending by `deadline`.
-    async fn work(&self, survey: Survey, held: &Held, deadline: Deadline, steps: &mut Steps) -> Result<(), TickError> {
-        let mut invalidated = steps.invalidated.take().unwrap_or_default();
-        invalidated.items_this_month = survey.items_this_month;
-        invalidated.deferred = survey.deferred();
+    /// The steps of a tick that has work, under the lease `held`, ending by `deadline`: what they
+    /// did, and the error that stopped them if one did.
+    async fn work(&self, survey: Survey, held: &Held, deadline: Deadline) -> (Steps, Result<(), TickError>) {
+        let surveyed = Invalidated {
+            items_this_month: survey.items_this_month,
+            deferred: survey.deferred(),
+            today: self.today(),
+            ..Invalidated::default()
+        };
         // A flush of the whole edge follows: no use waiting for this batch to complete first.
         let flush = matches!(survey.build, Some((BuildSeen::Deployed { .. }, _)));
-        if let (Budget::Send { remaining }, Some(mark)) = (survey.budget, survey.mark.clone())
-            && let Err(err) = Box::pin(self.send(remaining, mark, held, deadline, !flush, &mut invalidated)).await
-        {
-            steps.invalidated = Some(invalidated);
-            return Err(err);
-        }
-        let (changed, today) = (invalidated.changed.clone(), invalidated.today.clone());
-        steps.invalidated = Some(invalidated);
-        if let Some((seen, build)) = &survey.build
-            && !matches!(seen, BuildSeen::Known)
-        {
-            self.renew(held).await?;
-            steps.deployed = Box::pin(self.invalidate_deploy(build, *seen, deadline)).await?;
-        }
-        if let Some(inputs) = survey.warm {
-            self.renew(held).await?;
-            let everything = steps.deployed.is_some();
-            let warming = self.warm(inputs, &changed, &today, everything);
-            steps.warmed = match tokio::time::timeout(deadline.left(), Box::pin(warming)).await {
-                Ok(Ok(warmed)) => warmed,
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %error_chain(&err), "warming failed");
-                    Warmed { tally: Tally { failures: 1, ..Tally::default() }, ..Warmed::default() }
+        let invalidated = match (survey.budget, survey.mark.clone()) {
+            (Budget::Send { remaining }, Some(mark)) => {
+                match Box::pin(self.send(remaining, mark, held, deadline, !flush, surveyed)).await {
+                    Ok(invalidated) => invalidated,
+                    Err(Failed { done, error }) => {
+                        return (Steps { invalidated: Some(done), ..Steps::default() }, Err(error));
+                    }
                 }
-                Err(_) => {
-                    tracing::warn!("warming stopped at the tick's deadline");
-                    Warmed { tally: Tally { failures: 1, ..Tally::default() }, ..Warmed::default() }
-                }
-            };
-        }
-        if survey.prunable {
-            self.renew(held).await?;
-            steps.pruned = self.prune(deadline).await;
-        }
-        Ok(())
+            }
+            _ => surveyed,
+        };
+        // The deploy flush, warming and pruning: each step's value is kept as it returns, so a
+        // tick stopped by a failure still reports what it did.
+        let (mut deployed, mut warmed, mut pruned) = (None, Warmed::default(), Pruned::default());
+        let rest = async {
+            if let Some((seen, build)) = &survey.build
+                && !matches!(seen, BuildSeen::Known)
+            {
+                self.renew(held).await?;
+                deployed = Box::pin(self.invalidate_deploy(build, *seen, deadline)).await?;
+            }
+            if let Some(inputs) = survey.warm {
+                self.renew(held).await?;
+                let warming = self.warm(inputs, &invalidated.changed, &invalidated.today, deployed.is_some());
+                warmed = match tokio::time::timeout(deadline.left(), Box::pin(warming)).await {
+                    Ok(Ok(warmed)) => warmed,
+                    Ok(Err(err)) => {
+                        tracing::warn!(error = %error_chain(&err), "warming failed");
+                        Warmed { tally: Tally { failures: 1, ..Tally::default() }, ..Warmed::default() }
+                    }
+                    Err(_) => {
+                        tracing::warn!("warming stopped at the tick's deadline");
+                        Warmed { tally: Tally { failures: 1, ..Tally::default() }, ..Warmed::default() }
+                    }
+                };
+            }
+            if survey.prunable {
+                self.renew(held).await?;
+                pruned = self.prune(deadline).await;
+            }
+            Ok::<(), TickError>(())
+        };
+        let result = Box::pin(rest).await;
+        (Steps { invalidated: Some(invalidated), deployed, warmed, pruned, ..Steps::default() }, result)
     }
 
     /// Waits out the settle time since `mark` was seen, claims what it saw, plans the batch, sends
     /// it, and marks the changes processed once the backend accepted it (or leaves them pending).
+    /// Returns what the survey found (`surveyed`) with what this step did added; or, when it
+    /// failed, what it had done by then.
     async fn send(
         &self,
         remaining: Option<usize>,
@@ -432,65 +451,76 @@ impl Warmer {
         held: &Held,
         deadline: Deadline,
         wait: bool,
-        invalidated: &mut Invalidated,
-    ) -> Result<(), TickError> {
-        // Claim what was visible `settle` ago: every API instance has evicted it by now, whenever
-        // its transaction started.
-        tokio::time::sleep(self.settle.saturating_sub(seen.elapsed())).await;
-        self.renew(held).await?;
-        let claim = self.db.claim(self.batch, &mark, &held.token).await?;
-        // Planned for the day of the claim: a tick that straddles the rollover (it waited out the
-        // settle time first) plans and warms for the new day.
-        invalidated.today = self.today();
-        if claim.is_empty() {
-            return Ok(());
-        }
-        invalidated.changes = claim.changes();
-        invalidated.changed = claim.tags.iter().map(|t| t.tag.clone()).collect();
-        let limits = Limits { budget_remaining: remaining, ..self.limits };
-        let context = Context { today: Some(invalidated.today.clone()) };
-        let batch = plan(self.policy, &invalidated.changed, self.mode, &limits, &context);
-        invalidated.items = batch.items.len();
-        let reference = caller_reference(&self.db.identity().await?, &claim.tags, &batch.items);
-        let accepted = |id, status| Accepted {
-            id,
-            backend: self.invalidator.name(),
-            caller_reference: &reference,
-            items: batch.items.len(),
-            status,
-        };
-        if batch.items.is_empty() {
-            // Tags no route carries: nothing to invalidate, but they are handled.
-            claim.complete(&self.db, &accepted(None, "")).await?;
-            return Ok(());
-        }
-        // Every call is bounded, and so is the whole submission, retries of a throttled one
-        // included: it ends by the tick's deadline.
-        let submitted = match tokio::time::timeout(deadline.left(), self.invalidator.submit(&batch.items, &reference))
+        surveyed: Invalidated,
+    ) -> Result<Invalidated, Failed> {
+        let mut invalidated = surveyed;
+        // Each step records what it did as it goes: a failed one reports what was done by then.
+        let steps = async {
+            // Claim what was visible `settle` ago: every API instance has evicted it by now, whenever
+            // its transaction started.
+            tokio::time::sleep(self.settle.saturating_sub(seen.elapsed())).await;
+            self.renew(held).await?;
+            let claim = self.db.claim(self.batch, &mark, &held.token).await?;
+            // Planned for the day of the claim: a tick that straddles the rollover (it waited out the
+            // settle time first) plans and warms for the new day.
+            invalidated.today = self.today();
+            if claim.is_empty() {
+                return Ok(());
+            }
+            invalidated.changes = claim.changes();
+            invalidated.changed = claim.tags.iter().map(|t| t.tag.clone()).collect();
+            let limits = Limits { budget_remaining: remaining, ..self.limits };
+            let context = Context { today: Some(invalidated.today.clone()) };
+            let batch = plan(self.policy, &invalidated.changed, self.mode, &limits, &context);
+            invalidated.items = batch.items.len();
+            let reference = caller_reference(&self.db.identity().await?, &claim.tags, &batch.items);
+            let accepted = |id, status| Accepted {
+                id,
+                backend: self.invalidator.name(),
+                caller_reference: &reference,
+                items: batch.items.len(),
+                status,
+            };
+            if batch.items.is_empty() {
+                // Tags no route carries: nothing to invalidate, but they are handled.
+                claim.complete(&self.db, &accepted(None, "")).await?;
+                return Ok(());
+            }
+            // Every call is bounded, and so is the whole submission, retries of a throttled one
+            // included: it ends by the tick's deadline.
+            let submitted = match tokio::time::timeout(
+                deadline.left(),
+                self.invalidator.submit(&batch.items, &reference),
+            )
             .await
             .unwrap_or(Err(InvalidationError::Deadline))
-        {
-            Ok(submitted) => submitted,
-            Err(err) => {
-                // Not accepted: the changes stay pending for the next tick.
-                if let Err(release) = claim.release(&self.db).await {
-                    tracing::warn!(error = %error_chain(&release), "could not release the claim: the next tick takes it");
+            {
+                Ok(submitted) => submitted,
+                Err(err) => {
+                    // Not accepted: the changes stay pending for the next tick.
+                    if let Err(release) = claim.release(&self.db).await {
+                        tracing::warn!(error = %error_chain(&release), "could not release the claim: the next tick takes it");
+                    }
+                    return Err(err.into());
                 }
-                return Err(err.into());
+            };
+            claim.complete(&self.db, &accepted(Some(&submitted.id), &submitted.status)).await?;
+            invalidated.invalidation_status = Some(submitted.status.clone());
+            if wait {
+                let waited =
+                    self.invalidator.wait(&submitted, self.poll_interval, deadline.cap(self.wait_timeout), |_, _| {});
+                match waited.await {
+                    Ok(status) => invalidated.invalidation_status = Some(status),
+                    Err(e) => tracing::warn!(error = %error_chain(&e), "could not follow the invalidation"),
+                }
             }
+            invalidated.invalidation_id = Some(submitted.id);
+            Ok::<(), TickError>(())
         };
-        claim.complete(&self.db, &accepted(Some(&submitted.id), &submitted.status)).await?;
-        invalidated.invalidation_status = Some(submitted.status.clone());
-        if wait {
-            let waited =
-                self.invalidator.wait(&submitted, self.poll_interval, deadline.cap(self.wait_timeout), |_, _| {});
-            match waited.await {
-                Ok(status) => invalidated.invalidation_status = Some(status),
-                Err(e) => tracing::warn!(error = %error_chain(&e), "could not follow the invalidation"),
-            }
+        match Box::pin(steps).await {
+            Ok(()) => Ok(invalidated),
+            Err(error) => Err(Failed { done: invalidated, error }),
         }
-        invalidated.invalidation_id = Some(submitted.id);
-        Ok(())
     }
 
     /// Invalidates the whole edge once when a new API build, or the same build with other settings
@@ -763,6 +793,12 @@ struct Invalidated {
     items_this_month: Option<u64>,
     /// The service day it was planned for.
     today: String,
+}
+
+/// An invalidation step that failed: what it had done by then, and why it stopped.
+struct Failed {
+    done: Invalidated,
+    error: TickError,
 }
 
 /// What the warm step did.
