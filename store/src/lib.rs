@@ -25,7 +25,7 @@
 //! Beneath them, the one primitive: `db` ([`Db`] itself: a read-only round trip, or a
 //! transaction), on `postgres` and `sqlite` (each backend's connections and migrations) and
 //! `onemessage` (PostgreSQL's single-message reads), all built on `statement` (a statement and
-//! its rows), which depends on nothing of the crate. `sql` holds every statement's text. [`open`]
+//! its rows), which depends only on the crate's error type. `sql` holds every statement's text. [`open`]
 //! picks a backend from a URL with [`DbOptions`]; [`calendar`] is the service calendar;
 //! [`StoreError`] says why a call failed, split into "unavailable, retry later" and the rest.
 //! Settings and the cache policy come from the caller: this crate parses no command line and
@@ -33,7 +33,7 @@
 //!
 //! # The change feed
 //!
-//! A reader keeps a [`FeedCursor`] and asks [`Store::feed_since`] for the changes that became
+//! A reader keeps a [`FeedCursor`] and asks [`Db::feed_since`] for the changes that became
 //! visible after it. Ids alone cannot say that on PostgreSQL: a transaction takes its ids when it
 //! writes but makes them visible when it commits, possibly long after later ids were seen. So the
 //! PostgreSQL cursor is a snapshot (`pg_current_snapshot()`) with the highest change id visible in
