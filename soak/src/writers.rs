@@ -173,7 +173,7 @@ pub async fn hot(shared: Shared, url: String, seed: u64) {
 }
 
 /// Edits: each of [`EDITED`] in a seeded order, updated two or three times 1.5–4.5 s apart, then
-/// left alone until its turn comes again (every 75 s or so).
+/// left alone until its turn comes again (every two minutes or so: fifteen formations, about 7 s each).
 pub async fn edits(shared: Shared, url: String, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut order = EDITED.to_vec();

@@ -329,7 +329,10 @@ impl Warmer {
     async fn under_lease(&self, deadline: Deadline) -> (Steps, Result<(), TickError>) {
         let token = lease_token();
         let taken_at = Instant::now();
-        match self.db.take_lease(&token, self.lease).await {
+        let taken = self.db.take_lease(&token, self.lease).await;
+        // The database counts the lease in whole seconds, at least one.
+        let held = Held { token, until: std::sync::Mutex::new(taken_at + self.lease_ttl()) };
+        match taken {
             Ok(Lease::Taken) => {}
             Ok(Lease::Held { holder, until }) => {
                 let until = until.map_or_else(|| "no expiry".to_owned(), |t| t.to_rfc3339());
@@ -337,31 +340,44 @@ impl Warmer {
                 tracing::info!(%text, "nothing done this tick");
                 return (Steps { lease_held: Some(text), ..Steps::default() }, Ok(()));
             }
-            Err(err) => return (Steps::default(), Err(err.into())),
+            Err(err) => {
+                // The take may have committed with its answer lost: give back what this tick
+                // may hold (only a lease under its own token is released).
+                self.give_back(&held, deadline).await;
+                return (Steps::default(), Err(err.into()));
+            }
         }
-        let held = Held { token, until: std::sync::Mutex::new(taken_at + self.lease) };
         let done = match Box::pin(self.survey()).await {
             Ok(survey) => Box::pin(self.work(survey, &held, deadline)).await,
             Err(err) => (Steps::default(), Err(err)),
         };
-        self.give_back(&held).await;
+        self.give_back(&held, deadline).await;
         done
+    }
+
+    /// The lease's length as the database counts it: whole seconds, at least one.
+    fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease.as_secs().max(1))
     }
 
     /// Releases the lease, retrying while it would still be held: a tick that failed because the
     /// database went away (a restart, a failover) usually finds it back within seconds, and a
-    /// lease left to expire would stop every tick, and so every invalidation, until it does.
-    async fn give_back(&self, held: &Held) {
+    /// lease left to expire would stop every tick, and so every invalidation, until it does. The
+    /// retries end by the tick's deadline and a little more ([`GIVE_BACK_GRACE`], within what the
+    /// deadline leaves of the lease, and so of the function's timeout on Lambda): the tick still
+    /// reports how it ended.
+    async fn give_back(&self, held: &Held, deadline: Deadline) {
+        let stop = deadline.0 + GIVE_BACK_GRACE;
+        let time_left = || held.left().min(stop.saturating_duration_since(Instant::now()));
         let mut pause = Duration::from_millis(100);
         loop {
-            let left = held.left();
-            let attempt = tokio::time::timeout(left, self.db.release_lease(&held.token)).await;
+            let attempt = tokio::time::timeout(time_left(), self.db.release_lease(&held.token)).await;
             let err = match attempt {
                 Ok(Ok(())) => return,
                 Ok(Err(err)) => error_chain(&err),
                 Err(_) => "no answer before the lease's expiry".to_owned(),
             };
-            if held.left() <= pause {
+            if time_left() <= pause {
                 tracing::warn!(error = %err, "could not release the lease: it expires on its own");
                 return;
             }
@@ -376,7 +392,7 @@ impl Warmer {
     async fn renew(&self, held: &Held) -> Result<(), TickError> {
         let asked = Instant::now();
         if self.db.renew_lease(&held.token, self.lease).await? {
-            *held.until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = asked + self.lease;
+            *held.until.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = asked + self.lease_ttl();
             Ok(())
         } else {
             Err(TickError::LeaseLost)
@@ -670,6 +686,10 @@ fn lease_token() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{place}:{}:{nanos}", std::process::id())
 }
+
+/// How long past its deadline a tick may still try to give its lease back: half of the least the
+/// deadline leaves before the lease (and the function's timeout) ends.
+const GIVE_BACK_GRACE: Duration = Duration::from_millis(500);
 
 /// When a tick must be done: before its lease would expire (less a tenth, at least a second).
 #[derive(Debug, Clone, Copy)]
