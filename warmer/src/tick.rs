@@ -370,8 +370,10 @@ impl Warmer {
         let stop = deadline.0 + GIVE_BACK_GRACE;
         let time_left = || held.left().min(stop.saturating_duration_since(Instant::now()));
         let mut pause = Duration::from_millis(100);
+        // The first attempt has its time even for a tick that ends at its deadline.
+        let mut attempt_for = time_left().max(GIVE_BACK_GRACE);
         loop {
-            let attempt = tokio::time::timeout(time_left(), self.db.release_lease(&held.token)).await;
+            let attempt = tokio::time::timeout(attempt_for, self.db.release_lease(&held.token)).await;
             let err = match attempt {
                 Ok(Ok(())) => return,
                 Ok(Err(err)) => error_chain(&err),
@@ -384,6 +386,7 @@ impl Warmer {
             tracing::debug!(error = %err, "could not release the lease yet: retrying");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_secs(1));
+            attempt_for = time_left();
         }
     }
 
