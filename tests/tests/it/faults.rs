@@ -264,6 +264,9 @@ impl SilentProxy {
                 // Swallow everything from now on, keeping both sockets open.
                 std::future::pending::<()>().await;
             }
+            // Seen before it is passed on: a trigger then silences the answer, however soon the
+            // server sends it.
+            sent(&buf[..n]);
             let slow = slowed();
             for piece in buf[..n].chunks(if slow { Self::PIECE } else { n }) {
                 if slow {
@@ -273,7 +276,6 @@ impl SilentProxy {
                     return;
                 }
             }
-            sent(&buf[..n]);
         }
     }
 
