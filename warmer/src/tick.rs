@@ -10,7 +10,7 @@
 //!   another tick holds it, ends at once and says so (`lease_held`): at most one tick works at a
 //!   time, whatever invokes them (a schedule whose runs overlap, an operator's `--once`). It
 //!   renews the lease before each step, and stops if it outlived it. It gives the lease back
-//!   whether it succeeded or failed, retrying while the lease would still be held: a tick that
+//!   whether it succeeded or failed, retrying until its deadline while the lease is still held: a tick that
 //!   failed because the database restarted must not leave every later tick, and so every
 //!   invalidation, waiting for the lease to expire.
 //! - **Invalidate**: wait out the settle time since the mark, claim what the mark saw (committed
