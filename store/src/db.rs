@@ -148,6 +148,22 @@ impl Db {
         Ok((each(rows)?, at.as_ref().map(FeedCursor::from_rows).transpose()?))
     }
 
+    /// A prune that reads first: `check` says (one boolean) whether anything is to go, and only
+    /// then `prune` deletes it, returning a row per deleted row. A tick with nothing old writes
+    /// nothing (on SQLite it never takes the write lock). Returns how many went.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub(crate) async fn prune_if_any(&self, check: Statement<'_>, prune: Statement<'_>) -> StoreResult<u64> {
+        let [any] = self.read(Limit::Data, [check]).await?;
+        if !any.one::<(bool,)>("prunable")?.0 {
+            return Ok(0);
+        }
+        let [gone] = self.write([prune]).await?;
+        Ok(gone.decode::<(i64,)>()?.len() as u64)
+    }
+
     /// Runs `statements` as one transaction and returns each one's rows: on PostgreSQL one message
     /// and one round trip, in which the server may be silent for at most the statement timeout
     /// (a silent connection is dropped, never held); on SQLite a short write transaction. The

@@ -80,12 +80,12 @@ impl Db {
     pub async fn prune_learned(&self, max_age: Duration, keep: usize) -> StoreResult<u64> {
         let secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        let [any] = self.read(Limit::Data, [Statement::new(self.sql().learned_prunable).bind(secs).bind(keep)]).await?;
-        if !any.one::<(bool,)>("prunable")?.0 {
-            return Ok(0);
-        }
-        let [gone] = self.write([Statement::new(self.sql().prune_learned).bind(secs).bind(keep)]).await?;
-        Ok(gone.decode::<(i64,)>()?.len() as u64)
+        let sql = self.sql();
+        self.prune_if_any(
+            Statement::new(sql.learned_prunable).bind(secs).bind(keep),
+            Statement::new(sql.prune_learned).bind(secs).bind(keep),
+        )
+        .await
     }
 
     /// The distinct values of a column that `table` names in its tags, as text, in order: the ids

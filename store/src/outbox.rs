@@ -387,12 +387,8 @@ impl Db {
     /// The database failed.
     pub async fn prune_changes(&self, retention: Duration) -> StoreResult<u64> {
         let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-        let [any] = self.read(Limit::Data, [Statement::new(self.sql().prunable).bind(secs)]).await?;
-        if !any.one::<(bool,)>("prunable")?.0 {
-            return Ok(0);
-        }
-        let [gone] = self.write([Statement::new(self.sql().prune).bind(secs)]).await?;
-        Ok(gone.decode::<(i64,)>()?.len() as u64)
+        self.prune_if_any(Statement::new(self.sql().prunable).bind(secs), Statement::new(self.sql().prune).bind(secs))
+            .await
     }
 
     /// The latest `n` invalidations.
@@ -460,12 +456,12 @@ impl Db {
     /// The database failed.
     pub async fn prune_warm_state(&self, max_age: Duration) -> StoreResult<u64> {
         let secs = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
-        let [any] = self.read(Limit::Data, [Statement::new(self.sql().warm_state_prunable).bind(secs)]).await?;
-        if !any.one::<(bool,)>("prunable")?.0 {
-            return Ok(0);
-        }
-        let [gone] = self.write([Statement::new(self.sql().prune_warm_state).bind(secs)]).await?;
-        Ok(gone.decode::<(i64,)>()?.len() as u64)
+        let sql = self.sql();
+        self.prune_if_any(
+            Statement::new(sql.warm_state_prunable).bind(secs),
+            Statement::new(sql.prune_warm_state).bind(secs),
+        )
+        .await
     }
 
     /// Whether `build` differs from the build seen last, without recording it (the warmer records
