@@ -893,14 +893,10 @@ impl FaultContext {
                 failed = self.lock_feed(planned.length).await.err().map(|e| format!("the feed lock failed: {e:#}"));
             }
             Kind::BlackHole => {
-                self.hole.set(true);
-                tokio::time::sleep(planned.length).await;
-                self.hole.set(false);
+                self.hole.hold(planned.length).await;
             }
             Kind::PurgeDown => {
-                self.purge_down.set(true);
-                tokio::time::sleep(planned.length).await;
-                self.purge_down.set(false);
+                self.purge_down.hold(planned.length).await;
             }
             Kind::Deploy => {
                 let n = self.front.stats().deploys + 2;
@@ -923,9 +919,7 @@ impl FaultContext {
                 failed = self.burn(planned.length).await.err().map(|e| format!("the burst failed: {e:#}"));
             }
             Kind::PurgeStall => {
-                self.purge_stalled.set(true);
-                tokio::time::sleep(planned.length).await;
-                self.purge_stalled.set(false);
+                self.purge_stalled.hold(planned.length).await;
             }
             Kind::Rotation => {
                 let rotated = self.rotation.lock().await.rotate(planned.param == 1, planned.length).await;
@@ -948,7 +942,8 @@ impl FaultContext {
         }
     }
 
-    /// Takes `table` as a migration or an import does, for `length` once granted.
+    /// Takes `table` as a migration or an import does, for `length` once granted. Not being
+    /// granted the lock within 30 s is a harness failure.
     async fn lock_table(&self, table: &str, length: Duration) -> anyhow::Result<()> {
         let mut conn = sqlx::PgConnection::connect(&self.direct).await?;
         let mut tx = conn.begin().await?;
@@ -982,17 +977,10 @@ impl FaultContext {
     }
 
     async fn lock_feed(&self, length: Duration) -> anyhow::Result<()> {
-        let mut conn = sqlx::PgConnection::connect(&self.direct).await?;
-        let mut tx = conn.begin().await?;
         // A lock request waits for the transactions that hold the table, and everything that
         // comes after it waits behind it: the feed is locked from the request on, as it is when a
-        // migration asks for the lock. Not being granted the lock within this long is a harness
-        // failure.
-        sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
-        sqlx::query("LOCK TABLE cache_changes IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await?;
-        tokio::time::sleep(length).await;
-        tx.rollback().await?;
-        Ok(())
+        // migration asks for the lock.
+        self.lock_table("cache_changes", length).await
     }
 }
 

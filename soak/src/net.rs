@@ -26,6 +26,13 @@ impl Switch {
         self.0.load(Ordering::SeqCst)
     }
 
+    /// On for `length`, then off: a fault's window.
+    pub async fn hold(&self, length: Duration) {
+        self.set(true);
+        tokio::time::sleep(length).await;
+        self.set(false);
+    }
+
     /// Waits while the switch is on.
     async fn pass(&self) {
         while self.on() {
