@@ -130,17 +130,39 @@ start_postgres() {
         done
 }
 
+# Installs, in template1 of the cluster on `port` (so in every database created from it later),
+# the function PgBouncer's auth_query calls: the stored SCRAM secret of a login role that is not a
+# superuser, readable only by `role` (PgBouncer's auth_user).
+#   install_pgbouncer_lookup port role
+install_pgbouncer_lookup() {
+    local port=$1 role=$2
+    as_root su postgres -c "psql -q -p $port -d template1 -v ON_ERROR_STOP=1" >/dev/null <<SQL
+CREATE OR REPLACE FUNCTION public.pgbouncer_lookup(wanted text, OUT usename name, OUT passwd text)
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
+    AS \$\$ SELECT rolname, rolpassword FROM pg_authid WHERE rolname = wanted AND rolcanlogin AND NOT rolsuper \$\$;
+REVOKE ALL ON FUNCTION public.pgbouncer_lookup(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION public.pgbouncer_lookup(text) TO $role;
+SQL
+}
+
 # Starts PgBouncer in transaction pooling mode in front of every database of a PostgreSQL, strict
 # about startup parameters (like a default install), so the tests prove the API's statements are
-# pooler-safe. With no arguments and TEST_PGBOUNCER_URL given, that one is used instead.
-#   start_pgbouncer [dir] [listen port] [upstream postgres://role:password@host:port] [pool size]
+# pooler-safe. With no directory and TEST_PGBOUNCER_URL given, that one is used instead.
+#   start_pgbouncer [dir] [listen port] [upstream postgres://role:password@host:port] [pool size] [auth-query]
+# Its server connections to a database are capped at the pool size whatever the number of users
+# (max_db_connections: every user gets a pool of its own, so two users would otherwise double
+# them). With `auth-query`, users other than the upstream's role are looked up in the server
+# (`pgbouncer_lookup`, which install_pgbouncer_lookup puts in the databases), so their passwords
+# can change, as a rotation changes them, without editing PgBouncer's auth_file (the upstream
+# must be a local cluster this script may administer).
 start_pgbouncer() {
-    if [ $# -eq 0 ] && [ -n "${TEST_PGBOUNCER_URL:-}" ]; then
+    if [ -z "${1:-}" ] && [ -n "${TEST_PGBOUNCER_URL:-}" ]; then
         log "using the PgBouncer at TEST_PGBOUNCER_URL"
         return 0
     fi
     ensure_debs pgbouncer
     local dir=${1:-$EDGERAIL_RUN/pgbouncer} listen=${2:-$PGBOUNCER_PORT} upstream=${3:-$TEST_DATABASE_URL} pool=${4:-20}
+    local auth=${5:-}
     local host port userinfo role password
     read -r host port < <(url_host_port "$upstream")
     userinfo=${upstream#*://}
@@ -164,6 +186,7 @@ auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
 pool_mode = transaction
 default_pool_size = $pool
+max_db_connections = $pool
 # After a failed login to the server PgBouncer refuses every client for this long (15 s by
 # default), long after a restarted database is back: the soak measured it as 503s.
 server_login_retry = 1
@@ -171,6 +194,11 @@ max_client_conn = 1000
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
+    if [ "$auth" = auth-query ]; then
+        install_pgbouncer_lookup "$port" "$role"
+        printf 'auth_user = %s\nauth_query = SELECT usename, passwd FROM public.pgbouncer_lookup($1)\n' "$role" \
+            >> "$dir/pgbouncer.ini"
+    fi
     # The role's SCRAM secret rather than its password when the server is local and lets us read it:
     # with a plain password PgBouncer derives SCRAM keys (4096 HMAC rounds) at every login, CPU a
     # cold Lambda instance would wait for at each new client connection; with

@@ -17,7 +17,8 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 start_postgres
-start_pgbouncer
+# auth-query: the rotation tests log in through it as roles of their own.
+start_pgbouncer "" "" "" "" auth-query
 ensure_varnish
 start_moto
 # The HTTPS secret test makes a throwaway certificate authority with the openssl command.

@@ -32,10 +32,15 @@ impl StoreError {
         matches!(self, Self::Unavailable(_) | Self::TimedOut)
     }
 
-    /// Whether the server refused our login (a rotated password, a removed role): the URL may be
-    /// worth reading again.
+    /// Whether the server, or a pooler in front of it, refused our login (a rotated password, a
+    /// removed role): the URL may be worth reading again. PostgreSQL says so with SQLSTATE class
+    /// 28; PgBouncer (up to 1.18 at least) with its catch-all 08P01 and a message naming the
+    /// failed authentication (`SASL authentication failed`, `password authentication failed`).
+    /// Read only as a class 28, a rotation through PgBouncer left every instance on the secret
+    /// refused until it was recycled: none of them ever read the new password.
     pub fn is_refused_login(&self) -> bool {
-        matches!(self, Self::Unavailable(sqlx::Error::Database(db)) if db.code().is_some_and(|c| refuses_login(&c)))
+        matches!(self, Self::Unavailable(sqlx::Error::Database(db))
+            if db.code().is_some_and(|c| refuses_login(&c) || (c == "08P01" && db.message().contains("authentication failed"))))
     }
 
     /// Whether the server refused the statement for want of a privilege (SQLSTATE 42501).
