@@ -37,7 +37,8 @@ as_root su postgres -c "psql -q -p $SOAK_PORT -c \"ALTER SYSTEM SET log_lock_wai
     -c \"ALTER SYSTEM SET log_line_prefix = '%m [%p] %a '\" -c 'SELECT pg_reload_conf()'" >/dev/null
 SOAK_PG="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$SOAK_PORT"
 POOLER_DIR=$EDGERAIL_RUN/soak-pgbouncer
-start_pgbouncer "$POOLER_DIR" "$SOAK_POOLER_PORT" "$SOAK_PG" 4
+# The rotated roles reach the server through PgBouncer too, which looks their passwords up there.
+start_pgbouncer "$POOLER_DIR" "$SOAK_POOLER_PORT" "$SOAK_PG" 4 auth-query
 
 sudo_prefix=""
 [ "$(id -u)" -eq 0 ] || sudo_prefix="sudo"

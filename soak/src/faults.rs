@@ -25,7 +25,7 @@ pub enum Kind {
     PurgeDown,
     /// A new build id under load.
     Deploy,
-    /// Every other connection through the proxy gets each answer seconds late (`param`: the
+    /// Every connection through the proxy gets each answer seconds late (`param`: the
     /// delay in ms, 0.5–8 s): slow loads, some past the statement timeout.
     SlowLinks,
     /// `LOCK TABLE` sightings (`param` 0) or formations (1) `IN ACCESS EXCLUSIVE MODE`, held for

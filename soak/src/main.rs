@@ -5,7 +5,8 @@
 //!   with `local/varnish.vcl` in front of that, the warmer invoked as EventBridge invokes the
 //!   function (`scheduler`: every period, killed at its timeout, sometimes twice at once) with the
 //!   purge backend, and PostgreSQL reached directly, through PgBouncer (transaction pooling),
-//!   through a proxy, and with credentials from a secret (moto) that rotates (`rotation`).
+//!   through a proxy, and with credentials from a secret (moto) that rotates (`rotation`), to the
+//!   server or through PgBouncer.
 //! - Writers (`writers`) as other systems write: short updates, transactions held open, bulk
 //!   imports, deletes, `TRUNCATE` and reload. Each records when its COMMIT returned.
 //! - Viewers read through the edge and straight from the front; the checker (`checker`) judges
@@ -68,7 +69,9 @@ pub struct Args {
     /// PostgreSQL server, as a role that may create databases (`postgres://role:pw@host:port`).
     #[arg(long)]
     postgres: String,
-    /// PgBouncer (transaction pooling) in front of that server.
+    /// PgBouncer (transaction pooling) in front of that server. It must find the rotated roles'
+    /// passwords itself (`auth_query`) and cap its server connections with `max_db_connections`
+    /// (its per-user pools would otherwise add up): `scripts/soak.sh` sets it up so.
     #[arg(long)]
     pgbouncer: String,
     /// Local Secrets Manager (moto): some instances, and the warmer, read their database URL from a
@@ -292,7 +295,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // The roles the secret rotates between, and the secret (in moto).
     let run_tag = format!("{}-{}", args.seed, std::process::id());
-    let rotation = rotation::Rotation::set_up(&args.moto, &args.postgres, database, &run_tag).await?;
+    let rotation = rotation::Rotation::set_up(&args.moto, &args.postgres, &args.pgbouncer, database, &run_tag).await?;
     // The volume of sightings the bulk writer restores after each TRUNCATE.
     let volume: i64 = {
         let mut conn = sqlx::PgConnection::connect(&direct).await?;
@@ -332,7 +335,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 fleet::Source::url("direct", &direct, false),
                 fleet::Source::url("pooled", &pooled, true),
                 fleet::Source::url("proxied", &proxied, false),
-                fleet::Source { name: "secret", env: rotation::secret_env(&args.moto, rotation.arn()), pooled: false },
+                fleet::Source {
+                    name: "secret",
+                    env: rotation::secret_env(&args.moto, rotation.server_arn()),
+                    pooled: false,
+                },
+                fleet::Source {
+                    name: "secret-pooled",
+                    env: rotation::secret_env(&args.moto, rotation.pooler_arn()),
+                    pooled: true,
+                },
             ],
             env: vec![
                 ("CHANGE_MAX_LAG".to_owned(), format!("{}ms", lag.as_millis())),
@@ -381,7 +393,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let purge = net::purge_gate(edges.to_vec(), purge_down.clone(), purge_stalled.clone()).await?;
 
     // The warmer, as EventBridge invokes the function, on the rotating secret.
-    let mut warmer_env = rotation::secret_env(&args.moto, rotation.arn());
+    let mut warmer_env = rotation::secret_env(&args.moto, rotation.server_arn());
     warmer_env.extend([
         (
             "INVALIDATOR".to_owned(),
@@ -423,6 +435,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         epoch,
         running: running.clone(),
         newest_created: Arc::default(),
+        editing: Arc::default(),
         seq: Arc::default(),
         writes: Arc::default(),
         unknown: Arc::default(),
@@ -434,8 +447,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(writers::long(shared.clone(), direct.clone(), 1, args.seed ^ 13)),
         tokio::spawn(writers::bulk(shared.clone(), direct.clone(), all_formations, volume, args.seed ^ 14)),
         tokio::spawn(writers::deletes(shared.clone(), direct.clone(), args.seed ^ 15)),
-        tokio::spawn(writers::edits(shared.clone(), direct.clone(), args.seed ^ 17)),
     ];
+    for editor in 0..writers::EDITORS {
+        tasks.push(tokio::spawn(writers::edits(
+            shared.clone(),
+            direct.clone(),
+            editor,
+            args.seed ^ (17 + editor as u64),
+        )));
+    }
 
     // Database connections, sampled.
     let connections = Arc::new(Mutex::new(Connections::default()));
@@ -537,14 +557,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     let newest = shared.newest_created.load(Ordering::Relaxed);
                     let (index, path) = {
                         let mut paths = lock(&paths);
-                        if newest > 0 && rng.f64() < 0.05 {
-                            let n = newest.saturating_sub(rng.u64(0..6)).max(1);
-                            let path = format!("/v1/formations/SK{n}");
+                        let mut index_of = |path: String| {
                             let index = paths.iter().position(|p| *p == path).unwrap_or_else(|| {
                                 paths.push(path.clone());
                                 paths.len() - 1
                             });
                             (index, path)
+                        };
+                        // Now and then a formation just created, or one being edited.
+                        let edited = writers::edited_now(&shared, rng.usize(..writers::EDITORS));
+                        if newest > 0 && rng.f64() < 0.05 {
+                            index_of(format!("/v1/formations/SK{}", newest.saturating_sub(rng.u64(0..6)).max(1)))
+                        } else if let Some(id) = edited.filter(|_| rng.f64() < 0.03) {
+                            index_of(format!("/v1/formations/{id}"))
                         } else {
                             let i = zipf.sample(&mut rng);
                             (i, paths[i].clone())
@@ -905,7 +930,7 @@ impl FaultContext {
             }
             Kind::SlowLinks => {
                 self.slow.set(Duration::from_millis(planned.param));
-                detail = format!("{} ms a round trip on every other proxied connection", planned.param);
+                detail = format!("{} ms a round trip on every proxied connection", planned.param);
                 tokio::time::sleep(planned.length).await;
                 self.slow.set(Duration::ZERO);
             }

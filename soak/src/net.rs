@@ -58,17 +58,15 @@ impl Delay {
 /// Forwards TCP connections to `upstream`. While `hole` is on nothing moves in either direction,
 /// not even a close, and new connections are accepted but not connected onwards: a network
 /// partition as the two ends see it. When it ends, what was held is delivered. While `slow` is
-/// set, every other connection delivers each piece the server sends that much later: a round
-/// trip that takes seconds, on some connections, as a congested link or an overloaded replica
-/// makes it.
+/// set, every connection delivers each piece the server sends that much later: a round trip
+/// that takes seconds on the connections of some instances (those behind this proxy), as a
+/// congested link or an overloaded replica makes it.
 pub async fn proxy(upstream: SocketAddr, hole: Switch, slow: Delay) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let mut accepted = 0u64;
         while let Ok((client, _)) = listener.accept().await {
-            accepted += 1;
-            let (hole, slow) = (hole.clone(), accepted.is_multiple_of(2).then(|| slow.clone()));
+            let (hole, slow) = (hole.clone(), Some(slow.clone()));
             tokio::spawn(async move {
                 hole.pass().await;
                 let Ok(server) = TcpStream::connect(upstream).await else { return };

@@ -9,6 +9,10 @@
 //!   at the previous rotation), then the role it left gets a new password.
 //!
 //! Either way the rotated role's open connections are ended, so the next login is a new one.
+//!
+//! There are two secrets, rotated together: one names the server, the other PgBouncer in front of
+//! it (which looks the roles' passwords up in the server with its `auth_query`, as a pooler in
+//! front of rotated credentials must).
 
 use std::time::{Duration, SystemTime};
 
@@ -18,10 +22,11 @@ use sqlx::Connection;
 #[derive(Debug)]
 pub struct Rotation {
     moto: String,
-    arn: String,
     admin: String,
-    /// `postgres://…@host:port/db` with the credentials cut out: `{role}:{password}@` goes first.
-    rest: String,
+    /// Where each secret points: `host:port/db`.
+    endpoints: [String; 2],
+    /// The secrets' ARNs, in the order of `endpoints`.
+    arns: [String; 2],
     roles: [String; 2],
     passwords: [String; 2],
     current: usize,
@@ -62,11 +67,12 @@ pub fn secret_env(moto: &str, arn: &str) -> Vec<(String, String)> {
 
 impl Rotation {
     /// Creates the two roles (again) with every right on `database`'s tables (`server`'s role must
-    /// be allowed to create roles), and a secret named after `run` naming the first, in moto at
-    /// `moto`.
-    pub async fn set_up(moto: &str, server: &str, database: &str, run: &str) -> anyhow::Result<Self> {
+    /// be allowed to create roles), and two secrets named after `run` naming the first, in moto at
+    /// `moto`: one points at `server`, the other at `pooler` (both `postgres://role:pw@host:port`).
+    pub async fn set_up(moto: &str, server: &str, pooler: &str, database: &str, run: &str) -> anyhow::Result<Self> {
         let admin = format!("{server}/{database}");
-        let rest = format!("{}/{database}", server.rsplit_once('@').map_or(server, |(_, r)| r));
+        let endpoint = |url: &str| format!("{}/{database}", url.rsplit_once('@').map_or(url, |(_, r)| r));
+        let endpoints = [endpoint(server), endpoint(pooler)];
         let roles = ["soak_rot_a".to_owned(), "soak_rot_b".to_owned()];
         let passwords = ["rot-a-0".to_owned(), "rot-b-0".to_owned()];
         for (role, password) in roles.iter().zip(&passwords) {
@@ -79,23 +85,42 @@ impl Rotation {
             ];
             admin_sql(&admin, &statements).await?;
         }
-        let mut rotation =
-            Self { moto: moto.to_owned(), arn: String::new(), admin, rest, roles, passwords, current: 0, turns: 0 };
-        let name = format!("edgerail/soak/{run}");
-        let created = rotation
-            .call("secretsmanager.CreateSecret", serde_json::json!({ "Name": name, "SecretString": rotation.value() }))
-            .await?;
-        rotation.arn = created["ARN"].as_str().ok_or_else(|| anyhow::anyhow!("no ARN: {created}"))?.to_owned();
+        let mut rotation = Self {
+            moto: moto.to_owned(),
+            endpoints,
+            arns: Default::default(),
+            admin,
+            roles,
+            passwords,
+            current: 0,
+            turns: 0,
+        };
+        for (i, via) in ["server", "pooler"].into_iter().enumerate() {
+            let name = format!("edgerail/soak/{run}/{via}");
+            let created = rotation
+                .call(
+                    "secretsmanager.CreateSecret",
+                    serde_json::json!({ "Name": name, "SecretString": rotation.value(i) }),
+                )
+                .await?;
+            rotation.arns[i] = created["ARN"].as_str().ok_or_else(|| anyhow::anyhow!("no ARN: {created}"))?.to_owned();
+        }
         Ok(rotation)
     }
 
-    pub fn arn(&self) -> &str {
-        &self.arn
+    /// The secret that points at the server.
+    pub fn server_arn(&self) -> &str {
+        &self.arns[0]
     }
 
-    /// The secret's value for the current role, shaped as RDS stores it.
-    fn value(&self) -> String {
-        let (authority, dbname) = self.rest.split_once('/').unwrap_or((&self.rest, ""));
+    /// The secret that points at PgBouncer.
+    pub fn pooler_arn(&self) -> &str {
+        &self.arns[1]
+    }
+
+    /// Secret `i`'s value for the current role, shaped as RDS stores it.
+    fn value(&self, i: usize) -> String {
+        let (authority, dbname) = self.endpoints[i].split_once('/').unwrap_or((&self.endpoints[i], ""));
         let (host, port) = authority.rsplit_once(':').unwrap_or((authority, "5432"));
         serde_json::json!({
             "engine": "postgres",
@@ -142,12 +167,14 @@ impl Rotation {
     }
 
     async fn put(&self) -> anyhow::Result<()> {
-        self.call(
-            "secretsmanager.PutSecretValue",
-            serde_json::json!({ "SecretId": self.arn, "SecretString": self.value() }),
-        )
-        .await
-        .map(drop)
+        for (i, arn) in self.arns.iter().enumerate() {
+            self.call(
+                "secretsmanager.PutSecretValue",
+                serde_json::json!({ "SecretId": arn, "SecretString": self.value(i) }),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// One signed Secrets Manager call to moto.

@@ -12,7 +12,7 @@
 //! | `latest` | bulk imports; `TRUNCATE` and reload | the first of `/v1/sightings/latest` |
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,8 @@ pub const EDITED: [&str; 15] = [
     "8101F", "8102F", "8103F", "8104F", "8105F", "8106F", "8107F", "8108F", "8109F", "8110F", "8111F", "8112F",
     "8113F", "8114F", "8115F",
 ];
+/// Operators editing at once (see [`edits`]).
+pub const EDITORS: usize = 3;
 /// Formations (and lines) updated by transactions held open for seconds, in two disjoint sets.
 pub const LONG: [(&[&str], &[&str]); 2] =
     [(&["minato", "sakura", "kawagoe"], &["3001F", "3002F"]), (&["tama", "kaigan"], &["3003F", "3004F", "3005F"])];
@@ -49,6 +51,9 @@ pub struct Shared {
     pub running: Arc<AtomicBool>,
     /// The newest `SK{n}` formation created (viewers ask for the recent ones).
     pub newest_created: Arc<AtomicU64>,
+    /// The formation each editor is editing now (its index in [`EDITED`] plus one; 0: none yet):
+    /// viewers follow an edit as the operator who makes it, and those who watch it, do.
+    pub editing: Arc<[AtomicUsize; EDITORS]>,
     pub seq: Arc<AtomicU64>,
     pub writes: Arc<AtomicU64>,
     pub unknown: Arc<AtomicU64>,
@@ -172,15 +177,24 @@ pub async fn hot(shared: Shared, url: String, seed: u64) {
     }
 }
 
+/// The formation an editor is editing now, if any.
+pub fn edited_now(shared: &Shared, editor: usize) -> Option<&'static str> {
+    let index = shared.editing.get(editor)?.load(Ordering::Relaxed);
+    index.checked_sub(1).and_then(|i| EDITED.get(i)).copied()
+}
+
 /// Edits: each of [`EDITED`] in a seeded order, updated two or three times 1.5–4.5 s apart, then
-/// left alone until its turn comes again (every two minutes or so: fifteen formations, about 7 s each).
-pub async fn edits(shared: Shared, url: String, seed: u64) {
+/// left alone until its turn comes again. [`EDITORS`] operators edit at once, each its own share
+/// of the formations (`editor` of them: every 35 s or so, five formations of about 7 s each).
+pub async fn edits(shared: Shared, url: String, editor: usize, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut order = EDITED.to_vec();
+    let mut order: Vec<usize> = (editor..EDITED.len()).step_by(EDITORS).collect();
     let mut conn = None;
     while shared.running() {
         rng.shuffle(&mut order);
-        for id in &order {
+        for &index in &order {
+            let id = EDITED[index];
+            shared.editing[editor].store(index + 1, Ordering::Relaxed);
             for _ in 0..rng.usize(2..=3) {
                 if !shared.running() {
                     return;
