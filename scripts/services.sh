@@ -14,6 +14,8 @@ PG_PORT=${PG_PORT:-5439}
 PGBOUNCER_PORT=${PGBOUNCER_PORT:-6439}
 PG_ROLE=edgerail
 PG_PASSWORD=edgerail
+# PgBouncer's auth_user when it looks roles up in the server (start_pgbouncer … auth-query).
+PGBOUNCER_AUTH_ROLE=pgbouncer_auth
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -130,18 +132,26 @@ start_postgres() {
         done
 }
 
-# Installs, in template1 of the cluster on `port` (so in every database created from it later),
-# the function PgBouncer's auth_query calls: the stored SCRAM secret of a login role that is not a
-# superuser, readable only by `role` (PgBouncer's auth_user).
-#   install_pgbouncer_lookup port role
+# Installs, in template1 of the local cluster on `port` (so in every database created from it
+# later), what PgBouncer's auth_query needs: a login role of its own, `pgbouncer_auth` (its auth_user,
+# whose plain password PgBouncer keeps, since from a SCRAM secret alone it can log in to the server
+# only after a client has logged in through it), and the function it calls, which returns the
+# stored SCRAM secret of a login role that is not a superuser and which only that role may run.
+#   install_pgbouncer_lookup port
 install_pgbouncer_lookup() {
-    local port=$1 role=$2
+    local port=$1
     as_root su postgres -c "psql -q -p $port -d template1 -v ON_ERROR_STOP=1" >/dev/null <<SQL
+DO \$\$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PGBOUNCER_AUTH_ROLE') THEN
+        CREATE ROLE $PGBOUNCER_AUTH_ROLE LOGIN PASSWORD '$PGBOUNCER_AUTH_ROLE';
+    END IF;
+END \$\$;
 CREATE OR REPLACE FUNCTION public.pgbouncer_lookup(wanted text, OUT usename name, OUT passwd text)
-    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog
-    AS \$\$ SELECT rolname, rolpassword FROM pg_authid WHERE rolname = wanted AND rolcanlogin AND NOT rolsuper \$\$;
+    LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS \$\$ SELECT rolname, rolpassword FROM pg_catalog.pg_authid
+              WHERE rolname = wanted AND rolcanlogin AND NOT rolsuper \$\$;
 REVOKE ALL ON FUNCTION public.pgbouncer_lookup(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION public.pgbouncer_lookup(text) TO $role;
+GRANT EXECUTE ON FUNCTION public.pgbouncer_lookup(text) TO $PGBOUNCER_AUTH_ROLE;
 SQL
 }
 
@@ -154,7 +164,7 @@ SQL
 # them). With `auth-query`, users other than the upstream's role are looked up in the server
 # (`pgbouncer_lookup`, which install_pgbouncer_lookup puts in the databases), so their passwords
 # can change, as a rotation changes them, without editing PgBouncer's auth_file (the upstream
-# must be a local cluster this script may administer).
+# must be a local cluster this script started).
 start_pgbouncer() {
     if [ -z "${1:-}" ] && [ -n "${TEST_PGBOUNCER_URL:-}" ]; then
         log "using the PgBouncer at TEST_PGBOUNCER_URL"
@@ -195,9 +205,9 @@ logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
     if [ "$auth" = auth-query ]; then
-        install_pgbouncer_lookup "$port" "$role"
-        printf 'auth_user = %s\nauth_query = SELECT usename, passwd FROM public.pgbouncer_lookup($1)\n' "$role" \
-            >> "$dir/pgbouncer.ini"
+        install_pgbouncer_lookup "$port"
+        printf 'auth_user = %s\nauth_query = SELECT usename, passwd FROM public.pgbouncer_lookup($1)\n' \
+            "$PGBOUNCER_AUTH_ROLE" >> "$dir/pgbouncer.ini"
     fi
     # The role's SCRAM secret rather than its password when the server is local and lets us read it:
     # with a plain password PgBouncer derives SCRAM keys (4096 HMAC rounds) at every login, CPU a
@@ -216,6 +226,9 @@ INI
         *) secret=$password ;;
     esac
     printf '"%s" "%s"\n' "$role" "$secret" > "$dir/userlist.txt"
+    if [ "$auth" = auth-query ]; then
+        printf '"%s" "%s"\n' "$PGBOUNCER_AUTH_ROLE" "$PGBOUNCER_AUTH_ROLE" >> "$dir/userlist.txt"
+    fi
     as_root chown -R postgres:postgres "$dir"
     log "starting PgBouncer on 127.0.0.1:$listen (transaction pooling, pool $pool)"
     as_root su postgres -s /bin/sh -c "pgbouncer -d -q $dir/pgbouncer.ini"

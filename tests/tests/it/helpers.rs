@@ -30,7 +30,10 @@ const SERVICES: &[(&str, &str)] = &[
         "PostgreSQL 13 or later: postgres://role:password@host:port, a role that may create databases and roles",
     ),
     ("TEST_PG_TEMPLATE", "the seeded template database on it (made by scripts/services.sh make_fixtures)"),
-    ("TEST_PGBOUNCER_URL", "PgBouncer in transaction pooling mode in front of that PostgreSQL"),
+    (
+        "TEST_PGBOUNCER_URL",
+        "PgBouncer in transaction pooling mode in front of that PostgreSQL, finding roles it does not list with auth_query",
+    ),
     ("TEST_SQLITE_TEMPLATE", "a seeded SQLite file (made by make_fixtures)"),
     ("TEST_MOTO_URL", "a moto server, the stand-in for the CloudFront API"),
     ("TEST_VARNISHD", "varnishd (Varnish 7 with varnish-modules)"),

@@ -489,40 +489,57 @@ async fn the_api_and_the_warmer_recover_from_a_rotation_by_reading_the_secret_ag
     }
 }
 
-/// A rotation through PgBouncer, which finds the role's password in the server (`auth_query`):
-/// PgBouncer refuses the old password in words of its own (SQLSTATE 08P01, "SASL authentication
-/// failed", not PostgreSQL's class 28), and the api must read the secret again on that too. Its
-/// misses are `503`s while refused and `200`s again once the new secret is read, without a restart.
+/// Both RDS rotations through PgBouncer, which finds the roles' passwords in the server
+/// (`auth_query`): PgBouncer refuses an old password in words of its own (SQLSTATE 08P01, "SASL
+/// authentication failed", not PostgreSQL's class 28), and the api must read the secret again on
+/// that too. Its misses are `503`s while refused and `200`s again once the new secret is read,
+/// without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs services: run ./scripts/test.sh"]
 async fn the_api_recovers_from_a_rotation_through_pgbouncer_by_reading_the_secret_again() {
     let db = TestDb::new(Backend::Postgres).await;
-    let role = login_role(&db, "first").await;
-    let pooled = |password: &str| {
+    let (user, clone) = (login_role(&db, "first").await, login_role(&db, "clone-first").await);
+    let pooled = |role: &str, password: &str| {
         let rest = db.via_pgbouncer();
         format!("postgres://{role}:{password}@{}", rest.split_once('@').unwrap().1)
     };
-    let secret = create_secret(&rds_shaped(&pooled("first"))).await;
+    let secret = create_secret(&rds_shaped(&pooled(&user, "first"))).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let _api = api_with_secret(&secret, port).env("DB_PROXY_COMPAT", "1").spawn().unwrap();
     assert_eq!(first_answer(port).await.unwrap().status(), 200, "the api did not answer through PgBouncer");
 
-    rotate(&db, &role, "second").await;
     let client = reqwest::Client::new();
     let get = |path: String| client.get(format!("http://127.0.0.1:{port}{path}")).send();
-    let mut formations = (10_701..10_731).cycle().map(|n| format!("/v1/formations/{n}F"));
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
-    let refused = get(formations.next().unwrap()).await.unwrap();
-    assert_eq!(refused.status(), 503, "{:?}", refused.text().await);
-    put_secret(&secret, &rds_shaped(&pooled("second"))).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let res = get(formations.next().unwrap()).await.unwrap();
-        assert_ne!(res.status(), 500);
-        if res.status() == 200 {
-            break;
+    // Misses of pages not cached yet, a different one each time: today's operations (300).
+    let today = crate::helpers::calendar().service_date(chrono::Utc::now());
+    let mut pages = ["M", "S", "K", "T", "U"]
+        .into_iter()
+        .flat_map(|line| (1..=60).map(move |k| format!("{k:02}{line}")))
+        .map(|number| format!("/v1/operations/{today}/{number}"));
+    for (step, (new, secret_now)) in [
+        // Single user: its password changes, then the secret says so.
+        ("second", pooled(&user, "second")),
+        // Alternating users: the secret moves to the clone, whose password was set beforehand,
+        // and the user it left gets a new password.
+        ("third", pooled(&clone, "clone-first")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        rotate(&db, &user, new).await;
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+        let refused = get(pages.next().unwrap()).await.unwrap();
+        assert_eq!(refused.status(), 503, "step {step}: {:?}", refused.text().await);
+        put_secret(&secret, &rds_shaped(&secret_now)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let res = get(pages.next().unwrap()).await.unwrap();
+            assert_ne!(res.status(), 500, "step {step}");
+            if res.status() == 200 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "step {step}: the api never read the secret again");
         }
-        assert!(std::time::Instant::now() < deadline, "the api never read the secret again");
     }
 }
