@@ -39,6 +39,10 @@ pub enum Command {
         /// Multiplies the number of sightings (1 gives about 100k).
         #[arg(long, default_value_t = 1.0, value_parser = parse_scale)]
         scale: f64,
+        /// Service days the sightings are spread over, today included (3650: ten years of a
+        /// site); operations cover them and two weeks ahead.
+        #[arg(long, default_value_t = store::demo::SIGHTING_DAYS, value_parser = clap::value_parser!(u64).range(1..=36_500))]
+        days: u64,
     },
 }
 
@@ -356,7 +360,12 @@ mod tests {
         assert!(Cli::try_parse_from(["api", "seed", "--demo", "--scale", "-1"]).is_err());
         assert!(matches!(
             parse(&["seed", "--demo", "--scale", "0.5"]).command,
-            Some(Command::Seed { demo: true, scale }) if (scale - 0.5).abs() < f64::EPSILON
+            Some(Command::Seed { demo: true, scale, days: store::demo::SIGHTING_DAYS }) if (scale - 0.5).abs() < f64::EPSILON
         ));
+        assert!(matches!(
+            parse(&["seed", "--demo", "--scale", "100", "--days", "3650"]).command,
+            Some(Command::Seed { days: 3650, .. })
+        ));
+        assert!(Cli::try_parse_from(["api", "seed", "--demo", "--days", "0"]).is_err());
     }
 }

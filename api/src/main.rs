@@ -20,8 +20,8 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
         }
         #[cfg(feature = "seed")]
-        Command::Seed { scale, .. } => {
-            startup::seed_demo(&store, &config.calendar()?, scale).await?;
+        Command::Seed { scale, days, .. } => {
+            startup::seed_demo(&store, &config.calendar()?, scale, days).await?;
             // Closing checkpoints SQLite's write-ahead log into the database file.
             store.close().await;
         }

@@ -137,7 +137,7 @@ pub async fn prepare_embedded_default(config: &Config, store: &Db) -> Result<(),
     migrate(store, &calendar).await?;
     if fresh {
         tracing::info!(path = %config.sqlite_path.display(), "first run: loading demo data into the embedded database");
-        seed_demo(store, &calendar, 1.0).await?;
+        seed_demo(store, &calendar, 1.0, store::demo::SIGHTING_DAYS).await?;
     }
     Ok(())
 }
@@ -148,9 +148,14 @@ pub async fn prepare_embedded_default(config: &Config, store: &Db) -> Result<(),
 ///
 /// Migration or loading failed.
 #[cfg(feature = "seed")]
-pub async fn seed_demo(store: &Db, calendar: &store::ServiceCalendar, scale: f64) -> Result<(), StartupError> {
+pub async fn seed_demo(
+    store: &Db,
+    calendar: &store::ServiceCalendar,
+    scale: f64,
+    days: u64,
+) -> Result<(), StartupError> {
     migrate(store, calendar).await?;
-    let data = store::demo::generate(calendar, chrono::Utc::now(), scale);
+    let data = store::demo::generate(calendar, chrono::Utc::now(), scale, days);
     let progress = ProgressBar::new(data.row_count());
     progress.set_style(
         ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} rows ({eta})")
@@ -168,7 +173,7 @@ pub async fn seed_demo(store: &Db, calendar: &store::ServiceCalendar, scale: f64
         stations = data.stations.len(),
         formations = data.formations.len(),
         operations = data.operations.len(),
-        sightings = data.sightings.len(),
+        sightings = data.sighting_count(),
         "demo data loaded"
     );
     Ok(())

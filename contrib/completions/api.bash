@@ -253,13 +253,17 @@ _api() {
             return 0
             ;;
         api__subcmd__seed)
-            opts="-h --demo --scale --help"
+            opts="-h --demo --scale --days --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --scale)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --days)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

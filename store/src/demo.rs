@@ -1,9 +1,12 @@
-//! Realistic demo data: five lines, 80 stations, 100 formations, 300 operations a day for the 30
-//! service days around today, and sightings over the past days (≥100k at scale 1).
+//! Realistic demo data: five lines, 80 stations, 100 formations, 300 operations a day from the
+//! first day with sightings to two weeks ahead, and sightings over the past days (100k at scale 1,
+//! over [`SIGHTING_DAYS`] days unless asked for more).
 //!
-//! Generation is pure and deterministic for a given `today` and scale, so tests can reason about it;
-//! loading is [`Db::load_demo`]'s job, which reports progress through a callback so that the
-//! caller chooses how to show it (a progress bar, a log line, nothing).
+//! Generation is pure and deterministic for a given `now`, scale and span, so tests can reason
+//! about it. The sightings are not held: they are drawn one service day at a time as they are
+//! loaded ([`DemoData::sightings`]), so ten million of them take no more memory than one day's.
+//! Loading is [`Db::load_demo`]'s job, which reports progress through a callback so that the caller
+//! chooses how to show it (a progress bar, a log line, nothing).
 
 use chrono::{DateTime, Days, NaiveDate, Utc};
 
@@ -27,7 +30,7 @@ pub struct NewSighting {
     pub seen_at: DateTime<Utc>,
 }
 
-/// A complete demo data set.
+/// A complete demo data set: the small tables, and the plan of the sightings.
 #[derive(Debug, Clone, Default)]
 pub struct DemoData {
     /// Lines.
@@ -38,20 +41,73 @@ pub struct DemoData {
     pub formations: Vec<Formation>,
     /// Operations of every service day.
     pub operations: Vec<Operation>,
-    /// Sightings, oldest first (so ids grow with time, as in real life).
-    pub sightings: Vec<NewSighting>,
+    /// The days that get sightings, oldest first.
+    sighting_days: Vec<SightingDay>,
 }
+
+/// One service day's share of the sightings, drawn when [`DemoData::sightings`] reaches it.
+#[derive(Debug, Clone)]
+struct SightingDay {
+    /// The day's start (the service calendar's), in UTC.
+    start: DateTime<Utc>,
+    /// Sightings fall from `start + SERVICE_FROM` to `start + until` seconds.
+    until: i64,
+    /// How many.
+    count: u64,
+    /// Operations of the day that have a formation: (line index, index in `operations`).
+    runnable: Vec<(usize, usize)>,
+    /// Seeds this day's draws.
+    seed: u64,
+}
+
+/// Service hours, in seconds from the service day's start: 05:00 to 24:30 for a 04:00 start.
+const SERVICE_FROM: i64 = 3_600;
+const SERVICE_UNTIL: i64 = 73_800;
 
 impl DemoData {
     /// Total rows, for progress reporting.
     pub fn row_count(&self) -> u64 {
-        (self.lines.len() + self.stations.len() + self.formations.len() + self.operations.len() + self.sightings.len())
-            as u64
+        (self.lines.len() + self.stations.len() + self.formations.len() + self.operations.len()) as u64
+            + self.sighting_count()
+    }
+
+    /// How many sightings [`DemoData::sightings`] yields.
+    pub fn sighting_count(&self) -> u64 {
+        self.sighting_days.iter().map(|d| d.count).sum()
+    }
+
+    /// The sightings, one service day at a time, oldest day first and each day's in time order
+    /// (so ids grow with time, as in real life). Each day is drawn when it is reached.
+    pub fn sightings(&self) -> impl Iterator<Item = Vec<NewSighting>> + '_ {
+        self.sighting_days.iter().filter(|day| day.count > 0 && !day.runnable.is_empty()).map(|day| {
+            let mut rng = fastrand::Rng::with_seed(day.seed);
+            let mut sightings: Vec<NewSighting> = (0..day.count)
+                .map(|_| {
+                    let seen_at = day.start + chrono::Duration::seconds(rng.i64(SERVICE_FROM..day.until));
+                    let (line, op) = day.runnable[rng.usize(..day.runnable.len())];
+                    let operation = &self.operations[op];
+                    let station = format!("{}{:02}", LINES[line].3, rng.usize(1..=16));
+                    // One report in ten comes without an operation number, one in twenty without
+                    // a station.
+                    NewSighting {
+                        formation_id: operation.formation_id.clone().unwrap_or_default(),
+                        operation_number: (rng.u8(..10) != 0).then(|| operation.number.clone()),
+                        station_id: (rng.u8(..20) != 0).then_some(station),
+                        seen_at,
+                    }
+                })
+                .collect();
+            sightings.sort_by_key(|s| s.seen_at);
+            sightings
+        })
     }
 }
 
-/// Service days before today that get operations and sightings; the same number minus one after.
+/// Service days before today that get operations and sightings by default; the same number minus
+/// one after today get operations.
 pub const PAST_DAYS: u64 = 15;
+/// Service days with sightings by default: the past days and today.
+pub const SIGHTING_DAYS: u64 = PAST_DAYS + 1;
 /// Operations per line per day (five lines: 300 a day).
 pub const OPERATIONS_PER_LINE: usize = 60;
 /// Sightings at scale 1.
@@ -157,10 +213,14 @@ const FLEET: [(&str, i32, u32, u32, &[usize]); 5] = [
     ("2000", 4, 2001, 10, &[4, 0]),
 ];
 
-/// Generates the demo data for the 30 service days around `today`, with sightings up to `now`.
+/// Generates the demo data: sightings over the `sighting_days` service days up to `now` (today
+/// included), and operations from the first of them to two weeks after today.
 ///
-/// `scale` multiplies the number of sightings (1.0 gives 100k); everything else is fixed.
-pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64) -> DemoData {
+/// `scale` multiplies the number of sightings (1.0 gives 100k), spread over the days (today's
+/// share is what has passed of its service hours); everything else is fixed. With the default
+/// span ([`SIGHTING_DAYS`]) there are 30 service days of operations.
+pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64, sighting_days: u64) -> DemoData {
+    let sighting_days = sighting_days.max(1);
     let mut rng = fastrand::Rng::with_seed(0x0ED9E7A1);
     let today = calendar.service_date(now);
     let mut data = DemoData::default();
@@ -195,10 +255,11 @@ pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64) -> D
     }
 
     // Operations: each line's numbers every day, formations rotating through the line's pool.
-    let first_day = today.checked_sub_days(Days::new(PAST_DAYS)).unwrap_or(today);
-    let days: Vec<NaiveDate> = (0..2 * PAST_DAYS).filter_map(|d| first_day.checked_add_days(Days::new(d))).collect();
-    // (day index, line index, number, formation) of operations with a formation, for sightings.
-    let mut runnable: Vec<Vec<(usize, String, String)>> = vec![Vec::new(); days.len()];
+    let first_day = today.checked_sub_days(Days::new(sighting_days - 1)).unwrap_or(today);
+    let days: Vec<NaiveDate> =
+        (0..sighting_days + PAST_DAYS - 1).filter_map(|d| first_day.checked_add_days(Days::new(d))).collect();
+    // (line index, index in operations) of each day's operations with a formation, for sightings.
+    let mut runnable: Vec<Vec<(usize, usize)>> = vec![Vec::new(); days.len()];
     for (d, day) in days.iter().enumerate() {
         for (l, line) in LINES.iter().enumerate() {
             let pool = &pools[l];
@@ -206,38 +267,46 @@ pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64) -> D
                 let number = format!("{:02}{}", k + 1, line.3);
                 // About one operation in twenty has no formation assigned yet.
                 let formation_id = (rng.u8(..20) != 0).then(|| pool[(k + d * 7) % pool.len()].clone());
-                if let Some(f) = &formation_id {
-                    runnable[d].push((l, number.clone(), f.clone()));
+                if formation_id.is_some() {
+                    runnable[d].push((l, data.operations.len()));
                 }
                 data.operations.push(Operation { service_date: *day, number, formation_id });
             }
         }
     }
 
-    // Sightings: spread over the past days and today up to now, during service hours.
-    let wanted = (SIGHTINGS_AT_SCALE_1 * scale.max(0.0)).round() as usize;
-    let sighting_days = usize::try_from(PAST_DAYS).unwrap_or(15) + 1;
-    let mut sightings = Vec::with_capacity(wanted);
-    while sightings.len() < wanted {
-        let d = rng.usize(..sighting_days);
-        let (start, _) = calendar.day_bounds(days[d]);
-        // Service hours: 05:00 to 24:30 local, one hour to 20.5 hours after the day starts.
-        let seen_at = start + chrono::Duration::seconds(rng.i64(3_600..73_800));
-        if seen_at > now || runnable[d].is_empty() {
-            continue;
+    // Sightings: spread over the sighting days by their service hours up to now.
+    let wanted = (SIGHTINGS_AT_SCALE_1 * scale.max(0.0)).round() as u64;
+    let mut planned: Vec<SightingDay> = days
+        .iter()
+        .zip(runnable)
+        .take(usize::try_from(sighting_days).unwrap_or(usize::MAX))
+        .enumerate()
+        .map(|(d, (day, runnable))| {
+            let (start, _) = calendar.day_bounds(*day);
+            let until = SERVICE_UNTIL.min((now - start).num_seconds()).max(SERVICE_FROM);
+            SightingDay {
+                start,
+                until,
+                count: 0,
+                runnable,
+                seed: 0x0ED9E7A1 ^ (d as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            }
+        })
+        .collect();
+    // Each day's share, in proportion to its service hours so far; the shares sum to `wanted`.
+    let hours = |day: &SightingDay| if day.runnable.is_empty() { 0 } else { day.until - SERVICE_FROM };
+    let total: i64 = planned.iter().map(hours).sum();
+    if total > 0 {
+        let mut before = 0i64;
+        for day in &mut planned {
+            let share = |upto: i64| (u128::from(wanted) * upto as u128 / total as u128) as u64;
+            let after = before + hours(day);
+            day.count = share(after) - share(before);
+            before = after;
         }
-        let (line, number, formation) = &runnable[d][rng.usize(..runnable[d].len())];
-        let station = format!("{}{:02}", LINES[*line].3, rng.usize(1..=16));
-        // One report in ten comes without an operation number, one in twenty without a station.
-        sightings.push(NewSighting {
-            formation_id: formation.clone(),
-            operation_number: (rng.u8(..10) != 0).then(|| number.clone()),
-            station_id: (rng.u8(..20) != 0).then_some(station),
-            seen_at,
-        });
     }
-    sightings.sort_by_key(|s| s.seen_at);
-    data.sightings = sightings;
+    data.sighting_days = planned;
     data
 }
 
@@ -252,7 +321,7 @@ impl Db {
         const CHUNK: usize = 10_000;
         // Rows travel as one JSON array per chunk and table, unpacked server-side: one statement
         // per chunk instead of one per row.
-        let tables: [Vec<serde_json::Value>; 5] = [
+        let tables: [Vec<serde_json::Value>; 4] = [
             data.lines.iter().map(|l| serde_json::json!([l.id, l.name, l.color])).collect(),
             data.stations.iter().map(|s| serde_json::json!([s.id, s.line_id, s.name, s.position])).collect(),
             data.formations.iter().map(|f| serde_json::json!([f.id, f.series, f.cars, f.note])).collect(),
@@ -260,22 +329,31 @@ impl Db {
                 .iter()
                 .map(|o| serde_json::json!([o.service_date.to_string(), o.number, o.formation_id]))
                 .collect(),
-            data.sightings
-                .iter()
-                .map(|s| {
-                    serde_json::json!([s.formation_id, s.operation_number, s.station_id, timestamp_text(s.seen_at)])
-                })
-                .collect(),
         ];
+        let [lines, stations, formations, operations, sightings] = self.sql().demo_inserts;
         let mut tx = self.begin().await?;
         let before = tx.fetch(Statement::new(sql::MAX_CHANGE)).await?.one::<(i64,)>("change id")?.0;
         for delete in sql::DEMO_TABLES {
             tx.execute(Statement::new(delete)).await?;
         }
-        for (insert, rows) in self.sql().demo_inserts.into_iter().zip(&tables) {
+        for (insert, rows) in [lines, stations, formations, operations].into_iter().zip(&tables) {
             for chunk in rows.chunks(CHUNK) {
                 let json = serde_json::Value::Array(chunk.to_vec()).to_string();
                 tx.execute(Statement::new(insert).bind(json.as_str())).await?;
+                progress(chunk.len() as u64);
+            }
+        }
+        // The sightings, a day at a time: only one day's are ever in memory.
+        for day in data.sightings() {
+            for chunk in day.chunks(CHUNK) {
+                let rows = chunk
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!([s.formation_id, s.operation_number, s.station_id, timestamp_text(s.seen_at)])
+                    })
+                    .collect();
+                let json = serde_json::Value::Array(rows).to_string();
+                tx.execute(Statement::new(sightings).bind(json.as_str())).await?;
                 progress(chunk.len() as u64);
             }
         }
@@ -296,7 +374,7 @@ mod tests {
     fn demo_data_has_the_specified_shape() {
         let cal = ServiceCalendar::new("Asia/Tokyo", "04:00").unwrap();
         let now: DateTime<Utc> = "2026-11-28T03:00:00Z".parse().unwrap();
-        let data = generate(&cal, now, 0.05);
+        let data = generate(&cal, now, 0.05, SIGHTING_DAYS);
         assert_eq!(data.lines.len(), 5);
         assert_eq!(data.stations.len(), 80);
         assert_eq!(data.formations.len(), 100);
@@ -304,11 +382,35 @@ mod tests {
         assert_eq!(data.operations.len(), 300 * 30);
         let today = cal.service_date(now);
         assert_eq!(data.operations.iter().filter(|o| o.service_date == today).count(), 300);
-        assert_eq!(data.sightings.len(), 5_000);
-        assert!(data.sightings.iter().all(|s| s.seen_at <= now));
-        assert!(data.sightings.windows(2).all(|w| w[0].seen_at <= w[1].seen_at));
+        let sightings: Vec<NewSighting> = data.sightings().flatten().collect();
+        assert_eq!(sightings.len(), 5_000);
+        assert_eq!(data.sighting_count(), 5_000);
+        assert!(sightings.iter().all(|s| s.seen_at <= now));
+        assert!(sightings.windows(2).all(|w| w[0].seen_at <= w[1].seen_at));
         let station_ids: std::collections::HashSet<_> = data.stations.iter().map(|s| s.id.as_str()).collect();
-        assert!(data.sightings.iter().filter_map(|s| s.station_id.as_deref()).all(|s| station_ids.contains(s)));
-        assert!(data.sightings.iter().any(|s| cal.service_date(s.seen_at) == today));
+        assert!(sightings.iter().filter_map(|s| s.station_id.as_deref()).all(|s| station_ids.contains(s)));
+        let formation_ids: std::collections::HashSet<_> = data.formations.iter().map(|f| f.id.as_str()).collect();
+        assert!(sightings.iter().all(|s| formation_ids.contains(s.formation_id.as_str())));
+        assert!(sightings.iter().any(|s| cal.service_date(s.seen_at) == today));
+        // The same data every time, drawn again.
+        assert_eq!(data.sightings().flatten().collect::<Vec<_>>(), sightings);
+    }
+
+    #[test]
+    fn a_longer_span_spreads_the_same_number_of_sightings_over_its_days() {
+        let cal = ServiceCalendar::new("Asia/Tokyo", "04:00").unwrap();
+        let now: DateTime<Utc> = "2026-11-28T03:00:00Z".parse().unwrap();
+        let today = cal.service_date(now);
+        let data = generate(&cal, now, 0.2, 3_650);
+        assert_eq!(data.sighting_count(), 20_000);
+        // Operations from the first day with sightings to two weeks after today.
+        assert_eq!(data.operations.len(), 300 * (3_650 + 14));
+        let first = today.checked_sub_days(Days::new(3_649)).unwrap();
+        assert_eq!(data.operations.iter().map(|o| o.service_date).min(), Some(first));
+        let days: Vec<NaiveDate> = data.sightings().map(|day| cal.service_date(day[0].seen_at)).collect();
+        assert!(days.first().is_some_and(|d| *d <= first.checked_add_days(Days::new(7)).unwrap()), "{days:?}");
+        assert!(days.windows(2).all(|w| w[0] < w[1]));
+        // Roughly even: no day holds more than three times its share.
+        assert!(data.sightings().all(|day| day.len() <= 3 * 20_000 / 3_650 + 3));
     }
 }
