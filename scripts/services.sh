@@ -137,9 +137,11 @@ start_postgres() {
 # whose plain password PgBouncer keeps, since from a SCRAM secret alone it can log in to the server
 # only after a client has logged in through it), and the function it calls, which returns the
 # stored SCRAM secret of a login role that is not a superuser and which only that role may run.
-#   install_pgbouncer_lookup port
+# `role` (the tests' role) is made a member of it, so that it may end PgBouncer's connections as
+# that role, as DROP DATABASE … WITH (FORCE) does.
+#   install_pgbouncer_lookup port role
 install_pgbouncer_lookup() {
-    local port=$1
+    local port=$1 role=$2
     as_root su postgres -c "psql -q -p $port -d template1 -v ON_ERROR_STOP=1" >/dev/null <<SQL
 DO \$\$ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PGBOUNCER_AUTH_ROLE') THEN
@@ -152,6 +154,7 @@ CREATE OR REPLACE FUNCTION public.pgbouncer_lookup(wanted text, OUT usename name
               WHERE rolname = wanted AND rolcanlogin AND NOT rolsuper \$\$;
 REVOKE ALL ON FUNCTION public.pgbouncer_lookup(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION public.pgbouncer_lookup(text) TO $PGBOUNCER_AUTH_ROLE;
+GRANT $PGBOUNCER_AUTH_ROLE TO $role;
 SQL
 }
 
@@ -205,7 +208,7 @@ logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
     if [ "$auth" = auth-query ]; then
-        install_pgbouncer_lookup "$port"
+        install_pgbouncer_lookup "$port" "$role"
         printf 'auth_user = %s\nauth_query = SELECT usename, passwd FROM public.pgbouncer_lookup($1)\n' \
             "$PGBOUNCER_AUTH_ROLE" >> "$dir/pgbouncer.ini"
     fi
