@@ -40,7 +40,8 @@ pub enum Command {
         #[arg(long, default_value_t = 1.0, value_parser = parse_scale)]
         scale: f64,
         /// Service days the sightings are spread over, today included (3650: ten years of a
-        /// site); operations cover them and two weeks ahead.
+        /// site), each past day alike and today by the part of its service hours that has
+        /// passed (none before 05:00); operations cover them and two weeks ahead.
         #[arg(long, default_value_t = store::demo::SIGHTING_DAYS, value_parser = clap::value_parser!(u64).range(1..=36_500))]
         days: u64,
     },
@@ -367,5 +368,6 @@ mod tests {
             Some(Command::Seed { days: 3650, .. })
         ));
         assert!(Cli::try_parse_from(["api", "seed", "--demo", "--days", "0"]).is_err());
+        assert!(Cli::try_parse_from(["api", "seed", "--demo", "--days", "36501"]).is_err());
     }
 }

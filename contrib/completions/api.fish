@@ -63,7 +63,7 @@ complete -c api -n "__fish_api_needs_command" -f -a "help" -d 'Print this messag
 complete -c api -n "__fish_api_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c api -n "__fish_api_using_subcommand migrate" -s h -l help -d 'Print help'
 complete -c api -n "__fish_api_using_subcommand seed" -l scale -d 'Multiplies the number of sightings (1 gives about 100k)' -r
-complete -c api -n "__fish_api_using_subcommand seed" -l days -d 'Service days the sightings are spread over, today included (3650: ten years of a site); operations cover them and two weeks ahead' -r
+complete -c api -n "__fish_api_using_subcommand seed" -l days -d 'Service days the sightings are spread over, today included (3650: ten years of a site), each past day alike and today by the part of its service hours that has passed (none before 05:00); operations cover them and two weeks ahead' -r
 complete -c api -n "__fish_api_using_subcommand seed" -l demo -d 'Load the demo data set (the only data set there is; required so seeding is explicit)'
 complete -c api -n "__fish_api_using_subcommand seed" -s h -l help -d 'Print help'
 complete -c api -n "__fish_api_using_subcommand help; and not __fish_seen_subcommand_from serve migrate seed help" -f -a "serve" -d 'Serve the API (on Lambda when AWS_LAMBDA_RUNTIME_API is set, else on BIND_ADDR)'

@@ -76,32 +76,43 @@ impl DemoData {
         self.sighting_days.iter().map(|d| d.count).sum()
     }
 
-    /// The sightings, one service day at a time, oldest day first and each day's in time order
-    /// (so ids grow with time, as in real life). Each day is drawn when it is reached.
+    /// The sightings in batches of at most [`SIGHTING_BATCH`] (a slice of one service day's
+    /// hours each), oldest first and each in time order (so ids grow with time, as in real life).
+    /// Each batch is drawn when it is reached, so memory holds one batch whatever the total.
     pub fn sightings(&self) -> impl Iterator<Item = Vec<NewSighting>> + '_ {
-        self.sighting_days.iter().filter(|day| day.count > 0 && !day.runnable.is_empty()).map(|day| {
-            let mut rng = fastrand::Rng::with_seed(day.seed);
-            let mut sightings: Vec<NewSighting> = (0..day.count)
-                .map(|_| {
-                    let seen_at = day.start + chrono::Duration::seconds(rng.i64(SERVICE_FROM..day.until));
-                    let (line, op) = day.runnable[rng.usize(..day.runnable.len())];
-                    let operation = &self.operations[op];
-                    let station = format!("{}{:02}", LINES[line].3, rng.usize(1..=16));
-                    // One report in ten comes without an operation number, one in twenty without
-                    // a station.
-                    NewSighting {
-                        formation_id: operation.formation_id.clone().unwrap_or_default(),
-                        operation_number: (rng.u8(..10) != 0).then(|| operation.number.clone()),
-                        station_id: (rng.u8(..20) != 0).then_some(station),
-                        seen_at,
-                    }
-                })
-                .collect();
-            sightings.sort_by_key(|s| s.seen_at);
-            sightings
+        self.sighting_days.iter().filter(|day| day.count > 0 && !day.runnable.is_empty()).flat_map(move |day| {
+            let span = (day.until - SERVICE_FROM).max(1);
+            let slices = day.count.div_ceil(SIGHTING_BATCH).clamp(1, span.unsigned_abs());
+            (0..slices).map(move |slice| {
+                let at = |i: u64| SERVICE_FROM + (i128::from(span) * i128::from(i) / i128::from(slices)) as i64;
+                let share = |i: u64| (u128::from(day.count) * u128::from(i) / u128::from(slices)) as u64;
+                let (from, until) = (at(slice), at(slice + 1));
+                let mut rng = fastrand::Rng::with_seed(day.seed ^ slice.wrapping_mul(0xD1B5_4A32_D192_ED03));
+                let mut sightings: Vec<NewSighting> = (0..share(slice + 1) - share(slice))
+                    .map(|_| {
+                        let seen_at = day.start + chrono::Duration::seconds(rng.i64(from..until));
+                        let (line, op) = day.runnable[rng.usize(..day.runnable.len())];
+                        let operation = &self.operations[op];
+                        let station = format!("{}{:02}", LINES[line].3, rng.usize(1..=16));
+                        // One report in ten comes without an operation number, one in twenty
+                        // without a station.
+                        NewSighting {
+                            formation_id: operation.formation_id.clone().unwrap_or_default(),
+                            operation_number: (rng.u8(..10) != 0).then(|| operation.number.clone()),
+                            station_id: (rng.u8(..20) != 0).then_some(station),
+                            seen_at,
+                        }
+                    })
+                    .collect();
+                sightings.sort_by_key(|s| s.seen_at);
+                sightings
+            })
         })
     }
 }
+
+/// The most sightings [`DemoData::sightings`] holds at once.
+pub const SIGHTING_BATCH: u64 = 50_000;
 
 /// Service days before today that get operations and sightings by default; the same number minus
 /// one after today get operations.
@@ -220,7 +231,8 @@ const FLEET: [(&str, i32, u32, u32, &[usize]); 5] = [
 /// share is what has passed of its service hours); everything else is fixed. With the default
 /// span ([`SIGHTING_DAYS`]) there are 30 service days of operations.
 pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64, sighting_days: u64) -> DemoData {
-    let sighting_days = sighting_days.max(1);
+    // At least today; at most a century (the CLI's bound), so the day arithmetic cannot overflow.
+    let sighting_days = sighting_days.clamp(1, 36_500);
     let mut rng = fastrand::Rng::with_seed(0x0ED9E7A1);
     let today = calendar.service_date(now);
     let mut data = DemoData::default();
@@ -320,42 +332,50 @@ impl Db {
     pub async fn load_demo(&self, data: &DemoData, progress: &(dyn Fn(u64) + Send + Sync)) -> StoreResult<()> {
         const CHUNK: usize = 10_000;
         // Rows travel as one JSON array per chunk and table, unpacked server-side: one statement
-        // per chunk instead of one per row.
-        let tables: [Vec<serde_json::Value>; 4] = [
-            data.lines.iter().map(|l| serde_json::json!([l.id, l.name, l.color])).collect(),
-            data.stations.iter().map(|s| serde_json::json!([s.id, s.line_id, s.name, s.position])).collect(),
-            data.formations.iter().map(|f| serde_json::json!([f.id, f.series, f.cars, f.note])).collect(),
-            data.operations
-                .iter()
-                .map(|o| serde_json::json!([o.service_date.to_string(), o.number, o.formation_id]))
-                .collect(),
-        ];
+        // per chunk instead of one per row. Each chunk's JSON is built when it is sent.
+        async fn send<T>(
+            tx: &mut crate::db::Tx,
+            insert: &'static str,
+            rows: &[T],
+            row: impl Fn(&T) -> serde_json::Value,
+            progress: &(dyn Fn(u64) + Send + Sync),
+        ) -> StoreResult<()> {
+            for chunk in rows.chunks(CHUNK) {
+                let json = serde_json::Value::Array(chunk.iter().map(&row).collect()).to_string();
+                tx.execute(Statement::new(insert).bind(json.as_str())).await?;
+                progress(chunk.len() as u64);
+            }
+            Ok(())
+        }
         let [lines, stations, formations, operations, sightings] = self.sql().demo_inserts;
         let mut tx = self.begin().await?;
         let before = tx.fetch(Statement::new(sql::MAX_CHANGE)).await?.one::<(i64,)>("change id")?.0;
         for delete in sql::DEMO_TABLES {
             tx.execute(Statement::new(delete)).await?;
         }
-        for (insert, rows) in [lines, stations, formations, operations].into_iter().zip(&tables) {
-            for chunk in rows.chunks(CHUNK) {
-                let json = serde_json::Value::Array(chunk.to_vec()).to_string();
-                tx.execute(Statement::new(insert).bind(json.as_str())).await?;
-                progress(chunk.len() as u64);
-            }
-        }
-        // The sightings, a day at a time: only one day's are ever in memory.
-        for day in data.sightings() {
-            for chunk in day.chunks(CHUNK) {
-                let rows = chunk
-                    .iter()
-                    .map(|s| {
-                        serde_json::json!([s.formation_id, s.operation_number, s.station_id, timestamp_text(s.seen_at)])
-                    })
-                    .collect();
-                let json = serde_json::Value::Array(rows).to_string();
-                tx.execute(Statement::new(sightings).bind(json.as_str())).await?;
-                progress(chunk.len() as u64);
-            }
+        send(&mut tx, lines, &data.lines, |l| serde_json::json!([l.id, l.name, l.color]), progress).await?;
+        send(&mut tx, stations, &data.stations, |s| serde_json::json!([s.id, s.line_id, s.name, s.position]), progress)
+            .await?;
+        send(&mut tx, formations, &data.formations, |f| serde_json::json!([f.id, f.series, f.cars, f.note]), progress)
+            .await?;
+        send(
+            &mut tx,
+            operations,
+            &data.operations,
+            |o| serde_json::json!([o.service_date.to_string(), o.number, o.formation_id]),
+            progress,
+        )
+        .await?;
+        // The sightings, a batch at a time: only one batch is ever in memory.
+        for batch in data.sightings() {
+            send(
+                &mut tx,
+                sightings,
+                &batch,
+                |s| serde_json::json!([s.formation_id, s.operation_number, s.station_id, timestamp_text(s.seen_at)]),
+                progress,
+            )
+            .await?;
         }
         // The triggers recorded the touched tags once per statement (PostgreSQL) or per row
         // (SQLite): keep one row per distinct tag.
@@ -407,10 +427,34 @@ mod tests {
         assert_eq!(data.operations.len(), 300 * (3_650 + 14));
         let first = today.checked_sub_days(Days::new(3_649)).unwrap();
         assert_eq!(data.operations.iter().map(|o| o.service_date).min(), Some(first));
-        let days: Vec<NaiveDate> = data.sightings().map(|day| cal.service_date(day[0].seen_at)).collect();
-        assert!(days.first().is_some_and(|d| *d <= first.checked_add_days(Days::new(7)).unwrap()), "{days:?}");
-        assert!(days.windows(2).all(|w| w[0] < w[1]));
-        // Roughly even: no day holds more than three times its share.
-        assert!(data.sightings().all(|day| day.len() <= 3 * 20_000 / 3_650 + 3));
+        let sightings: Vec<NewSighting> = data.sightings().flatten().collect();
+        assert_eq!(sightings.first().map(|s| cal.service_date(s.seen_at)), Some(first));
+        assert!(sightings.windows(2).all(|w| w[0].seen_at <= w[1].seen_at));
+        // Every past day has the same service hours, so the same share, give or take one.
+        let mut per_day = std::collections::BTreeMap::<NaiveDate, u64>::new();
+        for s in &sightings {
+            *per_day.entry(cal.service_date(s.seen_at)).or_default() += 1;
+        }
+        let past: Vec<u64> = per_day.iter().filter(|(day, _)| **day < today).map(|(_, n)| *n).collect();
+        assert_eq!(past.len(), 3_649);
+        assert!(past.iter().max().unwrap() - past.iter().min().unwrap() <= 1, "{past:?}");
+    }
+
+    #[test]
+    fn a_day_with_more_sightings_than_a_batch_is_drawn_in_slices_of_its_hours() {
+        let cal = ServiceCalendar::new("Asia/Tokyo", "04:00").unwrap();
+        // 23:00 in Tokyo: most of the day's service hours have passed.
+        let now: DateTime<Utc> = "2026-11-28T14:00:00Z".parse().unwrap();
+        let data = generate(&cal, now, 1.3, 1);
+        assert_eq!(data.sighting_count(), 130_000);
+        let batches: Vec<Vec<NewSighting>> = data.sightings().collect();
+        assert!(batches.len() >= 3 && batches.iter().all(|b| b.len() as u64 <= SIGHTING_BATCH), "{}", batches.len());
+        let sightings: Vec<NewSighting> = batches.into_iter().flatten().collect();
+        assert_eq!(sightings.len(), 130_000);
+        assert!(sightings.windows(2).all(|w| w[0].seen_at <= w[1].seen_at));
+        assert!(sightings.iter().all(|s| s.seen_at <= now && cal.service_date(s.seen_at) == cal.service_date(now)));
+        // Before the day's service starts (04:30 in Tokyo), one day has no sightings yet.
+        let early: DateTime<Utc> = "2026-11-27T19:30:00Z".parse().unwrap();
+        assert_eq!(generate(&cal, early, 1.0, 1).sighting_count(), 0);
     }
 }
