@@ -25,8 +25,8 @@ while [ $# -gt 0 ]; do
 done
 
 ensure_debs varnish varnish-modules pgbouncer
-# The secret some instances and the warmer read their database URL from, which the rotation fault
-# rotates: moto's Secrets Manager.
+# The secrets some instances and the warmer read their database URL from (one names the server,
+# one PgBouncer), which the rotation fault rotates: moto's Secrets Manager.
 start_moto
 VERSION=$(pg_version)
 SOAK_PORT=${SOAK_PG_PORT:-5441}

@@ -35,8 +35,8 @@ pub enum Kind {
     CpuBurst,
     /// The purge endpoint takes requests and answers nothing, or answers seconds late.
     PurgeStall,
-    /// The password of the role the secret names changes in PostgreSQL, and the secret (moto)
-    /// follows `length` later, as RDS rotates: one user (`param` 0) or alternating users (1).
+    /// The password of the role the secrets name changes in PostgreSQL, and the secrets (moto)
+    /// follow `length` later, as RDS rotates: one user (`param` 0) or alternating users (1).
     Rotation,
 }
 

@@ -34,7 +34,7 @@ use super::{lock, signal};
 pub struct FleetConfig {
     pub api: PathBuf,
     /// Instance `n` reaches the database as `sources[n % len]` says (directly, through the pooler,
-    /// through a proxy, from a secret).
+    /// through a proxy, from a secret naming the server, from one naming the pooler).
     pub sources: Vec<Source>,
     /// Settings every instance gets.
     pub env: Vec<(String, String)>,

@@ -293,7 +293,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await?;
     }
 
-    // The roles the secret rotates between, and the secret (in moto).
+    // The roles the secrets rotate between, and the secrets (in moto): one names the server, one
+    // PgBouncer.
     let run_tag = format!("{}-{}", args.seed, std::process::id());
     let rotation = rotation::Rotation::set_up(&args.moto, &args.postgres, &args.pgbouncer, database, &run_tag).await?;
     // The volume of sightings the bulk writer restores after each TRUNCATE.

@@ -25,9 +25,9 @@ use super::checker::{History, KeyId, StateId};
 /// Formations updated by short, frequent transactions.
 pub const HOT: [&str; 10] =
     ["10701F", "10702F", "10703F", "10704F", "10705F", "10706F", "10707F", "10708F", "10709F", "10710F"];
-/// Formations an operator edits now and then: a few updates seconds apart, then a rest of a minute
-/// or more. The rest is what lets a stale copy at the edge be seen: a hot row's next change would
-/// purge it again within seconds.
+/// Formations an operator edits now and then: a few updates seconds apart, then a rest (half a
+/// minute on average, while the editor's other formations have their turn). The rest is what lets
+/// a stale copy at the edge be seen: a hot row's next change would purge it again within seconds.
 pub const EDITED: [&str; 15] = [
     "8101F", "8102F", "8103F", "8104F", "8105F", "8106F", "8107F", "8108F", "8109F", "8110F", "8111F", "8112F",
     "8113F", "8114F", "8115F",
@@ -184,8 +184,9 @@ pub fn edited_now(shared: &Shared, editor: usize) -> Option<&'static str> {
 }
 
 /// Edits: each of [`EDITED`] in a seeded order, updated two or three times 1.5–4.5 s apart, then
-/// left alone until its turn comes again. [`EDITORS`] operators edit at once, each its own share
-/// of the formations (`editor` of them: every 35 s or so, five formations of about 7 s each).
+/// looked at for [`EDIT_WATCHED`] more (its page followed by viewers past its last purge), then
+/// left alone until its turn comes again. [`EDITORS`] operators edit at once, editor `e` the
+/// formations `e`, `e + EDITORS`, … (five each, about 11 s apiece).
 pub async fn edits(shared: Shared, url: String, editor: usize, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut order: Vec<usize> = (editor..EDITED.len()).step_by(EDITORS).collect();
@@ -214,9 +215,14 @@ pub async fn edits(shared: Shared, url: String, editor: usize, seed: u64) {
                 }
                 pause(Duration::from_millis(3000), &mut rng).await;
             }
+            tokio::time::sleep(EDIT_WATCHED).await;
         }
     }
 }
+
+/// How long viewers keep following a formation after its last edit: past the purge of that edit
+/// (a settle wait and a tick after its commit), so that the purge is followed by a miss.
+const EDIT_WATCHED: Duration = Duration::from_secs(5);
 
 /// Transactions held open for 2–5 s, each updating a line's name and a formation's note.
 pub async fn long(shared: Shared, url: String, set: usize, seed: u64) {
