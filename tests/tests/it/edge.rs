@@ -732,7 +732,7 @@ async fn a_warm_hit_keeps_the_time_the_edge_fetched_the_copy() {
     let first = warmer_purge(&app.db, &edge, "tags").await;
     assert!(first["warm_misses"].as_u64().unwrap() > 100, "{first}");
     let fetched = fetched_at(&app.db, "/v1/lines").await;
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
     let out = tokio::process::Command::new(binary("cachectl"))
         .arg("warm")
         .env_clear()
@@ -745,10 +745,12 @@ async fn a_warm_hit_keeps_the_time_the_edge_fetched_the_copy() {
     assert!(out.status.success(), "{printed} {}", String::from_utf8_lossy(&out.stderr));
     assert!(printed.lines().any(|l| l.starts_with("200 Hit") && l.ends_with(" /v1/lines")), "{printed}");
     let after = fetched_at(&app.db, "/v1/lines").await;
-    // Age counts whole seconds: the copy is 2 s old, so at most a second apart, where the time of
-    // the warmer's request would be 2.5 s later.
+    // Age counts whole seconds, and the first time recorded is when the warmer sent its miss,
+    // a little before the edge stored the answer: the two stay within a second and that miss's
+    // own time (1.5 s allows for a loaded machine), where the time of the warmer's later request
+    // would be 3 s or more later.
     let moved = (after - fetched).num_milliseconds().abs();
-    assert!(moved < 1_000, "a hit is not a fetch: {fetched} -> {after}");
+    assert!(moved < 1_500, "a hit is not a fetch: {fetched} -> {after}");
 }
 
 /// `warmer --every` on the embedded SQLite while another process writes: the warmer never holds
