@@ -207,11 +207,6 @@ max_client_conn = 1000
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
 INI
-    if [ "$auth" = auth-query ]; then
-        install_pgbouncer_lookup "$port" "$role"
-        printf 'auth_user = %s\nauth_query = SELECT usename, passwd FROM public.pgbouncer_lookup($1)\n' \
-            "$PGBOUNCER_AUTH_ROLE" >> "$dir/pgbouncer.ini"
-    fi
     # The role's SCRAM secret rather than its password when the server is local and lets us read it:
     # with a plain password PgBouncer derives SCRAM keys (4096 HMAC rounds) at every login, CPU a
     # cold Lambda instance would wait for at each new client connection; with
@@ -230,6 +225,9 @@ INI
     esac
     printf '"%s" "%s"\n' "$role" "$secret" > "$dir/userlist.txt"
     if [ "$auth" = auth-query ]; then
+        install_pgbouncer_lookup "$port" "$role"
+        printf 'auth_user = %s\nauth_query = SELECT usename, passwd FROM public.pgbouncer_lookup($1)\n' \
+            "$PGBOUNCER_AUTH_ROLE" >> "$dir/pgbouncer.ini"
         printf '"%s" "%s"\n' "$PGBOUNCER_AUTH_ROLE" "$PGBOUNCER_AUTH_ROLE" >> "$dir/userlist.txt"
     fi
     as_root chown -R postgres:postgres "$dir"

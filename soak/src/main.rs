@@ -566,10 +566,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                             (index, path)
                         };
                         // Now and then a formation just created, or one being edited.
-                        let edited = writers::edited_now(&shared, rng.usize(..writers::EDITORS));
                         if newest > 0 && rng.f64() < 0.05 {
                             index_of(format!("/v1/formations/SK{}", newest.saturating_sub(rng.u64(0..6)).max(1)))
-                        } else if let Some(id) = edited.filter(|_| rng.f64() < 0.03) {
+                        } else if rng.f64() < 0.03
+                            && let Some(id) = writers::edited_now(&shared, rng.usize(..writers::EDITORS))
+                        {
                             index_of(format!("/v1/formations/{id}"))
                         } else {
                             let i = zipf.sample(&mut rng);

@@ -3,8 +3,9 @@
 //! over [`SIGHTING_DAYS`] days unless asked for more).
 //!
 //! Generation is pure and deterministic for a given `now`, scale and span, so tests can reason
-//! about it. The sightings are not held: they are drawn one service day at a time as they are
-//! loaded ([`DemoData::sightings`]), so ten million of them take no more memory than one day's.
+//! about it. The sightings are not held: they are drawn in batches, each a slice of one service
+//! day's hours, as they are loaded ([`DemoData::sightings`]), so ten million of them take no more
+//! memory than one batch.
 //! Loading is [`Db::load_demo`]'s job, which reports progress through a callback so that the caller
 //! chooses how to show it (a progress bar, a log line, nothing).
 
@@ -84,8 +85,9 @@ impl DemoData {
             let span = (day.until - SERVICE_FROM).max(1);
             let slices = day.count.div_ceil(SIGHTING_BATCH).clamp(1, span.unsigned_abs());
             (0..slices).map(move |slice| {
-                let at = |i: u64| SERVICE_FROM + (i128::from(span) * i128::from(i) / i128::from(slices)) as i64;
-                let share = |i: u64| (u128::from(day.count) * u128::from(i) / u128::from(slices)) as u64;
+                let span = span.unsigned_abs();
+                let at = |i: u64| SERVICE_FROM + i64::try_from(share_of(span, i, slices)).unwrap_or(i64::MAX);
+                let share = |i: u64| share_of(day.count, i, slices);
                 let (from, until) = (at(slice), at(slice + 1));
                 let mut rng = fastrand::Rng::with_seed(day.seed ^ slice.wrapping_mul(0xD1B5_4A32_D192_ED03));
                 let mut sightings: Vec<NewSighting> = (0..share(slice + 1) - share(slice))
@@ -109,6 +111,12 @@ impl DemoData {
             })
         })
     }
+}
+
+/// `total × upto / whole`, rounded down, without overflow: splitting `total` at the cumulative
+/// points `upto` of a `whole` gives parts that differ by at most one and sum to `total`.
+fn share_of(total: u64, upto: u64, whole: u64) -> u64 {
+    u64::try_from(u128::from(total) * u128::from(upto) / u128::from(whole.max(1))).unwrap_or(u64::MAX)
 }
 
 /// The most sightings [`DemoData::sightings`] holds at once.
@@ -307,14 +315,13 @@ pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64, sigh
         })
         .collect();
     // Each day's share, in proportion to its service hours so far; the shares sum to `wanted`.
-    let hours = |day: &SightingDay| if day.runnable.is_empty() { 0 } else { day.until - SERVICE_FROM };
-    let total: i64 = planned.iter().map(hours).sum();
+    let hours = |day: &SightingDay| if day.runnable.is_empty() { 0 } else { (day.until - SERVICE_FROM).unsigned_abs() };
+    let total: u64 = planned.iter().map(hours).sum();
     if total > 0 {
-        let mut before = 0i64;
+        let mut before = 0;
         for day in &mut planned {
-            let share = |upto: i64| (u128::from(wanted) * upto as u128 / total as u128) as u64;
             let after = before + hours(day);
-            day.count = share(after) - share(before);
+            day.count = share_of(wanted, after, total) - share_of(wanted, before, total);
             before = after;
         }
     }
