@@ -161,10 +161,14 @@ SQL
 # Starts PgBouncer in transaction pooling mode in front of every database of a PostgreSQL, strict
 # about startup parameters (like a default install), so the tests prove the API's statements are
 # pooler-safe. With no directory and TEST_PGBOUNCER_URL given, that one is used instead.
-#   start_pgbouncer [dir] [listen port] [upstream postgres://role:password@host:port] [pool size] [auth-query]
-# Its server connections to a database are capped at the pool size whatever the number of users
-# (max_db_connections: every user gets a pool of its own, so two users would otherwise double
-# them). With `auth-query`, users other than the upstream's role are looked up in the server
+#   start_pgbouncer [dir] [listen port] [upstream postgres://role:password@host:port] [pool size]
+#                   [auth-query] [users]
+# Every user gets a pool of its own of the pool size. Its server connections to a database are
+# capped (max_db_connections) at the pools of the users that connect at once (1 unless given),
+# plus one for the auth_user: pools of one database share the cap, and a pool that must grow when
+# it is reached waits until another pool's connection goes idle and can be evicted, which under
+# load takes seconds (PgBouncer's documentation says so; the soak measured an instance on a
+# second user starved for 5 s with a cap equal to one pool). With `auth-query`, users other than the upstream's role are looked up in the server
 # (`pgbouncer_lookup`, which install_pgbouncer_lookup puts in the databases), so their passwords
 # can change, as a rotation changes them, without editing PgBouncer's auth_file (the upstream
 # must be a local cluster this script started).
@@ -175,7 +179,9 @@ start_pgbouncer() {
     fi
     ensure_debs pgbouncer
     local dir=${1:-$EDGERAIL_RUN/pgbouncer} listen=${2:-$PGBOUNCER_PORT} upstream=${3:-$TEST_DATABASE_URL} pool=${4:-20}
-    local auth=${5:-}
+    local auth=${5:-} users=${6:-1}
+    local cap=$((pool * users))
+    [ "$auth" = auth-query ] && cap=$((cap + 1))
     local host port userinfo role password
     read -r host port < <(url_host_port "$upstream")
     userinfo=${upstream#*://}
@@ -199,7 +205,7 @@ auth_type = scram-sha-256
 auth_file = $dir/userlist.txt
 pool_mode = transaction
 default_pool_size = $pool
-max_db_connections = $pool
+max_db_connections = $cap
 # After a failed login to the server PgBouncer refuses every client for this long (15 s by
 # default), long after a restarted database is back: the soak measured it as 503s.
 server_login_retry = 1
@@ -229,15 +235,20 @@ INI
         printf 'auth_user = %s\nauth_query = SELECT usename, passwd FROM public.pgbouncer_lookup($1)\n' \
             "$PGBOUNCER_AUTH_ROLE" >> "$dir/pgbouncer.ini"
         printf '"%s" "%s"\n' "$PGBOUNCER_AUTH_ROLE" "$PGBOUNCER_AUTH_ROLE" >> "$dir/userlist.txt"
+        # Its lookups are one short statement each: one server connection is its share of the cap.
+        printf '\n[users]\n%s = max_user_connections=1\n' "$PGBOUNCER_AUTH_ROLE" >> "$dir/pgbouncer.ini"
     fi
     as_root chown -R postgres:postgres "$dir"
-    log "starting PgBouncer on 127.0.0.1:$listen (transaction pooling, pool $pool)"
+    log "starting PgBouncer on 127.0.0.1:$listen (transaction pooling, pool $pool per user, cap $cap)"
     as_root su postgres -s /bin/sh -c "pgbouncer -d -q $dir/pgbouncer.ini"
+    # As the upstream's role, which PgBouncer knows: as anyone else (pg_isready's default is the
+    # login user) PgBouncer would look the user up in a database of that name, and retry every
+    # second for as long as it runs.
     for _ in $(seq 1 50); do
-        pg_isready -q -h 127.0.0.1 -p "$listen" && break
+        pg_isready -q -h 127.0.0.1 -p "$listen" -U "$role" -d postgres && break
         sleep 0.2
     done
-    pg_isready -h 127.0.0.1 -p "$listen" >/dev/null || { echo "PgBouncer did not start" >&2; return 1; }
+    pg_isready -h 127.0.0.1 -p "$listen" -U "$role" -d postgres >/dev/null || { echo "PgBouncer did not start" >&2; return 1; }
     export TEST_PGBOUNCER_URL="postgres://$role:$password@127.0.0.1:$listen"
 }
 

@@ -31,14 +31,27 @@ start_moto
 VERSION=$(pg_version)
 SOAK_PORT=${SOAK_PG_PORT:-5441}
 SOAK_POOLER_PORT=${SOAK_PGBOUNCER_PORT:-6441}
-ensure_cluster "$VERSION" soak "$SOAK_PORT" 40
+# Room for every client at once: the instances directly (10 at most), PgBouncer's cap (9), the
+# warmer's overlapping and killed invocations, the writers and the faults' own sessions. A cluster
+# made with fewer is raised once (a restart).
+SOAK_MAX_CONNECTIONS=48
+ensure_cluster "$VERSION" soak "$SOAK_PORT" "$SOAK_MAX_CONNECTIONS"
+if [ "$(as_root su postgres -c "psql -qAt -p $SOAK_PORT -c 'SHOW max_connections'")" != "$SOAK_MAX_CONNECTIONS" ]; then
+    as_root su postgres -c "psql -q -p $SOAK_PORT -c 'ALTER SYSTEM SET max_connections = $SOAK_MAX_CONNECTIONS'" >/dev/null
+    as_root pg_ctlcluster "$VERSION" soak restart
+fi
 # Lock waits over a second are logged, with who waited: what a failure's diagnosis prints.
 as_root su postgres -c "psql -q -p $SOAK_PORT -c \"ALTER SYSTEM SET log_lock_waits = on\" \
     -c \"ALTER SYSTEM SET log_line_prefix = '%m [%p] %a '\" -c 'SELECT pg_reload_conf()'" >/dev/null
 SOAK_PG="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$SOAK_PORT"
 POOLER_DIR=$EDGERAIL_RUN/soak-pgbouncer
 # The rotated roles reach the server through PgBouncer too, which looks their passwords up there.
-start_pgbouncer "$POOLER_DIR" "$SOAK_POOLER_PORT" "$SOAK_PG" 4 auth-query
+# Two users connect through it at once (the pooled instances' role and the rotating one), with a
+# pool of 4 each: its server connections are capped at 4 × 2 + 1 (see start_pgbouncer).
+POOL_PER_USER=4
+POOLER_USERS=2
+start_pgbouncer "$POOLER_DIR" "$SOAK_POOLER_PORT" "$SOAK_PG" "$POOL_PER_USER" auth-query "$POOLER_USERS"
+POOLER_CAP=$((POOL_PER_USER * POOLER_USERS + 1))
 
 sudo_prefix=""
 [ "$(id -u)" -eq 0 ] || sudo_prefix="sudo"
@@ -60,7 +73,7 @@ rm -f "$POOLER_DIR/pgbouncer.pid"
 for attempt in 1 2 3 4 5; do
     su postgres -s /bin/sh -c "pgbouncer -d -q $POOLER_DIR/pgbouncer.ini" 2>/dev/null
     for _ in \$(seq 1 40); do
-        pg_isready -q -h 127.0.0.1 -p $SOAK_POOLER_PORT && exit 0
+        pg_isready -q -h 127.0.0.1 -p $SOAK_POOLER_PORT -U $PG_ROLE -d postgres && exit 0
         sleep 0.05
     done
 done
@@ -75,6 +88,7 @@ status=0
 "$BIN/soak" --api "$BIN/api" --warmer "$BIN/warmer" \
     --varnishd "$(command -v varnishd || echo /usr/sbin/varnishd)" --vcl local/varnish.vcl \
     --postgres "$SOAK_PG" --pgbouncer "postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$SOAK_POOLER_PORT" \
+    --pooler-cap "$POOLER_CAP" \
     --restart-postgres "$RESTART_PG" --restart-pgbouncer "$RESTART_POOLER" --moto "$TEST_MOTO_URL" \
     --run-dir "$EDGERAIL_RUN/soak" --out "$OUT" "$@" || status=$?
 if [ "$status" -ne 0 ]; then

@@ -71,7 +71,7 @@ pub struct Args {
     postgres: String,
     /// PgBouncer (transaction pooling) in front of that server. It must find the rotated roles'
     /// passwords itself (`auth_query`) and cap its server connections with `max_db_connections`
-    /// (its per-user pools would otherwise add up): `scripts/soak.sh` sets it up so.
+    /// (`--pooler-cap`; its per-user pools would otherwise add up): `scripts/soak.sh` sets it up so.
     #[arg(long)]
     pgbouncer: String,
     /// Local Secrets Manager (moto): some instances, and the warmer, read their database URL from a
@@ -89,9 +89,10 @@ pub struct Args {
     /// Share of the schedule's periods that start two warmer invocations at once.
     #[arg(long, default_value_t = 0.15)]
     overlap: f64,
-    /// PgBouncer's pool size (its server connections are capped by it).
-    #[arg(long, default_value_t = 4)]
-    pool_size: i64,
+    /// PgBouncer's `max_db_connections`: the instances' server connections through it never
+    /// exceed it, whatever the number of users (a rotation between two users included).
+    #[arg(long, default_value_t = 9)]
+    pooler_cap: i64,
     /// Shell command that restarts the PostgreSQL server (fast shutdown).
     #[arg(long)]
     restart_postgres: String,
@@ -460,7 +461,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Database connections, sampled.
     let connections = Arc::new(Mutex::new(Connections::default()));
-    let caps = (args.reserved as i64, args.pool_size);
+    let caps = (args.reserved as i64, args.pooler_cap);
     let monitor = tokio::spawn(monitor(
         admin.clone(),
         database,
@@ -740,7 +741,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "peak_direct": connections.peak_direct,
             "direct_cap": args.reserved,
             "peak_pooled": connections.peak_pooled,
-            "pooled_cap": args.pool_size,
+            "pooled_cap": args.pooler_cap,
             "peak_warmer": connections.peak_warmer,
             "peak_total": connections.peak_total,
             "peak_per_instance": connections.peak_per_instance.0,

@@ -57,8 +57,28 @@ pub struct PgStore {
     feed_limit: Duration,
     /// How a URL becomes connect options (the settings applied to every URL).
     options: DbOptions,
-    /// When the URL was last read again (see [`crate::credentials`]).
-    reread: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// The URL's re-reads after a refused login (see [`crate::credentials`]).
+    reread: Arc<Reread>,
+}
+
+/// The re-reads of the URL after the server refused the credentials: when the last one began and
+/// whether it is still running, and how many have finished, which a refused call waits on.
+#[derive(Debug)]
+struct Reread {
+    state: std::sync::Mutex<RereadState>,
+    finished: tokio::sync::watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct RereadState {
+    last: Option<std::time::Instant>,
+    running: bool,
+}
+
+impl Default for Reread {
+    fn default() -> Self {
+        Self { state: Default::default(), finished: tokio::sync::watch::Sender::new(0) }
+    }
 }
 
 /// The pool in use, and how to make another.
@@ -212,17 +232,21 @@ impl PgStore {
 
     /// The server refused our credentials: reads the URL again from the source, if there is
     /// one and it was not read within [`URL_REREAD_EVERY`], and connects with what it says from
-    /// then on. In the background: the failed call is not held for it.
-    fn reread_url(&self) {
-        let Some(source) = self.options.url_source.clone() else { return };
+    /// then on. In a task of its own, shared by every call refused meanwhile. Whether a re-read is
+    /// running (started now or before).
+    fn reread_url(&self) -> bool {
+        let Some(source) = self.options.url_source.clone() else { return false };
         {
-            let mut last = self.reread.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.is_some_and(|at| at.elapsed() < URL_REREAD_EVERY) {
-                return;
+            let mut state = self.reread.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if state.running {
+                return true;
             }
-            *last = Some(std::time::Instant::now());
+            if state.last.is_some_and(|at| at.elapsed() < URL_REREAD_EVERY) {
+                return false;
+            }
+            *state = RereadState { last: Some(std::time::Instant::now()), running: true };
         }
-        let (pools, options) = (self.pools.clone(), self.options.clone());
+        let (pools, options, reread) = (self.pools.clone(), self.options.clone(), self.reread.clone());
         tokio::spawn(async move {
             match source.url().await.and_then(|url| connect_options(&url, &options).map_err(|e| e.to_string())) {
                 Ok(connect) => {
@@ -236,7 +260,50 @@ impl PgStore {
                     tracing::warn!(error = %err, "the database refused the credentials: reading them again failed")
                 }
             }
+            reread.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).running = false;
+            reread.finished.send_modify(|n| *n += 1);
         });
+        true
+    }
+
+    /// The server refused our credentials on pool `generation`: whether to try once more, because
+    /// the pool in use connects differently since. Starts a re-read of the URL (see
+    /// [`Self::reread_url`]) and waits for it, at most the acquire timeout. So a rotation that
+    /// completed while this instance held its connection (the password changed and the secret
+    /// says so) costs nothing to the call that finds it at its next login.
+    async fn renewed(&self, generation: u64) -> bool {
+        // Before asking whether one runs, so that its end cannot be missed.
+        let mut finished = self.reread.finished.subscribe();
+        if self.reread_url() {
+            let _ = tokio::time::timeout(self.options.acquire_timeout, finished.changed()).await;
+        }
+        self.pools.get().0 != generation
+    }
+
+    /// What `take` makes of the pool in use (a connection, a transaction). A refused login is tried
+    /// once more if the URL, read again, connects differently (see [`Self::renewed`]); an acquire
+    /// that timed out may replace a stuck pool (see [`Pools::replace_if_stuck`]).
+    async fn take_from_pool<T, F, Fut>(&self, take: F) -> StoreResult<T>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut again = true;
+        loop {
+            let (generation, pool) = self.pools.get();
+            let err = match take(pool.clone()).await {
+                Ok(taken) => return Ok(taken),
+                Err(err) => err,
+            };
+            if matches!(err, sqlx::Error::PoolTimedOut) {
+                self.pools.replace_if_stuck(generation, &pool);
+            }
+            let err = StoreError::from(err);
+            if !(again && err.is_refused_login() && self.renewed(generation).await) {
+                return Err(err);
+            }
+            again = false;
+        }
     }
 
     /// The pool in use, for this crate's other statements (the warmer's outbox).
@@ -248,15 +315,9 @@ impl PgStore {
     ///
     /// # Errors
     ///
-    /// No connection could be had (a refused login reads the URL again: see `reread_url`).
+    /// No connection could be had (a refused login reads the URL again: see `take_from_pool`).
     pub(crate) async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
-        self.pool().begin().await.map_err(|err| {
-            let err = StoreError::from(err);
-            if err.is_refused_login() {
-                self.reread_url();
-            }
-            err
-        })
+        self.take_from_pool(|pool| async move { pool.begin().await }).await
     }
 
     /// One read (or a serving instance's one write): its statements in one message, one round
@@ -348,20 +409,7 @@ impl PgStore {
         position: bool,
         statements: Vec<String>,
     ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
-        let (generation, pool) = self.pools.get();
-        let mut conn = match pool.acquire().await {
-            Ok(conn) => conn,
-            Err(err) => {
-                if matches!(err, sqlx::Error::PoolTimedOut) {
-                    self.pools.replace_if_stuck(generation, &pool);
-                }
-                let err = StoreError::from(err);
-                if err.is_refused_login() {
-                    self.reread_url();
-                }
-                return Err(err);
-            }
-        };
+        let mut conn = self.take_from_pool(|pool| async move { pool.acquire().await }).await?;
         let held = Held::new(&self.pools.held);
         let result = Self::run_on(&mut conn, preamble, position, statements, limit).await;
         if matches!(result, Err(StoreError::TimedOut)) {

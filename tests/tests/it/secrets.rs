@@ -543,3 +543,39 @@ async fn the_api_recovers_from_a_rotation_through_pgbouncer_by_reading_the_secre
         }
     }
 }
+
+/// A rotation that completes while an instance holds its connection (the password changes and the
+/// secret says so, seconds apart): the instance learns of it only when it next logs in, with the
+/// old password. That miss must not pay for it: refused, the api reads the secret again and logs
+/// in with what it says within the same request. Directly and through PgBouncer (whose refusal is
+/// SQLSTATE 08P01). Before, the request that found the refusal answered `503` (or a stale copy)
+/// and only later ones had the new password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_rotation_completed_while_connected_costs_the_next_login_nothing() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let today = crate::helpers::calendar().service_date(chrono::Utc::now());
+    for (way, through) in [("directly", db.url.clone()), ("through PgBouncer", db.via_pgbouncer())] {
+        let user = login_role(&db, "first").await;
+        let url = |password: &str| {
+            let rest = through.split_once('@').unwrap().1;
+            format!("postgres://{user}:{password}@{rest}")
+        };
+        let secret = create_secret(&rds_shaped(&url("first"))).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Idle connections close after a second, as a Lambda instance's do after its idle timeout,
+        // so the next miss logs in again.
+        let _api =
+            api_with_secret(&secret, port).env("DB_PROXY_COMPAT", "1").env("DB_IDLE_TIMEOUT", "1s").spawn().unwrap();
+        assert_eq!(first_answer(port).await.unwrap().status(), 200, "{way}: the api did not answer");
+        rotate(&db, &user, "second").await;
+        put_secret(&secret, &rds_shaped(&url("second"))).await;
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let client = reqwest::Client::new();
+        for number in ["01M", "02M", "03M"] {
+            let res =
+                client.get(format!("http://127.0.0.1:{port}/v1/operations/{today}/{number}")).send().await.unwrap();
+            assert_eq!(res.status(), 200, "{way}, {number}: {:?}", res.text().await);
+        }
+    }
+}
