@@ -4,7 +4,7 @@
 //! - A Lambda-shaped fleet of `api` instances (`fleet`) behind a Function-URL-like front, Varnish
 //!   with `local/varnish.vcl` in front of that, the warmer invoked as EventBridge invokes the
 //!   function (`scheduler`: every period, killed at its timeout, sometimes twice at once) with the
-//!   purge backend, and PostgreSQL reached directly, through PgBouncer (transaction pooling),
+//!   purge backend or the CloudFront one (against the stand-in for its API in `net`), and PostgreSQL reached directly, through PgBouncer (transaction pooling),
 //!   through a proxy, and with credentials from a secret (moto) that rotates (`rotation`), to the
 //!   server or through PgBouncer.
 //! - Writers (`writers`) as other systems write: short updates, transactions held open, bulk
@@ -89,6 +89,10 @@ pub struct Args {
     /// Share of the schedule's periods that start two warmer invocations at once.
     #[arg(long, default_value_t = 0.15)]
     overlap: f64,
+    /// Share of the warmer's invocations on the `cloudfront` backend, against the harness's
+    /// stand-in for CloudFront's API (the others purge through the purge gate).
+    #[arg(long, default_value_t = 0.5)]
+    cloudfront_share: f64,
     /// PgBouncer's `max_db_connections`: the instances' server connections through it never
     /// exceed it, whatever the number of users (a rotation between two users included).
     #[arg(long, default_value_t = 9)]
@@ -393,6 +397,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         testbed::edge::wait_http(&client, &format!("{edge}/health-check")).await?;
     }
     let purge = net::purge_gate(edges.to_vec(), purge_down.clone(), purge_stalled.clone()).await?;
+    let cloudfront = net::cloudfront_api(edges.to_vec(), purge_down.clone(), purge_stalled.clone()).await?;
 
     // The warmer, as EventBridge invokes the function, on the rotating secret.
     let mut warmer_env = rotation::secret_env(&args.moto, rotation.server_arn());
@@ -417,6 +422,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let warmer = Arc::new(scheduler::Schedule {
         binary: args.warmer.clone(),
         env: warmer_env,
+        // The CloudFront backend through the AWS SDK, its timeouts and retries, against the
+        // stand-in. Its month's path budget is a paying distribution's: what is under test is the
+        // path to the edge, not the over-budget policy (the warmer's own tests cover that).
+        other_env: [
+            ("INVALIDATOR", "cloudfront".to_owned()),
+            ("DISTRIBUTION_ID", "ESOAKSTANDIN".to_owned()),
+            ("AWS_ENDPOINT_URL_CLOUDFRONT", format!("http://{cloudfront}")),
+            ("INVALIDATION_PATH_BUDGET", "1000000000".to_owned()),
+            ("INVALIDATION_POLL", "250ms".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+        other_share: if args.broken == Some(Broken::NoInvalidation) { 0.0 } else { args.cloudfront_share },
         log: args.run_dir.join("warmer.log"),
         period: args.tick,
         timeout: args.invocation_timeout,
@@ -426,6 +445,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ticks: Arc::default(),
         timed_out: Mutex::default(),
         invocations: AtomicU64::new(0),
+        others: AtomicU64::new(0),
         overlapped: AtomicU64::new(0),
         killed: AtomicU64::new(0),
     });
@@ -753,6 +773,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "ticks": ticks.len(),
             "failed_ticks": ticks.iter().filter(|t| !t["error"].is_null()).count(),
             "invocations": warmer.invocations.load(Ordering::Relaxed),
+            "cloudfront_invocations": warmer.others.load(Ordering::Relaxed),
             "overlapping_starts": warmer.overlapped.load(Ordering::Relaxed),
             "killed_by_faults": warmer.killed.load(Ordering::Relaxed),
             "killed_at_timeout": lock(&warmer.timed_out).len(),

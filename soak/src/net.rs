@@ -116,16 +116,63 @@ struct Gate {
     requests: Arc<AtomicU64>,
 }
 
+impl Gate {
+    fn new(edges: Vec<String>, down: Switch, stalled: Switch) -> Self {
+        Self { edges, client: reqwest::Client::new(), down, stalled, requests: Arc::default() }
+    }
+
+    /// The invalidation API's faults as a request meets them: why it is refused, if it is. While
+    /// `down` is on every request is; while `stalled` is on, a request either waits for the stall
+    /// to end and is then refused, or (every other one) goes through two seconds late.
+    async fn fault(&self) -> Option<&'static str> {
+        if self.down.on() {
+            return Some("the invalidation endpoint is down (soak fault)");
+        }
+        if self.stalled.on() {
+            if self.requests.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
+                self.stalled.pass().await;
+                return Some("the invalidation endpoint stalled (soak fault)");
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        None
+    }
+
+    /// Sends `method target` with `headers` to every edge cache at once: the first failure among
+    /// their answers, else the first answer.
+    async fn to_every_edge(
+        &self,
+        method: &axum::http::Method,
+        target: &str,
+        headers: &axum::http::HeaderMap,
+    ) -> (StatusCode, axum::body::Bytes) {
+        let purges = self.edges.iter().map(|edge| {
+            let mut forwarded = self.client.request(method.clone(), format!("{edge}{target}"));
+            for (name, value) in headers {
+                if name != "host" && name != "content-length" {
+                    forwarded = forwarded.header(name, value);
+                }
+            }
+            async move {
+                match forwarded.send().await {
+                    Ok(res) => (res.status(), res.bytes().await.unwrap_or_default()),
+                    Err(_) => (StatusCode::BAD_GATEWAY, axum::body::Bytes::new()),
+                }
+            }
+        });
+        let answers = futures_util::future::join_all(purges).await;
+        let worst = answers.iter().position(|(status, _)| !status.is_success()).unwrap_or(0);
+        answers.into_iter().nth(worst).unwrap_or((StatusCode::BAD_GATEWAY, axum::body::Bytes::new()))
+    }
+}
+
 /// Forwards the warmer's PURGE requests to every edge cache of `edges`, as an invalidation reaches
-/// every CloudFront location, and answers the first failure among theirs, if any; answers `503`
-/// while `down` is on (the invalidation API refusing). While `stalled` is on, it takes each request and answers
-/// nothing until the stall ends (then `503`), or, every other request, forwards it two seconds
-/// late: an invalidation API that hangs, or crawls.
+/// every CloudFront location, and answers the first failure among theirs, if any. While `down` or
+/// `stalled` is on, the invalidation API refuses, hangs or crawls (see `Gate::fault`), with `503`.
 pub async fn purge_gate(edges: Vec<String>, down: Switch, stalled: Switch) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let gate = Gate { edges, client: reqwest::Client::new(), down, stalled, requests: Arc::default() };
-    let app = axum::Router::new().fallback(forward).with_state(gate);
+    let app = axum::Router::new().fallback(forward).with_state(Gate::new(edges, down, stalled));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
@@ -133,32 +180,176 @@ pub async fn purge_gate(edges: Vec<String>, down: Switch, stalled: Switch) -> an
 }
 
 async fn forward(State(gate): State<Gate>, request: Request) -> Response {
-    if gate.down.on() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the invalidation endpoint is down (soak fault)").into_response();
-    }
-    if gate.stalled.on() {
-        if gate.requests.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
-            gate.stalled.pass().await;
-            return (StatusCode::SERVICE_UNAVAILABLE, "the invalidation endpoint stalled (soak fault)").into_response();
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    if let Some(why) = gate.fault().await {
+        return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     }
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let purges = gate.edges.iter().map(|edge| {
-        let mut forwarded = gate.client.request(request.method().clone(), format!("{edge}{target}"));
-        for (name, value) in request.headers() {
-            if name != "host" && name != "content-length" {
-                forwarded = forwarded.header(name, value);
-            }
-        }
-        async move {
-            match forwarded.send().await {
-                Ok(res) => (res.status(), res.bytes().await.unwrap_or_default()),
-                Err(_) => (StatusCode::BAD_GATEWAY, axum::body::Bytes::new()),
-            }
-        }
+    gate.to_every_edge(request.method(), &target, request.headers()).await.into_response()
+}
+
+/// The CloudFront API as the warmer's `cloudfront` backend calls it (`CreateInvalidation`,
+/// `GetInvalidation`, in CloudFront's XML), for the soak's invocations on that backend: their SDK,
+/// its timeouts and its retries run for real. An invalidation's paths are purged on every edge
+/// cache (a trailing `*` purges the prefix, as `local/varnish.vcl` does it) before it is accepted,
+/// `InProgress`; asked again, it is `Completed`. A caller reference it has seen gets that
+/// invalidation back, as CloudFront answers a retried batch. The same faults as the purge gate
+/// refuse, hang or slow it, with CloudFront's `503 ServiceUnavailable`.
+pub async fn cloudfront_api(edges: Vec<String>, down: Switch, stalled: Switch) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let api = CloudFrontApi { gate: Gate::new(edges, down, stalled), accepted: Arc::default() };
+    let app = axum::Router::new()
+        .route("/2020-05-31/distribution/{distribution}/invalidation", axum::routing::post(create_invalidation))
+        .route("/2020-05-31/distribution/{distribution}/invalidation/{id}", axum::routing::get(get_invalidation))
+        .with_state(api);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
     });
-    let answers = futures_util::future::join_all(purges).await;
-    let worst = answers.iter().position(|(status, _)| !status.is_success()).unwrap_or(0);
-    answers.into_iter().nth(worst).map_or_else(|| StatusCode::BAD_GATEWAY.into_response(), IntoResponse::into_response)
+    Ok(addr)
+}
+
+#[derive(Debug, Clone)]
+struct CloudFrontApi {
+    gate: Gate,
+    /// Every invalidation accepted.
+    accepted: Arc<std::sync::Mutex<Vec<Accepted>>>,
+}
+
+#[derive(Debug, Clone)]
+struct Accepted {
+    id: String,
+    reference: String,
+    paths: Vec<String>,
+}
+
+const CLOUDFRONT_XMLNS: &str = "http://cloudfront.amazonaws.com/doc/2020-05-31/";
+
+async fn create_invalidation(
+    State(api): State<CloudFrontApi>,
+    axum::extract::Path(distribution): axum::extract::Path<String>,
+    body: String,
+) -> Response {
+    if let Some(why) = api.gate.fault().await {
+        return cloudfront_error(StatusCode::SERVICE_UNAVAILABLE, "Receiver", "ServiceUnavailable", why);
+    }
+    let (paths, reference) = (xml_elements(&body, "Path"), xml_elements(&body, "CallerReference"));
+    let Some(reference) = reference.into_iter().next() else {
+        return cloudfront_error(StatusCode::BAD_REQUEST, "Sender", "MissingBody", "no CallerReference");
+    };
+    if paths.is_empty() {
+        return cloudfront_error(StatusCode::BAD_REQUEST, "Sender", "InvalidArgument", "no paths");
+    }
+    let known = api.accepted().iter().find(|a| a.reference == reference).cloned();
+    let (id, paths) = match known {
+        Some(known) if known.paths == paths => (known.id, known.paths),
+        Some(_) => {
+            return cloudfront_error(
+                StatusCode::CONFLICT,
+                "Sender",
+                "InvalidationBatchAlreadyExists",
+                "a different batch was sent with this caller reference",
+            );
+        }
+        None => {
+            let purge = axum::http::Method::from_bytes(b"PURGE").unwrap_or(axum::http::Method::DELETE);
+            for path in &paths {
+                let (status, _) = api.gate.to_every_edge(&purge, path, &axum::http::HeaderMap::new()).await;
+                if !status.is_success() {
+                    return cloudfront_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Receiver",
+                        "ServiceUnavailable",
+                        "an edge did not take the purge",
+                    );
+                }
+            }
+            let mut accepted = api.accepted();
+            let id = format!("I{:012X}", accepted.len() + 1);
+            accepted.push(Accepted { id: id.clone(), reference: reference.clone(), paths: paths.clone() });
+            (id, paths)
+        }
+    };
+    let location = format!("https://cloudfront.amazonaws.com/2020-05-31/distribution/{distribution}/invalidation/{id}");
+    let body = invalidation_xml(&id, "InProgress", &paths, &reference);
+    (StatusCode::CREATED, [("location", location.as_str()), ("content-type", "text/xml")], body).into_response()
+}
+
+async fn get_invalidation(
+    State(api): State<CloudFrontApi>,
+    axum::extract::Path((_, id)): axum::extract::Path<(String, String)>,
+) -> Response {
+    if let Some(why) = api.gate.fault().await {
+        return cloudfront_error(StatusCode::SERVICE_UNAVAILABLE, "Receiver", "ServiceUnavailable", why);
+    }
+    let known = api.accepted().iter().find(|a| a.id == id).cloned();
+    match known {
+        Some(a) => ([("content-type", "text/xml")], invalidation_xml(&a.id, "Completed", &a.paths, &a.reference))
+            .into_response(),
+        None => cloudfront_error(StatusCode::NOT_FOUND, "Sender", "NoSuchInvalidation", "no such invalidation"),
+    }
+}
+
+impl CloudFrontApi {
+    fn accepted(&self) -> std::sync::MutexGuard<'_, Vec<Accepted>> {
+        self.accepted.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn invalidation_xml(id: &str, status: &str, paths: &[String], reference: &str) -> String {
+    let items: String = paths.iter().map(|p| format!("<Path>{}</Path>", xml_escape(p))).collect();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Invalidation xmlns=\"{CLOUDFRONT_XMLNS}\"><Id>{id}</Id>\
+         <Status>{status}</Status><CreateTime>{}</CreateTime><InvalidationBatch><Paths><Quantity>{}</Quantity>\
+         <Items>{items}</Items></Paths><CallerReference>{}</CallerReference></InvalidationBatch></Invalidation>",
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        paths.len(),
+        xml_escape(reference),
+    )
+}
+
+fn cloudfront_error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\"?>\n<ErrorResponse xmlns=\"{CLOUDFRONT_XMLNS}\"><Error><Type>{kind}</Type>\
+         <Code>{code}</Code><Message>{}</Message></Error><RequestId>soak</RequestId></ErrorResponse>",
+        xml_escape(message)
+    );
+    (status, [("content-type", "text/xml")], body).into_response()
+}
+
+/// The text of every `<name>…</name>` element of `xml`, unescaped (CloudFront's bodies have no
+/// attributes on these, nor nested elements).
+fn xml_elements(xml: &str, name: &str) -> Vec<String> {
+    let (open, close) = (format!("<{name}>"), format!("</{name}>"));
+    let mut found = Vec::new();
+    let mut rest = xml;
+    while let Some(start) = rest.find(&open) {
+        let after = &rest[start + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        found.push(xml_unescape(&after[..end]));
+        rest = &after[end + close.len()..];
+    }
+    found
+}
+
+fn xml_escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+fn xml_unescape(text: &str) -> String {
+    text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalidation_batch_reads_back_as_sent() {
+        let paths = vec!["/v1/formations/10701F".to_owned(), "/v1/lines/a&b*".to_owned()];
+        let xml = invalidation_xml("I1", "InProgress", &paths, "ref<1>");
+        assert_eq!(xml_elements(&xml, "Path"), paths);
+        assert_eq!(xml_elements(&xml, "CallerReference"), ["ref<1>"]);
+        assert_eq!(xml_elements(&xml, "Quantity"), ["2"]);
+        assert!(xml_elements(&xml, "Missing").is_empty());
+    }
 }

@@ -18,6 +18,10 @@ use crate::{lock, signal};
 pub struct Schedule {
     pub binary: PathBuf,
     pub env: Vec<(String, String)>,
+    /// Set on top of `env` for a share of the invocations (`other_share`): the warmer on another
+    /// invalidation backend, as a stack's warmers would be after a change of its configuration.
+    pub other_env: Vec<(String, String)>,
+    pub other_share: f64,
     pub log: PathBuf,
     /// The schedule's period (EventBridge's rate).
     pub period: Duration,
@@ -34,6 +38,8 @@ pub struct Schedule {
     /// When invocations were killed at their timeout, in seconds from the soak's epoch.
     pub timed_out: Mutex<Vec<f64>>,
     pub invocations: AtomicU64,
+    /// Invocations with `other_env`.
+    pub others: AtomicU64,
     pub overlapped: AtomicU64,
     /// Invocations killed by a fault.
     pub killed: AtomicU64,
@@ -55,19 +61,24 @@ impl Schedule {
                 self.overlapped.fetch_add(1, Ordering::Relaxed);
             }
             for _ in 0..count {
-                tokio::spawn(self.clone().invoke(epoch));
+                let other = rng.f64() < self.other_share;
+                tokio::spawn(self.clone().invoke(epoch, other));
             }
         }
     }
 
     /// One invocation: started, its summary collected, killed at the timeout.
-    async fn invoke(self: Arc<Self>, epoch: Instant) {
+    async fn invoke(self: Arc<Self>, epoch: Instant, other: bool) {
         self.invocations.fetch_add(1, Ordering::Relaxed);
+        if other {
+            self.others.fetch_add(1, Ordering::Relaxed);
+        }
+        let other_env = if other { self.other_env.as_slice() } else { &[] };
         let Ok(log) = std::fs::OpenOptions::new().create(true).append(true).open(&self.log) else { return };
         let child = tokio::process::Command::new(&self.binary)
             .arg("--once")
             .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(self.env.iter().chain(other_env).map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(log)
