@@ -7,8 +7,9 @@
 # DIR holds the api, warmer and soak binaries (default target/debug; bench/run.sh passes the
 # deploy build). It exits 1 when the product broke a rule, and 3 when the soak's own harness
 # failed (a fault it could not provoke or end): such a run is no verdict on the product. The soak
-# gets a PostgreSQL cluster of its own (`soak`, port 5441, max_connections = 40), since it
-# restarts it, and a PgBouncer of its own (6441, transaction pooling, pool 4), since it kills it.
+# gets a PostgreSQL cluster of its own (`soak`, port 5441, max_connections = 64), since it
+# restarts it, and a PgBouncer of its own (6441, transaction pooling, pool 4 per user), since it
+# kills it.
 # Everything listens on loopback.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,10 +32,10 @@ start_moto
 VERSION=$(pg_version)
 SOAK_PORT=${SOAK_PG_PORT:-5441}
 SOAK_POOLER_PORT=${SOAK_PGBOUNCER_PORT:-6441}
-# Room for every client at once: the instances directly (10 at most), PgBouncer's cap (9), the
-# warmer's overlapping and killed invocations, the writers and the faults' own sessions. A cluster
-# made with fewer is raised once (a restart).
-SOAK_MAX_CONNECTIONS=48
+# Room for every client at once: the instances directly (the reserved concurrency: 10, 12 in the
+# long run), PgBouncer's cap (9), the warmer's overlapping and killed invocations, the writers and
+# the faults' own sessions. A cluster made with fewer is raised once (a restart).
+SOAK_MAX_CONNECTIONS=64
 ensure_cluster "$VERSION" soak "$SOAK_PORT" "$SOAK_MAX_CONNECTIONS"
 if [ "$(as_root su postgres -c "psql -qAt -p $SOAK_PORT -c 'SHOW max_connections'")" != "$SOAK_MAX_CONNECTIONS" ]; then
     as_root su postgres -c "psql -q -p $SOAK_PORT -c 'ALTER SYSTEM SET max_connections = $SOAK_MAX_CONNECTIONS'" >/dev/null
@@ -46,10 +47,11 @@ as_root su postgres -c "psql -q -p $SOAK_PORT -c \"ALTER SYSTEM SET log_lock_wai
 SOAK_PG="postgres://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$SOAK_PORT"
 POOLER_DIR=$EDGERAIL_RUN/soak-pgbouncer
 # The rotated roles reach the server through PgBouncer too, which looks their passwords up there.
-# Two users connect through it at once (the pooled instances' role and the rotating one), with a
-# pool of 4 each: its server connections are capped at 4 × 2 + 1 (see start_pgbouncer).
+# Three users connect through it at once (the pooled instances' role, and both rotating ones while
+# an alternating rotation moves the instances from one to the other), with a pool of 4 each: its
+# server connections are capped at 4 × 3 + 1 (see start_pgbouncer).
 POOL_PER_USER=4
-POOLER_USERS=2
+POOLER_USERS=3
 start_pgbouncer "$POOLER_DIR" "$SOAK_POOLER_PORT" "$SOAK_PG" "$POOL_PER_USER" auth-query "$POOLER_USERS"
 POOLER_CAP=$((POOL_PER_USER * POOLER_USERS + 1))
 

@@ -96,7 +96,8 @@ pub struct Config {
     /// Pooled PostgreSQL connections [default: 1 on Lambda, 10 locally].
     #[arg(long, env = "DB_MAX_CONNECTIONS")]
     pub db_max_connections: Option<u32>,
-    /// Longest wait for a connection before answering 503.
+    /// Longest wait for a connection before answering 503 (a login refused with credentials from
+    /// a secret then waits up to as long for the secret's re-read, within the read's own bound).
     #[arg(long, env = "DB_ACQUIRE_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub db_acquire_timeout: Duration,
     /// Server-side timeout of each statement.

@@ -107,10 +107,11 @@ pub fn build_state(config: &Config, store: Db) -> Result<AppState, StartupError>
             max_lag: config.change_max_lag,
             start_with_first_read: store.reads_feed_start_with_data(),
         },
-        // Waiting for a connection (twice when a refused login waits for the secret to be read
-        // again, at most as long, and logs in anew), then the statement, then a margin for the
-        // round trips.
-        load_timeout: 2 * config.db_acquire_timeout + config.db_statement_timeout + Duration::from_secs(1),
+        // Waiting for a connection, then the statement, then a margin for the round trips. (A
+        // login refused after a rotation waits for the secret's re-read and logs in again within
+        // this too, which takes milliseconds unless Secrets Manager is slow; past it, the answer is
+        // the stale copy or 503 it was before. Widening it would reach the Lambda's timeout.)
+        load_timeout: config.db_acquire_timeout + config.db_statement_timeout + Duration::from_secs(1),
     });
     let identity = Identity { build: config.build_id.clone(), settings: config.answer_settings() };
     let http = HttpSettings::new(policy, config.calendar()?, config.tag_header()?, identity);

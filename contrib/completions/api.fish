@@ -37,7 +37,7 @@ complete -c api -n "__fish_api_needs_command" -l change-poll-timeout -d 'How lon
 complete -c api -n "__fish_api_needs_command" -l change-max-lag -d 'The freshness bound: a cached answer not vouched for by a successful change poll within this long is reloaded instead of served. The warmer\'s WARMER_SETTLE must be at least this' -r
 complete -c api -n "__fish_api_needs_command" -l local-cache-max-bytes -d 'Byte bound of the in-process cache, its fresh entries and stale-if-error copies together; 0 turns it off [default: a quarter of the function\'s memory on Lambda, 64 MiB locally]' -r
 complete -c api -n "__fish_api_needs_command" -l db-max-connections -d 'Pooled PostgreSQL connections [default: 1 on Lambda, 10 locally]' -r
-complete -c api -n "__fish_api_needs_command" -l db-acquire-timeout -d 'Longest wait for a connection before answering 503' -r
+complete -c api -n "__fish_api_needs_command" -l db-acquire-timeout -d 'Longest wait for a connection before answering 503 (a login refused with credentials from a secret then waits up to as long for the secret\'s re-read, within the read\'s own bound)' -r
 complete -c api -n "__fish_api_needs_command" -l db-statement-timeout -d 'Server-side timeout of each statement' -r
 complete -c api -n "__fish_api_needs_command" -l db-idle-timeout -d 'Idle connections are closed after this [default: 30s on Lambda, 10m locally]' -r
 complete -c api -n "__fish_api_needs_command" -l db-proxy-compat -d 'No named prepared statements (PgBouncer transaction pooling, RDS Proxy) [default: on for Lambda, off locally]' -r -f -a "true\t''

@@ -95,7 +95,7 @@ pub struct Args {
     cloudfront_share: f64,
     /// PgBouncer's `max_db_connections`: the instances' server connections through it never
     /// exceed it, whatever the number of users (a rotation between two users included).
-    #[arg(long, default_value_t = 9)]
+    #[arg(long, default_value_t = 13)]
     pooler_cap: i64,
     /// Shell command that restarts the PostgreSQL server (fast shutdown).
     #[arg(long)]

@@ -75,6 +75,16 @@ struct RereadState {
     running: bool,
 }
 
+/// Marks the running re-read ended when dropped, and wakes the calls waiting for it.
+struct RereadEnded(Arc<Reread>);
+
+impl Drop for RereadEnded {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).running = false;
+        self.0.finished.send_modify(|n| *n += 1);
+    }
+}
+
 impl Default for Reread {
     fn default() -> Self {
         Self { state: Default::default(), finished: tokio::sync::watch::Sender::new(0) }
@@ -246,8 +256,11 @@ impl PgStore {
             }
             *state = RereadState { last: Some(std::time::Instant::now()), running: true };
         }
-        let (pools, options, reread) = (self.pools.clone(), self.options.clone(), self.reread.clone());
+        let (pools, options) = (self.pools.clone(), self.options.clone());
+        let ended = RereadEnded(self.reread.clone());
         tokio::spawn(async move {
+            // Ends the re-read however the task ends, a panic included.
+            let _ended = ended;
             match source.url().await.and_then(|url| connect_options(&url, &options).map_err(|e| e.to_string())) {
                 Ok(connect) => {
                     if pools.reconnect(connect) {
@@ -260,8 +273,6 @@ impl PgStore {
                     tracing::warn!(error = %err, "the database refused the credentials: reading them again failed")
                 }
             }
-            reread.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).running = false;
-            reread.finished.send_modify(|n| *n += 1);
         });
         true
     }
@@ -280,30 +291,36 @@ impl PgStore {
         self.pools.get().0 != generation
     }
 
-    /// What `take` makes of the pool in use (a connection, a transaction). A refused login is tried
-    /// once more if the URL, read again, connects differently (see [`Self::renewed`]); an acquire
-    /// that timed out may replace a stuck pool (see [`Pools::replace_if_stuck`]).
+    /// `attempt`, and once more if it failed on a refused login and the URL, read again, connects
+    /// differently since (see [`Self::renewed`]). A refused login comes at a connection's login,
+    /// or, through PgBouncer, during the read that made PgBouncer log in to the server: either
+    /// way nothing ran, so the second attempt is safe for a write too.
+    async fn renewing<T, F, Fut>(&self, attempt: F) -> StoreResult<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = StoreResult<T>>,
+    {
+        let generation = self.pools.get().0;
+        match attempt().await {
+            Err(err) if err.is_refused_login() && self.renewed(generation).await => attempt().await,
+            other => other,
+        }
+    }
+
+    /// What `take` makes of the pool in use (a connection, a transaction). An acquire that timed
+    /// out may replace a stuck pool (see [`Pools::replace_if_stuck`]).
     async fn take_from_pool<T, F, Fut>(&self, take: F) -> StoreResult<T>
     where
-        F: Fn(PgPool) -> Fut,
+        F: FnOnce(PgPool) -> Fut,
         Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
     {
-        let mut again = true;
-        loop {
-            let (generation, pool) = self.pools.get();
-            let err = match take(pool.clone()).await {
-                Ok(taken) => return Ok(taken),
-                Err(err) => err,
-            };
+        let (generation, pool) = self.pools.get();
+        take(pool.clone()).await.map_err(|err| {
             if matches!(err, sqlx::Error::PoolTimedOut) {
                 self.pools.replace_if_stuck(generation, &pool);
             }
-            let err = StoreError::from(err);
-            if !(again && err.is_refused_login() && self.renewed(generation).await) {
-                return Err(err);
-            }
-            again = false;
-        }
+            StoreError::from(err)
+        })
     }
 
     /// The pool in use, for this crate's other statements (the warmer's outbox).
@@ -315,9 +332,9 @@ impl PgStore {
     ///
     /// # Errors
     ///
-    /// No connection could be had (a refused login reads the URL again: see `take_from_pool`).
+    /// No connection could be had (a refused login reads the URL again: see `renewing`).
     pub(crate) async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
-        self.take_from_pool(|pool| async move { pool.begin().await }).await
+        self.renewing(|| self.take_from_pool(|pool| async move { pool.begin().await })).await
     }
 
     /// One read (or a serving instance's one write): its statements in one message, one round
@@ -403,6 +420,17 @@ impl PgStore {
     /// on a busy machine is a live connection, and taking it for dead would trip the API's
     /// breaker and serve stale answers while the database is up.
     async fn run(
+        &self,
+        preamble: &str,
+        limit: Duration,
+        position: bool,
+        statements: Vec<String>,
+    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
+        self.renewing(|| self.run_once(preamble, limit, position, statements.clone())).await
+    }
+
+    /// One attempt of [`Self::run`].
+    async fn run_once(
         &self,
         preamble: &str,
         limit: Duration,
