@@ -33,7 +33,7 @@ VERSION=$(pg_version)
 SOAK_PORT=${SOAK_PG_PORT:-5441}
 SOAK_POOLER_PORT=${SOAK_PGBOUNCER_PORT:-6441}
 # Room for every client at once: the instances directly (the reserved concurrency: 10, 12 in the
-# long run), PgBouncer's cap (9), the warmer's overlapping and killed invocations, the writers and
+# long run), PgBouncer's cap (13), the warmer's overlapping and killed invocations, the writers and
 # the faults' own sessions. A cluster made with fewer is raised once (a restart).
 SOAK_MAX_CONNECTIONS=64
 ensure_cluster "$VERSION" soak "$SOAK_PORT" "$SOAK_MAX_CONNECTIONS"

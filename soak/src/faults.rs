@@ -110,7 +110,7 @@ pub struct Planned {
 }
 
 /// How long after the secret changed a rotation's instances have all read it again: the store
-/// reads it at most once per 10 s, on a refused login.
+/// reads it on a refused login, at most once per 10 s while it keeps finding the same.
 pub const ROTATION_SETTLES: Duration = Duration::from_secs(12);
 
 /// Faults from `warmup` to `duration - cooldown`: gaps of 3–7 s between them.

@@ -1,6 +1,7 @@
 //! The soak's network faults: a TCP proxy that can black-hole its connections or slow some of
-//! them down, and a gate in front of the edge's purge endpoint that can refuse, stall or answer
-//! slowly.
+//! them down, and the two ways invalidations reach the edge caches, each of which can refuse,
+//! stall or answer slowly: a gate in front of their purge endpoints, and a stand-in for
+//! CloudFront's API.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -121,21 +122,33 @@ impl Gate {
         Self { edges, client: reqwest::Client::new(), down, stalled, requests: Arc::default() }
     }
 
-    /// The invalidation API's faults as a request meets them: why it is refused, if it is. While
-    /// `down` is on every request is; while `stalled` is on, a request either waits for the stall
-    /// to end and is then refused, or (every other one) goes through two seconds late.
-    async fn fault(&self) -> Option<&'static str> {
+    /// The invalidation API's faults as a request meets them. While `down` is on every request
+    /// is refused. While `stalled` is on, requests take turns: one waits for the stall to end and
+    /// is then refused; one is carried out and then answers nothing until the stall ends (the
+    /// caller's timeout loses an answer to a request that took effect, and its retry must cope);
+    /// one is carried out a second and a half late, inside the warmer's two-second bound.
+    async fn fault(&self) -> Met {
         if self.down.on() {
-            return Some("the invalidation endpoint is down (soak fault)");
+            return Met::Refused("the invalidation endpoint is down (soak fault)");
         }
         if self.stalled.on() {
-            if self.requests.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
-                self.stalled.pass().await;
-                return Some("the invalidation endpoint stalled (soak fault)");
+            match self.requests.fetch_add(1, Ordering::SeqCst) % 3 {
+                0 => {
+                    self.stalled.pass().await;
+                    return Met::Refused("the invalidation endpoint stalled (soak fault)");
+                }
+                1 => return Met::Through { then_hang: true },
+                _ => tokio::time::sleep(Duration::from_millis(1500)).await,
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        None
+        Met::Through { then_hang: false }
+    }
+
+    /// Holds a request carried out under [`Met::Through`] until the stall ends, if it must hang.
+    async fn answer_after(&self, met: Met) {
+        if matches!(met, Met::Through { then_hang: true }) {
+            self.stalled.pass().await;
+        }
     }
 
     /// Sends `method target` with `headers` to every edge cache at once: the first failure among
@@ -166,6 +179,13 @@ impl Gate {
     }
 }
 
+/// What a request to the invalidation API met (see `Gate::fault`).
+#[derive(Debug, Clone, Copy)]
+enum Met {
+    Refused(&'static str),
+    Through { then_hang: bool },
+}
+
 /// Forwards the warmer's PURGE requests to every edge cache of `edges`, as an invalidation reaches
 /// every CloudFront location, and answers the first failure among theirs, if any. While `down` or
 /// `stalled` is on, the invalidation API refuses, hangs or crawls (see `Gate::fault`), with `503`.
@@ -180,24 +200,30 @@ pub async fn purge_gate(edges: Vec<String>, down: Switch, stalled: Switch) -> an
 }
 
 async fn forward(State(gate): State<Gate>, request: Request) -> Response {
-    if let Some(why) = gate.fault().await {
+    let met = gate.fault().await;
+    if let Met::Refused(why) = met {
         return (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     }
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    gate.to_every_edge(request.method(), &target, request.headers()).await.into_response()
+    let answer = gate.to_every_edge(request.method(), &target, request.headers()).await;
+    gate.answer_after(met).await;
+    answer.into_response()
 }
 
 /// The CloudFront API as the warmer's `cloudfront` backend calls it (`CreateInvalidation`,
 /// `GetInvalidation`, in CloudFront's XML), for the soak's invocations on that backend: their SDK,
 /// its timeouts and its retries run for real. An invalidation's paths are purged on every edge
 /// cache (a trailing `*` purges the prefix, as `local/varnish.vcl` does it) before it is accepted,
-/// `InProgress`; asked again, it is `Completed`. A caller reference it has seen gets that
-/// invalidation back, as CloudFront answers a retried batch. The same faults as the purge gate
-/// refuse, hang or slow it, with CloudFront's `503 ServiceUnavailable`.
+/// `InProgress`; asked again, it is `Completed`. So its propagation is nil, as the purge gate's is:
+/// the soak's edge bound has no propagation term. A caller reference it has seen gets that
+/// invalidation back, as CloudFront answers a retried batch (`InProgress` while its purge runs).
+/// The same faults as the purge gate refuse, hang or slow it, with CloudFront's `503
+/// ServiceUnavailable`.
 pub async fn cloudfront_api(edges: Vec<String>, down: Switch, stalled: Switch) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let api = CloudFrontApi { gate: Gate::new(edges, down, stalled), accepted: Arc::default() };
+    let api =
+        CloudFrontApi { gate: Gate::new(edges, down, stalled), accepted: Arc::default(), last_id: Arc::default() };
     let app = axum::Router::new()
         .route("/2020-05-31/distribution/{distribution}/invalidation", axum::routing::post(create_invalidation))
         .route("/2020-05-31/distribution/{distribution}/invalidation/{id}", axum::routing::get(get_invalidation))
@@ -211,8 +237,10 @@ pub async fn cloudfront_api(edges: Vec<String>, down: Switch, stalled: Switch) -
 #[derive(Debug, Clone)]
 struct CloudFrontApi {
     gate: Gate,
-    /// Every invalidation accepted.
+    /// Every invalidation accepted, and those being carried out.
     accepted: Arc<std::sync::Mutex<Vec<Accepted>>>,
+    /// The last invalidation id given.
+    last_id: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +248,8 @@ struct Accepted {
     id: String,
     reference: String,
     paths: Vec<String>,
+    /// Its paths are purged on every edge.
+    done: bool,
 }
 
 const CLOUDFRONT_XMLNS: &str = "http://cloudfront.amazonaws.com/doc/2020-05-31/";
@@ -229,7 +259,8 @@ async fn create_invalidation(
     axum::extract::Path(distribution): axum::extract::Path<String>,
     body: String,
 ) -> Response {
-    if let Some(why) = api.gate.fault().await {
+    let met = api.gate.fault().await;
+    if let Met::Refused(why) = met {
         return cloudfront_error(StatusCode::SERVICE_UNAVAILABLE, "Receiver", "ServiceUnavailable", why);
     }
     let (paths, reference) = (xml_elements(&body, "Path"), xml_elements(&body, "CallerReference"));
@@ -239,36 +270,52 @@ async fn create_invalidation(
     if paths.is_empty() {
         return cloudfront_error(StatusCode::BAD_REQUEST, "Sender", "InvalidArgument", "no paths");
     }
-    let known = api.accepted().iter().find(|a| a.reference == reference).cloned();
-    let (id, paths) = match known {
-        Some(known) if known.paths == paths => (known.id, known.paths),
-        Some(_) => {
-            return cloudfront_error(
-                StatusCode::CONFLICT,
-                "Sender",
-                "InvalidationBatchAlreadyExists",
-                "a different batch was sent with this caller reference",
-            );
-        }
-        None => {
-            let purge = axum::http::Method::from_bytes(b"PURGE").unwrap_or(axum::http::Method::DELETE);
-            for path in &paths {
-                let (status, _) = api.gate.to_every_edge(&purge, path, &axum::http::HeaderMap::new()).await;
-                if !status.is_success() {
-                    return cloudfront_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "Receiver",
-                        "ServiceUnavailable",
-                        "an edge did not take the purge",
-                    );
-                }
+    // Looked up and, if new, recorded at once: two requests with one reference make one
+    // invalidation, as at CloudFront.
+    let (id, new) = {
+        let mut accepted = api.accepted();
+        match accepted.iter().find(|a| a.reference == reference) {
+            Some(known) if known.paths == paths => (known.id.clone(), false),
+            Some(_) => {
+                return cloudfront_error(
+                    StatusCode::CONFLICT,
+                    "Sender",
+                    "InvalidationBatchAlreadyExists",
+                    "a different batch was sent with this caller reference",
+                );
             }
-            let mut accepted = api.accepted();
-            let id = format!("I{:012X}", accepted.len() + 1);
-            accepted.push(Accepted { id: id.clone(), reference: reference.clone(), paths: paths.clone() });
-            (id, paths)
+            None => {
+                let id = format!("I{:012X}", api.last_id.fetch_add(1, Ordering::SeqCst) + 1);
+                accepted.push(Accepted {
+                    id: id.clone(),
+                    reference: reference.clone(),
+                    paths: paths.clone(),
+                    done: false,
+                });
+                (id, true)
+            }
         }
     };
+    if new {
+        let purge = axum::http::Method::from_bytes(b"PURGE").unwrap_or(axum::http::Method::DELETE);
+        for path in &paths {
+            let (status, _) = api.gate.to_every_edge(&purge, path, &axum::http::HeaderMap::new()).await;
+            if !status.is_success() {
+                // Not accepted after all: a retry under the same reference purges again.
+                api.accepted().retain(|a| a.id != id);
+                return cloudfront_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Receiver",
+                    "ServiceUnavailable",
+                    "an edge did not take the purge",
+                );
+            }
+        }
+        if let Some(accepted) = api.accepted().iter_mut().find(|a| a.id == id) {
+            accepted.done = true;
+        }
+    }
+    api.gate.answer_after(met).await;
     let location = format!("https://cloudfront.amazonaws.com/2020-05-31/distribution/{distribution}/invalidation/{id}");
     let body = invalidation_xml(&id, "InProgress", &paths, &reference);
     (StatusCode::CREATED, [("location", location.as_str()), ("content-type", "text/xml")], body).into_response()
@@ -278,13 +325,17 @@ async fn get_invalidation(
     State(api): State<CloudFrontApi>,
     axum::extract::Path((_, id)): axum::extract::Path<(String, String)>,
 ) -> Response {
-    if let Some(why) = api.gate.fault().await {
+    let met = api.gate.fault().await;
+    if let Met::Refused(why) = met {
         return cloudfront_error(StatusCode::SERVICE_UNAVAILABLE, "Receiver", "ServiceUnavailable", why);
     }
     let known = api.accepted().iter().find(|a| a.id == id).cloned();
+    api.gate.answer_after(met).await;
     match known {
-        Some(a) => ([("content-type", "text/xml")], invalidation_xml(&a.id, "Completed", &a.paths, &a.reference))
-            .into_response(),
+        Some(a) => {
+            let status = if a.done { "Completed" } else { "InProgress" };
+            ([("content-type", "text/xml")], invalidation_xml(&a.id, status, &a.paths, &a.reference)).into_response()
+        }
         None => cloudfront_error(StatusCode::NOT_FOUND, "Sender", "NoSuchInvalidation", "no such invalidation"),
     }
 }

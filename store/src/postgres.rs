@@ -8,7 +8,7 @@ use sqlx::Postgres;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use crate::calendar::ServiceCalendar;
-use crate::credentials::URL_REREAD_EVERY;
+use crate::credentials::reread_wait;
 use crate::error::{StoreError, StoreResult};
 use crate::onemessage;
 use crate::options::DbOptions;
@@ -73,10 +73,20 @@ struct Reread {
 struct RereadState {
     last: Option<std::time::Instant>,
     running: bool,
+    /// Re-reads in a row that found the URL the pool already connects with.
+    unchanged: u32,
 }
 
 /// Marks the running re-read ended when dropped, and wakes the calls waiting for it.
 struct RereadEnded(Arc<Reread>);
+
+impl RereadEnded {
+    /// Records what the re-read found: a new URL, or not (the same, or none could be read).
+    fn found(&self, changed: bool) {
+        let mut state = self.0.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        state.unchanged = if changed { 0 } else { state.unchanged.saturating_add(1) };
+    }
+}
 
 impl Drop for RereadEnded {
     fn drop(&mut self) {
@@ -241,8 +251,8 @@ impl PgStore {
     }
 
     /// The server refused our credentials: reads the URL again from the source, if there is
-    /// one and it was not read within [`URL_REREAD_EVERY`], and connects with what it says from
-    /// then on. In a task of its own, shared by every call refused meanwhile. Whether a re-read is
+    /// one and it was not read too recently (see [`reread_wait`]), and connects with what it says
+    /// from then on. In a task of its own, shared by every call refused meanwhile. Whether a re-read is
     /// running (started now or before).
     fn reread_url(&self) -> bool {
         let Some(source) = self.options.url_source.clone() else { return false };
@@ -251,28 +261,34 @@ impl PgStore {
             if state.running {
                 return true;
             }
-            if state.last.is_some_and(|at| at.elapsed() < URL_REREAD_EVERY) {
+            if state.last.is_some_and(|at| at.elapsed() < reread_wait(state.unchanged)) {
                 return false;
             }
-            *state = RereadState { last: Some(std::time::Instant::now()), running: true };
+            state.last = Some(std::time::Instant::now());
+            state.running = true;
         }
         let (pools, options) = (self.pools.clone(), self.options.clone());
         let ended = RereadEnded(self.reread.clone());
         tokio::spawn(async move {
             // Ends the re-read however the task ends, a panic included.
-            let _ended = ended;
-            match source.url().await.and_then(|url| connect_options(&url, &options).map_err(|e| e.to_string())) {
-                Ok(connect) => {
-                    if pools.reconnect(connect) {
-                        tracing::info!("the database refused the credentials: read them again, reconnecting");
-                    } else {
-                        tracing::warn!("the database refused the credentials, and their source still has the same");
+            let ended = ended;
+            let changed =
+                match source.url().await.and_then(|url| connect_options(&url, &options).map_err(|e| e.to_string())) {
+                    Ok(connect) => {
+                        let changed = pools.reconnect(connect);
+                        if changed {
+                            tracing::info!("the database refused the credentials: read them again, reconnecting");
+                        } else {
+                            tracing::warn!("the database refused the credentials, and their source still has the same");
+                        }
+                        changed
                     }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "the database refused the credentials: reading them again failed")
-                }
-            }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the database refused the credentials: reading them again failed");
+                        false
+                    }
+                };
+            ended.found(changed);
         });
         true
     }
@@ -295,29 +311,28 @@ impl PgStore {
     /// differently since (see [`Self::renewed`]). A refused login comes at a connection's login,
     /// or, through PgBouncer, during the read that made PgBouncer log in to the server: either
     /// way nothing ran, so the second attempt is safe for a write too.
+    /// `attempt` is given the pool in use and its generation.
     async fn renewing<T, F, Fut>(&self, attempt: F) -> StoreResult<T>
     where
-        F: Fn() -> Fut,
+        F: Fn(u64, PgPool) -> Fut,
         Fut: std::future::Future<Output = StoreResult<T>>,
     {
-        let generation = self.pools.get().0;
-        match attempt().await {
-            Err(err) if err.is_refused_login() && self.renewed(generation).await => attempt().await,
+        let (generation, pool) = self.pools.get();
+        match attempt(generation, pool).await {
+            Err(err) if err.is_refused_login() && self.renewed(generation).await => {
+                let (generation, pool) = self.pools.get();
+                attempt(generation, pool).await
+            }
             other => other,
         }
     }
 
-    /// What `take` makes of the pool in use (a connection, a transaction). An acquire that timed
-    /// out may replace a stuck pool (see [`Pools::replace_if_stuck`]).
-    async fn take_from_pool<T, F, Fut>(&self, take: F) -> StoreResult<T>
-    where
-        F: FnOnce(PgPool) -> Fut,
-        Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
-    {
-        let (generation, pool) = self.pools.get();
-        take(pool.clone()).await.map_err(|err| {
+    /// What taking from `pool` (of `generation`) gave: an acquire that timed out may replace a
+    /// stuck pool (see [`Pools::replace_if_stuck`]).
+    fn taken<T>(&self, generation: u64, pool: &PgPool, taken: Result<T, sqlx::Error>) -> StoreResult<T> {
+        taken.map_err(|err| {
             if matches!(err, sqlx::Error::PoolTimedOut) {
-                self.pools.replace_if_stuck(generation, &pool);
+                self.pools.replace_if_stuck(generation, pool);
             }
             StoreError::from(err)
         })
@@ -334,7 +349,11 @@ impl PgStore {
     ///
     /// No connection could be had (a refused login reads the URL again: see `renewing`).
     pub(crate) async fn begin(&self) -> StoreResult<sqlx::Transaction<'static, Postgres>> {
-        self.renewing(|| self.take_from_pool(|pool| async move { pool.begin().await })).await
+        self.renewing(|generation, pool| async move {
+            let begun = pool.begin().await;
+            self.taken(generation, &pool, begun)
+        })
+        .await
     }
 
     /// One read (or a serving instance's one write): its statements in one message, one round
@@ -426,18 +445,21 @@ impl PgStore {
         position: bool,
         statements: Vec<String>,
     ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
-        self.renewing(|| self.run_once(preamble, limit, position, statements.clone())).await
+        self.renewing(|generation, pool| self.run_once(generation, pool, preamble, limit, position, &statements)).await
     }
 
-    /// One attempt of [`Self::run`].
+    /// One attempt of [`Self::run`], on `pool` (of `generation`).
     async fn run_once(
         &self,
+        generation: u64,
+        pool: PgPool,
         preamble: &str,
         limit: Duration,
         position: bool,
-        statements: Vec<String>,
+        statements: &[String],
     ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
-        let mut conn = self.take_from_pool(|pool| async move { pool.acquire().await }).await?;
+        let acquired = pool.acquire().await;
+        let mut conn = self.taken(generation, &pool, acquired)?;
         let held = Held::new(&self.pools.held);
         let result = Self::run_on(&mut conn, preamble, position, statements, limit).await;
         if matches!(result, Err(StoreError::TimedOut)) {
@@ -455,12 +477,12 @@ impl PgStore {
         conn: &mut sqlx::pool::PoolConnection<Postgres>,
         preamble: &str,
         position: bool,
-        statements: Vec<String>,
+        statements: &[String],
         silence: Duration,
     ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
         let conn = &mut **conn;
         if !position {
-            return Ok((onemessage::run(conn, preamble, &statements, silence).await?, None));
+            return Ok((onemessage::run(conn, preamble, statements, silence).await?, None));
         }
         // The position first: in a read-committed transaction each statement sees at least what
         // the one before it saw, so whatever the data statements miss is not visible in the
@@ -468,7 +490,7 @@ impl PgStore {
         // POSITION_LOCK_WAIT for its lock.
         let mut with_position = Vec::with_capacity(statements.len() + 3);
         with_position.extend([POSITION_LOCK_WAIT, POSTGRES.feed_start, LOCK_WAIT_RESET].map(str::to_owned));
-        with_position.extend(statements);
+        with_position.extend(statements.iter().cloned());
         match onemessage::run(conn, preamble, &with_position, silence).await {
             Ok(mut results) => {
                 let position = results.drain(..3).nth(1).unwrap_or_default();
