@@ -610,7 +610,7 @@ fn soak_section(md: &mut String, soak: &Value) {
         md,
         "\n- {} failures: {}\n- faults: {faults}\n- fleet: {} invocations, {} cold starts, peak {} instances (reserved {}), {} `429`s, \
          {} retired ({} killed after the 500 ms window, {} left connections open)\n- database connections, peak: {} direct \
-         (cap {}), {} PgBouncer server (pool {}), {} warmer, {} in all; most held by one instance: {}\n- edge latency in the \
+         (cap {}), {} PgBouncer server (cap {}), {} warmer, {} in all; most held by one instance: {}\n- edge latency in the \
          10 s after a deploy: p50 {} ms, p99 {} ms ({} reads)\n- warmer: {} invocations ({} started two at once, {} killed by \
          faults, {} at their timeout), {} ticks ({} failed, {} found the lease held), tick p50 {} ms, max {} ms (allowance {} ms)\n",
         mark(n(&soak["failures"]) == 0),
