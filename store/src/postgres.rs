@@ -270,8 +270,7 @@ impl PgStore {
         let (pools, options) = (self.pools.clone(), self.options.clone());
         let ended = RereadEnded(self.reread.clone());
         tokio::spawn(async move {
-            // Ends the re-read however the task ends, a panic included.
-            let ended = ended;
+            // `ended`, moved in here, ends the re-read however the task ends, a panic included.
             let changed =
                 match source.url().await.and_then(|url| connect_options(&url, &options).map_err(|e| e.to_string())) {
                     Ok(connect) => {
@@ -310,8 +309,8 @@ impl PgStore {
     /// `attempt`, and once more if it failed on a refused login and the URL, read again, connects
     /// differently since (see [`Self::renewed`]). A refused login comes at a connection's login,
     /// or, through PgBouncer, during the read that made PgBouncer log in to the server: either
-    /// way nothing ran, so the second attempt is safe for a write too.
-    /// `attempt` is given the pool in use and its generation.
+    /// way nothing ran, so the second attempt is safe for a write too. `attempt` is given the pool
+    /// in use and its generation.
     async fn renewing<T, F, Fut>(&self, attempt: F) -> StoreResult<T>
     where
         F: Fn(u64, PgPool) -> Fut,
