@@ -39,7 +39,7 @@ pub use duration::{DurationError, format_duration, parse_duration};
 pub use model::{
     ColumnKind, Policy, PolicyError, QueryKind, QueryParam, Route, Table, TableTag, negative_cache_control,
 };
-pub use template::{ParamKind, PathTemplate, Segment, TagPart, TagTemplate, is_tag_char};
+pub use template::{ANY, ParamKind, PathTemplate, Segment, TagPart, TagTemplate, is_family, is_tag_char, tag_covers};
 
 /// The request header that marks the warmer's own fetches. The edge forwards it to the origin
 /// (it is not part of any cache key), and the API does not count such a fetch in the learned warm
@@ -221,5 +221,22 @@ warm"#,
         let bad = EMBEDDED_POLICY.replace("    \"formation:{formation_id}\",\n", "    \"formation:{Formation_Id}\",\n");
         assert_ne!(bad, EMBEDDED_POLICY);
         assert!(matches!(Policy::from_toml(&bad), Err(PolicyError::Table { .. })));
+    }
+    #[test]
+    fn a_truncate_touches_every_tag_its_rows_could_carry() {
+        let policy = Policy::embedded().unwrap();
+        let sightings = &policy.tables()[4];
+        assert_eq!(
+            sightings.families(),
+            ["sightings", "formations", "formation:*", "operations:*", "operation:*:*", "station:*"]
+        );
+        // Every tag an answer carries for any row of the table is covered by one of the families.
+        for table in policy.tables() {
+            let families = table.families();
+            for tag in &table.tags {
+                let rendered = tag.template.render(|_| Some("2026-11-28")).unwrap();
+                assert!(families.iter().any(|f| tag_covers(f, &rendered)), "{}: {rendered}", table.name);
+            }
+        }
     }
 }

@@ -105,6 +105,20 @@ impl Table {
     pub fn column_kind(&self, column: &str) -> ColumnKind {
         self.columns.iter().find(|(c, _)| c == column).map_or(ColumnKind::Text, |(_, k)| *k)
     }
+
+    /// What a `TRUNCATE` of the table touches: every tag a row of it can touch, each as its family
+    /// ([`TagTemplate::family`]), once. Recording these costs the same whatever the table holds,
+    /// where computing the removed rows' own tags reads all of them while the table is locked.
+    pub fn families(&self) -> Vec<String> {
+        let mut families: Vec<String> = Vec::new();
+        for tag in &self.tags {
+            let family = tag.template.family();
+            if !families.contains(&family) {
+                families.push(family);
+            }
+        }
+        families
+    }
 }
 
 /// Whether `produced` (a table's tag) renders the same tags as `carried` (a route's): the same

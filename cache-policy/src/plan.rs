@@ -1,10 +1,12 @@
 //! The invalidation planner: which CloudFront items cover a set of changed cache tags.
 //!
 //! Two modes. **Tags**: one `#tag` item per tag (CloudFront cache-tag invalidation, or an xkey
-//! purge locally). **Paths**: every route whose tag templates match a tag yields the concrete
-//! path(s) the tag affects; a route parameter the tag leaves unbound becomes a `*` at the end of the
-//! longest valid prefix; routes with declared query parameters get a trailing `*` so every query
-//! variant is covered; many paths under one prefix collapse into one wildcard when that is cheaper.
+//! purge locally); a tag family (`formation:*`, what a `TRUNCATE` records), which no answer
+//! carries as a tag, is planned as paths. **Paths**: every route whose tag templates match a tag
+//! yields the concrete path(s) the tag affects; a route parameter the tag leaves unbound (or that
+//! a family spells `*`) becomes a `*` at the end of the longest valid prefix; routes with declared
+//! query parameters get a trailing `*` so every query variant is covered; many paths under one
+//! prefix collapse into one wildcard when that is cheaper.
 //! Every batch stays within CloudFront's limits.
 //!
 //! The monthly budget coarsens a batch only within a resource collection (`/v1/formations/*`),
@@ -14,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::model::{Policy, Route};
-use crate::template::{ParamKind, Segment, TagPart, TagTemplate, is_tag_char};
+use crate::template::{ANY, ParamKind, Segment, TagPart, TagTemplate, is_family, is_tag_char};
 
 /// How changes are invalidated at the edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,8 +156,9 @@ pub fn validate_batch(items: &[String], limits: &Limits) -> Result<(), BatchErro
     Ok(())
 }
 
-/// Binds a concrete tag against a template, returning the parameter values, or `None` if the tag
-/// is not an instance of the template (or a value is not valid for its route parameter).
+/// Binds a tag against a template, returning the parameter values, or `None` if the tag is not an
+/// instance of the template (or a value is not valid for its route parameter). A parameter a
+/// family spells [`ANY`] is left unbound.
 pub fn bind_tag<'t>(template: &TagTemplate, route: &Route, tag: &'t str) -> Option<Vec<(String, &'t str)>> {
     let mut rest = tag;
     let mut bound = Vec::new();
@@ -170,6 +173,12 @@ pub fn bind_tag<'t>(template: &TagTemplate, route: &Route, tag: &'t str) -> Opti
                     _ => rest.len(),
                 };
                 let value = &rest[..end];
+                if value.len() == ANY.len_utf8() && value.starts_with(ANY) {
+                    // A family's parameter: any value, left unbound.
+                    route.param_kind(name)?;
+                    rest = &rest[end..];
+                    continue;
+                }
                 let kind = route.param_kind(name)?;
                 let valid = match kind {
                     ParamKind::Id => kind.check(value).is_ok(),
@@ -242,15 +251,24 @@ pub fn route_paths(route: &Route, tag: &str, context: &Context) -> Vec<String> {
 /// Plans the invalidation of `tags`.
 pub fn plan(policy: &Policy, tags: &BTreeSet<String>, mode: Mode, limits: &Limits, context: &Context) -> Plan {
     match mode {
-        Mode::Tags => plan_tags(tags, limits),
+        Mode::Tags => plan_tags(policy, tags, limits, context),
         Mode::Paths => plan_paths(policy, tags, limits, context),
     }
 }
 
-fn plan_tags(tags: &BTreeSet<String>, limits: &Limits) -> Plan {
+/// One `#tag` item per tag; a family (which no answer carries as a tag) becomes the wildcard
+/// paths of the routes it covers, as in [`Mode::Paths`].
+fn plan_tags(policy: &Policy, tags: &BTreeSet<String>, limits: &Limits, context: &Context) -> Plan {
+    let (families, tags): (BTreeSet<String>, BTreeSet<String>) = tags.iter().cloned().partition(|t| is_family(t));
     let valid = |t: &&String| !t.is_empty() && t.len() <= limits.max_tag_len && t.chars().all(is_tag_char);
-    let items: Vec<String> = tags.iter().filter(valid).map(|t| format!("#{t}")).collect();
-    if items.len() > limits.max_items || items.len() < tags.len() {
+    let mut items: Vec<String> = tags.iter().filter(valid).map(|t| format!("#{t}")).collect();
+    let all_valid = items.len() == tags.len();
+    if !families.is_empty() {
+        items.extend(plan_paths(policy, &families, limits, context).items);
+        items.sort();
+    }
+    let wildcards = items.iter().filter(|i| i.ends_with('*')).count();
+    if items.len() > limits.max_items || !all_valid || wildcards > limits.max_wildcards {
         // More tags than CloudFront takes in one batch (or a tag it cannot take): everything, once.
         return Plan { items: vec!["/*".to_owned()] };
     }
@@ -394,6 +412,30 @@ mod tests {
     }
 
     #[test]
+    fn a_family_plans_the_wildcards_of_the_collections_it_covers_in_either_mode() {
+        let truncated = tags(&["sightings", "formations", "formation:*", "operations:*", "operation:*:*", "station:*"]);
+        let paths = plan(policy(), &truncated, Mode::Paths, &Limits::default(), &today());
+        assert_eq!(
+            paths.items,
+            ["/v1/formations", "/v1/formations/*", "/v1/operations/*", "/v1/sightings/latest*", "/v1/stations/*"]
+        );
+        let tagged = plan(policy(), &truncated, Mode::Tags, &Limits::default(), &today());
+        assert_eq!(
+            tagged.items,
+            ["#formations", "#sightings", "/v1/formations/*", "/v1/operations/*", "/v1/stations/*"]
+        );
+        for plan in [paths, tagged] {
+            validate_batch(&plan.items, &Limits::default()).unwrap();
+            for url in ["/v1/formations/10701F", "/v1/operations/2026-11-27/01M", "/v1/operations/today"] {
+                assert!(plan.items.iter().any(|i| covers(i, url)), "{url} not covered by {:?}", plan.items);
+            }
+            assert!(!plan.items.iter().any(|i| covers(i, "/v1/lines")), "lines are not sightings");
+        }
+        let one_day = plan(policy(), &tags(&["operation:2026-11-27:*"]), Mode::Paths, &Limits::default(), &today());
+        assert_eq!(one_day.items, ["/v1/operations/2026-11-27/*"]);
+    }
+
+    #[test]
     fn unknown_or_malformed_tags_plan_nothing() {
         let plan = plan(
             policy(),
@@ -476,7 +518,11 @@ mod tests {
         };
         let count = 1 + next(400);
         (0..count)
-            .map(|_| match next(8) {
+            .map(|_| match next(9) {
+                // Now and then a family, as a `TRUNCATE` records.
+                8 => {
+                    ["formation:*", "operations:*", "operation:*:*", "station:*", "line:*"][next(5) as usize].to_owned()
+                }
                 0 => "lines".to_owned(),
                 1 => format!("line:l{}", next(30)),
                 2 => "formations".to_owned(),
@@ -520,12 +566,14 @@ mod tests {
                         continue;
                     }
                     validate_batch(&batch.items, &limits).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-                    if mode == Mode::Tags && batch.items[0].starts_with('#') {
-                        let planned: BTreeSet<_> = batch.items.iter().map(|i| i[1..].to_owned()).collect();
-                        assert_eq!(planned, tags, "seed {seed}");
-                        continue;
+                    let tagged = batch.items.iter().any(|i| i.starts_with('#'));
+                    if mode == Mode::Tags && tagged {
+                        // Each tag as itself; only the families are left to the paths.
+                        let planned: BTreeSet<_> = batch.items.iter().filter_map(|i| i.strip_prefix('#')).collect();
+                        let concrete: BTreeSet<_> = tags.iter().map(String::as_str).filter(|t| !is_family(t)).collect();
+                        assert_eq!(planned, concrete, "seed {seed}");
                     }
-                    for tag in &tags {
+                    for tag in tags.iter().filter(|t| !tagged || is_family(t)) {
                         for url in affected_urls(tag, &context) {
                             let path_only = url.split('?').next().unwrap_or("");
                             let query_route = path_only == "/v1/sightings/latest";

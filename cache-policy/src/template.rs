@@ -180,6 +180,15 @@ impl TagTemplate {
         })
     }
 
+    /// The family of every tag the template renders: each parameter spelled [`ANY`], as in
+    /// `operation:*:*`. A `TRUNCATE` records its table's families instead of reading every row it
+    /// removes (which held the table's exclusive lock for seconds per million rows); see
+    /// [`tag_covers`] for what a family covers.
+    pub fn family(&self) -> String {
+        let any = ANY.to_string();
+        self.render(|_| Some(any.as_str())).unwrap_or_default()
+    }
+
     /// Renders the tag, taking parameter values from `lookup`. `None` when one is missing.
     pub fn render<'v>(&self, lookup: impl Fn(&str) -> Option<&'v str>) -> Option<String> {
         let mut out = String::with_capacity(self.raw.len() + 16);
@@ -264,6 +273,29 @@ fn check_date_syntax(value: &str) -> Result<(), &'static str> {
     if shape_ok { Ok(()) } else { Err("must be a date YYYY-MM-DD") }
 }
 
+/// Stands for any value of a parameter in a tag family ([`TagTemplate::family`]). It is outside
+/// the tag alphabet ([`is_tag_char`]), so a family is never a tag an answer carries.
+pub const ANY: char = '*';
+
+/// Whether a tag is a family (has an [`ANY`] for some parameter) rather than one concrete tag.
+pub fn is_family(tag: &str) -> bool {
+    tag.contains(ANY)
+}
+
+/// Whether the changed tag `changed` covers the tag `tag` an answer carries: the same tag, or a
+/// family in which each [`ANY`] stands for one parameter value (one or more characters, none of
+/// them the separator `:`, which no parameter value contains).
+pub fn tag_covers(changed: &str, tag: &str) -> bool {
+    match changed.split_once(ANY) {
+        None => changed == tag,
+        Some((literal, rest)) => {
+            let Some(tail) = tag.strip_prefix(literal) else { return false };
+            let longest = tail.find(':').unwrap_or(tail.len());
+            (1..=longest).any(|n| tail.is_char_boundary(n) && tag_covers(rest, &tail[n..]))
+        }
+    }
+}
+
 /// Characters CloudFront accepts in a cache tag, which is also the tag vocabulary's alphabet.
 pub fn is_tag_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || "-_.:/".contains(c)
@@ -308,6 +340,28 @@ mod tests {
         assert!(TagTemplate::parse("bad tag").is_err());
         assert!(TagTemplate::parse("x:{open").is_err());
         assert!(TagTemplate::parse("").is_err());
+    }
+
+    #[test]
+    fn a_family_covers_every_tag_of_its_template_and_no_other() {
+        let t = TagTemplate::parse("operation:{date}:{number}").unwrap();
+        assert_eq!(t.family(), "operation:*:*");
+        assert!(is_family(&t.family()));
+        assert!(!is_family("operation:2026-11-28:0612"));
+        assert_eq!(TagTemplate::parse("formations").unwrap().family(), "formations");
+        assert!(tag_covers("operation:*:*", "operation:2026-11-28:0612"));
+        assert!(!tag_covers("operation:*:*", "operations:2026-11-28"));
+        assert!(!tag_covers("operation:*:*", "operation:2026-11-28"), "a value for each parameter");
+        assert!(!tag_covers("operation:*:*", "operation::0612"), "values are never empty");
+        assert!(tag_covers("operations:*", "operations:2026-11-28"));
+        assert!(!tag_covers("operations:*", "operation:2026-11-28:0612"));
+        assert!(tag_covers("formation:*", "formation:10701F"));
+        assert!(!tag_covers("formation:*", "formations"));
+        assert!(!tag_covers("formation:*", "formation:10701F:x"), "one value, not two");
+        assert!(tag_covers("operation:2026-11-28:*", "operation:2026-11-28:0612"));
+        assert!(!tag_covers("operation:2026-11-28:*", "operation:2026-11-27:0612"));
+        assert!(tag_covers("formations", "formations"));
+        assert!(!tag_covers("formations", "formation:10701F"));
     }
 
     #[test]

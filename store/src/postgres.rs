@@ -434,7 +434,7 @@ impl PgStore {
     /// socket, many minutes later. Dropped, the next read opens a fresh connection.
     ///
     /// Silence, not the read's whole duration, is what is bounded: a change-feed page of
-    /// thousands of tags (a `TRUNCATE` records every tag the table's rows carried) still arriving
+    /// thousands of tags (a bulk `DELETE` records every tag the table's rows carried) still arriving
     /// on a busy machine is a live connection, and taking it for dead would trip the API's
     /// breaker and serve stale answers while the database is up.
     async fn run(

@@ -10,8 +10,10 @@
 //!
 //! - PostgreSQL: one set-returning SQL function per table, `edgerail_tags_<table>(row)`, used by
 //!   the statement-level triggers with transition tables that the migrations create (and that
-//!   are created here for a table declared later), so a bulk write records each distinct tag once
-//!   and a `TRUNCATE` records the tags of the rows it removes. The service day of a timestamp is
+//!   are created here for a table declared later), so a bulk write records each distinct tag once.
+//!   A `TRUNCATE` records the table's tag families (`formation:*`: every tag its rows could
+//!   carry) at a cost that does not grow with the table, and later writes of the table in the
+//!   same transaction record nothing more (a reload's tags are all in those families). The service day of a timestamp is
 //!   looked up in `service_day_runs` (the calendar as data, written by `migrate` from the API's
 //!   own rule), once per row in a fenced subquery the planner keeps inside the one plan.
 //! - SQLite: row triggers after insert, update (old and new row) and delete, and before insert
@@ -66,7 +68,7 @@ pub(crate) fn postgres(tables: &[Table]) -> Vec<String> {
     let mut ddl = vec![format!(
         "DO $$ DECLARE o record; BEGIN \
          FOR o IN SELECT t.tgname, t.tgrelid::regclass AS tbl FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid \
-                  WHERE NOT t.tgisinternal AND p.proname IN ('edgerail_record_changes', 'edgerail_record_truncate') \
+                  WHERE NOT t.tgisinternal AND p.proname IN ('edgerail_record_changes', 'edgerail_record_truncate', 'edgerail_record_truncate_families') \
                     AND t.tgrelid::regclass::text <> ALL (ARRAY[{declared}]::text[]) LOOP \
              EXECUTE format('DROP TRIGGER %I ON %s', o.tgname, o.tbl); \
          END LOOP; \
@@ -109,11 +111,16 @@ pub(crate) fn postgres(tables: &[Table]) -> Vec<String> {
                  FOR EACH STATEMENT EXECUTE FUNCTION edgerail_record_changes({function})"
             ));
         }
+        // Tag literals and `*` need no quoting inside a string literal.
+        let families: Vec<String> = table.families().iter().map(|f| format!("'{f}'")).collect();
         ddl.push(format!(
             "CREATE OR REPLACE TRIGGER {name}_changes_truncate BEFORE TRUNCATE ON {name} \
-             FOR EACH STATEMENT EXECUTE FUNCTION edgerail_record_truncate({function})"
+             FOR EACH STATEMENT EXECUTE FUNCTION edgerail_record_truncate_families({})",
+            families.join(", ")
         ));
     }
+    // What earlier versions' TRUNCATE triggers called (every row's tags); none calls it now.
+    ddl.push("DROP FUNCTION IF EXISTS edgerail_record_truncate()".to_owned());
     // The service-day rule earlier versions wrote in SQL; no tag function calls it any more.
     ddl.push("DROP FUNCTION IF EXISTS edgerail_service_day(timestamptz)".to_owned());
     ddl.push("DROP FUNCTION IF EXISTS edgerail_day_of(timestamptz, text, interval)".to_owned());

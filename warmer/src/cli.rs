@@ -122,7 +122,8 @@ pub enum CachectlCommand {
 #[derive(Debug, Clone, Args)]
 #[group(required = true, multiple = false)]
 pub struct Target {
-    /// Cache tags, e.g. `formation:10701F` (repeatable).
+    /// Cache tags, e.g. `formation:10701F`, or a family such as `formation:*` (every formation)
+    /// (repeatable).
     #[arg(long = "tag", num_args = 1..)]
     pub tags: Vec<String>,
     /// Paths, e.g. `/v1/lines` or `/v1/formations/*` (repeatable).

@@ -13,6 +13,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{PoisonError, RwLock};
 
+use cache_policy::{is_family, tag_covers};
+
 /// Most tags remembered; past it the record starts afresh by evicting everything, which costs a
 /// reload of what is cached and keeps the record's memory bounded.
 const MAX_TAGS: usize = 100_000;
@@ -32,6 +34,9 @@ struct State {
     everything: u64,
     /// The generation of each tag's last eviction.
     tags: HashMap<String, u64>,
+    /// The generation of each family's last eviction (`formation:*`, recorded by a `TRUNCATE`):
+    /// a handful at most, each covering every tag of its template.
+    families: HashMap<String, u64>,
 }
 
 impl Evictions {
@@ -45,13 +50,15 @@ impl Evictions {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         state.generation += 1;
         let generation = state.generation;
-        if state.tags.len() + tags.len() > MAX_TAGS {
+        if state.tags.len() + state.families.len() + tags.len() > MAX_TAGS {
             state.tags.clear();
+            state.families.clear();
             state.everything = generation;
             return;
         }
         for tag in tags {
-            state.tags.insert(tag.clone(), generation);
+            let record = if is_family(tag) { &mut state.families } else { &mut state.tags };
+            record.insert(tag.clone(), generation);
         }
     }
 
@@ -61,13 +68,19 @@ impl Evictions {
         state.generation += 1;
         state.everything = state.generation;
         state.tags.clear();
+        state.families.clear();
     }
 
     /// Whether an answer whose load started in `generation`, carrying `tags`, was evicted by
     /// nothing since.
     pub(crate) fn untouched_since(&self, generation: u64, tags: &[String]) -> bool {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        state.everything <= generation && tags.iter().all(|t| state.tags.get(t).is_none_or(|&at| at <= generation))
+        let since = |at: &u64| *at > generation;
+        state.everything <= generation
+            && tags.iter().all(|t| {
+                !state.tags.get(t).is_some_and(since)
+                    && !state.families.iter().any(|(family, at)| since(at) && tag_covers(family, t))
+            })
     }
 }
 
@@ -94,6 +107,17 @@ mod tests {
         e.evict_all();
         assert!(!e.untouched_since(later, &tags(&[])));
         assert!(e.untouched_since(e.current(), &tags(&["lines"])));
+    }
+
+    #[test]
+    fn a_family_evicts_every_tag_of_its_template_and_no_other() {
+        let e = Evictions::default();
+        let loaded = e.current();
+        e.evict(&HashSet::from(["formation:*".to_owned(), "sightings".to_owned()]));
+        assert!(!e.untouched_since(loaded, &tags(&["formation:10701F"])));
+        assert!(!e.untouched_since(loaded, &tags(&["sightings"])));
+        assert!(e.untouched_since(loaded, &tags(&["formations", "lines", "operation:2026-11-28:01M"])));
+        assert!(e.untouched_since(e.current(), &tags(&["formation:10701F"])), "loaded after it");
     }
 
     #[test]

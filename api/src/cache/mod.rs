@@ -31,6 +31,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cache_policy::{is_family, tag_covers};
 use moka::Expiry;
 use plumbing::error_chain;
 use store::{Db, FeedCursor, Position, StoreError};
@@ -434,16 +435,19 @@ impl LocalCache {
         }
     }
 
-    /// Evicts every entry carrying one of `tags`: recorded first (which is what keeps them from
+    /// Evicts every entry carrying one of `tags`, or a tag of one of the families among them:
+    /// recorded first (which is what keeps them from
     /// being served), then removed from moka's memory.
     fn evict(&self, tags: HashSet<String>) {
         tracing::debug!(count = tags.len(), "evicting changed tags");
         self.evictions.evict(&tags);
+        let families: Arc<Vec<String>> = Arc::new(tags.iter().filter(|t| is_family(t)).cloned().collect());
         let tags = Arc::new(tags);
         for cache in [&self.fresh, &self.stale] {
-            let tags = tags.clone();
+            let (tags, families) = (tags.clone(), families.clone());
+            let touched = move |t: &String| tags.contains(t) || families.iter().any(|f| tag_covers(f, t));
             // Only fails when closures are not enabled, which the builder guarantees.
-            let _ = cache.invalidate_entries_if(move |_, v| v.tags.iter().any(|t| tags.contains(t)));
+            let _ = cache.invalidate_entries_if(move |_, v| v.tags.iter().any(&touched));
         }
     }
 

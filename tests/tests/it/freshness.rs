@@ -93,3 +93,34 @@ async fn polls_at_most_once_per_interval() {
     }
     assert_eq!(app.store().reads(), reads, "hits within the interval touch nothing");
 }
+
+/// A `TRUNCATE` and reload records the table's tag families, not each row's tags: every page that
+/// showed a removed row is evicted (whatever formation, station or day it was about), and a page
+/// of another table stays cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_truncate_and_reload_evicts_every_page_of_the_table_and_no_other() {
+    let app = TestApp::with(TestDb::new(Backend::Postgres).await, WAIT_FOR_POLLS).await;
+    let pages = ["/v1/formations/3001F", "/v1/stations/M01/sightings", "/v1/operations/today", "/v1/sightings/latest"];
+    for page in pages.iter().chain(&["/v1/lines"]) {
+        assert_eq!(app.get(page).await.status, 200, "{page}");
+        assert_eq!(app.get(page).await.header("x-local-cache"), "hit", "{page}");
+    }
+    assert!(!app.get("/v1/stations/M01/sightings").await.json()["sightings"].as_array().unwrap().is_empty());
+
+    app.db
+        .exec(
+            "BEGIN; TRUNCATE sightings; \
+             INSERT INTO sightings (formation_id, station_id, seen_at) VALUES ('3002F', 'M02', now()); COMMIT",
+        )
+        .await;
+    after_poll_interval().await;
+    for page in pages {
+        assert_eq!(app.get(page).await.header("x-local-cache"), "miss", "{page}");
+    }
+    assert!(app.get("/v1/formations/3001F").await.json()["sightings"].as_array().unwrap().is_empty());
+    assert!(app.get("/v1/stations/M01/sightings").await.json()["sightings"].as_array().unwrap().is_empty());
+    let latest = app.get("/v1/sightings/latest").await.json();
+    assert_eq!(latest["sightings"][0]["formation_id"], "3002F", "{latest}");
+    assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit", "lines are not sightings");
+}
