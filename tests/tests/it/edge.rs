@@ -367,6 +367,45 @@ async fn a_sighting_at_a_station_refreshes_that_stations_page_through_the_edge(b
 
 crate::both_backends!(a_sighting_at_a_station_refreshes_that_stations_page_through_the_edge);
 
+/// A `TRUNCATE` and reload records tag families (`station:*`), which no answer carries: the warmer
+/// turns them into its routes' wildcards in either mode, so every page of a removed row leaves
+/// the edge, whichever station or formation it was about, and a page of another table stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_truncate_and_reload_purges_every_page_of_the_table_at_the_edge_in_either_mode() {
+    let app = TestApp::with(TestDb::new(Backend::Postgres).await, &["--change-poll-interval", "100ms"]).await;
+    let (addr, _stop) = app.serve().await;
+    let edge = Varnish::start(addr).await;
+    let client = reqwest::Client::new();
+    warmer_purge(&app.db, &edge, "tags").await;
+    let station = "/v1/stations/M01/sightings?limit=5";
+    let formation = "/v1/formations/3001F";
+    for page in [station, formation, "/v1/lines"] {
+        get(&client, &edge.url(page)).await;
+        assert_eq!(get(&client, &edge.url(page)).await.x_cache, "Hit", "{page}");
+    }
+    for (round, mode) in ["tags", "paths"].into_iter().enumerate() {
+        let id = format!("300{}F", round + 2);
+        app.db
+            .exec(&format!(
+                "BEGIN; TRUNCATE sightings; INSERT INTO sightings (formation_id, station_id, seen_at) \
+                 VALUES ('{id}', 'M01', '2099-01-0{}T00:00:00Z'); COMMIT",
+                round + 1
+            ))
+            .await;
+        let reloaded = |v: &Value| v["sightings"][0]["formation_id"] == id.as_str();
+        assert!(!reloaded(&get(&client, &edge.url(station)).await.body), "the edge keeps its copy until invalidated");
+        until_origin(&app, station, reloaded).await;
+        until_origin(&app, formation, |v| v["sightings"].as_array().is_some_and(Vec::is_empty)).await;
+        let summary = warmer_purge(&app.db, &edge, mode).await;
+        assert_eq!(summary["failures"], 0, "{mode}: {summary}");
+        assert!(reloaded(&get(&client, &edge.url(station)).await.body), "{mode}: {summary}");
+        let emptied = get(&client, &edge.url(formation)).await;
+        assert_eq!(emptied.body["sightings"].as_array().map(Vec::len), Some(0), "{mode}: {summary}");
+        assert_eq!(get(&client, &edge.url("/v1/lines")).await.x_cache, "Hit", "{mode}: lines are not sightings");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs services: run ./scripts/test.sh"]
 async fn purge_is_refused_from_elsewhere_and_prefix_purges_work() {
