@@ -33,7 +33,7 @@ complete -c cachectl -n "__fish_cachectl_needs_command" -f -a "warm" -d 'Fetch t
 complete -c cachectl -n "__fish_cachectl_needs_command" -f -a "status" -d 'Pending changes, this month\'s invalidation items against the budget, recent invalidations'
 complete -c cachectl -n "__fish_cachectl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cachectl -n "__fish_cachectl_using_subcommand policy" -s h -l help -d 'Print help'
-complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l tag -d 'Cache tags, e.g. `formation:10701F` (repeatable)' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l tag -d 'Cache tags, e.g. `formation:10701F`, or a family such as `formation:*` (every formation) (repeatable)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l path -d 'Paths, e.g. `/v1/lines` or `/v1/formations/*` (repeatable)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l invalidator -d 'Invalidation backend' -r -f -a "cloudfront\t'CloudFront `CreateInvalidation` (DISTRIBUTION_ID)'
 purge\t'HTTP PURGE to a Varnish-style cache (PURGE_URL)'
@@ -57,7 +57,7 @@ complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l service-day-s
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l db-statement-timeout -d 'The longest one database round trip may take (a statement waiting on a lock, or a connection gone silent): past it the call fails, and with it the warmer\'s tick, which the next one retries' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l json -d 'Print one JSON object instead of text'
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l tag -d 'Cache tags, e.g. `formation:10701F` (repeatable)' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l tag -d 'Cache tags, e.g. `formation:10701F`, or a family such as `formation:*` (every formation) (repeatable)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l path -d 'Paths, e.g. `/v1/lines` or `/v1/formations/*` (repeatable)' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand invalidate" -l invalidator -d 'Invalidation backend' -r -f -a "cloudfront\t'CloudFront `CreateInvalidation` (DISTRIBUTION_ID)'
 purge\t'HTTP PURGE to a Varnish-style cache (PURGE_URL)'
