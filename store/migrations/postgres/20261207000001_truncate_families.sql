@@ -8,10 +8,11 @@
 -- nothing.
 --
 -- Once a transaction has recorded a table's families, every tag a later write of that table in
--- the same transaction could touch is already covered, so those writes record nothing: the
--- reload of a `TRUNCATE; COPY …` import costs no tag computation while the lock is held. The mark
--- is a transaction-local setting, undone with the transaction or the savepoint that set it, like
--- the families themselves.
+-- the same transaction could touch is already covered, so those writes record nothing (the
+-- tables' change triggers, which `api migrate` generates, check the mark): the reload of a
+-- `TRUNCATE; COPY …` import costs no tag computation while the lock is held. The mark is a
+-- transaction-local setting, undone with the transaction or the savepoint that set it, like the
+-- families themselves.
 CREATE FUNCTION edgerail_record_truncate_families() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -21,24 +22,6 @@ BEGIN
     IF held THEN
         INSERT INTO cache_changes (tag) SELECT unnest(TG_ARGV);
         PERFORM set_config('edgerail.truncated_' || TG_RELID, 'on', true);
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE OR REPLACE FUNCTION edgerail_record_changes() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF current_setting('edgerail.truncated_' || TG_RELID, true) = 'on' THEN
-        RETURN NULL;
-    END IF;
-    IF TG_OP = 'INSERT' THEN
-        EXECUTE format('INSERT INTO cache_changes (tag) SELECT DISTINCT t FROM new_rows r, %I(r) t', TG_ARGV[0]);
-    ELSIF TG_OP = 'UPDATE' THEN
-        EXECUTE format('INSERT INTO cache_changes (tag) SELECT t FROM new_rows r, %1$I(r) t
-                        UNION SELECT t FROM old_rows r, %1$I(r) t', TG_ARGV[0]);
-    ELSE
-        EXECUTE format('INSERT INTO cache_changes (tag) SELECT DISTINCT t FROM old_rows r, %I(r) t', TG_ARGV[0]);
     END IF;
     RETURN NULL;
 END

@@ -610,8 +610,11 @@ async fn migrate_drops_the_change_triggers_of_tables_no_longer_declared(backend:
             "CREATE TABLE depots (id TEXT PRIMARY KEY); \
              CREATE FUNCTION edgerail_tags_depots(r depots) RETURNS SETOF TEXT LANGUAGE sql STABLE \
                  AS $$ SELECT 'depot:' || r.id $$; \
+             CREATE FUNCTION edgerail_record_changes_depots() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 INSERT INTO cache_changes (tag) SELECT DISTINCT t FROM new_rows r, edgerail_tags_depots(r) t; \
+                 RETURN NULL; END $$; \
              CREATE TRIGGER depots_changes_insert AFTER INSERT ON depots REFERENCING NEW TABLE AS new_rows \
-                 FOR EACH STATEMENT EXECUTE FUNCTION edgerail_record_changes('edgerail_tags_depots')"
+                 FOR EACH STATEMENT EXECUTE FUNCTION edgerail_record_changes_depots()"
         }
         Backend::Sqlite => {
             "CREATE TABLE depots (id TEXT PRIMARY KEY); \
@@ -631,10 +634,12 @@ async fn migrate_drops_the_change_triggers_of_tables_no_longer_declared(backend:
     assert_eq!(tags_after(store, &mark).await, set(&["formations", "formation:10701F"]));
     if backend == Backend::Postgres {
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
-        let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_proc WHERE proname = 'edgerail_tags_depots'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        assert_eq!(left, 0, "the tag function of the undeclared table is dropped");
+        let (left,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_proc WHERE proname IN ('edgerail_tags_depots', 'edgerail_record_changes_depots')",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "the tag and change functions of the undeclared table are dropped");
     }
 }
