@@ -3,7 +3,8 @@
 # prints a markdown report and writes it (with the JSON results and SVG plots) to target/bench/.
 # It then publishes the report: bench/RESULTS.md (date, machine, commit), its plots in
 # bench/results/, and the summary between the markers in README.md; commit those as they are.
-# Not part of CI; about 25 minutes after the build (the soak is fifteen of them).
+# Not part of CI; about 30 minutes after the build (the soak is fifteen of them), and 9 more the first
+# time, to seed the ten-million-sighting database the writes are measured on.
 #
 #   ./bench/run.sh
 #
@@ -158,6 +159,25 @@ edge_stack 3202 6182 varnish-warmset LEARN_FLUSH_INTERVAL=5s
 $BENCH warmset --edge http://127.0.0.1:6182 --database-url "$PG" --warmer $BIN/warmer \
     --duration 60s --out "$OUT/warmset.json"
 cleanup; pids=()
+
+# --- Writes at scale ------------------------------------------------------------------------------
+# Ten years of a busy site (`--scale 100 --days 3650`: 10 million sightings) in a database of its
+# own, seeded once and kept across runs (the bench leaves it as it found it; `api migrate` brings
+# an older one up to date). BENCH_SCALE changes the volume (and reseeds).
+SCALE=${BENCH_SCALE:-100}
+PG_SCALE=postgres://edgerail:edgerail@127.0.0.1:5433/edgerail_scale
+want=$((SCALE * 100000))
+have=$(psql -h 127.0.0.1 -p 5433 -U edgerail -d edgerail_scale -Atc "SELECT count(*) FROM sightings" 2>/dev/null || echo 0)
+if [ "$have" != "$want" ]; then
+    log "seeding $want sightings over ten years (once; about 9 minutes)"
+    psql -h 127.0.0.1 -p 5433 -U edgerail -d postgres -qc "DROP DATABASE IF EXISTS edgerail_scale WITH (FORCE)"
+    psql -h 127.0.0.1 -p 5433 -U edgerail -d postgres -qc "CREATE DATABASE edgerail_scale"
+    DATABASE_URL=$PG_SCALE $API seed --demo --scale "$SCALE" --days 3650 2>/dev/null
+fi
+DATABASE_URL=$PG_SCALE $API migrate 2>/dev/null
+psql -h 127.0.0.1 -p 5433 -U edgerail -d edgerail_scale -qc "VACUUM ANALYZE"
+log "writes at scale ($want sightings: with and without the triggers)"
+$BENCH writes --database-url "$PG_SCALE" --out "$OUT/writes.json"
 
 # --- Soak ------------------------------------------------------------------------------------------
 # Fifteen minutes of the deploy build as Lambda runs it, on a million sightings (`--scale 10`, kept

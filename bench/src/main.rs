@@ -19,6 +19,7 @@
 //! - `connections`: K simulated Lambda instances through PgBouncer, or straight to PostgreSQL.
 //! - `offload`: a Zipf workload through the local edge with writes and warmer ticks.
 //! - `warmset`: the same through the edge, once with the fixed warm set and once with the learned one.
+//! - `writes`: what the triggers cost each kind of write, on production-sized data.
 //! - `report`: the markdown report.
 
 mod coldstart;
@@ -31,6 +32,7 @@ mod offload;
 mod report;
 mod warmset;
 mod wire;
+mod writes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,6 +81,8 @@ enum Command {
     Offload(offload::Args),
     /// The warm set, fixed against learned, in one run (found warm, edge misses, origin load).
     Warmset(warmset::Args),
+    /// What the triggers cost each kind of write, with and without them.
+    Writes(writes::Args),
     /// Assemble the markdown report from the JSON results.
     Report {
         #[arg(long)]
@@ -134,6 +138,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Connections(args) => connections::run(args).await,
         Command::Offload(args) => offload::run(args).await,
         Command::Warmset(args) => warmset::run(args).await,
+        Command::Writes(args) => writes::run(args).await,
         Command::Report { dir, publish } => report::run(&dir, publish.as_deref()),
     }
 }

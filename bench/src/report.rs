@@ -472,6 +472,9 @@ pub fn run(dir: &Path, publish: Option<&Path>) -> anyhow::Result<()> {
         }
         let _ = writeln!(md);
     }
+    if let Some(writes) = load(dir, "writes.json") {
+        writes_section(&mut md, &writes);
+    }
     if let Some(soak) = load(dir, "soak.json") {
         soak_section(&mut md, &soak);
         std::fs::write(dir.join("soak.svg"), timeline(&soak))?;
@@ -785,6 +788,77 @@ fn instructions(md: &mut String, counted: &Value) {
         mark(worst <= 1.25),
         mark(ratios.len() >= 2 && (worst - best) / best <= 0.02),
         (worst - best) / best * 100.0,
+    );
+}
+
+/// What the triggers cost the writers, at the seeded volume (`bench writes`).
+fn writes_section(md: &mut String, w: &Value) {
+    let _ = writeln!(
+        md,
+        "## Writes at scale ({} sightings, PostgreSQL, synchronous commit, round trip included)\n\n\
+         Each write with edgerail's triggers and without them (`DISABLE TRIGGER USER`: the foreign keys stay), in \
+         alternating rounds of one run. An import is `TRUNCATE sightings` and a reload in one transaction: its \
+         `ACCESS EXCLUSIVE` lock is held from the `TRUNCATE` to the end of the reload, and every reader of the \
+         table waits that long.\n\n\
+         The floor is the write without the triggers, its statement writing the outbox rows they would record \
+         (six for a sighting, two for a formation): what any trigger recording them costs at least. The goal is \
+         the ratio, or within 1.1× of the floor where the floor is above it.\n\n\
+         | write | with triggers p50 ms | without p50 ms | ratio | floor p50 ms (ratio) | with / floor | goal |\n\
+         |---|---:|---:|---:|---:|---:|---|",
+        w["sightings"]
+    );
+    for (key, label, goal) in [
+        ("single_insert", "one sighting, own transaction", 1.5),
+        ("hot_update", "a hot formation's row, own transaction", 1.5),
+    ] {
+        let x = &w[key];
+        let ratio = x["ratio"].as_f64().unwrap_or(f64::INFINITY);
+        let over = x["over_floor"].as_f64().unwrap_or(f64::INFINITY);
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} | {} | {} ({}) | {} | {} ≤ {goal}× or ≤ 1.1× the floor |",
+            f(&x["triggers_p50"]),
+            f(&x["bare_p50"]),
+            f(&x["ratio"]),
+            f(&x["floor_p50"]),
+            f(&x["floor_ratio"]),
+            f(&x["over_floor"]),
+            mark(ratio <= goal || over <= 1.1)
+        );
+    }
+    let bulk = &w["bulk_insert"]["ms"];
+    let ratio = bulk["ratio"].as_f64().unwrap_or(f64::INFINITY);
+    let _ = writeln!(
+        md,
+        "| {} sightings, one statement | {} | {} | {} | | | {} ≤ 2× |",
+        w["bulk_insert"]["rows"],
+        f(&bulk["triggers_p50"]),
+        f(&bulk["bare_p50"]),
+        f(&bulk["ratio"]),
+        mark(ratio <= 2.0)
+    );
+    let _ = writeln!(
+        md,
+        "\n| import: `TRUNCATE` and reload of {} rows | `TRUNCATE` ms | lock held s | changes recorded |\n|---|---:|---:|---:|",
+        w["import"]["reload_rows"]
+    );
+    for run in w["import"]["runs"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            run["mode"].as_str().unwrap_or(""),
+            f(&run["truncate_ms"]),
+            f(&run["lock_held_s"]),
+            run["changes_recorded"]
+        );
+    }
+    let added = w["import"]["added_lock_s"].as_f64().unwrap_or(f64::INFINITY);
+    let _ = writeln!(
+        md,
+        "\n- {} the triggers add **{} s** to the import's lock (goal ≤ 2 s; one run each, so the reload's own \
+         variation is in the figure)\n",
+        mark(added <= 2.0),
+        f(&Value::from(added))
     );
 }
 
