@@ -99,6 +99,15 @@ const GENERATE: &str = "INSERT INTO sightings (formation_id, operation_number, s
          (SELECT array_agg(id ORDER BY id) ids FROM formations) f, (SELECT array_agg(id ORDER BY id) ids FROM stations) s";
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let measured = measure(&args).await;
+    // Whatever failed, the triggers are on again (from a connection of its own, in case the
+    // measuring one is what failed): a database left without them records no change.
+    let mut conn = PgConnection::connect(&args.database_url).await?;
+    set_triggers(&mut conn, Mode::Triggers).await?;
+    measured
+}
+
+async fn measure(args: &Args) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(&args.database_url).await?;
     sqlx::query("SET synchronous_commit = on").execute(&mut conn).await?;
     let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM sightings").fetch_one(&mut conn).await?;

@@ -110,7 +110,7 @@ pub(crate) fn postgres(tables: &[Table]) -> Vec<String> {
         ddl.push(format!(
             "CREATE OR REPLACE FUNCTION edgerail_record_changes_{name}() RETURNS trigger LANGUAGE plpgsql AS $$ \
              BEGIN \
-                 IF current_setting('edgerail.truncated_' || TG_RELID, true) = 'on' THEN RETURN NULL; END IF; \
+                 IF current_setting('edgerail.truncated_' || TG_RELID, true) = pg_current_xact_id()::text THEN RETURN NULL; END IF; \
                  IF TG_OP = 'INSERT' THEN \
                      INSERT INTO cache_changes (tag) SELECT DISTINCT t FROM new_rows r, edgerail_tags_{name}(r) t; \
                  ELSIF TG_OP = 'UPDATE' THEN \
