@@ -176,6 +176,11 @@ if [ "$have" != "$want" ]; then
 fi
 DATABASE_URL=$PG_SCALE $API migrate 2>/dev/null
 psql -h 127.0.0.1 -p 5433 -U edgerail -d edgerail_scale -qc "VACUUM ANALYZE"
+log "reads at scale ($want sightings: every route's miss, in-process cache off)"
+BIND_ADDR=127.0.0.1:3401 DATABASE_URL=$PG_SCALE LOCAL_CACHE_MAX_BYTES=0 $API 2>>"$RUN/api-scale.log" & pids+=($!)
+wait_http http://127.0.0.1:3401/health-check
+$BENCH reads --base http://127.0.0.1:3401 --database-url "$PG_SCALE" --out "$OUT/reads.json"
+cleanup; pids=()
 log "writes at scale ($want sightings: with and without the triggers)"
 $BENCH writes --database-url "$PG_SCALE" --out "$OUT/writes.json"
 

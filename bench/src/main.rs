@@ -19,6 +19,7 @@
 //! - `connections`: K simulated Lambda instances through PgBouncer, or straight to PostgreSQL.
 //! - `offload`: a Zipf workload through the local edge with writes and warmer ticks.
 //! - `warmset`: the same through the edge, once with the fixed warm set and once with the learned one.
+//! - `reads`: every route's miss (cache off), on production-sized data.
 //! - `writes`: what the triggers cost each kind of write, on production-sized data.
 //! - `report`: the markdown report.
 
@@ -29,6 +30,7 @@ mod instructions;
 mod invoke;
 mod lambda;
 mod offload;
+mod reads;
 mod report;
 mod warmset;
 mod wire;
@@ -81,6 +83,8 @@ enum Command {
     Offload(offload::Args),
     /// The warm set, fixed against learned, in one run (found warm, edge misses, origin load).
     Warmset(warmset::Args),
+    /// Every route's miss on production-sized data, from the api's own database time.
+    Reads(reads::Args),
     /// What the triggers cost each kind of write, with and without them.
     Writes(writes::Args),
     /// Assemble the markdown report from the JSON results.
@@ -138,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Connections(args) => connections::run(args).await,
         Command::Offload(args) => offload::run(args).await,
         Command::Warmset(args) => warmset::run(args).await,
+        Command::Reads(args) => reads::run(args).await,
         Command::Writes(args) => writes::run(args).await,
         Command::Report { dir, publish } => report::run(&dir, publish.as_deref()),
     }

@@ -472,6 +472,9 @@ pub fn run(dir: &Path, publish: Option<&Path>) -> anyhow::Result<()> {
         }
         let _ = writeln!(md);
     }
+    if let Some(reads) = load(dir, "reads.json") {
+        crate::reads::section(&mut md, &reads);
+    }
     if let Some(writes) = load(dir, "writes.json") {
         writes_section(&mut md, &writes);
     }
