@@ -232,7 +232,7 @@ impl Db {
 
     /// Whether anything is old enough to prune: processed changes past `retention`, learned
     /// paths past `learned_max_age` or beyond the `learned_keep` ranked first, warm state past
-    /// `warm_max_age`. Reads only.
+    /// `warm_max_age`, invalidations recorded before last month. Reads only.
     ///
     /// # Errors
     ///
@@ -246,7 +246,7 @@ impl Db {
     ) -> StoreResult<bool> {
         let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         let sql = self.sql();
-        let [changes, learned, warm] = self
+        let [changes, learned, warm, invalidations] = self
             .read(
                 Limit::Data,
                 [
@@ -255,12 +255,14 @@ impl Db {
                         .bind(secs(learned_max_age))
                         .bind(i64::try_from(learned_keep).unwrap_or(i64::MAX)),
                     Statement::new(sql.warm_state_prunable).bind(secs(warm_max_age)),
+                    Statement::new(sql.invalidations_prunable),
                 ],
             )
             .await?;
         Ok(changes.one::<(bool,)>("prunable")?.0
             || learned.one::<(bool,)>("prunable")?.0
-            || warm.one::<(bool,)>("prunable")?.0)
+            || warm.one::<(bool,)>("prunable")?.0
+            || invalidations.one::<(bool,)>("prunable")?.0)
     }
 
     /// Gives the lease back, if `holder` still has it.
@@ -462,6 +464,19 @@ impl Db {
             Statement::new(sql.prune_warm_state).bind(secs),
         )
         .await
+    }
+
+    /// Deletes the invalidations recorded before the previous calendar month (UTC); returns how
+    /// many went. The month's budget sums only the current month's, and the previous one stays
+    /// for an operator comparing the two; without this the table grew by every batch ever sent.
+    /// Writes only when something is to go.
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn prune_invalidations(&self) -> StoreResult<u64> {
+        let sql = self.sql();
+        self.prune_if_any(Statement::new(sql.invalidations_prunable), Statement::new(sql.prune_invalidations)).await
     }
 
     /// Whether `build` differs from the build seen last, without recording it (the warmer records

@@ -111,6 +111,10 @@ pub(crate) struct Dialect {
     pub(crate) prunable: &'static str,
     /// Whether a warm state row is older than `$1` seconds.
     pub(crate) warm_state_prunable: &'static str,
+    /// Whether an invalidation was recorded before the previous calendar month (UTC).
+    pub(crate) invalidations_prunable: &'static str,
+    /// Deletes the invalidations recorded before the previous calendar month; a row per deleted one.
+    pub(crate) prune_invalidations: &'static str,
     /// Whether a learned path is older than `$1` seconds, or more than `$2` are kept.
     pub(crate) learned_prunable: &'static str,
     /// `$1` retention in seconds; a row per deleted change, at most 5,000 a call (a tick's delete,
@@ -181,6 +185,10 @@ pub(crate) const POSTGRES: Dialect = Dialect {
                AND processed_at < now() - make_interval(secs => $1::float8))",
     warm_state_prunable: "SELECT EXISTS (SELECT 1 FROM warm_state \
                           WHERE fetched_at < now() - make_interval(secs => $1::float8))",
+    invalidations_prunable: "SELECT EXISTS (SELECT 1 FROM cache_invalidations \
+                             WHERE created_at < date_trunc('month', now()) - interval '1 month')",
+    prune_invalidations: "DELETE FROM cache_invalidations \
+                          WHERE created_at < date_trunc('month', now()) - interval '1 month' RETURNING CAST(1 AS BIGINT)",
     learned_prunable: "SELECT EXISTS (SELECT 1 FROM learned_paths \
                        WHERE last_fetched_at < now() - make_interval(secs => $1::float8)) \
                        OR (SELECT count(*) FROM learned_paths) > $2",
@@ -256,6 +264,10 @@ pub(crate) const SQLITE: Dialect = Dialect {
                AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)))",
     warm_state_prunable: "SELECT EXISTS (SELECT 1 FROM warm_state \
                           WHERE fetched_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)))",
+    invalidations_prunable: "SELECT EXISTS (SELECT 1 FROM cache_invalidations \
+                             WHERE created_at < strftime('%Y-%m-%dT%H:%M:%S', 'now', 'start of month', '-1 month'))",
+    prune_invalidations: "DELETE FROM cache_invalidations \
+                          WHERE created_at < strftime('%Y-%m-%dT%H:%M:%S', 'now', 'start of month', '-1 month') RETURNING 1",
     learned_prunable: "SELECT EXISTS (SELECT 1 FROM learned_paths \
                        WHERE last_fetched_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1))) \
                        OR (SELECT count(*) FROM learned_paths) > $2",

@@ -99,6 +99,8 @@ pub struct Summary {
     pub learned_pruned: u64,
     /// Warm state rows deleted for being older than the longest edge TTL.
     pub warm_state_pruned: u64,
+    /// Recorded invalidations deleted for being from before last month.
+    pub invalidations_pruned: u64,
     /// Tick duration in milliseconds.
     pub duration_ms: u64,
     /// Why the tick failed, if it did (the changes stay pending).
@@ -621,7 +623,8 @@ impl Warmer {
     }
 
     /// Bounds the warmer's tables: processed changes past the retention, learned paths past their
-    /// age or rank, warm state past the longest edge TTL (such a path is due either way). Each
+    /// age or rank, warm state past the longest edge TTL (such a path is due either way), recorded
+    /// invalidations before last month. Each
     /// failure is logged, not raised: the next tick prunes again.
     async fn prune(&self, deadline: Deadline) -> Pruned {
         let logged = |what: &str, result: Result<u64, StoreError>| {
@@ -647,6 +650,7 @@ impl Warmer {
                 self.db.prune_learned(self.warm.learned_max_age, self.warm.learned_max).await,
             ),
             warm_state: logged("warm state", self.db.prune_warm_state(self.policy.max_edge_ttl()).await),
+            invalidations: logged("recorded invalidations", self.db.prune_invalidations().await),
         }
     }
 
@@ -782,6 +786,7 @@ struct Pruned {
     changes: u64,
     learned: u64,
     warm_state: u64,
+    invalidations: u64,
 }
 
 /// What a tick's steps did.
@@ -881,6 +886,7 @@ impl Summary {
             learned_failed: tally.learned_failed,
             learned_pruned: steps.pruned.learned,
             warm_state_pruned: steps.pruned.warm_state,
+            invalidations_pruned: steps.pruned.invalidations,
             duration_ms: u64::try_from(tick.duration.as_millis()).unwrap_or(u64::MAX),
             error: tick.error.map(|e| error_chain(e)),
             retryable: tick.error.map(TickError::retryable),

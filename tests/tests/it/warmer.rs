@@ -350,6 +350,59 @@ async fn the_warm_state_is_pruned_past_the_longest_edge_ttl() {
     assert_eq!(left, 1, "the recent row stays");
 }
 
+/// The record of invalidations sent is bounded: what came before last month goes (the budget sums
+/// this month's, and last month's stays to compare with), on either backend.
+async fn recorded_invalidations_before_last_month_are_pruned(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (ok, drained) = warmer_once(&db, &[]).await;
+    assert!(ok, "{drained}");
+    let (old, last_month, this_month) = match backend {
+        Backend::Postgres => (
+            "date_trunc('month', now()) - interval '1 month' - interval '1 second'",
+            "date_trunc('month', now()) - interval '1 month'",
+            "now()",
+        ),
+        Backend::Sqlite => (
+            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', 'start of month', '-1 month', '-1 second')",
+            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', 'start of month', '-1 month')",
+            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+        ),
+    };
+    db.exec(&format!(
+        "INSERT INTO cache_invalidations (id, backend, caller_reference, items, changes, status, created_at) VALUES \
+         ('old', 'cloudfront', 'a', 10, 1, 'Completed', {old}), \
+         ('last-month', 'cloudfront', 'b', 10, 1, 'Completed', {last_month}), \
+         ('this-month', 'cloudfront', 'c', 10, 1, 'Completed', {this_month})"
+    ))
+    .await;
+    let (ok, summary) = warmer_once(&db, &[]).await;
+    assert!(ok, "{summary}");
+    assert_eq!(summary["invalidations_pruned"], 1, "{summary}");
+    let left: Vec<String> = match backend {
+        Backend::Postgres => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT id FROM cache_invalidations WHERE id IN ('old', 'last-month', 'this-month') ORDER BY id",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        }
+        Backend::Sqlite => {
+            let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT id FROM cache_invalidations WHERE id IN ('old', 'last-month', 'this-month') ORDER BY id",
+            )
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(left, ["last-month", "this-month"]);
+}
+
+crate::both_backends!(recorded_invalidations_before_last_month_are_pruned);
+
 /// On the embedded database, a tick with nothing to do takes no write lock: with another writer
 /// holding SQLite's write lock, it still succeeds, and says it was idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
