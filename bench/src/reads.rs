@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::{Connection, PgConnection};
 
 #[derive(Debug, clap::Args)]
@@ -45,7 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let url = format!("{}{}", args.base, case.path);
         // One unmeasured request: the connection to the api, and the api's to the database.
         client.get(&url).send().await?.bytes().await?;
-        let (mut db, mut total) = (Vec::new(), Vec::new());
+        let (mut db, mut total): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
         let mut status = 0;
         for _ in 0..args.requests {
             let started = Instant::now();
@@ -62,24 +62,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             total.push(started.elapsed().as_secs_f64() * 1e3);
             db.push(timing.ok_or_else(|| anyhow::anyhow!("{url}: no Server-Timing db duration: is the cache off?"))?);
         }
-        eprintln!("  {:<18} {:<40} db p99 {:.2} ms", case.route, case.what, percentile(&db, 0.99));
+        db.sort_by(f64::total_cmp);
+        total.sort_by(f64::total_cmp);
+        eprintln!("  {:<18} {:<40} db p99 {:.2} ms", case.route, case.what, testbed::percentile(&db, 99.0));
         results.push(json!({
             "route": case.route,
             "case": case.what,
             "path": case.path,
             "status": status,
-            "db_p50_ms": percentile(&db, 0.5),
-            "db_p99_ms": percentile(&db, 0.99),
-            "db_max_ms": percentile(&db, 1.0),
-            "total_p99_ms": percentile(&total, 0.99),
+            "db_p50_ms": testbed::percentile(&db, 50.0),
+            "db_p99_ms": testbed::percentile(&db, 99.0),
+            "db_max_ms": db.last(),
+            "total_p99_ms": testbed::percentile(&total, 99.0),
         }));
     }
     let mut conn = PgConnection::connect(&args.database_url).await?;
     let (sightings,): (i64,) = sqlx::query_as("SELECT count(*) FROM sightings").fetch_one(&mut conn).await?;
     let (operations,): (i64,) = sqlx::query_as("SELECT count(*) FROM operations").fetch_one(&mut conn).await?;
     let out = json!({ "sightings": sightings, "operations": operations, "requests": args.requests, "cases": results });
-    std::fs::write(&args.out, serde_json::to_string_pretty(&out)?)?;
-    Ok(())
+    testbed::write_json(&args.out, &out)
 }
 
 /// The cases, from what the database holds.
@@ -131,45 +132,4 @@ async fn cases(database_url: &str) -> anyhow::Result<Vec<Case>> {
         case("station_sightings", "largest page", format!("/v1/stations/{station}/sightings?limit=200")),
         case("station_sightings", "unknown", "/v1/stations/NOPE/sightings".into()),
     ])
-}
-
-fn percentile(samples: &[f64], q: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    let at = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[at]
-}
-
-/// The report's section for `reads.json`.
-pub fn section(md: &mut String, r: &Value) {
-    use std::fmt::Write as _;
-    let _ = writeln!(
-        md,
-        "## Reads at scale ({} sightings, {} operations; in-process cache off)\n\n\
-         Each case {} times in a row on a warm connection. `db` is the api's own `Server-Timing` (the database \
-         conversation, the answer's JSON included); `total` is the client's whole request.\n\n\
-         | route | case | status | db p50 ms | db p99 ms | db max ms | total p99 ms | goal p99 ≤ 20 ms |\n\
-         |---|---|---:|---:|---:|---:|---:|---|",
-        r["sightings"], r["operations"], r["requests"]
-    );
-    for c in r["cases"].as_array().into_iter().flatten() {
-        let p99 = c["db_p99_ms"].as_f64().unwrap_or(f64::INFINITY);
-        let _ = writeln!(
-            md,
-            "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
-            c["route"].as_str().unwrap_or(""),
-            c["case"].as_str().unwrap_or(""),
-            c["status"],
-            c["db_p50_ms"].as_f64().unwrap_or(f64::NAN),
-            p99,
-            c["db_max_ms"].as_f64().unwrap_or(f64::NAN),
-            c["total_p99_ms"].as_f64().unwrap_or(f64::NAN),
-            if p99 <= 20.0 { "✓" } else { "✗" }
-        );
-    }
-    let _ = writeln!(md);
 }

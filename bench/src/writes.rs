@@ -197,8 +197,7 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
             "added_lock_s": median(&lock(Mode::Triggers)) - median(&lock(Mode::Bare)),
         },
     });
-    std::fs::write(&args.out, serde_json::to_string_pretty(&result)?)?;
-    Ok(())
+    testbed::write_json(&args.out, &result)
 }
 
 fn label(mode: Mode) -> &'static str {
@@ -256,8 +255,8 @@ impl Samples {
         let mut summary = json!({
             "triggers_p50": with,
             "bare_p50": without,
-            "triggers_p90": percentile(&self.triggers, 0.9),
-            "bare_p90": percentile(&self.bare, 0.9),
+            "triggers_p90": percentile(&self.triggers, 90.0),
+            "bare_p90": percentile(&self.bare, 90.0),
             "ratio": with / without,
             "samples": self.triggers.len(),
         });
@@ -270,17 +269,13 @@ impl Samples {
     }
 }
 
-fn median(samples: &[f64]) -> f64 {
-    percentile(samples, 0.5)
-}
-
-fn percentile(samples: &[f64], q: f64) -> f64 {
-    if samples.is_empty() {
-        return f64::NAN;
-    }
+/// The `p`-th percentile of unsorted samples, as every bench figure takes it.
+fn percentile(samples: &[f64], p: f64) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
-    let at = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[at]
+    testbed::percentile(&sorted, p)
+}
+
+fn median(samples: &[f64]) -> f64 {
+    percentile(samples, 50.0)
 }
