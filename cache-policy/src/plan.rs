@@ -173,7 +173,7 @@ pub fn bind_tag<'t>(template: &TagTemplate, route: &Route, tag: &'t str) -> Opti
                     _ => rest.len(),
                 };
                 let value = &rest[..end];
-                if value.len() == ANY.len_utf8() && value.starts_with(ANY) {
+                if value == ANY {
                     // A family's parameter: any value, left unbound.
                     route.param_kind(name)?;
                     rest = &rest[end..];

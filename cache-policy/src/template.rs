@@ -185,8 +185,7 @@ impl TagTemplate {
     /// removes (which held the table's exclusive lock for seconds per million rows); see
     /// [`tag_covers`] for what a family covers.
     pub fn family(&self) -> String {
-        let any = ANY.to_string();
-        self.render(|_| Some(any.as_str())).unwrap_or_default()
+        self.render(|_| Some(ANY)).unwrap_or_default()
     }
 
     /// Renders the tag, taking parameter values from `lookup`. `None` when one is missing.
@@ -275,7 +274,7 @@ fn check_date_syntax(value: &str) -> Result<(), &'static str> {
 
 /// Stands for any value of a parameter in a tag family ([`TagTemplate::family`]). It is outside
 /// the tag alphabet ([`is_tag_char`]), so a family is never a tag an answer carries.
-pub const ANY: char = '*';
+pub const ANY: &str = "*";
 
 /// Whether a tag is a family (has an [`ANY`] for some parameter) rather than one concrete tag.
 pub fn is_family(tag: &str) -> bool {

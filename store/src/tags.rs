@@ -9,13 +9,14 @@
 //! dropped).
 //!
 //! - PostgreSQL: one set-returning SQL function per table, `edgerail_tags_<table>(row)`, used by
-//!   its statement-level triggers with transition tables (through `edgerail_record_changes_<table>`),
-//!   so a bulk write records each distinct tag once.
-//!   A `TRUNCATE` records the table's tag families (`formation:*`: every tag its rows could
-//!   carry) at a cost that does not grow with the table, and later writes of the table in the
-//!   same transaction record nothing more (a reload's tags are all in those families). The service day of a timestamp is
-//!   looked up in `service_day_runs` (the calendar as data, written by `migrate` from the API's
-//!   own rule), once per row in a fenced subquery the planner keeps inside the one plan.
+//!   its statement-level triggers with transition tables (through
+//!   `edgerail_record_changes_<table>`), so a bulk write records each distinct tag once. A
+//!   `TRUNCATE` records the table's tag families (`formation:*`: every tag its rows could carry)
+//!   at a cost that does not grow with the table, and later writes of the table in the same
+//!   transaction record nothing more (a reload's tags are all in those families). The service day
+//!   of a timestamp is looked up in `service_day_runs` (the calendar as data, written by `migrate`
+//!   from the API's own rule), once per row in a fenced subquery the planner keeps inside the one
+//!   plan.
 //! - SQLite: row triggers after insert, update (old and new row) and delete, and before insert
 //!   for `INSERT OR REPLACE` (which deletes the row it replaces without firing delete triggers).
 

@@ -624,8 +624,8 @@ impl Warmer {
 
     /// Bounds the warmer's tables: processed changes past the retention, learned paths past their
     /// age or rank, warm state past the longest edge TTL (such a path is due either way), recorded
-    /// invalidations before last month. Each
-    /// failure is logged, not raised: the next tick prunes again.
+    /// invalidations before last month. Each failure is logged, not raised: the next tick prunes
+    /// again.
     async fn prune(&self, deadline: Deadline) -> Pruned {
         let logged = |what: &str, result: Result<u64, StoreError>| {
             result.unwrap_or_else(|err| {

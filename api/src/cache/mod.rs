@@ -436,8 +436,8 @@ impl LocalCache {
     }
 
     /// Evicts every entry carrying one of `tags`, or a tag of one of the families among them:
-    /// recorded first (which is what keeps them from
-    /// being served), then removed from moka's memory.
+    /// recorded first (which is what keeps them from being served), then removed from moka's
+    /// memory.
     fn evict(&self, tags: HashSet<String>) {
         tracing::debug!(count = tags.len(), "evicting changed tags");
         self.evictions.evict(&tags);
