@@ -166,8 +166,9 @@ pub async fn seed_demo(
             .progress_chars("=> "),
     );
     progress.set_message("seeding demo data");
+    let policy = cache_policy::Policy::embedded().map_err(StartupError::Policy)?;
     store
-        .load_demo(&data, &|rows| progress.inc(rows))
+        .load_demo(&data, policy.tables(), &|rows| progress.inc(rows))
         .await
         .map_err(|source| StartupError::Store { context: "loading demo data failed", source })?;
     progress.finish_with_message("demo data loaded");

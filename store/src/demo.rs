@@ -331,12 +331,18 @@ pub fn generate(calendar: &ServiceCalendar, now: DateTime<Utc>, scale: f64, sigh
 
 impl Db {
     /// Replaces all data with `data` in one transaction, calling `progress` with the number of
-    /// rows written after each chunk.
+    /// rows written after each chunk. The change it records is the tag families of `tables` (the
+    /// policy's): every answer of theirs may have changed.
     ///
     /// # Errors
     ///
     /// The database failed; nothing was replaced.
-    pub async fn load_demo(&self, data: &DemoData, progress: &(dyn Fn(u64) + Send + Sync)) -> StoreResult<()> {
+    pub async fn load_demo(
+        &self,
+        data: &DemoData,
+        tables: &[cache_policy::Table],
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> StoreResult<()> {
         const CHUNK: usize = 10_000;
         // Rows travel as one JSON array per chunk and table, unpacked server-side: one statement
         // per chunk instead of one per row. Each chunk's JSON is built when it is sent.
@@ -384,13 +390,28 @@ impl Db {
             )
             .await?;
         }
-        // The triggers recorded the touched tags once per statement (PostgreSQL) or per row
-        // (SQLite): keep one row per distinct tag.
+        // Every table was replaced, so every answer may have changed: each table's tag families
+        // (`formation:*`, …) say so in a handful of rows, where the tags the triggers recorded run
+        // to one per operation ever sighted (over a million for ten years of a busy site), which
+        // the warmer would drain ten thousand a tick and every instance would read past its page.
         let last = tx.fetch(Statement::new(sql::MAX_CHANGE)).await?.one::<(i64,)>("change id")?.0;
-        tx.execute(Statement::new(sql::COMPACT_CHANGES_INSERT).bind(before).bind(last)).await?;
-        tx.execute(Statement::new(sql::COMPACT_CHANGES_DELETE).bind(before).bind(last)).await?;
+        tx.execute(Statement::new(sql::LOAD_CHANGES_DELETE).bind(before).bind(last)).await?;
+        for family in families(tables) {
+            tx.execute(Statement::new(sql::RECORD_CHANGE).bind(family.as_str())).await?;
+        }
         tx.commit().await
     }
+}
+
+/// The tag families of `tables`, each once.
+fn families(tables: &[cache_policy::Table]) -> Vec<String> {
+    let mut families: Vec<String> = Vec::new();
+    for family in tables.iter().flat_map(cache_policy::Table::families) {
+        if !families.contains(&family) {
+            families.push(family);
+        }
+    }
+    families
 }
 
 #[cfg(test)]

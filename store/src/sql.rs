@@ -26,11 +26,10 @@ pub(crate) const LATEST_SIGHTINGS: &str = "SELECT s.id, s.formation_id, s.operat
      FROM sightings s ORDER BY s.seen_at DESC, s.id DESC LIMIT $1";
 pub(crate) const MAX_CHANGE: &str = "SELECT COALESCE(MAX(id), 0) FROM cache_changes";
 pub(crate) const HAS_DATA: &str = "SELECT EXISTS (SELECT 1 FROM lines)";
-/// After a bulk load: one new row per distinct tag recorded in `($1, $2]` …
-pub(crate) const COMPACT_CHANGES_INSERT: &str =
-    "INSERT INTO cache_changes (tag) SELECT DISTINCT tag FROM cache_changes WHERE id > $1 AND id <= $2";
-/// … then the per-row originals go.
-pub(crate) const COMPACT_CHANGES_DELETE: &str = "DELETE FROM cache_changes WHERE id > $1 AND id <= $2";
+/// After a load that replaced every table: the changes its statements recorded in `($1, $2]` go …
+pub(crate) const LOAD_CHANGES_DELETE: &str = "DELETE FROM cache_changes WHERE id > $1 AND id <= $2";
+/// … and one row per tag family takes their place.
+pub(crate) const RECORD_CHANGE: &str = "INSERT INTO cache_changes (tag) VALUES ($1)";
 /// What the demo loader replaces, children first.
 pub(crate) const DEMO_TABLES: [&str; 5] = [
     "DELETE FROM sightings",

@@ -24,6 +24,7 @@ crate::both_backends!(
     processed_changes_older_than_the_retention_are_pruned,
     migrate_drops_the_change_triggers_of_tables_no_longer_declared,
     the_triggers_and_the_api_agree_on_service_days_across_clock_changes,
+    a_demo_load_records_the_families_of_every_table_not_each_tag,
 );
 
 async fn app(backend: Backend) -> TestApp {
@@ -280,6 +281,35 @@ async fn triggers_record_the_tags_each_write_touches(backend: Backend) {
     assert_eq!(tags_after(store, &mark).await, set(&["operations:2030-01-02", "operation:2030-01-02:99X"]));
 }
 
+/// A load replaces every table: what it records is each table's tag families, a handful of rows
+/// whatever the volume (one per tag would be over a million for ten years of sightings, which the
+/// warmer drains ten thousand a tick).
+async fn a_demo_load_records_the_families_of_every_table_not_each_tag(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let policy = cache_policy::Policy::embedded().unwrap();
+    let start = store.feed_start().await.unwrap();
+    let data = store::demo::generate(&crate::helpers::calendar(), Utc::now(), 0.01, 3);
+    assert!(data.sighting_count() >= 1000);
+    store.load_demo(&data, policy.tables(), &|_| {}).await.unwrap();
+    let page = store.feed_since(&start, 1000).await.unwrap();
+    let recorded: Vec<&str> = page.changes.iter().map(|c| c.tag.as_str()).collect();
+    assert_eq!(
+        recorded.iter().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([
+            "formation:*",
+            "formations",
+            "line:*",
+            "lines",
+            "operation:*:*",
+            "operations:*",
+            "sightings",
+            "station:*"
+        ]),
+    );
+    assert_eq!(recorded.len(), 8, "each family once: {recorded:?}");
+}
+
 async fn change_feed_returns_what_became_visible_after_a_cursor(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
@@ -333,6 +363,18 @@ fn accepted() -> outbox::Accepted<'static> {
 async fn processed_changes_older_than_the_retention_are_pruned(backend: Backend) {
     let app = app(backend).await;
     let store = app.store();
+    // Enough changes to take two prunes.
+    app.db
+        .exec(match backend {
+            Backend::Postgres => {
+                "INSERT INTO cache_changes (tag) SELECT 'formation:T' || g FROM generate_series(1, 6000) g"
+            }
+            Backend::Sqlite => {
+                "WITH RECURSIVE g (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < 6000) \
+                 INSERT INTO cache_changes (tag) SELECT 'formation:T' || n FROM g"
+            }
+        })
+        .await;
     let claim = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
     let processed = claim.changes();
     assert!(processed > 5_000, "enough to take two prunes: {processed}");
