@@ -471,6 +471,12 @@ impl Policy {
     pub fn max_edge_ttl(&self) -> Duration {
         self.routes.iter().map(|r| r.edge_ttl).max().unwrap_or_default()
     }
+
+    /// The longest local TTL of a route whose answers the change feed evicts (one that carries
+    /// tags): how long an instance may hold an answer that a change later recorded must reach.
+    pub fn max_evicted_local_ttl(&self) -> Duration {
+        self.routes.iter().filter(|r| !r.tags.is_empty()).map(|r| r.local_ttl).max().unwrap_or_default()
+    }
 }
 
 fn duration(route: &str, field: &'static str, text: &str) -> Result<Duration, PolicyError> {

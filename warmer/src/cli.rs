@@ -305,11 +305,13 @@ pub async fn warmer(
         .default_headers(headers)
         .build()
         .map_err(|e| SetupError::Invalid(e.to_string()))?;
+    let policy = policy()?;
+    check_retention(outbox.retention, policy)?;
     let store = open_db(db).await?;
     Ok(Warmer {
         db: store,
         invalidator: invalidator(backend).await?,
-        policy: policy()?,
+        policy,
         calendar: calendar(db)?,
         mode: backend.mode.into(),
         limits: limits(backend),
@@ -324,6 +326,29 @@ pub async fn warmer(
         http,
         metrics: false,
     })
+}
+
+/// Refuses a `WARMER_RETENTION` shorter than twice the longest local TTL of a route the feed
+/// evicts. An instance reads the feed by id, processed or not: a change pruned before an instance
+/// that still holds an answer it touches has polled is never evicted there. Such an answer was
+/// loaded less than its local TTL ago (or it would have expired), and the change committed after
+/// the load began, so a retention of that TTL covers it; the factor two leaves room for the
+/// load's own duration and the prune's clock.
+///
+/// # Errors
+///
+/// The retention is shorter than that.
+pub fn check_retention(retention: Duration, policy: &Policy) -> Result<(), SetupError> {
+    let floor = policy.max_evicted_local_ttl() * 2;
+    if retention < floor {
+        return Err(SetupError::Invalid(format!(
+            "WARMER_RETENTION ({} s) must be at least {} s (twice the longest local TTL of a route the change \
+             feed evicts): an instance could otherwise miss a change pruned before it polled",
+            retention.as_secs(),
+            floor.as_secs(),
+        )));
+    }
+    Ok(())
 }
 
 /// Makes sure the warmer's tables exist (they come with the API's migrations).
@@ -356,6 +381,17 @@ mod tests {
         let cli = CachectlCli::try_parse_from(["cachectl", "plan", "--tag", "lines", "formation:10701F"]).unwrap();
         let CachectlCommand::Plan { target, .. } = cli.command else { panic!() };
         assert_eq!(target.tags, ["lines", "formation:10701F"]);
+    }
+
+    #[test]
+    fn a_retention_shorter_than_twice_the_longest_evicted_local_ttl_is_refused() {
+        let policy = policy().unwrap();
+        // The line pages keep 60 s; the OpenAPI document's hour is never evicted and does not count.
+        assert_eq!(policy.max_evicted_local_ttl(), Duration::from_secs(60));
+        let err = check_retention(Duration::from_secs(119), policy).unwrap_err().to_string();
+        assert!(err.contains("WARMER_RETENTION (119 s) must be at least 120 s"), "{err}");
+        check_retention(Duration::from_secs(120), policy).unwrap();
+        check_retention(OutboxArgs::defaults().retention, policy).unwrap();
     }
 
     #[test]
