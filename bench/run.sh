@@ -3,8 +3,9 @@
 # prints a markdown report and writes it (with the JSON results and SVG plots) to target/bench/.
 # It then publishes the report: bench/RESULTS.md (date, machine, commit), its plots in
 # bench/results/, and the summary between the markers in README.md; commit those as they are.
-# Not part of CI; about 30 minutes after the build (the soak is fifteen of them), and 9 more the first
-# time, to seed the ten-million-sighting database the writes are measured on.
+# Not part of CI; about 45 minutes after the build (the soak is fifteen of them, the busy site's
+# tables ten), and 9 more the first time, to seed the ten-million-sighting database the writes are
+# measured on.
 #
 #   ./bench/run.sh
 #
@@ -41,6 +42,16 @@ fi
 pg_lsclusters -h | awk -v v="$PG_VERSION" '$1 == v && $2 == "bench" {print $4}' | grep -q online \
     || as_root pg_ctlcluster "$PG_VERSION" bench start
 for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5433 && break; sleep 0.2; done
+# Restarts the cluster with the given preloaded libraries (the busy-site part loads one).
+bench_cluster_with() {
+    as_root su postgres -c "psql -q -p 5433 -c \"ALTER SYSTEM SET shared_preload_libraries = '$1'\""
+    as_root pg_ctlcluster "$PG_VERSION" bench restart
+    for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5433 && break; sleep 0.2; done
+}
+# A run stopped during that part left it loaded: every other figure is measured without it.
+if [ -n "$(as_root su postgres -c "psql -Atq -p 5433 -c 'SHOW shared_preload_libraries'")" ]; then
+    bench_cluster_with ""
+fi
 as_root su postgres -c "psql -q -p 5433" <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'edgerail') THEN
@@ -181,8 +192,31 @@ BIND_ADDR=127.0.0.1:3401 DATABASE_URL=$PG_SCALE LOCAL_CACHE_MAX_BYTES=0 $API 2>>
 wait_http http://127.0.0.1:3401/health-check
 $BENCH reads --base http://127.0.0.1:3401 --database-url "$PG_SCALE" --out "$OUT/reads.json"
 cleanup; pids=()
+# A hit reads no database: its instructions on this data must be the demo data's.
+log "a hit at scale (instructions per request under Callgrind, 1 round)"
+$BENCH instructions --api $API --database-url "$PG_SCALE" --route /v1/lines --route-template /v1/lines \
+    --rounds 1 --requests 2000 --work-dir "$RUN/callgrind-scale" --out "$OUT/instructions-scale.json"
 log "writes at scale ($want sightings: with and without the triggers)"
 $BENCH writes --database-url "$PG_SCALE" --out "$OUT/writes.json"
+
+# --- The system's own tables at a busy site's rate ----------------------------------------------
+# 50 sightings a second for ten minutes on the same data, viewers through the edge, the warmer
+# every minute as the template schedules it, retention in minutes so the levelling shows
+# (bench/src/busy.rs). pg_stat_statements (what a poll, a claim and a prune cost) is loaded for
+# this part only: it is loaded at the server's start, so the cluster restarts with it and again
+# without it, and every other figure is measured without its overhead. BUSY_SECONDS changes the run.
+log "the system's tables at a busy site's rate (${BUSY_SECONDS:-600} s, 50 sightings/s, warmer every minute)"
+bench_cluster_with pg_stat_statements
+as_root su postgres -c "psql -q -p 5433 -d edgerail_scale -c 'CREATE EXTENSION IF NOT EXISTS pg_stat_statements'"
+# The run starts from empty system tables: nothing from an earlier run is cached anywhere now.
+psql -h 127.0.0.1 -p 5433 -U edgerail -d edgerail_scale -qc \
+    "TRUNCATE cache_changes, learned_paths, warm_state, cache_invalidations"
+edge_stack 3402 6183 varnish-busy DATABASE_URL=$PG_SCALE LEARN_FLUSH_INTERVAL=5s
+$BENCH busy --edge http://127.0.0.1:6183 --database-url "$PG_SCALE" --warmer $BIN/warmer \
+    --duration "${BUSY_SECONDS:-600}s" --out "$OUT/busy.json"
+cleanup; pids=()
+as_root su postgres -c "psql -q -p 5433 -d edgerail_scale -c 'DROP EXTENSION pg_stat_statements'"
+bench_cluster_with ""
 
 # --- Soak ------------------------------------------------------------------------------------------
 # Fifteen minutes of the deploy build as Lambda runs it, on a million sightings (`--scale 10`, kept

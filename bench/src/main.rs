@@ -21,8 +21,11 @@
 //! - `warmset`: the same through the edge, once with the fixed warm set and once with the learned one.
 //! - `reads`: every route's miss (cache off), on production-sized data.
 //! - `writes`: what the triggers cost each kind of write, on production-sized data.
+//! - `busy`: a busy site's write rate with the warmer ticking: the system's own tables over time,
+//!   and what polling, claiming and pruning the outbox cost.
 //! - `report`: the markdown report.
 
+mod busy;
 mod coldstart;
 mod connections;
 mod hotpath;
@@ -87,6 +90,8 @@ enum Command {
     Reads(reads::Args),
     /// What the triggers cost each kind of write, with and without them.
     Writes(writes::Args),
+    /// A busy site's write rate with the warmer ticking: the system's tables and the outbox's cost.
+    Busy(busy::Args),
     /// Assemble the markdown report from the JSON results.
     Report {
         #[arg(long)]
@@ -144,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Warmset(args) => warmset::run(args).await,
         Command::Reads(args) => reads::run(args).await,
         Command::Writes(args) => writes::run(args).await,
+        Command::Busy(args) => busy::run(args).await,
         Command::Report { dir, publish } => report::run(&dir, publish.as_deref()),
     }
 }

@@ -66,7 +66,7 @@ fn histogram(title: &str, unit: &str, samples: &[f64]) -> String {
 
 /// Horizontal bars comparing named values.
 fn bars(title: &str, items: &[(&str, f64)]) -> String {
-    let (w, row) = (640.0, 28.0);
+    let (w, row, label_w) = (760.0, 28.0, 330.0);
     let h = 40.0 + row * items.len() as f64;
     let top = items.iter().map(|(_, v)| *v).fold(0.0, f64::max).max(1e-9);
     let mut svg = format!(
@@ -75,14 +75,15 @@ fn bars(title: &str, items: &[(&str, f64)]) -> String {
     );
     for (i, (label, v)) in items.iter().enumerate() {
         let y = 32.0 + i as f64 * row;
-        let bw = (v / top) * (w - 260.0);
+        let bw = (v / top) * (w - label_w - 70.0);
         let _ = write!(
             svg,
-            "<text x=\"10\" y=\"{:.1}\">{label}</text><rect x=\"200\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"18\" fill=\"#3b7dd8\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\">{v:.0}</text>",
+            "<text x=\"10\" y=\"{:.1}\">{label}</text><rect x=\"{label_w}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"18\" fill=\"#3b7dd8\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\">{}</text>",
             y + 13.0,
-            205.0 + bw,
-            y + 13.0
+            label_w + 5.0 + bw,
+            y + 13.0,
+            f(&Value::from(*v)),
         );
     }
     svg.push_str("</svg>");
@@ -473,10 +474,32 @@ pub fn run(dir: &Path, publish: Option<&Path>) -> anyhow::Result<()> {
         let _ = writeln!(md);
     }
     if let Some(reads) = load(dir, "reads.json") {
-        reads_section(&mut md, &reads);
+        reads_section(
+            &mut md,
+            &reads,
+            load(dir, "instructions.json").as_ref(),
+            load(dir, "instructions-scale.json").as_ref(),
+        );
+        let items: Vec<(String, f64)> = reads["cases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let label = format!("{}: {}", c["route"].as_str().unwrap_or(""), c["case"].as_str().unwrap_or(""));
+                (label, c["db_p99_ms"].as_f64().unwrap_or(0.0))
+            })
+            .collect();
+        let items: Vec<(&str, f64)> = items.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        std::fs::write(dir.join("reads.svg"), bars("A miss at scale: database time p99, ms", &items))?;
+        let _ = writeln!(md, "![miss latency per route at scale](reads.svg)\n");
     }
     if let Some(writes) = load(dir, "writes.json") {
         writes_section(&mut md, &writes);
+    }
+    if let Some(busy) = load(dir, "busy.json") {
+        busy_section(&mut md, &busy);
+        std::fs::write(dir.join("tables.svg"), tables_plot(&busy))?;
+        let _ = writeln!(md, "![the system's tables over time](tables.svg)\n");
     }
     if let Some(soak) = load(dir, "soak.json") {
         soak_section(&mut md, &soak);
@@ -794,8 +817,9 @@ fn instructions(md: &mut String, counted: &Value) {
     );
 }
 
-/// Every route's miss at the seeded volume, from the api's own database time (`bench reads`).
-fn reads_section(md: &mut String, r: &Value) {
+/// Every route's miss at the seeded volume, from the api's own database time (`bench reads`), and
+/// a hit's instructions there against the demo data's.
+fn reads_section(md: &mut String, r: &Value, demo: Option<&Value>, scale: Option<&Value>) {
     let _ = writeln!(
         md,
         "## Reads at scale ({} sightings, {} operations; in-process cache off)\n\n\
@@ -821,6 +845,158 @@ fn reads_section(md: &mut String, r: &Value) {
         );
     }
     let _ = writeln!(md);
+    // A hit's instructions per request: the mean over the rounds of each run.
+    let hit = |v: &Value| {
+        let rounds = v["rounds"].as_array().cloned().unwrap_or_default();
+        let counts: Vec<f64> = rounds.iter().filter_map(|r| r["instructions_per_request"]["cached"].as_f64()).collect();
+        (!counts.is_empty()).then(|| counts.iter().sum::<f64>() / counts.len() as f64)
+    };
+    let route = scale.and_then(|s| s["route"].as_str()).unwrap_or_default().to_owned();
+    if let (Some(demo), Some(scale)) = (demo.and_then(hit), scale.and_then(hit)) {
+        let change = scale / demo - 1.0;
+        let _ = writeln!(
+            md,
+            "- {} a cached hit of `{route}` costs {scale:.0} instructions per request on this data and {demo:.0} on the demo data \
+             (Callgrind, as above): **{:+.2}%** (goal: within 5%)\n",
+            mark(change.abs() <= 0.05),
+            change * 100.0,
+        );
+    }
+}
+
+/// The system's own tables at a busy site's write rate, with the warmer ticking (`bench busy`).
+fn busy_section(md: &mut String, b: &Value) {
+    let _ = writeln!(
+        md,
+        "## The system's own tables at a busy site's rate ({} sightings)\n\n\
+         {} sightings inserted at {} a second ({} achieved) for {:.0} s, each its own transaction ({} failed; p50 {} ms, p99 {} ms), \
+         while {} viewer requests went through the local edge to an api following the change feed, and the warmer ran \
+         every {} s with `WARMER_RETENTION={}` (minutes, so that the levelling shows in the run). Sizes are the table's \
+         and its indexes' bytes; \"after half\" is the largest seen in the run's second half, against the size at its \
+         middle.\n\n\
+         | table | rows at half | rows max after | bytes at half | bytes max after | growth after half | levels off |\n\
+         |---|---:|---:|---:|---:|---:|---|",
+        b["sightings"],
+        b["written"],
+        f(&b["rate"]),
+        f(&b["writes_per_s"]),
+        b["duration_s"].as_f64().unwrap_or(0.0),
+        b["write_failures"],
+        f(&b["write_ms"]["p50"]),
+        f(&b["write_ms"]["p99"]),
+        b["viewer_requests"],
+        f(&b["tick_every_s"]),
+        b["retention"].as_str().unwrap_or(""),
+    );
+    for (name, t) in b["tables"].as_object().into_iter().flatten() {
+        let growth = t["growth_after_half"].as_f64().unwrap_or(f64::INFINITY);
+        // The record of invalidations is bounded by the calendar (this month and the last), not by
+        // the run: one row per batch sent.
+        let verdict = if name == "cache_invalidations" {
+            "by the month: one row a batch".to_owned()
+        } else {
+            format!("{} ≤ 10%", mark(growth <= 0.10))
+        };
+        let _ = writeln!(
+            md,
+            "| `{name}` | {} | {} | {} | {} | {:+.1}% | {verdict} |",
+            t["rows_at_half"],
+            t["rows_max_after_half"],
+            t["bytes_at_half"],
+            t["bytes_max_after_half"],
+            growth * 100.0
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nWhat reading and bounding the outbox cost, from `pg_stat_statements`, per call in each half of the run \
+         (blocks: shared buffers hit or read):\n\n\
+         | statement | first half: calls | rows | blocks | ms | second half: calls | rows | blocks | ms |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let halves = b["halves"].as_array().cloned().unwrap_or_default();
+    if let [first, second] = halves.as_slice() {
+        for (kind, a) in first["statements"].as_object().into_iter().flatten() {
+            let z = &second["statements"][kind];
+            let _ = writeln!(
+                md,
+                "| {kind} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                a["calls"],
+                f(&a["rows_per_call"]),
+                f(&a["blocks_per_call"]),
+                f(&a["ms_per_call"]),
+                z["calls"],
+                f(&z["rows_per_call"]),
+                f(&z["blocks_per_call"]),
+                f(&z["ms_per_call"]),
+            );
+        }
+        // A poll returns the changes since its cursor (an empty one returns one row: the position).
+        let new_only = halves.iter().all(|h| {
+            let rows = h["statements"]["poll"]["rows_per_call"].as_f64().unwrap_or(f64::INFINITY);
+            rows <= 1.2 * h["changes_per_poll"].as_f64().unwrap_or(0.0) + 1.0
+        });
+        let _ = writeln!(
+            md,
+            "\n- {} polls read only what is new: {} and {} rows per poll, while {} and {} changes were recorded per poll",
+            mark(new_only),
+            f(&first["statements"]["poll"]["rows_per_call"]),
+            f(&second["statements"]["poll"]["rows_per_call"]),
+            f(&first["changes_per_poll"]),
+            f(&second["changes_per_poll"]),
+        );
+    }
+    let ticks = b["ticks"].as_array().cloned().unwrap_or_default();
+    let settle = b["settle_s"].as_f64().unwrap_or(0.0);
+    let drained = ticks.iter().all(|t| {
+        t["error"].is_null()
+            && t["oldest_pending_age_s"].as_f64().unwrap_or(0.0)
+                <= settle + t["duration_ms"].as_f64().unwrap_or(0.0) / 1e3 + 2.0
+    });
+    let worst = ticks.iter().filter_map(|t| t["oldest_pending_age_s"].as_f64()).fold(0.0, f64::max);
+    let claimed: Vec<String> = ticks.iter().map(|t| t["changes"].to_string()).collect();
+    let _ = writeln!(
+        md,
+        "- {} the backlog drains every tick: {} ticks, none failed, the oldest change left pending after a tick was \
+         {worst:.1} s old (the settle time is {settle} s); changes claimed per tick: {}\n",
+        mark(drained && !ticks.is_empty()),
+        ticks.len(),
+        claimed.join(", "),
+    );
+}
+
+/// Each of the system's tables over the busy run: its bytes (table and indexes), one panel each.
+fn tables_plot(b: &Value) -> String {
+    let (w, panel, pad) = (760.0, 120.0, 40.0);
+    let tables = b["tables"].as_object().cloned().unwrap_or_default();
+    let h = 30.0 + panel * tables.len() as f64;
+    let end = b["duration_s"].as_f64().unwrap_or(1.0).max(1.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"11\">\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{pad}\" y=\"18\" font-size=\"13\">the system's tables \
+         over the run: table and index kB (0 to {end:.0} s)</text>"
+    );
+    for (i, (name, t)) in tables.iter().enumerate() {
+        let series = t["series"].as_array().cloned().unwrap_or_default();
+        let kb = |p: &Value| (p[2].as_f64().unwrap_or(0.0) + p[3].as_f64().unwrap_or(0.0)) / 1024.0;
+        let top = series.iter().map(kb).fold(1.0, f64::max) * 1.1;
+        let base = 30.0 + panel * (i as f64 + 1.0) - 20.0;
+        let x = |s: f64| pad + (s / end) * (w - 2.0 * pad);
+        let y = |v: f64| base - (v / top) * (panel - 40.0);
+        let points: Vec<String> =
+            series.iter().map(|p| format!("{:.1},{:.1}", x(p[0].as_f64().unwrap_or(0.0)), y(kb(p)))).collect();
+        let _ = write!(
+            svg,
+            "<text x=\"{pad}\" y=\"{:.1}\">{name} (top {top:.0} kB)</text>\
+             <line x1=\"{pad}\" y1=\"{base:.1}\" x2=\"{:.1}\" y2=\"{base:.1}\" stroke=\"black\"/>\
+             <polyline fill=\"none\" stroke=\"#3b7dd8\" points=\"{}\"/>",
+            base - panel + 38.0,
+            w - pad,
+            points.join(" "),
+        );
+    }
+    svg.push_str("</svg>");
+    svg
 }
 
 /// What the triggers cost the writers, at the seeded volume (`bench writes`).
