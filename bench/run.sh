@@ -44,7 +44,9 @@ pg_lsclusters -h | awk -v v="$PG_VERSION" '$1 == v && $2 == "bench" {print $4}' 
 for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5433 && break; sleep 0.2; done
 # Restarts the cluster with the given preloaded libraries (the busy-site part loads one).
 bench_cluster_with() {
-    as_root su postgres -c "psql -q -p 5433 -c \"ALTER SYSTEM SET shared_preload_libraries = '$1'\""
+    local set="RESET shared_preload_libraries"
+    [ -z "$1" ] || set="SET shared_preload_libraries = '$1'"
+    as_root su postgres -c "psql -q -p 5433 -c \"ALTER SYSTEM $set\""
     as_root pg_ctlcluster "$PG_VERSION" bench restart
     for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5433 && break; sleep 0.2; done
 }

@@ -44,8 +44,12 @@ pub struct Args {
     #[arg(long, default_value = "60s", value_parser = testbed::parse_duration)]
     tick_every: Duration,
     /// `WARMER_RETENTION` for the run: minutes, so that the levelling shows.
-    #[arg(long, default_value = "2m")]
-    retention: String,
+    #[arg(long, default_value = "2m", value_parser = testbed::parse_duration)]
+    retention: Duration,
+    /// `WARM_LEARNED_MAX` for the run: below the workload's distinct URLs, so that the bound is
+    /// what holds `learned_paths`, not the workload.
+    #[arg(long, default_value_t = 100)]
+    learned_max: usize,
     /// The tables and statistics are sampled this often.
     #[arg(long, default_value = "10s", value_parser = testbed::parse_duration)]
     sample_every: Duration,
@@ -64,7 +68,7 @@ const TABLES: [&str; 4] = ["cache_changes", "learned_paths", "warm_state", "cach
 /// keeps it (store/src/feed.rs and store/src/sql.rs write them).
 const STATEMENTS: [(&str, &[&str]); 5] = [
     ("poll", &["SELECT cur.s::text", "SELECT id, tag FROM cache_changes WHERE id >"]),
-    ("claim", &["UPDATE cache_changes SET claim"]),
+    ("claim", &["UPDATE cache_changes SET claim = $"]),
     ("read claim", &["SELECT tag, count(*) AS changes"]),
     ("mark processed", &["UPDATE cache_changes SET processed_at"]),
     ("prune", &["DELETE FROM cache_changes WHERE id IN"]),
@@ -200,7 +204,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // The warmer, invoked on schedule (one at a time: a tick takes seconds, the period a minute).
     let ticker = {
-        let (running, through, retention) = (running.clone(), args.through.clone(), args.retention.clone());
+        let settings = [
+            ("WARMER_RETENTION", format!("{}s", args.retention.as_secs())),
+            ("WARMER_SETTLE", "3s".to_owned()),
+            ("WARM_LEARNED_MAX", args.learned_max.to_string()),
+        ];
+        let (running, through) = (running.clone(), args.through.clone());
         let every = args.tick_every;
         tokio::spawn(async move {
             let mut ticks = Vec::new();
@@ -211,10 +220,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     break;
                 }
                 let at = started.elapsed().as_secs_f64();
-                let summary =
-                    through.tick(&[("WARMER_RETENTION", retention.clone()), ("WARMER_SETTLE", "3s".to_owned())]).await;
+                let settings: Vec<(&str, String)> = settings.iter().map(|(k, v)| (*k, v.clone())).collect();
+                let summary = through.tick(&settings).await;
                 ticks.push(json!({
                     "at_s": at,
+                    // A warmer that printed no summary failed before its tick could report.
+                    "summary": summary.is_object(),
                     "changes": summary["changes"],
                     "pending": summary["pending"],
                     "oldest_pending_age_s": summary["oldest_pending_age_s"],
@@ -227,25 +238,37 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
     };
 
+    let first_change = first.last_change;
     let mut samples = vec![first];
+    let mut sampled = Ok(());
     while started.elapsed() < args.duration {
         tokio::time::sleep(args.sample_every.min(args.duration.saturating_sub(started.elapsed()))).await;
-        samples.push(sample(&mut conn, started.elapsed().as_secs_f64()).await?);
+        match sample(&mut conn, started.elapsed().as_secs_f64()).await {
+            Ok(s) => samples.push(s),
+            Err(err) => {
+                sampled = Err(err);
+                break;
+            }
+        }
     }
     running.store(false, Ordering::Relaxed);
-    let (written, failed, write_ms, writing) = writer.await??;
+    let wrote = writer.await;
     for viewer in viewers {
         let _ = viewer.await;
     }
-    let ticks = ticker.await?;
+    let ticks = ticker.await;
 
-    // Leave the volume as it was: the sightings written, then every outbox row recorded since.
+    // Leave the volume as it was, whatever failed above: the sightings written, then every outbox
+    // row recorded since (a database with more sightings would be reseeded by bench/run.sh).
     let mut tx = conn.begin().await?;
     sqlx::query("ALTER TABLE sightings DISABLE TRIGGER USER").execute(&mut *tx).await?;
     sqlx::query("DELETE FROM sightings WHERE id > $1").bind(first_sighting).execute(&mut *tx).await?;
     sqlx::query("ALTER TABLE sightings ENABLE TRIGGER USER").execute(&mut *tx).await?;
-    sqlx::query("DELETE FROM cache_changes WHERE id > $1").bind(samples[0].last_change).execute(&mut *tx).await?;
+    sqlx::query("DELETE FROM cache_changes WHERE id > $1").bind(first_change).execute(&mut *tx).await?;
     tx.commit().await?;
+    sampled?;
+    let (written, failed, write_ms, writing) = wrote??;
+    let ticks = ticks?;
 
     let half = samples.iter().position(|s| s.at >= writing / 2.0).unwrap_or(samples.len() - 1);
     let last = samples.len() - 1;
@@ -278,22 +301,29 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     json!([s.at, rows, bytes, index_bytes])
                 })
                 .collect();
-            let total = |s: &Sample| {
+            // The largest size in a window as long as one retention and one tick (what the
+            // table holds swings with the ticks' prunes), ending at the middle and at the end.
+            let window = args.retention.as_secs_f64() + args.tick_every.as_secs_f64();
+            let largest = |end: f64, of: &dyn Fn(&Sample) -> i64| {
+                samples.iter().filter(|s| s.at <= end && s.at >= end - window).map(of).max().unwrap_or(0)
+            };
+            let bytes = |s: &Sample| {
                 let (_, bytes, index_bytes) = s.tables[table];
                 bytes + index_bytes
             };
-            let at_half = total(&samples[half]);
-            let later = samples[half..].iter().map(total).max().unwrap_or(at_half);
-            let rows_later = samples[half..].iter().map(|s| s.tables[table].0).max().unwrap_or(0);
+            let rows = |s: &Sample| s.tables[table].0;
+            let (middle, end) = (samples[half].at, samples[last].at);
+            let (bytes_middle, bytes_end) = (largest(middle, &bytes), largest(end, &bytes));
             (
                 (*table).to_owned(),
                 json!({
                     "series": series,
-                    "bytes_at_half": at_half,
-                    "bytes_max_after_half": later,
-                    "growth_after_half": later as f64 / at_half.max(1) as f64 - 1.0,
-                    "rows_at_half": samples[half].tables[table].0,
-                    "rows_max_after_half": rows_later,
+                    "window_s": window,
+                    "bytes_middle": bytes_middle,
+                    "bytes_end": bytes_end,
+                    "growth": bytes_end as f64 / bytes_middle.max(1) as f64 - 1.0,
+                    "rows_middle": largest(middle, &rows),
+                    "rows_end": largest(end, &rows),
                 }),
             )
         })
@@ -310,7 +340,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             "write_ms": { "p50": testbed::percentile(&write_ms, 50.0), "p99": testbed::percentile(&write_ms, 99.0) },
             "viewer_requests": requests.load(Ordering::Relaxed),
             "tick_every_s": args.tick_every.as_secs_f64(),
-            "retention": args.retention,
+            "retention_s": args.retention.as_secs(),
+            "learned_max": args.learned_max,
             "settle_s": 3,
             "ticks": ticks,
             "tables": tables,
