@@ -958,9 +958,14 @@ fn busy_section(md: &mut String, b: &Value) {
     let settle = b["settle_s"].as_f64().unwrap_or(0.0);
     // A tick without its summary (the warmer failed to start or run) or with an error failed.
     let failed = ticks.iter().filter(|t| t["summary"].as_bool() != Some(true) || !t["error"].is_null()).count();
+    // Nothing pending has no oldest change.
     let drained = ticks.iter().all(|t| {
-        t["oldest_pending_age_s"].as_f64().unwrap_or(f64::INFINITY)
-            <= settle + t["duration_ms"].as_f64().unwrap_or(0.0) / 1e3 + 2.0
+        let oldest = match t["oldest_pending_age_s"].as_f64() {
+            Some(age) => age,
+            None if t["pending"].as_i64() == Some(0) => 0.0,
+            None => f64::INFINITY,
+        };
+        oldest <= settle + t["duration_ms"].as_f64().unwrap_or(0.0) / 1e3 + 2.0
     });
     let worst = ticks.iter().filter_map(|t| t["oldest_pending_age_s"].as_f64()).fold(0.0, f64::max);
     let claimed: Vec<String> = ticks.iter().map(|t| t["changes"].to_string()).collect();
