@@ -164,7 +164,7 @@ sub vcl_deliver {
     # "*"): a cached object never varies on Origin, and preflights are answered by the origin's 204.
     if (req.http.Origin) {
         set resp.http.Access-Control-Allow-Origin = "*";
-        set resp.http.Access-Control-Expose-Headers = "etag, x-local-cache, server-timing";
+        set resp.http.Access-Control-Expose-Headers = "etag, x-local-cache, server-timing, x-edgerail-version";
         if (req.method == "OPTIONS") {
             set resp.http.Access-Control-Allow-Methods = "GET, HEAD, OPTIONS";
             set resp.http.Access-Control-Allow-Headers = "if-none-match";

@@ -223,7 +223,7 @@ fn param_schema(kind: ParamKind) -> Value {
 
 /// The headers every policy route's `200` carries: name, component, description, and the values a
 /// header with a closed set of them takes (a plain string otherwise).
-const CACHE_HEADERS: [(&str, &str, &str, &[&str]); 5] = [
+const CACHE_HEADERS: [(&str, &str, &str, &[&str]); 6] = [
     (
         "Cache-Control",
         "CacheControl",
@@ -234,6 +234,13 @@ const CACHE_HEADERS: [(&str, &str, &str, &[&str]); 5] = [
     ("Cache-Tag", "CacheTag", "Comma-separated cache tags (header name configurable with CACHE_TAG_HEADER)", &[]),
     ("x-local-cache", "XLocalCache", "In-process cache outcome", &["hit", "miss", "stale"]),
     ("Server-Timing", "ServerTiming", "Time spent in the database (db;dur=ms)", &[]),
+    (
+        "x-edgerail-version",
+        "XEdgerailVersion",
+        "Which data the answer shows: it reflects every change this version of the database sees \
+         (PostgreSQL: the snapshot xmin:xmax:xip its read saw at least; SQLite: the last change id)",
+        &[],
+    ),
 ];
 
 fn cache_headers() -> Value {

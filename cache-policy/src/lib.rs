@@ -46,6 +46,11 @@ pub use template::{ANY, ParamKind, PathTemplate, Segment, TagPart, TagTemplate, 
 /// set, which would otherwise feed on itself.
 pub const WARM_HEADER: &str = "x-edgerail-warm";
 
+/// The response header that says which data an answer shows: it reflects every change this
+/// version of the database sees (on PostgreSQL a snapshot, `xmin:xmax:xip`; on SQLite the last
+/// change id). The edge passes it on like any header, so the warmer reads it through the edge.
+pub const VERSION_HEADER: &str = "x-edgerail-version";
+
 /// The policy text compiled into every binary.
 pub const EMBEDDED_POLICY: &str = include_str!("../policy.toml");
 

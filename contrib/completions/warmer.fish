@@ -9,7 +9,7 @@ complete -c warmer -l service-day-start -d 'Local time (HH:MM) at which a servic
 complete -c warmer -l db-statement-timeout -d 'The longest one database round trip may take (a statement waiting on a lock, or a connection gone silent): past it the call fails, and with it the warmer\'s tick, which the next one retries' -r
 complete -c warmer -l batch -d 'Most distinct tags one tick claims; it takes every pending change that carries them, so one tick drains any backlog of those tags, however many rows it has' -r
 complete -c warmer -l settle -d 'How long a change must have been visible (committed) before it is claimed, so every API instance has evicted it before the edge refetches. At least the API\'s CHANGE_MAX_LAG' -r
-complete -c warmer -l retention -d 'Processed changes older than this are deleted. At least twice the longest local TTL of a route with tags (2 min): an instance that still holds an answer must find its changes' -r
+complete -c warmer -l retention -d 'Processed changes older than this are deleted. At least twice the longest local TTL of a route with tags (2 min): an instance whose last poll predates a deleted change drops its cache' -r
 complete -c warmer -l lease -d 'The longest a tick holds the warmer\'s lease, at most one tick working at a time whatever invokes it. At least the longest a tick takes (the function\'s timeout on Lambda): a tick killed at its timeout blocks the next for at most this long' -r
 complete -c warmer -l invalidator -d 'Invalidation backend' -r -f -a "cloudfront\t'CloudFront `CreateInvalidation` (DISTRIBUTION_ID)'
 purge\t'HTTP PURGE to a Varnish-style cache (PURGE_URL)'

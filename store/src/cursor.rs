@@ -4,23 +4,40 @@
 use crate::error::{StoreError, StoreResult};
 use crate::statement::Rows;
 
-/// A position in the change feed: what a reader has seen so far. Opaque; only the store that made
-/// it can interpret it.
+/// A position in the change feed: what a reader has seen so far, and when the database read it
+/// (its clock, as text: a poll from here learns whether a change it would have read was pruned
+/// since; `None` for a position made up by a test, which never learns it). Opaque; only the store
+/// that made it can interpret it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeedCursor(pub(crate) Cursor);
+pub struct FeedCursor(pub(crate) Cursor, pub(crate) Option<String>);
 
 impl FeedCursor {
     /// The position before the first change of a SQLite feed. Readers get their positions from
     /// the store; this one serves tests of code that only carries cursors around.
     pub fn sqlite_origin() -> Self {
-        Self(Cursor::Id(0))
+        Self(Cursor::Id(0), None)
     }
 
     /// A PostgreSQL position from its snapshot's text (`xmin:xmax:xip,…`) and the highest change
     /// id it saw. Readers get their positions from the store; this one serves tests of code that
     /// compares them.
     pub fn postgres(snapshot: &str, last_id: i64) -> Self {
-        Self(Cursor::Snapshot { snapshot: snapshot.to_owned(), last_id })
+        Self(Cursor::Snapshot { snapshot: snapshot.to_owned(), last_id }, None)
+    }
+
+    /// The position as a data version (see [`version_sees`]): the snapshot on PostgreSQL, the
+    /// last change id on SQLite.
+    pub fn version(&self) -> String {
+        match &self.0 {
+            Cursor::Snapshot { snapshot, .. } => snapshot.clone(),
+            Cursor::Id(id) => id.to_string(),
+        }
+    }
+
+    /// When the database read this position, as a statement parameter: a time after every
+    /// pruned change's processing for a position that does not know its time (none is lost).
+    pub(crate) fn read_at(&self) -> &str {
+        self.1.as_deref().unwrap_or("infinity")
     }
 
     /// The highest change id the position has seen.
@@ -49,17 +66,18 @@ impl FeedCursor {
     }
 
     /// The position a dialect's `feed_start` statement returned: a snapshot and the highest id it
-    /// sees (PostgreSQL), or the highest id alone (SQLite).
+    /// sees (PostgreSQL), or the highest id alone (SQLite), and the database's time.
     ///
     /// # Errors
     ///
     /// The rows are not a position.
     pub(crate) fn from_rows(rows: &Rows) -> StoreResult<Self> {
-        let (snapshot, last_id) = rows.one::<(Option<String>, i64)>("feed position")?;
-        Ok(Self(match snapshot {
+        let (snapshot, last_id, read_at) = rows.one::<(Option<String>, i64, String)>("feed position")?;
+        let cursor = match snapshot {
             Some(snapshot) => Cursor::Snapshot { snapshot, last_id },
             None => Cursor::Id(last_id),
-        }))
+        };
+        Ok(Self(cursor, Some(read_at)))
     }
 }
 
@@ -79,6 +97,20 @@ pub(crate) enum Cursor {
         /// running one can be above it, unlisted. Those three sets are all a poll has to read.
         last_id: i64,
     },
+}
+
+/// Whether data at `version` reflects every change visible at `mark`: both as a read returns them
+/// ([`crate::Read::version`]) or the warmer marks its claims. On PostgreSQL each is a snapshot
+/// (`xmin:xmax:xip,…`), and the data reflects a change when its snapshot sees the change's
+/// transaction as completed, so it reflects everything `mark` sees when it sees every transaction
+/// `mark` sees as completed. A change id alone could not say it: ids are handed out at write time
+/// and become visible at commit, in another order. On SQLite each is the last change id, and ids
+/// become visible in order. `None` when either is not a version of the same backend.
+pub fn version_sees(version: &str, mark: &str) -> Option<bool> {
+    if let (Ok(version), Ok(mark)) = (version.parse::<i64>(), mark.parse::<i64>()) {
+        return Some(version >= mark);
+    }
+    Some(Snapshot::parse(version)?.sees_everything_at(&Snapshot::parse(mark)?))
 }
 
 /// A PostgreSQL snapshot's parts: a transaction is seen as completed when it is below `xmax` and
@@ -166,7 +198,7 @@ mod tests {
     }
 
     fn at(snapshot: &str) -> FeedCursor {
-        FeedCursor(Cursor::Snapshot { snapshot: snapshot.into(), last_id: 0 })
+        FeedCursor(Cursor::Snapshot { snapshot: snapshot.into(), last_id: 0 }, None)
     }
 
     #[test]
@@ -181,8 +213,26 @@ mod tests {
         assert!(at("790:805:790").sees_everything_at(&at("790:807:790,805,806")));
         assert!(!at("790:805:790").sees_everything_at(&at("790:807:790,806")), "805 completed");
         assert!(!at("790:805:").sees_everything_at(&at("not a snapshot")));
-        let ids = |id| FeedCursor(Cursor::Id(id));
+        let ids = |id| FeedCursor(Cursor::Id(id), None);
         assert!(ids(7).sees_everything_at(&ids(7)) && !ids(6).sees_everything_at(&ids(7)));
+    }
+
+    #[test]
+    fn a_version_sees_a_mark_when_it_sees_every_transaction_completed_there() {
+        // A snapshot version: as the positions above.
+        assert_eq!(version_sees("790:806:790", "790:805:790,801"), Some(true));
+        assert_eq!(version_sees("790:805:790,801", "790:806:790"), Some(false), "801 completed only at the mark");
+        assert_eq!(version_sees("790:805:790,801", "790:805:790,801"), Some(true));
+        // The cursor's version is its snapshot, whatever its last id.
+        assert_eq!(version_sees(&at("790:806:790").version(), "790:805:790,801"), Some(true));
+        // A SQLite version: the last change id.
+        assert_eq!(version_sees("41", "41"), Some(true));
+        assert_eq!(version_sees("40", "41"), Some(false));
+        assert_eq!(FeedCursor(Cursor::Id(41), None).version(), "41");
+        // Not versions of one backend.
+        assert_eq!(version_sees("41", "790:805:"), None);
+        assert_eq!(version_sees("790:805:x", "790:805:"), None);
+        assert_eq!(version_sees("", "1"), None);
     }
 
     #[test]

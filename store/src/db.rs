@@ -93,6 +93,17 @@ impl Tx {
     }
 }
 
+/// What a read reads first, in the same round trip as its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// Nothing.
+    Nothing,
+    /// The data's version (see [`Db::read_versioned`]).
+    Version,
+    /// The change feed's position (see [`Db::read_at`]).
+    Position,
+}
+
 /// `N` results, one per statement.
 fn each<const N: usize>(rows: Vec<Rows>) -> StoreResult<[Rows; N]> {
     rows.try_into().map_err(|_| StoreError::Data("a result per statement".into()))
@@ -109,7 +120,25 @@ impl Db {
         limit: Limit,
         statements: [Statement<'_>; N],
     ) -> StoreResult<[Rows; N]> {
-        Ok(self.read_maybe_at(limit, false, statements).await?.0)
+        Ok(self.read_marked(limit, Mark::Nothing, statements).await?.0)
+    }
+
+    /// [`Db::read`], reading first, in the same round trip, the data's version: on PostgreSQL the
+    /// snapshot the statements see at least (`xmin:xmax:xip`, which takes no lock), on SQLite the
+    /// last change id (ids become visible in order there). The data reflects every change the
+    /// version sees (see [`crate::version_sees`]).
+    ///
+    /// # Errors
+    ///
+    /// The database failed or did not answer within the limit.
+    pub(crate) async fn read_versioned<const N: usize>(
+        &self,
+        limit: Limit,
+        statements: [Statement<'_>; N],
+    ) -> StoreResult<([Rows; N], Option<String>)> {
+        let (rows, version) = self.read_marked(limit, Mark::Version, statements).await?;
+        let version = version.map(|v| v.one::<(String,)>("version").map(|(v,)| v)).transpose()?;
+        Ok((rows, version))
     }
 
     /// [`Db::read`], reading first, in the same round trip, the change feed's position: every
@@ -125,27 +154,29 @@ impl Db {
         limit: Limit,
         statements: [Statement<'_>; N],
     ) -> StoreResult<([Rows; N], Option<FeedCursor>)> {
-        self.read_maybe_at(limit, true, statements).await
+        let (rows, at) = self.read_marked(limit, Mark::Position, statements).await?;
+        Ok((rows, at.as_ref().map(FeedCursor::from_rows).transpose()?))
     }
 
-    async fn read_maybe_at<const N: usize>(
+    /// A read, with the rows of what `mark` asks to read first.
+    async fn read_marked<const N: usize>(
         &self,
         limit: Limit,
-        position: bool,
+        mark: Mark,
         statements: [Statement<'_>; N],
-    ) -> StoreResult<([Rows; N], Option<FeedCursor>)> {
+    ) -> StoreResult<([Rows; N], Option<Rows>)> {
         let (rows, at) = match self {
             Self::Postgres(s) => {
-                let (rows, at) = s.read(limit, position, &statements).await?;
+                let (rows, at) = s.read(limit, mark, &statements).await?;
                 (rows.into_iter().map(Rows::Postgres).collect(), at.map(Rows::Postgres))
             }
             #[cfg(feature = "sqlite")]
             Self::Sqlite(s) => {
-                let (rows, at) = s.read(position, &statements).await?;
+                let (rows, at) = s.read(mark, &statements).await?;
                 (rows.into_iter().map(Rows::Sqlite).collect(), at.map(Rows::Sqlite))
             }
         };
-        Ok((each(rows)?, at.as_ref().map(FeedCursor::from_rows).transpose()?))
+        Ok((each(rows)?, at))
     }
 
     /// A prune that reads first: `check` says (one boolean) whether anything is to go, and only
@@ -176,7 +207,7 @@ impl Db {
     pub(crate) async fn write<const N: usize>(&self, statements: [Statement<'_>; N]) -> StoreResult<[Rows; N]> {
         let rows: Vec<Rows> = match self {
             Self::Postgres(s) => {
-                s.read(Limit::Write, false, &statements).await?.0.into_iter().map(Rows::Postgres).collect()
+                s.read(Limit::Write, Mark::Nothing, &statements).await?.0.into_iter().map(Rows::Postgres).collect()
             }
             #[cfg(feature = "sqlite")]
             Self::Sqlite(s) => s.write(&statements).await?.into_iter().map(Rows::Sqlite).collect(),

@@ -15,8 +15,10 @@ pub struct FeedPage {
     pub changes: Vec<Change>,
     /// Where the next read starts.
     pub cursor: FeedCursor,
-    /// More changes than the limit became visible: `changes` is incomplete and `cursor` has skipped
-    /// to the present. The reader must forget everything it cached and start afresh.
+    /// More changes than the limit became visible, or a change processed after the cursor was
+    /// read has been pruned (the reader may never have seen it): `changes` is incomplete and
+    /// `cursor` has skipped to the present. The reader must forget everything it cached and start
+    /// afresh.
     pub overflow: bool,
 }
 
@@ -37,11 +39,14 @@ fn split_overflow(mut changes: Vec<Change>, limit: usize) -> (Vec<Change>, bool)
 /// none walks the rows since the oldest open transaction: a writer left open for hours costs a
 /// poll nothing. The visibility test against the cursor only guards the last two sets' rows
 /// against being reported twice.
+/// The same statement says whether the prune deleted a change processed after the cursor was
+/// read (`cache_feed_pruned`): one the reader may never have seen.
 /// `$1` snapshot, `$2` last id, `$3` limit + 1, `$4` the snapshot's listed running xids, `$5` its
-/// `xmax`.
-const POLL_SNAPSHOT: &str = "SELECT cur.s::text, cur.m, c.id, c.tag \
+/// `xmax`, `$6` when the cursor was read.
+const POLL_SNAPSHOT: &str = "SELECT cur.s::text, cur.m, cur.t, cur.lost, c.id, c.tag \
      FROM (SELECT pg_current_snapshot() AS s, \
-                  GREATEST($2, COALESCE((SELECT max(id) FROM cache_changes), 0)) AS m) cur \
+                  GREATEST($2, COALESCE((SELECT max(id) FROM cache_changes), 0)) AS m, now()::text AS t, \
+                  COALESCE((SELECT through FROM cache_feed_pruned) >= $6::text::timestamptz, false) AS lost) cur \
      LEFT JOIN LATERAL ( \
          SELECT id, tag FROM ( \
              SELECT id, tag, xid FROM cache_changes WHERE id > $2 \
@@ -54,9 +59,16 @@ const POLL_SNAPSHOT: &str = "SELECT cur.s::text, cur.m, c.id, c.tag \
          ) n WHERE NOT pg_visible_in_snapshot(n.xid, $1::text::pg_snapshot) \
          LIMIT $3) c ON true";
 
+/// A row of [`POLL_SNAPSHOT`]: the new snapshot, the last id it sees, when it was read, whether a
+/// change was lost to the prune, and a change (none on the row of an empty page).
+type PollRow = (String, i64, String, bool, Option<i64>, Option<String>);
+
 /// A SQLite poll: one writer at a time, so ids become visible in order and "after the last id" is
 /// exact. `$1` last id, `$2` limit + 1.
 const POLL_ID: &str = "SELECT id, tag FROM cache_changes WHERE id > $1 ORDER BY id LIMIT $2";
+
+/// Whether the prune deleted a change processed after `$1`, when a SQLite cursor was read.
+const LOST_ID: &str = "SELECT COALESCE((SELECT through FROM cache_feed_pruned) >= $1, 0)";
 
 impl Db {
     /// The present position of the change feed: a reader starting here sees every change that
@@ -91,32 +103,42 @@ async fn since(db: &Db, cursor: &FeedCursor, limit: usize) -> StoreResult<FeedPa
     match &cursor.0 {
         Cursor::Snapshot { snapshot: since, last_id } => {
             let (xids, xmax) = (in_progress(since)?, snapshot_xmax(since)?);
-            let poll =
-                Statement::new(POLL_SNAPSHOT).bind(since.as_str()).bind(*last_id).bind(asked).bind(&*xids).bind(&*xmax);
+            let poll = Statement::new(POLL_SNAPSHOT)
+                .bind(since.as_str())
+                .bind(*last_id)
+                .bind(asked)
+                .bind(&*xids)
+                .bind(&*xmax)
+                .bind(cursor.read_at());
             let [rows] = db.read(Limit::Feed, [poll]).await?;
-            let rows: Vec<(String, i64, Option<i64>, Option<String>)> = rows.decode()?;
-            let (snapshot, last_id) =
-                rows.first().map(|r| (r.0.clone(), r.1)).ok_or_else(|| StoreError::Data("no snapshot".into()))?;
+            let rows: Vec<PollRow> = rows.decode()?;
+            let (snapshot, last_id, read_at, lost) = rows
+                .first()
+                .map(|r| (r.0.clone(), r.1, r.2.clone(), r.3))
+                .ok_or_else(|| StoreError::Data("no snapshot".into()))?;
             let mut changes: Vec<Change> =
-                rows.into_iter().filter_map(|(_, _, id, tag)| Some(Change { id: id?, tag: tag? })).collect();
+                rows.into_iter().filter_map(|(_, _, _, _, id, tag)| Some(Change { id: id?, tag: tag? })).collect();
             changes.sort_by_key(|c| c.id);
             let (changes, overflow) = split_overflow(changes, limit);
-            Ok(FeedPage { changes, cursor: FeedCursor(Cursor::Snapshot { snapshot, last_id }), overflow })
+            let cursor = FeedCursor(Cursor::Snapshot { snapshot, last_id }, Some(read_at));
+            Ok(FeedPage { changes, cursor, overflow: overflow || lost })
         }
         Cursor::Id(after) => {
-            let [changes, present] = db
+            let [changes, present, lost] = db
                 .read(
                     Limit::Feed,
-                    [Statement::new(POLL_ID).bind(*after).bind(asked), Statement::new(db.sql().feed_start)],
+                    [
+                        Statement::new(POLL_ID).bind(*after).bind(asked),
+                        Statement::new(db.sql().feed_start),
+                        Statement::new(LOST_ID).bind(cursor.read_at()),
+                    ],
                 )
                 .await?;
             let (changes, overflow) = split_overflow(changes.decode()?, limit);
-            let last = if overflow {
-                FeedCursor::from_rows(&present)?.last_id()
-            } else {
-                changes.last().map_or(*after, |c| c.id)
-            };
-            Ok(FeedPage { changes, cursor: FeedCursor(Cursor::Id(last)), overflow })
+            let lost = lost.one::<(bool,)>("lost")?.0;
+            let present = FeedCursor::from_rows(&present)?;
+            let last = if overflow || lost { present.last_id() } else { changes.last().map_or(*after, |c| c.id) };
+            Ok(FeedPage { changes, cursor: FeedCursor(Cursor::Id(last), present.1), overflow: overflow || lost })
         }
     }
 }

@@ -389,8 +389,16 @@ impl Db {
     /// The database failed.
     pub async fn prune_changes(&self, retention: Duration) -> StoreResult<u64> {
         let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-        self.prune_if_any(Statement::new(self.sql().prunable).bind(secs), Statement::new(self.sql().prune).bind(secs))
-            .await
+        let [any] = self.read(Limit::Data, [Statement::new(self.sql().prunable).bind(secs)]).await?;
+        if !any.one::<(bool,)>("prunable")?.0 {
+            return Ok(0);
+        }
+        // The mark first, in the same transaction: no reader can poll past a deleted change
+        // without learning of the loss.
+        let [_, gone] = self
+            .write([Statement::new(self.sql().mark_pruned).bind(secs), Statement::new(self.sql().prune).bind(secs)])
+            .await?;
+        Ok(gone.decode::<(i64,)>()?.len() as u64)
     }
 
     /// The latest `n` invalidations.

@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use crate::calendar::ServiceCalendar;
 use crate::credentials::reread_wait;
+use crate::db::Mark;
 use crate::error::{StoreError, StoreResult};
 use crate::onemessage;
 use crate::options::DbOptions;
@@ -362,7 +363,7 @@ impl PgStore {
     pub(crate) async fn read(
         &self,
         limit: Limit,
-        position: bool,
+        position: Mark,
         statements: &[Statement<'_>],
     ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
         let statements = statements.iter().map(onemessage::spell).collect::<StoreResult<Vec<_>>>()?;
@@ -441,7 +442,7 @@ impl PgStore {
         &self,
         preamble: &str,
         limit: Duration,
-        position: bool,
+        position: Mark,
         statements: Vec<String>,
     ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
         self.renewing(|generation, pool| self.run_once(generation, pool, preamble, limit, position, &statements)).await
@@ -454,7 +455,7 @@ impl PgStore {
         pool: PgPool,
         preamble: &str,
         limit: Duration,
-        position: bool,
+        position: Mark,
         statements: &[String],
     ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
         let acquired = pool.acquire().await;
@@ -475,13 +476,24 @@ impl PgStore {
     async fn run_on(
         conn: &mut sqlx::pool::PoolConnection<Postgres>,
         preamble: &str,
-        position: bool,
+        position: Mark,
         statements: &[String],
         silence: Duration,
     ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
         let conn = &mut **conn;
-        if !position {
-            return Ok((onemessage::run(conn, preamble, statements, silence).await?, None));
+        match position {
+            Mark::Nothing => return Ok((onemessage::run(conn, preamble, statements, silence).await?, None)),
+            // The snapshot first: the data statements see at least what it sees. It reads no
+            // table, so no lock can hold it.
+            Mark::Version => {
+                let mut with_version = Vec::with_capacity(statements.len() + 1);
+                with_version.push(POSTGRES.visible_mark.to_owned());
+                with_version.extend(statements.iter().cloned());
+                let mut results = onemessage::run(conn, preamble, &with_version, silence).await?.into_iter();
+                let version = results.next().unwrap_or_default();
+                return Ok((results.collect(), Some(version)));
+            }
+            Mark::Position => {}
         }
         // The position first: in a read-committed transaction each statement sees at least what
         // the one before it saw, so whatever the data statements miss is not visible in the

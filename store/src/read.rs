@@ -21,7 +21,7 @@ use crate::statement::{Limit, Rows, Statement};
 /// Whether a read also takes the change feed's position, in the same round trip as its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Position {
-    /// The data alone.
+    /// The data alone (and its version, which takes no lock).
     Skip,
     /// The position too (see [`Read::position`]).
     Take,
@@ -37,6 +37,11 @@ pub struct Read<T> {
     /// `None` when it was not asked for, or could not be read without waiting (something holds
     /// the change feed locked).
     pub position: Option<FeedCursor>,
+    /// The data's version: it reflects every change this version sees (see
+    /// [`crate::version_sees`]). On PostgreSQL the snapshot the data statements saw at least
+    /// (`xmin:xmax:xip`), on SQLite the last change id. `None` only when the position was asked
+    /// for and could not be read.
+    pub version: Option<String>,
 }
 
 impl<T> Read<T> {
@@ -46,20 +51,27 @@ impl<T> Read<T> {
     ///
     /// Whatever `f` fails with.
     pub fn try_map<U, E>(self, f: impl FnOnce(T) -> Result<U, E>) -> Result<Read<U>, E> {
-        Ok(Read { value: f(self.value)?, position: self.position })
+        Ok(Read { value: f(self.value)?, position: self.position, version: self.version })
     }
 }
 
 impl Db {
-    /// Runs a read's statements, with the feed's position when asked for.
+    /// Runs a read's statements, with the feed's position when asked for, and the data's version.
     async fn read_data<const N: usize>(
         &self,
         position: Position,
         statements: [Statement<'_>; N],
-    ) -> StoreResult<([Rows; N], Option<FeedCursor>)> {
+    ) -> StoreResult<([Rows; N], Option<FeedCursor>, Option<String>)> {
         match position {
-            Position::Skip => Ok((self.read(Limit::Data, statements).await?, None)),
-            Position::Take => self.read_at(Limit::Data, statements).await,
+            Position::Skip => {
+                let (rows, version) = self.read_versioned(Limit::Data, statements).await?;
+                Ok((rows, None, version))
+            }
+            Position::Take => {
+                let (rows, at) = self.read_at(Limit::Data, statements).await?;
+                let version = at.as_ref().map(FeedCursor::version);
+                Ok((rows, at, version))
+            }
         }
     }
 
@@ -69,8 +81,8 @@ impl Db {
     ///
     /// The database failed.
     pub async fn lines(&self, position: Position) -> StoreResult<Read<Vec<Line>>> {
-        let ([lines], position) = self.read_data(position, [Statement::new(sql::LINES)]).await?;
-        Ok(Read { value: lines.decode()?, position })
+        let ([lines], position, version) = self.read_data(position, [Statement::new(sql::LINES)]).await?;
+        Ok(Read { value: lines.decode()?, position, version })
     }
 
     /// A line and its stations; `None` when the line does not exist.
@@ -79,14 +91,14 @@ impl Db {
     ///
     /// The database failed.
     pub async fn line_stations(&self, line_id: &str, position: Position) -> StoreResult<Read<Option<LineStations>>> {
-        let ([line, stations], position) = self
+        let ([line, stations], position, version) = self
             .read_data(position, [Statement::new(sql::LINE).bind(line_id), Statement::new(sql::STATIONS).bind(line_id)])
             .await?;
         let value = match line.first::<Line>()? {
             Some(line) => Some(LineStations { line, stations: stations.decode::<Station>()? }),
             None => None,
         };
-        Ok(Read { value, position })
+        Ok(Read { value, position, version })
     }
 
     /// Every formation with its latest sighting, ordered by id.
@@ -95,10 +107,14 @@ impl Db {
     ///
     /// The database failed.
     pub async fn formations(&self, position: Position) -> StoreResult<Read<Vec<FormationSummary>>> {
-        let ([formations, latest], position) = self
+        let ([formations, latest], position, version) = self
             .read_data(position, [Statement::new(sql::FORMATIONS), Statement::new(self.sql().latest_per_formation)])
             .await?;
-        Ok(Read { value: summaries(formations.decode::<Formation>()?, latest.decode::<Sighting>()?), position })
+        Ok(Read {
+            value: summaries(formations.decode::<Formation>()?, latest.decode::<Sighting>()?),
+            position,
+            version,
+        })
     }
 
     /// One formation with its latest sightings; `None` when it does not exist.
@@ -107,7 +123,7 @@ impl Db {
     ///
     /// The database failed.
     pub async fn formation(&self, id: &str, position: Position) -> StoreResult<Read<Option<FormationDetail>>> {
-        let ([formation, sightings], position) = self
+        let ([formation, sightings], position, version) = self
             .read_data(
                 position,
                 [
@@ -120,7 +136,7 @@ impl Db {
             Some(formation) => Some(FormationDetail { formation, sightings: sightings.decode()? }),
             None => None,
         };
-        Ok(Read { value, position })
+        Ok(Read { value, position, version })
     }
 
     /// The operations of a service day, ordered by number.
@@ -129,8 +145,9 @@ impl Db {
     ///
     /// The database failed.
     pub async fn operations(&self, date: NaiveDate, position: Position) -> StoreResult<Read<Vec<Operation>>> {
-        let ([operations], position) = self.read_data(position, [Statement::new(sql::OPERATIONS).bind(date)]).await?;
-        Ok(Read { value: operations.decode()?, position })
+        let ([operations], position, version) =
+            self.read_data(position, [Statement::new(sql::OPERATIONS).bind(date)]).await?;
+        Ok(Read { value: operations.decode()?, position, version })
     }
 
     /// One operation and its sightings within `[from, until)`, the service day in UTC; `None`
@@ -146,7 +163,7 @@ impl Db {
         (from, until): (DateTime<Utc>, DateTime<Utc>),
         position: Position,
     ) -> StoreResult<Read<Option<OperationDetail>>> {
-        let ([operation, sightings], position) = self
+        let ([operation, sightings], position, version) = self
             .read_data(
                 position,
                 [
@@ -159,7 +176,7 @@ impl Db {
             Some(operation) => Some(OperationDetail { operation, sightings: sightings.decode()? }),
             None => None,
         };
-        Ok(Read { value, position })
+        Ok(Read { value, position, version })
     }
 
     /// The latest `limit` sightings, newest first.
@@ -168,9 +185,9 @@ impl Db {
     ///
     /// The database failed.
     pub async fn latest_sightings(&self, limit: i64, position: Position) -> StoreResult<Read<Vec<Sighting>>> {
-        let ([sightings], position) =
+        let ([sightings], position, version) =
             self.read_data(position, [Statement::new(sql::LATEST_SIGHTINGS).bind(limit)]).await?;
-        Ok(Read { value: sightings.decode()?, position })
+        Ok(Read { value: sightings.decode()?, position, version })
     }
 
     /// A station and the latest `limit` sightings there, newest first; `None` when the station
@@ -185,7 +202,7 @@ impl Db {
         limit: i64,
         position: Position,
     ) -> StoreResult<Read<Option<(Station, Vec<Sighting>)>>> {
-        let ([station, sightings], position) = self
+        let ([station, sightings], position, version) = self
             .read_data(
                 position,
                 [
@@ -198,6 +215,6 @@ impl Db {
             Some(station) => Some((station, sightings.decode()?)),
             None => None,
         };
-        Ok(Read { value, position })
+        Ok(Read { value, position, version })
     }
 }

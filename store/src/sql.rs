@@ -116,6 +116,10 @@ pub(crate) struct Dialect {
     pub(crate) prune_invalidations: &'static str,
     /// Whether a learned path is older than `$1` seconds, or more than `$2` are kept.
     pub(crate) learned_prunable: &'static str,
+    /// `$1` retention in seconds: records the latest `processed_at` of the changes old enough to
+    /// go in `cache_feed_pruned`, before `prune` deletes (some of) them, so a feed read from an
+    /// earlier position reports its loss.
+    pub(crate) mark_pruned: &'static str,
     /// `$1` retention in seconds; a row per deleted change, at most 5,000 a call (a tick's delete,
     /// and on SQLite its hold of the write lock, stay short; a bigger backlog takes more ticks).
     pub(crate) prune: &'static str,
@@ -132,7 +136,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
         FROM formations f CROSS JOIN LATERAL (SELECT s2.id, s2.formation_id, s2.operation_number, s2.station_id, \
         s2.seen_at FROM sightings s2 WHERE s2.formation_id >= f.id AND s2.formation_id <= f.id \
         ORDER BY s2.formation_id, s2.seen_at DESC, s2.id DESC LIMIT 1) s",
-    feed_start: "SELECT pg_current_snapshot()::text, COALESCE((SELECT max(id) FROM cache_changes), 0)",
+    feed_start: "SELECT pg_current_snapshot()::text, COALESCE((SELECT max(id) FROM cache_changes), 0), now()::text",
     has_schema: "SELECT to_regclass('lines') IS NOT NULL",
     trigger_calendar: "SELECT time_zone, (EXTRACT(EPOCH FROM day_start) / 60)::int FROM service_calendar",
     day_runs: "SELECT starts_at, day, last_day FROM service_day_runs \
@@ -191,6 +195,8 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     learned_prunable: "SELECT EXISTS (SELECT 1 FROM learned_paths \
                        WHERE last_fetched_at < now() - make_interval(secs => $1::float8)) \
                        OR (SELECT count(*) FROM learned_paths) > $2",
+    mark_pruned: "UPDATE cache_feed_pruned SET through = GREATEST(through, (SELECT max(processed_at) FROM cache_changes \
+                  WHERE processed_at IS NOT NULL AND processed_at < now() - make_interval(secs => $1::float8)))",
     prune: "DELETE FROM cache_changes WHERE id IN (SELECT id FROM cache_changes WHERE processed_at IS NOT NULL \
             AND processed_at < now() - make_interval(secs => $1::float8) LIMIT 5000) RETURNING CAST(1 AS BIGINT)",
     // The rank: the decayed score, what exists first (see the `learned_rank` migration).
@@ -216,7 +222,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
     latest_per_formation: "SELECT s.id, s.formation_id, s.operation_number, s.station_id, s.seen_at \
         FROM formations f JOIN sightings s ON s.id = (SELECT s2.id FROM sightings s2 WHERE s2.formation_id = f.id \
         ORDER BY s2.seen_at DESC, s2.id DESC LIMIT 1)",
-    feed_start: "SELECT NULL, COALESCE(MAX(id), 0) FROM cache_changes",
+    feed_start: "SELECT NULL, COALESCE(MAX(id), 0), strftime('%Y-%m-%dT%H:%M:%fZ', 'now') FROM cache_changes",
     has_schema: "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lines')",
     trigger_calendar: "SELECT time_zone, day_start_min FROM service_calendar",
     day_runs: "SELECT starts_at, day, last_day FROM service_day_runs WHERE last_day >= $1 AND day <= $2 ORDER BY starts_at",
@@ -270,6 +276,9 @@ pub(crate) const SQLITE: Dialect = Dialect {
     learned_prunable: "SELECT EXISTS (SELECT 1 FROM learned_paths \
                        WHERE last_fetched_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1))) \
                        OR (SELECT count(*) FROM learned_paths) > $2",
+    mark_pruned: "UPDATE cache_feed_pruned SET through = MAX(through, COALESCE((SELECT max(processed_at) FROM cache_changes \
+                  WHERE processed_at IS NOT NULL \
+                  AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1))), through))",
     prune: "DELETE FROM cache_changes WHERE id IN (SELECT id FROM cache_changes WHERE processed_at IS NOT NULL \
             AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) LIMIT 5000) RETURNING 1",
     // The rank: the decayed score, what exists first (see the `learned_rank` migration).

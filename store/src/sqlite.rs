@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 };
 
 use crate::calendar::ServiceCalendar;
+use crate::db::Mark;
 use crate::error::StoreResult;
 use crate::sql::SQLITE;
 use crate::statement::{Statement, Value, timestamp_text};
@@ -70,20 +71,21 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// One read: its statements in one transaction, each with its rows. With `position`, the
-    /// transaction first reads the change feed's position (the last change id: one writer at a
-    /// time commits, so ids become visible in order), which its data statements then see no less
-    /// than.
+    /// One read: its statements in one transaction, each with its rows. With a `mark`, the
+    /// transaction first reads the change feed's position or the data's version (both the last
+    /// change id: one writer at a time commits, so ids become visible in order), which its data
+    /// statements then see no less than.
     pub(crate) async fn read(
         &self,
-        position: bool,
+        mark: Mark,
         statements: &[Statement<'_>],
     ) -> StoreResult<(Vec<Vec<SqliteRow>>, Option<Vec<SqliteRow>>)> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let mut tx = self.pool.begin().await?;
-        let at = match position {
-            true => Some(sqlx::query(SQLITE.feed_start).fetch_all(&mut *tx).await?),
-            false => None,
+        let at = match mark {
+            Mark::Position => Some(sqlx::query(SQLITE.feed_start).fetch_all(&mut *tx).await?),
+            Mark::Version => Some(sqlx::query(SQLITE.visible_mark).fetch_all(&mut *tx).await?),
+            Mark::Nothing => None,
         };
         let mut results = Vec::with_capacity(statements.len());
         for statement in statements {

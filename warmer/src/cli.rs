@@ -329,10 +329,10 @@ pub async fn warmer(
 }
 
 /// Refuses a `WARMER_RETENTION` shorter than twice the longest local TTL of a route the feed
-/// evicts. An instance reads the feed by id, processed or not: a change pruned before an instance
-/// that still holds an answer it touches has polled is never evicted there. Such an answer was
-/// loaded less than its local TTL ago (or it would have expired), and the change committed after
-/// the load began, so a retention of that TTL covers it; the factor two leaves room for the
+/// evicts. An instance whose last poll predates the processing of a pruned change drops its whole
+/// cache on its next poll (it cannot read that change any more). A fresh answer was loaded less
+/// than its local TTL ago, and a change it lacks was processed after that, so with a retention of
+/// that TTL no instance loses a fresh answer to the prune; the factor two leaves room for the
 /// load's own duration and the prune's clock.
 ///
 /// # Errors
@@ -343,7 +343,7 @@ pub fn check_retention(retention: Duration, policy: &Policy) -> Result<(), Setup
     if retention < floor {
         return Err(SetupError::Invalid(format!(
             "WARMER_RETENTION ({} s) must be at least {} s (twice the longest local TTL of a route the change \
-             feed evicts): an instance could otherwise miss a change pruned before it polled",
+             feed evicts): instances would drop fresh answers for changes pruned before they polled",
             retention.as_secs(),
             floor.as_secs(),
         )));

@@ -138,7 +138,8 @@ pub struct OutboxArgs {
     #[arg(long, env = "WARMER_SETTLE", default_value = "3s", value_parser = parse_duration)]
     pub settle: Duration,
     /// Processed changes older than this are deleted. At least twice the longest local TTL of a
-    /// route with tags (2 min): an instance that still holds an answer must find its changes.
+    /// route with tags (2 min): an instance whose last poll predates a deleted change drops its
+    /// cache.
     #[arg(long, env = "WARMER_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub retention: Duration,
     /// The longest a tick holds the warmer's lease, at most one tick working at a time whatever

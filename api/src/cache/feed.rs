@@ -25,7 +25,10 @@
 //!   longer than `max_lag`, whatever happens to the feed.
 //! - A poll reads at most [`FEED_LIMIT`] changes. More than that (an instance frozen for hours, a
 //!   bulk write) drops the whole cache, which is cheap, and resumes from the present: the work and
-//!   memory of a poll are bounded whatever arrives.
+//!   memory of a poll are bounded whatever arrives. So does a poll that learns that a change
+//!   processed since its cursor was read has been pruned (an instance idle for longer than the
+//!   warmer's retention): it could not read that change, so it cannot vouch for anything it holds,
+//!   its stale copies included.
 //!
 //! The state lives behind one `std::sync::Mutex`: it is held for a few comparisons, never across
 //! an `.await`, so a blocking mutex is cheaper than an async one. A `Notify` wakes the requests that

@@ -345,6 +345,10 @@ impl LocalCache {
             return Err(LoadError::Unavailable);
         }
         let resource = || key.replace('\n', " ");
+        // What the instance had polled before the read began, which the read sees at least: the
+        // answer's version when the read could not say (its position was asked for and the
+        // change feed was locked).
+        let polled = self.feed.cursor();
         let Ok(result) = tokio::time::timeout(self.load_timeout, load(position)).await else {
             // Slow, not unreachable (an unreachable database fails the acquire, or is caught as
             // silent, before this): this route's breaker, not the instance's. A route whose
@@ -353,6 +357,12 @@ impl LocalCache {
             tracing::warn!(resource = %resource(), timeout = ?self.load_timeout, "database read timed out");
             return Err(LoadError::Unavailable);
         };
+        let result = result.map(|(mut response, at)| {
+            if response.version.is_none() && !response.tags.is_empty() {
+                response.version = polled.and_then(|c| http::HeaderValue::try_from(c.version()).ok());
+            }
+            (response, at)
+        });
         result.map_err(|err| {
             if err.is_unavailable() {
                 // Unreachable: every read fails. Out of time: this route's reads are slow.
@@ -416,7 +426,11 @@ impl LocalCache {
                     Apply::Evict(tags) => self.evict(tags),
                     Apply::Reset => {
                         if cursor.is_some() {
-                            tracing::warn!(limit = FEED_LIMIT, "change feed overflowed: local cache dropped");
+                            tracing::warn!(
+                                limit = FEED_LIMIT,
+                                "change feed overflowed (more changes than a page, or some pruned before this \
+                                 instance read them): local cache dropped"
+                            );
                         }
                         self.evict_all();
                     }

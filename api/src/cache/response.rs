@@ -34,6 +34,10 @@ pub(crate) struct CachedResponse {
     pub(crate) tags: Vec<String>,
     /// Tags joined with `,`, ready for the tag header.
     pub(crate) tag_header: HeaderValue,
+    /// Which data the answer shows (`x-edgerail-version`): the version its read returned, or
+    /// the feed position the instance had polled when the read began (which the read sees at
+    /// least) when the read could not say. Stored with the answer, so a hit costs nothing more.
+    pub(crate) version: Option<HeaderValue>,
     /// Time the load spent in the database (for `Server-Timing`).
     pub(crate) db_time: Duration,
     /// When the load started: the data is at least this fresh, which lets a hit be served while
@@ -68,6 +72,7 @@ impl CachedResponse {
             etag,
             tags,
             tag_header,
+            version: None,
             db_time,
             loaded_at,
             generation: 0,

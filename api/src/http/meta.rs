@@ -81,7 +81,7 @@ fn no_store(response: impl IntoResponse) -> Response {
 
 async fn openapi(State(state): State<AppState>, endpoint: Endpoint) -> Response {
     serve(&state, endpoint, "no such document", |_, _, _| async {
-        Ok(store::Read { value: Some(Bytes::from_static(OPENAPI.as_bytes())), position: None })
+        Ok(store::Read { value: Some(Bytes::from_static(OPENAPI.as_bytes())), position: None, version: None })
     })
     .await
 }

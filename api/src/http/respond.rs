@@ -21,6 +21,9 @@ use super::request::Endpoint;
 use super::state::{AppState, RouteHeaders};
 use crate::cache::{CachedResponse, LoadError, Outcome, Variant};
 
+/// The header saying which data an answer shows (see [`cache_policy::VERSION_HEADER`]).
+pub(crate) const X_EDGERAIL_VERSION: HeaderName = HeaderName::from_static(cache_policy::VERSION_HEADER);
+
 /// `x-local-cache` header name.
 pub(crate) const X_LOCAL_CACHE: HeaderName = HeaderName::from_static("x-local-cache");
 
@@ -64,7 +67,7 @@ where
         .cache
         .get_or_load(&endpoint.key, |position| async move {
             let started = Instant::now();
-            let Read { value: loaded, position } = load(store, request, position).await?;
+            let Read { value: loaded, position, version } = load(store, request, position).await?;
             let db_time = started.elapsed();
             let tags = request.tags();
             let value = |status, body: Bytes| {
@@ -72,11 +75,12 @@ where
                 let etag = negotiate::etag(&hash, None);
                 CachedResponse::new(status, body, (hash, etag), tags, db_time, started)
             };
-            let answer = match loaded {
+            let mut answer = match loaded {
                 Some(body) => value(StatusCode::OK, body).with_lifetimes(route.local_ttl, route.sie),
                 None => value(StatusCode::NOT_FOUND, error_body("not_found", not_found))
                     .with_lifetimes(route.negative_ttl.min(route.local_ttl), Duration::ZERO),
             };
+            answer.version = version.and_then(|v| HeaderValue::try_from(v).ok());
             Ok((answer, position))
         })
         .await;
@@ -143,6 +147,9 @@ fn render(state: &AppState, endpoint: &Endpoint, cached: &Arc<CachedResponse>, o
     }
     if !cached.tags.is_empty() {
         headers.insert(state.http.tag_header.clone(), cached.tag_header.clone());
+    }
+    if let Some(version) = &cached.version {
+        headers.insert(X_EDGERAIL_VERSION, version.clone());
     }
     headers.insert(X_LOCAL_CACHE, outcome.header_value());
     headers.insert(SERVER_TIMING, server_timing(outcome, cached.db_time));

@@ -112,18 +112,23 @@ async fn every_route(client: &Client) {
         assert_eq!(first.header("cache-tag"), tags.join(","), "{uri}");
         assert_eq!(first.header("x-local-cache"), "miss", "{uri}");
         assert!(first.header("server-timing").starts_with("db;dur="), "{uri}");
+        // Which data it shows: every answer a change can touch says (the OpenAPI document shows none).
+        let version = first.header("x-edgerail-version");
+        assert_eq!(store::version_sees(version, version), (!tags.is_empty()).then_some(true), "{uri}: {version:?}");
         check_body(name, &first.json());
         crate::openapi::assert_conforms(&uri, 200, &first.body);
 
         let second = client.get(&uri, &[]).await;
         assert_eq!(second.header("x-local-cache"), "hit", "{uri}");
         assert_eq!(second.header("etag"), etag, "{uri}");
+        assert_eq!(second.header("x-edgerail-version"), version, "{uri}: a hit shows what its load read");
         assert_eq!(second.body, first.body, "{uri}");
 
         let not_modified = client.get(&uri, &[("if-none-match", etag)]).await;
         assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED, "{uri}");
         assert_eq!(not_modified.header("etag"), etag, "{uri}");
         assert_eq!(not_modified.header("cache-control"), route.cache_control(), "{uri}");
+        assert_eq!(not_modified.header("x-edgerail-version"), version, "{uri}");
         assert!(not_modified.body.is_empty());
         let changed = client.get(&uri, &[("if-none-match", "\"something-else\"")]).await;
         assert_eq!(changed.status, StatusCode::OK, "{uri}");

@@ -65,15 +65,17 @@ impl Drop for Varnish {
 struct Got {
     status: u16,
     x_cache: String,
+    version: String,
     body: Value,
 }
 
 async fn get(client: &reqwest::Client, url: &str) -> Got {
     let res = client.get(url).send().await.unwrap();
     let status = res.status().as_u16();
-    let x_cache = res.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let header = |name| res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let (x_cache, version) = (header("x-cache"), header("x-edgerail-version"));
     let body = res.json().await.unwrap_or(Value::Null);
-    Got { status, x_cache, body }
+    Got { status, x_cache, version, body }
 }
 
 /// The warmer's mark these tests' API and warmer share (`WARM_SECRET`).
@@ -100,6 +102,9 @@ async fn the_edge_caches_by_s_maxage_and_negatively() {
     let second = get(&client, &edge.url("/v1/lines")).await;
     assert_eq!((second.status, second.x_cache.as_str()), (200, "Hit"));
     assert_eq!(first.body, second.body);
+    // The answer's version passes the edge, stored with the copy.
+    assert!(store::version_sees(&first.version, &first.version).unwrap(), "a version: {:?}", first.version);
+    assert_eq!(second.version, first.version);
 
     let missing = get(&client, &edge.url("/v1/formations/0000F")).await;
     assert_eq!((missing.status, missing.x_cache.as_str()), (404, "Miss"));

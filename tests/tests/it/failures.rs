@@ -74,6 +74,8 @@ async fn database_stopping_mid_run_serves_stale_then_fast_503() {
     assert_eq!(stale.header("x-local-cache"), "stale");
     assert_eq!(stale.body, fresh.body);
     assert_eq!(stale.header("etag"), fresh.header("etag"));
+    assert_eq!(stale.header("x-edgerail-version"), fresh.header("x-edgerail-version"), "the copy says what it shows");
+    assert!(!fresh.header("x-edgerail-version").is_empty());
     assert_eq!(stale.header("cache-control"), "public, max-age=0, s-maxage=5");
 
     let never_cached = app.get("/v1/formations").await;

@@ -17,7 +17,13 @@ fn after_poll_interval() -> tokio::time::Sleep {
     tokio::time::sleep(Duration::from_millis(150))
 }
 
-crate::both_backends!(a_write_is_visible_after_the_poll_interval, every_instance_evicts, idle_instances_do_not_poll,);
+crate::both_backends!(
+    a_write_is_visible_after_the_poll_interval,
+    every_instance_evicts,
+    idle_instances_do_not_poll,
+    an_instance_that_missed_a_pruned_change_drops_what_it_holds,
+    an_answers_version_sees_exactly_the_changes_it_shows,
+);
 
 async fn a_write_is_visible_after_the_poll_interval(backend: Backend) {
     let app = TestApp::with(TestDb::new(backend).await, WAIT_FOR_POLLS).await;
@@ -123,4 +129,60 @@ async fn a_truncate_and_reload_evicts_every_page_of_the_table_and_no_other() {
     let latest = app.get("/v1/sightings/latest").await.json();
     assert_eq!(latest["sightings"][0]["formation_id"], "3002F", "{latest}");
     assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "hit", "lines are not sightings");
+}
+
+/// The feed reads changes by id, processed or not. An instance that last polled before a change
+/// was processed and pruned (idle for longer than the warmer's retention) cannot read it: its next
+/// poll learns of the loss and drops everything it holds, instead of vouching for an answer the
+/// change touched.
+async fn an_instance_that_missed_a_pruned_change_drops_what_it_holds(backend: Backend) {
+    let app = TestApp::with(TestDb::new(backend).await, WAIT_FOR_POLLS).await;
+    assert_eq!(app.get("/v1/formations/10701F").await.json()["note"], "Refurbished interior");
+    assert_eq!(app.get("/v1/formations/10701F").await.header("x-local-cache"), "hit");
+
+    // While the instance serves nothing (so does not poll), a write, the warmer's tick that
+    // processes it, and a prune with no retention at all.
+    app.db.exec("UPDATE formations SET note = 'Olympic livery' WHERE id = '10701F'").await;
+    let store = app.store();
+    let claim = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
+    let accepted = store::outbox::Accepted {
+        id: Some("test"),
+        backend: "none",
+        caller_reference: "test",
+        items: 1,
+        status: "Completed",
+    };
+    claim.complete(store, &accepted).await.unwrap();
+    // SQLite's clock has milliseconds: let the processing time pass.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(store.prune_changes(Duration::ZERO).await.unwrap() >= 2, "the update's changes are pruned");
+
+    after_poll_interval().await;
+    let after = app.get("/v1/formations/10701F").await;
+    assert_eq!(after.json()["note"], "Olympic livery", "the answer the pruned change touched was dropped");
+    assert_eq!(after.header("x-local-cache"), "miss");
+}
+
+/// `x-edgerail-version` names the data an answer shows: it sees a change the answer shows, and
+/// does not see one committed after the answer was read, on a miss and on the hits that follow.
+async fn an_answers_version_sees_exactly_the_changes_it_shows(backend: Backend) {
+    let app = TestApp::with(TestDb::new(backend).await, WAIT_FOR_POLLS).await;
+    let before = app.get("/v1/formations/10701F").await;
+    assert_eq!(before.json()["note"], "Refurbished interior");
+    let old = before.header("x-edgerail-version").to_owned();
+    assert_eq!(app.get("/v1/formations/10701F").await.header("x-edgerail-version"), old);
+
+    app.db.exec("UPDATE formations SET note = 'Olympic livery' WHERE id = '10701F'").await;
+    // The feed's position once the update committed: it sees the update.
+    let written = app.store().feed_start().await.unwrap().version();
+    assert_eq!(store::version_sees(&old, &written), Some(false), "read before the update: {old} against {written}");
+
+    after_poll_interval().await;
+    let after = app.get("/v1/formations/10701F").await;
+    assert_eq!(after.json()["note"], "Olympic livery");
+    let new = after.header("x-edgerail-version").to_owned();
+    assert_eq!(store::version_sees(&new, &written), Some(true), "read after the update: {new} against {written}");
+    let hit = app.get("/v1/formations/10701F").await;
+    assert_eq!(hit.header("x-local-cache"), "hit");
+    assert_eq!(hit.header("x-edgerail-version"), new);
 }

@@ -25,6 +25,7 @@ crate::both_backends!(
     migrate_drops_the_change_triggers_of_tables_no_longer_declared,
     the_triggers_and_the_api_agree_on_service_days_across_clock_changes,
     a_demo_load_records_the_families_of_every_table_not_each_tag,
+    a_poll_from_before_a_pruned_change_reports_its_page_lost,
 );
 
 async fn app(backend: Backend) -> TestApp {
@@ -358,6 +359,34 @@ async fn a_claim_takes_only_what_was_visible_at_its_mark(backend: Backend) {
 
 fn accepted() -> outbox::Accepted<'static> {
     outbox::Accepted { id: Some("test"), backend: "none", caller_reference: "test", items: 1, status: "Completed" }
+}
+
+/// The prune deletes processed changes, which the feed reads by id: a reader whose position was
+/// read before a change was processed learns, on its next poll, that it may have missed it (the
+/// page overflows); a reader that read its position after it does not.
+async fn a_poll_from_before_a_pruned_change_reports_its_page_lost(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let before = store.feed_start().await.unwrap();
+    app.db.exec("UPDATE formations SET note = 'pruned' WHERE id = '3001F'").await;
+    let claim = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
+    claim.complete(store, &accepted()).await.unwrap();
+    // SQLite's clock has milliseconds: let the processing time pass before each reading of it.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let after = store.feed_start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let unpruned = store.feed_since(&before, 1000).await.unwrap();
+    assert!(!unpruned.overflow, "nothing pruned yet: {unpruned:?}");
+    assert_eq!(unpruned.changes.len(), 2);
+
+    assert!(store.prune_changes(Duration::ZERO).await.unwrap() >= 2);
+    let lost = store.feed_since(&before, 1000).await.unwrap();
+    assert!(lost.overflow, "the update's changes were pruned unread: {lost:?}");
+    assert!(lost.changes.is_empty());
+    let page = store.feed_since(&after, 1000).await.unwrap();
+    assert!(!page.overflow && page.changes.is_empty(), "read after the processing: nothing lost: {page:?}");
+    // The lost page's cursor is the present: polling on from it loses nothing more.
+    assert!(!store.feed_since(&lost.cursor, 1000).await.unwrap().overflow);
 }
 
 async fn processed_changes_older_than_the_retention_are_pruned(backend: Backend) {
