@@ -104,6 +104,11 @@ pub(crate) enum Mark {
     Position,
 }
 
+/// The version a dialect's `visible_mark` statement returned.
+fn version_of(rows: &Rows) -> StoreResult<String> {
+    rows.one::<(String,)>("version").map(|(v,)| v)
+}
+
 /// `N` results, one per statement.
 fn each<const N: usize>(rows: Vec<Rows>) -> StoreResult<[Rows; N]> {
     rows.try_into().map_err(|_| StoreError::Data("a result per statement".into()))
@@ -137,14 +142,14 @@ impl Db {
         statements: [Statement<'_>; N],
     ) -> StoreResult<([Rows; N], Option<String>)> {
         let (rows, version) = self.read_marked(limit, Mark::Version, statements).await?;
-        let version = version.map(|v| v.one::<(String,)>("version").map(|(v,)| v)).transpose()?;
-        Ok((rows, version))
+        Ok((rows, version.map(|(_, v)| version_of(&v)).transpose()?))
     }
 
     /// [`Db::read`], reading first, in the same round trip, the change feed's position: every
     /// change at or before it is in the data the statements return, so a reader that follows the
-    /// feed from it misses nothing. `None` when the position could not be read without waiting
-    /// (something holds the feed locked): the data is then read alone.
+    /// feed from it misses nothing. The position is `None` when it could not be read without
+    /// waiting (something holds the feed locked): the data is then read with its version alone.
+    /// The version is the position's, or that one's.
     ///
     /// # Errors
     ///
@@ -153,9 +158,17 @@ impl Db {
         &self,
         limit: Limit,
         statements: [Statement<'_>; N],
-    ) -> StoreResult<([Rows; N], Option<FeedCursor>)> {
+    ) -> StoreResult<([Rows; N], Option<FeedCursor>, Option<String>)> {
         let (rows, at) = self.read_marked(limit, Mark::Position, statements).await?;
-        Ok((rows, at.as_ref().map(FeedCursor::from_rows).transpose()?))
+        match at {
+            Some((Mark::Position, at)) => {
+                let at = FeedCursor::from_rows(&at)?;
+                let version = at.version();
+                Ok((rows, Some(at), Some(version)))
+            }
+            Some((_, version)) => Ok((rows, None, Some(version_of(&version)?))),
+            None => Ok((rows, None, None)),
+        }
     }
 
     /// A read, with the rows of what `mark` asks to read first.
@@ -164,16 +177,16 @@ impl Db {
         limit: Limit,
         mark: Mark,
         statements: [Statement<'_>; N],
-    ) -> StoreResult<([Rows; N], Option<Rows>)> {
+    ) -> StoreResult<([Rows; N], Option<(Mark, Rows)>)> {
         let (rows, at) = match self {
             Self::Postgres(s) => {
                 let (rows, at) = s.read(limit, mark, &statements).await?;
-                (rows.into_iter().map(Rows::Postgres).collect(), at.map(Rows::Postgres))
+                (rows.into_iter().map(Rows::Postgres).collect(), at.map(|(m, r)| (m, Rows::Postgres(r))))
             }
             #[cfg(feature = "sqlite")]
             Self::Sqlite(s) => {
                 let (rows, at) = s.read(mark, &statements).await?;
-                (rows.into_iter().map(Rows::Sqlite).collect(), at.map(Rows::Sqlite))
+                (rows.into_iter().map(Rows::Sqlite).collect(), at.map(|r| (mark, Rows::Sqlite(r))))
             }
         };
         Ok((each(rows)?, at))

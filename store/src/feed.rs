@@ -124,12 +124,13 @@ async fn since(db: &Db, cursor: &FeedCursor, limit: usize) -> StoreResult<FeedPa
             Ok(FeedPage { changes, cursor, overflow: overflow || lost })
         }
         Cursor::Id(after) => {
-            let [changes, present, lost] = db
+            // The present first: its time is then no later than what the page reads.
+            let [present, changes, lost] = db
                 .read(
                     Limit::Feed,
                     [
-                        Statement::new(POLL_ID).bind(*after).bind(asked),
                         Statement::new(db.sql().feed_start),
+                        Statement::new(POLL_ID).bind(*after).bind(asked),
                         Statement::new(LOST_ID).bind(cursor.read_at()),
                     ],
                 )

@@ -365,7 +365,7 @@ impl PgStore {
         limit: Limit,
         position: Mark,
         statements: &[Statement<'_>],
-    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
+    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<(Mark, Vec<PgRow>)>)> {
         let statements = statements.iter().map(onemessage::spell).collect::<StoreResult<Vec<_>>>()?;
         if limit != Limit::Write {
             self.reads.fetch_add(1, Ordering::Relaxed);
@@ -444,7 +444,7 @@ impl PgStore {
         limit: Duration,
         position: Mark,
         statements: Vec<String>,
-    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
+    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<(Mark, Vec<PgRow>)>)> {
         self.renewing(|generation, pool| self.run_once(generation, pool, preamble, limit, position, &statements)).await
     }
 
@@ -457,7 +457,7 @@ impl PgStore {
         limit: Duration,
         position: Mark,
         statements: &[String],
-    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
+    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<(Mark, Vec<PgRow>)>)> {
         let acquired = pool.acquire().await;
         let mut conn = self.taken(generation, &pool, acquired)?;
         let held = Held::new(&self.pools.held);
@@ -479,20 +479,24 @@ impl PgStore {
         position: Mark,
         statements: &[String],
         silence: Duration,
-    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<Vec<PgRow>>)> {
+    ) -> StoreResult<(Vec<Vec<PgRow>>, Option<(Mark, Vec<PgRow>)>)> {
         let conn = &mut **conn;
+        // The snapshot first: the data statements see at least what it sees. It reads no table,
+        // so no lock can hold it.
+        let versioned = |statements: &[String]| {
+            let mut with_version = Vec::with_capacity(statements.len() + 1);
+            with_version.push(POSTGRES.visible_mark.to_owned());
+            with_version.extend(statements.iter().cloned());
+            with_version
+        };
+        let split = |results: Vec<Vec<PgRow>>| {
+            let mut results = results.into_iter();
+            let version = results.next().unwrap_or_default();
+            (results.collect::<Vec<_>>(), Some((Mark::Version, version)))
+        };
         match position {
             Mark::Nothing => return Ok((onemessage::run(conn, preamble, statements, silence).await?, None)),
-            // The snapshot first: the data statements see at least what it sees. It reads no
-            // table, so no lock can hold it.
-            Mark::Version => {
-                let mut with_version = Vec::with_capacity(statements.len() + 1);
-                with_version.push(POSTGRES.visible_mark.to_owned());
-                with_version.extend(statements.iter().cloned());
-                let mut results = onemessage::run(conn, preamble, &with_version, silence).await?.into_iter();
-                let version = results.next().unwrap_or_default();
-                return Ok((results.collect(), Some(version)));
-            }
+            Mark::Version => return Ok(split(onemessage::run(conn, preamble, &versioned(statements), silence).await?)),
             Mark::Position => {}
         }
         // The position first: in a read-committed transaction each statement sees at least what
@@ -505,12 +509,12 @@ impl PgStore {
         match onemessage::run(conn, preamble, &with_position, silence).await {
             Ok(mut results) => {
                 let position = results.drain(..3).nth(1).unwrap_or_default();
-                Ok((results, Some(position)))
+                Ok((results, Some((Mark::Position, position))))
             }
-            // The feed is locked: the data alone, without a position.
+            // The feed is locked: the data with its version, without a position.
             Err(err) if lock_not_available(&err) => {
                 tracing::warn!("the change feed is locked: a read goes without its feed position");
-                Ok((onemessage::run(conn, preamble, &with_position[3..], silence).await?, None))
+                Ok(split(onemessage::run(conn, preamble, &versioned(&with_position[3..]), silence).await?))
             }
             Err(err) => Err(err),
         }

@@ -67,11 +67,7 @@ impl Db {
                 let (rows, version) = self.read_versioned(Limit::Data, statements).await?;
                 Ok((rows, None, version))
             }
-            Position::Take => {
-                let (rows, at) = self.read_at(Limit::Data, statements).await?;
-                let version = at.as_ref().map(FeedCursor::version);
-                Ok((rows, at, version))
-            }
+            Position::Take => self.read_at(Limit::Data, statements).await,
         }
     }
 

@@ -222,7 +222,10 @@ pub(crate) const SQLITE: Dialect = Dialect {
     latest_per_formation: "SELECT s.id, s.formation_id, s.operation_number, s.station_id, s.seen_at \
         FROM formations f JOIN sightings s ON s.id = (SELECT s2.id FROM sightings s2 WHERE s2.formation_id = f.id \
         ORDER BY s2.seen_at DESC, s2.id DESC LIMIT 1)",
-    feed_start: "SELECT NULL, COALESCE(MAX(id), 0), strftime('%Y-%m-%dT%H:%M:%fZ', 'now') FROM cache_changes",
+    // The last id handed out (`AUTOINCREMENT` keeps it, committed with its row), not the largest
+    // id kept: the prune may have deleted the newest rows, and a position must never go back.
+    feed_start: "SELECT NULL, COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'cache_changes'), 0), \
+                 strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
     has_schema: "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lines')",
     trigger_calendar: "SELECT time_zone, day_start_min FROM service_calendar",
     day_runs: "SELECT starts_at, day, last_day FROM service_day_runs WHERE last_day >= $1 AND day <= $2 ORDER BY starts_at",
@@ -246,7 +249,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
               WHERE claim = $1 AND processed_at IS NULL GROUP BY tag ORDER BY min(id)",
     complete: "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), invalidation_id = $1, \
                claim = NULL WHERE claim = $2 AND processed_at IS NULL",
-    visible_mark: "SELECT CAST(COALESCE(MAX(id), 0) AS TEXT) FROM cache_changes",
+    visible_mark: "SELECT CAST(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'cache_changes'), 0) AS TEXT)",
     pending_at: "SELECT EXISTS (SELECT 1 FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($1 AS INTEGER))",
     take_lease: "UPDATE warmer_lease SET holder = $1, \
                  expires_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('+%d seconds', $2)) \

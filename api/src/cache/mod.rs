@@ -345,10 +345,6 @@ impl LocalCache {
             return Err(LoadError::Unavailable);
         }
         let resource = || key.replace('\n', " ");
-        // What the instance had polled before the read began, which the read sees at least: the
-        // answer's version when the read could not say (its position was asked for and the
-        // change feed was locked).
-        let polled = self.feed.cursor();
         let Ok(result) = tokio::time::timeout(self.load_timeout, load(position)).await else {
             // Slow, not unreachable (an unreachable database fails the acquire, or is caught as
             // silent, before this): this route's breaker, not the instance's. A route whose
@@ -357,12 +353,6 @@ impl LocalCache {
             tracing::warn!(resource = %resource(), timeout = ?self.load_timeout, "database read timed out");
             return Err(LoadError::Unavailable);
         };
-        let result = result.map(|(mut response, at)| {
-            if response.version.is_none() && !response.tags.is_empty() {
-                response.version = polled.and_then(|c| http::HeaderValue::try_from(c.version()).ok());
-            }
-            (response, at)
-        });
         result.map_err(|err| {
             if err.is_unavailable() {
                 // Unreachable: every read fails. Out of time: this route's reads are slow.

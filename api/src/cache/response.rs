@@ -34,9 +34,8 @@ pub(crate) struct CachedResponse {
     pub(crate) tags: Vec<String>,
     /// Tags joined with `,`, ready for the tag header.
     pub(crate) tag_header: HeaderValue,
-    /// Which data the answer shows (`x-edgerail-version`): the version its read returned, or
-    /// the feed position the instance had polled when the read began (which the read sees at
-    /// least) when the read could not say. Stored with the answer, so a hit costs nothing more.
+    /// Which data the answer shows (`x-edgerail-version`): the version its read returned. Stored
+    /// with the answer, so a hit costs nothing more.
     pub(crate) version: Option<HeaderValue>,
     /// Time the load spent in the database (for `Server-Timing`).
     pub(crate) db_time: Duration,
@@ -98,7 +97,8 @@ impl CachedResponse {
 
     /// Approximate memory held, for the cache's byte bound (encoded variants included).
     pub(crate) fn weight(&self) -> u32 {
-        let bytes = self.body.len() * 2 + self.tag_header.len() + 256;
+        let version = self.version.as_ref().map_or(0, HeaderValue::len);
+        let bytes = self.body.len() * 2 + self.tag_header.len() + version + 256;
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
 }

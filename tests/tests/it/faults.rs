@@ -92,6 +92,9 @@ async fn a_cold_instance_answers_while_the_feed_is_locked() {
         assert_eq!(res.status, 200, "a cold read waited for the locked feed");
         assert_eq!(res.header("x-local-cache"), "miss", "kept without a feed position");
         assert_eq!(minato_name(&res), "Minato Line");
+        // It still says which data it shows: the snapshot needs no lock.
+        let version = res.header("x-edgerail-version");
+        assert_eq!(store::version_sees(version, version), Some(true), "a version: {version:?}");
     }
     sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
     assert_eq!(app.get("/v1/lines").await.header("x-local-cache"), "miss");

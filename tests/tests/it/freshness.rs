@@ -185,4 +185,8 @@ async fn an_answers_version_sees_exactly_the_changes_it_shows(backend: Backend) 
     let hit = app.get("/v1/formations/10701F").await;
     assert_eq!(hit.header("x-local-cache"), "hit");
     assert_eq!(hit.header("x-edgerail-version"), new);
+    // A 404 says it too: a version that sees the update, since it was read after it.
+    let missing = app.get("/v1/formations/NOPE9F").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(store::version_sees(missing.header("x-edgerail-version"), &written), Some(true));
 }

@@ -387,6 +387,9 @@ async fn a_poll_from_before_a_pruned_change_reports_its_page_lost(backend: Backe
     assert!(!page.overflow && page.changes.is_empty(), "read after the processing: nothing lost: {page:?}");
     // The lost page's cursor is the present: polling on from it loses nothing more.
     assert!(!store.feed_since(&lost.cursor, 1000).await.unwrap().overflow);
+    // Positions never go back, though the prune deleted the newest changes.
+    let now = store.feed_start().await.unwrap();
+    assert_eq!(store::version_sees(&now.version(), &after.version()), Some(true), "{now:?} after {after:?}");
 }
 
 async fn processed_changes_older_than_the_retention_are_pruned(backend: Backend) {
