@@ -113,6 +113,23 @@ pub fn version_sees(version: &str, mark: &str) -> Option<bool> {
     Some(Snapshot::parse(version)?.sees_everything_at(&Snapshot::parse(mark)?))
 }
 
+/// Whether data at `version` shows the changes `written_by` names: on PostgreSQL (a snapshot
+/// version) the ids of the transactions that wrote them, comma-separated, each of which the
+/// snapshot must see as completed; on SQLite (an id version) the highest of their change ids.
+/// Unlike [`version_sees`] against a mark, transactions that wrote nothing the answer shows do not
+/// count. `None` when they are not of one backend.
+pub fn version_shows(version: &str, written_by: &str) -> Option<bool> {
+    if let Ok(version) = version.parse::<i64>() {
+        return Some(version >= written_by.parse::<i64>().ok()?);
+    }
+    let snapshot = Snapshot::parse(version)?;
+    let mut all = true;
+    for xid in written_by.split(',') {
+        all &= snapshot.completed(xid.trim().parse().ok()?);
+    }
+    Some(all)
+}
+
 /// A PostgreSQL snapshot's parts: a transaction is seen as completed when it is below `xmax` and
 /// not listed in progress.
 struct Snapshot {
@@ -233,6 +250,21 @@ mod tests {
         assert_eq!(version_sees("41", "790:805:"), None);
         assert_eq!(version_sees("790:805:x", "790:805:"), None);
         assert_eq!(version_sees("", "1"), None);
+    }
+
+    #[test]
+    fn a_version_shows_changes_when_it_sees_their_transactions_and_no_others_count() {
+        // 801 completed, 803 still running, 806 not begun.
+        let version = "790:805:790,803";
+        assert_eq!(version_shows(version, "801"), Some(true));
+        assert_eq!(version_shows(version, "801,803"), Some(false), "803 was running");
+        assert_eq!(version_shows(version, "806"), Some(false), "806 had not begun");
+        assert_eq!(version_shows(version, "801, 795"), Some(true));
+        assert_eq!(version_shows(version, "x"), None);
+        // SQLite: the version is the last id handed out, and the changes their highest id.
+        assert_eq!(version_shows("41", "41"), Some(true));
+        assert_eq!(version_shows("40", "41"), Some(false));
+        assert_eq!(version_shows("41", "801,803"), None);
     }
 
     #[test]

@@ -76,7 +76,7 @@ mod statement;
 mod tags;
 
 pub use calendar::{CalendarError, DayRun, ServiceCalendar};
-pub use cursor::{FeedCursor, version_sees};
+pub use cursor::{FeedCursor, version_sees, version_shows};
 pub use db::Db;
 pub use error::{StoreError, StoreResult};
 pub use feed::FeedPage;

@@ -42,6 +42,9 @@ pub struct ClaimedTag {
     pub first_id: i64,
     /// The highest of their ids.
     pub last_id: i64,
+    /// What an answer's version must see to show them all ([`crate::version_shows`]): on
+    /// PostgreSQL their transactions' ids, comma-separated; on SQLite the highest change id.
+    pub written_by: String,
 }
 
 /// Claimed changes, until [`Claim::complete`] or [`Claim::release`].

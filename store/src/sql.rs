@@ -158,7 +158,8 @@ pub(crate) const POSTGRES: Dialect = Dialect {
               AND tag IN (SELECT tag FROM cache_changes \
                           WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $2::text::pg_snapshot) \
                           GROUP BY tag ORDER BY min(id) LIMIT $1)",
-    claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id FROM cache_changes \
+    claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
+              string_agg(DISTINCT xid::text, ',') AS written_by FROM cache_changes \
               WHERE claim = $1 AND processed_at IS NULL GROUP BY tag ORDER BY min(id)",
     complete: "UPDATE cache_changes SET processed_at = now(), invalidation_id = $1, claim = NULL \
                WHERE claim = $2 AND processed_at IS NULL",
@@ -245,7 +246,8 @@ pub(crate) const SQLITE: Dialect = Dialect {
             WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
               AND tag IN (SELECT tag FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
                           GROUP BY tag ORDER BY min(id) LIMIT $1)",
-    claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id FROM cache_changes \
+    claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
+              CAST(max(id) AS TEXT) AS written_by FROM cache_changes \
               WHERE claim = $1 AND processed_at IS NULL GROUP BY tag ORDER BY min(id)",
     complete: "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), invalidation_id = $1, \
                claim = NULL WHERE claim = $2 AND processed_at IS NULL",

@@ -382,7 +382,7 @@ mod tests {
     use super::*;
 
     fn tag(tag: &str, changes: i64, first_id: i64, last_id: i64) -> ClaimedTag {
-        ClaimedTag { tag: tag.into(), changes, first_id, last_id }
+        ClaimedTag { tag: tag.into(), changes, first_id, last_id, written_by: last_id.to_string() }
     }
 
     /// `caller_reference` for the database identity the other tests share.

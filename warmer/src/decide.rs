@@ -97,6 +97,8 @@ pub struct Warm {
     /// The paths to fetch, in order: what the invalidation emptied, then the floor's due paths,
     /// then the learned ones (most fetched first); each once.
     pub fetch: Vec<WarmPath>,
+    /// How many of `fetch`, from its start, the invalidation emptied.
+    pub emptied: usize,
     /// Paths emptied or due that the budget left for a later tick.
     pub skipped: usize,
     /// Of those, learned ones.
@@ -124,17 +126,77 @@ pub fn choose(policy: &Policy, s: &Situation<'_>) -> Warm {
         .filter(|l| is_due(l.warm.edge_ttl, Some(last_fetch(l, warmed(&l.warm.path))), s.now))
         .map(|l| l.warm.clone());
     let mut seen = HashSet::new();
-    let mut fetch: Vec<WarmPath> =
-        emptied.into_iter().chain(due_floor).chain(due_learned).filter(|p| seen.insert(p.path.clone())).collect();
-    let mut warm = Warm::default();
+    let emptied: Vec<WarmPath> = emptied.into_iter().filter(|p| seen.insert(p.path.clone())).collect();
+    let emptied_count = emptied.len();
+    let due: Vec<WarmPath> = due_floor.chain(due_learned).filter(|p| seen.insert(p.path.clone())).collect();
+    let mut fetch = emptied;
+    fetch.extend(due);
+    let mut warm = Warm { emptied: emptied_count, ..Warm::default() };
     if fetch.len() > s.budget {
         let skipped = fetch.split_off(s.budget);
         let learned: HashSet<&str> = s.learned.iter().map(|l| l.warm.path.as_str()).collect();
         warm.skipped = skipped.len();
         warm.learned_skipped = skipped.iter().filter(|p| learned.contains(p.path.as_str())).count();
     }
+    warm.emptied = warm.emptied.min(fetch.len());
     warm.fetch = fetch;
     warm
+}
+
+/// What reading the emptied paths back through the edge showed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verified {
+    /// Emptied paths whose answer reflects every change claimed at the mark.
+    pub fresh: usize,
+    /// Emptied paths whose answer is older than the mark: the edge still held pre-change data
+    /// after the invalidation completed, whatever its `X-Cache` said.
+    pub stale: Vec<String>,
+    /// Emptied paths whose answer said no version the mark could be compared with (a failed
+    /// request, an answer without the header, or one of another database).
+    pub unknown: usize,
+}
+
+/// What each of `paths` owes: for every claimed tag (with what wrote its changes, as the claim
+/// says: [`store::outbox::ClaimedTag::written_by`]) whose pages cover the path, what its answer's
+/// version must show. Paths no claimed tag covers owe nothing.
+pub fn owed<'a>(
+    policy: &Policy,
+    claimed: &'a [(String, String)],
+    today: &str,
+    paths: &[&str],
+) -> HashMap<String, Vec<&'a str>> {
+    let context = Context { today: Some(today.to_owned()) };
+    let mut owed: HashMap<String, Vec<&str>> = HashMap::new();
+    for (tag, written_by) in claimed {
+        let patterns: Vec<String> =
+            policy.routes().iter().flat_map(|route| route_paths(route, tag, &context)).collect();
+        for path in paths.iter().filter(|p| patterns.iter().any(|pattern| covers(pattern, p))) {
+            owed.entry((*path).to_owned()).or_default().push(written_by.as_str());
+        }
+    }
+    owed
+}
+
+/// Checks the answers among `fetched` that owe something (see [`owed`]): one is fresh when its
+/// version shows every change it owes ([`store::version_shows`]). Transactions that wrote nothing
+/// the page shows do not count: an answer read after its own changes but before some other
+/// transaction completed is fresh.
+pub fn verify(fetched: &[Fetched], owed: &HashMap<String, Vec<&str>>) -> Verified {
+    let mut verified = Verified::default();
+    for f in fetched {
+        let Some(owes) = owed.get(&f.path) else { continue };
+        let version = f.version.as_deref().filter(|_| f.ok());
+        let shows: Option<bool> = version.and_then(|v| {
+            owes.iter().try_fold(true, |all, written_by| Some(all && store::version_shows(v, written_by)?))
+        });
+        match shows {
+            Some(true) => verified.fresh += 1,
+            Some(false) => verified.stale.push(f.path.clone()),
+            None => verified.unknown += 1,
+        }
+    }
+    verified.stale.sort();
+    verified
 }
 
 /// What a tick's warm requests did.
@@ -230,6 +292,7 @@ mod tests {
             x_cache: Some(x_cache.into()),
             age: (age_s > 0).then(|| Duration::from_secs(age_s)),
             at: minutes(m),
+            version: None,
             error: None,
         };
         // The edge fetched the path at minute 0 (a miss, no Age); at minute 55 it is due.
@@ -333,6 +396,7 @@ mod tests {
         let order: Vec<&str> = warm.fetch.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(order, ["/v1/formations", "/v1/formations/10701F", "/v1/formations/3001F", "/v1/formations/5051F"]);
         assert_eq!((warm.skipped, warm.learned_skipped), (0, 0));
+        assert_eq!(warm.emptied, 2, "the first two were emptied by the change");
         // With room for two, what was emptied goes first, and the due learned paths wait.
         let warm = choose(policy, &situation(&floor, &learned, &warmed, &changed, 2));
         let order: Vec<&str> = warm.fetch.iter().map(|p| p.path.as_str()).collect();
@@ -355,6 +419,50 @@ mod tests {
     }
 
     #[test]
+    fn an_emptied_path_is_verified_when_its_answer_shows_the_changes_it_owes() {
+        let answer = |path: &str, status: Option<u16>, version: Option<&str>| Fetched {
+            path: path.into(),
+            status,
+            x_cache: Some("Miss".into()),
+            age: None,
+            at: at(NOW),
+            version: version.map(str::to_owned),
+            error: None,
+        };
+        let policy = Policy::embedded().unwrap();
+        // Transaction 801 wrote the formation (its page and the list), 803 a sighting at M01.
+        let claimed = [
+            ("formation:10701F".to_owned(), "801".to_owned()),
+            ("formations".to_owned(), "801,803".to_owned()),
+            ("station:M01".to_owned(), "803".to_owned()),
+        ];
+        let paths = ["/v1/formations/10701F", "/v1/formations", "/v1/stations/M01/sightings", "/v1/lines"];
+        let owed = owed(policy, &claimed, "2026-12-07", &paths);
+        assert_eq!(owed["/v1/formations/10701F"], ["801"]);
+        assert_eq!(owed["/v1/formations"], ["801,803"]);
+        assert!(!owed.contains_key("/v1/lines"), "no claimed tag covers it");
+        let fetched = [
+            // Read after 801, while 803 (which it does not show) was still running: fresh.
+            answer("/v1/formations/10701F", Some(200), Some("790:805:790,803")),
+            // Read before 801 completed: older data, whatever X-Cache says.
+            answer("/v1/formations", Some(200), Some("790:805:790,801")),
+            answer("/v1/stations/M01/sightings", None, None),
+            // Owes nothing: not checked.
+            answer("/v1/lines", Some(200), Some("1:2:")),
+        ];
+        let verified = verify(&fetched, &owed);
+        assert_eq!(verified.fresh, 1);
+        assert_eq!(verified.stale, ["/v1/formations"]);
+        assert_eq!(verified.unknown, 1, "a failed request");
+        // SQLite versions are change ids, and so is what a claim says wrote its changes.
+        let claimed = [("formations".to_owned(), "40".to_owned())];
+        let owed = super::owed(policy, &claimed, "2026-12-07", &["/v1/formations"]);
+        let fresh = verify(&[answer("/v1/formations", Some(200), Some("41"))], &owed);
+        let stale = verify(&[answer("/v1/formations", Some(200), Some("39"))], &owed);
+        assert_eq!((fresh.fresh, stale.stale.len()), (1, 1));
+    }
+
+    #[test]
     fn the_tally_counts_hits_misses_and_failures_and_which_were_learned() {
         let fetched = |path: &str, status: Option<u16>, x_cache: Option<&str>| Fetched {
             path: path.into(),
@@ -362,6 +470,7 @@ mod tests {
             x_cache: x_cache.map(str::to_owned),
             age: None,
             at: at(NOW),
+            version: None,
             error: None,
         };
         let learned = [learned("/v1/formations/10701F", 3600, 1, NOW)];

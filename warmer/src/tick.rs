@@ -101,6 +101,14 @@ pub struct Summary {
     pub warm_state_pruned: u64,
     /// Recorded invalidations deleted for being from before last month.
     pub invalidations_pruned: u64,
+    /// Paths the invalidation emptied whose answer, read back through the edge, reflects every
+    /// change it was sent for (their `x-edgerail-version` sees the claim's mark).
+    pub verified: usize,
+    /// Of those read back, how many the edge still answered with older data after the
+    /// invalidation completed (a purge that did not take).
+    pub verified_stale: usize,
+    /// The first of those paths (at most 20).
+    pub stale_paths: Vec<String>,
     /// Tick duration in milliseconds.
     pub duration_ms: u64,
     /// Why the tick failed, if it did (the changes stay pending).
@@ -438,7 +446,13 @@ impl Warmer {
             }
             if let Some(inputs) = survey.warm {
                 self.renew(held).await?;
-                let warming = self.warm(inputs, &invalidated.changed, &invalidated.today, deployed.is_some());
+                let warming = self.warm(
+                    inputs,
+                    &invalidated.changed,
+                    &invalidated.today,
+                    deployed.is_some(),
+                    &invalidated.completed,
+                );
                 warmed = match tokio::time::timeout(deadline.left(), Box::pin(warming)).await {
                     Ok(Ok(warmed)) => warmed,
                     Ok(Err(err)) => {
@@ -525,6 +539,8 @@ impl Warmer {
                     return Err(err.into());
                 }
             };
+            let written: Vec<(String, String)> =
+                claim.tags.iter().map(|t| (t.tag.clone(), t.written_by.clone())).collect();
             claim.complete(&self.db, &accepted(Some(&submitted.id), &submitted.status)).await?;
             invalidated.invalidation_status = Some(submitted.status.clone());
             if wait {
@@ -534,6 +550,10 @@ impl Warmer {
                     Ok(status) => invalidated.invalidation_status = Some(status),
                     Err(e) => tracing::warn!(error = %error_chain(&e), "could not follow the invalidation"),
                 }
+            }
+            // Only a completed invalidation promises that the edge dropped what it covered.
+            if invalidated.invalidation_status.as_deref().is_some_and(crate::backend::is_completed) {
+                invalidated.completed = written;
             }
             invalidated.invalidation_id = Some(submitted.id);
             Ok::<(), TickError>(())
@@ -600,6 +620,7 @@ impl Warmer {
         changed: &BTreeSet<String>,
         today: &str,
         everything: bool,
+        completed: &[(String, String)],
     ) -> Result<Warmed, StoreError> {
         // A tick that straddled the service day's rollover warms the new day's paths.
         let inputs = if inputs.today == today { inputs } else { self.warm_inputs(&inputs.base).await? };
@@ -619,7 +640,19 @@ impl Warmer {
             tracing::warn!(path = %f.path, status = ?f.status, error = ?f.error, "warm request failed");
         }
         self.db.record_warm(&warm::answered(&fetched)).await?;
-        Ok(Warmed { tally: decide::tally(&fetched, &inputs.learned), chosen, learned: inputs.learned.len() })
+        // Read back: the answers to what the invalidation emptied must show the changes it was
+        // sent for.
+        let emptied: Vec<&str> = chosen.fetch[..chosen.emptied].iter().map(|p| p.path.as_str()).collect();
+        let verified = decide::verify(&fetched, &decide::owed(self.policy, completed, today, &emptied));
+        if !verified.stale.is_empty() {
+            tracing::warn!(
+                stale = verified.stale.len(),
+                first = %verified.stale[0],
+                "the edge still answers older data than the invalidation it completed"
+            );
+        }
+        let tally = decide::tally(&fetched, &inputs.learned);
+        Ok(Warmed { tally, verified, chosen, learned: inputs.learned.len() })
     }
 
     /// Bounds the warmer's tables: processed changes past the retention, learned paths past their
@@ -819,6 +852,9 @@ struct Invalidated {
     invalidation_status: Option<String>,
     /// CloudFront items sent this month before this tick.
     items_this_month: Option<u64>,
+    /// Once their invalidation completed, each claimed tag with what wrote its changes: what the
+    /// emptied paths are read back against.
+    completed: Vec<(String, String)>,
     /// The service day it was planned for.
     today: String,
 }
@@ -836,6 +872,8 @@ struct Warmed {
     chosen: decide::Warm,
     /// What the requests did.
     tally: Tally,
+    /// What reading the emptied paths back showed.
+    verified: decide::Verified,
     /// Learned paths in the warm set.
     learned: usize,
 }
@@ -887,6 +925,9 @@ impl Summary {
             learned_pruned: steps.pruned.learned,
             warm_state_pruned: steps.pruned.warm_state,
             invalidations_pruned: steps.pruned.invalidations,
+            verified: steps.warmed.verified.fresh,
+            verified_stale: steps.warmed.verified.stale.len(),
+            stale_paths: steps.warmed.verified.stale.iter().take(20).cloned().collect(),
             duration_ms: u64::try_from(tick.duration.as_millis()).unwrap_or(u64::MAX),
             error: tick.error.map(|e| error_chain(e)),
             retryable: tick.error.map(TickError::retryable),

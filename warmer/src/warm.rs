@@ -137,6 +137,8 @@ pub struct Fetched {
     pub age: Option<Duration>,
     /// When the request was sent.
     pub at: DateTime<Utc>,
+    /// The answer's `x-edgerail-version`: which data it shows.
+    pub version: Option<String>,
     /// Why it failed, if it did.
     pub error: Option<String>,
 }
@@ -210,13 +212,20 @@ pub async fn fetch_all(client: &reqwest::Client, base: &str, paths: &[WarmPath],
                 let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let x_cache = header("x-cache");
                 let age = header("age").and_then(|a| a.trim().parse::<u64>().ok()).map(Duration::from_secs);
+                let version = header(cache_policy::VERSION_HEADER);
                 // Read the body so the edge finishes storing it.
                 let error = res.bytes().await.err().map(|e| e.to_string());
-                Fetched { path: p.path.clone(), status: Some(status), x_cache, age, at, error }
+                Fetched { path: p.path.clone(), status: Some(status), x_cache, age, at, version, error }
             }
-            Err(e) => {
-                Fetched { path: p.path.clone(), status: None, x_cache: None, age: None, at, error: Some(e.to_string()) }
-            }
+            Err(e) => Fetched {
+                path: p.path.clone(),
+                status: None,
+                x_cache: None,
+                age: None,
+                at,
+                version: None,
+                error: Some(e.to_string()),
+            },
         }
     }))
     .buffer_unordered(concurrency.max(1))

@@ -238,6 +238,9 @@ async fn the_purge_backend_invalidates_the_edge_and_rewarms_it() {
         assert!(summary["invalidation_id"].as_str().unwrap().starts_with("purge-"), "{summary}");
         assert!(summary["warmed"].as_u64().unwrap() >= 2, "affected paths were re-warmed: {summary}");
         assert_eq!(summary["failures"], 0);
+        // Read back through the edge, every emptied path shows the change.
+        assert!(summary["verified"].as_u64().unwrap() >= 2, "{mode}: {summary}");
+        assert_eq!(summary["verified_stale"], 0, "{mode}: {summary}");
         let after = get(&client, &edge.url("/v1/formations/10701F")).await;
         assert_eq!(after.body["note"], new_note.as_str(), "{mode}: {summary}");
         assert_eq!(after.x_cache, "Hit", "{mode}: served from the re-warmed edge");
@@ -854,4 +857,32 @@ async fn on_sqlite_the_warmer_loop_never_locks_a_writer_out() {
         }
     }
     warmer.start_kill().unwrap();
+}
+
+/// An edge that drops purges (a purge endpoint that answers `200` and does nothing, as a CDN that
+/// reports `Completed` for a purge that did not take): the warmer, reading the emptied paths back
+/// through the edge, finds them older than the changes it invalidated and says which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_purge_that_did_not_take_is_found_stale_by_reading_back_through_the_edge() {
+    let (app, edge, _stop) = stack().await;
+    let client = reqwest::Client::new();
+    warmer_purge(&app.db, &edge, "paths").await;
+    assert_eq!(get(&client, &edge.url("/v1/formations/10701F")).await.x_cache, "Hit", "warmed");
+
+    // The gate: accepts every PURGE and BAN, touches nothing.
+    let gate = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gate_url = format!("http://{}", gate.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(gate, axum::Router::new().fallback(|| async { "purged (not really)" })).await.unwrap();
+    });
+    app.db.exec("UPDATE formations SET note = 'Never purged' WHERE id = '10701F'").await;
+    until_origin(&app, "/v1/formations/10701F", |v| v["note"] == "Never purged").await;
+    let summary = warmer_tick(&app.db, &edge.url(""), "paths", &[("PURGE_URL", &gate_url)]).await;
+    assert_eq!(summary["invalidation_status"], "Completed", "{summary}");
+    assert!(summary["verified_stale"].as_u64().unwrap() >= 2, "{summary}");
+    let stale: Vec<&str> = summary["stale_paths"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(stale.contains(&"/v1/formations/10701F") && stale.contains(&"/v1/formations"), "{summary}");
+    // Indeed: the edge still serves the old note.
+    assert_ne!(get(&client, &edge.url("/v1/formations/10701F")).await.body["note"], "Never purged");
 }
