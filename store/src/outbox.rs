@@ -43,7 +43,8 @@ pub struct ClaimedTag {
     /// The highest of their ids.
     pub last_id: i64,
     /// What an answer's version must see to show them all ([`crate::version_shows`]): on
-    /// PostgreSQL their transactions' ids, comma-separated; on SQLite the highest change id.
+    /// PostgreSQL their transactions' ids, comma-separated (empty when more than 1,000 wrote
+    /// them: not listed, so not checked); on SQLite the highest change id.
     pub written_by: String,
 }
 

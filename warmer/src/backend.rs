@@ -59,6 +59,10 @@ pub struct Submitted {
     pub status: String,
 }
 
+/// The id prefix of a batch CloudFront already had (sent by a tick that died after sending): done
+/// as far as the changes go, but not known to have completed.
+pub const ALREADY_SENT: &str = "existing-";
+
 /// Whether an invalidation status means done. CloudFront says `Completed`; moto says `COMPLETED`.
 pub fn is_completed(status: &str) -> bool {
     status.eq_ignore_ascii_case("completed")
@@ -195,7 +199,7 @@ impl CloudFront {
                                 // (a tick that died after sending): done, not an error.
                                 tracing::info!(caller_reference, "CloudFront already has this batch");
                                 return Ok(Submitted {
-                                    id: format!("existing-{caller_reference}"),
+                                    id: format!("{ALREADY_SENT}{caller_reference}"),
                                     status: "Completed".into(),
                                 });
                             }

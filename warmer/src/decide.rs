@@ -151,8 +151,9 @@ pub struct Verified {
     /// Emptied paths whose answer is older than the mark: the edge still held pre-change data
     /// after the invalidation completed, whatever its `X-Cache` said.
     pub stale: Vec<String>,
-    /// Emptied paths whose answer said no version the mark could be compared with (a failed
-    /// request, an answer without the header, or one of another database).
+    /// Emptied paths whose answer could not be checked: a failed request, an answer without the
+    /// header (or of another database), a copy the API served while its database was down, or
+    /// changes written by too many transactions to list.
     pub unknown: usize,
 }
 
@@ -185,7 +186,9 @@ pub fn verify(fetched: &[Fetched], owed: &HashMap<String, Vec<&str>>) -> Verifie
     let mut verified = Verified::default();
     for f in fetched {
         let Some(owes) = owed.get(&f.path) else { continue };
-        let version = f.version.as_deref().filter(|_| f.ok());
+        // A copy the API served while its database was down says nothing about the purge.
+        let served_stale = f.local_cache.as_deref() == Some("stale");
+        let version = f.version.as_deref().filter(|_| f.ok() && !served_stale);
         let shows: Option<bool> = version.and_then(|v| {
             owes.iter().try_fold(true, |all, written_by| Some(all && store::version_shows(v, written_by)?))
         });
@@ -293,6 +296,7 @@ mod tests {
             age: (age_s > 0).then(|| Duration::from_secs(age_s)),
             at: minutes(m),
             version: None,
+            local_cache: None,
             error: None,
         };
         // The edge fetched the path at minute 0 (a miss, no Age); at minute 55 it is due.
@@ -427,6 +431,7 @@ mod tests {
             age: None,
             at: at(NOW),
             version: version.map(str::to_owned),
+            local_cache: None,
             error: None,
         };
         let policy = Policy::embedded().unwrap();
@@ -452,6 +457,13 @@ mod tests {
         ];
         let verified = verify(&fetched, &owed);
         assert_eq!(verified.fresh, 1);
+        // A copy the API served while its database was down says nothing about the purge.
+        let served_stale = Fetched { local_cache: Some("stale".into()), ..fetched[1].clone() };
+        assert_eq!(verify(&[served_stale], &owed).unknown, 1);
+        // Too many writers to list (a backlog): not checked.
+        let backlog = [("formations".to_owned(), String::new())];
+        let owed_backlog = super::owed(policy, &backlog, "2026-12-07", &["/v1/formations"]);
+        assert_eq!(verify(&fetched[1..2], &owed_backlog).unknown, 1);
         assert_eq!(verified.stale, ["/v1/formations"]);
         assert_eq!(verified.unknown, 1, "a failed request");
         // SQLite versions are change ids, and so is what a claim says wrote its changes.
@@ -471,6 +483,7 @@ mod tests {
             age: None,
             at: at(NOW),
             version: None,
+            local_cache: None,
             error: None,
         };
         let learned = [learned("/v1/formations/10701F", 3600, 1, NOW)];

@@ -101,14 +101,17 @@ pub struct Summary {
     pub warm_state_pruned: u64,
     /// Recorded invalidations deleted for being from before last month.
     pub invalidations_pruned: u64,
-    /// Paths the invalidation emptied whose answer, read back through the edge, reflects every
-    /// change it was sent for (their `x-edgerail-version` sees the claim's mark).
+    /// Paths the invalidation emptied whose answer, read back through the edge, shows every
+    /// claimed change covering it (its `x-edgerail-version` sees their transactions).
     pub verified: usize,
     /// Of those read back, how many the edge still answered with older data after the
     /// invalidation completed (a purge that did not take).
     pub verified_stale: usize,
     /// The first of those paths (at most 20).
     pub stale_paths: Vec<String>,
+    /// Of those read back, how many could not be checked (a failed request, no version, a copy
+    /// served while the database was down, a backlog too large to list its writers).
+    pub verified_unknown: usize,
     /// Tick duration in milliseconds.
     pub duration_ms: u64,
     /// Why the tick failed, if it did (the changes stay pending).
@@ -551,8 +554,10 @@ impl Warmer {
                     Err(e) => tracing::warn!(error = %error_chain(&e), "could not follow the invalidation"),
                 }
             }
-            // Only a completed invalidation promises that the edge dropped what it covered.
-            if invalidated.invalidation_status.as_deref().is_some_and(crate::backend::is_completed) {
+            // Only a completed invalidation promises that the edge dropped what it covered; one
+            // CloudFront already had was sent by an earlier tick, and may still be in progress.
+            let completed = invalidated.invalidation_status.as_deref().is_some_and(crate::backend::is_completed);
+            if completed && !submitted.id.starts_with(crate::backend::ALREADY_SENT) {
                 invalidated.completed = written;
             }
             invalidated.invalidation_id = Some(submitted.id);
@@ -928,6 +933,7 @@ impl Summary {
             verified: steps.warmed.verified.fresh,
             verified_stale: steps.warmed.verified.stale.len(),
             stale_paths: steps.warmed.verified.stale.iter().take(20).cloned().collect(),
+            verified_unknown: steps.warmed.verified.unknown,
             duration_ms: u64::try_from(tick.duration.as_millis()).unwrap_or(u64::MAX),
             error: tick.error.map(|e| error_chain(e)),
             retryable: tick.error.map(TickError::retryable),

@@ -139,6 +139,9 @@ pub struct Fetched {
     pub at: DateTime<Utc>,
     /// The answer's `x-edgerail-version`: which data it shows.
     pub version: Option<String>,
+    /// The origin's `x-local-cache`, passed on by the edge (`stale`: a copy the API served
+    /// because its database failed).
+    pub local_cache: Option<String>,
     /// Why it failed, if it did.
     pub error: Option<String>,
 }
@@ -213,9 +216,10 @@ pub async fn fetch_all(client: &reqwest::Client, base: &str, paths: &[WarmPath],
                 let x_cache = header("x-cache");
                 let age = header("age").and_then(|a| a.trim().parse::<u64>().ok()).map(Duration::from_secs);
                 let version = header(cache_policy::VERSION_HEADER);
+                let local_cache = header("x-local-cache");
                 // Read the body so the edge finishes storing it.
                 let error = res.bytes().await.err().map(|e| e.to_string());
-                Fetched { path: p.path.clone(), status: Some(status), x_cache, age, at, version, error }
+                Fetched { path: p.path.clone(), status: Some(status), x_cache, age, at, version, local_cache, error }
             }
             Err(e) => Fetched {
                 path: p.path.clone(),
@@ -224,6 +228,7 @@ pub async fn fetch_all(client: &reqwest::Client, base: &str, paths: &[WarmPath],
                 age: None,
                 at,
                 version: None,
+                local_cache: None,
                 error: Some(e.to_string()),
             },
         }
