@@ -193,19 +193,25 @@ impl Db {
     }
 
     /// A prune that reads first: `check` says (one boolean) whether anything is to go, and only
-    /// then `prune` deletes it, returning a row per deleted row. A tick with nothing old writes
-    /// nothing (on SQLite it never takes the write lock). Returns how many went.
+    /// then `writes` run, in one transaction, the last deleting it and returning a row per deleted
+    /// row (any before it record what goes). A tick with nothing old writes nothing (on SQLite it
+    /// never takes the write lock). Returns how many went.
     ///
     /// # Errors
     ///
     /// The database failed.
-    pub(crate) async fn prune_if_any(&self, check: Statement<'_>, prune: Statement<'_>) -> StoreResult<u64> {
+    pub(crate) async fn prune_if_any<const N: usize>(
+        &self,
+        check: Statement<'_>,
+        writes: [Statement<'_>; N],
+    ) -> StoreResult<u64> {
         let [any] = self.read(Limit::Data, [check]).await?;
         if !any.one::<(bool,)>("prunable")?.0 {
             return Ok(0);
         }
-        let [gone] = self.write([prune]).await?;
-        Ok(gone.decode::<(i64,)>()?.len() as u64)
+        let done = self.write(writes).await?;
+        let gone = done.last().map(|gone| gone.decode::<(i64,)>()).transpose()?;
+        Ok(gone.map_or(0, |gone| gone.len() as u64))
     }
 
     /// Runs `statements` as one transaction and returns each one's rows: on PostgreSQL one message

@@ -83,7 +83,7 @@ impl Db {
         let sql = self.sql();
         self.prune_if_any(
             Statement::new(sql.learned_prunable).bind(secs).bind(keep),
-            Statement::new(sql.prune_learned).bind(secs).bind(keep),
+            [Statement::new(sql.prune_learned).bind(secs).bind(keep)],
         )
         .await
     }

@@ -393,16 +393,14 @@ impl Db {
     /// The database failed.
     pub async fn prune_changes(&self, retention: Duration) -> StoreResult<u64> {
         let secs = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-        let [any] = self.read(Limit::Data, [Statement::new(self.sql().prunable).bind(secs)]).await?;
-        if !any.one::<(bool,)>("prunable")?.0 {
-            return Ok(0);
-        }
+        let sql = self.sql();
         // The mark first, in the same transaction: no reader can poll past a deleted change
         // without learning of the loss.
-        let [_, gone] = self
-            .write([Statement::new(self.sql().mark_pruned).bind(secs), Statement::new(self.sql().prune).bind(secs)])
-            .await?;
-        Ok(gone.decode::<(i64,)>()?.len() as u64)
+        self.prune_if_any(
+            Statement::new(sql.prunable).bind(secs),
+            [Statement::new(sql.mark_pruned).bind(secs), Statement::new(sql.prune).bind(secs)],
+        )
+        .await
     }
 
     /// The latest `n` invalidations.
@@ -473,7 +471,7 @@ impl Db {
         let sql = self.sql();
         self.prune_if_any(
             Statement::new(sql.warm_state_prunable).bind(secs),
-            Statement::new(sql.prune_warm_state).bind(secs),
+            [Statement::new(sql.prune_warm_state).bind(secs)],
         )
         .await
     }
@@ -488,7 +486,7 @@ impl Db {
     /// The database failed.
     pub async fn prune_invalidations(&self) -> StoreResult<u64> {
         let sql = self.sql();
-        self.prune_if_any(Statement::new(sql.invalidations_prunable), Statement::new(sql.prune_invalidations)).await
+        self.prune_if_any(Statement::new(sql.invalidations_prunable), [Statement::new(sql.prune_invalidations)]).await
     }
 
     /// Whether `build` differs from the build seen last, without recording it (the warmer records

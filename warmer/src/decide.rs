@@ -63,11 +63,13 @@ pub fn last_fetch(learned: &Learned, warmed: Option<DateTime<Utc>>) -> DateTime<
 /// The paths of `warm` that the changed `tags` affect.
 pub fn affected(policy: &Policy, tags: &BTreeSet<String>, today: &str, warm: &[WarmPath]) -> Vec<WarmPath> {
     let context = Context { today: Some(today.to_owned()) };
-    let patterns: Vec<String> = tags
-        .iter()
-        .flat_map(|tag| policy.routes().iter().flat_map(|route| route_paths(route, tag, &context)))
-        .collect();
+    let patterns: Vec<String> = tags.iter().flat_map(|tag| pages(policy, tag, &context)).collect();
     warm.iter().filter(|w| patterns.iter().any(|p| covers(p, &w.path))).cloned().collect()
+}
+
+/// The path patterns of every route's pages that `tag` covers.
+fn pages<'a>(policy: &'a Policy, tag: &'a str, context: &'a Context) -> impl Iterator<Item = String> + 'a {
+    policy.routes().iter().flat_map(move |route| route_paths(route, tag, context))
 }
 
 /// What a tick knows when it chooses what to warm.
@@ -131,14 +133,14 @@ pub fn choose(policy: &Policy, s: &Situation<'_>) -> Warm {
     let due: Vec<WarmPath> = due_floor.chain(due_learned).filter(|p| seen.insert(p.path.clone())).collect();
     let mut fetch = emptied;
     fetch.extend(due);
-    let mut warm = Warm { emptied: emptied_count, ..Warm::default() };
+    let mut warm = Warm::default();
     if fetch.len() > s.budget {
         let skipped = fetch.split_off(s.budget);
         let learned: HashSet<&str> = s.learned.iter().map(|l| l.warm.path.as_str()).collect();
         warm.skipped = skipped.len();
         warm.learned_skipped = skipped.iter().filter(|p| learned.contains(p.path.as_str())).count();
     }
-    warm.emptied = warm.emptied.min(fetch.len());
+    warm.emptied = emptied_count.min(fetch.len());
     warm.fetch = fetch;
     warm
 }
@@ -146,9 +148,9 @@ pub fn choose(policy: &Policy, s: &Situation<'_>) -> Warm {
 /// What reading the emptied paths back through the edge showed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verified {
-    /// Emptied paths whose answer reflects every change claimed at the mark.
+    /// Emptied paths whose answer shows every claimed change covering it.
     pub fresh: usize,
-    /// Emptied paths whose answer is older than the mark: the edge still held pre-change data
+    /// Emptied paths whose answer lacks one of those changes: the edge still held pre-change data
     /// after the invalidation completed, whatever its `X-Cache` said.
     pub stale: Vec<String>,
     /// Emptied paths whose answer could not be checked: a failed request, an answer without the
@@ -169,8 +171,7 @@ pub fn owed<'a>(
     let context = Context { today: Some(today.to_owned()) };
     let mut owed: HashMap<String, Vec<&str>> = HashMap::new();
     for (tag, written_by) in claimed {
-        let patterns: Vec<String> =
-            policy.routes().iter().flat_map(|route| route_paths(route, tag, &context)).collect();
+        let patterns: Vec<String> = pages(policy, tag, &context).collect();
         for path in paths.iter().filter(|p| patterns.iter().any(|pattern| covers(pattern, p))) {
             owed.entry((*path).to_owned()).or_default().push(written_by.as_str());
         }
