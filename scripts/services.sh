@@ -101,6 +101,16 @@ ensure_cluster() {
         sleep 0.2
     done
     pg_isready -h 127.0.0.1 -p "$port" >/dev/null || { echo "PostgreSQL ($name) did not start" >&2; return 1; }
+    # Commit timestamps: the warmer measures freshness from each change's commit when they are on.
+    if [ "$(as_root su postgres -c "psql -qAt -p $port -c 'SHOW track_commit_timestamp'")" != on ]; then
+        log "turning on track_commit_timestamp ($name)"
+        as_root su postgres -c "psql -q -p $port -c 'ALTER SYSTEM SET track_commit_timestamp = on'" >/dev/null
+        as_root pg_ctlcluster "$version" "$name" restart
+        for _ in $(seq 1 50); do
+            pg_isready -q -h 127.0.0.1 -p "$port" && break
+            sleep 0.2
+        done
+    fi
     # CREATEROLE: the rotation tests make roles of their own and change their passwords.
     as_root su postgres -c "psql -q -p $port -v ON_ERROR_STOP=1" <<SQL
 DO \$\$ BEGIN
@@ -121,6 +131,11 @@ start_postgres() {
         command -v psql >/dev/null || ensure_debs postgresql-client
         psql "$TEST_DATABASE_URL/postgres" -qAtc "SELECT 1" >/dev/null \
             || { echo "TEST_DATABASE_URL does not answer" >&2; return 1; }
+        [ "$(psql "$TEST_DATABASE_URL/postgres" -qAtc "SHOW track_commit_timestamp")" = on ] || {
+            echo "the PostgreSQL at TEST_DATABASE_URL needs track_commit_timestamp = on (the tests check" \
+                "freshness measured from commits)" >&2
+            return 1
+        }
         return 0
     fi
     ensure_cluster "$(pg_version)" "$PG_CLUSTER" "$PG_PORT"

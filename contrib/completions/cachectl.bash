@@ -31,6 +31,9 @@ _cachectl() {
             cachectl,status)
                 cmd="cachectl__subcmd__status"
                 ;;
+            cachectl,verify)
+                cmd="cachectl__subcmd__verify"
+                ;;
             cachectl,warm)
                 cmd="cachectl__subcmd__warm"
                 ;;
@@ -49,6 +52,9 @@ _cachectl() {
             cachectl__subcmd__help,status)
                 cmd="cachectl__subcmd__help__subcmd__status"
                 ;;
+            cachectl__subcmd__help,verify)
+                cmd="cachectl__subcmd__help__subcmd__verify"
+                ;;
             cachectl__subcmd__help,warm)
                 cmd="cachectl__subcmd__help__subcmd__warm"
                 ;;
@@ -59,7 +65,7 @@ _cachectl() {
 
     case "${cmd}" in
         cachectl)
-            opts="-h -V --help --version policy plan invalidate warm status help"
+            opts="-h -V --help --version policy plan invalidate warm verify status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -73,7 +79,7 @@ _cachectl() {
             return 0
             ;;
         cachectl__subcmd__help)
-            opts="policy plan invalidate warm status help"
+            opts="policy plan invalidate warm verify status help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -143,6 +149,20 @@ _cachectl() {
             return 0
             ;;
         cachectl__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        cachectl__subcmd__help__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -446,8 +466,78 @@ _cachectl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        cachectl__subcmd__verify)
+            opts="-h --propagation --json --base-url --max-paths --warm-budget --learned-max --learned-max-age --concurrency --timeout --warm-secret --database-url --database-secret-arn --service-tz --service-day-start --db-statement-timeout --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --propagation)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --base-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-paths)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warm-budget)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --learned-max)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --learned-max-age)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --warm-secret)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --database-secret-arn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service-tz)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --service-day-start)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db-statement-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         cachectl__subcmd__warm)
-            opts="-h --base-url --max-paths --warm-budget --learned-max --learned-max-age --concurrency --timeout --warm-secret --database-url --database-secret-arn --service-tz --service-day-start --db-statement-timeout --help"
+            opts="-h --json --base-url --max-paths --warm-budget --learned-max --learned-max-age --concurrency --timeout --warm-secret --database-url --database-secret-arn --service-tz --service-day-start --db-statement-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -30,7 +30,8 @@ complete -c cachectl -n "__fish_cachectl_needs_command" -f -a "policy" -d 'Print
 complete -c cachectl -n "__fish_cachectl_needs_command" -f -a "plan" -d 'Print the items an invalidation of these tags or paths would send, and what it would cost this month (sends nothing)'
 complete -c cachectl -n "__fish_cachectl_needs_command" -f -a "invalidate" -d 'Invalidate tags or paths now'
 complete -c cachectl -n "__fish_cachectl_needs_command" -f -a "warm" -d 'Fetch the whole warm set through the edge now'
-complete -c cachectl -n "__fish_cachectl_needs_command" -f -a "status" -d 'Pending changes, this month\'s invalidation items against the budget, recent invalidations'
+complete -c cachectl -n "__fish_cachectl_needs_command" -f -a "verify" -d 'Read paths through the edge (WARM_BASE_URL) and check that each answer shows every change already sent for invalidation that covers it; exits non-zero when one does not'
+complete -c cachectl -n "__fish_cachectl_needs_command" -f -a "status" -d 'Pending changes, this month\'s invalidation items against the budget, recent invalidations, and the last hour\'s checks of invalidations through the edge'
 complete -c cachectl -n "__fish_cachectl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c cachectl -n "__fish_cachectl_using_subcommand policy" -s h -l help -d 'Print help'
 complete -c cachectl -n "__fish_cachectl_using_subcommand plan" -l tag -d 'Cache tags, e.g. `formation:10701F`, or a family such as `formation:*` (every formation) (repeatable)' -r
@@ -96,7 +97,24 @@ complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l database-secr
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l service-tz -d 'IANA time zone of the timetable' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l service-day-start -d 'Local time (HH:MM) at which a service day starts' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l db-statement-timeout -d 'The longest one database round trip may take (a statement waiting on a lock, or a connection gone silent): past it the call fails, and with it the warmer\'s tick, which the next one retries' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -l json -d 'Print one JSON object instead of text'
 complete -c cachectl -n "__fish_cachectl_using_subcommand warm" -s h -l help -d 'Print help'
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l propagation -d 'Changes sent for invalidation this recently are not checked: their invalidation may still be in progress (CloudFront\'s usually completes within a minute or two; a purge at once)' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l base-url -d 'Base URL warm requests go to: the distribution, or the local edge. Unset: no warming' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l max-paths -d 'Upper bound of the warm set\'s floor (policy routes with `warm = true`, expanded with ids)' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l warm-budget -d 'Most warm requests one tick sends: what invalidations emptied first, then what is due' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l learned-max -d 'Most learned paths kept and warmed (those ranked first stay: paths that exist, then by recent fetches)' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l learned-max-age -d 'A learned path the edge has not fetched from the origin for this long is forgotten' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l concurrency -d 'Warm requests in flight at once' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l timeout -d 'Timeout of one warm request' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l warm-secret -d 'Sent as `x-edgerail-warm` with every warm request, so the API (given the same WARM_SECRET) does not learn the warmer\'s own fetches. Unset: the header is not sent, and the API counts the warmer\'s fetches like a viewer\'s' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l database-url -d 'PostgreSQL URL (`postgres://…`) or SQLite URL (`sqlite://…`). The API, when it is unset, serves the embedded SQLite file at SQLITE_PATH (created and seeded on first run); on Lambda it is required, or DATABASE_SECRET_ARN' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l database-secret-arn -d 'AWS Secrets Manager secret (name or ARN) holding the database URL, read once at start when DATABASE_URL is unset (docs/deploy.md lists the shapes understood)' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l service-tz -d 'IANA time zone of the timetable' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l service-day-start -d 'Local time (HH:MM) at which a service day starts' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l db-statement-timeout -d 'The longest one database round trip may take (a statement waiting on a lock, or a connection gone silent): past it the call fails, and with it the warmer\'s tick, which the next one retries' -r
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -l json -d 'Print one JSON object instead of text'
+complete -c cachectl -n "__fish_cachectl_using_subcommand verify" -s h -l help -d 'Print help'
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l invalidator -d 'Invalidation backend' -r -f -a "cloudfront\t'CloudFront `CreateInvalidation` (DISTRIBUTION_ID)'
 purge\t'HTTP PURGE to a Varnish-style cache (PURGE_URL)'
 none\t'Log only'"
@@ -119,9 +137,10 @@ complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l service-day
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l db-statement-timeout -d 'The longest one database round trip may take (a statement waiting on a lock, or a connection gone silent): past it the call fails, and with it the warmer\'s tick, which the next one retries' -r
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -l json -d 'Print one JSON object instead of text'
 complete -c cachectl -n "__fish_cachectl_using_subcommand status" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm status help" -f -a "policy" -d 'Print the cache policy as a table'
-complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm status help" -f -a "plan" -d 'Print the items an invalidation of these tags or paths would send, and what it would cost this month (sends nothing)'
-complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm status help" -f -a "invalidate" -d 'Invalidate tags or paths now'
-complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm status help" -f -a "warm" -d 'Fetch the whole warm set through the edge now'
-complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm status help" -f -a "status" -d 'Pending changes, this month\'s invalidation items against the budget, recent invalidations'
-complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm verify status help" -f -a "policy" -d 'Print the cache policy as a table'
+complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm verify status help" -f -a "plan" -d 'Print the items an invalidation of these tags or paths would send, and what it would cost this month (sends nothing)'
+complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm verify status help" -f -a "invalidate" -d 'Invalidate tags or paths now'
+complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm verify status help" -f -a "warm" -d 'Fetch the whole warm set through the edge now'
+complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm verify status help" -f -a "verify" -d 'Read paths through the edge (WARM_BASE_URL) and check that each answer shows every change already sent for invalidation that covers it; exits non-zero when one does not'
+complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm verify status help" -f -a "status" -d 'Pending changes, this month\'s invalidation items against the budget, recent invalidations, and the last hour\'s checks of invalidations through the edge'
+complete -c cachectl -n "__fish_cachectl_using_subcommand help; and not __fish_seen_subcommand_from policy plan invalidate warm verify status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -46,6 +46,12 @@ pub struct ClaimedTag {
     /// PostgreSQL their transactions' ids, comma-separated (empty when more than 1,000 wrote
     /// them: not listed, so not checked); on SQLite the highest change id.
     pub written_by: String,
+    /// How long before the claim, on the database's clock, the first of them became visible, in
+    /// milliseconds: from its transaction's commit when `from_commit`, else from when it wrote
+    /// (its transaction's start on PostgreSQL, which is earlier than the commit).
+    pub age_ms: i64,
+    /// Whether `age_ms` counts from the commit (PostgreSQL with `track_commit_timestamp` on).
+    pub from_commit: bool,
 }
 
 /// Claimed changes, until [`Claim::complete`] or [`Claim::release`].
@@ -112,6 +118,31 @@ impl Claim {
             None => db.write([complete]).await.map(drop),
         }
     }
+}
+
+/// What the warmer's check of a path through the edge found ([`Warmed::verified`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// `fresh`, `repaired` (fresh after a second invalidation), `stale` (still after that one) or
+    /// `unknown` (the answer could not say).
+    pub outcome: &'static str,
+    /// For an answer that showed its changes: how long after the first of them became visible.
+    pub freshness: Option<Duration>,
+    /// When the answer was read.
+    pub at: DateTime<Utc>,
+}
+
+/// A path's last check through the edge, as [`Db::verified_since`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VerifiedPath {
+    /// The path.
+    pub path: String,
+    /// What the check found (see [`Verification::outcome`]).
+    pub outcome: String,
+    /// How long after its changes became visible the edge showed them, in milliseconds.
+    pub freshness_ms: Option<i64>,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// Most processed changes one [`Db::prune_changes`] deletes.
@@ -201,6 +232,9 @@ pub struct Warmed {
     pub x_cache: Option<String>,
     /// When the edge fetched it from the origin (its `Age` before the warmer's request).
     pub fetched_at: DateTime<Utc>,
+    /// What reading it back found, when the request was a check of an invalidation (`None`
+    /// keeps the path's last check).
+    pub verified: Option<Verification>,
 }
 
 impl Db {
@@ -453,10 +487,50 @@ impl Db {
         }
         let rows: Vec<serde_json::Value> = warmed
             .iter()
-            .map(|w| serde_json::json!([w.path, w.status, w.x_cache, crate::statement::timestamp_text(w.fetched_at)]))
+            .map(|w| {
+                let v = w.verified.as_ref();
+                serde_json::json!([
+                    w.path,
+                    w.status,
+                    w.x_cache,
+                    crate::statement::timestamp_text(w.fetched_at),
+                    v.map(|v| v.outcome),
+                    v.and_then(|v| v.freshness).map(|f| i64::try_from(f.as_millis()).unwrap_or(i64::MAX)),
+                    v.map(|v| crate::statement::timestamp_text(v.at)),
+                ])
+            })
             .collect();
         let json = serde_json::Value::Array(rows).to_string();
         self.write([Statement::new(self.sql().record_warm).bind(json.as_str())]).await.map(drop)
+    }
+
+    /// Each path's last check through the edge within `within` of now (`cachectl status`).
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn verified_since(&self, within: Duration) -> StoreResult<Vec<VerifiedPath>> {
+        let secs = i64::try_from(within.as_secs()).unwrap_or(i64::MAX);
+        let [rows] = self.read(Limit::Data, [Statement::new(self.sql().verified_since).bind(secs)]).await?;
+        let rows: Vec<(String, String, Option<i64>, DateTime<Utc>)> = rows.decode()?;
+        Ok(rows
+            .into_iter()
+            .map(|(path, outcome, freshness_ms, at)| VerifiedPath { path, outcome, freshness_ms, at })
+            .collect())
+    }
+
+    /// Per tag, what wrote the changes processed (sent for invalidation) within `within` of now
+    /// but not within `propagating` (their invalidation may still be in progress), as a claim
+    /// lists them: what an edge answer must show (`cachectl verify`).
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn processed_since(&self, within: Duration, propagating: Duration) -> StoreResult<Vec<ClaimedTag>> {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let statement = Statement::new(self.sql().processed_since).bind(secs(within)).bind(secs(propagating));
+        let [rows] = self.read(Limit::Data, [statement]).await?;
+        rows.decode()
     }
 
     /// Deletes the warm state of paths the edge has not fetched for `max_age` (past every edge

@@ -84,6 +84,9 @@ pub(crate) struct Dialect {
     pub(crate) claim: &'static str,
     /// What the claim took, a row per tag: `$1` the claim's token.
     pub(crate) claimed: &'static str,
+    /// Per tag, what wrote the changes processed within the last `$1` seconds but not the last `$2`
+    /// (as `claimed`).
+    pub(crate) processed_since: &'static str,
     /// `$1` invalidation id, `$2` the claim's token.
     pub(crate) complete: &'static str,
     /// The current visibility mark, as text.
@@ -100,10 +103,12 @@ pub(crate) struct Dialect {
     pub(crate) identity_fallback: &'static str,
     /// Items sent to CloudFront since the start of this calendar month (UTC).
     pub(crate) items_this_month: &'static str,
-    /// `$1` JSON array of `[path, status, x_cache, fetched_at]`.
+    /// `$1` JSON array of `[path, status, x_cache, fetched_at, verified, freshness_ms, verified_at]`.
     pub(crate) record_warm: &'static str,
     /// The warm state of the paths in JSON array `$1`.
     pub(crate) warm_state: &'static str,
+    /// Each path's last check through the edge within the last `$1` seconds.
+    pub(crate) verified_since: &'static str,
     /// `$1` max age in seconds; a row per deleted path.
     pub(crate) prune_warm_state: &'static str,
     /// Whether a processed change is older than `$1` seconds.
@@ -160,10 +165,25 @@ pub(crate) const POSTGRES: Dialect = Dialect {
                           GROUP BY tag ORDER BY min(id) LIMIT $1)",
     // Per tag, the transactions that wrote its changes, grouped first (a hash aggregate, no sort);
     // more than 1,000 (a backlog) are not listed: answers owing them are not checked.
+    // How long ago the first of them became visible: its transaction's commit when the server
+    // records commit timestamps (`track_commit_timestamp`; a transaction from before it was turned
+    // on has none), else its transaction's start (`changed_at`), which is earlier.
     claimed: "SELECT tag, sum(n)::bigint AS changes, min(lo) AS first_id, max(hi) AS last_id, \
-              CASE WHEN count(*) <= 1000 THEN string_agg(xid::text, ',') ELSE '' END AS written_by \
-              FROM (SELECT tag, xid, count(*) AS n, min(id) AS lo, max(id) AS hi FROM cache_changes \
+              CASE WHEN count(*) <= 1000 THEN string_agg(xid::text, ',') ELSE '' END AS written_by, \
+              (EXTRACT(EPOCH FROM now() - min(visible)) * 1000)::bigint AS age_ms, \
+              current_setting('track_commit_timestamp')::bool AS from_commit \
+              FROM (SELECT tag, xid, count(*) AS n, min(id) AS lo, max(id) AS hi, \
+                    CASE WHEN current_setting('track_commit_timestamp')::bool \
+                         THEN COALESCE(pg_xact_commit_timestamp(xid::xid), min(changed_at)) \
+                         ELSE min(changed_at) END AS visible FROM cache_changes \
                     WHERE claim = $1 AND processed_at IS NULL GROUP BY tag, xid) w \
+              GROUP BY tag ORDER BY min(lo)",
+    processed_since: "SELECT tag, sum(n)::bigint AS changes, min(lo) AS first_id, max(hi) AS last_id, \
+              CASE WHEN count(*) <= 1000 THEN string_agg(xid::text, ',') ELSE '' END AS written_by, \
+              0::bigint AS age_ms, false AS from_commit \
+              FROM (SELECT tag, xid, count(*) AS n, min(id) AS lo, max(id) AS hi FROM cache_changes \
+                    WHERE processed_at >= now() - make_interval(secs => $1::float8) \
+                      AND processed_at < now() - make_interval(secs => $2::float8) GROUP BY tag, xid) w \
               GROUP BY tag ORDER BY min(lo)",
     complete: "UPDATE cache_changes SET processed_at = now(), invalidation_id = $1, claim = NULL \
                WHERE claim = $2 AND processed_at IS NULL",
@@ -182,11 +202,19 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     identity_fallback: "SELECT 'database:' || oid::text FROM pg_database WHERE datname = current_database()",
     items_this_month: "SELECT COALESCE(SUM(items), 0)::BIGINT FROM cache_invalidations \
                        WHERE backend = 'cloudfront' AND created_at >= date_trunc('month', now())",
-    record_warm: "INSERT INTO warm_state (path, status, x_cache, fetched_at) \
-                  SELECT value->>0, (value->>1)::int, value->>2, (value->>3)::timestamptz \
+    // A warm request that checked nothing keeps the path's last check.
+    record_warm: "INSERT INTO warm_state (path, status, x_cache, fetched_at, verified, freshness_ms, verified_at) \
+                  SELECT value->>0, (value->>1)::int, value->>2, (value->>3)::timestamptz, value->>4, \
+                  (value->>5)::bigint, (value->>6)::timestamptz \
                   FROM json_array_elements($1::json) ORDER BY 1 \
                   ON CONFLICT (path) DO UPDATE SET fetched_at = EXCLUDED.fetched_at, status = EXCLUDED.status, \
-                  x_cache = EXCLUDED.x_cache",
+                  x_cache = EXCLUDED.x_cache, \
+                  freshness_ms = CASE WHEN EXCLUDED.verified IS NULL THEN warm_state.freshness_ms \
+                                 ELSE EXCLUDED.freshness_ms END, \
+                  verified = COALESCE(EXCLUDED.verified, warm_state.verified), \
+                  verified_at = COALESCE(EXCLUDED.verified_at, warm_state.verified_at)",
+    verified_since: "SELECT path, verified, freshness_ms, verified_at FROM warm_state \
+                     WHERE verified_at >= now() - make_interval(secs => $1::float8) ORDER BY path",
     warm_state: "SELECT path, fetched_at FROM warm_state WHERE path IN (SELECT json_array_elements_text($1::json))",
     prune_warm_state: "DELETE FROM warm_state WHERE fetched_at < now() - make_interval(secs => $1::float8) RETURNING CAST(1 AS BIGINT)",
     prunable: "SELECT EXISTS (SELECT 1 FROM cache_changes WHERE processed_at IS NOT NULL \
@@ -250,9 +278,17 @@ pub(crate) const SQLITE: Dialect = Dialect {
             WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
               AND tag IN (SELECT tag FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
                           GROUP BY tag ORDER BY min(id) LIMIT $1)",
+    // SQLite's one writer commits right after it writes: `changed_at` is close to the commit.
     claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
-              CAST(max(id) AS TEXT) AS written_by FROM cache_changes \
+              CAST(max(id) AS TEXT) AS written_by, \
+              CAST((julianday('now') - julianday(min(changed_at))) * 86400000 AS INTEGER) AS age_ms, \
+              false AS from_commit FROM cache_changes \
               WHERE claim = $1 AND processed_at IS NULL GROUP BY tag ORDER BY min(id)",
+    processed_since: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
+              CAST(max(id) AS TEXT) AS written_by, 0 AS age_ms, false AS from_commit FROM cache_changes \
+              WHERE processed_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) \
+                AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $2)) \
+              GROUP BY tag ORDER BY min(id)",
     complete: "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), invalidation_id = $1, \
                claim = NULL WHERE claim = $2 AND processed_at IS NULL",
     visible_mark: "SELECT CAST(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'cache_changes'), 0) AS TEXT)",
@@ -267,10 +303,18 @@ pub(crate) const SQLITE: Dialect = Dialect {
     identity_fallback: "SELECT 'sqlite'",
     items_this_month: "SELECT COALESCE(SUM(items), 0) FROM cache_invalidations \
                        WHERE backend = 'cloudfront' AND created_at >= strftime('%Y-%m-01T00:00:00', 'now')",
-    record_warm: "INSERT INTO warm_state (path, status, x_cache, fetched_at) \
-                  SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each($1) WHERE true ORDER BY 1 \
+    record_warm: "INSERT INTO warm_state (path, status, x_cache, fetched_at, verified, freshness_ms, verified_at) \
+                  SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 \
+                  FROM json_each($1) WHERE true ORDER BY 1 \
                   ON CONFLICT (path) DO UPDATE SET fetched_at = excluded.fetched_at, status = excluded.status, \
-                  x_cache = excluded.x_cache",
+                  x_cache = excluded.x_cache, \
+                  freshness_ms = CASE WHEN excluded.verified IS NULL THEN warm_state.freshness_ms \
+                                 ELSE excluded.freshness_ms END, \
+                  verified = COALESCE(excluded.verified, warm_state.verified), \
+                  verified_at = COALESCE(excluded.verified_at, warm_state.verified_at)",
+    verified_since: "SELECT path, verified, freshness_ms, verified_at FROM warm_state \
+                     WHERE verified_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) \
+                     ORDER BY path",
     warm_state: "SELECT path, fetched_at FROM warm_state WHERE path IN (SELECT value FROM json_each($1))",
     prune_warm_state: "DELETE FROM warm_state \
                        WHERE fetched_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) RETURNING 1",

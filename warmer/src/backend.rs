@@ -386,7 +386,15 @@ mod tests {
     use super::*;
 
     fn tag(tag: &str, changes: i64, first_id: i64, last_id: i64) -> ClaimedTag {
-        ClaimedTag { tag: tag.into(), changes, first_id, last_id, written_by: last_id.to_string() }
+        ClaimedTag {
+            tag: tag.into(),
+            changes,
+            first_id,
+            last_id,
+            written_by: last_id.to_string(),
+            age_ms: 0,
+            from_commit: false,
+        }
     }
 
     /// `caller_reference` for the database identity the other tests share.

@@ -97,6 +97,9 @@ pub enum CachectlCommand {
     },
     /// Fetch the whole warm set through the edge now.
     Warm {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
         /// Warming settings.
         #[command(flatten)]
         warm: WarmArgs,
@@ -104,7 +107,29 @@ pub enum CachectlCommand {
         #[command(flatten)]
         db: DatabaseArgs,
     },
-    /// Pending changes, this month's invalidation items against the budget, recent invalidations.
+    /// Read paths through the edge (WARM_BASE_URL) and check that each answer shows every change
+    /// already sent for invalidation that covers it; exits non-zero when one does not.
+    Verify {
+        /// Paths, e.g. `/v1/lines /v1/formations/10701F`.
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Changes sent for invalidation this recently are not checked: their invalidation may
+        /// still be in progress (CloudFront's usually completes within a minute or two; a purge
+        /// at once).
+        #[arg(long, default_value = "90s", value_parser = plumbing::settings::parse_duration)]
+        propagation: std::time::Duration,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The edge to read through.
+        #[command(flatten)]
+        warm: WarmArgs,
+        /// Database settings.
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Pending changes, this month's invalidation items against the budget, recent invalidations,
+    /// and the last hour's checks of invalidations through the edge.
     Status {
         /// Print one JSON object instead of text.
         #[arg(long)]

@@ -145,35 +145,49 @@ pub fn choose(policy: &Policy, s: &Situation<'_>) -> Warm {
     warm
 }
 
+/// A claimed tag whose invalidation completed: what its answers must show, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// The tag.
+    pub tag: String,
+    /// What wrote its changes ([`store::outbox::ClaimedTag::written_by`]).
+    pub written_by: String,
+    /// How long before the claim the first of them became visible.
+    pub age: Duration,
+}
+
+impl From<&store::outbox::ClaimedTag> for Sent {
+    fn from(claimed: &store::outbox::ClaimedTag) -> Self {
+        let age = Duration::from_millis(u64::try_from(claimed.age_ms).unwrap_or(0));
+        Self { tag: claimed.tag.clone(), written_by: claimed.written_by.clone(), age }
+    }
+}
+
 /// What reading the emptied paths back through the edge showed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Verified {
-    /// Emptied paths whose answer shows every claimed change covering it.
-    pub fresh: usize,
+    /// Emptied paths whose answer shows every claimed change covering it, each with its
+    /// freshness: how long after the first of those changes became visible the edge answered
+    /// with it (the change's age at the claim, plus the time from the claim to the request).
+    pub fresh: Vec<(String, Duration)>,
     /// Emptied paths whose answer lacks one of those changes: the edge still held pre-change data
     /// after the invalidation completed, whatever its `X-Cache` said.
     pub stale: Vec<String>,
     /// Emptied paths whose answer could not be checked: a failed request, an answer without the
     /// header (or of another database), a copy the API served while its database was down, or
     /// changes written by too many transactions to list.
-    pub unknown: usize,
+    pub unknown: Vec<String>,
 }
 
-/// What each of `paths` owes: for every claimed tag (with what wrote its changes, as the claim
-/// says: [`store::outbox::ClaimedTag::written_by`]) whose pages cover the path, what its answer's
-/// version must show. Paths no claimed tag covers owe nothing.
-pub fn owed<'a>(
-    policy: &Policy,
-    claimed: &'a [(String, String)],
-    today: &str,
-    paths: &[&str],
-) -> HashMap<String, Vec<&'a str>> {
+/// What each of `paths` owes: every sent tag whose pages cover the path. Paths no sent tag
+/// covers owe nothing.
+pub fn owed<'a>(policy: &Policy, sent: &'a [Sent], today: &str, paths: &[&str]) -> HashMap<String, Vec<&'a Sent>> {
     let context = Context { today: Some(today.to_owned()) };
-    let mut owed: HashMap<String, Vec<&str>> = HashMap::new();
-    for (tag, written_by) in claimed {
-        let patterns: Vec<String> = pages(policy, tag, &context).collect();
+    let mut owed: HashMap<String, Vec<&Sent>> = HashMap::new();
+    for tag in sent {
+        let patterns: Vec<String> = pages(policy, &tag.tag, &context).collect();
         for path in paths.iter().filter(|p| patterns.iter().any(|pattern| covers(pattern, p))) {
-            owed.entry((*path).to_owned()).or_default().push(written_by.as_str());
+            owed.entry((*path).to_owned()).or_default().push(tag);
         }
     }
     owed
@@ -182,8 +196,9 @@ pub fn owed<'a>(
 /// Checks the answers among `fetched` that owe something (see [`owed`]): one is fresh when its
 /// version shows every change it owes ([`store::version_shows`]). Transactions that wrote nothing
 /// the page shows do not count: an answer read after its own changes but before some other
-/// transaction completed is fresh.
-pub fn verify(fetched: &[Fetched], owed: &HashMap<String, Vec<&str>>) -> Verified {
+/// transaction completed is fresh. `claimed_at` is when the claim answered, on the warmer's
+/// clock (which then measures only the time from the claim to each request).
+pub fn verify(fetched: &[Fetched], owed: &HashMap<String, Vec<&Sent>>, claimed_at: DateTime<Utc>) -> Verified {
     let mut verified = Verified::default();
     for f in fetched {
         let Some(owes) = owed.get(&f.path) else { continue };
@@ -191,16 +206,45 @@ pub fn verify(fetched: &[Fetched], owed: &HashMap<String, Vec<&str>>) -> Verifie
         let served_stale = f.local_cache.as_deref() == Some("stale");
         let version = f.version.as_deref().filter(|_| f.ok() && !served_stale);
         let shows: Option<bool> = version.and_then(|v| {
-            owes.iter().try_fold(true, |all, written_by| Some(all && store::version_shows(v, written_by)?))
+            owes.iter().try_fold(true, |all, sent| Some(all && store::version_shows(v, &sent.written_by)?))
         });
         match shows {
-            Some(true) => verified.fresh += 1,
+            Some(true) => {
+                let since_claim = (f.at - claimed_at).to_std().unwrap_or(Duration::ZERO);
+                let oldest = owes.iter().map(|sent| sent.age).max().unwrap_or(Duration::ZERO);
+                verified.fresh.push((f.path.clone(), oldest + since_claim));
+            }
             Some(false) => verified.stale.push(f.path.clone()),
-            None => verified.unknown += 1,
+            None => verified.unknown.push(f.path.clone()),
         }
     }
     verified.stale.sort();
     verified
+}
+
+/// The tags to invalidate again so that the `stale` paths' copies go: those they owe.
+pub fn repair(owed: &HashMap<String, Vec<&Sent>>, stale: &[String]) -> BTreeSet<String> {
+    stale.iter().filter_map(|p| owed.get(p)).flatten().map(|sent| sent.tag.clone()).collect()
+}
+
+/// The median, 99th percentile and maximum of a tick's freshness measurements (nearest rank).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spread {
+    /// The median.
+    pub p50: Duration,
+    /// The 99th percentile.
+    pub p99: Duration,
+    /// The maximum.
+    pub max: Duration,
+}
+
+/// The spread of `values`; `None` when there are none.
+pub fn spread(values: &[Duration]) -> Option<Spread> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let rank = |q: f64| sorted[((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1];
+    let max = *sorted.last()?;
+    Some(Spread { p50: rank(0.5), p99: rank(0.99), max })
 }
 
 /// What a tick's warm requests did.
@@ -436,16 +480,19 @@ mod tests {
             error: None,
         };
         let policy = Policy::embedded().unwrap();
+        let sent = |tag: &str, written_by: &str, age_s: u64| Sent {
+            tag: tag.into(),
+            written_by: written_by.into(),
+            age: Duration::from_secs(age_s),
+        };
         // Transaction 801 wrote the formation (its page and the list), 803 a sighting at M01.
-        let claimed = [
-            ("formation:10701F".to_owned(), "801".to_owned()),
-            ("formations".to_owned(), "801,803".to_owned()),
-            ("station:M01".to_owned(), "803".to_owned()),
-        ];
+        let claimed =
+            [sent("formation:10701F", "801", 5), sent("formations", "801,803", 9), sent("station:M01", "803", 4)];
         let paths = ["/v1/formations/10701F", "/v1/formations", "/v1/stations/M01/sightings", "/v1/lines"];
         let owed = owed(policy, &claimed, "2026-12-07", &paths);
-        assert_eq!(owed["/v1/formations/10701F"], ["801"]);
-        assert_eq!(owed["/v1/formations"], ["801,803"]);
+        let written = |path: &str| owed[path].iter().map(|s| s.written_by.as_str()).collect::<Vec<_>>();
+        assert_eq!(written("/v1/formations/10701F"), ["801"]);
+        assert_eq!(written("/v1/formations"), ["801,803"]);
         assert!(!owed.contains_key("/v1/lines"), "no claimed tag covers it");
         let fetched = [
             // Read after 801, while 803 (which it does not show) was still running: fresh.
@@ -456,23 +503,38 @@ mod tests {
             // Owes nothing: not checked.
             answer("/v1/lines", Some(200), Some("1:2:")),
         ];
-        let verified = verify(&fetched, &owed);
-        assert_eq!(verified.fresh, 1);
+        // Claimed 2 s before the requests: the formation's change was then 5 s old.
+        let claimed_at = at(NOW) - chrono::Duration::seconds(2);
+        let verified = verify(&fetched, &owed, claimed_at);
+        assert_eq!(verified.fresh, [("/v1/formations/10701F".to_owned(), Duration::from_secs(7))]);
+        assert_eq!(verified.stale, ["/v1/formations"]);
+        assert_eq!(verified.unknown, ["/v1/stations/M01/sightings"], "a failed request");
+        // What to invalidate again: what the stale list owes, not what the fresh page owes.
+        assert_eq!(repair(&owed, &verified.stale), BTreeSet::from(["formations".to_owned()]));
         // A copy the API served while its database was down says nothing about the purge.
         let served_stale = Fetched { local_cache: Some("stale".into()), ..fetched[1].clone() };
-        assert_eq!(verify(&[served_stale], &owed).unknown, 1);
+        assert_eq!(verify(&[served_stale], &owed, claimed_at).unknown.len(), 1);
         // Too many writers to list (a backlog): not checked.
-        let backlog = [("formations".to_owned(), String::new())];
+        let backlog = [sent("formations", "", 1)];
         let owed_backlog = super::owed(policy, &backlog, "2026-12-07", &["/v1/formations"]);
-        assert_eq!(verify(&fetched[1..2], &owed_backlog).unknown, 1);
-        assert_eq!(verified.stale, ["/v1/formations"]);
-        assert_eq!(verified.unknown, 1, "a failed request");
+        assert_eq!(verify(&fetched[1..2], &owed_backlog, claimed_at).unknown.len(), 1);
         // SQLite versions are change ids, and so is what a claim says wrote its changes.
-        let claimed = [("formations".to_owned(), "40".to_owned())];
+        let claimed = [sent("formations", "40", 1)];
         let owed = super::owed(policy, &claimed, "2026-12-07", &["/v1/formations"]);
-        let fresh = verify(&[answer("/v1/formations", Some(200), Some("41"))], &owed);
-        let stale = verify(&[answer("/v1/formations", Some(200), Some("39"))], &owed);
-        assert_eq!((fresh.fresh, stale.stale.len()), (1, 1));
+        let fresh = verify(&[answer("/v1/formations", Some(200), Some("41"))], &owed, claimed_at);
+        let stale = verify(&[answer("/v1/formations", Some(200), Some("39"))], &owed, claimed_at);
+        assert_eq!((fresh.fresh.len(), stale.stale.len()), (1, 1));
+    }
+
+    #[test]
+    fn the_spread_of_freshness_is_by_nearest_rank() {
+        let secs = |v: &[u64]| v.iter().map(|&s| Duration::from_secs(s)).collect::<Vec<_>>();
+        assert_eq!(spread(&[]), None);
+        let one = spread(&secs(&[4])).unwrap();
+        assert_eq!((one.p50, one.p99, one.max), (secs(&[4])[0], secs(&[4])[0], secs(&[4])[0]));
+        let hundred: Vec<u64> = (1..=100).rev().collect();
+        let s = spread(&secs(&hundred)).unwrap();
+        assert_eq!((s.p50, s.p99, s.max), (Duration::from_secs(50), Duration::from_secs(99), Duration::from_secs(100)));
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub const NAMES: &[&str] = &[
     "DeployInvalidations",
     "LeaseHeld",
     "CalendarMismatch",
+    "PathsVerified",
+    "VerifiedStale",
+    "Repaired",
+    "RepairFailed",
+    "FreshnessP50Seconds",
+    "FreshnessP99Seconds",
+    "FreshnessMaxSeconds",
 ];
 
 /// Prints a tick's summary as one JSON line on stdout, whether the tick failed or not, after its
@@ -71,7 +78,20 @@ pub fn record(summary: &Summary) -> Record {
         .metric("TickFailedNonRetryable", Unit::Count, flag(failed && !retryable))
         .metric("DeployInvalidations", Unit::Count, flag(summary.deploy_invalidation.is_some()))
         .metric("LeaseHeld", Unit::Count, flag(summary.lease_held.is_some()))
-        .metric("CalendarMismatch", Unit::Count, flag(summary.calendar_mismatch.is_some()));
+        .metric("CalendarMismatch", Unit::Count, flag(summary.calendar_mismatch.is_some()))
+        .metric("PathsVerified", Unit::Count, count(summary.verified + summary.verified_stale))
+        .metric("VerifiedStale", Unit::Count, count(summary.verified_stale))
+        .metric("Repaired", Unit::Count, count(summary.repaired))
+        .metric("RepairFailed", Unit::Count, count(summary.repair_failed));
+    // Only a tick that measured freshness reports it: an idle tick's zero would pull averages.
+    if let (Some(p50), Some(p99), Some(max)) =
+        (summary.freshness_p50_s, summary.freshness_p99_s, summary.freshness_max_s)
+    {
+        record = record
+            .metric("FreshnessP50Seconds", Unit::Seconds, p50)
+            .metric("FreshnessP99Seconds", Unit::Seconds, p99)
+            .metric("FreshnessMaxSeconds", Unit::Seconds, max);
+    }
     if let Some(used) = summary.items_this_month {
         record = record.metric("ItemsThisMonth", Unit::Count, used as f64).metric(
             "PathBudget",
@@ -90,6 +110,12 @@ mod tests {
     fn every_metric_of_a_tick_is_a_declared_name() {
         let summary = Summary {
             items_this_month: Some(10),
+            freshness_p50_s: Some(4.0),
+            freshness_p99_s: Some(9.0),
+            freshness_max_s: Some(9.5),
+            verified: 3,
+            verified_stale: 2,
+            repair_failed: 1,
             error: Some("x".into()),
             retryable: Some(false),
             ..Summary::default()
@@ -102,5 +128,10 @@ mod tests {
         }
         assert_eq!(line["TickFailedNonRetryable"], 1.0);
         assert_eq!(line["TickFailedRetryable"], 0.0);
+        assert_eq!((line["PathsVerified"].as_f64(), line["VerifiedStale"].as_f64()), (Some(5.0), Some(2.0)));
+        assert_eq!((line["RepairFailed"].as_f64(), line["FreshnessMaxSeconds"].as_f64()), (Some(1.0), Some(9.5)));
+        // A tick that measured nothing reports no freshness.
+        let idle: serde_json::Value = serde_json::from_str(&record(&Summary::default()).to_json(0)).unwrap();
+        assert!(idle.get("FreshnessMaxSeconds").is_none(), "{idle}");
     }
 }

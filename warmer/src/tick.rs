@@ -36,7 +36,7 @@ use store::{Db, ServiceCalendar, StoreError};
 
 use crate::backend::{InvalidationError, Invalidator, caller_reference};
 use crate::config::WarmArgs;
-use crate::decide::{self, Budget, Situation, Tally};
+use crate::decide::{self, Budget, Sent, Situation, Tally};
 use crate::warm::{self, Learned, WarmPath};
 
 /// What one tick did: printed as one JSON line.
@@ -112,6 +112,27 @@ pub struct Summary {
     /// Of those read back, how many could not be checked (a failed request, no version, a copy
     /// served while the database was down, a backlog too large to list its writers).
     pub verified_unknown: usize,
+    /// The second invalidation sent for the paths found stale (their tags again), if one was.
+    pub repair_invalidation: Option<String>,
+    /// Stale paths whose repair the month's budget made wait (as it makes changes wait).
+    pub repair_deferred: usize,
+    /// Stale paths read back again after the repair completed that showed their changes.
+    pub repaired: usize,
+    /// Stale paths that still lacked their changes after the repair: the alarm's count.
+    pub repair_failed: usize,
+    /// The paths still stale after the repair (at most 20).
+    pub repair_failed_paths: Vec<String>,
+    /// Of the paths that showed their changes (first read or after the repair), how long after
+    /// the first of those changes became visible the edge answered with them: the median, in
+    /// seconds.
+    pub freshness_p50_s: Option<f64>,
+    /// Their 99th percentile.
+    pub freshness_p99_s: Option<f64>,
+    /// Their maximum.
+    pub freshness_max_s: Option<f64>,
+    /// What freshness counts from: `commit` (PostgreSQL with `track_commit_timestamp` on) or
+    /// `write` (when the change was written: its transaction's start on PostgreSQL).
+    pub freshness_from: Option<&'static str>,
     /// Tick duration in milliseconds.
     pub duration_ms: u64,
     /// Why the tick failed, if it did (the changes stay pending).
@@ -449,13 +470,7 @@ impl Warmer {
             }
             if let Some(inputs) = survey.warm {
                 self.renew(held).await?;
-                let warming = self.warm(
-                    inputs,
-                    &invalidated.changed,
-                    &invalidated.today,
-                    deployed.is_some(),
-                    &invalidated.completed,
-                );
+                let warming = self.warm(inputs, &invalidated, deployed.is_some(), deadline);
                 warmed = match tokio::time::timeout(deadline.left(), Box::pin(warming)).await {
                     Ok(Ok(warmed)) => warmed,
                     Ok(Err(err)) => {
@@ -499,6 +514,8 @@ impl Warmer {
             tokio::time::sleep(self.settle.saturating_sub(seen.elapsed())).await;
             self.renew(held).await?;
             let claim = self.db.claim(self.batch, &mark, &held.token).await?;
+            invalidated.claimed_at = Some(Utc::now());
+            invalidated.from_commit = claim.tags.first().is_some_and(|t| t.from_commit);
             // Planned for the day of the claim: a tick that straddles the rollover (it waited out the
             // settle time first) plans and warms for the new day.
             invalidated.today = self.today();
@@ -542,8 +559,7 @@ impl Warmer {
                     return Err(err.into());
                 }
             };
-            let written: Vec<(String, String)> =
-                claim.tags.iter().map(|t| (t.tag.clone(), t.written_by.clone())).collect();
+            let written: Vec<Sent> = claim.tags.iter().map(Sent::from).collect();
             claim.complete(&self.db, &accepted(Some(&submitted.id), &submitted.status)).await?;
             invalidated.invalidation_status = Some(submitted.status.clone());
             if wait {
@@ -618,22 +634,24 @@ impl Warmer {
         }
     }
 
-    /// Warms what [`decide::choose`] picks, and records when the edge fetched each path.
+    /// Warms what [`decide::choose`] picks, reads back what the invalidation emptied (and
+    /// repairs what it finds stale), and records when the edge fetched each path and what its
+    /// check found.
     async fn warm(
         &self,
         inputs: WarmInputs,
-        changed: &BTreeSet<String>,
-        today: &str,
+        invalidated: &Invalidated,
         everything: bool,
-        completed: &[(String, String)],
+        deadline: Deadline,
     ) -> Result<Warmed, StoreError> {
+        let today = invalidated.today.as_str();
         // A tick that straddled the service day's rollover warms the new day's paths.
         let inputs = if inputs.today == today { inputs } else { self.warm_inputs(&inputs.base).await? };
         let situation = Situation {
             floor: &inputs.floor,
             learned: &inputs.learned,
             warmed: &inputs.fetched,
-            changed,
+            changed: &invalidated.changed,
             today,
             everything_emptied: everything,
             now: Utc::now(),
@@ -644,20 +662,106 @@ impl Warmer {
         for f in fetched.iter().filter(|f| !f.ok()) {
             tracing::warn!(path = %f.path, status = ?f.status, error = ?f.error, "warm request failed");
         }
-        self.db.record_warm(&warm::answered(&fetched)).await?;
         // Read back: the answers to what the invalidation emptied must show the changes it was
         // sent for.
         let emptied: Vec<&str> = chosen.fetch[..chosen.emptied].iter().map(|p| p.path.as_str()).collect();
-        let verified = decide::verify(&fetched, &decide::owed(self.policy, completed, today, &emptied));
+        let owed = decide::owed(self.policy, &invalidated.completed, today, &emptied);
+        let claimed_at = invalidated.claimed_at.unwrap_or_else(Utc::now);
+        let verified = decide::verify(&fetched, &owed, claimed_at);
+        let mut record: std::collections::BTreeMap<String, store::outbox::Warmed> =
+            warm::answered(&fetched).into_iter().map(|w| (w.path.clone(), w)).collect();
+        note(&mut record, &fetched, &verified, "fresh");
+        let mut repair = Repair::default();
         if !verified.stale.is_empty() {
             tracing::warn!(
                 stale = verified.stale.len(),
                 first = %verified.stale[0],
-                "the edge still answers older data than the invalidation it completed"
+                "the edge still answers older data than the invalidation it completed: invalidating again"
             );
+            let reads = self.warm.budget.saturating_sub(fetched.len());
+            repair = Box::pin(self.repair(&owed, &verified.stale, invalidated, &chosen, &inputs.base, reads, deadline))
+                .await;
+            record.extend(warm::answered(&repair.fetched).into_iter().map(|w| (w.path.clone(), w)));
+            note(&mut record, &repair.fetched, &repair.again, "repaired");
+            if !repair.again.stale.is_empty() {
+                tracing::error!(
+                    stale = repair.again.stale.len(),
+                    first = %repair.again.stale[0],
+                    "the edge still answers older data after a second invalidation"
+                );
+            }
         }
+        self.db.record_warm(&record.into_values().collect::<Vec<_>>()).await?;
         let tally = decide::tally(&fetched, &inputs.learned);
-        Ok(Warmed { tally, verified, chosen, learned: inputs.learned.len() })
+        Ok(Warmed { tally, verified, repair, chosen, learned: inputs.learned.len() })
+    }
+
+    /// Invalidates again the tags the `stale` paths owe, once, within the month's budget as any
+    /// batch (over it, the repair waits: the paths stay reported stale); once that completed,
+    /// reads them back again, at most `reads` of them (what the warm budget left).
+    #[allow(clippy::too_many_arguments)]
+    async fn repair(
+        &self,
+        owed: &HashMap<String, Vec<&Sent>>,
+        stale: &[String],
+        invalidated: &Invalidated,
+        chosen: &decide::Warm,
+        base: &str,
+        reads: usize,
+        deadline: Deadline,
+    ) -> Repair {
+        let tags = decide::repair(owed, stale);
+        // CloudFront only: this tick's batch counts, and went out just now.
+        let used = invalidated.items_this_month.map(|u| u + invalidated.items as u64);
+        let remaining = match decide::budget(&self.budget, used, used.map(|_| Duration::ZERO)) {
+            Budget::Send { remaining } => remaining,
+            Budget::Wait => return Repair { deferred: stale.len(), ..Repair::default() },
+        };
+        let limits = Limits { budget_remaining: remaining, ..self.limits };
+        let context = Context { today: Some(invalidated.today.clone()) };
+        let batch = plan(self.policy, &tags, self.mode, &limits, &context);
+        if batch.items.is_empty() {
+            return Repair::default();
+        }
+        let first = invalidated.invalidation_id.as_deref().unwrap_or_default();
+        let reference =
+            format!("repair-{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{first}{:?}", batch.items).as_bytes()));
+        let submitted = match tokio::time::timeout(deadline.left(), self.invalidator.submit(&batch.items, &reference))
+            .await
+            .unwrap_or(Err(InvalidationError::Deadline))
+        {
+            Ok(submitted) => submitted,
+            Err(err) => {
+                tracing::warn!(error = %error_chain(&err), "could not send the repair: the paths stay stale");
+                return Repair::default();
+            }
+        };
+        let accepted = Accepted {
+            id: Some(&submitted.id),
+            backend: self.invalidator.name(),
+            caller_reference: &reference,
+            items: batch.items.len(),
+            status: &submitted.status,
+        };
+        if let Err(err) = self.db.record_invalidation(&accepted).await {
+            tracing::warn!(error = %error_chain(&err), "could not record the repair");
+        }
+        let status = self
+            .invalidator
+            .wait(&submitted, self.poll_interval, deadline.cap(self.wait_timeout), |_, _| {})
+            .await
+            .unwrap_or_else(|_| submitted.status.clone());
+        let mut repair = Repair { id: Some(submitted.id), ..Repair::default() };
+        if !crate::backend::is_completed(&status) {
+            tracing::warn!(status, "the repair did not complete within the tick: its paths are not read again");
+            return repair;
+        }
+        let again: Vec<WarmPath> =
+            chosen.fetch.iter().filter(|p| stale.contains(&p.path)).take(reads).cloned().collect();
+        repair.fetched = warm::fetch_all(&self.http, base, &again, self.warm.concurrency).await;
+        let claimed_at = invalidated.claimed_at.unwrap_or_else(Utc::now);
+        repair.again = decide::verify(&repair.fetched, owed, claimed_at);
+        repair
     }
 
     /// Bounds the warmer's tables: processed changes past the retention, learned paths past their
@@ -706,6 +810,101 @@ impl Warmer {
         self.db.record_warm(&warm::answered(&fetched)).await?;
         Ok(fetched)
     }
+}
+
+/// Adds to the warm records what reading `fetched` back found (`fresh` names a fresh one).
+fn note(
+    record: &mut std::collections::BTreeMap<String, store::outbox::Warmed>,
+    fetched: &[warm::Fetched],
+    verified: &decide::Verified,
+    fresh: &'static str,
+) {
+    let outcomes = verified
+        .fresh
+        .iter()
+        .map(|(path, freshness)| (path, fresh, Some(*freshness)))
+        .chain(verified.stale.iter().map(|path| (path, "stale", None)))
+        .chain(verified.unknown.iter().map(|path| (path, "unknown", None)));
+    for (path, outcome, freshness) in outcomes {
+        let at = fetched.iter().find(|f| &f.path == path).map_or_else(Utc::now, |f| f.at);
+        if let Some(w) = record.get_mut(path) {
+            w.verified = Some(store::outbox::Verification { outcome, freshness, at });
+        }
+    }
+}
+
+/// What `cachectl verify` found for one path.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathCheck {
+    /// The path.
+    pub path: String,
+    /// `fresh` (the answer shows every change sent for invalidation that covers it), `stale`
+    /// (it lacks one), `unknown` (the answer could not say), or `owes nothing` (no such change
+    /// in the window).
+    pub verdict: &'static str,
+    /// What the edge answered.
+    pub answer: warm::Fetched,
+    /// Distinct tags sent for invalidation in the window that cover the path.
+    pub owed_tags: usize,
+}
+
+impl Warmer {
+    /// Reads `paths` through the edge at `base` and checks each answer against the changes sent
+    /// for invalidation since its copy was made (its `Age`, plus a minute), leaving out those sent
+    /// within `propagating` (their invalidation may still be in progress): `cachectl verify`.
+    ///
+    /// # Errors
+    ///
+    /// A path no route serves (nothing is fetched), or the database failed.
+    pub async fn check_paths(
+        &self,
+        base: &str,
+        paths: &[String],
+        propagating: Duration,
+    ) -> Result<Vec<PathCheck>, CheckError> {
+        let mut warm = Vec::with_capacity(paths.len());
+        for path in paths {
+            let (route, _) = self.policy.match_path(path).ok_or_else(|| CheckError::NoRoute(path.clone()))?;
+            warm.push(WarmPath { path: path.clone(), edge_ttl: route.edge_ttl });
+        }
+        let mut fetched = warm::fetch_all(&self.http, base, &warm, self.warm.concurrency).await;
+        // In the order asked (they answer in any).
+        fetched.sort_by_key(|f| paths.iter().position(|p| *p == f.path));
+        let oldest = fetched.iter().filter_map(|f| f.age).max().unwrap_or_default();
+        let within = oldest + propagating + Duration::from_secs(60);
+        let sent: Vec<Sent> = self.db.processed_since(within, propagating).await?.iter().map(Sent::from).collect();
+        let today = self.today();
+        let names: Vec<&str> = paths.iter().map(String::as_str).collect();
+        let owed = decide::owed(self.policy, &sent, &today, &names);
+        let verified = decide::verify(&fetched, &owed, Utc::now());
+        Ok(fetched
+            .into_iter()
+            .map(|answer| {
+                let verdict = if verified.stale.contains(&answer.path) {
+                    "stale"
+                } else if verified.unknown.contains(&answer.path) {
+                    "unknown"
+                } else if owed.contains_key(&answer.path) {
+                    "fresh"
+                } else {
+                    "owes nothing"
+                };
+                let owed_tags = owed.get(&answer.path).map_or(0, Vec::len);
+                PathCheck { path: answer.path.clone(), verdict, answer, owed_tags }
+            })
+            .collect())
+    }
+}
+
+/// Why `cachectl verify` checked nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The path is not one the API serves.
+    #[error("no route serves {0}")]
+    NoRoute(String),
+    /// The database failed.
+    #[error("cannot read the changes sent for invalidation")]
+    Store(#[from] StoreError),
 }
 
 /// The lease this tick holds: its token, and a time it is held until at least (measured from
@@ -859,7 +1058,11 @@ struct Invalidated {
     items_this_month: Option<u64>,
     /// Once their invalidation completed, each claimed tag with what wrote its changes: what the
     /// emptied paths are read back against.
-    completed: Vec<(String, String)>,
+    completed: Vec<Sent>,
+    /// When the claim answered (the warmer's clock).
+    claimed_at: Option<DateTime<Utc>>,
+    /// Whether the claim's ages count from commits.
+    from_commit: bool,
     /// The service day it was planned for.
     today: String,
 }
@@ -879,8 +1082,23 @@ struct Warmed {
     tally: Tally,
     /// What reading the emptied paths back showed.
     verified: decide::Verified,
+    /// What the repair of the stale ones did.
+    repair: Repair,
     /// Learned paths in the warm set.
     learned: usize,
+}
+
+/// What a repair did.
+#[derive(Debug, Clone, Default)]
+struct Repair {
+    /// The second invalidation's id, if one was sent.
+    id: Option<String>,
+    /// Stale paths whose repair the budget made wait.
+    deferred: usize,
+    /// The stale paths read again once it completed.
+    fetched: Vec<warm::Fetched>,
+    /// What that read showed.
+    again: decide::Verified,
 }
 
 /// Everything a tick's steps returned, for its summary.
@@ -899,6 +1117,10 @@ impl Summary {
         let steps = tick.steps;
         let invalidated = steps.invalidated.clone().unwrap_or_default();
         let (warm, tally) = (&steps.warmed.chosen, &steps.warmed.tally);
+        let repair = &steps.warmed.repair;
+        let measured: Vec<Duration> =
+            steps.warmed.verified.fresh.iter().chain(&repair.again.fresh).map(|(_, f)| *f).collect();
+        let freshness = decide::spread(&measured);
         Self {
             idle: steps.idle,
             lease_held: steps.lease_held.clone(),
@@ -930,10 +1152,19 @@ impl Summary {
             learned_pruned: steps.pruned.learned,
             warm_state_pruned: steps.pruned.warm_state,
             invalidations_pruned: steps.pruned.invalidations,
-            verified: steps.warmed.verified.fresh,
+            verified: steps.warmed.verified.fresh.len(),
             verified_stale: steps.warmed.verified.stale.len(),
             stale_paths: steps.warmed.verified.stale.iter().take(20).cloned().collect(),
-            verified_unknown: steps.warmed.verified.unknown,
+            verified_unknown: steps.warmed.verified.unknown.len(),
+            repair_invalidation: repair.id.clone(),
+            repair_deferred: repair.deferred,
+            repaired: repair.again.fresh.len(),
+            repair_failed: repair.again.stale.len(),
+            repair_failed_paths: repair.again.stale.iter().take(20).cloned().collect(),
+            freshness_p50_s: freshness.map(|f| f.p50.as_secs_f64()),
+            freshness_p99_s: freshness.map(|f| f.p99.as_secs_f64()),
+            freshness_max_s: freshness.map(|f| f.max.as_secs_f64()),
+            freshness_from: freshness.map(|_| if invalidated.from_commit { "commit" } else { "write" }),
             duration_ms: u64::try_from(tick.duration.as_millis()).unwrap_or(u64::MAX),
             error: tick.error.map(|e| error_chain(e)),
             retryable: tick.error.map(TickError::retryable),

@@ -134,6 +134,7 @@ pub struct Fetched {
     pub x_cache: Option<String>,
     /// How long before the request the edge fetched its copy from the origin (its `Age`; none
     /// on a copy fetched for this request).
+    #[serde(rename = "age_s", serialize_with = "seconds")]
     pub age: Option<Duration>,
     /// When the request was sent.
     pub at: DateTime<Utc>,
@@ -144,6 +145,11 @@ pub struct Fetched {
     pub local_cache: Option<String>,
     /// Why it failed, if it did.
     pub error: Option<String>,
+}
+
+/// A duration as seconds, for JSON.
+fn seconds<S: serde::Serializer>(value: &Option<Duration>, serializer: S) -> Result<S::Ok, S::Error> {
+    serde::Serialize::serialize(&value.map(|d| d.as_secs_f64()), serializer)
 }
 
 impl Fetched {
@@ -170,6 +176,7 @@ pub fn answered(fetched: &[Fetched]) -> Vec<Warmed> {
             status: f.status.unwrap_or_default(),
             x_cache: f.x_cache.clone(),
             fetched_at: f.at - chrono::Duration::from_std(f.age.unwrap_or_default()).unwrap_or_default(),
+            verified: None,
         })
         .collect()
 }

@@ -198,6 +198,11 @@ async fn warmer_purge_with(db: &TestDb, edge: &Varnish, mode: &str, settings: &[
 
 /// One warmer tick purging the edge at `edge` and warming through it, with extra settings.
 async fn warmer_tick(db: &TestDb, edge: &str, mode: &str, settings: &[(&str, &str)]) -> Value {
+    warmer_tick_lines(db, edge, mode, settings).await.pop().unwrap()
+}
+
+/// The same, every line it printed (its metrics line, with `METRICS=emf`, then its summary).
+async fn warmer_tick_lines(db: &TestDb, edge: &str, mode: &str, settings: &[(&str, &str)]) -> Vec<Value> {
     let out = tokio::process::Command::new(binary("warmer"))
         .arg("--once")
         .env_clear()
@@ -213,7 +218,63 @@ async fn warmer_tick(db: &TestDb, edge: &str, mode: &str, settings: &[(&str, &st
         .await
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap()
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// `cachectl` with the stack's database and edge: whether it succeeded, and its JSON output.
+async fn cachectl(db: &TestDb, edge: &str, args: &[&str]) -> (bool, Value) {
+    let out = tokio::process::Command::new(binary("cachectl"))
+        .args(args)
+        .arg("--json")
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("WARM_BASE_URL", edge)
+        .env("WARM_SECRET", WARM_SECRET)
+        .output()
+        .await
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    let value = serde_json::from_str(printed.trim())
+        .unwrap_or_else(|e| panic!("{e}: {printed} {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), value)
+}
+
+/// A purge endpoint in front of `edge` that answers `200` to every purge but passes on only those
+/// it has seen `passes_after` times before (the same method, path and tags): `usize::MAX` drops
+/// them all, as an edge that reports purges it never does; `1` drops each first one, as a
+/// shielded edge refilled from a shield the purge had not reached yet.
+async fn purge_gate(edge: &Varnish, passes_after: usize) -> String {
+    let gate = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", gate.local_addr().unwrap());
+    let target = edge.url("");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, usize>::new()));
+    let client = reqwest::Client::new();
+    let handler = move |request: axum::extract::Request| {
+        let (seen, client, target) = (seen.clone(), client.clone(), target.clone());
+        async move {
+            let tags = request.headers().get("xkey-purge").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let key = format!("{} {} {tags}", request.method(), request.uri());
+            let times = {
+                let mut seen = seen.lock().unwrap();
+                let n = seen.entry(key).or_default();
+                *n += 1;
+                *n - 1
+            };
+            if times < passes_after {
+                return "purged (not really)".to_owned();
+            }
+            let res = client
+                .request(request.method().clone(), format!("{target}{}", request.uri()))
+                .header("xkey-purge", tags)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_success(), "the edge refused a purge: {}", res.status());
+            "purged".to_owned()
+        }
+    };
+    tokio::spawn(async move { axum::serve(gate, axum::Router::new().fallback(handler)).await.unwrap() });
+    url
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,9 +294,19 @@ async fn the_purge_backend_invalidates_the_edge_and_rewarms_it() {
         app.db.exec(&format!("UPDATE formations SET note = '{new_note}' WHERE id = '10701F'")).await;
         // Stale until invalidated: the edge keeps it for an hour.
         assert_eq!(get(&client, &edge.url("/v1/formations/10701F")).await.body["note"], note);
+        let committed = std::time::Instant::now();
         until_origin(&app, "/v1/formations/10701F", |v| v["note"] == new_note.as_str()).await;
+        let before_tick = committed.elapsed().as_secs_f64();
         let summary = warmer_purge(&app.db, &edge, mode).await;
+        let after_tick = committed.elapsed().as_secs_f64();
         assert!(summary["invalidation_id"].as_str().unwrap().starts_with("purge-"), "{summary}");
+        // Freshness: from the commit (this cluster records commit timestamps) to the first edge
+        // answer that showed it, which the tick read between its start and its end.
+        assert_eq!(summary["freshness_from"], "commit", "{summary}");
+        let freshness = summary["freshness_max_s"].as_f64().unwrap();
+        assert!(freshness >= before_tick && freshness <= after_tick + 0.5, "{before_tick} {freshness} {after_tick}");
+        assert!(summary["freshness_p50_s"].as_f64().unwrap() <= freshness, "{summary}");
+        assert_eq!((summary["repaired"].as_u64(), summary["repair_invalidation"].as_str()), (Some(0), None));
         assert!(summary["warmed"].as_u64().unwrap() >= 2, "affected paths were re-warmed: {summary}");
         assert_eq!(summary["failures"], 0);
         // Read back through the edge, every emptied path shows the change.
@@ -861,7 +932,9 @@ async fn on_sqlite_the_warmer_loop_never_locks_a_writer_out() {
 
 /// An edge that drops purges (a purge endpoint that answers `200` and does nothing, as a CDN that
 /// reports `Completed` for a purge that did not take): the warmer, reading the emptied paths back
-/// through the edge, finds them older than the changes it invalidated and says which.
+/// through the edge, finds them older than the changes it invalidated, says which, invalidates
+/// them again, finds them stale still and raises the alarm's metric; `cachectl verify` finds
+/// the same. A setup that never invalidates (`INVALIDATOR=none`) raises it too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs services: run ./scripts/test.sh"]
 async fn a_purge_that_did_not_take_is_found_stale_by_reading_back_through_the_edge() {
@@ -870,19 +943,76 @@ async fn a_purge_that_did_not_take_is_found_stale_by_reading_back_through_the_ed
     warmer_purge(&app.db, &edge, "paths").await;
     assert_eq!(get(&client, &edge.url("/v1/formations/10701F")).await.x_cache, "Hit", "warmed");
 
-    // The gate: accepts every PURGE and BAN, touches nothing.
-    let gate = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gate_url = format!("http://{}", gate.local_addr().unwrap());
-    tokio::spawn(async move {
-        axum::serve(gate, axum::Router::new().fallback(|| async { "purged (not really)" })).await.unwrap();
-    });
+    let gate_url = purge_gate(&edge, usize::MAX).await;
     app.db.exec("UPDATE formations SET note = 'Never purged' WHERE id = '10701F'").await;
     until_origin(&app, "/v1/formations/10701F", |v| v["note"] == "Never purged").await;
-    let summary = warmer_tick(&app.db, &edge.url(""), "paths", &[("PURGE_URL", &gate_url)]).await;
+    let gated = [("PURGE_URL", gate_url.as_str()), ("METRICS", "emf")];
+    let lines = warmer_tick_lines(&app.db, &edge.url(""), "paths", &gated).await;
+    let (metrics, summary) = (&lines[0], &lines[1]);
     assert_eq!(summary["invalidation_status"], "Completed", "{summary}");
     assert!(summary["verified_stale"].as_u64().unwrap() >= 2, "{summary}");
-    let stale: Vec<&str> = summary["stale_paths"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
-    assert!(stale.contains(&"/v1/formations/10701F") && stale.contains(&"/v1/formations"), "{summary}");
+    let paths = |key: &str| -> Vec<String> {
+        summary[key].as_array().unwrap().iter().filter_map(Value::as_str).map(str::to_owned).collect()
+    };
+    let stale = paths("stale_paths");
+    assert!(stale.contains(&"/v1/formations/10701F".into()) && stale.contains(&"/v1/formations".into()), "{summary}");
+    // Invalidated again, once, and read back again: stale still.
+    assert!(summary["repair_invalidation"].as_str().unwrap().starts_with("purge-repair-"), "{summary}");
+    assert_eq!(summary["repaired"], 0, "{summary}");
+    assert_eq!(paths("repair_failed_paths"), stale, "{summary}");
+    assert_eq!(metrics["RepairFailed"].as_f64(), Some(stale.len() as f64), "the alarm's metric: {metrics}");
+    assert_eq!(metrics["VerifiedStale"].as_f64(), Some(stale.len() as f64), "{metrics}");
     // Indeed: the edge still serves the old note.
     assert_ne!(get(&client, &edge.url("/v1/formations/10701F")).await.body["note"], "Never purged");
+    // The operator's check says the same, and fails; a page no change covers is not stale.
+    let verify = ["verify", "/v1/formations/10701F", "/v1/lines", "--propagation", "0s"];
+    let (ok, checked) = cachectl(&app.db, &edge.url(""), &verify).await;
+    assert!(!ok, "{checked}");
+    assert_eq!(checked["stale"], 1, "{checked}");
+    assert_eq!(checked["paths"][0]["verdict"], "stale", "{checked}");
+    assert_ne!(checked["paths"][1]["verdict"], "stale", "{checked}");
+    let (ok, status) = cachectl(&app.db, &edge.url(""), &["status"]).await;
+    assert!(ok, "{status}");
+    assert_eq!(status["verified_last_hour"]["stale"].as_u64(), Some(stale.len() as u64), "{status}");
+
+    // No invalidation at all: the same alarm.
+    app.db.exec("UPDATE formations SET note = 'Never invalidated' WHERE id = '3001F'").await;
+    until_origin(&app, "/v1/formations/3001F", |v| v["note"] == "Never invalidated").await;
+    let none = [("INVALIDATOR", "none"), ("METRICS", "emf")];
+    let lines = warmer_tick_lines(&app.db, &edge.url(""), "paths", &none).await;
+    let (metrics, summary) = (&lines[0], &lines[1]);
+    assert!(summary["repair_failed"].as_u64().unwrap() >= 2, "{summary}");
+    assert!(metrics["RepairFailed"].as_f64().unwrap() >= 2.0, "{metrics}");
+}
+
+/// A purge that takes only the second time (as a shielded edge refilled from its shield before
+/// the purge reached it): the warmer finds the emptied pages stale, invalidates them again, finds
+/// them fresh, and records them repaired with the freshness the edge gave, which `cachectl status`
+/// reports; the edge serves the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_purge_that_takes_the_second_time_is_repaired_by_the_warmer() {
+    let (app, edge, _stop) = stack().await;
+    let client = reqwest::Client::new();
+    warmer_purge(&app.db, &edge, "tags").await;
+    let gate_url = purge_gate(&edge, 1).await;
+    app.db.exec("UPDATE formations SET note = 'Purged twice' WHERE id = '10701F'").await;
+    until_origin(&app, "/v1/formations/10701F", |v| v["note"] == "Purged twice").await;
+    let summary = warmer_tick(&app.db, &edge.url(""), "tags", &[("PURGE_URL", &gate_url)]).await;
+    let stale = summary["verified_stale"].as_u64().unwrap();
+    assert!(stale >= 2, "{summary}");
+    assert_eq!(summary["repaired"].as_u64(), Some(stale), "{summary}");
+    assert_eq!(summary["repair_failed"], 0, "{summary}");
+    let after = get(&client, &edge.url("/v1/formations/10701F")).await;
+    assert_eq!((after.body["note"].as_str(), after.x_cache.as_str()), (Some("Purged twice"), "Hit"), "{summary}");
+    let (ok, status) = cachectl(&app.db, &edge.url(""), &["status"]).await;
+    assert!(ok, "{status}");
+    let last_hour = &status["verified_last_hour"];
+    assert_eq!(last_hour["repaired"].as_u64(), Some(stale), "{status}");
+    assert_eq!(last_hour["stale"], 0, "{status}");
+    assert!(last_hour["freshness_max_s"].as_f64().unwrap() > 0.0, "{status}");
+    let (ok, checked) =
+        cachectl(&app.db, &edge.url(""), &["verify", "/v1/formations/10701F", "--propagation", "0s"]).await;
+    assert!(ok, "{checked}");
+    assert_eq!(checked["paths"][0]["verdict"], "fresh", "{checked}");
 }

@@ -26,6 +26,7 @@ crate::both_backends!(
     the_triggers_and_the_api_agree_on_service_days_across_clock_changes,
     a_demo_load_records_the_families_of_every_table_not_each_tag,
     a_poll_from_before_a_pruned_change_reports_its_page_lost,
+    the_warmers_checks_through_the_edge_are_kept_with_its_warm_record,
 );
 
 async fn app(backend: Backend) -> TestApp {
@@ -745,4 +746,53 @@ async fn migrate_drops_the_change_triggers_of_tables_no_longer_declared(backend:
         .unwrap();
         assert_eq!(left, 0, "the tag and change functions of the undeclared table are dropped");
     }
+}
+
+/// What the warmer's verification reads and writes: a claim says how long ago its changes became
+/// visible (and from when it counts), the processed changes list what wrote them, and a path's
+/// check is kept with its warm record until a later check replaces it.
+async fn the_warmers_checks_through_the_edge_are_kept_with_its_warm_record(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let before = store.feed_start().await.unwrap();
+    app.db.exec("UPDATE formations SET note = 'checked' WHERE id = '3001F'").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let claim = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
+    let tag = claim.tags.iter().find(|t| t.tag == "formation:3001F").cloned().unwrap();
+    assert!((300..60_000).contains(&tag.age_ms), "visible 300 ms before the claim: {tag:?}");
+    // The test cluster records commit timestamps; SQLite counts from the write.
+    assert_eq!(tag.from_commit, backend == Backend::Postgres, "{tag:?}");
+    assert!(store::version_shows(&store.feed_start().await.unwrap().version(), &tag.written_by).unwrap());
+    assert!(!store::version_shows(&before.version(), &tag.written_by).unwrap());
+    claim.complete(store, &accepted()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let sent = store.processed_since(Duration::from_secs(60), Duration::ZERO).await.unwrap();
+    let listed = sent.iter().find(|t| t.tag == "formation:3001F").unwrap();
+    assert_eq!(listed.written_by, tag.written_by);
+    let propagating = store.processed_since(Duration::from_secs(60), Duration::from_secs(30)).await.unwrap();
+    assert!(propagating.is_empty(), "sent too recently to be owed: {propagating:?}");
+
+    let now = Utc::now();
+    let warmed = |path: &str, verified: Option<outbox::Verification>| outbox::Warmed {
+        path: path.into(),
+        status: 200,
+        x_cache: Some("Miss".into()),
+        fetched_at: now,
+        verified,
+    };
+    let check = |outcome, freshness| Some(outbox::Verification { outcome, freshness, at: now });
+    store
+        .record_warm(&[
+            warmed("/v1/formations/3001F", check("repaired", Some(Duration::from_millis(4_500)))),
+            warmed("/v1/formations", check("stale", None)),
+            warmed("/v1/lines", None),
+        ])
+        .await
+        .unwrap();
+    // A later warm request that checked nothing keeps the check.
+    store.record_warm(&[warmed("/v1/formations/3001F", None)]).await.unwrap();
+    let checks = store.verified_since(Duration::from_secs(3600)).await.unwrap();
+    let found: Vec<(&str, &str, Option<i64>)> =
+        checks.iter().map(|c| (c.path.as_str(), c.outcome.as_str(), c.freshness_ms)).collect();
+    assert_eq!(found, [("/v1/formations", "stale", None), ("/v1/formations/3001F", "repaired", Some(4_500))]);
 }

@@ -25,7 +25,10 @@ async fn main() -> anyhow::Result<()> {
         CachectlCommand::Invalidate { target, wait, dry_run, json, backend, db } => {
             invalidate(&target, wait, dry_run, json, &backend, &db).await
         }
-        CachectlCommand::Warm { warm: settings, db } => warm(&settings, &db).await,
+        CachectlCommand::Warm { json, warm: settings, db } => warm(&settings, json, &db).await,
+        CachectlCommand::Verify { paths, propagation, json, warm: settings, db } => {
+            verify(&paths, propagation, json, &settings, &db).await
+        }
         CachectlCommand::Status { json, backend, db } => status(json, &backend, &db).await,
     }
 }
@@ -170,10 +173,18 @@ async fn wait_for(
 }
 
 /// `cachectl warm`: the whole warm set through the edge, now.
-async fn warm(settings: &WarmArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
+async fn warm(settings: &WarmArgs, json: bool, db: &DatabaseArgs) -> anyhow::Result<()> {
     let base = settings.base_url.clone().context("WARM_BASE_URL (or --base-url) is required")?;
     let warmer = cli::warmer(db, &OutboxArgs::defaults(), &BackendArgs::defaults(), settings).await?;
     let fetched = warmer.warm_everything(&base).await.context("cannot warm")?;
+    let failures = fetched.iter().filter(|f| !f.ok()).count();
+    if json {
+        println!("{}", json!({ "fetched": fetched, "failures": failures }));
+        if failures > 0 {
+            bail!("{failures} warm request(s) failed");
+        }
+        return Ok(());
+    }
     let mut failures = 0;
     for f in &fetched {
         let status = f.status.map_or_else(|| "---".to_owned(), |s| s.to_string());
@@ -192,6 +203,67 @@ async fn warm(settings: &WarmArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cachectl verify`: each path's answer through the edge against the changes sent for
+/// invalidation that cover it.
+async fn verify(
+    paths: &[String],
+    propagation: Duration,
+    json: bool,
+    settings: &WarmArgs,
+    db: &DatabaseArgs,
+) -> anyhow::Result<()> {
+    let base = settings.base_url.clone().context("WARM_BASE_URL (or --base-url) is required")?;
+    let warmer = cli::warmer(db, &OutboxArgs::defaults(), &BackendArgs::defaults(), settings).await?;
+    let checks = warmer.check_paths(&base, paths, propagation).await?;
+    let stale = checks.iter().filter(|c| c.verdict == "stale").count();
+    if json {
+        println!("{}", json!({ "paths": checks, "stale": stale }));
+    } else {
+        println!("{:<13} {:>6} {:<8} {:>6} {:<24} path", "verdict", "status", "x-cache", "age", "version");
+        for c in &checks {
+            let a = &c.answer;
+            println!(
+                "{:<13} {:>6} {:<8} {:>6} {:<24} {}",
+                c.verdict,
+                a.status.map_or_else(|| "---".to_owned(), |s| s.to_string()),
+                a.x_cache.as_deref().unwrap_or("-"),
+                a.age.map_or_else(|| "-".to_owned(), format_duration),
+                a.version.as_deref().unwrap_or("-"),
+                c.path
+            );
+            if let Some(e) = &a.error {
+                eprintln!("  {e}");
+            }
+        }
+    }
+    if stale > 0 {
+        bail!("{stale} path(s) answered older data than changes already invalidated");
+    }
+    Ok(())
+}
+
+/// The last hour's checks of invalidations through the edge, as `cachectl status` reports them.
+fn verification_figures(checks: &[store::outbox::VerifiedPath]) -> serde_json::Value {
+    let count = |outcome: &str| checks.iter().filter(|c| c.outcome == outcome).count();
+    let freshness: Vec<Duration> = checks
+        .iter()
+        .filter_map(|c| c.freshness_ms)
+        .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+        .collect();
+    let spread = warmer::decide::spread(&freshness);
+    json!({
+        "paths_checked": checks.len(),
+        "fresh": count("fresh"),
+        "repaired": count("repaired"),
+        "stale": count("stale"),
+        "unknown": count("unknown"),
+        "freshness_p50_s": spread.map(|s| s.p50.as_secs_f64()),
+        "freshness_p99_s": spread.map(|s| s.p99.as_secs_f64()),
+        "freshness_max_s": spread.map(|s| s.max.as_secs_f64()),
+        "stale_paths": checks.iter().filter(|c| c.outcome == "stale").map(|c| &c.path).take(20).collect::<Vec<_>>(),
+    })
+}
+
 /// `cachectl status`: pending changes and their age, this month's items against the budget, the
 /// most fetched learned paths, and the latest invalidations.
 async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow::Result<()> {
@@ -202,6 +274,8 @@ async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow:
     let used = store.items_this_month().await.context("cannot read this month's invalidations")?;
     let recent = store.recent_invalidations(10).await.context("cannot read recent invalidations")?;
     let learned = store.learned_top(10).await.context("cannot read the learned paths")?;
+    let checks = store.verified_since(Duration::from_secs(3600)).await.context("cannot read the warm state")?;
+    let verification = verification_figures(&checks);
     let calendar = cli::calendar(db)?;
     let (trigger_zone, trigger_start) = store.trigger_calendar().await.context("cannot read the trigger calendar")?;
     let mismatch = store
@@ -219,6 +293,7 @@ async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow:
             "budget": backend.path_budget,
             "recent_invalidations": recent,
             "top_learned_paths": learned,
+            "verified_last_hour": verification,
         });
         println!("{out}");
         return Ok(());
@@ -231,6 +306,23 @@ async fn status(json: bool, backend: &BackendArgs, db: &DatabaseArgs) -> anyhow:
     println!("invalidation items this month (cloudfront): {used} of a {} budget", backend.path_budget);
     if let Some(mismatch) = mismatch {
         println!("warning: {mismatch}: run `api migrate` with the right calendar");
+    }
+    let v = &verification;
+    let secs = |key: &str| v[key].as_f64().map_or_else(|| "-".to_owned(), |s| format!("{s:.1}s"));
+    println!(
+        "checked through the edge in the last hour: {} path(s): {} fresh, {} repaired, {} stale, {} unknown; \
+         freshness p50 {} p99 {} max {}",
+        v["paths_checked"],
+        v["fresh"],
+        v["repaired"],
+        v["stale"],
+        v["unknown"],
+        secs("freshness_p50_s"),
+        secs("freshness_p99_s"),
+        secs("freshness_max_s")
+    );
+    for path in v["stale_paths"].as_array().into_iter().flatten() {
+        println!("  still stale: {}", path.as_str().unwrap_or_default());
     }
     if learned.is_empty() {
         println!("no learned paths yet");
