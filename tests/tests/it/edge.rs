@@ -1016,3 +1016,48 @@ async fn a_purge_that_takes_the_second_time_is_repaired_by_the_warmer() {
     assert!(ok, "{checked}");
     assert_eq!(checked["paths"][0]["verdict"], "fresh", "{checked}");
 }
+
+/// Through the CloudFront backend (moto, which purges no edge of ours): the warmer reads the
+/// emptied pages back through the local edge, finds them stale, sends the repair to CloudFront
+/// once and raises the alarm's count; over the month's budget, the repair waits as any batch
+/// would (a batch went out just now), and nothing more is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn through_cloudfront_a_purge_that_misses_the_edge_is_repaired_once_within_the_budget() {
+    let (app, edge, _stop) = stack().await;
+    warmer_purge(&app.db, &edge, "paths").await;
+    let distribution = crate::warmer::moto_distribution();
+    let moto = crate::warmer::moto();
+    let mut cloudfront = crate::warmer::cloudfront_env(&distribution, &moto);
+    cloudfront.extend([
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("INVALIDATION_POLL", "50ms"),
+        ("INVALIDATION_OVER_BUDGET_EVERY", "2s"),
+    ]);
+    app.db.exec("UPDATE formations SET note = 'Sent to CloudFront' WHERE id = '10701F'").await;
+    until_origin(&app, "/v1/formations/10701F", |v| v["note"] == "Sent to CloudFront").await;
+    let summary = warmer_tick(&app.db, &edge.url(""), "paths", &cloudfront).await;
+    let stale = summary["verified_stale"].as_u64().unwrap();
+    assert!(stale >= 2, "{summary}");
+    let repair = summary["repair_invalidation"].as_str().expect("a repair was sent");
+    assert_eq!(summary["repair_failed"].as_u64(), Some(stale), "{summary}");
+    let sent = crate::warmer::moto_invalidations(&distribution).await;
+    assert_eq!(sent.len(), 2, "the batch and its repair, once: {sent:?} ({repair})");
+    assert!(sent.iter().all(|items| items.contains(&"/v1/formations/10701F".to_owned())), "{sent:?}");
+
+    // Over the budget: the batch goes (the last one is older than the spacing), its repair waits.
+    crate::warmer::spend_the_month(&app.db, 5_000).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    app.db.exec("UPDATE formations SET note = 'Over budget' WHERE id = '3001F'").await;
+    until_origin(&app, "/v1/formations/3001F", |v| v["note"] == "Over budget").await;
+    let summary = warmer_tick(&app.db, &edge.url(""), "paths", &cloudfront).await;
+    assert!(summary["invalidation_id"].is_string(), "{summary}");
+    let stale = summary["verified_stale"].as_u64().unwrap();
+    assert!(stale >= 2, "{summary}");
+    assert_eq!(summary["repair_deferred"].as_u64(), Some(stale), "{summary}");
+    assert!(summary["repair_invalidation"].is_null(), "{summary}");
+    assert_eq!(crate::warmer::moto_invalidations(&distribution).await.len(), 3, "no repair sent");
+}

@@ -683,7 +683,7 @@ async fn a_batch_cloudfront_already_has_counts_as_accepted() {
     assert_eq!(calls.load(Ordering::SeqCst), 1, "not retried");
 }
 
-async fn spend_the_month(db: &TestDb, items: i64) {
+pub(crate) async fn spend_the_month(db: &TestDb, items: i64) {
     db.exec(&format!(
         "INSERT INTO cache_invalidations (id, backend, caller_reference, items, changes, status) \
          VALUES ('earlier-this-month', 'cloudfront', 'x', {items}, 1, 'Completed')"
