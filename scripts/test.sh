@@ -44,6 +44,9 @@ cargo build --workspace --bins --tests --quiet
 make_fixtures target/debug/api
 
 log "running tests"
+# The SQLite copies each test makes (8 MB each) are left for inspection until the next run.
+rm -rf "$EDGERAIL_RUN/sqlite-tests"
+export EDGERAIL_RUN
 if [ $# -eq 0 ]; then
     cargo test -p cache-policy -p api --doc --quiet
 fi

@@ -676,6 +676,29 @@ fn soak_section(md: &mut String, soak: &Value) {
     for failure in soak["first_failures"].as_array().into_iter().flatten() {
         let _ = writeln!(md, "  - {failure}");
     }
+    let checks = &soak["warmer_checks"];
+    if checks.is_object() {
+        let edge = &soak["layers"]["edge"]["staleness_ms"];
+        let _ = writeln!(
+            md,
+            "- the warmer's own check, reading back through the first edge cache what each invalidation emptied: \
+             {} pages showed their changes, {} were stale after the invalidation completed ({} repaired by a second one, \
+             {} stale still), {} could not say; freshness it measured (from each change's {}): median of the ticks' \
+             medians {} s, largest {} s. The checker, over every read at every edge cache: staleness p50 {} ms, p99 {} ms, \
+             max {} ms",
+            checks["verified"],
+            checks["verified_stale"],
+            checks["repaired"],
+            checks["repair_failed"],
+            checks["verified_unknown"],
+            checks["freshness_from"].as_array().and_then(|a| a.first()).and_then(Value::as_str).unwrap_or("commit"),
+            f(&checks["freshness_p50_s"]),
+            f(&checks["freshness_max_s"]),
+            f(&edge["p50"]),
+            f(&edge["p99"]),
+            f(&edge["max"]),
+        );
+    }
     let _ = writeln!(
         md,
         "\n| fault | times | reads checked at the edge / at instances while in force | violations | `503`s | stale answers |\n|---|---:|---|---:|---:|---:|"

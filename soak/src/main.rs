@@ -721,6 +721,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if errors > 0 {
         failure_counts.insert("invocations without an answer", errors as usize);
     }
+    let checks = warmer_checks(&ticks);
+    // The warmer reads back what each invalidation emptied and invalidates again what it finds
+    // stale; a page stale after that too is an edge the purges did not reach, or a false alarm.
+    let repair_failed = checks["repair_failed"].as_u64().unwrap_or(0);
+    if args.broken.is_none() && repair_failed > 0 {
+        failure_counts.insert("pages the warmer found stale after its repair", repair_failed as usize);
+    }
     let report = json!({
         "date": chrono::Utc::now().format("%Y-%m-%dT%H:%MZ").to_string(),
         "seed": args.seed,
@@ -781,6 +788,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "tick_ms": { "p50": pct(&tick_ms, 50.0), "p99": pct(&tick_ms, 99.0), "max": pct(&tick_ms, 100.0) },
             "tick_allowance_ms": tick_length.as_millis() as u64,
         },
+        "warmer_checks": checks,
         "latency_ms": latency(&reads, &deploy_windows),
         "staleness_series": verdict.series,
     });
@@ -801,7 +809,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         return Err(HarnessFailure(harness.join("; ")).into());
     }
     match args.broken {
-        Some(_) => anyhow::ensure!(violations > 0, "the checker found no violation in a setup broken on purpose"),
+        Some(broken) => {
+            anyhow::ensure!(violations > 0, "the checker found no violation in a setup broken on purpose");
+            // With nothing invalidated, the warmer's own check of the edge must see it too.
+            anyhow::ensure!(
+                broken != Broken::NoInvalidation || repair_failed > 0,
+                "the warmer's check found no page stale with nothing invalidated"
+            );
+        }
         None => anyhow::ensure!(failure_counts.is_empty(), "the soak failed: {failure_counts:?}"),
     }
     Ok(())
@@ -871,6 +886,29 @@ fn pct(samples: &[f64], p: f64) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     if sorted.is_empty() { 0.0 } else { testbed::percentile(&sorted, p) }
+}
+
+/// What the warmer's own checks through the edge (the first edge cache) found over the run,
+/// summed from its ticks' summaries, to set beside the checker's: pages read back, stale after
+/// their invalidation completed, repaired by a second one, stale still; and the freshness it
+/// measured (the median of the ticks' medians, and the largest).
+fn warmer_checks(ticks: &[Value]) -> Value {
+    let sum = |key: &str| ticks.iter().filter_map(|t| t[key].as_u64()).sum::<u64>();
+    let values = |key: &str| ticks.iter().filter_map(|t| t[key].as_f64()).collect::<Vec<f64>>();
+    let (medians, maxima) = (values("freshness_p50_s"), values("freshness_max_s"));
+    let from: std::collections::BTreeSet<&str> = ticks.iter().filter_map(|t| t["freshness_from"].as_str()).collect();
+    json!({
+        "verified": sum("verified"),
+        "verified_stale": sum("verified_stale"),
+        "verified_unknown": sum("verified_unknown"),
+        "repaired": sum("repaired"),
+        "repair_failed": sum("repair_failed"),
+        "repair_deferred": sum("repair_deferred"),
+        "ticks_measured": medians.len(),
+        "freshness_p50_s": (!medians.is_empty()).then(|| pct(&medians, 50.0)),
+        "freshness_max_s": (!maxima.is_empty()).then(|| pct(&maxima, 100.0)),
+        "freshness_from": from,
+    })
 }
 
 /// Queries of a CPU burst: more than the machine's two cores.

@@ -46,12 +46,15 @@ pub struct ClaimedTag {
     /// PostgreSQL their transactions' ids, comma-separated (empty when more than 1,000 wrote
     /// them: not listed, so not checked); on SQLite the highest change id.
     pub written_by: String,
-    /// How long before the claim, on the database's clock, the first of them became visible, in
-    /// milliseconds: from its transaction's commit when `from_commit`, else from when it wrote
-    /// (its transaction's start on PostgreSQL, which is earlier than the commit).
+    /// How long before the claim, on the database's clock, the first of them committed, in
+    /// milliseconds; meaningful only when `from_commit`.
     pub age_ms: i64,
-    /// Whether `age_ms` counts from the commit (PostgreSQL with `track_commit_timestamp` on).
+    /// Whether the database knows when each of them committed (PostgreSQL with
+    /// `track_commit_timestamp` on, for transactions since it was turned on).
     pub from_commit: bool,
+    /// Whether one of them is a repair the warmer requeued ([`Db::requeue`]): an answer still
+    /// lacking it failed a second time.
+    pub repair: bool,
 }
 
 /// Claimed changes, until [`Claim::complete`] or [`Claim::release`].
@@ -502,6 +505,22 @@ impl Db {
             .collect();
         let json = serde_json::Value::Array(rows).to_string();
         self.write([Statement::new(self.sql().record_warm).bind(json.as_str())]).await.map(drop)
+    }
+
+    /// Records `tags` as pending changes again, as the repair of invalidation `of`: the warmer's
+    /// second invalidation of pages it found stale, when the month's budget (or the backend)
+    /// made it wait. The next tick takes them like any change; their claim says they are a
+    /// repair ([`ClaimedTag::repair`]).
+    ///
+    /// # Errors
+    ///
+    /// The database failed.
+    pub async fn requeue(&self, tags: &[&str], of: &str) -> StoreResult<()> {
+        if tags.is_empty() {
+            return Ok(());
+        }
+        let json = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
+        self.write([Statement::new(self.sql().requeue).bind(json.as_str()).bind(of)]).await.map(drop)
     }
 
     /// Each path's last check through the edge within `within` of now (`cachectl status`).

@@ -84,6 +84,8 @@ pub(crate) struct Dialect {
     pub(crate) claim: &'static str,
     /// What the claim took, a row per tag: `$1` the claim's token.
     pub(crate) claimed: &'static str,
+    /// Records tags (JSON array `$1`) as pending changes again, the repair of invalidation `$2`.
+    pub(crate) requeue: &'static str,
     /// Per tag, what wrote the changes processed within the last `$1` seconds but not the last `$2`
     /// (as `claimed`).
     pub(crate) processed_since: &'static str,
@@ -165,22 +167,23 @@ pub(crate) const POSTGRES: Dialect = Dialect {
                           GROUP BY tag ORDER BY min(id) LIMIT $1)",
     // Per tag, the transactions that wrote its changes, grouped first (a hash aggregate, no sort);
     // more than 1,000 (a backlog) are not listed: answers owing them are not checked.
-    // How long ago the first of them became visible: its transaction's commit when the server
-    // records commit timestamps (`track_commit_timestamp`; a transaction from before it was turned
-    // on has none), else its transaction's start (`changed_at`), which is earlier.
+    // How long ago the first of them committed, where the server records commit timestamps
+    // (`track_commit_timestamp`; a transaction from before it was turned on has none, and then
+    // `from_commit` is false). A pending change with an invalidation id is a repair's (`requeue`).
     claimed: "SELECT tag, sum(n)::bigint AS changes, min(lo) AS first_id, max(hi) AS last_id, \
               CASE WHEN count(*) <= 1000 THEN string_agg(xid::text, ',') ELSE '' END AS written_by, \
-              (EXTRACT(EPOCH FROM now() - min(visible)) * 1000)::bigint AS age_ms, \
-              current_setting('track_commit_timestamp')::bool AS from_commit \
+              COALESCE((EXTRACT(EPOCH FROM now() - min(committed)) * 1000)::bigint, 0) AS age_ms, \
+              bool_and(committed IS NOT NULL) AS from_commit, bool_or(repair) AS repair \
               FROM (SELECT tag, xid, count(*) AS n, min(id) AS lo, max(id) AS hi, \
+                    bool_or(invalidation_id IS NOT NULL) AS repair, \
                     CASE WHEN current_setting('track_commit_timestamp')::bool \
-                         THEN COALESCE(pg_xact_commit_timestamp(xid::xid), min(changed_at)) \
-                         ELSE min(changed_at) END AS visible FROM cache_changes \
+                         THEN pg_xact_commit_timestamp(xid::xid) END AS committed FROM cache_changes \
                     WHERE claim = $1 AND processed_at IS NULL GROUP BY tag, xid) w \
               GROUP BY tag ORDER BY min(lo)",
+    requeue: "INSERT INTO cache_changes (tag, invalidation_id) SELECT value, $2 FROM json_array_elements_text($1::json)",
     processed_since: "SELECT tag, sum(n)::bigint AS changes, min(lo) AS first_id, max(hi) AS last_id, \
               CASE WHEN count(*) <= 1000 THEN string_agg(xid::text, ',') ELSE '' END AS written_by, \
-              0::bigint AS age_ms, false AS from_commit \
+              0::bigint AS age_ms, false AS from_commit, false AS repair \
               FROM (SELECT tag, xid, count(*) AS n, min(id) AS lo, max(id) AS hi FROM cache_changes \
                     WHERE processed_at >= now() - make_interval(secs => $1::float8) \
                       AND processed_at < now() - make_interval(secs => $2::float8) GROUP BY tag, xid) w \
@@ -278,14 +281,15 @@ pub(crate) const SQLITE: Dialect = Dialect {
             WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
               AND tag IN (SELECT tag FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($2 AS INTEGER) \
                           GROUP BY tag ORDER BY min(id) LIMIT $1)",
-    // SQLite's one writer commits right after it writes: `changed_at` is close to the commit.
+    // SQLite keeps no commit times.
     claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
-              CAST(max(id) AS TEXT) AS written_by, \
-              CAST((julianday('now') - julianday(min(changed_at))) * 86400000 AS INTEGER) AS age_ms, \
-              false AS from_commit FROM cache_changes \
+              CAST(max(id) AS TEXT) AS written_by, 0 AS age_ms, false AS from_commit, \
+              max(invalidation_id IS NOT NULL) AS repair FROM cache_changes \
               WHERE claim = $1 AND processed_at IS NULL GROUP BY tag ORDER BY min(id)",
+    requeue: "INSERT INTO cache_changes (tag, invalidation_id) SELECT value, $2 FROM json_each($1)",
     processed_since: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
-              CAST(max(id) AS TEXT) AS written_by, 0 AS age_ms, false AS from_commit FROM cache_changes \
+              CAST(max(id) AS TEXT) AS written_by, 0 AS age_ms, false AS from_commit, false AS repair \
+              FROM cache_changes \
               WHERE processed_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) \
                 AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $2)) \
               GROUP BY tag ORDER BY min(id)",

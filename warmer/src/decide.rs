@@ -3,7 +3,7 @@
 //! in what order within a tick's budget. The tick reads what they need, calls them and does what
 //! they say; their tests need no database, edge or CDN.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use cache_policy::Policy;
@@ -154,12 +154,18 @@ pub struct Sent {
     pub written_by: String,
     /// How long before the claim the first of them became visible.
     pub age: Duration,
+    /// Whether it is a repair the warmer requeued: an answer still lacking it failed twice.
+    pub repair: bool,
 }
 
-impl From<&store::outbox::ClaimedTag> for Sent {
-    fn from(claimed: &store::outbox::ClaimedTag) -> Self {
-        let age = Duration::from_millis(u64::try_from(claimed.age_ms).unwrap_or(0));
-        Self { tag: claimed.tag.clone(), written_by: claimed.written_by.clone(), age }
+impl Sent {
+    /// A claimed tag, visible for `age` before the claim: from its first change's commit when the
+    /// database says when it committed, else from the mark that found it pending `seen` before
+    /// the claim (later than its commit: the figure errs short, by up to a tick).
+    pub fn of(claimed: &store::outbox::ClaimedTag, seen: Duration) -> Self {
+        let age =
+            if claimed.from_commit { Duration::from_millis(u64::try_from(claimed.age_ms).unwrap_or(0)) } else { seen };
+        Self { tag: claimed.tag.clone(), written_by: claimed.written_by.clone(), age, repair: claimed.repair }
     }
 }
 
@@ -173,6 +179,10 @@ pub struct Verified {
     /// Emptied paths whose answer lacks one of those changes: the edge still held pre-change data
     /// after the invalidation completed, whatever its `X-Cache` said.
     pub stale: Vec<String>,
+    /// For each stale path, the tags its answer lacks (and whether each is a repair's), and how
+    /// long the first of those changes had been visible when the edge still answered without it:
+    /// its freshness will be at least that.
+    pub lacking: BTreeMap<String, (Vec<(String, bool)>, Duration)>,
     /// Emptied paths whose answer could not be checked: a failed request, an answer without the
     /// header (or of another database), a copy the API served while its database was down, or
     /// changes written by too many transactions to list.
@@ -196,8 +206,8 @@ pub fn owed<'a>(policy: &Policy, sent: &'a [Sent], today: &str, paths: &[&str]) 
 /// Checks the answers among `fetched` that owe something (see [`owed`]): one is fresh when its
 /// version shows every change it owes ([`store::version_shows`]). Transactions that wrote nothing
 /// the page shows do not count: an answer read after its own changes but before some other
-/// transaction completed is fresh. `claimed_at` is when the claim answered, on the warmer's
-/// clock (which then measures only the time from the claim to each request).
+/// transaction completed is fresh. `claimed_at` is when the claim was asked for, on the
+/// warmer's clock (which then measures only the time from the claim to each request).
 pub fn verify(fetched: &[Fetched], owed: &HashMap<String, Vec<&Sent>>, claimed_at: DateTime<Utc>) -> Verified {
     let mut verified = Verified::default();
     for f in fetched {
@@ -205,16 +215,21 @@ pub fn verify(fetched: &[Fetched], owed: &HashMap<String, Vec<&Sent>>, claimed_a
         // A copy the API served while its database was down says nothing about the purge.
         let served_stale = f.local_cache.as_deref() == Some("stale");
         let version = f.version.as_deref().filter(|_| f.ok() && !served_stale);
-        let shows: Option<bool> = version.and_then(|v| {
-            owes.iter().try_fold(true, |all, sent| Some(all && store::version_shows(v, &sent.written_by)?))
-        });
-        match shows {
-            Some(true) => {
-                let since_claim = (f.at - claimed_at).to_std().unwrap_or(Duration::ZERO);
+        let shown: Option<Vec<bool>> =
+            version.and_then(|v| owes.iter().map(|sent| store::version_shows(v, &sent.written_by)).collect());
+        let since_claim = (f.at - claimed_at).to_std().unwrap_or(Duration::ZERO);
+        match shown {
+            Some(shown) if shown.iter().all(|s| *s) => {
                 let oldest = owes.iter().map(|sent| sent.age).max().unwrap_or(Duration::ZERO);
                 verified.fresh.push((f.path.clone(), oldest + since_claim));
             }
-            Some(false) => verified.stale.push(f.path.clone()),
+            Some(shown) => {
+                let lacks: Vec<&Sent> = owes.iter().zip(&shown).filter(|(_, s)| !**s).map(|(sent, _)| *sent).collect();
+                let oldest = lacks.iter().map(|sent| sent.age).max().unwrap_or(Duration::ZERO);
+                let tags = lacks.iter().map(|sent| (sent.tag.clone(), sent.repair)).collect();
+                verified.lacking.insert(f.path.clone(), (tags, oldest + since_claim));
+                verified.stale.push(f.path.clone());
+            }
             None => verified.unknown.push(f.path.clone()),
         }
     }
@@ -222,9 +237,38 @@ pub fn verify(fetched: &[Fetched], owed: &HashMap<String, Vec<&Sent>>, claimed_a
     verified
 }
 
-/// The tags to invalidate again so that the `stale` paths' copies go: those they owe.
-pub fn repair(owed: &HashMap<String, Vec<&Sent>>, stale: &[String]) -> BTreeSet<String> {
-    stale.iter().filter_map(|p| owed.get(p)).flatten().map(|sent| sent.tag.clone()).collect()
+/// What to do about the stale pages a read back found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repair {
+    /// The tags to invalidate again: those the stale answers lack.
+    pub tags: BTreeSet<String>,
+    /// The pages to read again once that completed.
+    pub paths: Vec<String>,
+    /// Stale pages that lack a repair already (a requeued one): their second failure.
+    pub failed_again: Vec<String>,
+}
+
+/// Decides the repair of what `verified` found stale: each stale page once. One that lacks a
+/// change that already was a repair is not repaired again: it failed twice.
+pub fn repair(verified: &Verified) -> Repair {
+    let mut repair = Repair::default();
+    for path in &verified.stale {
+        let Some((lacks, _)) = verified.lacking.get(path) else { continue };
+        if lacks.iter().any(|(_, is_repair)| *is_repair) {
+            repair.failed_again.push(path.clone());
+        } else {
+            repair.tags.extend(lacks.iter().map(|(tag, _)| tag.clone()));
+            repair.paths.push(path.clone());
+        }
+    }
+    repair
+}
+
+/// Whether a repair may go now, this tick having just sent a batch: the budget's rule for any
+/// batch, with `used` counting this tick's items (`None`: the backend does not bill by path).
+/// Over the budget the last batch is a moment old, so the repair waits, as a change would.
+pub fn repair_budget(policy: &BudgetPolicy, used: Option<u64>) -> Budget {
+    budget(policy, used, used.map(|_| Duration::ZERO))
 }
 
 /// The median, 99th percentile and maximum of a tick's freshness measurements (nearest rank).
@@ -484,6 +528,7 @@ mod tests {
             tag: tag.into(),
             written_by: written_by.into(),
             age: Duration::from_secs(age_s),
+            repair: false,
         };
         // Transaction 801 wrote the formation (its page and the list), 803 a sighting at M01.
         let claimed =
@@ -509,8 +554,18 @@ mod tests {
         assert_eq!(verified.fresh, [("/v1/formations/10701F".to_owned(), Duration::from_secs(7))]);
         assert_eq!(verified.stale, ["/v1/formations"]);
         assert_eq!(verified.unknown, ["/v1/stations/M01/sightings"], "a failed request");
-        // What to invalidate again: what the stale list owes, not what the fresh page owes.
-        assert_eq!(repair(&owed, &verified.stale), BTreeSet::from(["formations".to_owned()]));
+        // The list lacks 801's change, visible 9 s before the claim: at least 11 s stale.
+        let lacks = (vec![("formations".to_owned(), false)], Duration::from_secs(11));
+        assert_eq!(verified.lacking["/v1/formations"], lacks);
+        // What to invalidate again: the tag the stale list lacks, and the list to read again.
+        let planned = repair(&verified);
+        assert_eq!(planned.tags, BTreeSet::from(["formations".to_owned()]));
+        assert_eq!((planned.paths, planned.failed_again.len()), (vec!["/v1/formations".to_owned()], 0));
+        // Lacking a change that was already a repair: the second failure, not repaired again.
+        let requeued = [Sent { repair: true, ..claimed[1].clone() }];
+        let owed_again = super::owed(policy, &requeued, "2026-12-07", &["/v1/formations"]);
+        let again = repair(&verify(&fetched[1..2], &owed_again, claimed_at));
+        assert_eq!((again.tags.len(), again.failed_again), (0, vec!["/v1/formations".to_owned()]));
         // A copy the API served while its database was down says nothing about the purge.
         let served_stale = Fetched { local_cache: Some("stale".into()), ..fetched[1].clone() };
         assert_eq!(verify(&[served_stale], &owed, claimed_at).unknown.len(), 1);
@@ -524,6 +579,16 @@ mod tests {
         let fresh = verify(&[answer("/v1/formations", Some(200), Some("41"))], &owed, claimed_at);
         let stale = verify(&[answer("/v1/formations", Some(200), Some("39"))], &owed, claimed_at);
         assert_eq!((fresh.fresh.len(), stale.stale.len()), (1, 1));
+    }
+
+    #[test]
+    fn a_repair_goes_within_the_budget_and_waits_over_it_as_any_batch() {
+        let policy = BudgetPolicy { budget: 1_000, over_budget_every: Duration::from_secs(300) };
+        assert_eq!(repair_budget(&policy, None), Budget::Send { remaining: None }, "a purge bills nothing");
+        assert_eq!(repair_budget(&policy, Some(990)), Budget::Send { remaining: Some(10) });
+        assert_eq!(repair_budget(&policy, Some(1_000)), Budget::Wait, "a batch went out just now");
+        let unspaced = BudgetPolicy { over_budget_every: Duration::ZERO, ..policy };
+        assert_eq!(repair_budget(&unspaced, Some(5_000)), Budget::Send { remaining: None });
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! - **Warm** what the invalidation emptied and what is due, and record when the edge fetched each.
 //! - **Prune** the warmer's tables (no lease needed; a write only when something is to go).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use cache_policy::Policy;
@@ -114,24 +114,30 @@ pub struct Summary {
     pub verified_unknown: usize,
     /// The second invalidation sent for the paths found stale (their tags again), if one was.
     pub repair_invalidation: Option<String>,
-    /// Stale paths whose repair the month's budget made wait (as it makes changes wait).
+    /// Stale paths whose repair waits as pending changes again (over the month's budget, as a
+    /// change would, or not accepted by the backend); the next tick sends it.
     pub repair_deferred: usize,
+    /// Stale paths repaired but not read again (it did not complete in time, or the warm budget
+    /// was spent).
+    pub repair_unchecked: usize,
     /// Stale paths read back again after the repair completed that showed their changes.
     pub repaired: usize,
-    /// Stale paths that still lacked their changes after the repair: the alarm's count.
+    /// Paths stale after a second invalidation (read again after the repair, or lacking a change
+    /// an earlier tick requeued as a repair): the alarm's count.
     pub repair_failed: usize,
     /// The paths still stale after the repair (at most 20).
     pub repair_failed_paths: Vec<String>,
-    /// Of the paths that showed their changes (first read or after the repair), how long after
-    /// the first of those changes became visible the edge answered with them: the median, in
-    /// seconds.
+    /// How long after a change became visible the edge answered with it, over the paths read
+    /// back (fresh ones, repaired ones; one still stale counts with how long it had been stale,
+    /// a lower bound): the median, in seconds.
     pub freshness_p50_s: Option<f64>,
     /// Their 99th percentile.
     pub freshness_p99_s: Option<f64>,
     /// Their maximum.
     pub freshness_max_s: Option<f64>,
     /// What freshness counts from: `commit` (PostgreSQL with `track_commit_timestamp` on) or
-    /// `write` (when the change was written: its transaction's start on PostgreSQL).
+    /// `mark` (the tick's look at the feed that found the change pending: later than its commit,
+    /// by up to a tick, so the figure errs short).
     pub freshness_from: Option<&'static str>,
     /// Tick duration in milliseconds.
     pub duration_ms: u64,
@@ -470,6 +476,7 @@ impl Warmer {
             }
             if let Some(inputs) = survey.warm {
                 self.renew(held).await?;
+                let invalidated = Invalidated { deployed: deployed.is_some(), ..invalidated.clone() };
                 let warming = self.warm(inputs, &invalidated, deployed.is_some(), deadline);
                 warmed = match tokio::time::timeout(deadline.left(), Box::pin(warming)).await {
                     Ok(Ok(warmed)) => warmed,
@@ -513,9 +520,11 @@ impl Warmer {
             // its transaction started.
             tokio::time::sleep(self.settle.saturating_sub(seen.elapsed())).await;
             self.renew(held).await?;
+            // Taken before the claim: the database's `now()` in it is later, so freshness errs long.
+            let (asked, claimed_at) = (Instant::now(), Utc::now());
             let claim = self.db.claim(self.batch, &mark, &held.token).await?;
-            invalidated.claimed_at = Some(Utc::now());
-            invalidated.from_commit = claim.tags.first().is_some_and(|t| t.from_commit);
+            invalidated.claimed_at = Some(claimed_at);
+            invalidated.from_commit = claim.tags.iter().all(|t| t.from_commit);
             // Planned for the day of the claim: a tick that straddles the rollover (it waited out the
             // settle time first) plans and warms for the new day.
             invalidated.today = self.today();
@@ -559,7 +568,7 @@ impl Warmer {
                     return Err(err.into());
                 }
             };
-            let written: Vec<Sent> = claim.tags.iter().map(Sent::from).collect();
+            let written: Vec<Sent> = claim.tags.iter().map(|t| Sent::of(t, asked - seen)).collect();
             claim.complete(&self.db, &accepted(Some(&submitted.id), &submitted.status)).await?;
             invalidated.invalidation_status = Some(submitted.status.clone());
             if wait {
@@ -634,9 +643,9 @@ impl Warmer {
         }
     }
 
-    /// Warms what [`decide::choose`] picks, reads back what the invalidation emptied (and
-    /// repairs what it finds stale), and records when the edge fetched each path and what its
-    /// check found.
+    /// Warms what [`decide::choose`] picks, reads back what the invalidation emptied, records when
+    /// the edge fetched each path and what its check found, then repairs what it found stale
+    /// (ending [`REPAIR_MARGIN`] before the deadline, so what was read is kept whatever it does).
     async fn warm(
         &self,
         inputs: WarmInputs,
@@ -668,73 +677,97 @@ impl Warmer {
         let owed = decide::owed(self.policy, &invalidated.completed, today, &emptied);
         let claimed_at = invalidated.claimed_at.unwrap_or_else(Utc::now);
         let verified = decide::verify(&fetched, &owed, claimed_at);
-        let mut record: std::collections::BTreeMap<String, store::outbox::Warmed> =
+        let mut record: BTreeMap<String, store::outbox::Warmed> =
             warm::answered(&fetched).into_iter().map(|w| (w.path.clone(), w)).collect();
         note(&mut record, &fetched, &verified, "fresh");
-        let mut repair = Repair::default();
-        if !verified.stale.is_empty() {
-            tracing::warn!(
-                stale = verified.stale.len(),
-                first = %verified.stale[0],
-                "the edge still answers older data than the invalidation it completed: invalidating again"
-            );
-            let reads = self.warm.budget.saturating_sub(fetched.len());
-            repair = Box::pin(self.repair(&owed, &verified.stale, invalidated, &chosen, &inputs.base, reads, deadline))
-                .await;
-            record.extend(warm::answered(&repair.fetched).into_iter().map(|w| (w.path.clone(), w)));
-            note(&mut record, &repair.fetched, &repair.again, "repaired");
-            if !repair.again.stale.is_empty() {
-                tracing::error!(
-                    stale = repair.again.stale.len(),
-                    first = %repair.again.stale[0],
-                    "the edge still answers older data after a second invalidation"
-                );
-            }
-        }
         self.db.record_warm(&record.into_values().collect::<Vec<_>>()).await?;
         let tally = decide::tally(&fetched, &inputs.learned);
-        Ok(Warmed { tally, verified, repair, chosen, learned: inputs.learned.len() })
+        let mut warmed = Warmed { tally, verified, chosen, learned: inputs.learned.len(), ..Warmed::default() };
+        if warmed.verified.stale.is_empty() {
+            return Ok(warmed);
+        }
+        tracing::warn!(
+            stale = warmed.verified.stale.len(),
+            first = %warmed.verified.stale[0],
+            "the edge still answers older data than the invalidation it completed"
+        );
+        let plan = decide::repair(&warmed.verified);
+        let reads = self.warm.budget.saturating_sub(fetched.len());
+        let until = Deadline(deadline.0.checked_sub(REPAIR_MARGIN).unwrap_or(deadline.0));
+        let repairing = self.repair(&plan, &owed, invalidated, &warmed.chosen, &inputs.base, reads, until);
+        let mut repair = match tokio::time::timeout(until.left(), Box::pin(repairing)).await {
+            Ok(repair) => repair,
+            Err(_) => {
+                tracing::warn!("the repair did not end by the tick's deadline: its pages are not read again");
+                Repair { unchecked: plan.paths.len(), ..Repair::default() }
+            }
+        };
+        repair.failed_again = plan.failed_again;
+        if !repair.fetched.is_empty() {
+            let mut record: BTreeMap<String, store::outbox::Warmed> =
+                warm::answered(&repair.fetched).into_iter().map(|w| (w.path.clone(), w)).collect();
+            note(&mut record, &repair.fetched, &repair.again, "repaired");
+            self.db.record_warm(&record.into_values().collect::<Vec<_>>()).await?;
+        }
+        let failed = repair.failed();
+        if !failed.is_empty() {
+            tracing::error!(stale = failed.len(), first = %failed[0], "the edge still answers older data after a second invalidation");
+        }
+        warmed.repair = repair;
+        Ok(warmed)
     }
 
-    /// Invalidates again the tags the `stale` paths owe, once, within the month's budget as any
-    /// batch (over it, the repair waits: the paths stay reported stale); once that completed,
-    /// reads them back again, at most `reads` of them (what the warm budget left).
+    /// Invalidates again the tags the stale pages lack, once, within the month's budget as any
+    /// batch; over it, or when the backend does not take it, the tags become pending changes
+    /// again (the next tick sends them, and their claim says they are a repair). Once it
+    /// completed, reads the pages back again, at most `reads` of them (what the warm budget left).
     #[allow(clippy::too_many_arguments)]
     async fn repair(
         &self,
+        decided: &decide::Repair,
         owed: &HashMap<String, Vec<&Sent>>,
-        stale: &[String],
         invalidated: &Invalidated,
         chosen: &decide::Warm,
         base: &str,
         reads: usize,
-        deadline: Deadline,
+        until: Deadline,
     ) -> Repair {
-        let tags = decide::repair(owed, stale);
-        // CloudFront only: this tick's batch counts, and went out just now.
-        let used = invalidated.items_this_month.map(|u| u + invalidated.items as u64);
-        let remaining = match decide::budget(&self.budget, used, used.map(|_| Duration::ZERO)) {
+        if decided.tags.is_empty() {
+            return Repair::default();
+        }
+        let of = invalidated.invalidation_id.as_deref().unwrap_or("repair");
+        let requeue = |why: &str| {
+            let tags: Vec<&str> = decided.tags.iter().map(String::as_str).collect();
+            let why = why.to_owned();
+            async move {
+                tracing::warn!(why, "the repair waits: its tags are pending changes again");
+                match self.db.requeue(&tags, of).await {
+                    Ok(()) => Repair { deferred: decided.paths.len(), ..Repair::default() },
+                    Err(err) => {
+                        tracing::warn!(error = %error_chain(&err), "could not requeue the repair");
+                        Repair { unchecked: decided.paths.len(), ..Repair::default() }
+                    }
+                }
+            }
+        };
+        // CloudFront only: this tick's batches count, and went out just now.
+        let sent_now = invalidated.items as u64 + u64::from(invalidated.deployed);
+        let used = invalidated.items_this_month.map(|u| u + sent_now);
+        let remaining = match decide::repair_budget(&self.budget, used) {
             Budget::Send { remaining } => remaining,
-            Budget::Wait => return Repair { deferred: stale.len(), ..Repair::default() },
+            Budget::Wait => return requeue("over the month's budget").await,
         };
         let limits = Limits { budget_remaining: remaining, ..self.limits };
         let context = Context { today: Some(invalidated.today.clone()) };
-        let batch = plan(self.policy, &tags, self.mode, &limits, &context);
-        if batch.items.is_empty() {
-            return Repair::default();
-        }
-        let first = invalidated.invalidation_id.as_deref().unwrap_or_default();
+        let batch = plan(self.policy, &decided.tags, self.mode, &limits, &context);
         let reference =
-            format!("repair-{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{first}{:?}", batch.items).as_bytes()));
-        let submitted = match tokio::time::timeout(deadline.left(), self.invalidator.submit(&batch.items, &reference))
+            format!("repair-{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{of}{:?}", batch.items).as_bytes()));
+        let submitted = match tokio::time::timeout(until.left(), self.invalidator.submit(&batch.items, &reference))
             .await
             .unwrap_or(Err(InvalidationError::Deadline))
         {
             Ok(submitted) => submitted,
-            Err(err) => {
-                tracing::warn!(error = %error_chain(&err), "could not send the repair: the paths stay stale");
-                return Repair::default();
-            }
+            Err(err) => return requeue(&error_chain(&err)).await,
         };
         let accepted = Accepted {
             id: Some(&submitted.id),
@@ -746,19 +779,20 @@ impl Warmer {
         if let Err(err) = self.db.record_invalidation(&accepted).await {
             tracing::warn!(error = %error_chain(&err), "could not record the repair");
         }
-        let status = self
-            .invalidator
-            .wait(&submitted, self.poll_interval, deadline.cap(self.wait_timeout), |_, _| {})
-            .await
-            .unwrap_or_else(|_| submitted.status.clone());
-        let mut repair = Repair { id: Some(submitted.id), ..Repair::default() };
-        if !crate::backend::is_completed(&status) {
-            tracing::warn!(status, "the repair did not complete within the tick: its paths are not read again");
+        let mut repair = Repair { id: Some(submitted.id.clone()), ..Repair::default() };
+        let waited = self.invalidator.wait(&submitted, self.poll_interval, until.cap(self.wait_timeout), |_, _| {});
+        let status = tokio::time::timeout(until.left(), waited).await.ok().and_then(Result::ok);
+        if !status.as_deref().is_some_and(crate::backend::is_completed) {
+            tracing::warn!(?status, "the repair did not complete within the tick: its pages are not read again");
+            repair.unchecked = decided.paths.len();
             return repair;
         }
         let again: Vec<WarmPath> =
-            chosen.fetch.iter().filter(|p| stale.contains(&p.path)).take(reads).cloned().collect();
-        repair.fetched = warm::fetch_all(&self.http, base, &again, self.warm.concurrency).await;
+            chosen.fetch.iter().filter(|p| decided.paths.contains(&p.path)).take(reads).cloned().collect();
+        repair.unchecked = decided.paths.len() - again.len();
+        let reading = warm::fetch_all(&self.http, base, &again, self.warm.concurrency);
+        repair.fetched = tokio::time::timeout(until.left(), reading).await.unwrap_or_default();
+        repair.unchecked += again.len() - repair.fetched.len();
         let claimed_at = invalidated.claimed_at.unwrap_or_else(Utc::now);
         repair.again = decide::verify(&repair.fetched, owed, claimed_at);
         repair
@@ -872,7 +906,8 @@ impl Warmer {
         fetched.sort_by_key(|f| paths.iter().position(|p| *p == f.path));
         let oldest = fetched.iter().filter_map(|f| f.age).max().unwrap_or_default();
         let within = oldest + propagating + Duration::from_secs(60);
-        let sent: Vec<Sent> = self.db.processed_since(within, propagating).await?.iter().map(Sent::from).collect();
+        let processed = self.db.processed_since(within, propagating).await?;
+        let sent: Vec<Sent> = processed.iter().map(|t| Sent::of(t, Duration::ZERO)).collect();
         let today = self.today();
         let names: Vec<&str> = paths.iter().map(String::as_str).collect();
         let owed = decide::owed(self.policy, &sent, &today, &names);
@@ -930,6 +965,9 @@ fn lease_token() -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     format!("{place}:{}:{nanos}", std::process::id())
 }
+
+/// What a repair leaves of the tick's deadline: time to record what it read.
+const REPAIR_MARGIN: Duration = Duration::from_secs(2);
 
 /// How long past its deadline a tick may still try to give its lease back: half of the least the
 /// deadline leaves before the lease (and the function's timeout) ends.
@@ -1061,8 +1099,10 @@ struct Invalidated {
     completed: Vec<Sent>,
     /// When the claim answered (the warmer's clock).
     claimed_at: Option<DateTime<Utc>>,
-    /// Whether the claim's ages count from commits.
+    /// Whether the claim's ages count from commits (else from the mark that found them).
     from_commit: bool,
+    /// Whether a deploy's `/*` went out this tick too (a CloudFront item of the month's).
+    deployed: bool,
     /// The service day it was planned for.
     today: String,
 }
@@ -1088,17 +1128,47 @@ struct Warmed {
     learned: usize,
 }
 
+impl Warmed {
+    /// The freshness of every page read back: fresh at the first read or after the repair, or,
+    /// still stale, how long it had been (at its last read).
+    fn freshness(&self) -> Vec<Duration> {
+        let first = &self.verified;
+        let again = &self.repair.again;
+        let mut measured: BTreeMap<&str, Duration> = first.fresh.iter().map(|(p, f)| (p.as_str(), *f)).collect();
+        for (path, (_, so_far)) in first.lacking.iter().chain(&again.lacking) {
+            measured.insert(path, *so_far);
+        }
+        measured.extend(again.fresh.iter().map(|(p, f)| (p.as_str(), *f)));
+        measured.into_values().collect()
+    }
+}
+
 /// What a repair did.
 #[derive(Debug, Clone, Default)]
 struct Repair {
     /// The second invalidation's id, if one was sent.
     id: Option<String>,
-    /// Stale paths whose repair the budget made wait.
+    /// Stale pages whose repair waits as pending changes (over the budget, or not accepted).
     deferred: usize,
-    /// The stale paths read again once it completed.
+    /// Stale pages repaired but not read again (it did not complete in time, or no warm budget
+    /// was left).
+    unchecked: usize,
+    /// The stale pages read again once it completed.
     fetched: Vec<warm::Fetched>,
     /// What that read showed.
     again: decide::Verified,
+    /// Stale pages that lacked a repair already: their second failure.
+    failed_again: Vec<String>,
+}
+
+impl Repair {
+    /// The pages stale after a second invalidation: read again after this one, or lacking a
+    /// requeued one.
+    fn failed(&self) -> Vec<String> {
+        let mut failed: Vec<String> = self.again.stale.iter().chain(&self.failed_again).cloned().collect();
+        failed.sort();
+        failed
+    }
 }
 
 /// Everything a tick's steps returned, for its summary.
@@ -1118,8 +1188,7 @@ impl Summary {
         let invalidated = steps.invalidated.clone().unwrap_or_default();
         let (warm, tally) = (&steps.warmed.chosen, &steps.warmed.tally);
         let repair = &steps.warmed.repair;
-        let measured: Vec<Duration> =
-            steps.warmed.verified.fresh.iter().chain(&repair.again.fresh).map(|(_, f)| *f).collect();
+        let measured = steps.warmed.freshness();
         let freshness = decide::spread(&measured);
         Self {
             idle: steps.idle,
@@ -1158,13 +1227,14 @@ impl Summary {
             verified_unknown: steps.warmed.verified.unknown.len(),
             repair_invalidation: repair.id.clone(),
             repair_deferred: repair.deferred,
+            repair_unchecked: repair.unchecked,
             repaired: repair.again.fresh.len(),
-            repair_failed: repair.again.stale.len(),
-            repair_failed_paths: repair.again.stale.iter().take(20).cloned().collect(),
+            repair_failed: repair.failed().len(),
+            repair_failed_paths: repair.failed().into_iter().take(20).collect(),
             freshness_p50_s: freshness.map(|f| f.p50.as_secs_f64()),
             freshness_p99_s: freshness.map(|f| f.p99.as_secs_f64()),
             freshness_max_s: freshness.map(|f| f.max.as_secs_f64()),
-            freshness_from: freshness.map(|_| if invalidated.from_commit { "commit" } else { "write" }),
+            freshness_from: freshness.map(|_| if invalidated.from_commit { "commit" } else { "mark" }),
             duration_ms: u64::try_from(tick.duration.as_millis()).unwrap_or(u64::MAX),
             error: tick.error.map(|e| error_chain(e)),
             retryable: tick.error.map(TickError::retryable),

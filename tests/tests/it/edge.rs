@@ -975,14 +975,19 @@ async fn a_purge_that_did_not_take_is_found_stale_by_reading_back_through_the_ed
     assert!(ok, "{status}");
     assert_eq!(status["verified_last_hour"]["stale"].as_u64(), Some(stale.len() as u64), "{status}");
 
-    // No invalidation at all: the same alarm.
+    // No invalidation at all: the same alarm, and the pages' freshness is at least how long they
+    // have been stale.
     app.db.exec("UPDATE formations SET note = 'Never invalidated' WHERE id = '3001F'").await;
+    let committed = std::time::Instant::now();
     until_origin(&app, "/v1/formations/3001F", |v| v["note"] == "Never invalidated").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stale_for = committed.elapsed().as_secs_f64();
     let none = [("INVALIDATOR", "none"), ("METRICS", "emf")];
     let lines = warmer_tick_lines(&app.db, &edge.url(""), "paths", &none).await;
     let (metrics, summary) = (&lines[0], &lines[1]);
     assert!(summary["repair_failed"].as_u64().unwrap() >= 2, "{summary}");
     assert!(metrics["RepairFailed"].as_f64().unwrap() >= 2.0, "{metrics}");
+    assert!(metrics["FreshnessMaxSeconds"].as_f64().unwrap() >= stale_for, "{stale_for} {metrics}");
 }
 
 /// A purge that takes only the second time (as a shielded edge refilled from its shield before
@@ -1060,4 +1065,14 @@ async fn through_cloudfront_a_purge_that_misses_the_edge_is_repaired_once_within
     assert_eq!(summary["repair_deferred"].as_u64(), Some(stale), "{summary}");
     assert!(summary["repair_invalidation"].is_null(), "{summary}");
     assert_eq!(crate::warmer::moto_invalidations(&distribution).await.len(), 3, "no repair sent");
+    // It waits as a pending change, and goes with the next batch the budget allows; read back
+    // stale again, it is the second failure: the alarm's count, and no third invalidation.
+    assert!(crate::warmer::pending(&app.db).await > 0, "the repair is pending");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let summary = warmer_tick(&app.db, &edge.url(""), "paths", &cloudfront).await;
+    assert!(summary["invalidation_id"].is_string(), "the repair went: {summary}");
+    assert!(summary["repair_failed"].as_u64().unwrap() >= 2, "{summary}");
+    assert!(summary["repair_invalidation"].is_null(), "{summary}");
+    assert_eq!(crate::warmer::moto_invalidations(&distribution).await.len(), 4);
+    assert_eq!(crate::warmer::pending(&app.db).await, 0);
 }

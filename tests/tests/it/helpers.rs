@@ -105,7 +105,9 @@ impl TestDb {
             }
             Backend::Sqlite => {
                 let template = PathBuf::from(env("TEST_SQLITE_TEMPLATE"));
-                let dir = std::env::temp_dir().join(unique("edgerail_sqlite"));
+                // Under the test run's directory, which the test command empties before each run.
+                let root = std::env::var_os("EDGERAIL_RUN").map_or_else(std::env::temp_dir, PathBuf::from);
+                let dir = root.join("sqlite-tests").join(unique("edgerail_sqlite"));
                 std::fs::create_dir_all(&dir).unwrap();
                 let path = dir.join("db.sqlite");
                 std::fs::copy(&template, &path).expect("copy the template SQLite file");

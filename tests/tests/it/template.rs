@@ -376,6 +376,8 @@ fn every_alarm_watches_a_metric_that_exists() {
         "EdgeErrorsAlarm",
         "InvalidationBudgetAlarm",
         "WarmerFailuresAlarm",
+        "RepairFailedAlarm",
+        "FreshnessAlarm",
     ] {
         assert!(alarms.iter().any(|(name, _)| *name == wanted), "{wanted} is missing");
     }
