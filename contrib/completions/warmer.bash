@@ -23,7 +23,7 @@ _warmer() {
 
     case "${cmd}" in
         warmer)
-            opts="-h -V --once --every --lambda-runtime-api --metrics --database-url --database-secret-arn --service-tz --service-day-start --db-statement-timeout --batch --settle --retention --lease --invalidator --distribution-id --purge-url --mode --path-budget --over-budget-every --collapse-at --retry-base --retry-attempts --wait-timeout --poll-interval --call-timeout --base-url --max-paths --warm-budget --learned-max --learned-max-age --concurrency --timeout --warm-secret --help --version"
+            opts="-h -V --once --every --lambda-runtime-api --metrics --database-url --database-secret-arn --service-tz --service-day-start --db-statement-timeout --batch --settle --retention --lease --repeat --invalidator --distribution-id --purge-url --mode --path-budget --over-budget-every --collapse-at --retry-base --retry-attempts --wait-timeout --poll-interval --call-timeout --base-url --max-paths --warm-budget --learned-max --learned-max-age --concurrency --timeout --warm-secret --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -75,6 +75,10 @@ _warmer() {
                     ;;
                 --lease)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --repeat)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
                     return 0
                     ;;
                 --invalidator)

@@ -11,6 +11,8 @@ complete -c warmer -l batch -d 'Most distinct tags one tick claims; it takes eve
 complete -c warmer -l settle -d 'How long a change must have been visible (committed) before it is claimed, so every API instance has evicted it before the edge refetches. At least the API\'s CHANGE_MAX_LAG' -r
 complete -c warmer -l retention -d 'Processed changes older than this are deleted. At least twice the longest local TTL of a route with tags (2 min): an instance whose last poll predates a deleted change drops its cache' -r
 complete -c warmer -l lease -d 'The longest a tick holds the warmer\'s lease, at most one tick working at a time whatever invokes it. At least the longest a tick takes (the function\'s timeout on Lambda): a tick killed at its timeout blocks the next for at most this long' -r
+complete -c warmer -l repeat -d 'Send every completed invalidation once more, whether or not the warmer read a stale page back. For layered caches (CloudFront with Origin Shield): a location purged before the shield can refill from the shield\'s old copy, and the warmer reads back at one location only; the second purge, after the first completed, clears every location. Doubles the invalidation paths' -r -f -a "true\t''
+false\t''"
 complete -c warmer -l invalidator -d 'Invalidation backend' -r -f -a "cloudfront\t'CloudFront `CreateInvalidation` (DISTRIBUTION_ID)'
 purge\t'HTTP PURGE to a Varnish-style cache (PURGE_URL)'
 none\t'Log only'"

@@ -141,6 +141,18 @@ pub struct Args {
     /// each, and the warmer warms through the first only, as it reaches one location.
     #[arg(long, default_value_t = 2)]
     edge_caches: usize,
+    /// A shield cache between the edge caches and the fleet, as CloudFront's Origin Shield: an
+    /// edge's miss goes to the shield, the shield's to the fleet.
+    #[arg(long)]
+    shield: bool,
+    /// How long a purge takes to reach each cache layer: each gets it after a random delay up to
+    /// this, so the layers are purged in a random order (0: all at once).
+    #[arg(long, default_value = "0s", value_parser = testbed::parse_duration)]
+    propagation: Duration,
+    /// With a shield, the warmer repeats each completed invalidation (`INVALIDATION_REPEAT`), as a
+    /// layered edge needs; `--no-repeat` shows what happens without.
+    #[arg(long)]
+    no_repeat: bool,
     /// The fault kinds to schedule (default: every kind), e.g. `--faults feed-lock` to provoke
     /// one kind again and again.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -174,6 +186,10 @@ struct Read {
     /// Served stale on purpose (`x-local-cache: stale`, or `X-Cache: Stale` at the edge).
     stale: bool,
     edge_hit: bool,
+    /// Which edge cache answered (at the edge).
+    edge: Option<u8>,
+    /// An edge miss answered from the shield's copy (its `Age` is a second or more).
+    refilled: bool,
     path: u32,
     facts: Option<Vec<(checker::KeyId, checker::StateId)>>,
 }
@@ -375,14 +391,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
 
-    // Varnish in front of the front.
-    let varnishes = (0..args.edge_caches.max(1))
+    // Varnish in front of the front: the edge caches, behind them the shield if there is one.
+    let shield = if args.shield {
+        Some(testbed::edge::Varnish::start(&args.varnishd, &args.vcl, front_addr.port(), &args.run_dir, "soak-shield")?)
+    } else {
+        None
+    };
+    let upstream = match &shield {
+        Some(shield) => shield.url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(front_addr.port()),
+        None => front_addr.port(),
+    };
+    let mut varnishes = (0..args.edge_caches.max(1))
         .map(|n| {
             let name = if n == 0 { "soak".to_owned() } else { format!("soak-{n}") };
-            testbed::edge::Varnish::start(&args.varnishd, &args.vcl, front_addr.port(), &args.run_dir, &name)
+            testbed::edge::Varnish::start(&args.varnishd, &args.vcl, upstream, &args.run_dir, &name)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let edges: Arc<Vec<String>> = Arc::new(varnishes.iter().map(|v| v.url.clone()).collect());
+    // Every layer a purge reaches: the edge caches, then the shield.
+    let layers: Vec<String> = edges.iter().cloned().chain(shield.as_ref().map(|s| s.url.clone())).collect();
+    varnishes.extend(shield);
     // The one the warmer reaches.
     let edge = edges[0].clone();
     // Idle connections are dropped well before Varnish closes them (its `timeout_idle`, 5 s): a
@@ -396,8 +424,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for edge in edges.iter() {
         testbed::edge::wait_http(&client, &format!("{edge}/health-check")).await?;
     }
-    let purge = net::purge_gate(edges.to_vec(), purge_down.clone(), purge_stalled.clone()).await?;
-    let cloudfront = net::cloudfront_api(edges.to_vec(), purge_down.clone(), purge_stalled.clone()).await?;
+    let propagation = net::Propagation::new(layers, args.propagation, args.seed ^ 17);
+    let purge = net::purge_gate(propagation.clone(), purge_down.clone(), purge_stalled.clone()).await?;
+    let cloudfront = net::cloudfront_api(propagation.clone(), purge_down.clone(), purge_stalled.clone()).await?;
 
     // The warmer, as EventBridge invokes the function, on the rotating secret.
     let mut warmer_env = rotation::secret_env(&args.moto, rotation.server_arn());
@@ -418,6 +447,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // invalidation API bounded.
         ("WARMER_LEASE".to_owned(), format!("{}ms", args.invocation_timeout.as_millis())),
         ("INVALIDATION_TIMEOUT".to_owned(), "2s".to_owned()),
+        ("INVALIDATION_REPEAT".to_owned(), (args.shield && !args.no_repeat).to_string()),
     ]);
     let warmer = Arc::new(scheduler::Schedule {
         binary: args.warmer.clone(),
@@ -599,7 +629,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         }
                     };
                     let layer = if rng.f64() < direct_share { Layer::Instance } else { Layer::Edge };
-                    let base = if layer == Layer::Edge { &edges[rng.usize(..edges.len())] } else { &front };
+                    let edge = (layer == Layer::Edge).then(|| rng.usize(..edges.len()));
+                    let base = edge.map_or(&front, |e| &edges[e]);
                     let at = epoch.elapsed().as_secs_f64();
                     let sent = Instant::now();
                     let answer = client.get(format!("{base}{path}")).send().await;
@@ -611,6 +642,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         status: 0,
                         stale: false,
                         edge_hit: false,
+                        edge: edge.and_then(|e| u8::try_from(e).ok()),
+                        refilled: false,
                         path: index as u32,
                         facts: None,
                     };
@@ -629,6 +662,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
                         });
                         let x_cache = header("x-cache");
                         read.edge_hit = x_cache.as_deref() == Some("Hit");
+                        let age = header("age").and_then(|a| a.parse::<u64>().ok()).unwrap_or(0);
+                        read.refilled = edge.is_some() && x_cache.as_deref() == Some("Miss") && age > 0;
                         read.stale =
                             header("x-local-cache").as_deref() == Some("stale") || x_cache.as_deref() == Some("Stale");
                         let body = res.bytes().await.unwrap_or_default();
@@ -677,7 +712,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // On a schedule, a change waits at most a period plus the longest tick for a tick to take its
     // mark (runs that find the lease held end at once), then that tick's own length.
     let tick_length = args.settle + args.tick_work;
-    let edge_bound = args.tick + tick_length + tick_length;
+    // The purge reaches every layer within the propagation; behind a shield, an edge refilled
+    // from the shield's old copy (purged later) waits one repair: another purge.
+    let repair = if args.shield { args.propagation } else { Duration::ZERO };
+    let edge_bound = args.tick + tick_length + tick_length + args.propagation + repair;
     // A killed or stopped invocation holds the lease until it expires (WARMER_LEASE, the timeout).
     let lease = args.invocation_timeout.as_secs_f64();
     let held = |kind: Kind| if matches!(kind, Kind::WarmerKill | Kind::WarmerStop) { lease } else { 0.0 };
@@ -789,6 +827,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "tick_allowance_ms": tick_length.as_millis() as u64,
         },
         "warmer_checks": checks,
+        "edge_caches": {
+            "shield": args.shield,
+            "repeat": args.shield && !args.no_repeat,
+            "propagation_s": args.propagation.as_secs_f64(),
+            "per_edge": verdict.edges,
+            "purges_per_layer": propagation.purged(),
+        },
         "latency_ms": latency(&reads, &deploy_windows),
         "staleness_series": verdict.series,
     });
@@ -1190,8 +1235,20 @@ struct LayerVerdict {
     staleness_ms: BTreeMap<&'static str, f64>,
 }
 
+/// What the viewers saw at one edge cache.
+#[derive(Debug, Default, serde::Serialize)]
+struct EdgeVerdict {
+    reads: usize,
+    hits: usize,
+    /// Misses answered from the shield's copy.
+    refills_from_shield: usize,
+    violations: usize,
+}
+
 struct Verdict {
     layers: HashMap<Layer, LayerVerdict>,
+    /// Per edge cache.
+    edges: BTreeMap<u8, EdgeVerdict>,
     failures: Vec<Failure>,
     failure_counts: BTreeMap<&'static str, usize>,
     /// Per kind, failures per second of the soak.
@@ -1209,8 +1266,15 @@ fn judge_all(reads: &[Read], history: &History, rules: &Rules, paths: &[String])
     let mut staleness: HashMap<Layer, Vec<f64>> = HashMap::new();
     let mut series: BTreeMap<u64, [f64; 2]> = BTreeMap::new();
     let mut violations = 0;
+    let mut edges: BTreeMap<u8, EdgeVerdict> = BTreeMap::new();
     for read in reads {
         let path = paths.get(read.path as usize).cloned().unwrap_or_default();
+        if let Some(edge) = read.edge {
+            let ev = edges.entry(edge).or_default();
+            ev.reads += 1;
+            ev.hits += usize::from(read.edge_hit);
+            ev.refills_from_shield += usize::from(read.refilled);
+        }
         let lv = layers.entry(read.layer).or_default();
         lv.reads += 1;
         *lv.by_status.entry(read.status).or_default() += 1;
@@ -1220,6 +1284,10 @@ fn judge_all(reads: &[Read], history: &History, rules: &Rules, paths: &[String])
             *failure_seconds.entry(kind).or_default().entry(read.at as u64).or_default() += 1;
             let detail = match &read.instance {
                 Some(i) => format!("instance {i}; {detail}"),
+                None => detail,
+            };
+            let detail = match read.edge {
+                Some(edge) => format!("edge cache {edge}; {detail}"),
                 None => detail,
             };
             failures.push(Failure {
@@ -1284,6 +1352,9 @@ fn judge_all(reads: &[Read], history: &History, rules: &Rules, paths: &[String])
                 } else {
                     lv.violations += 1;
                     violations += 1;
+                    if let Some(edge) = read.edge {
+                        edges.entry(edge).or_default().violations += 1;
+                    }
                     let (key, state) = worst_key.unwrap_or_default();
                     let h = &history.histories[key as usize];
                     let entry = h.entries.get(required);
@@ -1316,6 +1387,7 @@ fn judge_all(reads: &[Read], history: &History, rules: &Rules, paths: &[String])
     }
     Verdict {
         layers,
+        edges,
         failures,
         failure_counts,
         failure_seconds,

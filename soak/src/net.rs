@@ -108,9 +108,44 @@ async fn pipe(
     let _ = to.shutdown().await;
 }
 
+/// How a purge reaches the cache layers (every edge cache, and the shield if there is one): each
+/// after a random delay up to `within`, so in a random order, as CloudFront's locations and its
+/// Origin Shield may get an invalidation. Counts the purges each layer took.
+#[derive(Debug, Clone)]
+pub struct Propagation {
+    layers: Arc<Vec<String>>,
+    within: Duration,
+    rng: Arc<std::sync::Mutex<fastrand::Rng>>,
+    purged: Arc<Vec<AtomicU64>>,
+}
+
+impl Propagation {
+    /// `layers` by base URL; delays drawn from a generator seeded with `seed`.
+    pub fn new(layers: Vec<String>, within: Duration, seed: u64) -> Self {
+        let purged = Arc::new(layers.iter().map(|_| AtomicU64::new(0)).collect());
+        Self {
+            layers: Arc::new(layers),
+            within,
+            rng: Arc::new(std::sync::Mutex::new(fastrand::Rng::with_seed(seed))),
+            purged,
+        }
+    }
+
+    /// Purges each layer took so far, in the order of `layers`.
+    pub fn purged(&self) -> Vec<u64> {
+        self.purged.iter().map(|n| n.load(Ordering::Relaxed)).collect()
+    }
+
+    fn delays(&self) -> Vec<Duration> {
+        let ms = u64::try_from(self.within.as_millis()).unwrap_or(u64::MAX);
+        let mut rng = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.layers.iter().map(|_| Duration::from_millis(if ms == 0 { 0 } else { rng.u64(0..=ms) })).collect()
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Gate {
-    edges: Vec<String>,
+    propagation: Propagation,
     client: reqwest::Client,
     down: Switch,
     stalled: Switch,
@@ -118,8 +153,8 @@ struct Gate {
 }
 
 impl Gate {
-    fn new(edges: Vec<String>, down: Switch, stalled: Switch) -> Self {
-        Self { edges, client: reqwest::Client::new(), down, stalled, requests: Arc::default() }
+    fn new(propagation: Propagation, down: Switch, stalled: Switch) -> Self {
+        Self { propagation, client: reqwest::Client::new(), down, stalled, requests: Arc::default() }
     }
 
     /// The invalidation API's faults as a request meets them. While `down` is on every request
@@ -151,22 +186,27 @@ impl Gate {
         }
     }
 
-    /// Sends `method target` with `headers` to every edge cache at once: the first failure among
-    /// their answers, else the first answer.
+    /// Sends `method target` with `headers` to every cache layer, each after its propagation
+    /// delay: the first failure among their answers, else the first answer, once all answered.
     async fn to_every_edge(
         &self,
         method: &axum::http::Method,
         target: &str,
         headers: &axum::http::HeaderMap,
     ) -> (StatusCode, axum::body::Bytes) {
-        let purges = self.edges.iter().map(|edge| {
+        let delays = self.propagation.delays();
+        let layers = self.propagation.layers.iter().zip(delays).enumerate();
+        let purges = layers.map(|(n, (edge, delay))| {
             let mut forwarded = self.client.request(method.clone(), format!("{edge}{target}"));
             for (name, value) in headers {
                 if name != "host" && name != "content-length" {
                     forwarded = forwarded.header(name, value);
                 }
             }
+            let purged = self.propagation.purged.clone();
             async move {
+                tokio::time::sleep(delay).await;
+                purged[n].fetch_add(1, Ordering::Relaxed);
                 match forwarded.send().await {
                     Ok(res) => (res.status(), res.bytes().await.unwrap_or_default()),
                     Err(_) => (StatusCode::BAD_GATEWAY, axum::body::Bytes::new()),
@@ -189,7 +229,7 @@ enum Met {
 /// Forwards the warmer's PURGE requests to every edge cache of `edges`, as an invalidation reaches
 /// every CloudFront location, and answers the first failure among theirs, if any. While `down` or
 /// `stalled` is on, the invalidation API refuses, hangs or crawls (see `Gate::fault`), with `503`.
-pub async fn purge_gate(edges: Vec<String>, down: Switch, stalled: Switch) -> anyhow::Result<SocketAddr> {
+pub async fn purge_gate(edges: Propagation, down: Switch, stalled: Switch) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let app = axum::Router::new().fallback(forward).with_state(Gate::new(edges, down, stalled));
@@ -219,7 +259,7 @@ async fn forward(State(gate): State<Gate>, request: Request) -> Response {
 /// invalidation back, as CloudFront answers a retried batch (`InProgress` while its purge runs).
 /// The same faults as the purge gate refuse, hang or slow it, with CloudFront's `503
 /// ServiceUnavailable`.
-pub async fn cloudfront_api(edges: Vec<String>, down: Switch, stalled: Switch) -> anyhow::Result<SocketAddr> {
+pub async fn cloudfront_api(edges: Propagation, down: Switch, stalled: Switch) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let api =

@@ -507,20 +507,21 @@ impl Db {
         self.write([Statement::new(self.sql().record_warm).bind(json.as_str())]).await.map(drop)
     }
 
-    /// Records `tags` as pending changes again, as the repair of invalidation `of`: the warmer's
-    /// second invalidation of pages it found stale, when the month's budget (or the backend)
-    /// made it wait. The next tick takes them like any change; their claim says they are a
-    /// repair ([`ClaimedTag::repair`]).
+    /// Records `tags` as pending changes again, each with what its answers must show (its
+    /// original changes' writers, [`ClaimedTag::written_by`]): the warmer's second invalidation
+    /// of pages it found stale, when the month's budget (or the backend, or the tick's time) made
+    /// it wait. The next tick takes them like any change; their claim says they are a repair
+    /// ([`ClaimedTag::repair`]) and lists those writers, not the requeue's own transaction.
     ///
     /// # Errors
     ///
     /// The database failed.
-    pub async fn requeue(&self, tags: &[&str], of: &str) -> StoreResult<()> {
+    pub async fn requeue(&self, tags: &[(&str, &str)]) -> StoreResult<()> {
         if tags.is_empty() {
             return Ok(());
         }
         let json = serde_json::to_string(tags).unwrap_or_else(|_| "[]".into());
-        self.write([Statement::new(self.sql().requeue).bind(json.as_str()).bind(of)]).await.map(drop)
+        self.write([Statement::new(self.sql().requeue).bind(json.as_str())]).await.map(drop)
     }
 
     /// Each path's last check through the edge within `within` of now (`cachectl status`).

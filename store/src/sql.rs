@@ -84,7 +84,8 @@ pub(crate) struct Dialect {
     pub(crate) claim: &'static str,
     /// What the claim took, a row per tag: `$1` the claim's token.
     pub(crate) claimed: &'static str,
-    /// Records tags (JSON array `$1`) as pending changes again, the repair of invalidation `$2`.
+    /// Records tags as pending changes again, each with what its answers must show (JSON array
+    /// `$1` of `[tag, written_by]`): a repair.
     pub(crate) requeue: &'static str,
     /// Per tag, what wrote the changes processed within the last `$1` seconds but not the last `$2`
     /// (as `claimed`).
@@ -169,18 +170,23 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     // more than 1,000 (a backlog) are not listed: answers owing them are not checked.
     // How long ago the first of them committed, where the server records commit timestamps
     // (`track_commit_timestamp`; a transaction from before it was turned on has none, and then
-    // `from_commit` is false). A pending change with an invalidation id is a repair's (`requeue`).
+    // `from_commit` is false). A pending change whose invalidation id reads `repair:…` is a
+    // repair the warmer requeued (`requeue`): what an answer must show is the original changes'
+    // writers it carries, not its own transaction.
     claimed: "SELECT tag, sum(n)::bigint AS changes, min(lo) AS first_id, max(hi) AS last_id, \
-              CASE WHEN count(*) <= 1000 THEN string_agg(xid::text, ',') ELSE '' END AS written_by, \
+              CASE WHEN count(*) <= 1000 THEN string_agg(shows, ',') ELSE '' END AS written_by, \
               COALESCE((EXTRACT(EPOCH FROM now() - min(committed)) * 1000)::bigint, 0) AS age_ms, \
               bool_and(committed IS NOT NULL) AS from_commit, bool_or(repair) AS repair \
               FROM (SELECT tag, xid, count(*) AS n, min(id) AS lo, max(id) AS hi, \
-                    bool_or(invalidation_id IS NOT NULL) AS repair, \
+                    bool_or(COALESCE(invalidation_id, '') LIKE 'repair:%') AS repair, \
+                    COALESCE(max(substr(invalidation_id, 8)) FILTER (WHERE invalidation_id LIKE 'repair:%'), \
+                             xid::text) AS shows, \
                     CASE WHEN current_setting('track_commit_timestamp')::bool \
                          THEN pg_xact_commit_timestamp(xid::xid) END AS committed FROM cache_changes \
                     WHERE claim = $1 AND processed_at IS NULL GROUP BY tag, xid) w \
               GROUP BY tag ORDER BY min(lo)",
-    requeue: "INSERT INTO cache_changes (tag, invalidation_id) SELECT value, $2 FROM json_array_elements_text($1::json)",
+    requeue: "INSERT INTO cache_changes (tag, invalidation_id) \
+              SELECT value->>0, 'repair:' || (value->>1) FROM json_array_elements($1::json)",
     processed_since: "SELECT tag, sum(n)::bigint AS changes, min(lo) AS first_id, max(hi) AS last_id, \
               CASE WHEN count(*) <= 1000 THEN string_agg(xid::text, ',') ELSE '' END AS written_by, \
               0::bigint AS age_ms, false AS from_commit, false AS repair \
@@ -283,10 +289,12 @@ pub(crate) const SQLITE: Dialect = Dialect {
                           GROUP BY tag ORDER BY min(id) LIMIT $1)",
     // SQLite keeps no commit times.
     claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
-              CAST(max(id) AS TEXT) AS written_by, 0 AS age_ms, false AS from_commit, \
-              max(invalidation_id IS NOT NULL) AS repair FROM cache_changes \
+              CAST(max(CASE WHEN invalidation_id LIKE 'repair:%' THEN CAST(substr(invalidation_id, 8) AS INTEGER) \
+                            ELSE id END) AS TEXT) AS written_by, \
+              0 AS age_ms, false AS from_commit, max(COALESCE(invalidation_id, '') LIKE 'repair:%') AS repair FROM cache_changes \
               WHERE claim = $1 AND processed_at IS NULL GROUP BY tag ORDER BY min(id)",
-    requeue: "INSERT INTO cache_changes (tag, invalidation_id) SELECT value, $2 FROM json_each($1)",
+    requeue: "INSERT INTO cache_changes (tag, invalidation_id) \
+              SELECT value->>0, 'repair:' || (value->>1) FROM json_each($1)",
     processed_since: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
               CAST(max(id) AS TEXT) AS written_by, 0 AS age_ms, false AS from_commit, false AS repair \
               FROM cache_changes \

@@ -345,6 +345,7 @@ pub async fn warmer(
         settle: outbox.settle,
         retention: outbox.retention,
         lease: outbox.lease,
+        repeat: outbox.repeat,
         warm: warm.clone(),
         wait_timeout: backend.wait_timeout,
         poll_interval: backend.poll_interval,

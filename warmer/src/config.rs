@@ -147,6 +147,13 @@ pub struct OutboxArgs {
     /// killed at its timeout blocks the next for at most this long.
     #[arg(long, env = "WARMER_LEASE", default_value = "2m", value_parser = parse_duration)]
     pub lease: Duration,
+    /// Send every completed invalidation once more, whether or not the warmer read a stale page
+    /// back. For layered caches (CloudFront with Origin Shield): a location purged before the
+    /// shield can refill from the shield's old copy, and the warmer reads back at one location
+    /// only; the second purge, after the first completed, clears every location. Doubles the
+    /// invalidation paths.
+    #[arg(long, env = "INVALIDATION_REPEAT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub repeat: bool,
 }
 
 impl OutboxArgs {

@@ -249,7 +249,8 @@ pub struct Repair {
 }
 
 /// Decides the repair of what `verified` found stale: each stale page once. One that lacks a
-/// change that already was a repair is not repaired again: it failed twice.
+/// change that already was a repair (requeued, or sent twice) is not repaired again: it failed
+/// twice.
 pub fn repair(verified: &Verified) -> Repair {
     let mut repair = Repair::default();
     for path in &verified.stale {

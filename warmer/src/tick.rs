@@ -209,6 +209,9 @@ pub struct Warmer {
     pub retention: Duration,
     /// The longest a tick holds the warmer's lease without renewing it.
     pub lease: Duration,
+    /// Whether every completed batch (and a deploy's `/*`) is sent once more, as soon as it
+    /// completed (layered caches), not only the tags of pages read back stale.
+    pub repeat: bool,
     /// Warming settings.
     pub warm: WarmArgs,
     /// How long to wait for a CloudFront invalidation to complete before warming.
@@ -583,6 +586,21 @@ impl Warmer {
             // CloudFront already had was sent by an earlier tick, and may still be in progress.
             let completed = invalidated.invalidation_status.as_deref().is_some_and(crate::backend::is_completed);
             if completed && !submitted.id.starts_with(crate::backend::ALREADY_SENT) {
+                let mut written = written;
+                if self.repeat {
+                    let used = invalidated.items_this_month.map(|u| u + batch.items.len() as u64);
+                    if self.send_again(&batch.items, &reference, used, deadline).await {
+                        // Sent twice: a page still lacking them is the second failure.
+                        written.iter_mut().for_each(|s| s.repair = true);
+                        invalidated.repeated = true;
+                    } else {
+                        let tags: Vec<(&str, &str)> =
+                            written.iter().map(|s| (s.tag.as_str(), s.written_by.as_str())).collect();
+                        if let Err(err) = self.db.requeue(&tags).await {
+                            tracing::warn!(error = %error_chain(&err), "could not requeue the repeat");
+                        }
+                    }
+                }
                 invalidated.completed = written;
             }
             invalidated.invalidation_id = Some(submitted.id);
@@ -638,9 +656,55 @@ impl Warmer {
                 {
                     tracing::warn!(error = %error_chain(&err), "could not follow the deploy invalidation");
                 }
+                // Behind a shield, the first `/*` may reach an edge location before the shield.
+                if self.repeat {
+                    let used = match self.invalidator {
+                        Invalidator::CloudFront(_) => {
+                            Some(u64::try_from(self.db.items_this_month().await?).unwrap_or(0))
+                        }
+                        _ => None,
+                    };
+                    self.send_again(&items, &reference, used, deadline).await;
+                }
                 Ok(Some(submitted.id))
             }
         }
+    }
+
+    /// Sends a completed batch once more (`INVALIDATION_REPEAT`: layered caches), within the
+    /// month's budget as any batch (`used`: this month's paths with this tick's; over it, the
+    /// repeat waits, as a change would), and waits for it. Returns whether it went.
+    async fn send_again(&self, items: &[String], reference: &str, used: Option<u64>, deadline: Deadline) -> bool {
+        if decide::repair_budget(&self.budget, used) == Budget::Wait {
+            tracing::info!("over the month's budget: the repeat waits");
+            return false;
+        }
+        let reference = format!("again-{:016x}", xxhash_rust::xxh3::xxh3_64(reference.as_bytes()));
+        let sent = tokio::time::timeout(deadline.left(), self.invalidator.submit(items, &reference))
+            .await
+            .unwrap_or(Err(InvalidationError::Deadline));
+        let submitted = match sent {
+            Ok(submitted) => submitted,
+            Err(err) => {
+                tracing::warn!(error = %error_chain(&err), "could not send the repeat");
+                return false;
+            }
+        };
+        let accepted = Accepted {
+            id: Some(&submitted.id),
+            backend: self.invalidator.name(),
+            caller_reference: &reference,
+            items: items.len(),
+            status: &submitted.status,
+        };
+        if let Err(err) = self.db.record_invalidation(&accepted).await {
+            tracing::warn!(error = %error_chain(&err), "could not record the repeat");
+        }
+        let waited = self.invalidator.wait(&submitted, self.poll_interval, deadline.cap(self.wait_timeout), |_, _| {});
+        if let Err(err) = waited.await {
+            tracing::warn!(error = %error_chain(&err), "could not follow the repeat");
+        }
+        true
     }
 
     /// Warms what [`decide::choose`] picks, reads back what the invalidation emptied, records when
@@ -683,17 +747,20 @@ impl Warmer {
         self.db.record_warm(&record.into_values().collect::<Vec<_>>()).await?;
         let tally = decide::tally(&fetched, &inputs.learned);
         let mut warmed = Warmed { tally, verified, chosen, learned: inputs.learned.len(), ..Warmed::default() };
-        if warmed.verified.stale.is_empty() {
+        let plan = decide::repair(&warmed.verified);
+        if plan.tags.is_empty() && plan.failed_again.is_empty() {
             return Ok(warmed);
         }
-        tracing::warn!(
-            stale = warmed.verified.stale.len(),
-            first = %warmed.verified.stale[0],
-            "the edge still answers older data than the invalidation it completed"
-        );
-        let plan = decide::repair(&warmed.verified);
+        if let Some(first) = warmed.verified.stale.first() {
+            tracing::warn!(
+                stale = warmed.verified.stale.len(),
+                %first,
+                "the edge still answers older data than the invalidation it completed"
+            );
+        }
         let reads = self.warm.budget.saturating_sub(fetched.len());
-        let until = Deadline(deadline.0.checked_sub(REPAIR_MARGIN).unwrap_or(deadline.0));
+        let margin = (self.lease / 20).clamp(Duration::from_millis(100), REPAIR_MARGIN);
+        let until = Deadline(deadline.0.checked_sub(margin).unwrap_or(deadline.0));
         let repairing = self.repair(&plan, &owed, invalidated, &warmed.chosen, &inputs.base, reads, until);
         let mut repair = match tokio::time::timeout(until.left(), Box::pin(repairing)).await {
             Ok(repair) => repair,
@@ -737,11 +804,17 @@ impl Warmer {
         }
         let of = invalidated.invalidation_id.as_deref().unwrap_or("repair");
         let requeue = |why: &str| {
-            let tags: Vec<&str> = decided.tags.iter().map(String::as_str).collect();
+            // Each with what its answers must show: the writers of the changes it was sent for.
+            let tags: Vec<(&str, &str)> = decided
+                .tags
+                .iter()
+                .filter_map(|t| invalidated.completed.iter().find(|s| &s.tag == t))
+                .map(|s| (s.tag.as_str(), s.written_by.as_str()))
+                .collect();
             let why = why.to_owned();
             async move {
                 tracing::warn!(why, "the repair waits: its tags are pending changes again");
-                match self.db.requeue(&tags, of).await {
+                match self.db.requeue(&tags).await {
                     Ok(()) => Repair { deferred: decided.paths.len(), ..Repair::default() },
                     Err(err) => {
                         tracing::warn!(error = %error_chain(&err), "could not requeue the repair");
@@ -751,7 +824,8 @@ impl Warmer {
             }
         };
         // CloudFront only: this tick's batches count, and went out just now.
-        let sent_now = invalidated.items as u64 + u64::from(invalidated.deployed);
+        let sent_now =
+            invalidated.items as u64 * (1 + u64::from(invalidated.repeated)) + u64::from(invalidated.deployed);
         let used = invalidated.items_this_month.map(|u| u + sent_now);
         let remaining = match decide::repair_budget(&self.budget, used) {
             Budget::Send { remaining } => remaining,
@@ -966,7 +1040,8 @@ fn lease_token() -> String {
     format!("{place}:{}:{nanos}", std::process::id())
 }
 
-/// What a repair leaves of the tick's deadline: time to record what it read.
+/// The most a repair leaves of the tick's deadline, to record what it read (a twentieth of the
+/// lease, at least 100 ms, when that is less).
 const REPAIR_MARGIN: Duration = Duration::from_secs(2);
 
 /// How long past its deadline a tick may still try to give its lease back: half of the least the
@@ -1103,6 +1178,8 @@ struct Invalidated {
     from_commit: bool,
     /// Whether a deploy's `/*` went out this tick too (a CloudFront item of the month's).
     deployed: bool,
+    /// Whether the batch was sent a second time (`INVALIDATION_REPEAT`).
+    repeated: bool,
     /// The service day it was planned for.
     today: String,
 }

@@ -581,7 +581,7 @@ async fn a_deploy_clears_what_the_old_code_left_at_the_edge() {
     let deployed = warmer_purge(&db, &edge, "paths").await;
     assert!(deployed["deploy_invalidation"].as_str().unwrap_or("").starts_with("purge-"), "{deployed}");
     assert_eq!(get(&client, &edge.url("/v1/formations/0000F")).await.x_cache, "Miss", "invalidated");
-    assert_eq!(get(&client, &edge.url("/v1/lines")).await.x_cache, "Hit", "the warm set was re-warmed");
+    assert_eq!(get(&client, &edge.url("/v1/lines")).await.x_cache, "Hit", "the warm set was re-warmed: {deployed}");
     let again = warmer_purge(&db, &edge, "paths").await;
     assert!(again["deploy_invalidation"].is_null(), "once per build: {again}");
 }
@@ -1020,6 +1020,22 @@ async fn a_purge_that_takes_the_second_time_is_repaired_by_the_warmer() {
         cachectl(&app.db, &edge.url(""), &["verify", "/v1/formations/10701F", "--propagation", "0s"]).await;
     assert!(ok, "{checked}");
     assert_eq!(checked["paths"][0]["verdict"], "fresh", "{checked}");
+
+    // Repeating every batch (INVALIDATION_REPEAT, for layered caches): the second purge goes
+    // before anything is read back, so nothing is found stale, and the edge serves the change.
+    let gate_url = purge_gate(&edge, 1).await;
+    app.db.exec("UPDATE formations SET note = 'Sent twice' WHERE id = '10701F'").await;
+    until_origin(&app, "/v1/formations/10701F", |v| v["note"] == "Sent twice").await;
+    let repeat = [("PURGE_URL", gate_url.as_str()), ("INVALIDATION_REPEAT", "true")];
+    let summary = warmer_tick(&app.db, &edge.url(""), "tags", &repeat).await;
+    let stale = (summary["verified_stale"].as_u64(), summary["repair_failed"].as_u64());
+    assert_eq!(stale, (Some(0), Some(0)), "{summary}");
+    assert!(summary["verified"].as_u64().unwrap() >= 2, "{summary}");
+    assert_eq!(get(&client, &edge.url("/v1/formations/10701F")).await.body["note"], "Sent twice", "{summary}");
+    let (ok, status) = cachectl(&app.db, &edge.url(""), &["status"]).await;
+    assert!(ok, "{status}");
+    let sent = status["recent_invalidations"].as_array().unwrap();
+    assert!(sent.iter().any(|i| i["id"].as_str().is_some_and(|id| id.starts_with("purge-again-"))), "{status}");
 }
 
 /// Through the CloudFront backend (moto, which purges no edge of ours): the warmer reads the

@@ -784,9 +784,12 @@ async fn the_warmers_checks_through_the_edge_are_kept_with_its_warm_record(backe
     let propagating = store.processed_since(Duration::from_secs(60), Duration::from_secs(30)).await.unwrap();
     assert!(propagating.is_empty(), "sent too recently to be owed: {propagating:?}");
     // A repair that waits is a pending change again, and its claim says it is a repair.
-    store.requeue(&["formation:3001F"], "I123").await.unwrap();
+    // It must show what the original change's writers wrote, not the requeue's own transaction.
+    store.requeue(&[("formation:3001F", tag.written_by.as_str())]).await.unwrap();
     let claim = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
-    assert_eq!(claim.tags.iter().map(|t| (t.tag.as_str(), t.repair)).collect::<Vec<_>>(), [("formation:3001F", true)]);
+    let requeued: Vec<(&str, bool, &str)> =
+        claim.tags.iter().map(|t| (t.tag.as_str(), t.repair, t.written_by.as_str())).collect();
+    assert_eq!(requeued, [("formation:3001F", true, tag.written_by.as_str())]);
     claim.complete(store, &accepted()).await.unwrap();
 
     let now = Utc::now();
