@@ -759,13 +759,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if errors > 0 {
         failure_counts.insert("invocations without an answer", errors as usize);
     }
+    // The warmer's own checks, reported beside the checker's. Not a verdict of their own: the
+    // warmer does not know the fault windows, and a page it finds stale that a viewer then reads
+    // is the checker's violation anyway.
     let checks = warmer_checks(&ticks);
-    // The warmer reads back what each invalidation emptied and invalidates again what it finds
-    // stale; a page stale after that too is an edge the purges did not reach, or a false alarm.
     let repair_failed = checks["repair_failed"].as_u64().unwrap_or(0);
-    if args.broken.is_none() && repair_failed > 0 {
-        failure_counts.insert("pages the warmer found stale after its repair", repair_failed as usize);
-    }
     let report = json!({
         "date": chrono::Utc::now().format("%Y-%m-%dT%H:%MZ").to_string(),
         "seed": args.seed,

@@ -52,9 +52,9 @@ pub struct ClaimedTag {
     /// Whether the database knows when each of them committed (PostgreSQL with
     /// `track_commit_timestamp` on, for transactions since it was turned on).
     pub from_commit: bool,
-    /// Whether one of them is a repair the warmer requeued ([`Db::requeue`]): an answer still
-    /// lacking it failed a second time.
-    pub repair: bool,
+    /// When one of them is a repair the warmer requeued ([`Db::requeue`]), what the answers it
+    /// repairs must show: an answer still lacking that failed a second time.
+    pub repaired_by: Option<String>,
 }
 
 /// Claimed changes, until [`Claim::complete`] or [`Claim::release`].

@@ -176,7 +176,8 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     claimed: "SELECT tag, sum(n)::bigint AS changes, min(lo) AS first_id, max(hi) AS last_id, \
               CASE WHEN count(*) <= 1000 THEN string_agg(shows, ',') ELSE '' END AS written_by, \
               COALESCE((EXTRACT(EPOCH FROM now() - min(committed)) * 1000)::bigint, 0) AS age_ms, \
-              bool_and(committed IS NOT NULL) AS from_commit, bool_or(repair) AS repair \
+              bool_and(committed IS NOT NULL) AS from_commit, \
+              string_agg(shows, ',') FILTER (WHERE repair) AS repaired_by \
               FROM (SELECT tag, xid, count(*) AS n, min(id) AS lo, max(id) AS hi, \
                     bool_or(COALESCE(invalidation_id, '') LIKE 'repair:%') AS repair, \
                     COALESCE(max(substr(invalidation_id, 8)) FILTER (WHERE invalidation_id LIKE 'repair:%'), \
@@ -189,7 +190,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
               SELECT value->>0, 'repair:' || (value->>1) FROM json_array_elements($1::json)",
     processed_since: "SELECT tag, sum(n)::bigint AS changes, min(lo) AS first_id, max(hi) AS last_id, \
               CASE WHEN count(*) <= 1000 THEN string_agg(xid::text, ',') ELSE '' END AS written_by, \
-              0::bigint AS age_ms, false AS from_commit, false AS repair \
+              0::bigint AS age_ms, false AS from_commit, NULL::text AS repaired_by \
               FROM (SELECT tag, xid, count(*) AS n, min(id) AS lo, max(id) AS hi FROM cache_changes \
                     WHERE processed_at >= now() - make_interval(secs => $1::float8) \
                       AND processed_at < now() - make_interval(secs => $2::float8) GROUP BY tag, xid) w \
@@ -291,12 +292,14 @@ pub(crate) const SQLITE: Dialect = Dialect {
     claimed: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
               CAST(max(CASE WHEN invalidation_id LIKE 'repair:%' THEN CAST(substr(invalidation_id, 8) AS INTEGER) \
                             ELSE id END) AS TEXT) AS written_by, \
-              0 AS age_ms, false AS from_commit, max(COALESCE(invalidation_id, '') LIKE 'repair:%') AS repair FROM cache_changes \
+              0 AS age_ms, false AS from_commit, \
+              max(CASE WHEN invalidation_id LIKE 'repair:%' THEN substr(invalidation_id, 8) END) AS repaired_by \
+              FROM cache_changes \
               WHERE claim = $1 AND processed_at IS NULL GROUP BY tag ORDER BY min(id)",
     requeue: "INSERT INTO cache_changes (tag, invalidation_id) \
               SELECT value->>0, 'repair:' || (value->>1) FROM json_each($1)",
     processed_since: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
-              CAST(max(id) AS TEXT) AS written_by, 0 AS age_ms, false AS from_commit, false AS repair \
+              CAST(max(id) AS TEXT) AS written_by, 0 AS age_ms, false AS from_commit, NULL AS repaired_by \
               FROM cache_changes \
               WHERE processed_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) \
                 AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $2)) \

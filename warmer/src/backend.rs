@@ -394,7 +394,7 @@ mod tests {
             written_by: last_id.to_string(),
             age_ms: 0,
             from_commit: false,
-            repair: false,
+            repaired_by: None,
         }
     }
 

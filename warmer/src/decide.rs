@@ -154,8 +154,9 @@ pub struct Sent {
     pub written_by: String,
     /// How long before the claim the first of them became visible.
     pub age: Duration,
-    /// Whether it is a repair the warmer requeued: an answer still lacking it failed twice.
-    pub repair: bool,
+    /// What a repair of it requires, when it was sent twice already (requeued by an earlier
+    /// tick, or repeated by this one): an answer still lacking that failed twice.
+    pub repaired_by: Option<String>,
 }
 
 impl Sent {
@@ -165,7 +166,9 @@ impl Sent {
     pub fn of(claimed: &store::outbox::ClaimedTag, seen: Duration) -> Self {
         let age =
             if claimed.from_commit { Duration::from_millis(u64::try_from(claimed.age_ms).unwrap_or(0)) } else { seen };
-        Self { tag: claimed.tag.clone(), written_by: claimed.written_by.clone(), age, repair: claimed.repair }
+        let (tag, written_by, repaired_by) =
+            (claimed.tag.clone(), claimed.written_by.clone(), claimed.repaired_by.clone());
+        Self { tag, written_by, age, repaired_by }
     }
 }
 
@@ -179,7 +182,8 @@ pub struct Verified {
     /// Emptied paths whose answer lacks one of those changes: the edge still held pre-change data
     /// after the invalidation completed, whatever its `X-Cache` said.
     pub stale: Vec<String>,
-    /// For each stale path, the tags its answer lacks (and whether each is a repair's), and how
+    /// For each stale path, the tags its answer lacks (and whether it lacks what a repair of
+    /// that tag required: its second failure), and how
     /// long the first of those changes had been visible when the edge still answered without it:
     /// its freshness will be at least that.
     pub lacking: BTreeMap<String, (Vec<(String, bool)>, Duration)>,
@@ -226,7 +230,12 @@ pub fn verify(fetched: &[Fetched], owed: &HashMap<String, Vec<&Sent>>, claimed_a
             Some(shown) => {
                 let lacks: Vec<&Sent> = owes.iter().zip(&shown).filter(|(_, s)| !**s).map(|(sent, _)| *sent).collect();
                 let oldest = lacks.iter().map(|sent| sent.age).max().unwrap_or(Duration::ZERO);
-                let tags = lacks.iter().map(|sent| (sent.tag.clone(), sent.repair)).collect();
+                let twice = |sent: &Sent| {
+                    sent.repaired_by
+                        .as_deref()
+                        .is_some_and(|r| store::version_shows(version.unwrap_or(""), r) == Some(false))
+                };
+                let tags = lacks.iter().map(|sent| (sent.tag.clone(), twice(sent))).collect();
                 verified.lacking.insert(f.path.clone(), (tags, oldest + since_claim));
                 verified.stale.push(f.path.clone());
             }
@@ -529,7 +538,7 @@ mod tests {
             tag: tag.into(),
             written_by: written_by.into(),
             age: Duration::from_secs(age_s),
-            repair: false,
+            repaired_by: None,
         };
         // Transaction 801 wrote the formation (its page and the list), 803 a sighting at M01.
         let claimed =
@@ -563,10 +572,15 @@ mod tests {
         assert_eq!(planned.tags, BTreeSet::from(["formations".to_owned()]));
         assert_eq!((planned.paths, planned.failed_again.len()), (vec!["/v1/formations".to_owned()], 0));
         // Lacking a change that was already a repair: the second failure, not repaired again.
-        let requeued = [Sent { repair: true, ..claimed[1].clone() }];
+        let requeued = [Sent { repaired_by: Some("801,803".into()), ..claimed[1].clone() }];
         let owed_again = super::owed(policy, &requeued, "2026-12-07", &["/v1/formations"]);
         let again = repair(&verify(&fetched[1..2], &owed_again, claimed_at));
         assert_eq!((again.tags.len(), again.failed_again), (0, vec!["/v1/formations".to_owned()]));
+        // A repair the answer shows, with a new change it lacks: a first failure, repaired.
+        let shown = [Sent { repaired_by: Some("780".into()), ..claimed[1].clone() }];
+        let owed_new = super::owed(policy, &shown, "2026-12-07", &["/v1/formations"]);
+        let new = repair(&verify(&fetched[1..2], &owed_new, claimed_at));
+        assert_eq!((new.tags.len(), new.failed_again.len()), (1, 0));
         // A copy the API served while its database was down says nothing about the purge.
         let served_stale = Fetched { local_cache: Some("stale".into()), ..fetched[1].clone() };
         assert_eq!(verify(&[served_stale], &owed, claimed_at).unknown.len(), 1);

@@ -589,16 +589,16 @@ impl Warmer {
                 let mut written = written;
                 if self.repeat {
                     let used = invalidated.items_this_month.map(|u| u + batch.items.len() as u64);
-                    if self.send_again(&batch.items, &reference, used, deadline).await {
-                        // Sent twice: a page still lacking them is the second failure.
-                        written.iter_mut().for_each(|s| s.repair = true);
-                        invalidated.repeated = true;
-                    } else {
-                        let tags: Vec<(&str, &str)> =
-                            written.iter().map(|s| (s.tag.as_str(), s.written_by.as_str())).collect();
-                        if let Err(err) = self.db.requeue(&tags).await {
-                            tracing::warn!(error = %error_chain(&err), "could not requeue the repeat");
+                    // Not requeued when it cannot go: the read-back repair still applies, and a
+                    // requeued repeat would be repeated again, forever over the budget.
+                    match self.send_again(&batch.items, &reference, used, deadline).await {
+                        Again::Completed => {
+                            // Sent twice and done: a page still lacking them fails a second time.
+                            written.iter_mut().for_each(|s| s.repaired_by = Some(s.written_by.clone()));
+                            invalidated.repeated = true;
                         }
+                        Again::Sent => invalidated.repeated = true,
+                        Again::NotSent => {}
                     }
                 }
                 invalidated.completed = written;
@@ -664,7 +664,9 @@ impl Warmer {
                         }
                         _ => None,
                     };
-                    self.send_again(&items, &reference, used, deadline).await;
+                    if self.send_again(&items, &reference, used, deadline).await == Again::NotSent {
+                        tracing::warn!("the deploy's second `/*` did not go");
+                    }
                 }
                 Ok(Some(submitted.id))
             }
@@ -673,11 +675,11 @@ impl Warmer {
 
     /// Sends a completed batch once more (`INVALIDATION_REPEAT`: layered caches), within the
     /// month's budget as any batch (`used`: this month's paths with this tick's; over it, the
-    /// repeat waits, as a change would), and waits for it. Returns whether it went.
-    async fn send_again(&self, items: &[String], reference: &str, used: Option<u64>, deadline: Deadline) -> bool {
+    /// repeat does not go), and waits for it.
+    async fn send_again(&self, items: &[String], reference: &str, used: Option<u64>, deadline: Deadline) -> Again {
         if decide::repair_budget(&self.budget, used) == Budget::Wait {
-            tracing::info!("over the month's budget: the repeat waits");
-            return false;
+            tracing::info!("over the month's budget: no repeat");
+            return Again::NotSent;
         }
         let reference = format!("again-{:016x}", xxhash_rust::xxh3::xxh3_64(reference.as_bytes()));
         let sent = tokio::time::timeout(deadline.left(), self.invalidator.submit(items, &reference))
@@ -687,7 +689,7 @@ impl Warmer {
             Ok(submitted) => submitted,
             Err(err) => {
                 tracing::warn!(error = %error_chain(&err), "could not send the repeat");
-                return false;
+                return Again::NotSent;
             }
         };
         let accepted = Accepted {
@@ -701,10 +703,10 @@ impl Warmer {
             tracing::warn!(error = %error_chain(&err), "could not record the repeat");
         }
         let waited = self.invalidator.wait(&submitted, self.poll_interval, deadline.cap(self.wait_timeout), |_, _| {});
-        if let Err(err) = waited.await {
-            tracing::warn!(error = %error_chain(&err), "could not follow the repeat");
+        match tokio::time::timeout(deadline.left(), waited).await {
+            Ok(Ok(status)) if crate::backend::is_completed(&status) => Again::Completed,
+            _ => Again::Sent,
         }
-        true
     }
 
     /// Warms what [`decide::choose`] picks, reads back what the invalidation emptied, records when
@@ -762,7 +764,8 @@ impl Warmer {
         let margin = (self.lease / 20).clamp(Duration::from_millis(100), REPAIR_MARGIN);
         let until = Deadline(deadline.0.checked_sub(margin).unwrap_or(deadline.0));
         let repairing = self.repair(&plan, &owed, invalidated, &warmed.chosen, &inputs.base, reads, until);
-        let mut repair = match tokio::time::timeout(until.left(), Box::pin(repairing)).await {
+        // Its steps end by `until`; the margin after it leaves a requeue or a record time to finish.
+        let mut repair = match tokio::time::timeout(deadline.left(), Box::pin(repairing)).await {
             Ok(repair) => repair,
             Err(_) => {
                 tracing::warn!("the repair did not end by the tick's deadline: its pages are not read again");
@@ -824,8 +827,9 @@ impl Warmer {
             }
         };
         // CloudFront only: this tick's batches count, and went out just now.
+        let twice = |sent: bool, again: bool| u64::from(sent) * (1 + u64::from(again));
         let sent_now =
-            invalidated.items as u64 * (1 + u64::from(invalidated.repeated)) + u64::from(invalidated.deployed);
+            invalidated.items as u64 * (1 + u64::from(invalidated.repeated)) + twice(invalidated.deployed, self.repeat);
         let used = invalidated.items_this_month.map(|u| u + sent_now);
         let remaining = match decide::repair_budget(&self.budget, used) {
             Budget::Send { remaining } => remaining,
@@ -1218,6 +1222,17 @@ impl Warmed {
         measured.extend(again.fresh.iter().map(|(p, f)| (p.as_str(), *f)));
         measured.into_values().collect()
     }
+}
+
+/// How a repeated batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Again {
+    /// Sent, and completed.
+    Completed,
+    /// Sent; not completed within the tick.
+    Sent,
+    /// Not sent: over the budget, or the backend did not take it.
+    NotSent,
 }
 
 /// What a repair did.

@@ -773,7 +773,7 @@ async fn the_warmers_checks_through_the_edge_are_kept_with_its_warm_record(backe
     if tag.from_commit {
         assert!((300..1_000).contains(&tag.age_ms), "committed 300 ms before the claim, written 1 s before: {tag:?}");
     }
-    assert!(!tag.repair, "{tag:?}");
+    assert!(tag.repaired_by.is_none(), "{tag:?}");
     assert!(store::version_shows(&store.feed_start().await.unwrap().version(), &tag.written_by).unwrap());
     assert!(!store::version_shows(&before.version(), &tag.written_by).unwrap());
     claim.complete(store, &accepted()).await.unwrap();
@@ -787,9 +787,10 @@ async fn the_warmers_checks_through_the_edge_are_kept_with_its_warm_record(backe
     // It must show what the original change's writers wrote, not the requeue's own transaction.
     store.requeue(&[("formation:3001F", tag.written_by.as_str())]).await.unwrap();
     let claim = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
-    let requeued: Vec<(&str, bool, &str)> =
-        claim.tags.iter().map(|t| (t.tag.as_str(), t.repair, t.written_by.as_str())).collect();
-    assert_eq!(requeued, [("formation:3001F", true, tag.written_by.as_str())]);
+    let requeued: Vec<(&str, Option<&str>, &str)> =
+        claim.tags.iter().map(|t| (t.tag.as_str(), t.repaired_by.as_deref(), t.written_by.as_str())).collect();
+    let writers = tag.written_by.as_str();
+    assert_eq!(requeued, [("formation:3001F", Some(writers), writers)]);
     claim.complete(store, &accepted()).await.unwrap();
 
     let now = Utc::now();
