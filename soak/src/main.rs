@@ -465,7 +465,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect(),
-        other_share: if args.broken == Some(Broken::NoInvalidation) { 0.0 } else { args.cloudfront_share },
+        // Behind a shield every invocation uses CloudFront's API, whose stand-in propagates a
+        // batch as CloudFront does (the purge gate, a local cache's, purges path by path).
+        other_share: match args.broken {
+            Some(Broken::NoInvalidation) => 0.0,
+            _ if args.shield => 1.0,
+            _ => args.cloudfront_share,
+        },
         log: args.run_dir.join("warmer.log"),
         period: args.tick,
         timeout: args.invocation_timeout,

@@ -136,6 +136,31 @@ impl Propagation {
         self.purged.iter().map(|n| n.load(Ordering::Relaxed)).collect()
     }
 
+    /// Purges `paths` on every layer as CloudFront propagates one invalidation: each layer after
+    /// its own random delay, all the paths at once there. Retries a layer that refuses, a few
+    /// times (the invalidation completes anyway at CloudFront). For a propagation above zero.
+    async fn propagate(&self, client: &reqwest::Client, paths: &[String]) {
+        let method = reqwest::Method::from_bytes(b"PURGE").unwrap_or(reqwest::Method::DELETE);
+        let delays = self.delays();
+        let layers = self.layers.iter().zip(delays).enumerate().map(|(n, (layer, delay))| {
+            let method = method.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                self.purged[n].fetch_add(1, Ordering::Relaxed);
+                for path in paths {
+                    for _ in 0..5 {
+                        let sent = client.request(method.clone(), format!("{layer}{path}")).send().await;
+                        if sent.is_ok_and(|res| res.status().is_success()) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        futures_util::future::join_all(layers).await;
+    }
+
     fn delays(&self) -> Vec<Duration> {
         let ms = u64::try_from(self.within.as_millis()).unwrap_or(u64::MAX);
         let mut rng = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -336,7 +361,18 @@ async fn create_invalidation(
             }
         }
     };
-    if new {
+    if new && !api.gate.propagation.within.is_zero() {
+        // Accepted and in progress while it reaches the layers, each in its own time, the whole
+        // batch together: `Completed` once every layer has it.
+        let (gate, accepted, id, paths) = (api.gate.clone(), api.accepted.clone(), id.clone(), paths.clone());
+        tokio::spawn(async move {
+            gate.propagation.propagate(&gate.client, &paths).await;
+            let mut accepted = accepted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(a) = accepted.iter_mut().find(|a| a.id == id) {
+                a.done = true;
+            }
+        });
+    } else if new {
         let purge = axum::http::Method::from_bytes(b"PURGE").unwrap_or(axum::http::Method::DELETE);
         for path in &paths {
             let (status, _) = api.gate.to_every_edge(&purge, path, &axum::http::HeaderMap::new()).await;
