@@ -682,36 +682,47 @@ impl Warmer {
             return Again::NotSent;
         }
         let reference = format!("again-{:016x}", xxhash_rust::xxh3::xxh3_64(reference.as_bytes()));
-        let sent = tokio::time::timeout(deadline.left(), self.invalidator.submit(items, &reference))
-            .await
-            .unwrap_or(Err(InvalidationError::Deadline));
-        let submitted = match sent {
-            Ok(submitted) => submitted,
+        match self.send_extra(items, &reference, deadline).await {
+            Ok((_, true)) => Again::Completed,
+            Ok((_, false)) => Again::Sent,
             Err(err) => {
                 tracing::warn!(error = %error_chain(&err), "could not send the repeat");
-                return Again::NotSent;
+                Again::NotSent
             }
-        };
+        }
+    }
+
+    /// Sends an invalidation beyond the tick's batch (a repeat, a repair) by `until`, records it
+    /// (a failed record is logged: the month's count misses it), and waits for it to complete.
+    /// Returns its id and whether it completed by `until`.
+    async fn send_extra(
+        &self,
+        items: &[String],
+        reference: &str,
+        until: Deadline,
+    ) -> Result<(String, bool), InvalidationError> {
+        let submitted = tokio::time::timeout(until.left(), self.invalidator.submit(items, reference))
+            .await
+            .unwrap_or(Err(InvalidationError::Deadline))?;
         let accepted = Accepted {
             id: Some(&submitted.id),
             backend: self.invalidator.name(),
-            caller_reference: &reference,
+            caller_reference: reference,
             items: items.len(),
             status: &submitted.status,
         };
         if let Err(err) = self.db.record_invalidation(&accepted).await {
-            tracing::warn!(error = %error_chain(&err), "could not record the repeat");
+            tracing::warn!(error = %error_chain(&err), "could not record the invalidation");
         }
-        let waited = self.invalidator.wait(&submitted, self.poll_interval, deadline.cap(self.wait_timeout), |_, _| {});
-        match tokio::time::timeout(deadline.left(), waited).await {
-            Ok(Ok(status)) if crate::backend::is_completed(&status) => Again::Completed,
-            _ => Again::Sent,
-        }
+        let waited = self.invalidator.wait(&submitted, self.poll_interval, until.cap(self.wait_timeout), |_, _| {});
+        let status = tokio::time::timeout(until.left(), waited).await.ok().and_then(Result::ok);
+        Ok((submitted.id, status.as_deref().is_some_and(crate::backend::is_completed)))
     }
 
     /// Warms what [`decide::choose`] picks, reads back what the invalidation emptied, records when
     /// the edge fetched each path and what its check found, then repairs what it found stale
-    /// (ending [`REPAIR_MARGIN`] before the deadline, so what was read is kept whatever it does).
+    /// (its steps ending a little before the deadline, at most [`REPAIR_MARGIN`], so what was read
+    /// is kept whatever it does).
     async fn warm(
         &self,
         inputs: WarmInputs,
@@ -743,10 +754,7 @@ impl Warmer {
         let owed = decide::owed(self.policy, &invalidated.completed, today, &emptied);
         let claimed_at = invalidated.claimed_at.unwrap_or_else(Utc::now);
         let verified = decide::verify(&fetched, &owed, claimed_at);
-        let mut record: BTreeMap<String, store::outbox::Warmed> =
-            warm::answered(&fetched).into_iter().map(|w| (w.path.clone(), w)).collect();
-        note(&mut record, &fetched, &verified, "fresh");
-        self.db.record_warm(&record.into_values().collect::<Vec<_>>()).await?;
+        self.db.record_warm(&checked(&fetched, &verified, "fresh")).await?;
         let tally = decide::tally(&fetched, &inputs.learned);
         let mut warmed = Warmed { tally, verified, chosen, learned: inputs.learned.len(), ..Warmed::default() };
         let plan = decide::repair(&warmed.verified);
@@ -774,10 +782,7 @@ impl Warmer {
         };
         repair.failed_again = plan.failed_again;
         if !repair.fetched.is_empty() {
-            let mut record: BTreeMap<String, store::outbox::Warmed> =
-                warm::answered(&repair.fetched).into_iter().map(|w| (w.path.clone(), w)).collect();
-            note(&mut record, &repair.fetched, &repair.again, "repaired");
-            self.db.record_warm(&record.into_values().collect::<Vec<_>>()).await?;
+            self.db.record_warm(&checked(&repair.fetched, &repair.again, "repaired")).await?;
         }
         let failed = repair.failed();
         if !failed.is_empty() {
@@ -840,28 +845,13 @@ impl Warmer {
         let batch = plan(self.policy, &decided.tags, self.mode, &limits, &context);
         let reference =
             format!("repair-{:016x}", xxhash_rust::xxh3::xxh3_64(format!("{of}{:?}", batch.items).as_bytes()));
-        let submitted = match tokio::time::timeout(until.left(), self.invalidator.submit(&batch.items, &reference))
-            .await
-            .unwrap_or(Err(InvalidationError::Deadline))
-        {
-            Ok(submitted) => submitted,
+        let (id, completed) = match self.send_extra(&batch.items, &reference, until).await {
+            Ok(sent) => sent,
             Err(err) => return requeue(&error_chain(&err)).await,
         };
-        let accepted = Accepted {
-            id: Some(&submitted.id),
-            backend: self.invalidator.name(),
-            caller_reference: &reference,
-            items: batch.items.len(),
-            status: &submitted.status,
-        };
-        if let Err(err) = self.db.record_invalidation(&accepted).await {
-            tracing::warn!(error = %error_chain(&err), "could not record the repair");
-        }
-        let mut repair = Repair { id: Some(submitted.id.clone()), ..Repair::default() };
-        let waited = self.invalidator.wait(&submitted, self.poll_interval, until.cap(self.wait_timeout), |_, _| {});
-        let status = tokio::time::timeout(until.left(), waited).await.ok().and_then(Result::ok);
-        if !status.as_deref().is_some_and(crate::backend::is_completed) {
-            tracing::warn!(?status, "the repair did not complete within the tick: its pages are not read again");
+        let mut repair = Repair { id: Some(id), ..Repair::default() };
+        if !completed {
+            tracing::warn!("the repair did not complete within the tick: its pages are not read again");
             repair.unchecked = decided.paths.len();
             return repair;
         }
@@ -924,13 +914,11 @@ impl Warmer {
     }
 }
 
-/// Adds to the warm records what reading `fetched` back found (`fresh` names a fresh one).
-fn note(
-    record: &mut std::collections::BTreeMap<String, store::outbox::Warmed>,
-    fetched: &[warm::Fetched],
-    verified: &decide::Verified,
-    fresh: &'static str,
-) {
+/// The warm records of the answers among `fetched`, each with what reading it back found
+/// (`fresh` names a fresh one).
+fn checked(fetched: &[warm::Fetched], verified: &decide::Verified, fresh: &'static str) -> Vec<store::outbox::Warmed> {
+    let mut record: BTreeMap<String, store::outbox::Warmed> =
+        warm::answered(fetched).into_iter().map(|w| (w.path.clone(), w)).collect();
     let outcomes = verified
         .fresh
         .iter()
@@ -943,6 +931,7 @@ fn note(
             w.verified = Some(store::outbox::Verification { outcome, freshness, at });
         }
     }
+    record.into_values().collect()
 }
 
 /// What `cachectl verify` found for one path.
@@ -1280,6 +1269,7 @@ impl Summary {
         let invalidated = steps.invalidated.clone().unwrap_or_default();
         let (warm, tally) = (&steps.warmed.chosen, &steps.warmed.tally);
         let repair = &steps.warmed.repair;
+        let failed = repair.failed();
         let measured = steps.warmed.freshness();
         let freshness = decide::spread(&measured);
         Self {
@@ -1321,8 +1311,8 @@ impl Summary {
             repair_deferred: repair.deferred,
             repair_unchecked: repair.unchecked,
             repaired: repair.again.fresh.len(),
-            repair_failed: repair.failed().len(),
-            repair_failed_paths: repair.failed().into_iter().take(20).collect(),
+            repair_failed: failed.len(),
+            repair_failed_paths: failed.into_iter().take(20).collect(),
             freshness_p50_s: freshness.map(|f| f.p50.as_secs_f64()),
             freshness_p99_s: freshness.map(|f| f.p99.as_secs_f64()),
             freshness_max_s: freshness.map(|f| f.max.as_secs_f64()),
