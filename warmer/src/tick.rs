@@ -47,6 +47,10 @@ pub struct Summary {
     /// Set when another tick held the warmer's lease (who, and until when): this tick did none of
     /// the work, which that one does.
     pub lease_held: Option<String>,
+    /// When the mark the claim took was seen (the warmer's clock), if the tick claimed: it held
+    /// the changes that had committed by then and were still pending. Once its invalidation
+    /// completed, every change committed before it has been sent.
+    pub marked_at: Option<DateTime<Utc>>,
     /// Changes claimed.
     pub changes: usize,
     /// Distinct tags among them.
@@ -527,6 +531,9 @@ impl Warmer {
             let (asked, claimed_at) = (Instant::now(), Utc::now());
             let claim = self.db.claim(self.batch, &mark, &held.token).await?;
             invalidated.claimed_at = Some(claimed_at);
+            invalidated.marked_at = chrono::Duration::from_std(asked.duration_since(seen))
+                .ok()
+                .and_then(|waited| claimed_at.checked_sub_signed(waited));
             invalidated.from_commit = claim.tags.iter().all(|t| t.from_commit);
             // Planned for the day of the claim: a tick that straddles the rollover (it waited out the
             // settle time first) plans and warms for the new day.
@@ -754,7 +761,7 @@ impl Warmer {
         let owed = decide::owed(self.policy, &invalidated.completed, today, &emptied);
         let claimed_at = invalidated.claimed_at.unwrap_or_else(Utc::now);
         let verified = decide::verify(&fetched, &owed, claimed_at);
-        self.db.record_warm(&checked(&fetched, &verified, "fresh")).await?;
+        self.db.record_warm(&log_checks(checked(&fetched, &verified, "fresh"), invalidated)).await?;
         let tally = decide::tally(&fetched, &inputs.learned);
         let mut warmed = Warmed { tally, verified, chosen, learned: inputs.learned.len(), ..Warmed::default() };
         let plan = decide::repair(&warmed.verified);
@@ -782,7 +789,7 @@ impl Warmer {
         };
         repair.failed_again = plan.failed_again;
         if !repair.fetched.is_empty() {
-            self.db.record_warm(&checked(&repair.fetched, &repair.again, "repaired")).await?;
+            self.db.record_warm(&log_checks(checked(&repair.fetched, &repair.again, "repaired"), invalidated)).await?;
         }
         let failed = repair.failed();
         if !failed.is_empty() {
@@ -932,6 +939,29 @@ fn checked(fetched: &[warm::Fetched], verified: &decide::Verified, fresh: &'stat
         }
     }
     record.into_values().collect()
+}
+
+/// Logs each check among `records` at debug level (target `warmer::check`: `RUST_LOG=warmer::check=debug`),
+/// one line per page read back, with when its request was sent, when the changes it was checked
+/// against were claimed and when the mark that claim took was seen (what had committed by then):
+/// an operator can follow a page's checks, and the soak sets each beside its own judgement of the
+/// very answer the warmer read. Returns `records`.
+fn log_checks(records: Vec<store::outbox::Warmed>, invalidated: &Invalidated) -> Vec<store::outbox::Warmed> {
+    let time = |at: Option<DateTime<Utc>>| at.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+    let (claimed, marked) = (time(invalidated.claimed_at), time(invalidated.marked_at));
+    for (w, check) in records.iter().filter_map(|w| w.verified.as_ref().map(|v| (w, v))) {
+        tracing::debug!(
+            target: "warmer::check",
+            path = %w.path,
+            outcome = check.outcome,
+            freshness_s = check.freshness.map(|f| f.as_secs_f64()),
+            sent = %check.at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            claimed = claimed.as_deref(),
+            marked = marked.as_deref(),
+            "read back"
+        );
+    }
+    records
 }
 
 /// What `cachectl verify` found for one path.
@@ -1165,8 +1195,11 @@ struct Invalidated {
     /// Once their invalidation completed, each claimed tag with what wrote its changes: what the
     /// emptied paths are read back against.
     completed: Vec<Sent>,
-    /// When the claim answered (the warmer's clock).
+    /// When the claim was asked (the warmer's clock).
     claimed_at: Option<DateTime<Utc>>,
+    /// When the mark the claim took was seen (the warmer's clock): the claim holds what had
+    /// committed by then.
+    marked_at: Option<DateTime<Utc>>,
     /// Whether the claim's ages count from commits (else from the mark that found them).
     from_commit: bool,
     /// Whether a deploy's `/*` went out this tick too (a CloudFront item of the month's).
@@ -1288,6 +1321,7 @@ impl Summary {
                 .and_then(|p| p.oldest)
                 .map(|t| (Utc::now() - t).to_std().unwrap_or(Duration::ZERO).as_secs_f64()),
             items_this_month: invalidated.items_this_month,
+            marked_at: invalidated.marked_at,
             path_budget: tick.path_budget,
             deploy_invalidation: steps.deployed.clone(),
             calendar_mismatch: tick.calendar_mismatch,
