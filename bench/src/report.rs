@@ -699,6 +699,66 @@ fn soak_section(md: &mut String, soak: &Value) {
             f(&edge["max"]),
         );
     }
+    let agreement = &soak["warmer_agreement"];
+    if agreement.is_object() {
+        let (warmer, users) = (&agreement["freshness_warmer_s"], &agreement["freshness_users_s"]);
+        let _ = writeln!(
+            md,
+            "- {} the warmer's verdicts against the checker's judgement of the very answers it read: {} of {} pages \
+             agree ({} it found fresh lacked a write committed before its mark; {} it found stale were copies older than \
+             a change the checker does not follow; {} found stale were made after their writes)",
+            mark(n(&agreement["missed"]) == 0 && n(&agreement["false_alarms"]) == 0),
+            agreement["agree"],
+            agreement["judged"],
+            agreement["missed"],
+            agreement["stale_unfollowed"],
+            agreement["false_alarms"],
+        );
+        let _ = writeln!(
+            md,
+            "- {} freshness where the edge held the old copy until the invalidation the warmer measured ({} pages): the \
+             warmer's p50 / p99 / max {} / {} / {} s, the users' at its edge cache (to the first read with the change, from the same \
+             commit) {} / {} / {} s, within one tick ({} s); {} pages got the change from an earlier invalidation (the \
+             warmer's figure an upper bound there), {} were measured from a later change (the tick that sent it did not \
+             read back)",
+            mark(agreement["freshness_agrees_within_a_tick"].as_bool() == Some(true)),
+            agreement["freshness_held"],
+            f(&warmer["p50"]),
+            f(&warmer["p99"]),
+            f(&warmer["max"]),
+            f(&users["p50"]),
+            f(&users["p99"]),
+            f(&users["max"]),
+            f(&soak["settings"]["tick_s"]),
+            agreement["freshness_brought_earlier"],
+            agreement["freshness_short"],
+        );
+    }
+    let layers = &soak["edge_caches"];
+    if layers["shield"].as_bool() == Some(true) {
+        let per_edge = layers["per_edge"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "edge cache {k}: {} reads, {} hits, {} refilled from the shield, {} violations",
+                            v["reads"], v["hits"], v["refills_from_shield"], v["violations"]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "- edge layers (a shield behind the edge caches, each purge reaching each layer within {} s, repeated: {}): \
+             {per_edge}; purges taken per layer (edge caches, then the shield): {}",
+            f(&layers["propagation_s"]),
+            layers["repeat"],
+            layers["purges_per_layer"],
+        );
+    }
     let _ = writeln!(
         md,
         "\n| fault | times | reads checked at the edge / at instances while in force | violations | `503`s | stale answers |\n|---|---:|---|---:|---:|---:|"

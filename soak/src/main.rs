@@ -22,6 +22,7 @@ mod checker;
 mod faults;
 mod fleet;
 mod net;
+mod readback;
 mod rotation;
 mod scheduler;
 mod writers;
@@ -89,8 +90,9 @@ pub struct Args {
     /// Share of the schedule's periods that start two warmer invocations at once.
     #[arg(long, default_value_t = 0.15)]
     overlap: f64,
-    /// Share of the warmer's invocations on the `cloudfront` backend, against the harness's
-    /// stand-in for CloudFront's API (the others purge through the purge gate).
+    /// Without a shield, the share of the warmer's invocations on the `cloudfront` backend,
+    /// against the harness's stand-in for CloudFront's API (the others purge through the purge
+    /// gate). With one, every invocation uses it.
     #[arg(long, default_value_t = 0.5)]
     cloudfront_share: f64,
     /// PgBouncer's `max_db_connections`: the instances' server connections through it never
@@ -141,14 +143,16 @@ pub struct Args {
     /// each, and the warmer warms through the first only, as it reaches one location.
     #[arg(long, default_value_t = 2)]
     edge_caches: usize,
-    /// A shield cache between the edge caches and the fleet, as CloudFront's Origin Shield: an
-    /// edge's miss goes to the shield, the shield's to the fleet.
+    /// No shield cache. By default one sits between the edge caches and the fleet, as CloudFront's
+    /// Origin Shield (which the template turns on): an edge's miss goes to the shield, the
+    /// shield's to the fleet.
     #[arg(long)]
-    shield: bool,
+    no_shield: bool,
     /// How long a purge takes to reach each cache layer: each gets it after a random delay up to
-    /// this, so the layers are purged in a random order (0: all at once).
-    #[arg(long, default_value = "0s", value_parser = testbed::parse_duration)]
-    propagation: Duration,
+    /// this, so the layers are purged in a random order (0: all at once). Default: 300 ms with a
+    /// shield, 0 without.
+    #[arg(long, value_parser = testbed::parse_duration)]
+    propagation: Option<Duration>,
     /// With a shield, the warmer repeats each completed invalidation (`INVALIDATION_REPEAT`), as a
     /// layered edge needs; `--no-repeat` shows what happens without.
     #[arg(long)]
@@ -169,6 +173,13 @@ pub struct Args {
     /// Output JSON.
     #[arg(long)]
     out: PathBuf,
+}
+
+impl Args {
+    /// How long a purge takes to reach each layer (see `--propagation`).
+    fn propagation(&self) -> Duration {
+        self.propagation.unwrap_or(if self.no_shield { Duration::ZERO } else { Duration::from_millis(300) })
+    }
 }
 
 /// One read, as the viewer saw it.
@@ -392,7 +403,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // Varnish in front of the front: the edge caches, behind them the shield if there is one.
-    let shield = if args.shield {
+    let shield = if !args.no_shield {
         Some(testbed::edge::Varnish::start(&args.varnishd, &args.vcl, front_addr.port(), &args.run_dir, "soak-shield")?)
     } else {
         None
@@ -411,8 +422,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Every layer a purge reaches: the edge caches, then the shield.
     let layers: Vec<String> = edges.iter().cloned().chain(shield.as_ref().map(|s| s.url.clone())).collect();
     varnishes.extend(shield);
-    // The one the warmer reaches.
-    let edge = edges[0].clone();
+    // The one the warmer reaches, through a recorder that keeps the answers it reads back.
+    let newest_created: Arc<AtomicU64> = Arc::default();
+    let (recorder, recorded) = net::recorder(edges[0].clone(), epoch, newest_created.clone()).await?;
     // Idle connections are dropped well before Varnish closes them (its `timeout_idle`, 5 s): a
     // request on a connection the server is closing fails with no answer, which a browser would
     // retry and the soak would count as a failure.
@@ -424,7 +436,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for edge in edges.iter() {
         testbed::edge::wait_http(&client, &format!("{edge}/health-check")).await?;
     }
-    let propagation = net::Propagation::new(layers, args.propagation, args.seed ^ 17);
+    let propagation = net::Propagation::new(layers, args.propagation(), args.seed ^ 17);
     let purge = net::purge_gate(propagation.clone(), purge_down.clone(), purge_stalled.clone()).await?;
     let cloudfront = net::cloudfront_api(propagation.clone(), purge_down.clone(), purge_stalled.clone()).await?;
 
@@ -436,18 +448,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if args.broken == Some(Broken::NoInvalidation) { "none" } else { "purge" }.to_owned(),
         ),
         ("PURGE_URL".to_owned(), format!("http://{purge}")),
-        ("WARM_BASE_URL".to_owned(), edge.clone()),
+        ("WARM_BASE_URL".to_owned(), format!("http://{recorder}")),
         ("WARMER_SETTLE".to_owned(), format!("{}ms", args.settle.as_millis())),
         ("WARM_TIMEOUT".to_owned(), "2s".to_owned()),
         ("INVALIDATION_RETRY_BASE".to_owned(), "100ms".to_owned()),
         ("INVALIDATION_RETRY_ATTEMPTS".to_owned(), "2".to_owned()),
-        ("RUST_LOG".to_owned(), "warn".to_owned()),
+        // Each page it reads back, logged as JSON: set beside the checker's judgement of it.
+        ("RUST_LOG".to_owned(), "warn,warmer::check=debug".to_owned()),
+        ("AWS_LAMBDA_LOG_FORMAT".to_owned(), "JSON".to_owned()),
         ("WARM_SECRET".to_owned(), WARM_SECRET.to_owned()),
         // The template's: the lease as long as the function's timeout, each call to the
         // invalidation API bounded.
         ("WARMER_LEASE".to_owned(), format!("{}ms", args.invocation_timeout.as_millis())),
         ("INVALIDATION_TIMEOUT".to_owned(), "2s".to_owned()),
-        ("INVALIDATION_REPEAT".to_owned(), (args.shield && !args.no_repeat).to_string()),
+        ("INVALIDATION_REPEAT".to_owned(), (!args.no_shield && !args.no_repeat).to_string()),
     ]);
     let warmer = Arc::new(scheduler::Schedule {
         binary: args.warmer.clone(),
@@ -469,7 +483,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         // batch as CloudFront does (the purge gate, a local cache's, purges path by path).
         other_share: match args.broken {
             Some(Broken::NoInvalidation) => 0.0,
-            _ if args.shield => 1.0,
+            _ if !args.no_shield => 1.0,
             _ => args.cloudfront_share,
         },
         log: args.run_dir.join("warmer.log"),
@@ -492,7 +506,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         history: history.clone(),
         epoch,
         running: running.clone(),
-        newest_created: Arc::default(),
+        newest_created,
         editing: Arc::default(),
         seq: Arc::default(),
         writes: Arc::default(),
@@ -720,8 +734,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let tick_length = args.settle + args.tick_work;
     // The purge reaches every layer within the propagation; behind a shield, an edge refilled
     // from the shield's old copy (purged later) waits one repair: another purge.
-    let repair = if args.shield { args.propagation } else { Duration::ZERO };
-    let edge_bound = args.tick + tick_length + tick_length + args.propagation + repair;
+    let repair = if args.no_shield { Duration::ZERO } else { args.propagation() };
+    let edge_bound = args.tick + tick_length + tick_length + args.propagation() + repair;
     // A killed or stopped invocation holds the lease until it expires (WARMER_LEASE, the timeout).
     let lease = args.invocation_timeout.as_secs_f64();
     let held = |kind: Kind| if matches!(kind, Kind::WarmerKill | Kind::WarmerStop) { lease } else { 0.0 };
@@ -740,6 +754,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         edge_stale_slack: 12.5,
     };
     let reads = std::mem::take(&mut *lock(&reads));
+    // The answers the warmer read back, as the checker reads them.
+    let answers: Vec<readback::Answer> = lock(&recorded)
+        .iter()
+        .map(|r| readback::Answer {
+            path: r.path.clone(),
+            sent: r.sent,
+            age: r.age,
+            facts: writers::observe(&r.path, r.status, &r.body, r.newest_created, &history),
+        })
+        .collect();
     let history = lock(&history);
     let paths = lock(&paths).clone();
     let verdict = judge_all(&reads, &history, &rules, &paths);
@@ -770,6 +794,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // is the checker's violation anyway.
     let checks = warmer_checks(&ticks);
     let repair_failed = checks["repair_failed"].as_u64().unwrap_or(0);
+    // Its verdicts, though, page by page, must be what the checker finds in the same answers
+    // (its freshness is reported beside the users', see readback.rs).
+    let agreement = {
+        let log = std::fs::read_to_string(args.run_dir.join("warmer.log")).unwrap_or_default();
+        let seen: Vec<readback::Seen<'_>> = reads
+            .iter()
+            .filter(|r| r.edge == Some(0))
+            .filter_map(|r| Some((paths.get(r.path as usize)?.as_str(), r.at, r.edge_hit, r.facts.as_deref()?)))
+            .collect();
+        // The marks of the ticks whose batch was sent: what committed before each was sent.
+        let sent: Vec<f64> = ticks
+            .iter()
+            .filter(|t| t["invalidation_id"].is_string() || (t["changes"] == 0 && t["error"].is_null()))
+            .filter_map(|t| readback::since(epoch_unix, &t["marked_at"]))
+            .collect();
+        let checks = readback::checks(&log, epoch_unix);
+        let timing =
+            readback::Timing { tick: args.tick.as_secs_f64(), instance_bound: args.change_max_lag.as_secs_f64() };
+        readback::compare(&checks, &answers, &seen, &sent, &timing, &history)
+    };
+    if !agreement.missed.is_empty() {
+        failure_counts.insert("the warmer found fresh an answer that lacked a claimed write", agreement.missed.len());
+    }
+    if !agreement.false_alarms.is_empty() {
+        failure_counts
+            .insert("the warmer found stale an answer made after its claimed writes", agreement.false_alarms.len());
+    }
     let report = json!({
         "date": chrono::Utc::now().format("%Y-%m-%dT%H:%MZ").to_string(),
         "seed": args.seed,
@@ -831,10 +882,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "tick_allowance_ms": tick_length.as_millis() as u64,
         },
         "warmer_checks": checks,
+        "warmer_agreement": agreement.report(),
         "edge_caches": {
-            "shield": args.shield,
-            "repeat": args.shield && !args.no_repeat,
-            "propagation_s": args.propagation.as_secs_f64(),
+            "shield": !args.no_shield,
+            "repeat": !args.no_shield && !args.no_repeat,
+            "propagation_s": args.propagation().as_secs_f64(),
             "per_edge": verdict.edges,
             "purges_per_layer": propagation.purged(),
         },

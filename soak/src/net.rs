@@ -277,10 +277,11 @@ async fn forward(State(gate): State<Gate>, request: Request) -> Response {
 
 /// The CloudFront API as the warmer's `cloudfront` backend calls it (`CreateInvalidation`,
 /// `GetInvalidation`, in CloudFront's XML), for the soak's invocations on that backend: their SDK,
-/// its timeouts and its retries run for real. An invalidation's paths are purged on every edge
-/// cache (a trailing `*` purges the prefix, as `local/varnish.vcl` does it) before it is accepted,
-/// `InProgress`; asked again, it is `Completed`. So its propagation is nil, as the purge gate's is:
-/// the soak's edge bound has no propagation term. A caller reference it has seen gets that
+/// its timeouts and its retries run for real. Without a propagation, an invalidation's paths are
+/// purged on every cache layer (a trailing `*` purges the prefix, as `local/varnish.vcl` does it)
+/// before it is accepted, `InProgress`, and asked again it is `Completed`. With one, it is accepted
+/// at once and reaches each layer after its own delay, the whole batch together; it is `Completed`
+/// once every layer has it (see [`Propagation`]). A caller reference it has seen gets that
 /// invalidation back, as CloudFront answers a retried batch (`InProgress` while its purge runs).
 /// The same faults as the purge gate refuse, hang or slow it, with CloudFront's `503
 /// ServiceUnavailable`.
@@ -479,4 +480,79 @@ mod tests {
         assert_eq!(xml_elements(&xml, "Quantity"), ["2"]);
         assert!(xml_elements(&xml, "Missing").is_empty());
     }
+}
+
+/// One answer the edge gave the warmer, as [`recorder`] passed it on.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub path: String,
+    /// When the request reached the recorder, in seconds from the soak's epoch.
+    pub sent: f64,
+    pub status: u16,
+    /// The edge's `Age`: how long before the answer its copy was made (whole seconds).
+    pub age: Option<u64>,
+    pub body: axum::body::Bytes,
+    /// The newest `SK{n}` formation created when it was sent (what the checker reads a list with).
+    pub newest_created: u64,
+}
+
+/// Passes the warmer's reads on to `upstream` (the edge cache it reaches) over real HTTP, headers
+/// and all, and keeps every answer: the soak judges the very answers the warmer read back.
+pub async fn recorder(
+    upstream: String,
+    epoch: std::time::Instant,
+    newest_created: Arc<AtomicU64>,
+) -> anyhow::Result<(SocketAddr, Arc<std::sync::Mutex<Vec<Recorded>>>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let kept: Arc<std::sync::Mutex<Vec<Recorded>>> = Arc::default();
+    let state = Recorder { upstream, epoch, newest_created, client: reqwest::Client::new(), kept: kept.clone() };
+    let app = axum::Router::new().fallback(record).with_state(state);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, kept))
+}
+
+#[derive(Debug, Clone)]
+struct Recorder {
+    upstream: String,
+    epoch: std::time::Instant,
+    newest_created: Arc<AtomicU64>,
+    client: reqwest::Client,
+    kept: Arc<std::sync::Mutex<Vec<Recorded>>>,
+}
+
+async fn record(State(recorder): State<Recorder>, request: Request) -> Response {
+    let sent = recorder.epoch.elapsed().as_secs_f64();
+    let newest_created = recorder.newest_created.load(Ordering::Relaxed);
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let path = request.uri().path().to_owned();
+    let mut forwarded = recorder.client.request(request.method().clone(), format!("{}{target}", recorder.upstream));
+    for (name, value) in request.headers() {
+        if name != "host" && name != "content-length" {
+            forwarded = forwarded.header(name, value);
+        }
+    }
+    let Ok(answer) = forwarded.send().await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = answer.status();
+    let age = answer.headers().get("age").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let mut headers = answer.headers().clone();
+    for hop in ["connection", "transfer-encoding", "content-length"] {
+        headers.remove(hop);
+    }
+    let Ok(body) = answer.bytes().await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    recorder.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Recorded {
+        path,
+        sent,
+        status: status.as_u16(),
+        age,
+        body: body.clone(),
+        newest_created,
+    });
+    (status, headers, body).into_response()
 }
