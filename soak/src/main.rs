@@ -817,6 +817,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if !agreement.missed.is_empty() {
         failure_counts.insert("the warmer found fresh an answer that lacked a claimed write", agreement.missed.len());
     }
+    // A warmer that read pages back must have logged them, each matched to the answer it read
+    // (binaries from before the log line report no check at all, and are not held to it).
+    if checks["verified"].as_u64().unwrap_or(0) > 0 && agreement.judged == 0 {
+        failure_counts.insert("the warmer's checks could not be set beside the checker's", 1);
+    }
     if !agreement.false_alarms.is_empty() {
         failure_counts
             .insert("the warmer found stale an answer made after its claimed writes", agreement.false_alarms.len());

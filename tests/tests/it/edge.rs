@@ -203,6 +203,11 @@ async fn warmer_tick(db: &TestDb, edge: &str, mode: &str, settings: &[(&str, &st
 
 /// The same, every line it printed (its metrics line, with `METRICS=emf`, then its summary).
 async fn warmer_tick_lines(db: &TestDb, edge: &str, mode: &str, settings: &[(&str, &str)]) -> Vec<Value> {
+    warmer_tick_logged(db, edge, mode, settings).await.0
+}
+
+/// The same, with what it logged (stderr).
+async fn warmer_tick_logged(db: &TestDb, edge: &str, mode: &str, settings: &[(&str, &str)]) -> (Vec<Value>, String) {
     let out = tokio::process::Command::new(binary("warmer"))
         .arg("--once")
         .env_clear()
@@ -218,7 +223,8 @@ async fn warmer_tick_lines(db: &TestDb, edge: &str, mode: &str, settings: &[(&st
         .await
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    let lines = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (lines, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
 /// `cachectl` with the stack's database and edge: whether it succeeded, and its JSON output.
@@ -294,11 +300,29 @@ async fn the_purge_backend_invalidates_the_edge_and_rewarms_it() {
         app.db.exec(&format!("UPDATE formations SET note = '{new_note}' WHERE id = '10701F'")).await;
         // Stale until invalidated: the edge keeps it for an hour.
         assert_eq!(get(&client, &edge.url("/v1/formations/10701F")).await.body["note"], note);
-        let committed = std::time::Instant::now();
+        let (committed, committed_at) = (std::time::Instant::now(), chrono::Utc::now());
         until_origin(&app, "/v1/formations/10701F", |v| v["note"] == new_note.as_str()).await;
         let before_tick = committed.elapsed().as_secs_f64();
-        let summary = warmer_purge(&app.db, &edge, mode).await;
+        let logging = [("RUST_LOG", "warn,warmer::check=debug"), ("AWS_LAMBDA_LOG_FORMAT", "JSON")];
+        let (mut lines, log) = warmer_tick_logged(&app.db, &edge.url(""), mode, &logging).await;
+        let summary = lines.pop().unwrap();
         let after_tick = committed.elapsed().as_secs_f64();
+        // The mark the claim took was seen after the commit, and each page read back is logged
+        // with it, after it was sent.
+        let time =
+            |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("{v}"))).unwrap();
+        let marked = time(&summary["marked_at"]);
+        assert!(marked > committed_at, "{summary}");
+        let checks: Vec<Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["target"] == "warmer::check")
+            .collect();
+        assert_eq!(checks.len() as u64, summary["verified"].as_u64().unwrap(), "{mode}: {log}");
+        let page = checks.iter().find(|c| c["path"] == "/v1/formations/10701F").unwrap_or_else(|| panic!("{log}"));
+        assert_eq!(page["outcome"], "fresh", "{page}");
+        assert!((time(&page["marked"]) - marked).num_microseconds().unwrap().abs() <= 1, "{page} {summary}");
+        assert!(time(&page["sent"]) > marked && page["freshness_s"].as_f64().unwrap() >= before_tick, "{page}");
         assert!(summary["invalidation_id"].as_str().unwrap().starts_with("purge-"), "{summary}");
         // Freshness: from the commit (this cluster records commit timestamps) to the first edge
         // answer that showed it, which the tick read between its start and its end.
