@@ -701,37 +701,50 @@ fn soak_section(md: &mut String, soak: &Value) {
     }
     let agreement = &soak["warmer_agreement"];
     if agreement.is_object() {
-        let (warmer, users) = (&agreement["freshness_warmer_s"], &agreement["freshness_users_s"]);
+        let judged = n(&agreement["judged"]);
         let _ = writeln!(
             md,
-            "- {} the warmer's verdicts against the checker's judgement of the very answers it read: {} of {} pages \
+            "- {} the warmer's verdicts against the checker's judgement of the very answers it read: {} of {judged} pages \
              agree ({} it found fresh lacked a write committed before its mark; {} it found stale were copies older than \
-             a change the checker does not follow; {} found stale were made after their writes)",
-            mark(n(&agreement["missed"]) == 0 && n(&agreement["false_alarms"]) == 0),
+             a change the checker does not follow; {} found stale were made after their writes; {} answers could not be \
+             decoded)",
+            if judged == 0 {
+                "✗ (none judged)"
+            } else {
+                mark(n(&agreement["missed"]) == 0 && n(&agreement["false_alarms"]) == 0)
+            },
             agreement["agree"],
-            agreement["judged"],
             agreement["missed"],
             agreement["stale_unfollowed"],
             agreement["false_alarms"],
+            agreement["unreadable"],
         );
+        let (warmer, users) = (&agreement["freshness_warmer_s"], &agreement["freshness_users_s"]);
         let _ = writeln!(
             md,
-            "- {} freshness where the edge held the old copy until the invalidation the warmer measured ({} pages): the \
-             warmer's p50 / p99 / max {} / {} / {} s, the users' at its edge cache (to the first read with the change, from the same \
-             commit) {} / {} / {} s, within one tick ({} s); {} pages got the change from an earlier invalidation (the \
-             warmer's figure an upper bound there), {} were measured from a later change (the tick that sent it did not \
-             read back)",
-            mark(agreement["freshness_agrees_within_a_tick"].as_bool() == Some(true)),
-            agreement["freshness_held"],
+            "- {} freshness, where the warmer and the viewers at its edge cache measure the same write and the edge held \
+             the old copy until the warmer's invalidation ({} pages): the warmer's p50 / p99 / max {} / {} / {} s, the \
+             users' (commit to the first viewer read with it) {} / {} / {} s, within {} s (a tick, and a propagation and a \
+             poll for each purge the warmer waits out); {} pages got the change from an earlier invalidation (the \
+             warmer's figure an upper bound there), {} were measured from an earlier write the checker does not follow, \
+             {} from a later change (the tick that sent it did not read back); {} read without the change after the \
+             warmer found it fresh",
+            match agreement["freshness_agrees"].as_bool() {
+                Some(agrees) => mark(agrees),
+                None => "✗ (nothing compared)",
+            },
+            agreement["freshness_compared"],
             f(&warmer["p50"]),
             f(&warmer["p99"]),
             f(&warmer["max"]),
             f(&users["p50"]),
             f(&users["p99"]),
             f(&users["max"]),
-            f(&soak["settings"]["tick_s"]),
+            f(&agreement["freshness_tolerance_s"]),
             agreement["freshness_brought_earlier"],
+            agreement["freshness_from_unfollowed"],
             agreement["freshness_short"],
+            agreement["freshness_regressed"],
         );
     }
     let layers = &soak["edge_caches"];

@@ -474,7 +474,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ("DISTRIBUTION_ID", "ESOAKSTANDIN".to_owned()),
             ("AWS_ENDPOINT_URL_CLOUDFRONT", format!("http://{cloudfront}")),
             ("INVALIDATION_PATH_BUDGET", "1000000000".to_owned()),
-            ("INVALIDATION_POLL", "250ms".to_owned()),
+            ("INVALIDATION_POLL", format!("{}ms", INVALIDATION_POLL.as_millis())),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -755,13 +755,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let reads = std::mem::take(&mut *lock(&reads));
     // The answers the warmer read back, as the checker reads them.
+    // (A page asked for with a query, such as a learned `?limit=`, shows part of what the checker
+    // reads its path for: not judged.)
     let answers: Vec<readback::Answer> = lock(&recorded)
         .iter()
         .map(|r| readback::Answer {
-            path: r.path.clone(),
+            path: r.target.clone(),
             sent: r.sent,
             age: r.age,
-            facts: writers::observe(&r.path, r.status, &r.body, r.newest_created, &history),
+            readable: r.body.is_some(),
+            facts: r
+                .body
+                .as_deref()
+                .filter(|_| !r.target.contains('?'))
+                .and_then(|body| writers::observe(&r.target, r.status, body, r.newest_created, &history)),
         })
         .collect();
     let history = lock(&history);
@@ -794,8 +801,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // is the checker's violation anyway.
     let checks = warmer_checks(&ticks);
     let repair_failed = checks["repair_failed"].as_u64().unwrap_or(0);
-    // Its verdicts, though, page by page, must be what the checker finds in the same answers
-    // (its freshness is reported beside the users', see readback.rs).
+    // Its verdicts, though, page by page, must be what the checker finds in the same answers, and
+    // its freshness what the users at its edge cache got (see readback.rs).
     let agreement = {
         let log = std::fs::read_to_string(args.run_dir.join("warmer.log")).unwrap_or_default();
         let seen: Vec<readback::Seen<'_>> = reads
@@ -810,17 +817,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .filter_map(|t| readback::since(epoch_unix, &t["marked_at"]))
             .collect();
         let checks = readback::checks(&log, epoch_unix);
-        let timing =
-            readback::Timing { tick: args.tick.as_secs_f64(), instance_bound: args.change_max_lag.as_secs_f64() };
+        // The warmer reads once the batch, and its repeat, completed: each took the propagation and
+        // up to one poll (INVALIDATION_POLL) more.
+        let purges = if !args.no_shield && !args.no_repeat { 2.0 } else { 1.0 };
+        let per_purge = args.propagation().as_secs_f64() + INVALIDATION_POLL.as_secs_f64();
+        let timing = readback::Timing {
+            tolerance: args.tick.as_secs_f64() + purges * per_purge,
+            instance_bound: args.change_max_lag.as_secs_f64(),
+        };
         readback::compare(&checks, &answers, &seen, &sent, &timing, &history)
     };
     if !agreement.missed.is_empty() {
         failure_counts.insert("the warmer found fresh an answer that lacked a claimed write", agreement.missed.len());
     }
     // A warmer that read pages back must have logged them, each matched to the answer it read
-    // (binaries from before the log line report no check at all, and are not held to it).
-    if checks["verified"].as_u64().unwrap_or(0) > 0 && agreement.judged == 0 {
+    // (binaries from before the log line, whose summaries have no `marked_at`, are not held to it).
+    let logs_checks = ticks.iter().any(|t| t.get("marked_at").is_some());
+    if logs_checks && checks["verified"].as_u64().unwrap_or(0) > 0 && agreement.judged == 0 {
         failure_counts.insert("the warmer's checks could not be set beside the checker's", 1);
+    }
+    if agreement.freshness_agrees() == Some(false) {
+        failure_counts.insert("the warmer's freshness and its users' disagree", 1);
     }
     if !agreement.false_alarms.is_empty() {
         failure_counts
@@ -1016,6 +1033,9 @@ fn warmer_checks(ticks: &[Value]) -> Value {
         "freshness_from": from,
     })
 }
+
+/// How often the warmer's `cloudfront` invocations ask whether their invalidation completed.
+const INVALIDATION_POLL: Duration = Duration::from_millis(250);
 
 /// Queries of a CPU burst: more than the machine's two cores.
 const CPU_BURST: usize = 3;

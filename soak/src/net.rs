@@ -485,13 +485,15 @@ mod tests {
 /// One answer the edge gave the warmer, as [`recorder`] passed it on.
 #[derive(Debug, Clone)]
 pub struct Recorded {
-    pub path: String,
+    /// The path and query asked for, as the warmer names the page.
+    pub target: String,
     /// When the request reached the recorder, in seconds from the soak's epoch.
     pub sent: f64,
     pub status: u16,
     /// The edge's `Age`: how long before the answer its copy was made (whole seconds).
     pub age: Option<u64>,
-    pub body: axum::body::Bytes,
+    /// Decoded (`None`: an encoding it could not decode).
+    pub body: Option<Vec<u8>>,
     /// The newest `SK{n}` formation created when it was sent (what the checker reads a list with).
     pub newest_created: u64,
 }
@@ -506,7 +508,13 @@ pub async fn recorder(
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let kept: Arc<std::sync::Mutex<Vec<Recorded>>> = Arc::default();
-    let state = Recorder { upstream, epoch, newest_created, client: reqwest::Client::new(), kept: kept.clone() };
+    // Idle connections dropped before Varnish closes them (its `timeout_idle`, 5 s), as the
+    // viewers' client does: a request on a connection being closed would fail with no answer.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()?;
+    let state = Recorder { upstream, epoch, newest_created, client, kept: kept.clone() };
     let app = axum::Router::new().fallback(record).with_state(state);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -527,7 +535,6 @@ async fn record(State(recorder): State<Recorder>, request: Request) -> Response 
     let sent = recorder.epoch.elapsed().as_secs_f64();
     let newest_created = recorder.newest_created.load(Ordering::Relaxed);
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    let path = request.uri().path().to_owned();
     let mut forwarded = recorder.client.request(request.method().clone(), format!("{}{target}", recorder.upstream));
     for (name, value) in request.headers() {
         if name != "host" && name != "content-length" {
@@ -538,7 +545,8 @@ async fn record(State(recorder): State<Recorder>, request: Request) -> Response 
         return StatusCode::BAD_GATEWAY.into_response();
     };
     let status = answer.status();
-    let age = answer.headers().get("age").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let header = |name: &str| answer.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (age, encoding) = (header("age").and_then(|v| v.parse().ok()), header("content-encoding"));
     let mut headers = answer.headers().clone();
     for hop in ["connection", "transfer-encoding", "content-length"] {
         headers.remove(hop);
@@ -546,13 +554,30 @@ async fn record(State(recorder): State<Recorder>, request: Request) -> Response 
     let Ok(body) = answer.bytes().await else {
         return StatusCode::BAD_GATEWAY.into_response();
     };
+    // Kept as the checker reads a body: decoded (the warmer asks for compression, as a browser
+    // does); passed on as it came.
+    let decoded = decode(encoding.as_deref(), &body);
     recorder.kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(Recorded {
-        path,
+        target,
         sent,
         status: status.as_u16(),
         age,
-        body: body.clone(),
+        body: decoded,
         newest_created,
     });
     (status, headers, body).into_response()
+}
+
+/// `body` decoded from `encoding` (none, `gzip` or `br`); `None` for another, or a body that does
+/// not decode.
+fn decode(encoding: Option<&str>, body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    match encoding.map(str::trim) {
+        None | Some("" | "identity") => return Some(body.to_vec()),
+        Some("gzip") => flate2::read::GzDecoder::new(body).read_to_end(&mut out).ok()?,
+        Some("br") => brotli::Decompressor::new(body, 4096).read_to_end(&mut out).ok()?,
+        Some(_) => return None,
+    };
+    Some(out)
 }

@@ -19,18 +19,21 @@
 //! its tick claimed (committed after the mark of the last tick whose batch was sent before it,
 //! and before this tick's mark) and brackets, from the viewers' reads of that page at the
 //! warmer's edge cache, when the users there got it: after the last read without it, by the first
-//! read with it. The warmer's figure runs from its first change's commit (the database's commit
-//! timestamp; possibly a write the checker does not follow, such as an import) to its own read,
-//! after the invalidation completed; the users' is counted from the same start to that first read
-//! with the write. Where the edge held the old copy until this tick's invalidation (the last read
-//! without it was a hit, the first with it came after this tick's mark), the two distributions
-//! must agree within one tick, and no viewer may read the page without the write after the warmer
-//! found it fresh. Where an earlier invalidation of the page's tags brought the write (the first
-//! read with it came before the mark), the warmer's figure is only an upper bound: it counts to its
-//! own read. Where the tick that sent the write did not read back (it did not see its invalidation
-//! complete, or was killed), the write's freshness is not measured, and the next tick measures from
-//! its own first change, after the write's commit ("short", reported). Pages no viewer read
-//! without the write are not compared: the users there got it at once, or did not ask.
+//! read with it. The users' freshness is the time from that write's commit to that first read;
+//! the warmer's runs from its first change's commit (the database's commit timestamp) to its own
+//! read, after the batch (and its repeat) completed. The two are compared where they measure the
+//! same thing: the warmer's start is the write's commit (not a write the checker does not follow,
+//! such as an import, committed earlier), and the edge held the old copy until this tick's
+//! invalidation (the last read without the write was a hit, the first with it came after this
+//! tick's mark). There their medians and 99th percentiles must agree within [`Timing::tolerance`]
+//! (one tick, plus the propagation and a poll for each purge the warmer waits out before it
+//! reads), and no viewer may get the page without the write after the warmer found it fresh.
+//! Counted apart: where an earlier invalidation of the page's tags brought the write (the first
+//! read with it came before the mark), the warmer's figure is only an upper bound, since it counts
+//! to its own read; where the tick that sent the write did not read back (it did not see its
+//! invalidation complete, or was killed), the write is not measured and the next tick measures
+//! from its own first change ("short"). Pages no viewer read without the write are not compared:
+//! the users there got it at once, or did not ask.
 
 use std::collections::{HashMap, HashSet};
 
@@ -82,10 +85,13 @@ pub fn checks(log: &str, epoch: chrono::DateTime<chrono::Utc>) -> Vec<Check> {
 /// An answer the warmer read, as the checker sees it.
 #[derive(Debug, Clone)]
 pub struct Answer {
+    /// The path (and query) asked for.
     pub path: String,
     pub sent: Time,
     /// The edge's `Age` (whole seconds).
     pub age: Option<u64>,
+    /// Its body could be decoded.
+    pub readable: bool,
     /// `None`: a route the checker does not judge, or a body it cannot read.
     pub facts: Option<Vec<(KeyId, StateId)>>,
 }
@@ -123,18 +129,39 @@ pub struct Bracket {
 /// The soak's timings the comparison needs.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Timing {
-    /// The warmer's schedule period.
-    pub tick: f64,
+    /// How far the warmer's freshness and the users' may be apart: the warmer's schedule period,
+    /// plus, for each purge it waits out before it reads (the batch, and its repeat), the
+    /// propagation and one poll of the invalidation's status.
+    pub tolerance: f64,
     /// `CHANGE_MAX_LAG`: an instance shows a write this long after its commit.
     pub instance_bound: f64,
 }
 
+/// How far apart the warmer's start (a commit timestamp, taken from the database's clock through
+/// the claim's round trip) and the write's recorded commit (when `COMMIT` returned to the writer)
+/// may be and still be the same write.
+pub const SAME_START: f64 = 0.25;
+
 impl Bracket {
-    /// The freshness the users at the warmer's edge cache got, counted from the warmer's start
-    /// (its first change's commit, which may be a write the checker does not follow): the warmer's
-    /// figure less the time from the first viewer read with the write to the warmer's read.
+    /// The users' freshness: from the write's commit to the first viewer read with it.
     pub fn users(&self) -> Option<f64> {
-        self.with.map(|with| self.warmer - (self.read - (self.commit + with)))
+        self.with
+    }
+
+    /// When the warmer's figure starts.
+    fn start(&self) -> Time {
+        self.read - self.warmer
+    }
+
+    /// The warmer's figure starts after the write's commit: the tick that sent the write did not
+    /// measure it.
+    fn short(&self) -> bool {
+        self.start() > self.commit + MARGIN
+    }
+
+    /// The two measure the same thing (see the module's doc).
+    fn comparable(&self) -> bool {
+        self.held && !self.earlier && self.with.is_some() && (self.start() - self.commit).abs() <= SAME_START
     }
 
     fn describe(&self) -> String {
@@ -158,6 +185,8 @@ pub struct Agreement {
     /// Checks with a verdict (`fresh`, `repaired`, `stale`) on a route the checker judges, matched
     /// to the answer read.
     pub judged: usize,
+    /// Checks whose answer's body could not be decoded.
+    pub unreadable: usize,
     pub agree: usize,
     /// Found fresh, but the answer lacked a write committed before the mark.
     pub missed: Vec<String>,
@@ -173,44 +202,44 @@ pub struct Agreement {
 }
 
 impl Agreement {
-    /// The warmer's figure started after the write's commit (beyond the clocks' margin): the
-    /// tick that sent the write did not measure it.
+    /// Pages whose freshness the warmer measured from a change after the write's.
     pub fn short(&self) -> usize {
-        self.freshness.iter().filter(|b| b.read - b.warmer > b.commit + MARGIN).count()
+        self.freshness.iter().filter(|b| b.short()).count()
     }
 
-    /// Whether the warmer read a page within one tick of the first viewer read that showed its
-    /// write, and no viewer read it without the write after the warmer found it fresh.
-    fn within(&self, b: &Bracket) -> bool {
-        b.commit + b.without <= b.read + MARGIN
-            && b.with.is_none_or(|with| b.read - (b.commit + with) <= self.timing.tick)
+    /// The warmer's figures and the users' where they measure the same thing.
+    fn compared(&self) -> (Vec<f64>, Vec<f64>) {
+        self.freshness.iter().filter(|b| b.comparable()).filter_map(|b| Some((b.warmer, b.users()?))).unzip()
+    }
+
+    /// Whether, where they measure the same thing, the warmer's and the users' medians and 99th
+    /// percentiles are within the tolerance (`None`: nothing to compare).
+    pub fn freshness_agrees(&self) -> Option<bool> {
+        let (warmer, users) = self.compared();
+        (!warmer.is_empty()).then(|| {
+            [50.0, 99.0].iter().all(|&p| (quantile(&warmer, p) - quantile(&users, p)).abs() <= self.timing.tolerance)
+        })
+    }
+
+    /// Pages a viewer read without the write after the warmer found them fresh.
+    pub fn regressed(&self) -> Vec<&Bracket> {
+        self.freshness.iter().filter(|b| b.commit + b.without > b.read + MARGIN).collect()
     }
 
     pub fn report(&self) -> Value {
-        let spread = |samples: Vec<f64>| {
-            let mut sorted = samples;
-            sorted.sort_by(f64::total_cmp);
-            if sorted.is_empty() {
+        let spread = |samples: &[f64]| {
+            if samples.is_empty() {
                 return Value::Null;
             }
-            json!({
-                "p50": testbed::percentile(&sorted, 50.0),
-                "p99": testbed::percentile(&sorted, 99.0),
-                "max": sorted[sorted.len() - 1],
-            })
+            json!({ "p50": quantile(samples, 50.0), "p99": quantile(samples, 99.0), "max": quantile(samples, 100.0) })
         };
-        // Where the edge held the old copy until the invalidation the warmer measured.
-        let held: Vec<&Bracket> = self.freshness.iter().filter(|b| b.held && !b.earlier).collect();
-        // The distributions agree within a tick: the median, the 99th percentile and the largest.
-        let warmer: Vec<f64> = held.iter().map(|b| b.warmer).collect();
-        let users: Vec<f64> = held.iter().filter_map(|b| b.users()).collect();
-        let agrees = !warmer.is_empty()
-            && [50.0, 99.0, 100.0]
-                .iter()
-                .all(|&p| (quantile(&warmer, p) - quantile(&users, p)).abs() <= self.timing.tick);
+        let (warmer, users) = self.compared();
+        let apart = |b: &&&Bracket| b.users().is_some_and(|users| (b.warmer - users).abs() > self.timing.tolerance);
+        let comparable: Vec<&Bracket> = self.freshness.iter().filter(|b| b.comparable()).collect();
         json!({
             "checks": self.checks,
             "judged": self.judged,
+            "unreadable": self.unreadable,
             "agree": self.agree,
             "missed": self.missed.len(),
             "stale_unfollowed": self.stale_unfollowed,
@@ -218,21 +247,18 @@ impl Agreement {
             "first_missed": self.missed.iter().take(5).collect::<Vec<_>>(),
             "first_false_alarms": self.false_alarms.iter().take(5).collect::<Vec<_>>(),
             "freshness_pages": self.freshness.len(),
-            "freshness_short": self.short(),
+            "freshness_tolerance_s": self.timing.tolerance,
+            "freshness_compared": comparable.len(),
+            "freshness_agrees": self.freshness_agrees(),
+            "freshness_regressed": self.regressed().len(),
+            "freshness_apart": comparable.iter().filter(apart).count(),
+            "freshness_first_apart": comparable.iter().filter(apart).take(5).map(|b| b.describe()).collect::<Vec<_>>(),
             "freshness_brought_earlier": self.freshness.iter().filter(|b| b.earlier).count(),
-            "freshness_held": held.len(),
-            "freshness_held_within_a_tick": held.iter().filter(|b| self.within(b)).count(),
-            "freshness_agrees_within_a_tick": agrees,
-            "freshness_first_outside": held.iter().filter(|b| !self.within(b)).take(5).map(|b| b.describe()).collect::<Vec<_>>(),
-            "freshness_first_short": self
-                .freshness
-                .iter()
-                .filter(|b| b.read - b.warmer > b.commit + MARGIN)
-                .take(5)
-                .map(Bracket::describe)
-                .collect::<Vec<_>>(),
-            "freshness_warmer_s": spread(warmer),
-            "freshness_users_s": spread(users),
+            "freshness_from_unfollowed": self.freshness.iter().filter(|b| b.start() < b.commit - SAME_START).count(),
+            "freshness_short": self.short(),
+            "freshness_first_short": self.freshness.iter().filter(|b| b.short()).take(5).map(Bracket::describe).collect::<Vec<_>>(),
+            "freshness_warmer_s": spread(&warmer),
+            "freshness_users_s": spread(&users),
         })
     }
 }
@@ -266,6 +292,7 @@ pub fn compare(
             .get(check.path.as_str())
             .and_then(|answers| answers.iter().min_by(|a, b| distance(a).total_cmp(&distance(b))))
             .filter(|a| distance(a) < 0.5);
+        agreement.unreadable += usize::from(answer.is_some_and(|a| !a.readable));
         let Some((answer, facts)) = answer.and_then(|a| Some((a, a.facts.as_deref()?))) else { continue };
         agreement.judged += 1;
         let lacking = facts.iter().find_map(|&(key, state)| lacks(history, key, state, marked - MARGIN));
@@ -284,7 +311,8 @@ pub fn compare(
         }
         if fresh && let Some(freshness) = check.freshness {
             // What an earlier tick sent had committed before its mark.
-            let previous = sent.iter().copied().filter(|&m| m < marked).fold(f64::NEG_INFINITY, f64::max);
+            // (The tick's own mark is in `sent` too, to a microsecond of `marked`.)
+            let previous = sent.iter().copied().filter(|&m| m < marked - MARGIN).fold(f64::NEG_INFINITY, f64::max);
             if let Some((key, index, commit)) = first_claimed(history, facts, previous + MARGIN, marked - MARGIN) {
                 wanted.push((freshness, check.sent, marked, check.path.as_str(), key, index, commit));
             }
@@ -379,8 +407,8 @@ mod tests {
         (history, first.0)
     }
 
-    fn timing(tick: f64) -> Timing {
-        Timing { tick, instance_bound: 2.0 }
+    fn timing(tolerance: f64) -> Timing {
+        Timing { tolerance, instance_bound: 2.0 }
     }
 
     fn check(outcome: &str, sent: f64, marked: f64, freshness: Option<f64>) -> Check {
@@ -402,9 +430,18 @@ mod tests {
             path: "/v1/formations/3001F".to_owned(),
             sent,
             age: Some(age),
+            readable: true,
             facts: Some(vec![(key, state)]),
         };
-        let answers = [answer(14.0, v1, 0), answer(24.0, v1, 0), answer(34.0, v2, 0), answer(44.0, v2, 30)];
+        let unreadable = Answer { readable: false, facts: None, ..answer(54.0, v2, 0) };
+        let answers = [
+            answer(14.0, v1, 0),
+            answer(24.0, v1, 0),
+            answer(34.0, v2, 0),
+            answer(44.0, v2, 30),
+            answer(47.0, v1, 0),
+            unreadable,
+        ];
         let checks = [
             // Mark at 12: v1 was owed, and shown.
             check("fresh", 14.0, 12.0, Some(4.0)),
@@ -416,37 +453,46 @@ mod tests {
             // Mark at 42: the answer showed v2, from a copy made at 14 s: the warmer said stale,
             // for a change the checker does not follow.
             check("stale", 44.0, 42.0, None),
-            // A check whose answer was not recorded is not judged.
+            // Mark at 45: the answer showed v1, and the warmer said stale.
+            check("stale", 47.0, 45.0, None),
+            // A check whose answer was not recorded is not judged, nor one whose body could not
+            // be read.
             check("fresh", 50.0, 48.0, Some(1.0)),
+            check("fresh", 54.0, 52.0, Some(1.0)),
         ];
         let found = compare(&checks, &answers, &[], &[], &timing(1.0), &history);
-        assert_eq!((found.judged, found.agree, found.stale_unfollowed), (4, 1, 1));
+        assert_eq!((found.judged, found.agree, found.stale_unfollowed, found.unreadable), (5, 2, 1, 1));
         assert_eq!(found.missed.len(), 1, "{:?}", found.missed);
         assert!(found.missed[0].contains("\"v2\" committed at 20.000"), "{:?}", found.missed);
         assert_eq!(found.false_alarms.len(), 1);
     }
 
+    /// The viewers' reads of the page: without v1 until 13.5 s (the edge's copy), with it from
+    /// 14 s; the list, which shows the same fact, is another page.
+    fn reads<'a>(page: &'a str, old: &'a [(KeyId, StateId)], new: &'a [(KeyId, StateId)]) -> Vec<Seen<'a>> {
+        vec![
+            (page, 9.5, true, old),
+            (page, 11.0, true, old),
+            (page, 13.5, true, old),
+            (page, 14.0, false, new),
+            (page, 14.5, true, new),
+            ("/v1/formations", 16.0, true, old),
+        ]
+    }
+
     #[test]
-    fn the_viewers_bracket_when_the_users_got_a_claimed_write_and_the_warmers_figure_is_set_in_it() {
+    fn the_viewers_bracket_when_the_users_got_a_claimed_write_and_the_warmers_figure_is_set_beside_it() {
         let (mut history, key) = history();
         let (v0, v1) = (history.state("v0"), history.state("v1"));
         let page = "/v1/formations/3001F";
-        let answers = [Answer { path: page.to_owned(), sent: 15.0, age: None, facts: Some(vec![(key, v1)]) }];
-        // The tick before completed with its mark at 8 s; this one marked at 12 s: it claimed v1
-        // (10 s), and measured 5 s.
-        let checks = [check("fresh", 15.0, 12.0, Some(5.0))];
+        let answers =
+            [Answer { path: page.to_owned(), sent: 15.0, age: None, readable: true, facts: Some(vec![(key, v1)]) }];
         let (old, new) = ([(key, v0)], [(key, v1)]);
-        // Viewers read the page without v1 until 13.5 s (the edge's copy), with it from 14 s; the
-        // list, which shows the same fact, is another page.
-        let reads: Vec<Seen<'_>> = vec![
-            (page, 9.5, true, &old),
-            (page, 11.0, true, &old),
-            (page, 13.5, true, &old),
-            (page, 14.0, false, &new),
-            (page, 14.5, true, &new),
-            ("/v1/formations", 16.0, true, &old),
-        ];
-        let found = compare(&checks, &answers, &reads, &[8.0], &timing(1.0), &history);
+        let reads = reads(page, &old, &new);
+        // The tick before sent its batch with its mark at 8 s; this one marked at 12 s: it claimed
+        // v1 (10 s), and measured 5 s, from v1's commit to its read at 15 s.
+        let checks = [check("fresh", 15.0, 12.0, Some(5.0))];
+        let found = compare(&checks, &answers, &reads, &[8.0, 12.0], &timing(1.0), &history);
         let expected = Bracket {
             page: page.to_owned(),
             commit: 10.0,
@@ -458,21 +504,30 @@ mod tests {
             earlier: false,
         };
         assert_eq!(found.freshness, vec![expected]);
-        assert_eq!((found.short(), found.report()["freshness_held_within_a_tick"].as_u64()), (0, Some(1)));
-        // A figure shorter than the users were served the old copy is short; one more than a tick
-        // after they got it is not within one.
-        for (figure, short, within) in [(3.0, 1, 0), (5.5, 0, 0)] {
+        assert_eq!((found.short(), found.freshness_agrees(), found.regressed().len()), (0, Some(true), 0));
+        // With a tolerance of half a second, 5 s against the users' 4 s is apart.
+        let found = compare(&checks, &answers, &reads, &[8.0], &timing(0.5), &history);
+        assert_eq!((found.freshness_agrees(), found.report()["freshness_apart"].as_u64()), (Some(false), Some(1)));
+        // A figure that starts after v1's commit (3 s: from 12 s) did not measure it: short, and
+        // not compared; one that starts a second before it counts from a write the checker does
+        // not follow: not compared either.
+        for (figure, short) in [(3.0, 1), (6.0, 0)] {
             let checks = [check("fresh", 15.0, 12.0, Some(figure))];
-            let found = compare(&checks, &answers, &reads, &[8.0], &timing(0.25), &history);
-            assert_eq!((found.short(), found.report()["freshness_held_within_a_tick"].as_u64()), (short, Some(within)));
+            let found = compare(&checks, &answers, &reads, &[8.0], &timing(1.0), &history);
+            assert_eq!((found.short(), found.freshness_agrees()), (short, None), "{figure}");
         }
+        // A viewer that got the page without v1 after the warmer found it fresh.
+        let mut late = reads.clone();
+        late.push((page, 15.5, true, &old));
+        let found = compare(&checks, &answers, &late, &[8.0], &timing(1.0), &history);
+        assert_eq!(found.regressed().len(), 1);
         // Had the tick measured marked at 14.5 s, the viewers got v1 (at 14 s) before it: an
         // earlier invalidation brought it, and the warmer's figure is only an upper bound.
         let later = [check("fresh", 15.0, 14.5, Some(5.0))];
         let found = compare(&later, &answers, &reads, &[8.0], &timing(1.0), &history);
         assert!(found.freshness[0].earlier);
-        assert_eq!(found.report()["freshness_held"].as_u64(), Some(0));
-        // Had a tick marked at 11 s completed, v1 would have been its claim: nothing to compare.
+        assert_eq!(found.freshness_agrees(), None);
+        // Had a tick marked at 11 s sent its batch, v1 would have been its claim: nothing to compare.
         let found = compare(&checks, &answers, &reads, &[11.0], &timing(1.0), &history);
         assert!(found.freshness.is_empty());
         // No viewer read the page without it: nothing to compare.
