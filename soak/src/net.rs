@@ -467,21 +467,6 @@ fn xml_unescape(text: &str) -> String {
     text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_invalidation_batch_reads_back_as_sent() {
-        let paths = vec!["/v1/formations/10701F".to_owned(), "/v1/lines/a&b*".to_owned()];
-        let xml = invalidation_xml("I1", "InProgress", &paths, "ref<1>");
-        assert_eq!(xml_elements(&xml, "Path"), paths);
-        assert_eq!(xml_elements(&xml, "CallerReference"), ["ref<1>"]);
-        assert_eq!(xml_elements(&xml, "Quantity"), ["2"]);
-        assert!(xml_elements(&xml, "Missing").is_empty());
-    }
-}
-
 /// One answer the edge gave the warmer, as [`recorder`] passed it on.
 #[derive(Debug, Clone)]
 pub struct Recorded {
@@ -580,4 +565,38 @@ fn decode(encoding: Option<&str>, body: &[u8]) -> Option<Vec<u8>> {
         Some(_) => return None,
     };
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+
+    use super::*;
+
+    #[test]
+    fn an_invalidation_batch_reads_back_as_sent() {
+        let paths = vec!["/v1/formations/10701F".to_owned(), "/v1/lines/a&b*".to_owned()];
+        let xml = invalidation_xml("I1", "InProgress", &paths, "ref<1>");
+        assert_eq!(xml_elements(&xml, "Path"), paths);
+        assert_eq!(xml_elements(&xml, "CallerReference"), ["ref<1>"]);
+        assert_eq!(xml_elements(&xml, "Quantity"), ["2"]);
+        assert!(xml_elements(&xml, "Missing").is_empty());
+    }
+
+    #[test]
+    fn the_recorder_decodes_what_the_edge_compressed_and_nothing_else() {
+        let body = br#"{"id":"3001F","note":"soak-1"}"#.repeat(50);
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gzip.write_all(&body).unwrap();
+        let gzip = gzip.finish().unwrap();
+        let mut br = Vec::new();
+        brotli::CompressorWriter::new(&mut br, 4096, 5, 22).write_all(&body).unwrap();
+        assert_eq!(decode(Some("gzip"), &gzip).as_deref(), Some(&body[..]));
+        assert_eq!(decode(Some("br"), &br).as_deref(), Some(&body[..]));
+        assert_eq!(decode(None, &body).as_deref(), Some(&body[..]));
+        assert_eq!(decode(Some("identity"), &body).as_deref(), Some(&body[..]));
+        // An encoding it does not know, or a body that does not decode: unreadable.
+        assert_eq!(decode(Some("zstd"), &gzip), None);
+        assert_eq!(decode(Some("gzip"), &body), None);
+    }
 }
