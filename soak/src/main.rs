@@ -842,9 +842,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // A figure counted from the wrong start leaves the comparison (as measured from a later
     // change, or an earlier one the checker does not follow): with pages to compare, most of them
     // may not leave it.
-    let agreed = agreement.report();
-    let (pages, compared) = (agreed["freshness_pages"].as_u64(), agreed["freshness_compared"].as_u64());
-    let (pages, compared, short) = (pages.unwrap_or(0), compared.unwrap_or(0), agreement.short() as u64);
+    let (pages, compared, short) = (agreement.freshness.len(), agreement.comparable(), agreement.short());
     if logs_checks && pages >= 20 && (compared == 0 || short > compared) {
         failure_counts.insert("the warmer's freshness could not be set beside its users'", 1);
     }
@@ -913,7 +911,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "tick_allowance_ms": tick_length.as_millis() as u64,
         },
         "warmer_checks": checks,
-        "warmer_agreement": agreed,
+        "warmer_agreement": agreement.report(),
         "edge_caches": {
             "shield": !args.no_shield,
             "repeat": !args.no_shield && !args.no_repeat,

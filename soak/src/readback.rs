@@ -147,11 +147,6 @@ pub struct Timing {
 pub const SAME_START: f64 = 0.25;
 
 impl Bracket {
-    /// The users' freshness: from the write's commit to the first viewer read with it.
-    pub fn users(&self) -> Option<f64> {
-        self.with
-    }
-
     /// When the warmer's figure starts.
     fn start(&self) -> Time {
         self.read - self.warmer
@@ -221,6 +216,11 @@ impl Agreement {
         self.freshness.iter().filter(|b| b.short()).count()
     }
 
+    /// Pages where the warmer and the users measure the same thing.
+    pub fn comparable(&self) -> usize {
+        self.freshness.iter().filter(|b| b.comparable()).count()
+    }
+
     /// Where they measure the same thing: the warmer's figures, and the users' bracket (from the
     /// commit to the last viewer read without the write, and to the first with it).
     fn compared(&self) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
@@ -245,8 +245,8 @@ impl Agreement {
         let percentiles: &[f64] = if warmer.len() >= 100 { &[50.0, 99.0] } else { &[50.0] };
         (!warmer.is_empty()).then(|| {
             percentiles.iter().all(|&p| {
-                let figure = quantile(&warmer, p);
-                figure >= quantile(&without, p) - tolerance && figure <= quantile(&with, p) + tolerance
+                let figure = crate::pct(&warmer, p);
+                figure >= crate::pct(&without, p) - tolerance && figure <= crate::pct(&with, p) + tolerance
             })
         })
     }
@@ -261,10 +261,10 @@ impl Agreement {
             if samples.is_empty() {
                 return Value::Null;
             }
-            json!({ "p50": quantile(samples, 50.0), "p99": quantile(samples, 99.0), "max": quantile(samples, 100.0) })
+            json!({ "p50": crate::pct(samples, 50.0), "p99": crate::pct(samples, 99.0), "max": crate::pct(samples, 100.0) })
         };
         let (warmer, without, users) = self.compared();
-        let apart = |b: &&&Bracket| b.users().is_some_and(|users| (b.warmer - users).abs() > self.timing.tolerance);
+        let apart = |b: &&&Bracket| b.with.is_some_and(|users| (b.warmer - users).abs() > self.timing.tolerance);
         let comparable: Vec<&Bracket> = self.freshness.iter().filter(|b| b.comparable()).collect();
         json!({
             "checks": self.checks,
@@ -375,13 +375,6 @@ pub fn compare(
         agreement.freshness.push(Bracket { page, commit, read, warmer, without, with, held, earlier, regressed });
     }
     agreement
-}
-
-/// The `p`th percentile of `samples` (any order).
-fn quantile(samples: &[f64], p: f64) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    if sorted.is_empty() { f64::NAN } else { testbed::percentile(&sorted, p) }
 }
 
 /// Whether `state`, shown for `key`, is older than the latest write of it that committed before
