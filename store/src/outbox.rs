@@ -121,6 +121,65 @@ impl Claim {
             None => db.write([complete]).await.map(drop),
         }
     }
+
+    /// As [`Claim::complete`], and in the same transaction records the repeat the batch owes
+    /// (`INVALIDATION_REPEAT`: behind a shield, a location the first purge reached before the
+    /// shield may have refilled from the shield's old copy): its tags as pending changes again,
+    /// each with what its answers must show, under the claim's token. The tick settles them once
+    /// it sent the repeat ([`OwedRepeat::settle`]); a tick that dies first (Lambda's timeout),
+    /// or whose batch did not complete in time, leaves them pending, and the next tick sends
+    /// them as a repair. A tag that is itself a repair owes none (it is the second purge).
+    ///
+    /// # Errors
+    ///
+    /// The database failed; the changes stay pending, and nothing is owed.
+    pub async fn complete_owing_repeat(self, db: &Db, accepted: &Accepted<'_>) -> StoreResult<OwedRepeat> {
+        let changes = i64::try_from(self.changes()).unwrap_or(i64::MAX);
+        let owed: Vec<(&str, &str)> = self
+            .tags
+            .iter()
+            .filter(|t| t.repaired_by.is_none())
+            .map(|t| (t.tag.as_str(), t.written_by.as_str()))
+            .collect();
+        let json = serde_json::to_string(&owed).unwrap_or_else(|_| "[]".into());
+        let token = self.token.as_str();
+        let complete = Statement::new(db.sql().complete).bind(accepted.id).bind(token);
+        let owe = Statement::new(db.sql().owe_repeat).bind(json.as_str()).bind(token);
+        match record(accepted, changes) {
+            Some(record) => db.write([complete, record, owe]).await.map(drop)?,
+            None => db.write([complete, owe]).await.map(drop)?,
+        }
+        Ok(OwedRepeat { token: self.token, tags: owed.len() })
+    }
+}
+
+/// The repeat a completed claim owes ([`Claim::complete_owing_repeat`]), pending until settled.
+#[derive(Debug)]
+#[must_use = "an owed repeat is settled, or left to the next tick"]
+pub struct OwedRepeat {
+    /// The claim's token, which the owed changes carry.
+    token: String,
+    /// How many tags it owes.
+    pub tags: usize,
+}
+
+impl OwedRepeat {
+    /// Marks the owed repeat processed: sent as invalidation `id`, or, with `None`, not sent
+    /// (over the month's budget, or refused), which leaves the read-back repair to mend what it
+    /// finds.
+    ///
+    /// # Errors
+    ///
+    /// The database failed: the repeat stays pending, and the next tick sends it again.
+    pub async fn settle(self, db: &Db, id: Option<&str>) -> StoreResult<()> {
+        db.write([Statement::new(db.sql().complete).bind(id).bind(self.token.as_str())]).await.map(drop)
+    }
+
+    /// Leaves the owed repeat to the next tick (its batch did not complete in time, or
+    /// CloudFront already had it from a tick that died before its repeat).
+    pub fn leave(self) -> usize {
+        self.tags
+    }
 }
 
 /// What the warmer's check of a path through the edge found ([`Warmed::verified`]).

@@ -87,6 +87,9 @@ pub(crate) struct Dialect {
     /// Records tags as pending changes again, each with what its answers must show (JSON array
     /// `$1` of `[tag, written_by]`): a repair.
     pub(crate) requeue: &'static str,
+    /// The same under the claim token `$2`: the repeat a completed claim owes, until its tick
+    /// settles it (a tick that dies first leaves it pending, and the next claim takes it).
+    pub(crate) owe_repeat: &'static str,
     /// Per tag, what wrote the changes processed within the last `$1` seconds but not the last `$2`
     /// (as `claimed`).
     pub(crate) processed_since: &'static str,
@@ -188,6 +191,8 @@ pub(crate) const POSTGRES: Dialect = Dialect {
               GROUP BY tag ORDER BY min(lo)",
     requeue: "INSERT INTO cache_changes (tag, invalidation_id) \
               SELECT value->>0, 'repair:' || (value->>1) FROM json_array_elements($1::json)",
+    owe_repeat: "INSERT INTO cache_changes (tag, invalidation_id, claim) \
+              SELECT value->>0, 'repair:' || (value->>1), $2 FROM json_array_elements($1::json)",
     processed_since: "SELECT tag, sum(n)::bigint AS changes, min(lo) AS first_id, max(hi) AS last_id, \
               CASE WHEN count(*) <= 1000 THEN string_agg(xid::text, ',') ELSE '' END AS written_by, \
               0::bigint AS age_ms, false AS from_commit, NULL::text AS repaired_by \
@@ -298,6 +303,8 @@ pub(crate) const SQLITE: Dialect = Dialect {
               WHERE claim = $1 AND processed_at IS NULL GROUP BY tag ORDER BY min(id)",
     requeue: "INSERT INTO cache_changes (tag, invalidation_id) \
               SELECT value->>0, 'repair:' || (value->>1) FROM json_each($1)",
+    owe_repeat: "INSERT INTO cache_changes (tag, invalidation_id, claim) \
+              SELECT value->>0, 'repair:' || (value->>1), $2 FROM json_each($1)",
     processed_since: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
               CAST(max(id) AS TEXT) AS written_by, 0 AS age_ms, false AS from_commit, NULL AS repaired_by \
               FROM cache_changes \

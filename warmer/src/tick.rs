@@ -579,7 +579,15 @@ impl Warmer {
                 }
             };
             let written: Vec<Sent> = claim.tags.iter().map(|t| Sent::of(t, asked - seen)).collect();
-            claim.complete(&self.db, &accepted(Some(&submitted.id), &submitted.status)).await?;
+            let accepted = accepted(Some(&submitted.id), &submitted.status);
+            // The repeat is owed from the moment the batch is accepted: a tick that dies before it
+            // sent it leaves it to the next.
+            let owed = if self.repeat {
+                Some(claim.complete_owing_repeat(&self.db, &accepted).await?)
+            } else {
+                claim.complete(&self.db, &accepted).await?;
+                None
+            };
             invalidated.invalidation_status = Some(submitted.status.clone());
             if wait {
                 let waited =
@@ -594,21 +602,34 @@ impl Warmer {
             let completed = invalidated.invalidation_status.as_deref().is_some_and(crate::backend::is_completed);
             if completed && !submitted.id.starts_with(crate::backend::ALREADY_SENT) {
                 let mut written = written;
-                if self.repeat {
+                if let Some(owed) = owed {
                     let used = invalidated.items_this_month.map(|u| u + batch.items.len() as u64);
                     // Not requeued when it cannot go: the read-back repair still applies, and a
                     // requeued repeat would be repeated again, forever over the budget.
-                    match self.send_again(&batch.items, &reference, used, deadline).await {
-                        Again::Completed => {
+                    let again = self.send_again(&batch.items, &reference, used, deadline).await;
+                    let sent = match &again {
+                        Again::Completed(id) => {
                             // Sent twice and done: a page still lacking them fails a second time.
                             written.iter_mut().for_each(|s| s.repaired_by = Some(s.written_by.clone()));
                             invalidated.repeated = true;
+                            Some(id.as_str())
                         }
-                        Again::Sent => invalidated.repeated = true,
-                        Again::NotSent => {}
+                        Again::Sent(id) => {
+                            invalidated.repeated = true;
+                            Some(id.as_str())
+                        }
+                        Again::NotSent => None,
+                    };
+                    if let Err(err) = owed.settle(&self.db, sent).await {
+                        tracing::warn!(error = %error_chain(&err), "could not settle the repeat: the next tick sends it again");
                     }
                 }
                 invalidated.completed = written;
+            } else if let Some(owed) = owed {
+                // Not seen complete (or CloudFront had it from a tick that died before its
+                // repeat): the next tick sends the repeat, as a repair.
+                let tags = owed.leave();
+                tracing::info!(tags, "the batch's repeat is left to the next tick");
             }
             invalidated.invalidation_id = Some(submitted.id);
             Ok::<(), TickError>(())
@@ -654,8 +675,6 @@ impl Warmer {
                     status: &submitted.status,
                 };
                 self.db.record_invalidation(&accepted).await?;
-                self.db.record_build(build, Some(&submitted.id)).await?;
-                tracing::info!(build, invalidation = %submitted.id, "a new API build or settings: the edge was invalidated");
                 if let Err(err) = self
                     .invalidator
                     .wait(&submitted, self.poll_interval, deadline.cap(self.wait_timeout), |_, _| {})
@@ -675,6 +694,11 @@ impl Warmer {
                         tracing::warn!("the deploy's second `/*` did not go");
                     }
                 }
+                // Recorded once both went: a tick that dies before (Lambda's timeout) leaves the
+                // build unrecorded, and the next tick flushes for it again (the same references:
+                // CloudFront answers with what it already has), twice.
+                self.db.record_build(build, Some(&submitted.id)).await?;
+                tracing::info!(build, invalidation = %submitted.id, "a new API build or settings: the edge was invalidated");
                 Ok(Some(submitted.id))
             }
         }
@@ -690,8 +714,8 @@ impl Warmer {
         }
         let reference = format!("again-{:016x}", xxhash_rust::xxh3::xxh3_64(reference.as_bytes()));
         match self.send_extra(items, &reference, deadline).await {
-            Ok((_, true)) => Again::Completed,
-            Ok((_, false)) => Again::Sent,
+            Ok((id, true)) => Again::Completed(id),
+            Ok((id, false)) => Again::Sent(id),
             Err(err) => {
                 tracing::warn!(error = %error_chain(&err), "could not send the repeat");
                 Again::NotSent
@@ -1247,12 +1271,12 @@ impl Warmed {
 }
 
 /// How a repeated batch went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Again {
-    /// Sent, and completed.
-    Completed,
-    /// Sent; not completed within the tick.
-    Sent,
+    /// Sent (its id), and completed.
+    Completed(String),
+    /// Sent (its id); not completed within the tick.
+    Sent(String),
     /// Not sent: over the budget, or the backend did not take it.
     NotSent,
 }

@@ -1062,6 +1062,88 @@ async fn a_purge_that_takes_the_second_time_is_repaired_by_the_warmer() {
     assert!(sent.iter().any(|i| i["id"].as_str().is_some_and(|id| id.starts_with("purge-again-"))), "{status}");
 }
 
+/// Behind a shield every batch is sent twice (`INVALIDATION_REPEAT`): a location the first purge
+/// reached before the shield may have refilled from the shield's old copy. A tick that dies
+/// between the two (Lambda's timeout: `SIGKILL`, no shutdown) must not lose the second, which
+/// was all that would have cleared such a location: it is owed in the feed from the moment the
+/// first was accepted, and the next tick sends it, as a repair, and reads the page back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_tick_killed_before_its_repeat_leaves_the_repeat_to_the_next() {
+    let (app, edge, _stop) = stack().await;
+    warmer_purge(&app.db, &edge, "tags").await;
+    let (gate_url, mut repeats) = repeat_stalling_gate(&edge).await;
+    app.db.exec("UPDATE formations SET note = 'Repeat owed' WHERE id = '10701F'").await;
+    until_origin(&app, "/v1/formations/10701F", |v| v["note"] == "Repeat owed").await;
+    let mut tick = tokio::process::Command::new(binary("warmer"))
+        .arg("--once")
+        .env_clear()
+        .env("DATABASE_URL", &app.db.url)
+        .env("WARMER_SETTLE", "0s")
+        .env("WARMER_LEASE", "5s")
+        .env("INVALIDATOR", "purge")
+        .env("PURGE_URL", &gate_url)
+        .env("INVALIDATION_MODE", "tags")
+        .env("INVALIDATION_REPEAT", "true")
+        .env("WARM_BASE_URL", edge.url(""))
+        .env("WARM_SECRET", WARM_SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // The first purge went through; the repeat reached the gate, which does not answer: the tick
+    // dies waiting, as Lambda kills it.
+    tokio::time::timeout(Duration::from_secs(30), repeats.recv()).await.expect("the repeat was sent").unwrap();
+    tick.start_kill().unwrap();
+    tick.wait().await.unwrap();
+    assert!(crate::warmer::pending(&app.db).await > 0, "the repeat is owed");
+    // Once the dead tick's lease expired, the next tick sends the repeat and reads the page back.
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let summary = warmer_tick(&app.db, &edge.url(""), "tags", &[("INVALIDATION_REPEAT", "true")]).await;
+    assert!(summary["changes"].as_u64().unwrap() > 0, "the repeat went: {summary}");
+    assert!(summary["verified"].as_u64().unwrap() >= 1, "{summary}");
+    assert_eq!(
+        (summary["verified_stale"].as_u64(), summary["repair_failed"].as_u64()),
+        (Some(0), Some(0)),
+        "{summary}"
+    );
+    assert_eq!(crate::warmer::pending(&app.db).await, 0, "nothing more is owed: {summary}");
+    let page = get(&reqwest::Client::new(), &edge.url("/v1/formations/10701F")).await;
+    assert_eq!(page.body["note"], "Repeat owed", "{summary}");
+}
+
+/// A purge gate in front of `edge` that passes each purge the first time, and the second time
+/// (the repeat) says so on the channel and never answers.
+async fn repeat_stalling_gate(edge: &Varnish) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    let gate = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", gate.local_addr().unwrap());
+    let (target, client) = (edge.url(""), reqwest::Client::new());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::<String>::new()));
+    let (tell, repeats) = tokio::sync::mpsc::unbounded_channel();
+    let handler = move |request: axum::extract::Request| {
+        let (seen, client, target, tell) = (seen.clone(), client.clone(), target.clone(), tell.clone());
+        async move {
+            let tags = request.headers().get("xkey-purge").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let key = format!("{} {} {tags}", request.method(), request.uri());
+            if !seen.lock().unwrap().insert(key.clone()) {
+                let _ = tell.send(key);
+                std::future::pending::<()>().await;
+            }
+            let res = client
+                .request(request.method().clone(), format!("{target}{}", request.uri()))
+                .header("xkey-purge", tags)
+                .send()
+                .await
+                .unwrap();
+            assert!(res.status().is_success(), "the edge refused a purge: {}", res.status());
+            "purged".to_owned()
+        }
+    };
+    tokio::spawn(async move { axum::serve(gate, axum::Router::new().fallback(handler)).await.unwrap() });
+    (url, repeats)
+}
+
 /// Through the CloudFront backend (moto, which purges no edge of ours): the warmer reads the
 /// emptied pages back through the local edge, finds them stale, sends the repair to CloudFront
 /// once and raises the alarm's count; over the month's budget, the repair waits as any batch

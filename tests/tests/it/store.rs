@@ -21,6 +21,7 @@ crate::both_backends!(
     change_feed_returns_what_became_visible_after_a_cursor,
     closed_store_reports_unavailable,
     a_claim_takes_only_what_was_visible_at_its_mark,
+    a_completed_claim_owes_its_repeat_until_it_is_settled,
     processed_changes_older_than_the_retention_are_pruned,
     migrate_drops_the_change_triggers_of_tables_no_longer_declared,
     the_triggers_and_the_api_agree_on_service_days_across_clock_changes,
@@ -355,6 +356,41 @@ async fn a_claim_takes_only_what_was_visible_at_its_mark(backend: Backend) {
     let claim = store.claim(100, &store.visible_mark().await.unwrap(), "test").await.unwrap();
     assert_eq!(claim.changes(), 2);
     claim.complete(store, &accepted()).await.unwrap();
+    assert_eq!(store.pending().await.unwrap().count, 0);
+}
+
+/// A batch sent twice (`INVALIDATION_REPEAT`) owes its repeat from the moment it is completed:
+/// its tags are pending again, as repairs carrying what the first batch's answers must show,
+/// until the tick settles them; left unsettled (the tick died), the next claim takes them.
+async fn a_completed_claim_owes_its_repeat_until_it_is_settled(backend: Backend) {
+    let app = app(backend).await;
+    let store = app.store();
+    let drain = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
+    drain.complete(store, &accepted()).await.unwrap();
+
+    app.db.exec("UPDATE formations SET note = 'sent twice' WHERE id = '3001F'").await;
+    let claim = store.claim(100, &store.visible_mark().await.unwrap(), "first").await.unwrap();
+    let first: Vec<(String, String)> = claim.tags.iter().map(|t| (t.tag.clone(), t.written_by.clone())).collect();
+    assert_eq!(first.len(), 2, "{first:?}");
+    let owed = claim.complete_owing_repeat(store, &accepted()).await.unwrap();
+    assert_eq!(owed.tags, 2);
+    assert_eq!(store.pending().await.unwrap().count, 2, "the repeat is owed");
+    owed.settle(store, Some("again")).await.unwrap();
+    assert_eq!(store.pending().await.unwrap().count, 0, "settled once sent");
+
+    // A tick that dies before its repeat: the next claim takes the repeat, as a repair of what the
+    // first batch's answers must show; a repair owes no repeat of its own.
+    app.db.exec("UPDATE formations SET note = 'died before the repeat' WHERE id = '3001F'").await;
+    let claim = store.claim(100, &store.visible_mark().await.unwrap(), "dead").await.unwrap();
+    let first: Vec<(String, String)> = claim.tags.iter().map(|t| (t.tag.clone(), t.written_by.clone())).collect();
+    let _left = claim.complete_owing_repeat(store, &accepted()).await.unwrap().leave();
+    let next = store.claim(100, &store.visible_mark().await.unwrap(), "next").await.unwrap();
+    let repeat: Vec<(String, String)> =
+        next.tags.iter().map(|t| (t.tag.clone(), t.repaired_by.clone().expect("a repair"))).collect();
+    assert_eq!(repeat, first);
+    let owed = next.complete_owing_repeat(store, &accepted()).await.unwrap();
+    assert_eq!(owed.tags, 0, "a repeat is not repeated");
+    owed.settle(store, None).await.unwrap();
     assert_eq!(store.pending().await.unwrap().count, 0);
 }
 
