@@ -229,10 +229,14 @@ impl PgStore {
             .idle_timeout(Some(options.idle_timeout))
             .max_lifetime(Some(Duration::from_secs(30 * 60)))
             .test_before_acquire(false);
+        // `client_connection_check_interval`: a process killed mid-statement (Lambda's timeout:
+        // no shutdown) leaves a server process running that statement, holding a connection and
+        // its place in a lock queue until the statement ends; the server checks every second
+        // that its client is still there, and ends the statement when it is gone.
         let settings = |timeout: Duration| {
             format!(
                 "SET LOCAL statement_timeout = {}; SET LOCAL TimeZone = 'UTC'; SET LOCAL DateStyle = 'ISO'; \
-                 SET LOCAL jit = off",
+                 SET LOCAL jit = off; SET LOCAL client_connection_check_interval = 1000",
                 timeout.as_millis().max(1)
             )
         };

@@ -767,3 +767,53 @@ async fn an_eviction_of_other_tags_during_a_reload_keeps_the_stale_copy() {
     let res = app.get(page).await;
     assert_eq!((res.status.as_u16(), res.header("x-local-cache")), (200, "stale"), "{:?}", res.body);
 }
+
+/// A warmer run killed while its statement waits on a lock (Lambda's timeout: `SIGKILL`, no
+/// shutdown) does not leave that statement holding its connection, and its place in the lock's
+/// queue, until the statement timeout (30 s): the server checks every second that the client is
+/// still there, and ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_killed_warmer_runs_waiting_statement_ends_with_it() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let mut locker = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE cache_changes IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
+    let mut run = tokio::process::Command::new(crate::helpers::binary("warmer"))
+        .arg("--once")
+        .env_clear()
+        .env("DATABASE_URL", &db.url)
+        .env("INVALIDATOR", "none")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let name = format!("edgerail-warmer-{}", run.id().unwrap());
+    let mut watcher = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while backends_of(&mut watcher, &name, true).await == 0 {
+        assert!(Instant::now() < deadline, "the run's statement never waited on the lock");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.start_kill().unwrap();
+    run.wait().await.unwrap();
+    // The lock stays held: only the server's check of its client can end the statement.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while backends_of(&mut watcher, &name, false).await > 0 {
+        assert!(Instant::now() < deadline, "the killed run's statement still holds its connection");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
+}
+
+/// Server processes of the client named `name` (only those waiting on a lock, if `waiting`).
+async fn backends_of(conn: &mut sqlx::PgConnection, name: &str, waiting: bool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND (NOT $2 OR wait_event_type = 'Lock')",
+    )
+    .bind(name)
+    .bind(waiting)
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
