@@ -225,7 +225,11 @@ async fn chain_credentials() -> Result<secret::Credentials, SetupError> {
     Ok(secret::Credentials { identity, region })
 }
 
-/// Opens the database (lazily, two connections: the warmer is one more client of a small
+/// Database connections a warmer run opens at most: it is one more client of a small database
+/// (the template caps its runs at once too).
+pub const MAX_CONNECTIONS: u32 = 2;
+
+/// Opens the database (lazily, [`MAX_CONNECTIONS`]: the warmer is one more client of a small
 /// database). Statements are proxy-safe: the warmer may reach the database through RDS Proxy or
 /// PgBouncer.
 ///
@@ -243,7 +247,7 @@ pub async fn open_db(args: &DatabaseArgs) -> Result<Db, SetupError> {
         (None, None) => return Err(SetupError::Missing("DATABASE_URL or DATABASE_SECRET_ARN is required")),
     };
     let options = DbOptions {
-        max_connections: 2,
+        max_connections: MAX_CONNECTIONS,
         acquire_timeout: Duration::from_secs(5),
         statement_timeout: args.statement_timeout,
         feed_timeout: args.statement_timeout,

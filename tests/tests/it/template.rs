@@ -256,7 +256,8 @@ fn cors_is_answered_at_the_edge_and_never_keys_the_cache() {
 }
 
 /// The API's instances are capped, and so are its database connections: the default reserved
-/// concurrency times the connections each Lambda instance opens, plus the warmer's, stays within
+/// concurrency times the connections each Lambda instance opens, plus the warmer's (its runs
+/// capped the same way, times its pool), stays within
 /// half of a db.t4g.micro's max_connections (about 80), the smallest RDS a deployment would use.
 #[test]
 fn api_concurrency_is_capped_below_the_database_connection_limit() {
@@ -268,8 +269,12 @@ fn api_concurrency_is_capped_below_the_database_connection_limit() {
     assert!(at(param, &["MinValue"]).as_u64().unwrap() >= 1, "0 would stop the API altogether");
     let lambda = api::config::Cli::try_parse_from(["api", "--lambda-runtime-api", "127.0.0.1:9001"]).unwrap().config;
     let per_instance = u64::from(lambda.max_connections());
-    // The warmer's pool (one tick at a time: an EventBridge schedule, no retries).
-    let warmer = 2;
+    // The warmer's: scheduled runs overlap (a slow tick, an event that starts two), so its
+    // reserved concurrency caps them, each with its pool.
+    let warmer = at(&t, &["Resources", "WarmerFunction", "Properties"]);
+    let runs = at(warmer, &["ReservedConcurrentExecutions"]).as_u64().expect("the warmer's runs are capped");
+    assert!(runs >= 2, "a new run must start while a slow tick runs, to find its lease held or take it over");
+    let warmer = runs * u64::from(warmer::cli::MAX_CONNECTIONS);
     assert!(instances * per_instance + warmer <= 40, "{instances} × {per_instance} + {warmer} connections");
 }
 
