@@ -30,7 +30,7 @@ mod writers;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -90,6 +90,10 @@ pub struct Args {
     /// Share of the schedule's periods that start two warmer invocations at once.
     #[arg(long, default_value_t = 0.15)]
     overlap: f64,
+    /// The warmer function's reserved concurrency, as the template sets it: most invocations at
+    /// once (more are throttled); with two connections each, the warmer's connection cap.
+    #[arg(long, default_value_t = 2)]
+    warmer_concurrency: usize,
     /// Without a shield, the share of the warmer's invocations on the `cloudfront` backend,
     /// against the harness's stand-in for CloudFront's API (the others purge through the purge
     /// gate). With one, every invocation uses it.
@@ -212,6 +216,9 @@ struct Happened {
     start: f64,
     end: f64,
     detail: String,
+    /// It found nothing to act on (no invocation ran to stop, no instance was idle to freeze):
+    /// no fault, so it excuses nothing and is not counted.
+    idle: bool,
 }
 
 /// The mark the fleet and the warmer share, as a deployed stack's: the warmer's fetches are not
@@ -490,6 +497,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         period: args.tick,
         timeout: args.invocation_timeout,
         overlap: args.overlap,
+        concurrency: args.warmer_concurrency,
+        active: AtomicUsize::new(0),
+        throttled: AtomicU64::new(0),
         running: Mutex::default(),
         paused_until: Mutex::default(),
         ticks: Arc::default(),
@@ -531,16 +541,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // Database connections, sampled.
     let connections = Arc::new(Mutex::new(Connections::default()));
-    let caps = (args.reserved as i64, args.pooler_cap);
-    let monitor = tokio::spawn(monitor(
-        admin.clone(),
-        database,
-        caps,
-        connections.clone(),
-        front.clone(),
-        running.clone(),
-        epoch,
-    ));
+    let caps = (args.reserved as i64, args.pooler_cap, warmer_connections_cap(args.warmer_concurrency));
+    let holders = Holders { front: front.clone(), warmer: warmer.clone() };
+    let monitor =
+        tokio::spawn(monitor(admin.clone(), database, caps, connections.clone(), holders, running.clone(), epoch));
 
     // Faults.
     let plan = if args.no_faults && args.broken != Some(Broken::Lag) {
@@ -558,7 +562,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .collect()
     } else {
         let kinds = if args.faults.is_empty() { faults::ALL.to_vec() } else { args.faults.clone() };
-        faults::schedule(args.seed, args.duration, Duration::from_secs(8), Duration::from_secs(12), &kinds)
+        faults::schedule(args.seed, args.duration, faults::LEAD_IN, faults::LEAD_OUT, &kinds)
     };
     let happened: Arc<Mutex<Vec<Happened>>> = Arc::default();
     // Harness failures, and the signal that ends the viewers early after one.
@@ -719,9 +723,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         varnish.stop().await;
     }
 
-    // Judge. A fault still in force when the viewers stopped ended then.
+    // Judge. A fault still in force when the viewers stopped ended then; one that found nothing
+    // to act on is listed, but excuses nothing and is not counted.
     let stopped = epoch.elapsed().as_secs_f64();
-    let happened: Vec<Happened> = lock(&happened)
+    let faults: Vec<Happened> = lock(&happened)
         .iter()
         .cloned()
         .map(|mut h| {
@@ -729,6 +734,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             h
         })
         .collect();
+    let happened: Vec<Happened> = faults.iter().filter(|h| !h.idle).cloned().collect();
     // On a schedule, a change waits at most a period plus the longest tick for a tick to take its
     // mark (runs that find the lease held end at once), then that tick's own length.
     let tick_length = args.settle + args.tick_work;
@@ -882,7 +888,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "harness_errors": lock(&harness).clone(),
         "writes": shared.writes.load(Ordering::Relaxed),
         "writes_unknown_outcome": shared.unknown.load(Ordering::Relaxed),
-        "faults": happened,
+        "faults": faults,
         "fault_counts": counts,
         "by_fault": by_fault(&happened, &reads, &verdict.failures),
         "fleet": stats,
@@ -892,6 +898,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "peak_pooled": connections.peak_pooled,
             "pooled_cap": args.pooler_cap,
             "peak_warmer": connections.peak_warmer,
+            "warmer_cap": warmer_connections_cap(args.warmer_concurrency),
+            "peak_warmer_lingering": connections.peak_warmer_lingering,
             "peak_total": connections.peak_total,
             "peak_per_instance": connections.peak_per_instance.0,
             "peak_per_instance_at": connections.peak_per_instance.1,
@@ -904,6 +912,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "invocations": warmer.invocations.load(Ordering::Relaxed),
             "cloudfront_invocations": warmer.others.load(Ordering::Relaxed),
             "overlapping_starts": warmer.overlapped.load(Ordering::Relaxed),
+            "throttled": warmer.throttled.load(Ordering::Relaxed),
             "killed_by_faults": warmer.killed.load(Ordering::Relaxed),
             "killed_at_timeout": lock(&warmer.timed_out).len(),
             "lease_held": ticks.iter().filter(|t| t["lease_held"].is_string()).count(),
@@ -1044,8 +1053,34 @@ fn warmer_checks(ticks: &[Value]) -> Value {
 /// How often the warmer's `cloudfront` invocations ask whether their invalidation completed.
 const INVALIDATION_POLL: Duration = Duration::from_millis(250);
 
-/// Queries of a CPU burst: more than the machine's two cores.
-const CPU_BURST: usize = 3;
+/// The warmer's connection cap: two per invocation (its pool), times its reserved concurrency.
+fn warmer_connections_cap(concurrency: usize) -> i64 {
+    2 * i64::try_from(concurrency).unwrap_or(i64::MAX / 2)
+}
+
+/// How long a stop or a freeze waits for something to act on: twice the default warmer period, within
+/// the 3–7 s the schedule leaves between faults.
+const TARGET_WAIT: Duration = Duration::from_secs(2);
+
+/// Calls `act` every 50 ms until it acts on something (returns more than zero), for at most
+/// `within`; returns what it acted on last.
+async fn until_some(within: Duration, mut act: impl FnMut() -> usize) -> usize {
+    let until = Instant::now() + within;
+    loop {
+        let acted = act();
+        if acted > 0 || Instant::now() >= until {
+            return acted;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Queries of a CPU burst: one more than the machine has cores (the soak's PostgreSQL runs on
+/// this machine), so the database is starved on any machine, not only one of two cores; at most
+/// 16, a quarter of the soak cluster's connections.
+fn cpu_burst() -> usize {
+    (std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get) + 1).min(16)
+}
 
 struct FaultContext {
     epoch: Instant,
@@ -1068,6 +1103,14 @@ impl FaultContext {
         self.epoch.elapsed().as_secs_f64()
     }
 
+    /// A stop or a freeze found something to act on: it is in force from now.
+    fn acted(&self, index: usize) {
+        let now = self.now();
+        let mut happened = lock(&self.happened);
+        happened[index].start = now;
+        happened[index].idle = false;
+    }
+
     /// Provokes `planned`. It is recorded as it starts (and its end when it ends), so a fault the
     /// end of the soak cut short still counts.
     ///
@@ -1079,11 +1122,13 @@ impl FaultContext {
         let start = self.now();
         let index = {
             let mut happened = lock(&self.happened);
-            happened.push(Happened { kind: planned.kind, start, end: f64::INFINITY, detail: String::new() });
+            // A stop or a freeze is idle until it acts on something (one the end of the soak cuts
+            // short while it waits excuses nothing).
+            let idle = matches!(planned.kind, Kind::WarmerStop | Kind::InstanceFreeze);
+            happened.push(Happened { kind: planned.kind, start, end: f64::INFINITY, detail: String::new(), idle });
             happened.len() - 1
         };
-        let mut detail = String::new();
-        let mut failed = None;
+        let (mut detail, mut failed, mut idle) = (String::new(), None, false);
         match planned.kind {
             Kind::WarmerKill => {
                 // Whatever runs is killed mid-tick, and the schedule stops for a while.
@@ -1093,15 +1138,28 @@ impl FaultContext {
                 tokio::time::sleep(planned.length).await;
             }
             Kind::WarmerStop => {
-                let stopped = self.warmer.signal_all(Signal::SIGSTOP);
-                detail = format!("{stopped} invocations stopped");
-                tokio::time::sleep(planned.length).await;
-                self.warmer.signal_all(Signal::SIGCONT);
+                // An invocation starts every period: the stop waits for one to run (at most
+                // TARGET_WAIT, inside the gap before the next fault), and lasts its length from then.
+                let stopped = until_some(TARGET_WAIT, || self.warmer.signal_all(Signal::SIGSTOP)).await;
+                if stopped == 0 {
+                    (idle, detail) = (true, "no invocation ran to stop".to_owned());
+                } else {
+                    self.acted(index);
+                    detail = format!("{stopped} invocations stopped");
+                    tokio::time::sleep(planned.length).await;
+                    self.warmer.signal_all(Signal::SIGCONT);
+                }
             }
             Kind::InstanceFreeze => {
-                let held = self.front.hold(usize::MAX, planned.length);
-                detail = format!("{held} idle instances held frozen");
-                tokio::time::sleep(planned.length).await;
+                // As the stop: the freeze waits for an idle instance (all may be busy).
+                let held = until_some(TARGET_WAIT, || self.front.hold(usize::MAX, planned.length)).await;
+                if held == 0 {
+                    (idle, detail) = (true, "no instance was idle to freeze".to_owned());
+                } else {
+                    self.acted(index);
+                    detail = format!("{held} idle instances held frozen");
+                    tokio::time::sleep(planned.length).await;
+                }
             }
             Kind::PostgresRestart => {
                 failed = restart(&self.restart_postgres, &self.direct, RESTART_LIMIT).await.err();
@@ -1135,7 +1193,7 @@ impl FaultContext {
                 failed = self.lock_table(table, planned.length).await.err().map(|e| format!("the lock failed: {e:#}"));
             }
             Kind::CpuBurst => {
-                detail = format!("{CPU_BURST} expensive queries at once");
+                detail = format!("{} expensive queries at once", cpu_burst());
                 failed = self.burn(planned.length).await.err().map(|e| format!("the burst failed: {e:#}"));
             }
             Kind::PurgeStall => {
@@ -1156,6 +1214,7 @@ impl FaultContext {
         let mut happened = lock(&self.happened);
         happened[index].end = end;
         happened[index].detail = failed.clone().unwrap_or(detail);
+        happened[index].idle = idle;
         match failed {
             Some(why) => Err(format!("{:?} at {start:.2} s: {why}", planned.kind)),
             None => Ok(()),
@@ -1176,7 +1235,7 @@ impl FaultContext {
 
     /// Another client's expensive queries, more than the machine has cores, for `length`.
     async fn burn(&self, length: Duration) -> anyhow::Result<()> {
-        let burns: Vec<_> = (0..CPU_BURST)
+        let burns: Vec<_> = (0..cpu_burst())
             .map(|_| {
                 let url = self.direct.clone();
                 tokio::spawn(async move {
@@ -1211,26 +1270,36 @@ struct Connections {
     peak_direct: i64,
     /// PgBouncer's server connections (named after the last instance they served).
     peak_pooled: i64,
+    /// The warmer's runs (those running).
     peak_warmer: i64,
+    /// Connections of warmer runs that ended (killed mid-statement), not yet gone.
+    peak_warmer_lingering: i64,
     peak_total: i64,
     /// The most connections one instance held at once, and when.
     peak_per_instance: (i64, f64),
     /// `[t, direct, pooled, warmer, total, instances]` once a second.
     samples: Vec<[f64; 6]>,
-    /// Samples in which the direct instances held more than the reserved concurrency, or
-    /// PgBouncer more than its pool.
+    /// Samples in which the direct instances held more than the reserved concurrency, PgBouncer
+    /// more than its pool, or the warmer more than its invocations' connections.
     over_cap: Vec<f64>,
+}
+
+/// Who may hold the connections [`monitor`] counts: the fleet's instances, the warmer's runs.
+struct Holders {
+    front: fleet::Front,
+    warmer: Arc<scheduler::Schedule>,
 }
 
 async fn monitor(
     url: String,
     database: &'static str,
-    caps: (i64, i64),
+    caps: (i64, i64, i64),
     connections: Arc<Mutex<Connections>>,
-    front: fleet::Front,
+    holders: Holders,
     running: Arc<AtomicBool>,
     epoch: Instant,
 ) {
+    let Holders { front, warmer } = holders;
     let mut conn: Option<sqlx::PgConnection> = None;
     let mut last_sample = -1.0f64;
     while running.load(Ordering::Relaxed) {
@@ -1251,11 +1320,17 @@ async fn monitor(
             match counted {
                 Ok(rows) => {
                     let t = epoch.elapsed().as_secs_f64();
-                    let (mut direct, mut pooled, mut warmer, mut total, mut per_instance) = (0, 0, 0, 0, 0);
+                    let (mut direct, mut pooled, mut warmer_live, mut total, mut per_instance) = (0, 0, 0, 0, 0);
+                    let mut lingering = 0;
+                    let runs = lock(&warmer.running).clone();
                     for (name, n) in rows {
                         total += n;
-                        if name.starts_with("edgerail-warmer-") {
-                            warmer += n;
+                        // A run's connections count against its cap while it runs; a killed run's
+                        // last statement lingers until PostgreSQL notices (about a second).
+                        match name.strip_prefix("edgerail-warmer-").map(|p| p.parse::<u32>().ok()) {
+                            Some(Some(pid)) if runs.contains(&pid) => warmer_live += n,
+                            Some(_) => lingering += n,
+                            None => {}
                         }
                         let pid = name.strip_prefix("edgerail-api-").and_then(|p| p.parse::<u32>().ok());
                         match pid.and_then(|pid| front.pooled(pid)) {
@@ -1270,12 +1345,13 @@ async fn monitor(
                     let mut seen = lock(&connections);
                     seen.peak_direct = seen.peak_direct.max(direct);
                     seen.peak_pooled = seen.peak_pooled.max(pooled);
-                    seen.peak_warmer = seen.peak_warmer.max(warmer);
+                    seen.peak_warmer = seen.peak_warmer.max(warmer_live);
+                    seen.peak_warmer_lingering = seen.peak_warmer_lingering.max(lingering);
                     seen.peak_total = seen.peak_total.max(total);
                     if per_instance > seen.peak_per_instance.0 {
                         seen.peak_per_instance = (per_instance, t);
                     }
-                    if direct > caps.0 || pooled > caps.1 {
+                    if direct > caps.0 || pooled > caps.1 || warmer_live > caps.2 {
                         seen.over_cap.push(t);
                     }
                     if t - last_sample >= 1.0 {
@@ -1284,7 +1360,7 @@ async fn monitor(
                             t,
                             direct as f64,
                             pooled as f64,
-                            warmer as f64,
+                            (warmer_live + lingering) as f64,
                             total as f64,
                             front.instances() as f64,
                         ]);
@@ -1522,5 +1598,19 @@ mod tests {
         assert!(err.contains("did not accept a connection"), "{err}");
         let err = restart("exit 3", &down, limit).await.unwrap_err();
         assert!(err.contains("failed"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_stop_or_freeze_waits_for_something_to_act_on_and_says_when_nothing_came() {
+        // Nothing to act on for the first calls, then three (an invocation started).
+        let mut calls = 0;
+        let acted = until_some(Duration::from_secs(60), || {
+            calls += 1;
+            if calls < 3 { 0 } else { 3 }
+        })
+        .await;
+        assert_eq!((acted, calls), (3, 3));
+        // Never anything: it gives up once its length has passed, and says it acted on nothing.
+        assert_eq!(until_some(Duration::from_millis(120), || 0).await, 0);
     }
 }

@@ -1,10 +1,11 @@
 //! The warmer as EventBridge and Lambda run it: an invocation (`warmer --once`, a process of its
 //! own) every period whether or not the last one ended, each SIGKILLed at its timeout with no
-//! shutdown, never retried, and now and then two at once. At most one does the work: the others
-//! find the warmer's lease held and end.
+//! shutdown, never retried, and now and then two at once; past the function's reserved
+//! concurrency an invocation is throttled (not run). At most one does the work: the others find
+//! the warmer's lease held and end.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,8 +28,16 @@ pub struct Schedule {
     pub period: Duration,
     /// The function's timeout: an invocation still running then is SIGKILLed.
     pub timeout: Duration,
-    /// The share of periods that start two invocations at once.
+    /// The share of periods whose event starts two invocations at once (both run if the
+    /// concurrency allows).
     pub overlap: f64,
+    /// The function's reserved concurrency: most invocations at once (each holds up to two
+    /// database connections).
+    pub concurrency: usize,
+    /// Invocations started and not ended yet (running, or starting).
+    pub active: AtomicUsize,
+    /// Invocations throttled: `concurrency` ran already.
+    pub throttled: AtomicU64,
     /// Invocations running now.
     pub running: Mutex<Vec<u32>>,
     /// No invocation starts before this (a fault that takes the scheduler down for a while).
@@ -57,18 +66,27 @@ impl Schedule {
                 continue;
             }
             let count = if rng.f64() < self.overlap { 2 } else { 1 };
-            if count == 2 {
-                self.overlapped.fetch_add(1, Ordering::Relaxed);
-            }
+            let mut started = 0;
             for _ in 0..count {
                 let other = rng.f64() < self.other_share;
-                tokio::spawn(self.clone().invoke(epoch, other));
+                // Lambda throttles an invocation past the reserved concurrency. It would retry the
+                // event within its maximum age (five minutes); the soak drops it (the next
+                // period's comes), the harsher of the two.
+                let Some(active) = Active::take(&self) else {
+                    self.throttled.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                started += 1;
+                tokio::spawn(self.clone().invoke(epoch, other, active));
+            }
+            if started == 2 {
+                self.overlapped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
     /// One invocation: started, its summary collected, killed at the timeout.
-    async fn invoke(self: Arc<Self>, epoch: Instant, other: bool) {
+    async fn invoke(self: Arc<Self>, epoch: Instant, other: bool, _active: Active) {
         self.invocations.fetch_add(1, Ordering::Relaxed);
         if other {
             self.others.fetch_add(1, Ordering::Relaxed);
@@ -132,5 +150,26 @@ impl Schedule {
         *lock(&self.paused_until) = Some(Instant::now() + Duration::from_secs(3600));
         self.signal_all(Signal::SIGCONT);
         self.signal_all(Signal::SIGKILL);
+    }
+}
+
+/// An invocation counted in [`Schedule::active`] from before it is spawned until it ends, however
+/// it ends (a task dropped unpolled included).
+struct Active(Arc<Schedule>);
+
+impl Active {
+    /// A place within the reserved concurrency, if one is free.
+    fn take(schedule: &Arc<Schedule>) -> Option<Self> {
+        let taken = schedule
+            .active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < schedule.concurrency).then_some(n + 1))
+            .is_ok();
+        taken.then(|| Self(schedule.clone()))
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
     }
 }
