@@ -587,14 +587,20 @@ fn soak_section(md: &mut String, soak: &Value) {
         md,
         "## Soak: a Lambda-shaped fleet under faults, every read checked ({:.0} s, seed {}, {})\n\n\
          Bounds: **{} s** for what an instance answers (`CHANGE_MAX_LAG`), **{} s** at the edge \
-         (`period + 2 × (settle + work)`, the warmer on a schedule, propagation 0 locally). {} sightings \
-         (`--scale {}`). {} reads ({:.0}/s), {} writes \
+         (a period and two ticks of the warmer on its schedule, the purge's propagation, {} s here, and {}). \
+         {} sightings (`--scale {}`). {} reads ({:.0}/s), {} writes \
          ({} of unknown outcome, after a fault).\n\n![soak: staleness over time against the fault windows](soak.svg)\n",
         soak["duration_s"].as_f64().unwrap_or(0.0),
         soak["seed"],
         soak["date"].as_str().unwrap_or(""),
         f(&soak["bounds_s"]["instance"]),
         f(&soak["bounds_s"]["edge"]),
+        f(&soak["edge_caches"]["propagation_s"]),
+        if soak["edge_caches"]["shield"].as_bool() == Some(true) {
+            "behind a shield one repair: another propagation"
+        } else {
+            "no shield"
+        },
         soak["settings"]["sightings"],
         soak["settings"]["scale"],
         soak["reads"],
@@ -635,14 +641,24 @@ fn soak_section(md: &mut String, soak: &Value) {
         .as_object()
         .map(|m| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", "))
         .unwrap_or_default();
+    let harness: Vec<&str> =
+        soak["harness_errors"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if !harness.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n- ✗ **the harness failed** (a fault it could not provoke or end), so this run's verdict says nothing \
+             about the product: {}",
+            harness.join("; ")
+        );
+    }
     let _ = writeln!(
         md,
         "\n- {} failures: {}\n- faults: {faults}\n- fleet: {} invocations, {} cold starts, peak {} instances (reserved {}), {} `429`s, \
          {} retired ({} killed after the 500 ms window, {} left connections open)\n- database connections, peak: {} direct \
-         (cap {}), {} PgBouncer server (cap {}), {} warmer, {} in all; most held by one instance: {}\n- edge latency in the \
-         10 s after a deploy: p50 {} ms, p99 {} ms ({} reads)\n- warmer: {} invocations ({} started two at once, {} killed by \
+         (cap {}), {} PgBouncer server (cap {}), {} warmer{}, {} in all; most held by one instance: {}\n- edge latency in the \
+         10 s after a deploy: p50 {} ms, p99 {} ms ({} reads)\n- warmer: {} invocations ({} started two at once, {}{} killed by \
          faults, {} at their timeout), {} ticks ({} failed, {} found the lease held), tick p50 {} ms, max {} ms (allowance {} ms)\n",
-        mark(n(&soak["failures"]) == 0),
+        mark(n(&soak["failures"]) == 0 && harness.is_empty()),
         if n(&soak["failures"]) == 0 { "none".to_owned() } else { soak["failures_by_kind"].to_string() },
         fleet["invocations"],
         fleet["cold_starts"],
@@ -657,6 +673,8 @@ fn soak_section(md: &mut String, soak: &Value) {
         conns["peak_pooled"],
         conns["pooled_cap"],
         conns["peak_warmer"],
+        // Runs from before the warmer had a cap report none.
+        conns["warmer_cap"].as_u64().map(|cap| format!(" (cap {cap})")).unwrap_or_default(),
         conns["peak_total"],
         conns["peak_per_instance"],
         f(&deploy["p50"]),
@@ -664,6 +682,7 @@ fn soak_section(md: &mut String, soak: &Value) {
         deploy["n"],
         soak["warmer"]["invocations"],
         soak["warmer"]["overlapping_starts"],
+        soak["warmer"]["throttled"].as_u64().map(|n| format!("{n} throttled, ")).unwrap_or_default(),
         soak["warmer"]["killed_by_faults"],
         soak["warmer"]["killed_at_timeout"],
         soak["warmer"]["ticks"],
@@ -676,6 +695,17 @@ fn soak_section(md: &mut String, soak: &Value) {
     for failure in soak["first_failures"].as_array().into_iter().flatten() {
         let _ = writeln!(md, "  - {failure}");
     }
+    // The long run's goals: no failure, in enough checked reads at both layers, for fifteen
+    // minutes on ten times the demo data.
+    let (edge, instance) = (n(&soak["layers"]["edge"]["judged"]), n(&soak["layers"]["instance"]["judged"]));
+    let long = soak["duration_s"].as_f64().unwrap_or(0.0) >= 900.0 && n(&soak["settings"]["sightings"]) >= 1_000_000;
+    let _ = writeln!(
+        md,
+        "- {} the long run's goals: no failure in at least 2,000,000 checked reads at the edge ({edge}) and \
+         1,000,000 at instances ({instance}), over fifteen minutes on a million sightings or more ({})",
+        mark(harness.is_empty() && n(&soak["failures"]) == 0 && edge >= 2_000_000 && instance >= 1_000_000 && long),
+        if long { "it ran so" } else { "it did not" },
+    );
     let checks = &soak["warmer_checks"];
     if checks.is_object() {
         let edge = &soak["layers"]["edge"]["staleness_ms"];
@@ -802,7 +832,7 @@ fn timeline(soak: &Value) -> String {
          <rect width=\"100%\" height=\"100%\" fill=\"white\"/><text x=\"{pad}\" y=\"18\" font-size=\"13\">staleness of the worst read each second \
          (blue: edge, orange: instance; grey: faults; dashed: the bounds)</text>"
     );
-    for fault in soak["faults"].as_array().into_iter().flatten() {
+    for fault in soak["faults"].as_array().into_iter().flatten().filter(|f| f["idle"].as_bool() != Some(true)) {
         let (a, b) = (fault["start"].as_f64().unwrap_or(0.0), fault["end"].as_f64().unwrap_or(0.0));
         let _ = write!(
             svg,
