@@ -164,19 +164,19 @@ pub struct OwedRepeat {
 }
 
 impl OwedRepeat {
-    /// Marks the owed repeat processed: sent as invalidation `id`, or, with `None`, not sent
-    /// (over the month's budget, or refused), which leaves the read-back repair to mend what it
-    /// finds.
+    /// Marks the owed repeat processed once sent (invalidation `id`). Its changes keep what they
+    /// carry (`cachectl verify` reads their first batch's writers from them).
     ///
     /// # Errors
     ///
     /// The database failed: the repeat stays pending, and the next tick sends it again.
-    pub async fn settle(self, db: &Db, id: Option<&str>) -> StoreResult<()> {
+    pub async fn settle(self, db: &Db, id: &str) -> StoreResult<()> {
         db.write([Statement::new(db.sql().complete).bind(id).bind(self.token.as_str())]).await.map(drop)
     }
 
-    /// Leaves the owed repeat to the next tick (its batch did not complete in time, or
-    /// CloudFront already had it from a tick that died before its repeat).
+    /// Leaves the owed repeat to the next tick: its batch did not complete in time, CloudFront
+    /// already had it from a tick that died before its repeat, or the repeat did not go (over the
+    /// month's budget, refused, out of time). The next tick sends it as a repair.
     pub fn leave(self) -> usize {
         self.tags
     }

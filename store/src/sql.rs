@@ -193,15 +193,20 @@ pub(crate) const POSTGRES: Dialect = Dialect {
               SELECT value->>0, 'repair:' || (value->>1) FROM json_array_elements($1::json)",
     owe_repeat: "INSERT INTO cache_changes (tag, invalidation_id, claim) \
               SELECT value->>0, 'repair:' || (value->>1), $2 FROM json_array_elements($1::json)",
+    // A repair (or a repeat) shows its first batch's writers, as in `claimed`.
     processed_since: "SELECT tag, sum(n)::bigint AS changes, min(lo) AS first_id, max(hi) AS last_id, \
-              CASE WHEN count(*) <= 1000 THEN string_agg(xid::text, ',') ELSE '' END AS written_by, \
+              CASE WHEN count(*) <= 1000 THEN string_agg(shows, ',') ELSE '' END AS written_by, \
               0::bigint AS age_ms, false AS from_commit, NULL::text AS repaired_by \
-              FROM (SELECT tag, xid, count(*) AS n, min(id) AS lo, max(id) AS hi FROM cache_changes \
+              FROM (SELECT tag, xid, count(*) AS n, min(id) AS lo, max(id) AS hi, \
+                    COALESCE(max(substr(invalidation_id, 8)) FILTER (WHERE invalidation_id LIKE 'repair:%'), \
+                             xid::text) AS shows FROM cache_changes \
                     WHERE processed_at >= now() - make_interval(secs => $1::float8) \
                       AND processed_at < now() - make_interval(secs => $2::float8) GROUP BY tag, xid) w \
               GROUP BY tag ORDER BY min(lo)",
-    complete: "UPDATE cache_changes SET processed_at = now(), invalidation_id = $1, claim = NULL \
-               WHERE claim = $2 AND processed_at IS NULL",
+    // A repair keeps what it carries (`repair:` and its first batch's writers).
+    complete: "UPDATE cache_changes SET processed_at = now(), \
+               invalidation_id = CASE WHEN invalidation_id LIKE 'repair:%' THEN invalidation_id ELSE $1 END, \
+               claim = NULL WHERE claim = $2 AND processed_at IS NULL",
     visible_mark: "SELECT pg_current_snapshot()::text",
     pending_at: "SELECT EXISTS (SELECT 1 FROM cache_changes \
                  WHERE processed_at IS NULL AND pg_visible_in_snapshot(xid, $1::text::pg_snapshot))",
@@ -306,12 +311,15 @@ pub(crate) const SQLITE: Dialect = Dialect {
     owe_repeat: "INSERT INTO cache_changes (tag, invalidation_id, claim) \
               SELECT value->>0, 'repair:' || (value->>1), $2 FROM json_each($1)",
     processed_since: "SELECT tag, count(*) AS changes, min(id) AS first_id, max(id) AS last_id, \
-              CAST(max(id) AS TEXT) AS written_by, 0 AS age_ms, false AS from_commit, NULL AS repaired_by \
+              CAST(max(CASE WHEN invalidation_id LIKE 'repair:%' THEN CAST(substr(invalidation_id, 8) AS INTEGER) \
+                            ELSE id END) AS TEXT) AS written_by, \
+              0 AS age_ms, false AS from_commit, NULL AS repaired_by \
               FROM cache_changes \
               WHERE processed_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $1)) \
                 AND processed_at < strftime('%Y-%m-%dT%H:%M:%fZ', 'now', printf('-%d seconds', $2)) \
               GROUP BY tag ORDER BY min(id)",
-    complete: "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), invalidation_id = $1, \
+    complete: "UPDATE cache_changes SET processed_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), \
+               invalidation_id = CASE WHEN invalidation_id LIKE 'repair:%' THEN invalidation_id ELSE $1 END, \
                claim = NULL WHERE claim = $2 AND processed_at IS NULL",
     visible_mark: "SELECT CAST(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'cache_changes'), 0) AS TEXT)",
     pending_at: "SELECT EXISTS (SELECT 1 FROM cache_changes WHERE processed_at IS NULL AND id <= CAST($1 AS INTEGER))",

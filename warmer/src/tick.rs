@@ -582,8 +582,15 @@ impl Warmer {
             let accepted = accepted(Some(&submitted.id), &submitted.status);
             // The repeat is owed from the moment the batch is accepted: a tick that dies before it
             // sent it leaves it to the next.
+            // A batch of repairs only is itself the second purge: it owes none.
             let owed = if self.repeat {
-                Some(claim.complete_owing_repeat(&self.db, &accepted).await?)
+                match claim.complete_owing_repeat(&self.db, &accepted).await? {
+                    owed if owed.tags == 0 => {
+                        owed.leave();
+                        None
+                    }
+                    owed => Some(owed),
+                }
             } else {
                 claim.complete(&self.db, &accepted).await?;
                 None
@@ -604,8 +611,6 @@ impl Warmer {
                 let mut written = written;
                 if let Some(owed) = owed {
                     let used = invalidated.items_this_month.map(|u| u + batch.items.len() as u64);
-                    // Not requeued when it cannot go: the read-back repair still applies, and a
-                    // requeued repeat would be repeated again, forever over the budget.
                     let again = self.send_again(&batch.items, &reference, used, deadline).await;
                     let sent = match &again {
                         Again::Completed(id) => {
@@ -620,8 +625,19 @@ impl Warmer {
                         }
                         Again::NotSent => None,
                     };
-                    if let Err(err) = owed.settle(&self.db, sent).await {
-                        tracing::warn!(error = %error_chain(&err), "could not settle the repeat: the next tick sends it again");
+                    match sent {
+                        Some(id) => {
+                            if let Err(err) = owed.settle(&self.db, id).await {
+                                tracing::warn!(error = %error_chain(&err), "could not settle the repeat: the next tick sends it again");
+                            }
+                        }
+                        None => {
+                            // Over the budget, refused, or out of time: it stays owed, and the next
+                            // tick sends it as a repair (which owes no repeat of its own) once the
+                            // budget lets a batch go, as any change.
+                            let tags = owed.leave();
+                            tracing::info!(tags, "the batch's repeat did not go: the next tick sends it");
+                        }
                     }
                 }
                 invalidated.completed = written;

@@ -1080,7 +1080,7 @@ async fn a_tick_killed_before_its_repeat_leaves_the_repeat_to_the_next() {
         .env_clear()
         .env("DATABASE_URL", &app.db.url)
         .env("WARMER_SETTLE", "0s")
-        .env("WARMER_LEASE", "5s")
+        .env("WARMER_LEASE", "10s")
         .env("INVALIDATOR", "purge")
         .env("PURGE_URL", &gate_url)
         .env("INVALIDATION_MODE", "tags")
@@ -1099,7 +1099,7 @@ async fn a_tick_killed_before_its_repeat_leaves_the_repeat_to_the_next() {
     tick.wait().await.unwrap();
     assert!(crate::warmer::pending(&app.db).await > 0, "the repeat is owed");
     // Once the dead tick's lease expired, the next tick sends the repeat and reads the page back.
-    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
     let summary = warmer_tick(&app.db, &edge.url(""), "tags", &[("INVALIDATION_REPEAT", "true")]).await;
     assert!(summary["changes"].as_u64().unwrap() > 0, "the repeat went: {summary}");
     assert!(summary["verified"].as_u64().unwrap() >= 1, "{summary}");

@@ -366,17 +366,27 @@ async fn a_completed_claim_owes_its_repeat_until_it_is_settled(backend: Backend)
     let app = app(backend).await;
     let store = app.store();
     let drain = store.claim(1_000_000, &store.visible_mark().await.unwrap(), "test").await.unwrap();
+    let writers = |tags: &[outbox::ClaimedTag]| -> std::collections::HashSet<String> {
+        tags.iter().flat_map(|t| t.written_by.split(',').map(str::to_owned).collect::<Vec<_>>()).collect()
+    };
+    let mut known = writers(&drain.tags);
     drain.complete(store, &accepted()).await.unwrap();
 
     app.db.exec("UPDATE formations SET note = 'sent twice' WHERE id = '3001F'").await;
     let claim = store.claim(100, &store.visible_mark().await.unwrap(), "first").await.unwrap();
     let first: Vec<(String, String)> = claim.tags.iter().map(|t| (t.tag.clone(), t.written_by.clone())).collect();
     assert_eq!(first.len(), 2, "{first:?}");
+    known.extend(writers(&claim.tags));
     let owed = claim.complete_owing_repeat(store, &accepted()).await.unwrap();
     assert_eq!(owed.tags, 2);
     assert_eq!(store.pending().await.unwrap().count, 2, "the repeat is owed");
-    owed.settle(store, Some("again")).await.unwrap();
+    owed.settle(store, "again").await.unwrap();
     assert_eq!(store.pending().await.unwrap().count, 0, "settled once sent");
+    // Sent, a repeat still shows what its first batch's answers must show, not the warmer's own
+    // transaction (`cachectl verify` checks answers against it).
+    let sent = store.processed_since(Duration::from_secs(60), Duration::ZERO).await.unwrap();
+    let shown = writers(&sent);
+    assert!(shown.is_subset(&known), "{shown:?} beyond what the batches' writers were: {known:?}");
 
     // A tick that dies before its repeat: the next claim takes the repeat, as a repair of what the
     // first batch's answers must show; a repair owes no repeat of its own.
@@ -390,7 +400,7 @@ async fn a_completed_claim_owes_its_repeat_until_it_is_settled(backend: Backend)
     assert_eq!(repeat, first);
     let owed = next.complete_owing_repeat(store, &accepted()).await.unwrap();
     assert_eq!(owed.tags, 0, "a repeat is not repeated");
-    owed.settle(store, None).await.unwrap();
+    owed.leave();
     assert_eq!(store.pending().await.unwrap().count, 0);
 }
 
