@@ -1128,7 +1128,7 @@ impl FaultContext {
             happened.push(Happened { kind: planned.kind, start, end: f64::INFINITY, detail: String::new(), idle });
             happened.len() - 1
         };
-        let (mut detail, mut failed, mut idle) = (String::new(), None, false);
+        let (mut detail, mut failed) = (String::new(), None);
         match planned.kind {
             Kind::WarmerKill => {
                 // Whatever runs is killed mid-tick, and the schedule stops for a while.
@@ -1142,7 +1142,7 @@ impl FaultContext {
                 // TARGET_WAIT, inside the gap before the next fault), and lasts its length from then.
                 let stopped = until_some(TARGET_WAIT, || self.warmer.signal_all(Signal::SIGSTOP)).await;
                 if stopped == 0 {
-                    (idle, detail) = (true, "no invocation ran to stop".to_owned());
+                    detail = "no invocation ran to stop".to_owned();
                 } else {
                     self.acted(index);
                     detail = format!("{stopped} invocations stopped");
@@ -1154,7 +1154,7 @@ impl FaultContext {
                 // As the stop: the freeze waits for an idle instance (all may be busy).
                 let held = until_some(TARGET_WAIT, || self.front.hold(usize::MAX, planned.length)).await;
                 if held == 0 {
-                    (idle, detail) = (true, "no instance was idle to freeze".to_owned());
+                    detail = "no instance was idle to freeze".to_owned();
                 } else {
                     self.acted(index);
                     detail = format!("{held} idle instances held frozen");
@@ -1214,7 +1214,6 @@ impl FaultContext {
         let mut happened = lock(&self.happened);
         happened[index].end = end;
         happened[index].detail = failed.clone().unwrap_or(detail);
-        happened[index].idle = idle;
         match failed {
             Some(why) => Err(format!("{:?} at {start:.2} s: {why}", planned.kind)),
             None => Ok(()),

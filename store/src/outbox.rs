@@ -128,19 +128,24 @@ impl Claim {
     /// each with what its answers must show, under the claim's token. The tick settles them once
     /// it sent the repeat ([`OwedRepeat::settle`]); a tick that dies first (Lambda's timeout),
     /// or whose batch did not complete in time, leaves them pending, and the next tick sends
-    /// them as a repair. A tag that is itself a repair owes none (it is the second purge).
+    /// them as a repair. A tag that is itself a repair owes none (it is the second purge): a
+    /// claim of repairs only is completed as by [`Claim::complete`], and owes nothing (`None`).
     ///
     /// # Errors
     ///
     /// The database failed; the changes stay pending, and nothing is owed.
-    pub async fn complete_owing_repeat(self, db: &Db, accepted: &Accepted<'_>) -> StoreResult<OwedRepeat> {
-        let changes = i64::try_from(self.changes()).unwrap_or(i64::MAX);
+    pub async fn complete_owing_repeat(self, db: &Db, accepted: &Accepted<'_>) -> StoreResult<Option<OwedRepeat>> {
         let owed: Vec<(&str, &str)> = self
             .tags
             .iter()
             .filter(|t| t.repaired_by.is_none())
             .map(|t| (t.tag.as_str(), t.written_by.as_str()))
             .collect();
+        if owed.is_empty() {
+            self.complete(db, accepted).await?;
+            return Ok(None);
+        }
+        let changes = i64::try_from(self.changes()).unwrap_or(i64::MAX);
         let json = serde_json::to_string(&owed).unwrap_or_else(|_| "[]".into());
         let token = self.token.as_str();
         let complete = Statement::new(db.sql().complete).bind(accepted.id).bind(token);
@@ -149,7 +154,7 @@ impl Claim {
             Some(record) => db.write([complete, record, owe]).await.map(drop)?,
             None => db.write([complete, owe]).await.map(drop)?,
         }
-        Ok(OwedRepeat { token: self.token, tags: owed.len() })
+        Ok(Some(OwedRepeat { token: self.token, tags: owed.len() }))
     }
 }
 

@@ -584,13 +584,7 @@ impl Warmer {
             // sent it leaves it to the next.
             // A batch of repairs only is itself the second purge: it owes none.
             let owed = if self.repeat {
-                match claim.complete_owing_repeat(&self.db, &accepted).await? {
-                    owed if owed.tags == 0 => {
-                        owed.leave();
-                        None
-                    }
-                    owed => Some(owed),
-                }
+                claim.complete_owing_repeat(&self.db, &accepted).await?
             } else {
                 claim.complete(&self.db, &accepted).await?;
                 None

@@ -250,24 +250,43 @@ async fn cachectl(db: &TestDb, edge: &str, args: &[&str]) -> (bool, Value) {
 /// them all, as an edge that reports purges it never does; `1` drops each first one, as a
 /// shielded edge refilled from a shield the purge had not reached yet.
 async fn purge_gate(edge: &Varnish, passes_after: usize) -> String {
+    purge_gate_with(edge, move |_, times| if times < passes_after { Gate::Pretend } else { Gate::Pass }).await
+}
+
+/// What a purge gate does with a purge, told its key (method, path, tags) and how many times it
+/// saw that key before.
+enum Gate {
+    /// Purges the edge.
+    Pass,
+    /// Answers that it purged, and does not.
+    Pretend,
+    /// Never answers.
+    Stall,
+}
+
+/// A purge gate in front of `edge`, each purge's fate decided by `decide`.
+async fn purge_gate_with(edge: &Varnish, decide: impl Fn(&str, usize) -> Gate + Send + Sync + 'static) -> String {
     let gate = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", gate.local_addr().unwrap());
     let target = edge.url("");
     let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, usize>::new()));
     let client = reqwest::Client::new();
+    let decide = std::sync::Arc::new(decide);
     let handler = move |request: axum::extract::Request| {
-        let (seen, client, target) = (seen.clone(), client.clone(), target.clone());
+        let (seen, client, target, decide) = (seen.clone(), client.clone(), target.clone(), decide.clone());
         async move {
             let tags = request.headers().get("xkey-purge").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
             let key = format!("{} {} {tags}", request.method(), request.uri());
             let times = {
                 let mut seen = seen.lock().unwrap();
-                let n = seen.entry(key).or_default();
+                let n = seen.entry(key.clone()).or_default();
                 *n += 1;
                 *n - 1
             };
-            if times < passes_after {
-                return "purged (not really)".to_owned();
+            match decide(&key, times) {
+                Gate::Pass => {}
+                Gate::Pretend => return "purged (not really)".to_owned(),
+                Gate::Stall => std::future::pending::<()>().await,
             }
             let res = client
                 .request(request.method().clone(), format!("{target}{}", request.uri()))
@@ -1116,31 +1135,15 @@ async fn a_tick_killed_before_its_repeat_leaves_the_repeat_to_the_next() {
 /// A purge gate in front of `edge` that passes each purge the first time, and the second time
 /// (the repeat) says so on the channel and never answers.
 async fn repeat_stalling_gate(edge: &Varnish) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
-    let gate = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", gate.local_addr().unwrap());
-    let (target, client) = (edge.url(""), reqwest::Client::new());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashSet::<String>::new()));
     let (tell, repeats) = tokio::sync::mpsc::unbounded_channel();
-    let handler = move |request: axum::extract::Request| {
-        let (seen, client, target, tell) = (seen.clone(), client.clone(), target.clone(), tell.clone());
-        async move {
-            let tags = request.headers().get("xkey-purge").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-            let key = format!("{} {} {tags}", request.method(), request.uri());
-            if !seen.lock().unwrap().insert(key.clone()) {
-                let _ = tell.send(key);
-                std::future::pending::<()>().await;
-            }
-            let res = client
-                .request(request.method().clone(), format!("{target}{}", request.uri()))
-                .header("xkey-purge", tags)
-                .send()
-                .await
-                .unwrap();
-            assert!(res.status().is_success(), "the edge refused a purge: {}", res.status());
-            "purged".to_owned()
+    let url = purge_gate_with(edge, move |key, times| {
+        if times == 0 {
+            return Gate::Pass;
         }
-    };
-    tokio::spawn(async move { axum::serve(gate, axum::Router::new().fallback(handler)).await.unwrap() });
+        let _ = tell.send(key.to_owned());
+        Gate::Stall
+    })
+    .await;
     (url, repeats)
 }
 
