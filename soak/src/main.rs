@@ -714,7 +714,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = monitor.await;
     // End every fault still in force.
     hole.set(false);
-    slow.set(Duration::ZERO);
+    slow.set(0);
     purge_down.set(false);
     purge_stalled.set(false);
     warmer.stop();
@@ -1182,10 +1182,10 @@ impl FaultContext {
                 detail = format!("build soak-{n}");
             }
             Kind::SlowLinks => {
-                self.slow.set(Duration::from_millis(planned.param));
-                detail = format!("{} ms a round trip on every proxied connection", planned.param);
+                self.slow.set(planned.param);
+                detail = format!("half the proxied connections 0.5–8 s a round trip (draw {})", planned.param);
                 tokio::time::sleep(planned.length).await;
-                self.slow.set(Duration::ZERO);
+                self.slow.set(0);
             }
             Kind::TableLock => {
                 let table = if planned.param == 0 { "sightings" } else { "formations" };

@@ -42,32 +42,42 @@ impl Switch {
     }
 }
 
-/// A delay a fault sets for a while (zero: none).
+/// Slow links a fault sets for a while: while set (a nonzero seed), half of the connections,
+/// drawn anew each window, deliver what the server sends 0.5–8 s late, each its own delay, as a
+/// congested path or an overloaded replica slows some connections and not others.
 #[derive(Debug, Clone, Default)]
 pub struct Delay(Arc<AtomicU64>);
 
 impl Delay {
-    pub fn set(&self, delay: Duration) {
-        self.0.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+    /// Slows links from now on, which ones and how much drawn from `seed` (0: none).
+    pub fn set(&self, seed: u64) {
+        self.0.store(seed, Ordering::SeqCst);
     }
 
-    fn get(&self) -> Duration {
-        Duration::from_millis(self.0.load(Ordering::SeqCst))
+    /// The delay of connection `connection` in this window.
+    fn of(&self, connection: u64) -> Duration {
+        let seed = self.0.load(Ordering::SeqCst);
+        if seed == 0 {
+            return Duration::ZERO;
+        }
+        let mut rng = fastrand::Rng::with_seed(seed ^ connection.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        if rng.bool() { Duration::from_millis(rng.u64(500..8000)) } else { Duration::ZERO }
     }
 }
 
 /// Forwards TCP connections to `upstream`. While `hole` is on nothing moves in either direction,
 /// not even a close, and new connections are accepted but not connected onwards: a network
 /// partition as the two ends see it. When it ends, what was held is delivered. While `slow` is
-/// set, every connection delivers each piece the server sends that much later: a round trip
-/// that takes seconds on the connections of some instances (those behind this proxy), as a
-/// congested link or an overloaded replica makes it.
+/// set, the connections it picks deliver each piece the server sends their delay later: round
+/// trips of seconds on some connections of the instances behind this proxy.
 pub async fn proxy(upstream: SocketAddr, hole: Switch, slow: Delay) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
+        let mut connections = 0u64;
         while let Ok((client, _)) = listener.accept().await {
-            let (hole, slow) = (hole.clone(), Some(slow.clone()));
+            connections += 1;
+            let (hole, slow) = (hole.clone(), Some((slow.clone(), connections)));
             tokio::spawn(async move {
                 hole.pass().await;
                 let Ok(server) = TcpStream::connect(upstream).await else { return };
@@ -88,7 +98,7 @@ async fn pipe(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     hole: Switch,
-    slow: Option<Delay>,
+    slow: Option<(Delay, u64)>,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -97,7 +107,7 @@ async fn pipe(
             Ok(n) => n,
         };
         hole.pass().await;
-        if let Some(delay) = slow.as_ref().map(Delay::get).filter(|d| !d.is_zero()) {
+        if let Some(delay) = slow.as_ref().map(|(slow, connection)| slow.of(*connection)).filter(|d| !d.is_zero()) {
             tokio::time::sleep(delay).await;
         }
         if to.write_all(&buf[..n]).await.is_err() {
@@ -572,6 +582,25 @@ mod tests {
     use std::io::Write as _;
 
     use super::*;
+
+    #[test]
+    fn slow_links_slow_about_half_the_connections_each_by_its_own_delay() {
+        let slow = Delay::default();
+        assert!((1..200).all(|c| slow.of(c).is_zero()), "none while unset");
+        slow.set(2168);
+        let delays: Vec<Duration> = (1..=200).map(|c| slow.of(c)).collect();
+        let slowed: Vec<&Duration> = delays.iter().filter(|d| !d.is_zero()).collect();
+        assert!((70..=130).contains(&slowed.len()), "{} of 200 slowed", slowed.len());
+        assert!(slowed.iter().all(|d| (Duration::from_millis(500)..Duration::from_secs(8)).contains(*d)));
+        assert!(
+            slowed.iter().any(|d| **d < Duration::from_secs(2)) && slowed.iter().any(|d| **d > Duration::from_secs(6))
+        );
+        assert_eq!(delays, (1..=200).map(|c| slow.of(c)).collect::<Vec<_>>(), "a connection keeps its delay");
+        slow.set(1373);
+        assert_ne!(delays, (1..=200).map(|c| slow.of(c)).collect::<Vec<_>>(), "another window, another draw");
+        slow.set(0);
+        assert!((1..200).all(|c| slow.of(c).is_zero()));
+    }
 
     #[test]
     fn an_invalidation_batch_reads_back_as_sent() {
