@@ -25,9 +25,8 @@ pub enum Kind {
     PurgeDown,
     /// A new build id under load.
     Deploy,
-    /// Half the connections through the proxy, drawn anew each window, get each answer
-    /// 0.5–8 s late, each its own delay (`param` seeds the draw): slow loads, some past the
-    /// statement timeout.
+    /// Every connection through the proxy gets each answer late, each by its own delay of
+    /// 0.5–8 s (`param` seeds the draw): slow loads, some past the statement timeout.
     SlowLinks,
     /// `LOCK TABLE` sightings (`param` 0) or formations (1) `IN ACCESS EXCLUSIVE MODE`, held for
     /// 1–4 s, as a migration or an import takes it: loads of that table wait.

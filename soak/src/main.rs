@@ -1183,7 +1183,7 @@ impl FaultContext {
             }
             Kind::SlowLinks => {
                 self.slow.set(planned.param);
-                detail = format!("half the proxied connections 0.5–8 s a round trip (draw {})", planned.param);
+                detail = format!("each proxied connection 0.5–8 s a round trip (draw {})", planned.param);
                 tokio::time::sleep(planned.length).await;
                 self.slow.set(0);
             }
