@@ -1103,12 +1103,18 @@ impl FaultContext {
         self.epoch.elapsed().as_secs_f64()
     }
 
-    /// A stop or a freeze found something to act on: it is in force from now.
-    fn acted(&self, index: usize) {
-        let now = self.now();
-        let mut happened = lock(&self.happened);
-        happened[index].start = now;
-        happened[index].idle = false;
+    /// A stop or a freeze (fault `index`): calls `act` until it acts on something, for at most
+    /// [`TARGET_WAIT`], and returns how many it acted on. Once it did, the fault is in force from
+    /// then; until then (and if it never does) it is idle.
+    async fn on_target(&self, index: usize, act: impl FnMut() -> usize) -> usize {
+        let found = until_some(TARGET_WAIT, act).await;
+        if found > 0 {
+            let now = self.now();
+            let mut happened = lock(&self.happened);
+            happened[index].start = now;
+            happened[index].idle = false;
+        }
+        found
     }
 
     /// Provokes `planned`. It is recorded as it starts (and its end when it ends), so a fault the
@@ -1140,11 +1146,10 @@ impl FaultContext {
             Kind::WarmerStop => {
                 // An invocation starts every period: the stop waits for one to run (at most
                 // TARGET_WAIT, inside the gap before the next fault), and lasts its length from then.
-                let stopped = until_some(TARGET_WAIT, || self.warmer.signal_all(Signal::SIGSTOP)).await;
+                let stopped = self.on_target(index, || self.warmer.signal_all(Signal::SIGSTOP)).await;
                 if stopped == 0 {
                     detail = "no invocation ran to stop".to_owned();
                 } else {
-                    self.acted(index);
                     detail = format!("{stopped} invocations stopped");
                     tokio::time::sleep(planned.length).await;
                     self.warmer.signal_all(Signal::SIGCONT);
@@ -1152,11 +1157,10 @@ impl FaultContext {
             }
             Kind::InstanceFreeze => {
                 // As the stop: the freeze waits for an idle instance (all may be busy).
-                let held = until_some(TARGET_WAIT, || self.front.hold(usize::MAX, planned.length)).await;
+                let held = self.on_target(index, || self.front.hold(usize::MAX, planned.length)).await;
                 if held == 0 {
                     detail = "no instance was idle to freeze".to_owned();
                 } else {
-                    self.acted(index);
                     detail = format!("{held} idle instances held frozen");
                     tokio::time::sleep(planned.length).await;
                 }

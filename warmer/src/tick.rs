@@ -606,21 +606,13 @@ impl Warmer {
                 if let Some(owed) = owed {
                     let used = invalidated.items_this_month.map(|u| u + batch.items.len() as u64);
                     let again = self.send_again(&batch.items, &reference, used, deadline).await;
-                    let sent = match &again {
-                        Again::Completed(id) => {
-                            // Sent twice and done: a page still lacking them fails a second time.
-                            written.iter_mut().for_each(|s| s.repaired_by = Some(s.written_by.clone()));
-                            invalidated.repeated = true;
-                            Some(id.as_str())
-                        }
-                        Again::Sent(id) => {
-                            invalidated.repeated = true;
-                            Some(id.as_str())
-                        }
-                        Again::NotSent => None,
-                    };
-                    match sent {
+                    if matches!(again, Again::Completed(_)) {
+                        // Sent twice and done: a page still lacking them fails a second time.
+                        written.iter_mut().for_each(|s| s.repaired_by = Some(s.written_by.clone()));
+                    }
+                    match again.id() {
                         Some(id) => {
+                            invalidated.repeated = true;
                             if let Err(err) = owed.settle(&self.db, id).await {
                                 tracing::warn!(error = %error_chain(&err), "could not settle the repeat: the next tick sends it again");
                             }
@@ -1289,6 +1281,16 @@ enum Again {
     Sent(String),
     /// Not sent: over the budget, or the backend did not take it.
     NotSent,
+}
+
+impl Again {
+    /// The repeat's invalidation id, if it was sent.
+    fn id(&self) -> Option<&str> {
+        match self {
+            Self::Completed(id) | Self::Sent(id) => Some(id),
+            Self::NotSent => None,
+        }
+    }
 }
 
 /// What a repair did.
