@@ -342,10 +342,6 @@ impl Warmer {
             },
             None => None,
         };
-        let warm = match self.warm.base_url.as_deref() {
-            Some(base) => Some(self.warm_inputs(base).await?),
-            None => None,
-        };
         let prunable = self
             .db
             .anything_to_prune(
@@ -355,7 +351,17 @@ impl Warmer {
                 self.policy.max_edge_ttl(),
             )
             .await?;
-        Ok(Survey { items_this_month: used, budget, mark, build, warm, prunable })
+        let mut survey = Survey { items_this_month: used, budget, mark, build, warm: None, prunable };
+        // The warm set is read from the data tables, which a migration or an import may hold
+        // locked for seconds. Read here only to learn whether a path is due when nothing else is
+        // to be done: a tick with changes reads it after it has sent their invalidation, so a
+        // lock on a data table never holds back a purge.
+        if !survey.has_work()
+            && let Some(base) = self.warm.base_url.as_deref()
+        {
+            survey.warm = Some(self.warm_inputs(base).await?);
+        }
+        Ok(survey)
     }
 
     /// The warm set and when the edge last fetched each of its paths.
@@ -481,10 +487,10 @@ impl Warmer {
                 self.renew(held).await?;
                 deployed = Box::pin(self.invalidate_deploy(build, *seen, deadline)).await?;
             }
-            if let Some(inputs) = survey.warm {
+            if let Some(base) = self.warm.base_url.as_deref() {
                 self.renew(held).await?;
                 let invalidated = Invalidated { deployed: deployed.is_some(), ..invalidated.clone() };
-                let warming = self.warm(inputs, &invalidated, deployed.is_some(), deadline);
+                let warming = self.warm(base, survey.warm, &invalidated, deployed.is_some(), deadline);
                 warmed = match tokio::time::timeout(deadline.left(), Box::pin(warming)).await {
                     Ok(Ok(warmed)) => warmed,
                     Ok(Err(err)) => {
@@ -756,16 +762,23 @@ impl Warmer {
     /// the edge fetched each path and what its check found, then repairs what it found stale
     /// (its steps ending a little before the deadline, at most [`REPAIR_MARGIN`], so what was read
     /// is kept whatever it does).
+    ///
+    /// `surveyed` is the warm set the survey read, if it read one; otherwise (the tick had changes
+    /// to send first) it is read now, through `base`.
     async fn warm(
         &self,
-        inputs: WarmInputs,
+        base: &str,
+        surveyed: Option<WarmInputs>,
         invalidated: &Invalidated,
         everything: bool,
         deadline: Deadline,
     ) -> Result<Warmed, StoreError> {
         let today = invalidated.today.as_str();
         // A tick that straddled the service day's rollover warms the new day's paths.
-        let inputs = if inputs.today == today { inputs } else { self.warm_inputs(&inputs.base).await? };
+        let inputs = match surveyed {
+            Some(inputs) if inputs.today == today => inputs,
+            _ => self.warm_inputs(base).await?,
+        };
         let situation = Situation {
             floor: &inputs.floor,
             learned: &inputs.learned,
@@ -1128,7 +1141,8 @@ struct Survey {
     /// The build that answers, and what the warmer knows of it (`None`: no edge, or it did not
     /// say).
     build: Option<(BuildSeen, String)>,
-    /// The warm set (`None`: no edge to warm through).
+    /// The warm set, read only when nothing else was to be done (`None`: not read, or no edge to
+    /// warm through).
     warm: Option<WarmInputs>,
     /// Something is old enough to prune.
     prunable: bool,

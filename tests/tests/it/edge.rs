@@ -873,6 +873,41 @@ async fn a_load_slower_than_the_bound_is_not_kept_by_the_edge_past_the_purge_of_
     assert_eq!(after.body["note"], "after the import", "the edge kept the pre-change answer ({})", after.x_cache);
 }
 
+/// A migration or an import holding a data table locked must not hold back the invalidation of
+/// changes committed before it: the warmer reads the warm set from the data tables, but only after
+/// it has sent the purge. The lock (on `formations`, which the warm set enumerates) is held until
+/// the edge shows the change, or for at most 20 s, far past the tick's own work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_lock_on_a_data_table_does_not_hold_back_the_purge_of_an_earlier_change() {
+    let (app, edge, _stop) = stack().await;
+    let client = reqwest::Client::new();
+    warmer_purge(&app.db, &edge, "paths").await;
+    let page = edge.url("/v1/lines");
+    get(&client, &page).await;
+    assert_eq!(get(&client, &page).await.x_cache, "Hit", "the edge keeps the page");
+    app.db.exec("UPDATE lines SET name = 'renamed before the lock' WHERE id = 'minato'").await;
+
+    let mut locker = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE formations IN ACCESS EXCLUSIVE MODE").execute(&mut locker).await.unwrap();
+    let warmer = {
+        let (db, edge_url) = (app.db.clone(), edge.url(""));
+        tokio::spawn(async move { warmer_tick(&db, &edge_url, "paths", &[]).await })
+    };
+    let mut shown = false;
+    for _ in 0..100 {
+        if get(&client, &page).await.body.to_string().contains("renamed before the lock") {
+            shown = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
+    let summary = warmer.await.unwrap();
+    assert!(shown, "the edge showed the change while `formations` was locked: {summary}");
+    assert!(summary["changes"].as_u64().unwrap() > 0, "{summary}");
+}
+
 /// When the edge last fetched a path from the origin: `fetched_at` in the warm state.
 async fn fetched_at(db: &TestDb, path: &str) -> chrono::DateTime<chrono::Utc> {
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
