@@ -3,8 +3,10 @@
 //! calls and writes.
 //!
 //! - **Survey**, reads only: the calendar check, the month's budget, whether changes are pending
-//!   (at a visibility mark), which build answers, the warm set and when the edge last fetched each
-//!   of its paths. With nothing to do, the tick ends there: an idle tick writes nothing, so on
+//!   (at a visibility mark), which build answers; and only when none of these gives the tick
+//!   work, the warm set and when the edge last fetched each of its paths (read from the data
+//!   tables, which a migration may hold locked: a tick with changes reads it when it warms, after
+//!   the purge). With nothing to do, the tick ends there: an idle tick writes nothing, so on
 //!   SQLite it never takes the write lock.
 //! - **Lease**: a tick with work takes the warmer's lease ([`store::Db::take_lease`]) or, when
 //!   another tick holds it, ends at once and says so (`lease_held`): at most one tick works at a
@@ -313,7 +315,8 @@ impl Warmer {
     }
 
     /// What there is to do, read without writing anything: the budget, whether changes are
-    /// pending (and the mark they were seen at), whether a new build answers, what the warm set
+    /// pending (and the mark they were seen at), whether a new build answers, whether anything is
+    /// old enough to prune and, only when none of these gives the tick work, what the warm set
     /// holds and whether any of it is due.
     async fn survey(&self) -> Result<Survey, TickError> {
         // Only CloudFront bills per path; a purge or a dry run has no budget to respect.
@@ -354,8 +357,9 @@ impl Warmer {
         let mut survey = Survey { items_this_month: used, budget, mark, build, warm: None, prunable };
         // The warm set is read from the data tables, which a migration or an import may hold
         // locked for seconds. Read here only to learn whether a path is due when nothing else is
-        // to be done: a tick with changes reads it after it has sent their invalidation, so a
-        // lock on a data table never holds back a purge.
+        // to be done: a tick with changes reads it after it has sent their invalidation, so such
+        // a lock does not hold back the purge of changes already pending. (Changes committed
+        // while that later read waits are left to the next tick, as behind any slow warm step.)
         if !survey.has_work()
             && let Some(base) = self.warm.base_url.as_deref()
         {
@@ -1164,7 +1168,7 @@ impl Survey {
     }
 }
 
-/// The warm set, as the survey read it.
+/// The warm set, as the survey (or, in a tick with changes, the warm step) read it.
 struct WarmInputs {
     /// The edge's base URL.
     base: String,

@@ -904,7 +904,7 @@ async fn a_lock_on_a_data_table_does_not_hold_back_the_purge_of_an_earlier_chang
     }
     sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
     let summary = warmer.await.unwrap();
-    assert!(shown, "the edge showed the change while `formations` was locked: {summary}");
+    assert!(shown, "the edge did not show the change while `formations` was locked: {summary}");
     assert!(summary["changes"].as_u64().unwrap() > 0, "{summary}");
 }
 
