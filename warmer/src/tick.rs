@@ -360,23 +360,21 @@ impl Warmer {
         // to be done: a tick with changes reads it after it has sent their invalidation, so such
         // a lock does not hold back the purge of changes already pending. (Changes committed
         // while that later read waits are left to the next tick, as behind any slow warm step.)
-        if !survey.has_work()
-            && let Some(base) = self.warm.base_url.as_deref()
-        {
-            survey.warm = Some(self.warm_inputs(base).await?);
+        if !survey.has_work() && self.warm.base_url.is_some() {
+            survey.warm = Some(self.warm_inputs().await?);
         }
         Ok(survey)
     }
 
     /// The warm set and when the edge last fetched each of its paths.
-    async fn warm_inputs(&self, base: &str) -> Result<WarmInputs, StoreError> {
+    async fn warm_inputs(&self) -> Result<WarmInputs, StoreError> {
         let today = self.today();
         let floor = warm::warm_set(self.policy, &self.db, &self.calendar, Utc::now(), self.warm.max_paths).await?;
         let learned = warm::learned_set(self.policy, &self.db, self.warm.learned_max).await?;
         let paths: Vec<&str> =
             floor.iter().map(|p| p.path.as_str()).chain(learned.iter().map(|l| l.warm.path.as_str())).collect();
         let fetched = self.db.warm_state(&paths).await?;
-        Ok(WarmInputs { base: base.to_owned(), today, floor, learned, fetched })
+        Ok(WarmInputs { today, floor, learned, fetched })
     }
 
     /// Takes the lease, surveys again (what another tick did up to a moment ago is done), does
@@ -768,7 +766,7 @@ impl Warmer {
     /// is kept whatever it does).
     ///
     /// `surveyed` is the warm set the survey read, if it read one; otherwise (the tick had changes
-    /// to send first) it is read now, through `base`.
+    /// to send first) it is read now. Its paths are fetched through `base`.
     async fn warm(
         &self,
         base: &str,
@@ -781,7 +779,7 @@ impl Warmer {
         // A tick that straddled the service day's rollover warms the new day's paths.
         let inputs = match surveyed {
             Some(inputs) if inputs.today == today => inputs,
-            _ => self.warm_inputs(base).await?,
+            _ => self.warm_inputs().await?,
         };
         let situation = Situation {
             floor: &inputs.floor,
@@ -794,7 +792,7 @@ impl Warmer {
             budget: self.warm.budget,
         };
         let chosen = decide::choose(self.policy, &situation);
-        let fetched = warm::fetch_all(&self.http, &inputs.base, &chosen.fetch, self.warm.concurrency).await;
+        let fetched = warm::fetch_all(&self.http, base, &chosen.fetch, self.warm.concurrency).await;
         for f in fetched.iter().filter(|f| !f.ok()) {
             tracing::warn!(path = %f.path, status = ?f.status, error = ?f.error, "warm request failed");
         }
@@ -821,7 +819,7 @@ impl Warmer {
         let reads = self.warm.budget.saturating_sub(fetched.len());
         let margin = (self.lease / 20).clamp(Duration::from_millis(100), REPAIR_MARGIN);
         let until = Deadline(deadline.0.checked_sub(margin).unwrap_or(deadline.0));
-        let repairing = self.repair(&plan, &owed, invalidated, &warmed.chosen, &inputs.base, reads, until);
+        let repairing = self.repair(&plan, &owed, invalidated, &warmed.chosen, base, reads, until);
         // Its steps end by `until`; the margin after it leaves a requeue or a record time to finish.
         let mut repair = match tokio::time::timeout(deadline.left(), Box::pin(repairing)).await {
             Ok(repair) => repair,
@@ -1170,8 +1168,6 @@ impl Survey {
 
 /// The warm set, as the survey (or, in a tick with changes, the warm step) read it.
 struct WarmInputs {
-    /// The edge's base URL.
-    base: String,
     /// The service day it was read for.
     today: String,
     /// The floor.
