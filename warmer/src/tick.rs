@@ -692,7 +692,10 @@ impl Warmer {
                 {
                     tracing::warn!(error = %error_chain(&err), "could not follow the deploy invalidation");
                 }
-                // Behind a shield, the first `/*` may reach an edge location before the shield.
+                // Behind a shield, the first `/*` may reach an edge location before the shield, which
+                // refills it with the old code's answer: the flush is both `/*`s. A second that the
+                // backend did not take fails the tick with the build unrecorded, so the next tick
+                // sends both again. Over the month's budget it is left out on purpose.
                 if self.repeat {
                     let used = match self.invalidator {
                         Invalidator::CloudFront(_) => {
@@ -700,13 +703,16 @@ impl Warmer {
                         }
                         _ => None,
                     };
-                    if self.send_again(&items, &reference, used, deadline).await == Again::NotSent {
-                        tracing::warn!("the deploy's second `/*` did not go");
+                    if decide::repair_budget(&self.budget, used) == Budget::Wait {
+                        tracing::info!("over the month's budget: the deploy's `/*` is not repeated");
+                    } else if let Err(err) = self.send_extra(&items, &again_reference(&reference), deadline).await {
+                        tracing::warn!(error = %error_chain(&err), "the deploy's second `/*` did not go");
+                        return Err(err.into());
                     }
                 }
-                // Recorded once both went: a tick that dies before (Lambda's timeout) leaves the
-                // build unrecorded, and the next tick flushes for it again (the same references:
-                // CloudFront answers with what it already has), twice.
+                // Recorded once both went: a tick that dies or fails before (Lambda's timeout, a
+                // refused repeat) leaves the build unrecorded, and the next tick flushes for it
+                // again (the same references: CloudFront answers with what it already has), twice.
                 self.db.record_build(build, Some(&submitted.id)).await?;
                 tracing::info!(build, invalidation = %submitted.id, "a new API build or settings: the edge was invalidated");
                 Ok(Some(submitted.id))
@@ -722,8 +728,7 @@ impl Warmer {
             tracing::info!("over the month's budget: no repeat");
             return Again::NotSent;
         }
-        let reference = format!("again-{:016x}", xxhash_rust::xxh3::xxh3_64(reference.as_bytes()));
-        match self.send_extra(items, &reference, deadline).await {
+        match self.send_extra(items, &again_reference(reference), deadline).await {
             Ok((id, true)) => Again::Completed(id),
             Ok((id, false)) => Again::Sent(id),
             Err(err) => {
@@ -1094,6 +1099,12 @@ impl Held {
     }
 }
 
+/// The caller reference of the repeat of the invalidation sent as `reference`: derived from it,
+/// so a tick that sends both again reuses both references.
+fn again_reference(reference: &str) -> String {
+    format!("again-{:016x}", xxhash_rust::xxh3::xxh3_64(reference.as_bytes()))
+}
+
 /// A token naming this tick as the lease's holder: where it runs (the Lambda instance's log
 /// stream, or the host), its process and when it started, so an operator can tell who held it.
 fn lease_token() -> String {
@@ -1287,7 +1298,7 @@ impl Warmed {
 }
 
 /// How a repeated batch went.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 enum Again {
     /// Sent (its id), and completed.
     Completed(String),

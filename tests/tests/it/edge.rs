@@ -629,6 +629,72 @@ async fn a_deploy_clears_what_the_old_code_left_at_the_edge() {
     assert!(again["deploy_invalidation"].is_null(), "once per build: {again}");
 }
 
+/// With repeated invalidations (behind a shield) a deploy's flush is two `/*`s. When the backend
+/// refuses the second, the tick fails and the build stays unrecorded, so the next tick sends both
+/// again and records it then. Recording it anyway would leave the old code's answers wherever
+/// the first `/*` reached an edge location before the shield.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs services: run ./scripts/test.sh"]
+async fn a_deploy_whose_second_flush_is_refused_is_flushed_again_by_the_next_tick() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let db = TestDb::new(Backend::Postgres).await;
+    // A purge endpoint that takes every purge but the second of the whole edge.
+    let flushes = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = flushes.clone();
+    let purges = axum::Router::new().fallback(move |uri: http::Uri| {
+        let counted = counted.clone();
+        async move {
+            if uri.path() == "/*" && counted.fetch_add(1, Ordering::SeqCst) == 1 {
+                http::StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                http::StatusCode::OK
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let purge_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, purges).await });
+    let tick = |origin: String| {
+        let (db, purge_url) = (db.clone(), purge_url.clone());
+        async move {
+            let env = [
+                ("INVALIDATOR", "purge"),
+                ("PURGE_URL", purge_url.as_str()),
+                ("WARM_BASE_URL", origin.as_str()),
+                ("INVALIDATION_REPEAT", "true"),
+            ];
+            crate::warmer::warmer_once(&db, &env).await
+        }
+    };
+    let serve = |build: &'static str| {
+        let db = db.clone();
+        async move {
+            let app = TestApp::with(db, &["--build-id", build]).await;
+            let (addr, stop) = app.serve().await;
+            (app, format!("http://{addr}"), stop)
+        }
+    };
+    let (_one, one, _stop_one) = serve("one").await;
+    let (ok, first) = tick(one).await;
+    assert!(ok && first["deploy_invalidation"].is_null(), "the first build seen flushes nothing: {first}");
+
+    let (_two, two, _stop_two) = serve("two").await;
+    let (ok, refused) = tick(two.clone()).await;
+    assert!(!ok, "a flush that did not go whole fails the tick: {refused}");
+    assert_eq!(refused["retryable"], true, "{refused}");
+    assert!(refused["error"].as_str().is_some_and(|e| e.contains("PURGE /* answered 503")), "{refused}");
+    assert!(refused["deploy_invalidation"].is_null(), "not recorded as done: {refused}");
+    assert_eq!(flushes.load(Ordering::SeqCst), 2, "the first `/*` went, the second was refused");
+
+    let (ok, flushed) = tick(two.clone()).await;
+    assert!(ok, "{flushed}");
+    assert!(flushed["deploy_invalidation"].is_string(), "the next tick flushes again: {flushed}");
+    assert_eq!(flushes.load(Ordering::SeqCst), 4, "both `/*`s again");
+    let (ok, after) = tick(two).await;
+    assert!(ok && after["deploy_invalidation"].is_null(), "then it is recorded: {after}");
+    assert_eq!(flushes.load(Ordering::SeqCst), 4);
+}
+
 /// An origin the test scripts: `/health-check` always answers `200` (CloudFront never asks it
 /// anyway), every other path answers `v1` with short windows until `failing` is set, then `503`.
 async fn scripted_origin(failing: std::sync::Arc<std::sync::atomic::AtomicBool>) -> SocketAddr {
