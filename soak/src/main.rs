@@ -885,6 +885,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "failures_by_kind": failure_counts,
         "failures_per_second": verdict.failure_seconds,
         "first_failures": first_of_each(&verdict.failures, 3),
+        "first_failure_per_path": first_per_path(&verdict.failures, 20),
         "harness_errors": lock(&harness).clone(),
         "writes": shared.writes.load(Ordering::Relaxed),
         "writes_unknown_outcome": shared.unknown.load(Ordering::Relaxed),
@@ -983,6 +984,10 @@ fn diagnosis(report: &Value, per_second: &BTreeMap<&'static str, BTreeMap<u64, u
     }
     for failure in report["first_failures"].as_array().into_iter().flatten() {
         let _ = writeln!(out, "  first: {failure}");
+    }
+    let paths = report["first_failure_per_path"].as_array().map_or(0, Vec::len);
+    if paths > 1 {
+        let _ = writeln!(out, "  first failures on {paths} paths: see `first_failure_per_path` in the report");
     }
     let _ = writeln!(out, "  fleet: {}", report["fleet"]);
     let _ = writeln!(out, "  warmer: {}", report["warmer"]);
@@ -1574,6 +1579,14 @@ fn first_of_each(failures: &[Failure], n: usize) -> Vec<&Failure> {
             *count <= n
         })
         .collect()
+}
+
+/// The first failure of each kind on each path, for at most `n` paths: a later burst on another
+/// page (one no viewer follows, found stale long after its change) is named too, where
+/// `first_failures` keeps only the run's first few of each kind.
+fn first_per_path(failures: &[Failure], n: usize) -> Vec<&Failure> {
+    let mut seen = std::collections::HashSet::new();
+    failures.iter().filter(|f| seen.insert((f.kind, f.path.as_str()))).take(n).collect()
 }
 
 /// Viewer latency per layer, and at the edge in the ten seconds after each deploy.
