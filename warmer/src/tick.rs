@@ -703,10 +703,7 @@ impl Warmer {
                         }
                         _ => None,
                     };
-                    if decide::repair_budget(&self.budget, used) == Budget::Wait {
-                        tracing::info!("over the month's budget: the deploy's `/*` is not repeated");
-                    } else if let Err(err) = self.send_extra(&items, &again_reference(&reference), deadline).await {
-                        tracing::warn!(error = %error_chain(&err), "the deploy's second `/*` did not go");
+                    if let Again::Failed(err) = self.send_again(&items, &reference, used, deadline).await {
                         return Err(err.into());
                     }
                 }
@@ -722,18 +719,20 @@ impl Warmer {
 
     /// Sends a completed batch once more (`INVALIDATION_REPEAT`: layered caches), within the
     /// month's budget as any batch (`used`: this month's paths with this tick's; over it, the
-    /// repeat does not go), and waits for it.
+    /// repeat does not go), and waits for it. Says why one did not go: a deploy's flush fails its
+    /// tick on a refusal, not over the budget.
     async fn send_again(&self, items: &[String], reference: &str, used: Option<u64>, deadline: Deadline) -> Again {
         if decide::repair_budget(&self.budget, used) == Budget::Wait {
             tracing::info!("over the month's budget: no repeat");
-            return Again::NotSent;
+            return Again::OverBudget;
         }
-        match self.send_extra(items, &again_reference(reference), deadline).await {
+        let reference = format!("again-{:016x}", xxhash_rust::xxh3::xxh3_64(reference.as_bytes()));
+        match self.send_extra(items, &reference, deadline).await {
             Ok((id, true)) => Again::Completed(id),
             Ok((id, false)) => Again::Sent(id),
             Err(err) => {
                 tracing::warn!(error = %error_chain(&err), "could not send the repeat");
-                Again::NotSent
+                Again::Failed(err)
             }
         }
     }
@@ -1099,12 +1098,6 @@ impl Held {
     }
 }
 
-/// The caller reference of the repeat of the invalidation sent as `reference`: derived from it,
-/// so a tick that sends both again reuses both references.
-fn again_reference(reference: &str) -> String {
-    format!("again-{:016x}", xxhash_rust::xxh3::xxh3_64(reference.as_bytes()))
-}
-
 /// A token naming this tick as the lease's holder: where it runs (the Lambda instance's log
 /// stream, or the host), its process and when it started, so an operator can tell who held it.
 fn lease_token() -> String {
@@ -1298,14 +1291,16 @@ impl Warmed {
 }
 
 /// How a repeated batch went.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 enum Again {
     /// Sent (its id), and completed.
     Completed(String),
     /// Sent (its id); not completed within the tick.
     Sent(String),
-    /// Not sent: over the budget, or the backend did not take it.
-    NotSent,
+    /// Not sent, on purpose: over the month's budget.
+    OverBudget,
+    /// Not sent: the backend did not take it, or the tick ran out of time.
+    Failed(InvalidationError),
 }
 
 impl Again {
@@ -1313,7 +1308,7 @@ impl Again {
     fn id(&self) -> Option<&str> {
         match self {
             Self::Completed(id) | Self::Sent(id) => Some(id),
-            Self::NotSent => None,
+            Self::OverBudget | Self::Failed(_) => None,
         }
     }
 }
